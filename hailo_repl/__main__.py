@@ -1,0 +1,3 @@
+from hailo_repl.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,179 @@
+"""The llama.cpp backend (llama-cpp-python): the embedded default when no Hailo device is found.
+
+Why it is built the way it is:
+- The chat template is rendered and tokenized here, so the tokens we count are the
+  tokens llama.cpp evaluates; llama-cpp-python then reuses the KV cache for the
+  longest common prefix, so a later turn only evaluates what is new.
+- `verbose=False` makes llama-cpp-python dup2 /dev/null over fds 1 and 2 while the
+  model loads, which would swallow a prompt drawn meanwhile; instead llama.cpp's log
+  goes to our log file through `llama_log_set`, and the Python-side chatter is
+  redirected there too.
+- Cancellation: the stream loop checks the cancel event after each token, and
+  `llama_set_abort_callback` stops a long prompt evaluation before the first token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import io
+import os
+import threading
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from loguru import logger
+
+from hailo_repl.backends.base import BackendBusyError, BackendError, GenerationParams, Message
+
+DEFAULT_CONTEXT_SIZE = 4096
+
+# Used when a GGUF carries no chat template of its own.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+class _LogWriter(io.TextIOBase):
+    """A text stream that sends what is written to it to the log file."""
+
+    def write(self, text: str) -> int:
+        if text.strip():
+            logger.debug("llama-cpp-python: {}", text.rstrip())
+        return len(text)
+
+
+class LlamaBackend:
+    name = "llama"
+
+    def __init__(self, model_path: Path, context_size: int = DEFAULT_CONTEXT_SIZE, threads: int | None = None):
+        self.model_path = Path(model_path)
+        self.model_name = self.model_path.name.removesuffix(".gguf").removesuffix(".Q4_1")
+        self.context_size = context_size
+        self.threads = threads or os.cpu_count() or 1
+        self.last_prompt_tokens = 0
+        self._llama = None
+        self._with_reply_prompt = None  # template formatter ending in the assistant header
+        self._history_only = None  # same template, no assistant header
+        self._context_used = 0
+        self._busy = threading.Lock()
+        self._cancel = threading.Event()  # the running generation's cancel event
+        self._abort_callback = None  # kept referenced: llama.cpp holds only the pointer
+
+    def load(self) -> None:
+        import llama_cpp
+        from llama_cpp import Llama
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self._log_callback = llama_cpp.llama_log_callback(
+            lambda level, text, data: logger.debug("llama.cpp: {}", text.decode(errors="replace").rstrip())
+        )
+        llama_cpp.llama_log_set(self._log_callback, ctypes.c_void_p(0))
+        try:
+            with contextlib.redirect_stderr(_LogWriter()), contextlib.redirect_stdout(_LogWriter()):
+                self._llama = Llama(
+                    model_path=str(self.model_path),
+                    n_ctx=self.context_size,
+                    n_threads=self.threads,
+                    n_threads_batch=self.threads,
+                    verbose=True,  # see the module docstring: False would dup2 over the terminal
+                )
+        except (ValueError, RuntimeError, OSError) as error:
+            raise BackendError(f"Failed to load {self.model_path}: {error}") from None
+        self._llama.verbose = False  # no per-call prints on stderr from here on
+
+        template = self._llama.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
+        eos = self._token_text(self._llama.token_eos())
+        bos = self._token_text(self._llama.token_bos())
+        self._with_reply_prompt = Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos)
+        self._history_only = Jinja2ChatFormatter(
+            template, eos_token=eos, bos_token=bos, add_generation_prompt=False
+        )
+        self._abort_callback = llama_cpp.ggml_abort_callback(lambda _data: self._cancel.is_set())
+        llama_cpp.llama_set_abort_callback(self._llama.ctx, self._abort_callback, None)
+
+    def _token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return self._llama.detokenize([token], special=True).decode(errors="replace")
+
+    def _tokens(self, messages: Sequence[Message], reply_prompt: bool) -> list[int]:
+        formatter = self._with_reply_prompt if reply_prompt else self._history_only
+        text = formatter(messages=list(messages)).prompt
+        return self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def count_tokens(self, messages: Sequence[Message]) -> int:
+        return len(self._tokens(messages, reply_prompt=True))
+
+    @property
+    def context_used(self) -> int:
+        return self._context_used
+
+    @property
+    def context_capacity(self) -> int:
+        return self.context_size
+
+    def stream(
+        self, messages: Sequence[Message], params: GenerationParams, cancel: threading.Event
+    ) -> Iterator[str]:
+        if not self._busy.acquire(blocking=False):
+            raise BackendBusyError("a reply is already being generated")
+        try:
+            yield from self._generate(messages, params, cancel)
+        finally:
+            self._cancel = threading.Event()
+            self._busy.release()
+
+    def _generate(self, messages, params: GenerationParams, cancel: threading.Event) -> Iterator[str]:
+        self._cancel = cancel
+        prompt = self._tokens(messages, reply_prompt=True)
+        cached = self._common_prefix(prompt)
+        self.last_prompt_tokens = len(prompt) - cached
+        if len(prompt) + params.max_tokens > self.context_size:
+            raise BackendError(
+                f"the conversation needs {len(prompt)} tokens plus {params.max_tokens} for the reply, "
+                f"more than the context of {self.context_size}"
+            )
+        generated = 0
+        try:
+            for chunk in self._llama.create_completion(
+                prompt=prompt,
+                max_tokens=params.max_tokens,
+                temperature=params.temperature,
+                top_p=params.top_p if params.top_p is not None else 0.95,
+                stream=True,
+            ):
+                generated += 1
+                text = chunk["choices"][0]["text"]
+                if text:
+                    yield text
+                if cancel.is_set():
+                    break
+        except RuntimeError as error:
+            if cancel.is_set():
+                return  # llama_decode aborted by our callback: a cancel, not a failure
+            raise BackendError(f"llama.cpp failed: {error}") from None
+        finally:
+            self._context_used = min(len(prompt) + generated, self.context_size)
+
+    def _common_prefix(self, tokens: list[int]) -> int:
+        held = self._llama.n_tokens
+        cached = self._llama.input_ids[:held]
+        count = 0
+        for a, b in zip(cached, tokens):
+            if a != b:
+                break
+            count += 1
+        return count
+
+    def clear(self) -> None:
+        if self._llama is not None:
+            self._llama.reset()
+        self._context_used = 0
+
+    def release(self) -> None:
+        if self._llama is not None:
+            self._llama.close()
+            self._llama = None

@@ -1,0 +1,97 @@
+"""Context accounting: how full the model's window is, and what to drop when it fills.
+
+Pure functions only; the backends say how many tokens a conversation costs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+Message = dict  # {"role": "system"|"user"|"assistant", "content": str}
+
+WARN_PERCENT = 70
+FULL_PERCENT = 90
+
+
+@dataclass(frozen=True)
+class ContextUsage:
+    used: int
+    capacity: int
+
+    @property
+    def percent(self) -> int:
+        return 100 * self.used // self.capacity if self.capacity else 0
+
+    @property
+    def level(self) -> str:
+        """'ok', 'warn' or 'full' — the toolbar's green, yellow and red."""
+        if self.percent >= FULL_PERCENT:
+            return "full"
+        if self.percent >= WARN_PERCENT:
+            return "warn"
+        return "ok"
+
+    def short(self) -> str:
+        return f"ctx {self.used}/{self.capacity} ({self.percent}%)"
+
+    def bar(self, width: int = 30) -> str:
+        """The seed's /context line: [Info] Context: [████░░…] 847/4096 (20%)."""
+        # Floor division as in hailo-apps' print_context_usage; clamped, since the
+        # device's usage can pass its capacity (its KV cache slides).
+        filled = min(width, width * self.used // self.capacity) if self.capacity else 0
+        return (
+            f"[Info] Context: [{'█' * filled}{'░' * (width - filled)}] "
+            f"{self.used}/{self.capacity} ({self.percent}%)"
+        )
+
+
+class ContextOverflowError(Exception):
+    """Even the system prompt and the newest message alone do not fit."""
+
+
+@dataclass(frozen=True)
+class FittedHistory:
+    messages: list[Message]
+    dropped_turns: int
+
+
+def split_turns(messages: Sequence[Message]) -> tuple[list[Message], list[list[Message]]]:
+    """Leading system messages, then turns: each a user message and what answers it."""
+    system = []
+    index = 0
+    while index < len(messages) and messages[index]["role"] == "system":
+        system.append(messages[index])
+        index += 1
+    turns: list[list[Message]] = []
+    for message in messages[index:]:
+        if message["role"] == "user" or not turns:
+            turns.append([message])
+        else:
+            turns[-1].append(message)
+    return system, turns
+
+
+def fit_history(
+    messages: Sequence[Message],
+    count_tokens: Callable[[Sequence[Message]], int],
+    capacity: int,
+    reserve: int,
+) -> FittedHistory:
+    """Drop the oldest turns until the conversation plus `reserve` tokens fits.
+
+    The system prompt and the newest turn are always kept; `reserve` is room for
+    the reply (max tokens). Raises ContextOverflowError when even those do not fit.
+    """
+    system, turns = split_turns(messages)
+    dropped = 0
+    while True:
+        kept = system + [m for turn in turns[dropped:] for m in turn]
+        if count_tokens(kept) + reserve <= capacity:
+            return FittedHistory(kept, dropped)
+        if dropped >= len(turns) - 1:
+            raise ContextOverflowError(
+                f"the message needs {count_tokens(kept)} tokens plus {reserve} for the reply, "
+                f"but the context holds {capacity}; shorten it or lower --max-tokens"
+            )
+        dropped += 1

