@@ -1,0 +1,95 @@
+"""Shared fixtures: the hailo_platform double on sys.path, fake HEFs, and the installed CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FAKES = Path(__file__).parent / "fakes"
+if str(FAKES) not in sys.path:
+    sys.path.insert(0, str(FAKES))  # in-process tests import the double as hailo_platform
+
+
+def hailo_repl_command() -> list[str]:
+    """The installed console script, as a user runs it."""
+    script = Path(sys.executable).parent / "hailo-repl"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("hailo-repl")
+    assert found, "hailo-repl is not installed: pip install -e '.[llama,test]'"
+    return [found]
+
+
+@pytest.fixture
+def isolated_home(tmp_path, monkeypatch):
+    """XDG dirs in tmp so tests never touch the user's history or logs."""
+    for variable, sub in (("XDG_CONFIG_HOME", "config"), ("XDG_DATA_HOME", "data"), ("XDG_STATE_HOME", "state")):
+        monkeypatch.setenv(variable, str(tmp_path / sub))
+    monkeypatch.delenv("HAILO_RESOURCES_DIR", raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def hailo_resources(tmp_path, monkeypatch):
+    """A resources dir with fake HEFs; returns a function adding models by name."""
+    root = tmp_path / "resources"
+    directory = root / "models" / "hailo10h"
+    directory.mkdir(parents=True)
+    monkeypatch.setenv("HAILO_RESOURCES_DIR", str(root))
+
+    def add(*names: str) -> Path:
+        for name in names:
+            (directory / f"{name}.hef").write_bytes(b"fake hef")
+        return directory
+
+    add.directory = directory
+    return add
+
+
+@pytest.fixture
+def fake_script(tmp_path, monkeypatch):
+    """Write a HAILO_FAKE_SCRIPT for the double; returns the writer."""
+
+    def write(script) -> Path:
+        path = tmp_path / "script.json"
+        path.write_text(json.dumps(script))
+        monkeypatch.setenv("HAILO_FAKE_SCRIPT", str(path))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def fake_log(tmp_path, monkeypatch):
+    """HAILO_FAKE_LOG for the double; returns a reader of the recorded events."""
+    path = tmp_path / "fake-hailo.jsonl"
+    monkeypatch.setenv("HAILO_FAKE_LOG", str(path))
+
+    def events() -> list[dict]:
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    return events
+
+
+def run_cli(*args: str, stdin: str | None = None, env: dict | None = None, with_fakes: bool = False, timeout: float = 180):
+    """Run the installed hailo-repl with no terminal; returns CompletedProcess."""
+    environment = dict(os.environ)
+    if with_fakes:
+        environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(FAKES), environment.get("PYTHONPATH")]))
+    environment.update(env or {})
+    return subprocess.run(
+        hailo_repl_command() + list(args),
+        input=stdin if stdin is not None else "",
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=timeout,
+    )
