@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import importlib.metadata
 import os
 import sys
@@ -171,7 +172,7 @@ def download_model(name: str, directory: Path, report: Callable[[int, int | None
             out.flush()
             os.fsync(out.fileno())
         os.replace(temp_name, target)
-    except (OSError, urllib.error.URLError, ValueError) as error:
+    except (OSError, urllib.error.URLError, http.client.HTTPException, ValueError) as error:
         reason = getattr(error, "reason", None) or getattr(error, "strerror", None) or error
         raise ModelNotFoundError(f"Download of {name} from {url} failed: {reason}") from None
     finally:

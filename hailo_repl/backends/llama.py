@@ -57,7 +57,6 @@ class LlamaBackend:
         self._llama = None
         self._with_reply_prompt = None  # template formatter ending in the assistant header
         self._history_only = None  # same template, no assistant header
-        self._context_used = 0
         self._busy = threading.Lock()
         self._cancel = threading.Event()  # the running generation's cancel event
         self._abort_callback = None  # kept referenced: llama.cpp holds only the pointer
@@ -109,7 +108,7 @@ class LlamaBackend:
 
     @property
     def context_used(self) -> int:
-        return self._context_used
+        return self._llama.n_tokens if self._llama is not None else 0
 
     @property
     def context_capacity(self) -> int:
@@ -136,7 +135,6 @@ class LlamaBackend:
                 f"the conversation needs {len(prompt)} tokens plus {params.max_tokens} for the reply, "
                 f"more than the context of {self.context_size}"
             )
-        generated = 0
         try:
             for chunk in self._llama.create_completion(
                 prompt=prompt,
@@ -145,7 +143,6 @@ class LlamaBackend:
                 top_p=params.top_p if params.top_p is not None else 0.95,
                 stream=True,
             ):
-                generated += 1
                 text = chunk["choices"][0]["text"]
                 if text:
                     yield text
@@ -155,8 +152,6 @@ class LlamaBackend:
             if cancel.is_set():
                 return  # llama_decode aborted by our callback: a cancel, not a failure
             raise BackendError(f"llama.cpp failed: {error}") from None
-        finally:
-            self._context_used = min(len(prompt) + generated, self.context_size)
 
     def _common_prefix(self, tokens: list[int]) -> int:
         held = self._llama.n_tokens
@@ -171,7 +166,6 @@ class LlamaBackend:
     def clear(self) -> None:
         if self._llama is not None:
             self._llama.reset()
-        self._context_used = 0
 
     def release(self) -> None:
         if self._llama is not None:

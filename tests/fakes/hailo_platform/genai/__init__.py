@@ -64,9 +64,10 @@ class _Device:
 
 
 class LLMGeneratorCompletion:
-    def __init__(self, device, tokens, delay_ms, max_tokens):
+    def __init__(self, device, tokens, delay_ms, max_tokens, fail_after=None):
         self._device = device
         self._pending = list(tokens)
+        self._fail_after = fail_after  # read() raises once this many tokens were read
         self._delay = delay_ms / 1000
         self._max_tokens = max_tokens
         self._produced = 0
@@ -89,6 +90,9 @@ class LLMGeneratorCompletion:
             raise HailoRTInvalidOperationException("Invalid operation. See hailort.log for more information")
         if self._delay:
             time.sleep(self._delay)
+        if self._fail_after is not None and self._produced >= self._fail_after:
+            # A scripted failure mid-stream; the generation stays open, as after a timeout.
+            raise HailoRTException("libhailort failed with error: 4 (HAILO_TIMEOUT)")
         if self._recovering:
             # The recovery sequence is streamed as the last token before MAX_TOKENS_REACHED.
             self._device.usage += len(_tokenize(self._device.recovery))
@@ -174,9 +178,10 @@ class LLM:
         device.reply_index += 1
         tokens = reply["tokens"] if isinstance(reply, dict) else reply
         delay = (reply.get("delay_ms") if isinstance(reply, dict) else None) or device.script.get("delay_ms", 0)
+        fail_after = reply.get("fail_after") if isinstance(reply, dict) else None
         record("generate", prompt=prompt, temperature=temperature, max_generated_tokens=max_generated_tokens,
                do_sample=do_sample, usage_before_reply=device.usage)
-        completion = LLMGeneratorCompletion(device, tokens, delay, max_generated_tokens)
+        completion = LLMGeneratorCompletion(device, tokens, delay, max_generated_tokens, fail_after)
         device.live_completion = completion
         return completion
 

