@@ -27,6 +27,7 @@ class Chat:
         self.system_prompt = system_prompt
         self.messages: list[Message] = [{"role": "system", "content": system_prompt}]
         self.last_stats: ReplyStats | None = None
+        self.session_stats: list[ReplyStats] = []
 
     def usage(self) -> ContextUsage:
         return ContextUsage(self.backend.context_used, self.backend.context_capacity)
@@ -34,6 +35,40 @@ class Chat:
     def clear(self) -> None:
         self.messages = [{"role": "system", "content": self.system_prompt}]
         self.backend.clear()
+
+    def set_system_prompt(self, text: str) -> None:
+        self.system_prompt = text
+        self.messages[0] = {"role": "system", "content": text}
+
+    def replace_messages(self, messages: list[Message]) -> None:
+        """Continue a saved conversation; the backend notices its history differs."""
+        if not messages or messages[0]["role"] != "system":
+            messages = [{"role": "system", "content": self.system_prompt}] + messages
+        self.system_prompt = messages[0]["content"]
+        self.messages = list(messages)
+
+    def undo(self) -> str | None:
+        """Drop the last user message and what answered it; return that message's text."""
+        for index in range(len(self.messages) - 1, 0, -1):
+            if self.messages[index]["role"] == "user":
+                text = self.messages[index]["content"]
+                del self.messages[index:]
+                return text
+        return None
+
+    def stats_text(self) -> str:
+        if not self.session_stats:
+            return "No replies yet."
+        last = self.last_stats
+        tokens = sum(s.generated_tokens for s in self.session_stats)
+        seconds = sum(s.total for s in self.session_stats)
+        mean_ttft = sum(s.time_to_first_token for s in self.session_stats) / len(self.session_stats)
+        return (
+            f"Last reply:  {last.generated_tokens} tokens, time to first token {last.time_to_first_token * 1000:.0f} ms, "
+            f"{last.tokens_per_second:.1f} tok/s\n"
+            f"Session:     {len(self.session_stats)} replies, {tokens} tokens in {seconds:.1f} s, "
+            f"mean time to first token {mean_ttft * 1000:.0f} ms"
+        )
 
     def reply(
         self,
@@ -80,6 +115,7 @@ class Chat:
             stats.generated_tokens = len(raw)
             stats.prompt_tokens = self.backend.last_prompt_tokens
             self.last_stats = stats
+            self.session_stats.append(stats)
             self._keep_reply(clean_response("".join(raw)), complete=finished and not cancel.is_set())
 
     def _keep_reply(self, content: str, complete: bool) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import signal
 import sys
 import threading
@@ -68,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--list-models", action="store_true", help="list installed and registered models, then exit")
     parser.add_argument("-p", "--prompt", help="send one message, print the reply, and exit")
     parser.add_argument("--single", action="store_true", help="with piped input, send all of it as one message")
+    parser.add_argument("--no-history", action="store_true", help="do not read or write the input history file (also HAILO_REPL_NOHISTORY=1)")
     parser.add_argument("--verbose", action="store_true", help="print timings after each reply, and warnings from the log")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
@@ -89,10 +92,13 @@ def notice(line: str) -> None:
 def run_turn(chat: Chat, text: str, verbose: bool, load_seconds: float = 0.0) -> None:
     """Stream one reply to stdout; the timing block goes to stderr with --verbose."""
     cancel = threading.Event()
+    # closing(): on SIGTERM the reply is closed here, so the device's generation ends
+    # before the backend is released.
     try:
-        for piece in chat.reply(text, cancel, notify=notice):
-            sys.stdout.write(piece)
-            sys.stdout.flush()
+        with contextlib.closing(chat.reply(text, cancel, notify=notice)) as pieces:
+            for piece in pieces:
+                sys.stdout.write(piece)
+                sys.stdout.flush()
     finally:
         sys.stdout.write("\n")
         sys.stdout.flush()
@@ -134,16 +140,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             notify=notice,
             interactive=sys.stdin.isatty() and sys.stdout.isatty(),
         )
-        load_seconds = time.perf_counter() - started
         chat = Chat(backend, args.system_prompt, GenerationParams(temperature=args.temperature, max_tokens=args.max_tokens))
-        if args.prompt is not None:
-            inputs = [args.prompt]
-        elif not sys.stdin.isatty():
-            inputs = messages_from_stdin(args.single)
-        else:
+        if args.prompt is None and sys.stdin.isatty() and sys.stdout.isatty():
             from hailo_repl.app import run_repl
 
-            return run_repl(chat, verbose=args.verbose)
+            return run_repl(chat, history=not (args.no_history or os.environ.get("HAILO_REPL_NOHISTORY")))
+        backend.load()
+        load_seconds = time.perf_counter() - started
+        if args.prompt is not None:
+            inputs = [args.prompt]
+        else:
+            inputs = messages_from_stdin(args.single)
         for index, text in enumerate(inputs):
             run_turn(chat, text, args.verbose, load_seconds if index == 0 else 0.0)
         return EXIT_OK

@@ -38,15 +38,18 @@ def _hailort_installed() -> bool:
 
 
 def open_backend(choice: BackendChoice, notify: Callable[[str], None], interactive: bool) -> Backend:
-    """Pick, resolve and load the backend the user asked for; BackendError/ModelNotFoundError on failure."""
+    """Pick the backend and resolve its model; BackendError/ModelNotFoundError on failure.
+
+    The model is not loaded yet: the caller runs `load()`, in the background in the REPL.
+    """
     wants_hailo = choice.backend == "hailo" or (choice.backend == "auto" and choice.hef_path and not choice.gguf_path)
     if choice.backend == "llama" or choice.gguf_path:
-        return _load(_llama_backend(choice.gguf_path))
+        return _llama_backend(choice.gguf_path)
     if not _hailort_installed():
         if wants_hailo:
             raise BackendError(HAILORT_MISSING)
         notify(f"No Hailo device (hailo_platform is not installed); using llama.cpp on the CPU with {models.BUNDLED_MODEL_NAME}")
-        return _load(_llama_backend(None))
+        return _llama_backend(None)
 
     from hailo_repl.backends.hailo import HailoBackend, open_vdevice
 
@@ -57,18 +60,13 @@ def open_backend(choice: BackendChoice, notify: Callable[[str], None], interacti
             raise
         logger.info("auto backend: {}", error)
         notify(f"No Hailo device found; using llama.cpp on the CPU with {models.BUNDLED_MODEL_NAME}")
-        return _load(_llama_backend(None))
+        return _llama_backend(None)
     try:
         hef = _choose_hef(choice.hef_path, notify, interactive)
-        return _load(HailoBackend(hef, vdevice))
+        return HailoBackend(hef, vdevice)
     except BaseException:
         vdevice.release()
         raise
-
-
-def _load(backend: Backend) -> Backend:
-    backend.load()
-    return backend
 
 
 def _llama_backend(gguf_path: Path | None) -> Backend:

@@ -12,6 +12,8 @@ hailort/libhailort/src/genai/llm/*):
   still generating; the device then appends the recovery sequence.
 - temperature <= 0 and top_p outside [0, 1] are invalid arguments.
 - Use after release() fails with AttributeError, as the real wrapper's None does.
+- Test-only: a scripted reply {"tokens": [...], "fail_after": N} makes read() raise
+  HailoRTException after N tokens, to exercise a device failure mid-stream.
 """
 
 import json

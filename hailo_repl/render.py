@@ -1,0 +1,72 @@
+"""Writing a streamed reply: text passes through at once; fenced code blocks are
+held until their closing fence and then printed highlighted by pygments."""
+
+from __future__ import annotations
+
+from pygments import highlight
+from pygments.formatters import TerminalFormatter
+from pygments.lexers import TextLexer, get_lexer_by_name, guess_lexer
+from pygments.util import ClassNotFound
+
+FENCE = "```"
+
+
+def highlight_code(code: str, language: str) -> str:
+    try:
+        lexer = get_lexer_by_name(language) if language else guess_lexer(code)
+    except ClassNotFound:
+        lexer = TextLexer()
+    return highlight(code, lexer, TerminalFormatter())
+
+
+class ReplyRenderer:
+    def __init__(self, color: bool = True):
+        self.color = color
+        self._line = ""  # the current line, while it may still be a fence line
+        self._holding = True  # at a line start: hold text until it cannot be a fence
+        self._language: str | None = None  # set inside a code block
+        self._code: list[str] = []
+
+    def feed(self, text: str) -> str:
+        if not self.color:
+            return text
+        out: list[str] = []
+        for char in text:
+            out.append(self._char(char))
+        return "".join(out)
+
+    def _char(self, char: str) -> str:
+        if not self._holding:  # plain text in the middle of a line
+            if char == "\n":
+                self._holding = True
+            return char
+        self._line += char
+        line = self._line
+        if char == "\n":
+            self._line = ""
+            return self._end_of_line(line)
+        if self._language is None and not (FENCE.startswith(line.lstrip()) or line.lstrip().startswith(FENCE)):
+            self._line = ""
+            self._holding = False
+            return line
+        return ""
+
+    def _end_of_line(self, line: str) -> str:
+        stripped = line.strip()
+        if self._language is None:
+            if stripped.startswith(FENCE):
+                self._language = stripped[len(FENCE):].strip()
+                self._code = []
+            return line
+        if stripped == FENCE:
+            code, language = "".join(self._code), self._language
+            self._language, self._code = None, []
+            return highlight_code(code, language) + line
+        self._code.append(line)
+        return ""
+
+    def flush(self) -> str:
+        """End of reply: whatever is held comes out as it is (an unclosed block unhighlighted)."""
+        rest = "".join(self._code) + self._line
+        self._line, self._code, self._language, self._holding = "", [], None, True
+        return rest

@@ -1,0 +1,44 @@
+"""The bottom toolbar: model, backend, context gauge and speed, as formatted-text tuples."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prompt_toolkit.styles import Style
+
+from hailo_repl.context import ContextUsage
+
+BACKEND_LABELS = {"hailo": "Hailo-10H", "llama": "llama.cpp CPU"}
+
+STYLE = Style.from_dict(
+    {
+        "bottom-toolbar": "noreverse bg:#262626 #d0d0d0",
+        "toolbar.ctx.ok": "bg:#262626 #5fd75f bold",
+        "toolbar.ctx.warn": "bg:#262626 #ffd75f bold",
+        "toolbar.ctx.full": "bg:#262626 #ff5f5f bold",
+        "toolbar.status": "bg:#262626 #87afff",
+        "prompt": "bold #5fafff",
+    }
+)
+
+
+@dataclass
+class ToolbarState:
+    model: str
+    backend: str
+    status: str  # "loading", "ready" or "failed"
+    usage: ContextUsage | None = None
+    tokens_per_second: float | None = None
+
+
+def toolbar_fragments(state: ToolbarState) -> list[tuple[str, str]]:
+    parts: list[tuple[str, str]] = [("", f" {state.model} · {BACKEND_LABELS.get(state.backend, state.backend)} ")]
+    if state.status == "loading":
+        parts.append(("class:toolbar.status", "│ loading model… "))
+    elif state.status == "failed":
+        parts.append(("class:toolbar.ctx.full", "│ model failed to load "))
+    if state.usage is not None and state.status == "ready":
+        parts += [("", "│ "), (f"class:toolbar.ctx.{state.usage.level}", state.usage.short()), ("", " ")]
+    if state.tokens_per_second:
+        parts.append(("", f"│ {state.tokens_per_second:.1f} tok/s "))
+    return parts
