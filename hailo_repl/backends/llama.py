@@ -71,7 +71,7 @@ class LlamaBackend:
         )
         llama_cpp.llama_log_set(self._log_callback, ctypes.c_void_p(0))
         try:
-            with contextlib.redirect_stderr(_LogWriter()), contextlib.redirect_stdout(_LogWriter()):
+            with contextlib.redirect_stderr(_LogWriter()):  # its Python-side prints go to stderr
                 self._llama = Llama(
                     model_path=str(self.model_path),
                     n_ctx=self.context_size,

@@ -1,0 +1,268 @@
+"""The interactive chat: an asyncio loop driving one prompt_toolkit PromptSession.
+
+A reply runs in an executor thread through the backend protocol; its text crosses to
+the loop through an asyncio queue and is written while no prompt is on screen (a
+prompt redrawn under streaming text garbles partial lines). Ctrl+C during a reply is
+a SIGINT (the terminal is in cooked mode then): its handler sets the reply's cancel
+event, so the backend stops generating, and the loop goes back to the prompt at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import threading
+
+from loguru import logger
+from prompt_toolkit import PromptSession
+from prompt_toolkit.history import FileHistory, InMemoryHistory
+from prompt_toolkit.key_binding import KeyBindings
+
+from hailo_repl import __version__
+from hailo_repl.backends.base import BackendError
+from hailo_repl.chat import Chat
+from hailo_repl.commands import BUILTINS, CommandCompleter, Quit, is_command
+from hailo_repl.config import data_dir, log_file
+from hailo_repl.context import ContextOverflowError
+from hailo_repl.render import ReplyRenderer
+from hailo_repl.toolbar import STYLE, ToolbarState, toolbar_fragments
+
+ASSISTANT_PREFIX = "Assistant: "
+INTERRUPTED_NOTE = " [interrupted]"
+
+
+def load_input_bindings() -> KeyBindings:
+    """Enter sends (prompt_toolkit's default); these add newlines and Ctrl+C's behaviour."""
+    bindings = KeyBindings()
+
+    @bindings.add("escape", "enter")  # Alt+Enter
+    @bindings.add("c-j")
+    def _newline(event):
+        event.current_buffer.insert_text("\n")
+
+    @bindings.add("c-c")
+    def _clear_or_quit(event):
+        if event.current_buffer.text:
+            event.current_buffer.reset()
+        else:
+            event.app.exit(exception=EOFError)
+
+    return bindings
+
+
+def welcome_text(chat: Chat) -> str:
+    names = " ".join(entry.name for entry in BUILTINS.unique())
+    return (
+        f"hailo-repl {__version__} — chat with {chat.backend.model_name} on {chat.backend.name}\n"
+        f"Type a message and press Enter (Alt+Enter for a new line). Ctrl+C stops a reply; "
+        f"Ctrl+D or /quit ends the chat.\n"
+        f"Commands: {names}\n"
+    )
+
+
+class Repl:
+    def __init__(self, chat: Chat, history: bool = True):
+        self.chat = chat
+        self.sessions_dir = data_dir() / "sessions"
+        self.color = not os.environ.get("NO_COLOR")
+        self.status = "loading"
+        self._worker: asyncio.Future | None = None  # the thread of the last reply
+        self._quitting = False
+        self.session = PromptSession(
+            message=[("class:prompt", "You: ")],
+            history=self._history(history),
+            completer=CommandCompleter(BUILTINS),
+            complete_while_typing=False,
+            bottom_toolbar=self.toolbar,
+            key_bindings=load_input_bindings(),
+            prompt_continuation="     ",
+            style=STYLE,
+            refresh_interval=0.5,
+        )
+
+    @staticmethod
+    def _history(enabled: bool):
+        if not enabled:
+            return InMemoryHistory()
+        path = data_dir() / "history"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return InMemoryHistory()
+        return FileHistory(str(path))
+
+    def toolbar(self):
+        backend = self.chat.backend
+        state = ToolbarState(backend.model_name, backend.name, self.status)
+        if self.status == "ready":
+            state.usage = self.chat.usage()
+            state.tokens_per_second = self.chat.last_stats.tokens_per_second if self.chat.last_stats else None
+        return toolbar_fragments(state)
+
+    def say(self, text: str) -> None:
+        print(text, flush=True)
+
+    # ---- lifecycle ----------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        load = loop.run_in_executor(None, self.chat.backend.load)
+        load.add_done_callback(self._loaded)
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(signum, self.quit)
+        self.say(welcome_text(self.chat))
+        try:
+            await self._converse(load)
+        finally:
+            await self._settle()
+            with contextlib.suppress(Exception):
+                await load  # the backend is released only after its load has ended
+        return 1 if self.status == "failed" else 0
+
+    def _loaded(self, load: asyncio.Future) -> None:
+        if load.exception() is None:
+            self.status = "ready"
+        else:
+            self.status = "failed"
+        if self.session.app.is_running:
+            self.session.app.invalidate()
+
+    def quit(self) -> None:
+        """SIGTERM/SIGHUP: stop any reply and leave the prompt; cleanup follows in run()."""
+        self._quitting = True
+        if self._cancel_reply is not None:
+            self._cancel_reply()
+        if self.session.app.is_running:
+            self.session.app.exit(exception=EOFError)
+
+    _cancel_reply = None
+
+    async def _converse(self, load: asyncio.Future) -> None:
+        while not self._quitting:
+            try:
+                text = await self.session.prompt_async()
+            except (EOFError, KeyboardInterrupt):
+                return
+            if not text.strip():
+                continue
+            await self._settle()
+            if is_command(text):
+                try:
+                    text = self._run_command(text)
+                except Quit:
+                    return
+                if text is None:
+                    continue
+            if not await self._model_ready(load):
+                if self.status == "failed":
+                    return
+                continue
+            await self._reply(text)
+
+    def _run_command(self, text: str) -> str | None:
+        entry, argument, word = BUILTINS.parse(text)
+        if entry is None:
+            self.say(BUILTINS.unknown_message(word))
+            return None
+        try:
+            return entry.handler(self, argument)
+        except Quit:
+            raise
+        except Exception as error:
+            logger.exception("command {} failed", word)
+            self.say(f"[Error] {word} failed: {error} (details in {log_file()})")
+            return None
+
+    async def _model_ready(self, load: asyncio.Future) -> bool:
+        if not load.done():
+            self.say("[Info] Waiting for the model to load… (Ctrl+C to go back)")
+            loop = asyncio.get_running_loop()
+            waiting = asyncio.ensure_future(asyncio.shield(load))
+            loop.add_signal_handler(signal.SIGINT, waiting.cancel)
+            try:
+                await waiting
+            except asyncio.CancelledError:
+                return False
+            except Exception:
+                pass
+            finally:
+                loop.remove_signal_handler(signal.SIGINT)
+        if load.exception() is not None:
+            error = load.exception()
+            if not isinstance(error, BackendError):
+                logger.opt(exception=error).error("model load failed")
+            self.say(f"[Error] {error}")
+            return False
+        return True
+
+    async def _settle(self) -> None:
+        """Wait for the previous reply's thread, so the conversation is complete again."""
+        if self._worker is not None:
+            with contextlib.suppress(Exception):
+                await self._worker
+            self._worker = None
+
+    # ---- one reply ------------------------------------------------------------------
+
+    async def _reply(self, text: str) -> None:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        cancel = threading.Event()
+
+        def post(kind: str, value=None) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
+
+        def generate() -> None:
+            try:
+                with contextlib.closing(self.chat.reply(text, cancel, notify=lambda line: post("notice", line))) as pieces:
+                    for piece in pieces:
+                        if cancel.is_set():
+                            break
+                        post("text", piece)
+                post("done")
+            except (BackendError, ContextOverflowError) as error:
+                post("error", str(error))
+            except Exception as error:
+                logger.exception("reply failed")
+                post("error", f"unexpected {type(error).__name__}: {error} (details in {log_file()})")
+
+        def interrupt() -> None:
+            cancel.set()
+            queue.put_nowait(("interrupted", None))
+
+        self._cancel_reply = interrupt
+        loop.add_signal_handler(signal.SIGINT, interrupt)
+        self._worker = loop.run_in_executor(None, generate)
+        renderer = ReplyRenderer(color=self.color)
+        write = sys.stdout.write
+        started = False
+        try:
+            while True:
+                kind, value = await queue.get()
+                if kind == "notice":
+                    write(("\n" if started else "") + value + "\n")
+                elif kind == "text":
+                    if not started:
+                        write(ASSISTANT_PREFIX)
+                        started = True
+                    write(renderer.feed(value))
+                else:
+                    write(renderer.flush())
+                    if kind == "interrupted":
+                        write(INTERRUPTED_NOTE)
+                    elif kind == "error":
+                        write(("\n" if started else "") + f"[Error] {value}")
+                    break
+                sys.stdout.flush()
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+            self._cancel_reply = None
+            write("\n\n")
+            sys.stdout.flush()
+
+
+def run_repl(chat: Chat, history: bool = True) -> int:
+    return asyncio.run(Repl(chat, history).run())
