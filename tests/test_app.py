@@ -1,0 +1,182 @@
+"""The REPL application, driven through prompt_toolkit's pipe input (no terminal needed)."""
+
+import asyncio
+import os
+import signal
+import threading
+import time
+
+import pytest
+from prompt_toolkit.application import create_app_session
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.output import DummyOutput
+
+from hailo_repl.app import Repl
+from hailo_repl.backends.base import BackendError, GenerationParams
+from hailo_repl.chat import Chat
+
+
+class ScriptedBackend:
+    """Follows the backend protocol; each reply is a list of pieces, or an exception to raise."""
+
+    name = "llama"
+    model_name = "scripted-model"
+    last_prompt_tokens = 3
+    context_capacity = 4096
+
+    def __init__(self, *replies, delay=0.0):
+        self.replies = list(replies)
+        self.delay = delay
+        self.prompts = []
+        self.loaded = threading.Event()
+        self.produced = 0
+
+    def load(self):
+        self.loaded.set()
+
+    @property
+    def context_used(self):
+        return 100 * len(self.prompts)
+
+    def stream(self, messages, params, cancel):
+        self.prompts.append([m["content"] for m in messages])
+        reply = self.replies.pop(0) if self.replies else ["ok"]
+        for piece in reply:
+            if isinstance(piece, Exception):
+                raise piece
+            if cancel.is_set():
+                return
+            time.sleep(self.delay)
+            self.produced += 1
+            yield piece
+
+    def count_tokens(self, messages):
+        return sum(len(m["content"].split()) for m in messages)
+
+    def clear(self):
+        pass
+
+    def release(self):
+        pass
+
+
+def run_repl(backend, keys, history=False, after=None):
+    """Type `keys` into a Repl; returns (exit code, the Repl, what it printed)."""
+    chat = Chat(backend, "sys", GenerationParams())
+    with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
+        repl = Repl(chat, history=history)
+
+        async def main():
+            task = asyncio.ensure_future(repl.run())
+            for chunk in keys:
+                if callable(chunk):
+                    await chunk()
+                else:
+                    pipe.send_text(chunk)
+                    await asyncio.sleep(0.05)
+            return await asyncio.wait_for(task, 30)
+
+        code = asyncio.run(main())
+    return code, repl
+
+
+@pytest.fixture(autouse=True)
+def home(isolated_home):
+    return isolated_home
+
+
+def test_a_message_gets_a_streamed_reply_and_quit_exits_zero(capsys):
+    backend = ScriptedBackend(["Hello", " there"])
+    code, repl = run_repl(backend, ["hi\r", "/quit\r"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "Assistant: Hello there" in out
+    assert repl.chat.messages[-2:] == [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello there"}]
+
+
+def test_welcome_text_names_model_and_commands(capsys):
+    run_repl(ScriptedBackend(), ["/quit\r"])
+    out = capsys.readouterr().out
+    assert "scripted-model" in out and "/help" in out and "/context" in out
+
+
+def test_empty_and_blank_input_is_ignored_and_unknown_commands_never_reach_the_model(capsys):
+    backend = ScriptedBackend()
+    code, _ = run_repl(backend, ["\r", "   \r", "/hlep\r", "/quit\r"])
+    assert code == 0 and backend.prompts == []
+    assert "Unknown command /hlep — did you mean /help?" in capsys.readouterr().out
+
+
+def test_ctrl_c_with_text_clears_the_line_and_on_an_empty_line_quits():
+    backend = ScriptedBackend(["a"])
+    code, _ = run_repl(backend, ["typo", "\x03", "real\r", "\x03"])
+    assert code == 0
+    assert backend.prompts == [["sys", "real"]]
+
+
+def test_ctrl_d_quits():
+    code, _ = run_repl(ScriptedBackend(), ["\x04"])
+    assert code == 0
+
+
+def test_alt_enter_and_ctrl_j_insert_newlines_and_a_paste_stays_one_message():
+    backend = ScriptedBackend(["a"], ["b"])
+    run_repl(backend, ["one\x1b\rtwo\ntwo-b\r", "\x1b[200~pasted\nlines\x1b[201~\r", "/quit\r"])
+    assert backend.prompts[0][-1] == "one\ntwo\ntwo-b"
+    assert backend.prompts[1][-1] == "pasted\nlines"
+
+
+def test_a_backend_error_is_one_line_and_the_chat_goes_on(capsys):
+    backend = ScriptedBackend(["par", "tial", BackendError("device went away")], ["recovered"])
+    code, repl = run_repl(backend, ["first\r", "second\r", "/quit\r"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "partial" in out and "[Error] device went away" in out and "recovered" in out
+    assert "Traceback" not in out
+
+
+def test_ctrl_c_during_a_reply_stops_the_backend_and_keeps_the_partial_reply(capsys):
+    backend = ScriptedBackend([f"w{i} " for i in range(200)], ["next answer"], delay=0.02)
+
+    async def interrupt_after_a_few_tokens():
+        await asyncio.sleep(0.3)
+        os.kill(os.getpid(), signal.SIGINT)
+        await asyncio.sleep(0.2)
+
+    code, repl = run_repl(backend, ["long\r", interrupt_after_a_few_tokens, "again\r", "/quit\r"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "[interrupted]" in out and "next answer" in out
+    assert backend.produced < 60  # generation stopped, not just the printing
+    interrupted = repl.chat.messages[2]["content"]
+    assert interrupted.startswith("w0 w1") and interrupted.endswith("[interrupted]")
+    assert backend.prompts[1][-1] == "again"
+
+
+def test_history_is_kept_across_runs_and_up_recalls_it(home):
+    run_repl(ScriptedBackend(), ["remember me\r", "/quit\r"], history=True)
+    backend = ScriptedBackend()
+    run_repl(backend, ["\x1b[A\x1b[A\r", "/quit\r"], history=True)
+    assert backend.prompts[0][-1] == "remember me"
+
+
+def test_no_history_keeps_nothing_on_disk(home):
+    run_repl(ScriptedBackend(), ["secret\r", "/quit\r"], history=False)
+    assert not any("secret" in p.read_text() for p in home.rglob("history"))
+
+
+def test_toolbar_shows_model_backend_context_and_speed():
+    backend = ScriptedBackend(["a", "b", "c"], delay=0.01)
+    _, repl = run_repl(backend, ["x\r", "/quit\r"])
+    text = "".join(fragment[1] for fragment in repl.toolbar())
+    assert "scripted-model" in text and "llama.cpp CPU" in text
+    assert "ctx 100/4096 (2%)" in text and "tok/s" in text
+
+
+def test_sigterm_ends_the_chat_cleanly():
+    async def terminate():
+        await asyncio.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    code, _ = run_repl(ScriptedBackend(), [terminate])
+    assert code == 0

@@ -1,0 +1,170 @@
+"""Slash-command registry: parsing, dispatch, /help text, completion, suggestions."""
+
+import threading
+
+import pytest
+from prompt_toolkit.completion import CompleteEvent
+from prompt_toolkit.document import Document
+
+from hailo_repl.backends.base import GenerationParams
+from hailo_repl.chat import Chat
+from hailo_repl.commands import BUILTINS, CommandCompleter, Quit
+
+
+def completions(text):
+    return [c.text for c in CommandCompleter(BUILTINS).get_completions(Document(text), CompleteEvent(completion_requested=True))]
+
+
+def test_slash_lists_every_command_with_its_help():
+    found = CommandCompleter(BUILTINS).get_completions(Document("/"), CompleteEvent(completion_requested=True))
+    metas = {c.text: c.display_meta_text for c in found}
+    for name in ("/help", "/clear", "/context", "/quit", "/exit", "/system", "/set", "/retry", "/undo", "/stats", "/save", "/load"):
+        assert name in metas
+    assert metas["/context"] == "show how full the context window is"
+
+
+def test_a_prefix_completes_to_the_command():
+    assert completions("/he") == ["/help"]
+    assert completions("hello") == []
+
+
+def test_set_completes_parameter_names():
+    assert completions("/set ") == ["temperature", "max-tokens", "top-p"]
+    assert completions("/set te") == ["temperature"]
+
+
+def test_save_and_load_complete_file_paths(tmp_path, monkeypatch):
+    (tmp_path / "chat-one.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    assert "chat-one.json" in completions("/load ch") or "at-one.json" in completions("/load ch")
+    assert completions("/save ch")
+
+
+def test_unknown_commands_get_a_suggestion():
+    assert BUILTINS.unknown_message("/hlep") == "Unknown command /hlep — did you mean /help?"
+    assert BUILTINS.unknown_message("/zzzzzz").startswith("Unknown command /zzzzzz")
+
+
+def test_parse_splits_command_and_argument():
+    entry, argument, word = BUILTINS.parse("/set  temperature 0.2")
+    assert entry.name == "/set" and argument == "temperature 0.2" and word == "/set"
+    assert BUILTINS.parse("/EXIT")[0].name == "/quit"
+
+
+class ScriptedBackend:
+    """A minimal protocol implementation for command tests: replies with fixed pieces."""
+
+    name = "test"
+    model_name = "scripted"
+    last_prompt_tokens = 0
+
+    def __init__(self):
+        self.cleared = 0
+
+    def load(self):
+        pass
+
+    def stream(self, messages, params, cancel):
+        yield from ["fine ", "thanks"]
+
+    def count_tokens(self, messages):
+        return sum(len(m["content"].split()) for m in messages)
+
+    context_used = 100
+    context_capacity = 1000
+
+    def clear(self):
+        self.cleared += 1
+
+    def release(self):
+        pass
+
+
+class FakeRepl:
+    def __init__(self, tmp_path):
+        self.chat = Chat(ScriptedBackend(), "be kind", GenerationParams())
+        self.said = []
+        self.sessions_dir = tmp_path / "sessions"
+
+    def say(self, text):
+        self.said.append(text)
+
+    def run(self, text):
+        entry, argument, word = BUILTINS.parse(text)
+        return entry.handler(self, argument)
+
+
+@pytest.fixture
+def repl(tmp_path):
+    return FakeRepl(tmp_path)
+
+
+def talk(repl, text):
+    return "".join(repl.chat.reply(text, threading.Event()))
+
+
+def test_set_validates_and_names_the_range(repl):
+    repl.run("/set temperature hot")
+    assert "0.0 to 2.0" in repl.said[-1]
+    repl.run("/set temperature 3")
+    assert repl.chat.params.temperature == 0.7
+    repl.run("/set temperature 0.2")
+    repl.run("/set max-tokens 64")
+    repl.run("/set top-p 0.9")
+    assert (repl.chat.params.temperature, repl.chat.params.max_tokens, repl.chat.params.top_p) == (0.2, 64, 0.9)
+    repl.run("/set max-tokens -1")
+    assert "above 0" in repl.said[-1]
+
+
+def test_undo_and_retry(repl):
+    talk(repl, "hi")
+    talk(repl, "how are you")
+    assert repl.run("/retry") == "how are you"
+    assert [m["content"] for m in repl.chat.messages] == ["be kind", "hi", "fine thanks"]
+    repl.run("/undo")
+    assert [m["content"] for m in repl.chat.messages] == ["be kind"]
+    repl.run("/undo")
+    assert repl.said[-1] == "Nothing to undo."
+
+
+def test_clear_context_and_system(repl):
+    talk(repl, "hi")
+    repl.run("/clear")
+    assert len(repl.chat.messages) == 1 and repl.chat.backend.cleared == 1
+    repl.run("/context")
+    assert repl.said[-1] == "[Info] Context: [███░░░░░░░░░░░░░░░░░░░░░░░░░░░] 100/1000 (10%)"
+    repl.run("/system")
+    assert repl.said[-1] == "System prompt: be kind"
+    repl.run("/system talk like a pirate")
+    assert repl.chat.messages[0] == {"role": "system", "content": "talk like a pirate"}
+
+
+def test_save_and_load_round_trip(repl, tmp_path):
+    talk(repl, "remember 42")
+    repl.run(f"/save {tmp_path / 'c.json'}")
+    repl.run("/clear")
+    repl.run(f"/load {tmp_path / 'c.json'}")
+    assert [m["content"] for m in repl.chat.messages] == ["be kind", "remember 42", "fine thanks"]
+    (tmp_path / "bad.json").write_text("{not json")
+    repl.run(f"/load {tmp_path / 'bad.json'}")
+    assert repl.said[-1].startswith("[Error]") and "not a saved conversation" in repl.said[-1]
+
+
+def test_save_without_a_name_goes_to_the_sessions_dir(repl):
+    repl.run("/save")
+    assert len(list(repl.sessions_dir.glob("chat-*.json"))) == 1
+
+
+def test_stats_and_quit(repl):
+    repl.run("/stats")
+    assert repl.said[-1] == "No replies yet."
+    talk(repl, "hi")
+    repl.run("/stats")
+    assert "time to first token" in repl.said[-1] and "tok/s" in repl.said[-1]
+    with pytest.raises(Quit):
+        repl.run("/exit")
+
+
+def test_help_lists_commands_and_keys(repl):
+    repl.run("/help")
+    assert "/retry" in repl.said[-1] and "Alt+Enter" in repl.said[-1]

@@ -1,0 +1,56 @@
+"""Reply rendering (code highlighting) and the toolbar's text."""
+
+from hailo_repl.context import ContextUsage
+from hailo_repl.render import ReplyRenderer
+from hailo_repl.toolbar import ToolbarState, toolbar_fragments
+
+REPLY = "Try this:\n```python\nprint('hi')\n```\nThat prints `hi`.\n"
+
+
+def render(text, color=True, size=1):
+    renderer = ReplyRenderer(color=color)
+    pieces = [renderer.feed(text[i:i + size]) for i in range(0, len(text), size)]
+    return pieces, "".join(pieces) + renderer.flush()
+
+
+def strip_ansi(text):
+    import re
+
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def test_code_blocks_are_highlighted_once_closed():
+    pieces, out = render(REPLY)
+    assert "\x1b[" in out
+    assert strip_ansi(out) == REPLY
+    # nothing of the block is shown before its closing fence arrives
+    before_close = "".join(pieces[: REPLY.index("```\nThat")])
+    assert "print" not in before_close
+
+
+def test_text_outside_code_streams_immediately():
+    pieces, _ = render("Hello world, no code here.", size=3)
+    assert pieces[0] == "Hel"
+
+
+def test_no_color_passes_text_through():
+    _, out = render(REPLY, color=False)
+    assert out == REPLY
+
+
+def test_an_unclosed_block_is_shown_plain_at_the_end():
+    _, out = render("```\nhalf a block", size=4)
+    assert out == "```\nhalf a block"
+
+
+def test_toolbar_shows_usage_with_its_level():
+    state = ToolbarState("Qwen2.5-1.5B-Instruct", "hailo", "ready", ContextUsage(3700, 4096), 9.5)
+    fragments = toolbar_fragments(state)
+    assert ("class:toolbar.ctx.full", "ctx 3700/4096 (90%)") in fragments
+    text = "".join(t for _, t in fragments)
+    assert "Qwen2.5-1.5B-Instruct" in text and "Hailo-10H" in text and "9.5 tok/s" in text
+
+
+def test_toolbar_while_loading():
+    text = "".join(t for _, t in toolbar_fragments(ToolbarState("m", "llama", "loading")))
+    assert "loading model" in text and "ctx" not in text
