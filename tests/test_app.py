@@ -71,9 +71,13 @@ def run_repl(backend, keys, history=False, after=None):
             for chunk in keys:
                 if callable(chunk):
                     await chunk()
-                else:
-                    pipe.send_text(chunk)
-                    await asyncio.sleep(0.05)
+                    continue
+                # In pieces: a write larger than the OS pipe buffer would block this loop,
+                # which is also the pipe's reader.
+                for start in range(0, len(chunk), 8192):
+                    pipe.send_text(chunk[start:start + 8192])
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.05)
             return await asyncio.wait_for(task, 30)
 
         code = asyncio.run(main())
@@ -180,3 +184,15 @@ def test_sigterm_ends_the_chat_cleanly():
 
     code, _ = run_repl(ScriptedBackend(), [terminate])
     assert code == 0
+
+
+def test_a_huge_paste_is_refused_with_one_line_not_a_hang(capsys):
+    backend = ScriptedBackend()
+    backend.context_capacity = 4096
+    huge = "word " * 20_000  # 100,000 characters
+    code, repl = run_repl(backend, [f"\x1b[200~{huge}\x1b[201~\r", "/quit\r"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert backend.prompts == []
+    assert "[Error]" in out and "tokens" in out
+    assert len(repl.chat.messages) == 1  # nothing half-added
