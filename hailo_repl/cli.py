@@ -92,6 +92,7 @@ def notice(line: str) -> None:
 def run_turn(chat: Chat, text: str, verbose: bool, load_seconds: float = 0.0) -> None:
     """Stream one reply to stdout; the timing block goes to stderr with --verbose."""
     cancel = threading.Event()
+    wrote = False
     # closing(): on SIGTERM the reply is closed here, so the device's generation ends
     # before the backend is released.
     try:
@@ -99,9 +100,11 @@ def run_turn(chat: Chat, text: str, verbose: bool, load_seconds: float = 0.0) ->
             for piece in pieces:
                 sys.stdout.write(piece)
                 sys.stdout.flush()
+                wrote = True
     finally:
-        sys.stdout.write("\n")
-        sys.stdout.flush()
+        if wrote:
+            sys.stdout.write("\n")
+            sys.stdout.flush()
     if verbose and chat.last_stats:
         chat.last_stats.load = load_seconds
         notice(chat.last_stats.verbose_block())
