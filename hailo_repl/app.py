@@ -64,12 +64,14 @@ def welcome_text(chat: Chat) -> str:
 
 
 class Repl:
-    def __init__(self, chat: Chat, history: bool = True):
+    def __init__(self, chat: Chat, history: bool = True, verbose: bool = False):
         self.chat = chat
+        self.verbose = verbose
         self.sessions_dir = data_dir() / "sessions"
         self.color = not os.environ.get("NO_COLOR")
         self.status = "loading"
         self._worker: asyncio.Future | None = None  # the thread of the last reply
+        self._cancel_reply = None  # stops the reply being streamed, if any
         self._quitting = False
         self.session = PromptSession(
             message=[("class:prompt", "You: ")],
@@ -120,14 +122,20 @@ class Repl:
             await self._settle()
             with contextlib.suppress(Exception):
                 await load  # the backend is released only after its load has ended
-        return 1 if self.status == "failed" else 0
+        if self.status == "failed":
+            error = load.exception()
+            if not isinstance(error, BackendError):
+                logger.opt(exception=error).error("model load failed")
+            self.say(f"[Error] {error}")
+            return 1
+        return 0
 
     def _loaded(self, load: asyncio.Future) -> None:
-        if load.exception() is None:
-            self.status = "ready"
-        else:
-            self.status = "failed"
-        if self.session.app.is_running:
+        """The model finished loading: show it in the toolbar, or end the chat if it failed."""
+        self.status = "ready" if load.exception() is None else "failed"
+        if self.status == "failed":
+            self.quit()
+        elif self.session.app.is_running:
             self.session.app.invalidate()
 
     def quit(self) -> None:
@@ -138,12 +146,15 @@ class Repl:
         if self.session.app.is_running:
             self.session.app.exit(exception=EOFError)
 
-    _cancel_reply = None
+    def _exit_if_quitting(self) -> None:
+        # A quit that came while no prompt was running (e.g. a failed load) ends this one.
+        if self._quitting:
+            self.session.app.exit(exception=EOFError)
 
     async def _converse(self, load: asyncio.Future) -> None:
         while not self._quitting:
             try:
-                text = await self.session.prompt_async()
+                text = await self.session.prompt_async(pre_run=self._exit_if_quitting)
             except (EOFError, KeyboardInterrupt):
                 return
             if not text.strip():
@@ -156,11 +167,8 @@ class Repl:
                     return
                 if text is None:
                     continue
-            if not await self._model_ready(load):
-                if self.status == "failed":
-                    return
-                continue
-            await self._reply(text)
+            if await self._model_ready(load):
+                await self._reply(text)
 
     def _run_command(self, text: str) -> str | None:
         entry, argument, word = BUILTINS.parse(text)
@@ -177,26 +185,19 @@ class Repl:
             return None
 
     async def _model_ready(self, load: asyncio.Future) -> bool:
+        """Wait for the model if it is still loading; False if it failed or Ctrl+C gave up."""
         if not load.done():
             self.say("[Info] Waiting for the model to load… (Ctrl+C to go back)")
             loop = asyncio.get_running_loop()
             waiting = asyncio.ensure_future(asyncio.shield(load))
             loop.add_signal_handler(signal.SIGINT, waiting.cancel)
             try:
-                await waiting
-            except asyncio.CancelledError:
-                return False
-            except Exception:
-                pass
+                await asyncio.wait([waiting])
             finally:
                 loop.remove_signal_handler(signal.SIGINT)
-        if load.exception() is not None:
-            error = load.exception()
-            if not isinstance(error, BackendError):
-                logger.opt(exception=error).error("model load failed")
-            self.say(f"[Error] {error}")
-            return False
-        return True
+            if waiting.cancelled():
+                return False
+        return load.exception() is None
 
     async def _settle(self) -> None:
         """Wait for the previous reply's thread, so the conversation is complete again."""
@@ -262,7 +263,9 @@ class Repl:
             self._cancel_reply = None
             write("\n\n")
             sys.stdout.flush()
+        if self.verbose and self.chat.last_stats:
+            self.say(self.chat.last_stats.verbose_block() + "\n")
 
 
-def run_repl(chat: Chat, history: bool = True) -> int:
-    return asyncio.run(Repl(chat, history).run())
+def run_repl(chat: Chat, history: bool = True, verbose: bool = False) -> int:
+    return asyncio.run(Repl(chat, history, verbose).run())

@@ -147,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.prompt is None and sys.stdin.isatty() and sys.stdout.isatty():
             from hailo_repl.app import run_repl
 
-            return run_repl(chat, history=not (args.no_history or os.environ.get("HAILO_REPL_NOHISTORY")))
+            return run_repl(chat, history=not (args.no_history or os.environ.get("HAILO_REPL_NOHISTORY")), verbose=args.verbose)
         backend.load()
         load_seconds = time.perf_counter() - started
         if args.prompt is not None:

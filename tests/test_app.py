@@ -196,3 +196,30 @@ def test_a_huge_paste_is_refused_with_one_line_not_a_hang(capsys):
     assert backend.prompts == []
     assert "[Error]" in out and "tokens" in out
     assert len(repl.chat.messages) == 1  # nothing half-added
+
+
+class FailingLoad(ScriptedBackend):
+    def load(self):
+        time.sleep(0.2)
+        raise BackendError("Failed to load model.gguf: not a model")
+
+
+def test_a_model_that_fails_to_load_ends_the_chat_with_one_line(capsys):
+    code, _ = run_repl(FailingLoad(), [lambda: asyncio.sleep(1)])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "[Error] Failed to load model.gguf: not a model" in out and "Traceback" not in out
+
+
+class SlowLoad(ScriptedBackend):
+    def load(self):
+        time.sleep(0.5)
+        super().load()
+
+
+def test_a_message_sent_while_the_model_loads_waits_for_it(capsys):
+    backend = SlowLoad(["answer"])
+    code, repl = run_repl(backend, ["early\r", "/quit\r"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "Waiting for the model to load" in out and "Assistant: answer" in out
