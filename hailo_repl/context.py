@@ -92,6 +92,6 @@ def fit_history(
         if dropped >= len(turns) - 1:
             raise ContextOverflowError(
                 f"the message needs {count_tokens(kept)} tokens plus {reserve} for the reply, "
-                f"but the context holds {capacity}; shorten it or lower --max-tokens"
+                f"but the context holds {capacity}; shorten it, or allow a shorter reply (--max-tokens, /set max-tokens)"
             )
         dropped += 1

@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 
 import pexpect
 import pytest
@@ -15,7 +16,7 @@ def spawn(args, env):
     command = hailo_repl_command()
     environment = {**os.environ, "TERM": "xterm-256color", **env}
     child = pexpect.spawn(command[0], command[1:] + args, env=environment, encoding="utf-8",
-                          dimensions=(30, 110), timeout=60)
+                          dimensions=(30, 110), timeout=120)
     return child
 
 
@@ -95,7 +96,7 @@ def test_ctrl_c_on_an_empty_prompt_and_ctrl_d_end_the_chat(hailo_env):
 
 
 def test_a_session_on_llama_cpp_with_smollm2(isolated_home):
-    child = spawn(["--temperature", "0", "--max-tokens", "200"], {})
+    child = spawn(["--temperature", "0", "--max-tokens", "80"], {})
     child.expect("using llama.cpp on the CPU with SmolLM2-135M-Instruct")
     wait_for_prompt(child)
     child.send("/cont\t")
@@ -120,7 +121,74 @@ def test_a_session_on_llama_cpp_with_smollm2(isolated_home):
     wait_for_prompt(child)
     child.send("/stats\r")
     child.expect("Session: +3 replies")
+    wait_for_prompt(child)
+
+    # Ctrl+C while llama.cpp evaluates a long prompt, before any token
+    long_text = "The quick brown fox jumps over the lazy dog. " * 320  # ~3,500 tokens
+    child.send(f"\x1b[200~{long_text}\x1b[201~\r")
+    child.expect(r"\x1b\[\?2004l")  # the prompt has ended: the message is on its way
+    time.sleep(0.1)
+    child.sendintr()
+    child.expect(r"\[interrupted\]")
+    assert "Assistant:" not in child.before
+    wait_for_prompt(child)
+    child.send("Say goodbye.\r")
+    child.expect("Assistant: \\S")
+    wait_for_prompt(child)
+
+    child.send("\x1b[A")  # Up recalls the last message
+    child.expect("Say goodbye")
+    child.send("\x15/quit\r")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_the_model_picker_in_a_terminal(hailo_env, hailo_resources):
+    env, log = hailo_env
+    hailo_resources("Qwen2.5-Coder-1.5B-Instruct")
+    child = spawn([], env)
+    child.expect("Which one")
+    child.send("2")
+    child.send("\r")
+    child.expect("chat with Qwen2.5-Coder-1.5B-Instruct on hailo")
+    wait_for_prompt(child)
     child.send("/quit\r")
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
+    assert {"event": "llm_open", "hef": "Qwen2.5-Coder-1.5B-Instruct.hef"} in [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def test_ctrl_c_while_the_device_evaluates_the_prompt(hailo_env, tmp_path):
+    env, log = hailo_env
+    script = tmp_path / "prefill.json"
+    script.write_text(json.dumps({"replies": [{"tokens": ["late"], "prefill_ms": 2000}, ["Next", " answer"]]}))
+    child = spawn(["--hef-path", "Qwen2.5-1.5B-Instruct"], {**env, "HAILO_FAKE_SCRIPT": str(script)})
+    wait_for_prompt(child)
+    child.send("a question\r")
+    time.sleep(0.3)
+    child.sendintr()
+    child.expect(r"\[interrupted\]")
+    assert "late" not in child.before
+    wait_for_prompt(child)
+    child.send("another\r")
+    child.expect("Next answer")
+    wait_for_prompt(child)
+    child.send("/quit\r")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_history_off_leaves_no_file(hailo_env):
+    env, _ = hailo_env
+    child = spawn(["--hef-path", "Qwen2.5-1.5B-Instruct"], {**env, "HAILO_REPL_NOHISTORY": "1"})
+    wait_for_prompt(child)
+    child.send("private words\r")
+    wait_for_prompt(child)
+    child.send("/quit\r")
+    child.expect(pexpect.EOF)
+    child.close()
+    data = os.environ["XDG_DATA_HOME"]
+    assert not any("private words" in p.read_text() for p in __import__("pathlib").Path(data).rglob("history"))

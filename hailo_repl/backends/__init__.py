@@ -97,7 +97,7 @@ def _choose_hef(hef_path: str | None, notify: Callable[[str], None], interactive
 
     return choice(
         message="Several models are installed. Which one?",
-        options=[(path, f"{number}. {path.stem}") for number, path in enumerate(found, 1)],
+        options=[(path, path.stem) for path in found],  # choice() numbers them
     )
 
 

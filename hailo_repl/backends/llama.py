@@ -36,6 +36,20 @@ CHATML_TEMPLATE = (
 )
 
 
+# ggml log levels (ggml.h): 2 warning, 3 error, 5 continues the previous line.
+_GGML_WARN, _GGML_ERROR, _GGML_CONT = 2, 3, 5
+_last_level = 0
+
+
+def _log_llama_warnings(level: int, text: bytes, data) -> None:
+    """llama.cpp's warnings and errors go to the log file; its ~2,000 info lines a load do not."""
+    global _last_level
+    if level != _GGML_CONT:
+        _last_level = level
+    if _last_level in (_GGML_WARN, _GGML_ERROR):
+        logger.warning("llama.cpp: {}", text.decode(errors="replace").rstrip())
+
+
 class _LogWriter(io.TextIOBase):
     """A text stream that sends what is written to it to the log file."""
 
@@ -66,9 +80,7 @@ class LlamaBackend:
         from llama_cpp import Llama
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        self._log_callback = llama_cpp.llama_log_callback(
-            lambda level, text, data: logger.debug("llama.cpp: {}", text.decode(errors="replace").rstrip())
-        )
+        self._log_callback = llama_cpp.llama_log_callback(_log_llama_warnings)
         llama_cpp.llama_log_set(self._log_callback, ctypes.c_void_p(0))
         try:
             with contextlib.redirect_stderr(_LogWriter()):  # its Python-side prints go to stderr

@@ -3,9 +3,10 @@
 Put `tests/fakes` on PYTHONPATH and the real hailo backend runs against it.
 Environment:
   HAILO_FAKE_SCRIPT    JSON file: a list of replies (each a list of token strings, or
-                       {"tokens": [...], "delay_ms": N, "fail_after": N}; with
-                       fail_after, read() raises HailoRTException once N tokens were
-                       read, a device failure mid-stream), or an object
+                       {"tokens": [...], "delay_ms": N, "fail_after": N, "prefill_ms": N};
+                       with fail_after, read() raises HailoRTException once N tokens
+                       were read, a device failure mid-stream; prefill_ms makes the
+                       first read() wait that long, as prompt evaluation does), or an object
                        {"replies": [...], "delay_ms": N, "context_capacity": N,
                         "recovery_sequence": "..."}.
   HAILO_FAKE_NO_DEVICE set → VDevice() fails as it does with no free device.

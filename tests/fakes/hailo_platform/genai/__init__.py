@@ -66,8 +66,9 @@ class _Device:
 
 
 class LLMGeneratorCompletion:
-    def __init__(self, device, tokens, delay_ms, max_tokens, fail_after=None):
+    def __init__(self, device, tokens, delay_ms, max_tokens, fail_after=None, prefill_ms=0):
         self._device = device
+        self._prefill = prefill_ms / 1000  # the first read() also waits for the prompt's evaluation
         self._pending = list(tokens)
         self._fail_after = fail_after  # read() raises once this many tokens were read
         self._delay = delay_ms / 1000
@@ -90,8 +91,9 @@ class LLMGeneratorCompletion:
         self._alive()
         if self._status != Status.GENERATING:
             raise HailoRTInvalidOperationException("Invalid operation. See hailort.log for more information")
-        if self._delay:
-            time.sleep(self._delay)
+        if self._delay or self._prefill:
+            time.sleep(self._delay + self._prefill)
+            self._prefill = 0
         if self._fail_after is not None and self._produced >= self._fail_after:
             # A scripted failure mid-stream; the generation stays open, as after a timeout.
             raise HailoRTException("libhailort failed with error: 4 (HAILO_TIMEOUT)")
@@ -180,10 +182,11 @@ class LLM:
         device.reply_index += 1
         tokens = reply["tokens"] if isinstance(reply, dict) else reply
         delay = (reply.get("delay_ms") if isinstance(reply, dict) else None) or device.script.get("delay_ms", 0)
-        fail_after = reply.get("fail_after") if isinstance(reply, dict) else None
+        options = reply if isinstance(reply, dict) else {}
         record("generate", prompt=prompt, temperature=temperature, max_generated_tokens=max_generated_tokens,
                do_sample=do_sample, usage_before_reply=device.usage)
-        completion = LLMGeneratorCompletion(device, tokens, delay, max_generated_tokens, fail_after)
+        completion = LLMGeneratorCompletion(device, tokens, delay, max_generated_tokens,
+                                            options.get("fail_after"), options.get("prefill_ms", 0))
         device.live_completion = completion
         return completion
 

@@ -1,0 +1,442 @@
+"""REPL benchmarks for hailo-repl in a real pseudo-terminal: Ctrl+C-to-prompt latency and launch time.
+
+Run from the repository root (hailo-repl installed with the `llama` extra, pexpect installed):
+
+    python benchmarks/bench_repl.py                    # labelled report on stdout
+    python benchmarks/bench_repl.py --json             # report on stderr, one JSON object on stdout
+    python benchmarks/bench_repl.py --interrupts 50    # Ctrl+C presses per backend (default 50)
+
+Both parts drive the installed `hailo-repl` the way a user's terminal does: a pty
+(pexpect) with TERM=xterm-256color, XDG_* dirs in a temporary directory, --no-history,
+and cursor-position requests (ESC[6n) answered as a terminal answers them, so the
+bottom toolbar is drawn. "hailo" is the hailo_platform double from tests/fakes (a
+scripted reply, so its figures are the REPL's own cost, not a device's); "llama" is
+the real llama.cpp backend with the bundled SmolLM2-135M-Instruct.
+
+(a) Ctrl+C-to-prompt latency: in ONE session per backend, N times: send a message
+    whose reply is long, wait until a few tokens have streamed, press Ctrl+C
+    (pexpect sendintr: the tty's VINTR character, so SIGINT as from a keyboard) and
+    time, with time.perf_counter, from the keypress until "[interrupted]" and until
+    the prompt "You: " is drawn again. Checks after each press that the process is
+    alive; for the double, that the device saw one abort per press; for both, the
+    process's CPU use in the second after the prompt came back (a generation that
+    kept running would show ~100% or more).
+(b) Launch time, median of several spawns: launch to first prompt, launch to the
+    toolbar leaving "loading model…" (the model loads in the background), and, in
+    separate spawns that type "hi" at once, launch to the first reply text and to the
+    reply's end; also /quit to process exit.
+
+Engine figures (model load, TTFT, decode tok/s, filter throughput) are measured by
+benchmarks/bench_engine.py; this script does not run it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pexpect
+
+ROOT = Path(__file__).resolve().parent.parent
+FAKES = ROOT / "tests" / "fakes"
+HEF_NAME = "Qwen2.5-1.5B-Instruct"
+
+PROMPT = "You: "
+CPR_REQUEST = r"\x1b\[6n"  # prompt_toolkit asks where the cursor is at every prompt
+TOOLBAR_READY = r"ctx \d"  # the toolbar's context gauge, shown once the model has loaded
+TOOLBAR_LOADING = r"loading model"
+INTERRUPTED = r"\[interrupted\]"
+
+HAILO_MESSAGE = "Tell me a very long story."
+LLAMA_MESSAGE = "Write a very long story about a dragon."
+LONG_REPLY = ["<text>"] + [f"word{i} " for i in range(1000)]  # 20 s at 20 ms a token
+SHORT_REPLY = ["<text>", "Hello", "!", " How", " can", " I", " help", " you", " today", "?", "</text>"]
+
+REPORT = sys.stdout  # where the labelled lines go; stderr under --json
+
+
+def say(line: str = "") -> None:
+    print(line, file=REPORT, flush=True)
+
+
+def hailo_repl_command() -> list[str]:
+    """The installed console script (next to this Python first, as the tests do; not a pyenv shim)."""
+    script = Path(sys.executable).parent / "hailo-repl"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("hailo-repl")
+    if found:
+        return [found]
+    sys.exit("error: hailo-repl is not installed: pip install -e '.[llama,test]'")
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+class Terminal:
+    """One hailo-repl in a pty, answering cursor-position requests like a terminal."""
+
+    def __init__(self, args: list[str], env: dict, rows: int = 40, cols: int = 120, timeout: float = 120):
+        command = hailo_repl_command()
+        self.rows = rows
+        self.started = time.perf_counter()
+        self.child = pexpect.spawn(command[0], command[1:] + args, env=env, encoding="utf-8",
+                                   dimensions=(rows, cols), timeout=timeout)
+        self.child.delaybeforesend = None  # no 50 ms sleep before each send
+        self.cpr_answered = 0
+
+    def expect(self, *patterns, timeout: float | None = -1) -> int:
+        """Index of the first of `patterns` to appear (EOF/TIMEOUT allowed as patterns)."""
+        patterns_with_cpr = [CPR_REQUEST, *patterns]
+        while True:
+            index = self.child.expect(patterns_with_cpr, timeout=timeout)
+            if index == 0:
+                # Answer as a terminal whose cursor is on its last row (a scrolled chat).
+                self.child.send(f"\x1b[{self.rows};1R")
+                self.cpr_answered += 1
+                continue
+            return index - 1
+
+    def wait_for(self, pattern: str, what: str, timeout: float | None = -1) -> None:
+        index = self.expect(pattern, pexpect.EOF, pexpect.TIMEOUT, timeout=timeout)
+        if index != 0:
+            reason = "the process ended" if index == 1 else "timed out"
+            raise BenchError(f"waiting for {what}: {reason}; last output: {self.tail()!r}")
+
+    def tail(self, size: int = 400) -> str:
+        text = self.child.before if isinstance(self.child.before, str) else ""
+        return text[-size:]
+
+    def send_line(self, text: str) -> None:
+        self.child.send(text + "\r")
+
+    def quit(self) -> tuple[float, int | None]:
+        """/quit; returns (seconds until the process exited, exit status)."""
+        started = time.perf_counter()
+        self.send_line("/quit")
+        index = self.expect(pexpect.EOF, pexpect.TIMEOUT, timeout=60)
+        seconds = time.perf_counter() - started
+        if index != 0:
+            self.child.close(force=True)
+            raise BenchError(f"/quit did not end the process within 60 s; last output: {self.tail()!r}")
+        self.child.close()
+        return seconds, self.child.exitstatus
+
+    def kill(self) -> None:
+        if self.child.isalive():
+            self.child.close(force=True)
+
+    def cpu_seconds(self) -> float:
+        """utime + stime of the process (all its threads), from /proc."""
+        fields = Path(f"/proc/{self.child.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def cpu_percent_over(self, seconds: float = 1.0) -> float:
+        before = self.cpu_seconds()
+        time.sleep(seconds)
+        return (self.cpu_seconds() - before) / seconds * 100
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile (with 50 samples, p99 is the largest)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+def summary_ms(seconds: list[float]) -> dict:
+    ms = [s * 1000 for s in seconds]
+    if not ms:
+        return {"n": 0}
+    return {"n": len(ms), "p50_ms": statistics.median(ms), "p99_ms": percentile(ms, 0.99), "max_ms": max(ms),
+            "min_ms": min(ms), "mean_ms": statistics.fmean(ms)}
+
+
+# --------------------------------------------------------------------------- environment
+
+class Setup:
+    """Temporary XDG dirs, a resources dir with a fake HEF, and the double's scripts."""
+
+    def __init__(self, root: Path, delay_ms: int):
+        self.root = root
+        self.xdg = {name: str(root / sub) for name, sub in (
+            ("XDG_CONFIG_HOME", "config"), ("XDG_DATA_HOME", "data"),
+            ("XDG_STATE_HOME", "state"), ("XDG_CACHE_HOME", "cache"))}
+        resources = root / "resources"
+        (resources / "models" / "hailo10h").mkdir(parents=True)
+        (resources / "models" / "hailo10h" / f"{HEF_NAME}.hef").write_bytes(b"fake hef")
+        self.resources = resources
+        self.long_script = root / "long.json"
+        self.long_script.write_text(json.dumps({"replies": [LONG_REPLY], "delay_ms": delay_ms}))
+        self.short_script = root / "short.json"
+        self.short_script.write_text(json.dumps({"replies": [SHORT_REPLY], "delay_ms": delay_ms}))
+        self.fake_log = root / "fake-hailo.jsonl"
+
+    def base_env(self) -> dict:
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("PYTHONPATH", "HAILO_RESOURCES_DIR", "HAILO_FAKE_SCRIPT", "HAILO_FAKE_LOG",
+                            "NO_COLOR", "HAILO_REPL_NOHISTORY")}
+        env.update(self.xdg)
+        env["TERM"] = "xterm-256color"
+        return env
+
+    def hailo_env(self, script: Path) -> dict:
+        env = self.base_env()
+        env.update({"PYTHONPATH": str(FAKES), "HAILO_RESOURCES_DIR": str(self.resources),
+                    "HAILO_FAKE_SCRIPT": str(script), "HAILO_FAKE_LOG": str(self.fake_log)})
+        return env
+
+    def llama_env(self) -> dict:
+        return self.base_env()  # no hailo_platform importable: backend auto picks llama.cpp
+
+    def fake_events(self) -> list[dict]:
+        if not self.fake_log.exists():
+            return []
+        return [json.loads(line) for line in self.fake_log.read_text().splitlines()]
+
+
+HAILO_ARGS = ["--backend", "hailo", "--hef-path", HEF_NAME, "--no-history"]
+LLAMA_INTERRUPT_ARGS = ["--temperature", "0", "--max-tokens", "400", "--no-history"]
+LLAMA_LAUNCH_ARGS = ["--temperature", "0", "--no-history"]
+
+
+# --------------------------------------------------------------------------- (a)
+
+def bench_interrupts(backend: str, setup: Setup, count: int) -> dict:
+    if backend == "hailo":
+        args, env, message = HAILO_ARGS, setup.hailo_env(setup.long_script), HAILO_MESSAGE
+        streamed = r"word4 "  # five tokens have streamed
+        aborts_before = sum(e["event"] == "abort" for e in setup.fake_events())
+    else:
+        args, env, message = LLAMA_INTERRUPT_ARGS, setup.llama_env(), LLAMA_MESSAGE
+        streamed = r"\w+\W+\w+\W+\w+"  # three words have streamed
+        aborts_before = 0
+    say(f"  {backend}: hailo-repl {' '.join(args)}; message {message!r}; {count} interrupts in one session")
+    term = Terminal(args, env)
+    to_prompt: list[float] = []
+    to_note: list[float] = []
+    not_alive = 0
+    problems: list[str] = []
+    cpu: dict = {}
+    exit_status = None
+    quit_seconds = None
+    try:
+        term.wait_for(PROMPT, "the first prompt")
+        term.wait_for(TOOLBAR_READY, "the model to load (toolbar gauge)", timeout=300)
+        cpu["idle_prompt_percent"] = term.cpu_percent_over(1.0)
+        for number in range(1, count + 1):
+            term.send_line(message)
+            term.wait_for(r"Assistant: ", f"reply {number} to start")
+            term.wait_for(streamed, f"reply {number} to stream a few tokens")
+            pressed = time.perf_counter()
+            term.child.sendintr()
+            index = term.expect(INTERRUPTED, PROMPT, pexpect.EOF, pexpect.TIMEOUT, timeout=30)
+            noted = time.perf_counter()
+            if index != 0:
+                what = ["", "the prompt came back without [interrupted] (the reply had ended?)",
+                        "the process ended", "no [interrupted] within 30 s"][index]
+                problems.append(f"interrupt {number}: {what}; last output: {term.tail()!r}")
+                break
+            index = term.expect(PROMPT, pexpect.EOF, pexpect.TIMEOUT, timeout=30)
+            prompted = time.perf_counter()
+            if index != 0:
+                problems.append(f"interrupt {number}: no prompt after [interrupted] "
+                                f"({'process ended' if index == 1 else 'timeout'}); last output: {term.tail()!r}")
+                break
+            to_note.append(noted - pressed)
+            to_prompt.append(prompted - pressed)
+            if not term.child.isalive():
+                not_alive += 1
+                problems.append(f"interrupt {number}: the process is not alive after the prompt came back")
+                break
+            if number == 1:
+                cpu["after_first_interrupt_percent"] = term.cpu_percent_over(1.0)
+            elif number == count:
+                cpu["after_last_interrupt_percent"] = term.cpu_percent_over(1.0)
+        if not problems:
+            quit_seconds, exit_status = term.quit()
+    except BenchError as error:
+        problems.append(str(error))
+    finally:
+        term.kill()
+    result = {
+        "backend": backend, "args": args, "message": message, "interrupts_requested": count,
+        "interrupts_done": len(to_prompt), "to_prompt": summary_ms(to_prompt), "to_interrupted_note": summary_ms(to_note),
+        "to_prompt_ms_all": [round(s * 1000, 2) for s in to_prompt],
+        "alive_after_each": not_alive == 0 and len(to_prompt) == count, "cpu": cpu,
+        "quit_seconds": quit_seconds, "exit_status": exit_status, "problems": problems,
+        "over_100ms": sum(s > 0.1 for s in to_prompt),
+    }
+    if backend == "hailo":
+        aborts = sum(e["event"] == "abort" for e in setup.fake_events()) - aborts_before
+        result["device_aborts"] = aborts
+    p, n = result["to_prompt"], result["to_interrupted_note"]
+    if p["n"]:
+        say(f"    Ctrl+C -> prompt 'You: '   p50 {p['p50_ms']:7.1f} ms   p99 {p['p99_ms']:7.1f} ms   "
+            f"max {p['max_ms']:7.1f} ms   (min {p['min_ms']:.1f}, mean {p['mean_ms']:.1f}; n={p['n']})")
+        say(f"    Ctrl+C -> '[interrupted]'  p50 {n['p50_ms']:7.1f} ms   p99 {n['p99_ms']:7.1f} ms   max {n['max_ms']:7.1f} ms")
+    alive = "yes" if result["alive_after_each"] else "NO"
+    extra = f"; device aborts {result['device_aborts']}/{len(to_prompt)}" if backend == "hailo" else ""
+    say(f"    alive after every interrupt: {alive}; interrupts over 100 ms: {result['over_100ms']}{extra}")
+    if cpu:
+        say("    process CPU in the 1 s after: " + ", ".join(
+            f"{label.replace('_percent', '').replace('_', ' ')} {value:.0f}%" for label, value in cpu.items()))
+    if exit_status is not None:
+        say(f"    /quit -> exit {quit_seconds * 1000:.0f} ms, exit status {exit_status}")
+    for problem in problems:
+        say(f"    PROBLEM: {problem}")
+    return result
+
+
+# --------------------------------------------------------------------------- (b)
+
+def launch_to_ready(args: list[str], env: dict) -> dict:
+    term = Terminal(args, env)
+    try:
+        term.wait_for(PROMPT, "the first prompt", timeout=300)
+        prompt = time.perf_counter() - term.started
+        index = term.expect(TOOLBAR_LOADING, TOOLBAR_READY, pexpect.EOF, pexpect.TIMEOUT, timeout=300)
+        if index == 0:
+            term.wait_for(TOOLBAR_READY, "the toolbar to leave 'loading model'", timeout=300)
+        elif index != 1:
+            raise BenchError(f"no toolbar gauge; last output: {term.tail()!r}")
+        ready = time.perf_counter() - term.started
+        quit_seconds, status = term.quit()
+    finally:
+        term.kill()
+    return {"prompt_s": prompt, "ready_s": ready, "showed_loading": index == 0, "quit_s": quit_seconds, "exit_status": status}
+
+
+def launch_to_reply(args: list[str], env: dict) -> dict:
+    term = Terminal(args, env)
+    try:
+        term.wait_for(PROMPT, "the first prompt", timeout=300)
+        prompt = time.perf_counter() - term.started
+        term.send_line("hi")  # typed at once, before the model may be ready
+        term.wait_for(r"Assistant: ", "the first reply", timeout=300)
+        first = time.perf_counter() - term.started
+        term.wait_for(PROMPT, "the prompt after the first reply", timeout=300)
+        done = time.perf_counter() - term.started
+        quit_seconds, status = term.quit()
+    finally:
+        term.kill()
+    return {"prompt_s": prompt, "first_reply_text_s": first, "first_reply_done_s": done,
+            "quit_s": quit_seconds, "exit_status": status}
+
+
+def bench_launch(backend: str, setup: Setup, runs: int) -> dict:
+    if backend == "hailo":
+        args, env = HAILO_ARGS, setup.hailo_env(setup.short_script)
+    else:
+        args, env = LLAMA_LAUNCH_ARGS, setup.llama_env()
+    say(f"  {backend}: hailo-repl {' '.join(args)}; {runs} spawns for the prompt/toolbar, {runs} that type 'hi' at once")
+    ready_runs, reply_runs, problems = [], [], []
+    for _ in range(runs):
+        for kind in ("ready", "reply"):
+            try:
+                if kind == "ready":
+                    ready_runs.append(launch_to_ready(args, env))
+                else:
+                    reply_runs.append(launch_to_reply(args, env))
+            except BenchError as error:
+                problems.append(f"{kind}: {error}")
+
+    def med(rows, key):
+        values = [row[key] for row in rows if row.get(key) is not None]
+        return statistics.median(values) * 1000 if values else None
+
+    result = {
+        "backend": backend, "args": args, "runs": runs,
+        "launch_to_prompt_ms_median": med(ready_runs + reply_runs, "prompt_s"),
+        "launch_to_model_ready_ms_median": med(ready_runs, "ready_s"),
+        "launch_to_first_reply_text_ms_median": med(reply_runs, "first_reply_text_s"),
+        "launch_to_first_reply_done_ms_median": med(reply_runs, "first_reply_done_s"),
+        "quit_to_exit_ms_median": med(ready_runs + reply_runs, "quit_s"),
+        "toolbar_showed_loading": sum(row["showed_loading"] for row in ready_runs),
+        "exit_statuses": sorted({row["exit_status"] for row in ready_runs + reply_runs}, key=str),
+        "ready_runs": ready_runs, "reply_runs": reply_runs, "problems": problems,
+    }
+
+    def fmt(value):
+        return f"{value:7.0f} ms" if value is not None else "    n/a"
+
+    def each(rows, key):
+        return ", ".join(f"{row[key] * 1000:.0f}" for row in rows)
+
+    n_prompt = len(ready_runs) + len(reply_runs)
+    say(f"    launch -> first prompt 'You: '          {fmt(result['launch_to_prompt_ms_median'])}  "
+        f"(median of {n_prompt}: {each(ready_runs + reply_runs, 'prompt_s')})")
+    say(f"    launch -> toolbar ready (model loaded)  {fmt(result['launch_to_model_ready_ms_median'])}  "
+        f"(median of {len(ready_runs)}: {each(ready_runs, 'ready_s')}; "
+        f"'loading model' shown first in {result['toolbar_showed_loading']}/{len(ready_runs)})")
+    say(f"    launch -> first reply text to 'hi'      {fmt(result['launch_to_first_reply_text_ms_median'])}  "
+        f"(median of {len(reply_runs)}: {each(reply_runs, 'first_reply_text_s')})")
+    say(f"    launch -> first reply complete          {fmt(result['launch_to_first_reply_done_ms_median'])}  "
+        f"(median of {len(reply_runs)}: {each(reply_runs, 'first_reply_done_s')})")
+    say(f"    /quit -> process exit                   {fmt(result['quit_to_exit_ms_median'])}  "
+        f"(exit statuses {result['exit_statuses']})")
+    for problem in problems:
+        say(f"    PROBLEM: {problem}")
+    return result
+
+
+# --------------------------------------------------------------------------- main
+
+def main() -> int:
+    global REPORT
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", action="store_true", help="print all results as one JSON object on stdout at the end (the labelled report goes to stderr)")
+    parser.add_argument("--interrupts", type=int, default=50, help="Ctrl+C presses per backend in (a) (default: %(default)s)")
+    parser.add_argument("--llama-interrupts", type=int, help="Ctrl+C presses for the llama backend (default: --interrupts)")
+    parser.add_argument("--launch-runs", type=int, default=5, help="spawns per measurement in (b), median taken (default: %(default)s)")
+    parser.add_argument("--delay-ms", type=int, default=20, help="the hailo double's delay per token (default: %(default)s)")
+    parser.add_argument("--backends", default="hailo,llama", help="comma-separated: hailo, llama (default: %(default)s)")
+    parser.add_argument("--only", default="ab", help="which parts to run, 'a' or 'b' (default: ab)")
+    args = parser.parse_args()
+    if args.json:
+        REPORT = sys.stderr
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = set(backends) - {"hailo", "llama"}
+    if unknown:
+        parser.error(f"unknown backend(s): {', '.join(sorted(unknown))}")
+
+    results: dict = {"machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(),
+                                 "platform": platform.platform(), "pexpect": pexpect.__version__},
+                     "hailo_repl": hailo_repl_command()[0], "delay_ms": args.delay_ms}
+    say(f"hailo-repl REPL benchmarks  (python {platform.python_version()}, {os.cpu_count()} CPUs, "
+        f"{hailo_repl_command()[0]})")
+    say("  engine figures (model load, TTFT, decode tok/s): see benchmarks/bench_engine.py (not run here)")
+    say(f"  hailo = the hailo_platform double from tests/fakes, {args.delay_ms} ms per token; "
+        f"llama = llama.cpp with the bundled SmolLM2-135M-Instruct")
+    say()
+    with tempfile.TemporaryDirectory(prefix="bench-repl-") as tmp:
+        setup = Setup(Path(tmp), args.delay_ms)
+        if "a" in args.only:
+            say("== (a) Ctrl+C-to-prompt latency (one session per backend) ==")
+            results["interrupts"] = {}
+            for backend in backends:
+                count = args.interrupts if backend == "hailo" else (args.llama_interrupts or args.interrupts)
+                results["interrupts"][backend] = bench_interrupts(backend, setup, count)
+            say()
+        if "b" in args.only:
+            say(f"== (b) launch time, median of {args.launch_runs} ==")
+            results["launch"] = {backend: bench_launch(backend, setup, args.launch_runs) for backend in backends}
+            say()
+    if args.json:
+        print(json.dumps(results, indent=2), flush=True)
+    failed = any(r.get("problems") for part in ("interrupts", "launch") for r in results.get(part, {}).values())
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
