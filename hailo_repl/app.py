@@ -71,7 +71,10 @@ class Repl:
         self.color = not os.environ.get("NO_COLOR")
         self.status = "loading"
         self._worker: asyncio.Future | None = None  # the thread of the last reply
-        self._cancel_reply = None  # stops the reply being streamed, if any
+        # Ctrl+C outside the prompt: what it stops now (the reply, or the wait for the
+        # model), and whether one came since the last prompt started.
+        self._on_interrupt = None
+        self._interrupted = False
         self._quitting = False
         self.session = PromptSession(
             message=[("class:prompt", "You: ")],
@@ -115,6 +118,10 @@ class Repl:
         load.add_done_callback(self._loaded)
         for signum in (signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(signum, self.quit)
+        # While a prompt runs the terminal is raw and Ctrl+C is a key; at any other time
+        # it is SIGINT, and this handler owns it (a Ctrl+C typed just after Enter, before
+        # the reply starts, must stop that reply too).
+        loop.add_signal_handler(signal.SIGINT, self._interrupt)
         self.say(welcome_text(self.chat))
         try:
             await self._converse(load)
@@ -141,10 +148,14 @@ class Repl:
     def quit(self) -> None:
         """SIGTERM/SIGHUP: stop any reply and leave the prompt; cleanup follows in run()."""
         self._quitting = True
-        if self._cancel_reply is not None:
-            self._cancel_reply()
+        self._interrupt()
         if self.session.app.is_running:
             self.session.app.exit(exception=EOFError)
+
+    def _interrupt(self) -> None:
+        self._interrupted = True
+        if self._on_interrupt is not None:
+            self._on_interrupt()
 
     def _exit_if_quitting(self) -> None:
         # A quit that came while no prompt was running (e.g. a failed load) ends this one.
@@ -153,8 +164,10 @@ class Repl:
 
     async def _converse(self, load: asyncio.Future) -> None:
         while not self._quitting:
+            self._interrupted = False
             try:
-                text = await self.session.prompt_async(pre_run=self._exit_if_quitting)
+                # handle_sigint=False: prompt_toolkit would remove our SIGINT handler on exit.
+                text = await self.session.prompt_async(pre_run=self._exit_if_quitting, handle_sigint=False)
             except (EOFError, KeyboardInterrupt):
                 return
             if not text.strip():
@@ -188,16 +201,13 @@ class Repl:
         """Wait for the model if it is still loading; False if it failed or Ctrl+C gave up."""
         if not load.done():
             self.say("[Info] Waiting for the model to load… (Ctrl+C to go back)")
-            loop = asyncio.get_running_loop()
             waiting = asyncio.ensure_future(asyncio.shield(load))
-            loop.add_signal_handler(signal.SIGINT, waiting.cancel)
+            self._on_interrupt = waiting.cancel
             try:
                 await asyncio.wait([waiting])
             finally:
-                loop.remove_signal_handler(signal.SIGINT)
-            if waiting.cancelled():
-                return False
-        return load.exception() is None
+                self._on_interrupt = None
+        return not self._interrupted and load.exception() is None
 
     async def _settle(self) -> None:
         """Wait for the previous reply's thread, so the conversation is complete again."""
@@ -234,8 +244,9 @@ class Repl:
             cancel.set()
             queue.put_nowait(("interrupted", None))
 
-        self._cancel_reply = interrupt
-        loop.add_signal_handler(signal.SIGINT, interrupt)
+        self._on_interrupt = interrupt
+        if self._interrupted:
+            interrupt()  # Ctrl+C came between Enter and now
         self._worker = loop.run_in_executor(None, generate)
         renderer = ReplyRenderer(color=self.color)
         write = sys.stdout.write
@@ -259,8 +270,7 @@ class Repl:
                     break
                 sys.stdout.flush()
         finally:
-            loop.remove_signal_handler(signal.SIGINT)
-            self._cancel_reply = None
+            self._on_interrupt = None
             write("\n\n")
             sys.stdout.flush()
         if self.verbose and self.chat.last_stats:

@@ -14,7 +14,10 @@ SLOW_REPLY = [f"word{i} " for i in range(400)]
 
 def spawn(args, env):
     command = hailo_repl_command()
-    environment = {**os.environ, "TERM": "xterm-256color", **env}
+    # pexpect never answers the cursor-position requests a terminal emulator answers at
+    # once; prompt_toolkit would then wait 1 s in raw mode after each prompt, and a
+    # Ctrl+C sent in that second would be read as a key by the next prompt.
+    environment = {**os.environ, "TERM": "xterm-256color", "PROMPT_TOOLKIT_NO_CPR": "1", **env}
     child = pexpect.spawn(command[0], command[1:] + args, env=environment, encoding="utf-8",
                           dimensions=(30, 110), timeout=120)
     return child
@@ -186,6 +189,7 @@ def test_history_off_leaves_no_file(hailo_env):
     child = spawn(["--hef-path", "Qwen2.5-1.5B-Instruct"], {**env, "HAILO_REPL_NOHISTORY": "1"})
     wait_for_prompt(child)
     child.send("private words\r")
+    child.expect("Hello from Hailo")
     wait_for_prompt(child)
     child.send("/quit\r")
     child.expect(pexpect.EOF)
