@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 from loguru import logger
 from prompt_toolkit import PromptSession
@@ -75,6 +76,7 @@ class Repl:
         # model), and whether one came since the last prompt started.
         self._on_interrupt = None
         self._interrupted = False
+        self.load_seconds = 0.0
         self._quitting = False
         self.session = PromptSession(
             message=[("class:prompt", "You: ")],
@@ -114,19 +116,26 @@ class Repl:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        load = loop.run_in_executor(None, self.chat.backend.load)
-        load.add_done_callback(self._loaded)
         for signum in (signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(signum, self.quit)
         # While a prompt runs the terminal is raw and Ctrl+C is a key; at any other time
-        # it is SIGINT, and this handler owns it (a Ctrl+C typed just after Enter, before
-        # the reply starts, must stop that reply too).
+        # it is SIGINT, and this handler owns it.
         loop.add_signal_handler(signal.SIGINT, self._interrupt)
         self.say(welcome_text(self.chat))
+        backend = self.chat.backend
+        started = time.perf_counter()
+        load = loop.run_in_executor(None, backend.load)
+        load.add_done_callback(lambda _: setattr(self, "load_seconds", time.perf_counter() - started))
+        load.add_done_callback(self._loaded)
+        if not getattr(backend, "loads_in_background", True):
+            self.say(f"[Info] Loading {backend.model_name}…")
+            await asyncio.wait([load])
         try:
             await self._converse(load)
         finally:
             await self._settle()
+            if not load.done():
+                self.say("[Info] Waiting for the model to finish loading, to release it…")
             with contextlib.suppress(Exception):
                 await load  # the backend is released only after its load has ended
         if self.status == "failed":
@@ -149,8 +158,7 @@ class Repl:
         """SIGTERM/SIGHUP: stop any reply and leave the prompt; cleanup follows in run()."""
         self._quitting = True
         self._interrupt()
-        if self.session.app.is_running:
-            self.session.app.exit(exception=EOFError)
+        self._exit_if_quitting()
 
     def _interrupt(self) -> None:
         self._interrupted = True
@@ -158,18 +166,21 @@ class Repl:
             self._on_interrupt()
 
     def _exit_if_quitting(self) -> None:
-        # A quit that came while no prompt was running (e.g. a failed load) ends this one.
-        if self._quitting:
-            self.session.app.exit(exception=EOFError)
+        """End the prompt if the chat is quitting (also run as each prompt starts, for a
+        quit that came while none was on screen)."""
+        app = self.session.app
+        # future.done(): Enter may already have given the prompt its result.
+        if self._quitting and app.is_running and app.future is not None and not app.future.done():
+            app.exit(exception=EOFError)
 
     async def _converse(self, load: asyncio.Future) -> None:
         while not self._quitting:
-            self._interrupted = False
             try:
                 # handle_sigint=False: prompt_toolkit would remove our SIGINT handler on exit.
                 text = await self.session.prompt_async(pre_run=self._exit_if_quitting, handle_sigint=False)
             except (EOFError, KeyboardInterrupt):
                 return
+            self._interrupted = False  # only a Ctrl+C from now on is about this message
             if not text.strip():
                 continue
             await self._settle()
@@ -182,6 +193,8 @@ class Repl:
                     continue
             if await self._model_ready(load):
                 await self._reply(text)
+            elif self._interrupted:
+                self.say("[Info] Not sent (Ctrl+C); Up brings the message back.")
 
     def _run_command(self, text: str) -> str | None:
         entry, argument, word = BUILTINS.parse(text)
@@ -245,12 +258,11 @@ class Repl:
             queue.put_nowait(("interrupted", None))
 
         self._on_interrupt = interrupt
-        if self._interrupted:
-            interrupt()  # Ctrl+C came between Enter and now
         self._worker = loop.run_in_executor(None, generate)
         renderer = ReplyRenderer(color=self.color)
         write = sys.stdout.write
         started = False
+        kind = None
         try:
             while True:
                 kind, value = await queue.get()
@@ -271,10 +283,14 @@ class Repl:
                 sys.stdout.flush()
         finally:
             self._on_interrupt = None
+            cancel.set()  # if this loop ended abnormally, the generation must end too
             write("\n\n")
             sys.stdout.flush()
-        if self.verbose and self.chat.last_stats:
-            self.say(self.chat.last_stats.verbose_block() + "\n")
+        if self.verbose and kind == "done":  # the worker posts "done" after the stats are in
+            stats = self.chat.last_stats
+            if len(self.chat.session_stats) == 1:
+                stats.load = self.load_seconds
+            self.say(stats.verbose_block() + "\n")
 
 
 def run_repl(chat: Chat, history: bool = True, verbose: bool = False) -> int:

@@ -24,7 +24,6 @@ from hailo_repl.models import ModelNotFoundError, check_gguf, list_models, model
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
-EXIT_USAGE = 2
 
 
 def _temperature(value: str) -> float:
@@ -125,8 +124,23 @@ def _end_on_signal(signum, frame):
     raise SystemExit(128 + signum)
 
 
+@contextlib.contextmanager
+def signals_held():
+    """Ignore Ctrl+C, SIGTERM and SIGHUP meanwhile: a release cut short leaves the device held."""
+    names = [name for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    previous = {name: signal.signal(getattr(signal, name), signal.SIG_IGN) for name in names}
+    try:
+        yield
+    finally:
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.backend == "hailo" and args.model:
+        parser.error("argument --model: a GGUF model runs on the llama backend, not with --backend hailo")
     setup_logging(args.verbose)
     if args.list_models:
         print_model_list()
@@ -169,4 +183,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     finally:
         if backend is not None:
-            backend.release()
+            with signals_held():
+                backend.release()

@@ -180,7 +180,7 @@ def set_parameter(repl, argument):
 
 @command("/retry", "generate the last reply again")
 def retry(repl, argument):
-    question = repl.chat.undo()
+    question = repl.chat.retry()
     if question is None:
         repl.say("Nothing to retry yet.")
     return question

@@ -50,4 +50,7 @@ def load_conversation(path: Path) -> list[dict]:
     )
     if not valid:
         raise ConversationFileError(f"{path} is not a saved conversation (no list of role/content messages)")
-    return [{"role": m["role"], "content": m["content"]} for m in messages]
+    return [
+        {"role": m["role"], "content": m["content"], **({"interrupted": True} if m.get("interrupted") else {})}
+        for m in messages
+    ]

@@ -152,8 +152,8 @@ def test_ctrl_c_during_a_reply_stops_the_backend_and_keeps_the_partial_reply(cap
     assert code == 0
     assert "[interrupted]" in out and "next answer" in out
     assert backend.produced < 60  # generation stopped, not just the printing
-    interrupted = repl.chat.messages[2]["content"]
-    assert interrupted.startswith("w0 w1") and interrupted.endswith("[interrupted]")
+    interrupted = repl.chat.messages[2]
+    assert interrupted["content"].startswith("w0 w1") and interrupted["interrupted"] is True
     assert backend.prompts[1][-1] == "again"
 
 

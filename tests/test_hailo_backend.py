@@ -76,7 +76,7 @@ def test_cancel_stops_generation_within_one_token_and_the_backend_is_usable_at_o
                 cancel.set()
         assert shown == ["a", "b"]
         assert any(e["event"] == "abort" and e["produced"] <= 3 for e in fake_log())
-        assert chat.messages[-1] == {"role": "assistant", "content": "ab [interrupted]"}
+        assert chat.messages[-1] == {"role": "assistant", "content": "ab", "interrupted": True}
         assert reply(chat, "again") == "next"
         # the device kept the partial reply, so only the new message was sent
         assert prompts_sent(fake_log)[-1] == [{"role": "user", "content": "again"}]

@@ -30,8 +30,10 @@ from typing import Iterator, Sequence
 from loguru import logger
 
 from hailo_repl.backends.base import BackendBusyError, BackendError, GenerationParams, Message
+from hailo_repl.streaming import clean_response
 
 SHARED_VDEVICE_GROUP_ID = "SHARED"  # lets other Hailo apps use the chip at the same time
+POLL_MS = 25  # longest a read() may hold the GIL (see _read_tokens)
 
 VDEVICE_FAILED = (
     "Failed to create VDevice ({error}). Check that the Hailo-10H is connected and powered, "
@@ -58,8 +60,19 @@ def render_chatml(messages: Sequence[Message]) -> str:
     return body + "<|im_start|>assistant\n"
 
 
+# LLM() raises a bare status number (its constructor is not wrapped); say what it means.
+LOAD_STATUS_WORDS = {
+    "13": "cannot open the file",
+    "26": "not a valid HEF",
+    "93": "the HEF was compiled for another Hailo device",
+}
+
+
 class HailoBackend:
     name = "hailo"
+    # HailoRT's bindings hold the GIL while LLM() loads (llm_api.cpp has no
+    # gil_scoped_release), so nothing else could run meanwhile: load before the prompt.
+    loads_in_background = False
 
     def __init__(self, hef_path: Path, vdevice=None):
         self.hef_path = Path(hef_path)
@@ -68,36 +81,42 @@ class HailoBackend:
         self._vdevice = vdevice
         self._llm = None
         self._recovery_sequence: str | None = None
-        # The prompt messages the device's context holds, followed there by the reply it
-        # generated to them; None when unknown (then the next turn starts afresh).
+        self._timeout_error: type[Exception] = TimeoutError
+        # The conversation the device's context holds, its own last reply included;
+        # None when unknown (a failed generation): the next turn then starts afresh.
         self._held: list[Message] | None = []
+        # Read on the generating thread only: on the device these calls wait behind a
+        # running generation, holding the GIL, and the toolbar must never wait.
+        self._usage = 0
+        self._capacity = 0
         self._busy = threading.Lock()
 
     def load(self) -> None:
         from hailo_platform.genai import LLM
+        from hailo_platform.pyhailort.pyhailort import HailoRTTimeout
 
+        self._timeout_error = HailoRTTimeout
         if self._vdevice is None:
             self._vdevice = open_vdevice()
         try:
             self._llm = LLM(self._vdevice, str(self.hef_path))
         except Exception as error:
-            raise BackendError(f"Failed to load {self.hef_path} on the Hailo device: {error or type(error).__name__}") from None
+            reason = LOAD_STATUS_WORDS.get(str(error), str(error) or type(error).__name__)
+            raise BackendError(f"Failed to load {self.hef_path} on the Hailo device: {reason}") from None
         self._recovery_sequence = self._llm.get_generation_recovery_sequence()
+        self._capacity = self._llm.max_context_capacity()
+        self._usage = self._llm.get_context_usage_size()
         self._held = []
 
     def _unsent(self, messages: Sequence[Message]) -> list[Message] | None:
-        """The messages after the device's last reply, or None if the device's history differs."""
+        """What the device lacks of `messages`, or None if its context must start afresh."""
         held = self._held
-        if held is None:
+        if held is None or len(messages) <= len(held) or list(messages[: len(held)]) != held:
             return None
-        if not held:
-            return list(messages)
-        after_reply = len(held) + 1
-        if len(messages) <= after_reply or list(messages[: len(held)]) != held:
-            return None
-        if messages[len(held)]["role"] != "assistant":
-            return None
-        return list(messages[after_reply:])
+        new = list(messages[len(held):])
+        if held and any(m["role"] == "system" for m in new):
+            return None  # a system message is refused after a context's first prompt
+        return new
 
     def _prompt_tokens(self, messages: Sequence[Message]) -> int:
         return len(self._llm.tokenize(render_chatml(messages)))
@@ -105,16 +124,16 @@ class HailoBackend:
     def count_tokens(self, messages: Sequence[Message]) -> int:
         new = self._unsent(messages)
         if new is not None and self._held:
-            return self._llm.get_context_usage_size() + self._prompt_tokens(new)
+            return self._usage + self._prompt_tokens(new)
         return self._prompt_tokens(messages)
 
     @property
     def context_used(self) -> int:
-        return self._llm.get_context_usage_size() if self._llm else 0
+        return self._usage
 
     @property
     def context_capacity(self) -> int:
-        return self._llm.max_context_capacity() if self._llm else 0
+        return self._capacity
 
     def stream(
         self, messages: Sequence[Message], params: GenerationParams, cancel: threading.Event
@@ -130,6 +149,7 @@ class HailoBackend:
         new = self._unsent(messages)
         if new is None:
             self._llm.clear_context()
+            self._held = []
             new = messages
         self._held = None  # unknown until this generation has ended
         self.last_prompt_tokens = self._prompt_tokens(new)
@@ -140,25 +160,46 @@ class HailoBackend:
             options.update(do_sample=False)
         if params.top_p is not None:
             options["top_p"] = params.top_p
+        reply: list[str] = []
+        ended_cleanly = False
         try:
             with self._llm.generate(prompt=new, **options) as generation:
-                for token in generation:
-                    if cancel.is_set():
-                        break
-                    if token and token != self._recovery_sequence:
-                        yield token
-                    if cancel.is_set():
-                        break  # leaving the with block aborts on the device
+                for token in self._read_tokens(generation, cancel):
+                    reply.append(token)
+                    yield token
+            ended_cleanly = True
         except GeneratorExit:
+            ended_cleanly = True  # the reader stopped; leaving `with` aborted cleanly
             raise
         except Exception as error:
             logger.exception("hailo generation failed")
             raise BackendError(f"Hailo generation failed: {error or type(error).__name__}") from None
-        self._held = messages  # the device holds them and (part of) its reply
+        finally:
+            if ended_cleanly:  # the device holds the prompt and the reply as far as it went
+                self._held = messages + [{"role": "assistant", "content": clean_response("".join(reply))}]
+            self._usage = self._llm.get_context_usage_size()
+
+    def _read_tokens(self, generation, cancel: threading.Event) -> Iterator[str]:
+        """The generation's text pieces, read in short polls so the UI thread can run.
+
+        Each read() holds the GIL while it waits, so it waits at most POLL_MS. A cancel
+        takes effect at the next token: leaving the `with` block before the first one
+        would make the abort wait, GIL held, for the whole prompt evaluation.
+        """
+        while generation.generation_status.name == "GENERATING":
+            try:
+                token = generation.read(POLL_MS)
+            except self._timeout_error:
+                continue
+            if cancel.is_set():
+                return
+            if token and token != self._recovery_sequence:
+                yield token
 
     def clear(self) -> None:
         if self._llm is not None:
             self._llm.clear_context()
+            self._usage = self._llm.get_context_usage_size()
         self._held = []
 
     def release(self) -> None:
@@ -168,10 +209,10 @@ class HailoBackend:
             steps += [("clear_context", self._llm.clear_context), ("llm.release", self._llm.release)]
         if self._vdevice is not None:
             steps.append(("vdevice.release", self._vdevice.release))
+        self._llm = None
+        self._vdevice = None
         for label, step in steps:
             try:
                 step()
             except Exception:
                 logger.exception("{} failed during release", label)
-        self._llm = None
-        self._vdevice = None

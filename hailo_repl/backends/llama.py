@@ -50,6 +50,16 @@ def _log_llama_warnings(level: int, text: bytes, data) -> None:
         logger.warning("llama.cpp: {}", text.decode(errors="replace").rstrip())
 
 
+_log_callback = None  # one process-wide thunk: llama.cpp may log after any backend is gone
+
+
+def _route_llama_log(llama_cpp) -> None:
+    global _log_callback
+    if _log_callback is None:
+        _log_callback = llama_cpp.llama_log_callback(_log_llama_warnings)
+        llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
+
+
 class _LogWriter(io.TextIOBase):
     """A text stream that sends what is written to it to the log file."""
 
@@ -69,19 +79,19 @@ class LlamaBackend:
         self.threads = threads or os.cpu_count() or 1
         self.last_prompt_tokens = 0
         self._llama = None
-        self._with_reply_prompt = None  # template formatter ending in the assistant header
-        self._history_only = None  # same template, no assistant header
+        self._template = None  # the chat template's formatter, ending in the assistant header
         self._busy = threading.Lock()
         self._cancel = threading.Event()  # the running generation's cancel event
-        self._abort_callback = None  # kept referenced: llama.cpp holds only the pointer
+        # Kept referenced: llama.cpp holds only the pointers.
+        self._abort_callback = None
+        self._no_abort_callback = None
 
     def load(self) -> None:
         import llama_cpp
         from llama_cpp import Llama
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        self._log_callback = llama_cpp.llama_log_callback(_log_llama_warnings)
-        llama_cpp.llama_log_set(self._log_callback, ctypes.c_void_p(0))
+        _route_llama_log(llama_cpp)
         try:
             with contextlib.redirect_stderr(_LogWriter()):  # its Python-side prints go to stderr
                 self._llama = Llama(
@@ -98,25 +108,31 @@ class LlamaBackend:
         template = self._llama.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
         eos = self._token_text(self._llama.token_eos())
         bos = self._token_text(self._llama.token_bos())
-        self._with_reply_prompt = Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos)
-        self._history_only = Jinja2ChatFormatter(
-            template, eos_token=eos, bos_token=bos, add_generation_prompt=False
-        )
+        self._template = Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos)
         self._abort_callback = llama_cpp.ggml_abort_callback(lambda _data: self._cancel.is_set())
-        llama_cpp.llama_set_abort_callback(self._llama.ctx, self._abort_callback, None)
+        self._no_abort_callback = llama_cpp.ggml_abort_callback()  # a NULL pointer
+
+    def _abort_on_cancel(self, enabled: bool) -> None:
+        """ggml calls the abort callback at every graph node (~1,000 a token), each a
+        trip into Python: it is installed for prompt evaluation only; during decoding
+        the stream loop checks the cancel event after each token instead."""
+        import llama_cpp
+
+        callback = self._abort_callback if enabled else self._no_abort_callback
+        llama_cpp.llama_set_abort_callback(self._llama.ctx, callback, None)
 
     def _token_text(self, token: int) -> str:
         if token < 0:
             return ""
         return self._llama.detokenize([token], special=True).decode(errors="replace")
 
-    def _tokens(self, messages: Sequence[Message], reply_prompt: bool) -> list[int]:
-        formatter = self._with_reply_prompt if reply_prompt else self._history_only
-        text = formatter(messages=list(messages)).prompt
+    def _tokens(self, messages: Sequence[Message]) -> list[int]:
+        """The conversation rendered by the model's chat template, up to the reply's start."""
+        text = self._template(messages=list(messages)).prompt
         return self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
     def count_tokens(self, messages: Sequence[Message]) -> int:
-        return len(self._tokens(messages, reply_prompt=True))
+        return len(self._tokens(messages))
 
     @property
     def context_used(self) -> int:
@@ -131,15 +147,16 @@ class LlamaBackend:
     ) -> Iterator[str]:
         if not self._busy.acquire(blocking=False):
             raise BackendBusyError("a reply is already being generated")
+        self._cancel = cancel
+        self._abort_on_cancel(True)
         try:
             yield from self._generate(messages, params, cancel)
         finally:
-            self._cancel = threading.Event()
+            self._abort_on_cancel(False)
             self._busy.release()
 
     def _generate(self, messages, params: GenerationParams, cancel: threading.Event) -> Iterator[str]:
-        self._cancel = cancel
-        prompt = self._tokens(messages, reply_prompt=True)
+        prompt = self._tokens(messages)
         cached = self._common_prefix(prompt)
         self.last_prompt_tokens = len(prompt) - cached
         if len(prompt) + params.max_tokens > self.context_size:
@@ -155,6 +172,7 @@ class LlamaBackend:
                 top_p=params.top_p if params.top_p is not None else 0.95,
                 stream=True,
             ):
+                self._abort_on_cancel(False)  # the prompt is evaluated
                 text = chunk["choices"][0]["text"]
                 if text:
                     yield text

@@ -8,7 +8,7 @@ Environment:
                        were read, a device failure mid-stream; prefill_ms makes the
                        first read() wait that long, as prompt evaluation does), or an object
                        {"replies": [...], "delay_ms": N, "context_capacity": N,
-                        "recovery_sequence": "..."}.
+                        "recovery_sequence": "...", "load_ms": N}.
   HAILO_FAKE_NO_DEVICE set → VDevice() fails as it does with no free device.
   HAILO_FAKE_LOG       file that gets one JSON line per call that changes state
                        (generate, clear_context, load_context, release), so tests

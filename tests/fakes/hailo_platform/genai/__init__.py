@@ -12,13 +12,20 @@ hailort/libhailort/src/genai/llm/*):
   still generating; the device then appends the recovery sequence.
 - temperature <= 0 and top_p outside [0, 1] are invalid arguments.
 - Use after release() fails with AttributeError, as the real wrapper's None does.
+- read(timeout_ms) raises HailoRTTimeout when no token is ready in time and changes
+  nothing else; iterating reads with the default 10 s timeout.
+- The bindings (hailort/libhailort/bindings/python/src/llm_api.cpp) do not release
+  the GIL, so every wait here (loading, prefill, each token) holds it too: a caller
+  whose UI thread must stay live has to poll with short timeouts, as on the device.
 - Test-only: a scripted reply {"tokens": [...], "fail_after": N} makes read() raise
   HailoRTException after N tokens, to exercise a device failure mid-stream.
 """
 
+import ctypes
 import json
 import os
 import re
+import threading
 import time
 import zlib
 
@@ -27,6 +34,7 @@ from hailo_platform.pyhailort._pyhailort import LLMGeneratorCompletionStatus as 
 from hailo_platform.pyhailort.pyhailort import (
     HailoRTInvalidArgumentException,
     HailoRTInvalidOperationException,
+    HailoRTTimeout,
 )
 from hailo_platform.recorder import record
 from hailo_platform.vdevice import VDevice  # noqa: F401  (re-exported like the real genai)
@@ -35,6 +43,16 @@ DEFAULT_CAPACITY = 4096
 DEFAULT_REPLY = ["<text>", "Hello", " from", " the", " fake", " Hailo", "-", "10H", ".", "</text>", "<|im_end|>"]
 DEFAULT_RECOVERY = "<|im_end|>"
 _WORDS = re.compile(r"\s*\w+|\s*[^\w\s]|\s+")
+
+
+_libc = ctypes.PyDLL(None)  # PyDLL: calls keep the GIL, like HailoRT's bindings
+
+
+def _wait_holding_gil(seconds):
+    while seconds > 0:
+        step = min(seconds, 0.5)
+        _libc.usleep(int(step * 1_000_000))
+        seconds -= step
 
 
 def _load_script():
@@ -68,15 +86,17 @@ class _Device:
 class LLMGeneratorCompletion:
     def __init__(self, device, tokens, delay_ms, max_tokens, fail_after=None, prefill_ms=0):
         self._device = device
-        self._prefill = prefill_ms / 1000  # the first read() also waits for the prompt's evaluation
         self._pending = list(tokens)
         self._fail_after = fail_after  # read() raises once this many tokens were read
         self._delay = delay_ms / 1000
+        # When the next token is ready: after the prompt's evaluation, then one per delay.
+        self._next_ready = time.monotonic() + prefill_ms / 1000 + self._delay
         self._max_tokens = max_tokens
         self._produced = 0
         self._status = Status.GENERATING
         self._recovering = False
         self._generator_completion = object()  # None once released
+        self.thread = threading.get_ident()  # the thread that generates
 
     def _alive(self):
         if self._generator_completion is None:  # the real wrapper's attribute is None
@@ -91,12 +111,15 @@ class LLMGeneratorCompletion:
         self._alive()
         if self._status != Status.GENERATING:
             raise HailoRTInvalidOperationException("Invalid operation. See hailort.log for more information")
-        if self._delay or self._prefill:
-            time.sleep(self._delay + self._prefill)
-            self._prefill = 0
+        wait = self._next_ready - time.monotonic()
+        if wait > timeout_ms / 1000:
+            _wait_holding_gil(timeout_ms / 1000)
+            raise HailoRTTimeout("libhailort failed with error: 4 (HAILO_TIMEOUT)")
+        _wait_holding_gil(wait)
+        self._next_ready = time.monotonic() + self._delay
         if self._fail_after is not None and self._produced >= self._fail_after:
-            # A scripted failure mid-stream; the generation stays open, as after a timeout.
-            raise HailoRTException("libhailort failed with error: 4 (HAILO_TIMEOUT)")
+            # A scripted failure mid-stream; the generation stays open.
+            raise HailoRTException("libhailort failed with error: 62 (HAILO_COMMUNICATION_CLOSED)")
         if self._recovering:
             # The recovery sequence is streamed as the last token before MAX_TOKENS_REACHED.
             self._device.usage += len(_tokenize(self._device.recovery))
@@ -152,7 +175,9 @@ class LLM:
             raise AttributeError("'NoneType' object has no attribute 'create'")
         if not os.path.isfile(model_path):
             raise HailoRTStatusException("13")  # HAILO_OPEN_FILE_FAILURE, unwrapped
-        self._llm = _Device(model_path, _load_script())
+        script = _load_script()
+        _wait_holding_gil(script.get("load_ms", 0) / 1000)  # loading a HEF takes seconds
+        self._llm = _Device(model_path, script)
         record("llm_open", hef=os.path.basename(model_path))
 
     def generate(self, prompt, tools=None, temperature=None, top_p=None, top_k=None,
@@ -203,6 +228,11 @@ class LLM:
         return _tokenize(text)
 
     def get_context_usage_size(self):
+        live = self._llm.live_completion
+        if live is not None and live.thread != threading.get_ident():
+            # On the device this call waits behind the running generation, holding the GIL.
+            raise AssertionError("fake hailo_platform: get_context_usage_size() from another "
+                                 "thread during a generation would block that thread")
         return self._llm.usage
 
     def max_context_capacity(self):
