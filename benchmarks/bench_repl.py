@@ -38,7 +38,6 @@ import math
 import os
 import platform
 import re
-import shutil
 import statistics
 import sys
 import tempfile
@@ -49,10 +48,11 @@ import pexpect
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKES = ROOT / "tests" / "fakes"
+sys.path.insert(0, str(ROOT / "tests"))
+import terminal  # noqa: E402  (the tests' pty driver)
 HEF_NAME = "Qwen2.5-1.5B-Instruct"
 
 PROMPT = "You: "
-CPR_REQUEST = r"\x1b\[6n"  # prompt_toolkit asks where the cursor is at every prompt
 TOOLBAR_READY = r"ctx \d"  # the toolbar's context gauge, shown once the model has loaded
 TOOLBAR_LOADING = r"loading model"
 INTERRUPTED = r"\[interrupted\]"
@@ -69,44 +69,16 @@ def say(line: str = "") -> None:
     print(line, file=REPORT, flush=True)
 
 
-def hailo_repl_command() -> list[str]:
-    """The installed console script (next to this Python first, as the tests do; not a pyenv shim)."""
-    script = Path(sys.executable).parent / "hailo-repl"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("hailo-repl")
-    if found:
-        return [found]
-    sys.exit("error: hailo-repl is not installed: pip install -e '.[llama,test]'")
-
-
 class BenchError(RuntimeError):
     pass
 
 
-class Terminal:
-    """One hailo-repl in a pty, answering cursor-position requests like a terminal."""
+class Terminal(terminal.Terminal):
+    """tests/terminal.py's pty driver (it answers cursor-position requests), plus report helpers."""
 
     def __init__(self, args: list[str], env: dict, rows: int = 40, cols: int = 120, timeout: float = 120):
-        command = hailo_repl_command()
-        self.rows = rows
         self.started = time.perf_counter()
-        self.child = pexpect.spawn(command[0], command[1:] + args, env=env, encoding="utf-8",
-                                   dimensions=(rows, cols), timeout=timeout)
-        self.child.delaybeforesend = None  # no 50 ms sleep before each send
-        self.cpr_answered = 0
-
-    def expect(self, *patterns, timeout: float | None = -1) -> int:
-        """Index of the first of `patterns` to appear (EOF/TIMEOUT allowed as patterns)."""
-        patterns_with_cpr = [CPR_REQUEST, *patterns]
-        while True:
-            index = self.child.expect(patterns_with_cpr, timeout=timeout)
-            if index == 0:
-                # Answer as a terminal whose cursor is on its last row (a scrolled chat).
-                self.child.send(f"\x1b[{self.rows};1R")
-                self.cpr_answered += 1
-                continue
-            return index - 1
+        super().__init__(args, env, rows=rows, cols=cols, timeout=timeout)
 
     def wait_for(self, pattern: str, what: str, timeout: float | None = -1) -> None:
         index = self.expect(pattern, pexpect.EOF, pexpect.TIMEOUT, timeout=timeout)
@@ -412,9 +384,9 @@ def main() -> int:
 
     results: dict = {"machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(),
                                  "platform": platform.platform(), "pexpect": pexpect.__version__},
-                     "hailo_repl": hailo_repl_command()[0], "delay_ms": args.delay_ms}
+                     "hailo_repl": terminal.hailo_repl_command()[0], "delay_ms": args.delay_ms}
     say(f"hailo-repl REPL benchmarks  (python {platform.python_version()}, {os.cpu_count()} CPUs, "
-        f"{hailo_repl_command()[0]})")
+        f"{terminal.hailo_repl_command()[0]})")
     say("  engine figures (model load, TTFT, decode tok/s): see benchmarks/bench_engine.py (not run here)")
     say(f"  hailo = the hailo_platform double from tests/fakes, {args.delay_ms} ms per token; "
         f"llama = llama.cpp with the bundled SmolLM2-135M-Instruct")

@@ -4,26 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from terminal import hailo_repl_command
+
 FAKES = Path(__file__).parent / "fakes"
 if str(FAKES) not in sys.path:
     sys.path.insert(0, str(FAKES))  # in-process tests import the double as hailo_platform
-
-
-def hailo_repl_command() -> list[str]:
-    """The installed console script, as a user runs it."""
-    script = Path(sys.executable).parent / "hailo-repl"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("hailo-repl")
-    assert found, "hailo-repl is not installed: pip install -e '.[llama,test]'"
-    return [found]
 
 
 @pytest.fixture

@@ -223,3 +223,48 @@ def test_a_message_sent_while_the_model_loads_waits_for_it(capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "Waiting for the model to load" in out and "Assistant: answer" in out
+
+
+def test_a_stray_sigint_at_the_prompt_does_not_swallow_the_next_message(capsys):
+    backend = ScriptedBackend(["got it"])
+
+    async def stray_interrupt():
+        await asyncio.sleep(0.2)  # the prompt is up
+        os.kill(os.getpid(), signal.SIGINT)
+        await asyncio.sleep(0.1)
+
+    code, _ = run_repl(backend, [stray_interrupt, "hello\r", "/quit\r"])
+    assert code == 0
+    assert backend.prompts == [["sys", "hello"]]
+    assert "got it" in capsys.readouterr().out
+
+
+class VerySlowLoad(ScriptedBackend):
+    def load(self):
+        time.sleep(1.0)
+        super().load()
+
+
+def test_ctrl_c_while_waiting_for_the_model_says_the_message_was_not_sent(capsys):
+    backend = VerySlowLoad()
+
+    async def interrupt():
+        await asyncio.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGINT)
+        await asyncio.sleep(1.2)
+
+    code, _ = run_repl(backend, ["early\r", interrupt, "/quit\r"])
+    out = capsys.readouterr().out
+    assert code == 0 and backend.prompts == []
+    assert "Not sent (Ctrl+C)" in out
+
+
+def test_verbose_prints_the_timing_block_after_a_reply(capsys):
+    backend = ScriptedBackend(["a", "b"])
+    chat = Chat(backend, "sys", GenerationParams())
+    with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
+        repl = Repl(chat, history=False, verbose=True)
+        pipe.send_text("x\r/quit\r")
+        assert asyncio.run(repl.run()) == 0
+    out = capsys.readouterr().out
+    assert "eval count:           2 token(s)" in out and "time to first token" in out

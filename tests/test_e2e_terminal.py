@@ -3,28 +3,16 @@
 import json
 import os
 import time
+from pathlib import Path
 
 import pexpect
 import pytest
 
-from conftest import FAKES, hailo_repl_command
+from conftest import FAKES
+from terminal import Terminal
 
 SLOW_REPLY = [f"word{i} " for i in range(400)]
-
-
-def spawn(args, env):
-    command = hailo_repl_command()
-    # pexpect never answers the cursor-position requests a terminal emulator answers at
-    # once; prompt_toolkit would then wait 1 s in raw mode after each prompt, and a
-    # Ctrl+C sent in that second would be read as a key by the next prompt.
-    environment = {**os.environ, "TERM": "xterm-256color", "PROMPT_TOOLKIT_NO_CPR": "1", **env}
-    child = pexpect.spawn(command[0], command[1:] + args, env=environment, encoding="utf-8",
-                          dimensions=(30, 110), timeout=120)
-    return child
-
-
-def wait_for_prompt(child):
-    child.expect("You: ")
+PROMPT = "You: "
 
 
 @pytest.fixture
@@ -45,154 +33,168 @@ def hailo_env(isolated_home, hailo_resources, tmp_path):
     return env, log
 
 
+def events(log):
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
 def test_a_session_on_the_hailo_double(hailo_env):
     env, log = hailo_env
-    child = spawn(["--hef-path", "Qwen2.5-1.5B-Instruct"], env)
-    child.expect("Commands:")
-    wait_for_prompt(child)
+    term = Terminal(["--hef-path", "Qwen2.5-1.5B-Instruct"], env)
+    term.expect("Commands:")
+    term.expect(PROMPT)
+    term.expect("Qwen2.5-1.5B-Instruct · Hailo-10H")  # the toolbar
+    term.expect(r"ctx 0/4096 \(0%\)")
 
-    child.send("/he\t")
-    child.expect("/help")
-    child.send("\r")
-    child.expect("Alt\\+Enter")
-    wait_for_prompt(child)
+    term.send("/he\t")
+    term.expect("/help")
+    term.send("\r")
+    term.expect("Alt\\+Enter")
+    term.expect(PROMPT)
 
-    child.send("Hi there\r")
-    child.expect("Assistant: Hello from Hailo")
-    wait_for_prompt(child)
+    term.send("Hi there\r")
+    term.expect("Assistant: Hello from Hailo")
+    term.expect(PROMPT)
+    term.expect(r"ctx [1-9]\d*/4096")  # the gauge moved after the reply
 
-    child.send("Tell me everything\r")
-    child.expect("word5 ")
-    child.sendintr()
-    child.expect(r"\[interrupted\]")
-    wait_for_prompt(child)
-    assert child.isalive()
+    term.send("Tell me everything\r")
+    term.expect("word5 ")
+    term.interrupt()
+    term.expect(r"\[interrupted\]")
+    term.expect(PROMPT)
+    assert term.child.isalive()
 
-    child.send("Go on\r")
-    child.expect("After the stop")
-    wait_for_prompt(child)
+    term.send("Go on\r")
+    term.expect("After the stop")
+    term.expect(PROMPT)
 
-    child.send("\x1b[A")  # Up recalls the last message
-    child.expect("Go on")
-    child.send("\x15/quit\r")  # Ctrl+U clears the recalled line first
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0
+    term.send("\x1b[A")  # Up recalls the last message
+    term.expect("Go on")
+    term.send("\x15/quit\r")  # Ctrl+U clears the recalled line first
+    assert term.wait_for_exit() == 0
 
-    events = [json.loads(line) for line in log.read_text().splitlines()]
-    assert any(e["event"] == "abort" for e in events)
-    generated = [e for e in events if e["event"] == "generate"]
+    recorded = events(log)
+    assert any(e["event"] == "abort" for e in recorded)
+    generated = [e for e in recorded if e["event"] == "generate"]
     assert generated[-1]["prompt"] == [{"role": "user", "content": "Go on"}]
-    assert [e["event"] for e in events][-3:] == ["clear_context", "llm_release", "vdevice_release"]
+    assert [e["event"] for e in recorded][-3:] == ["clear_context", "llm_release", "vdevice_release"]
 
 
 def test_ctrl_c_on_an_empty_prompt_and_ctrl_d_end_the_chat(hailo_env):
     env, log = hailo_env
     for key in ("\x03", "\x04"):
-        child = spawn(["--hef-path", "Qwen2.5-1.5B-Instruct"], env)
-        wait_for_prompt(child)
-        child.send(key)
-        child.expect(pexpect.EOF)
-        child.close()
-        assert child.exitstatus == 0
-    assert [json.loads(line)["event"] for line in log.read_text().splitlines()][-1] == "vdevice_release"
-
-
-def test_a_session_on_llama_cpp_with_smollm2(isolated_home):
-    child = spawn(["--temperature", "0", "--max-tokens", "80"], {})
-    child.expect("using llama.cpp on the CPU with SmolLM2-135M-Instruct")
-    wait_for_prompt(child)
-    child.send("/cont\t")
-    child.expect("/context")
-    child.send("\r")
-    child.expect(r"Context: \[")
-    wait_for_prompt(child)
-
-    child.send("What is the capital of France?\r")
-    child.expect("Paris")
-    wait_for_prompt(child)
-
-    child.send("Write a very long story about a dragon and a knight.\r")
-    child.expect("Assistant: ")
-    child.expect(r"\w+ \w+ \w+")  # some words are streaming
-    child.sendintr()
-    child.expect(r"\[interrupted\]")
-    wait_for_prompt(child)
-
-    child.send("Say hello.\r")
-    child.expect("Assistant: ")
-    wait_for_prompt(child)
-    child.send("/stats\r")
-    child.expect("Session: +3 replies")
-    wait_for_prompt(child)
-
-    # Ctrl+C while llama.cpp evaluates a long prompt, before any token
-    long_text = "The quick brown fox jumps over the lazy dog. " * 320  # ~3,500 tokens
-    child.send(f"\x1b[200~{long_text}\x1b[201~\r")
-    child.expect(r"\x1b\[\?2004l")  # the prompt has ended: the message is on its way
-    time.sleep(0.1)
-    child.sendintr()
-    child.expect(r"\[interrupted\]")
-    assert "Assistant:" not in child.before
-    wait_for_prompt(child)
-    child.send("Say goodbye.\r")
-    child.expect("Assistant: \\S")
-    wait_for_prompt(child)
-
-    child.send("\x1b[A")  # Up recalls the last message
-    child.expect("Say goodbye")
-    child.send("\x15/quit\r")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0
+        term = Terminal(["--hef-path", "Qwen2.5-1.5B-Instruct"], env)
+        term.expect(PROMPT)
+        term.send(key)
+        assert term.wait_for_exit() == 0
+    assert events(log)[-1]["event"] == "vdevice_release"
 
 
 def test_the_model_picker_in_a_terminal(hailo_env, hailo_resources):
     env, log = hailo_env
     hailo_resources("Qwen2.5-Coder-1.5B-Instruct")
-    child = spawn([], env)
-    child.expect("Which one")
-    child.send("2")
-    child.send("\r")
-    child.expect("chat with Qwen2.5-Coder-1.5B-Instruct on hailo")
-    wait_for_prompt(child)
-    child.send("/quit\r")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0
-    assert {"event": "llm_open", "hef": "Qwen2.5-Coder-1.5B-Instruct.hef"} in [json.loads(line) for line in log.read_text().splitlines()]
+    term = Terminal([], env)
+    term.expect("Which one")
+    term.send("2")
+    term.send("\r")
+    term.expect("chat with Qwen2.5-Coder-1.5B-Instruct on hailo")
+    term.expect(PROMPT)
+    term.send("/quit\r")
+    assert term.wait_for_exit() == 0
+    assert {"event": "llm_open", "hef": "Qwen2.5-Coder-1.5B-Instruct.hef"} in events(log)
 
 
 def test_ctrl_c_while_the_device_evaluates_the_prompt(hailo_env, tmp_path):
     env, log = hailo_env
     script = tmp_path / "prefill.json"
-    script.write_text(json.dumps({"replies": [{"tokens": ["late"], "prefill_ms": 2000}, ["Next", " answer"]]}))
-    child = spawn(["--hef-path", "Qwen2.5-1.5B-Instruct"], {**env, "HAILO_FAKE_SCRIPT": str(script)})
-    wait_for_prompt(child)
-    child.send("a question\r")
+    script.write_text(json.dumps({"replies": [{"tokens": ["late", " and", " more"], "prefill_ms": 3000}, ["Next", " answer"]]}))
+    term = Terminal(["--hef-path", "Qwen2.5-1.5B-Instruct"], {**env, "HAILO_FAKE_SCRIPT": str(script)})
+    term.expect(PROMPT)
+    term.send("a question\r")
+    term.expect("a question")
     time.sleep(0.3)
-    child.sendintr()
-    child.expect(r"\[interrupted\]")
-    assert "late" not in child.before
-    wait_for_prompt(child)
-    child.send("another\r")
-    child.expect("Next answer")
-    wait_for_prompt(child)
-    child.send("/quit\r")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0
+    term.interrupt()
+    term.expect(r"\[interrupted\]")
+    # The prompt is back while the device is still evaluating: it has not aborted yet,
+    # though the double holds the GIL while it waits, as HailoRT's bindings do.
+    assert not any(e["event"] == "abort" for e in events(log))
+    assert "late" not in term.before
+    term.expect(PROMPT)
+    term.send("another\r")
+    term.expect("Next answer")
+    term.expect(PROMPT)
+    term.send("/quit\r")
+    assert term.wait_for_exit() == 0
+    assert [e["event"] for e in events(log)].count("abort") == 1
+
+
+def test_a_slow_hailo_load_is_announced_before_the_prompt(hailo_env, tmp_path):
+    env, log = hailo_env
+    script = tmp_path / "slow-load.json"
+    script.write_text(json.dumps({"replies": [["ok"]], "load_ms": 1000}))
+    term = Terminal(["--hef-path", "Qwen2.5-1.5B-Instruct"], {**env, "HAILO_FAKE_SCRIPT": str(script)})
+    term.expect(r"\[Info\] Loading Qwen2.5-1.5B-Instruct")
+    term.expect(PROMPT)
+    term.send("hi\r")
+    term.expect("Assistant: ok")
+    term.send("/quit\r")
+    assert term.wait_for_exit() == 0
 
 
 def test_history_off_leaves_no_file(hailo_env):
     env, _ = hailo_env
-    child = spawn(["--hef-path", "Qwen2.5-1.5B-Instruct"], {**env, "HAILO_REPL_NOHISTORY": "1"})
-    wait_for_prompt(child)
-    child.send("private words\r")
-    child.expect("Hello from Hailo")
-    wait_for_prompt(child)
-    child.send("/quit\r")
-    child.expect(pexpect.EOF)
-    child.close()
-    data = os.environ["XDG_DATA_HOME"]
-    assert not any("private words" in p.read_text() for p in __import__("pathlib").Path(data).rglob("history"))
+    term = Terminal(["--hef-path", "Qwen2.5-1.5B-Instruct"], {**env, "HAILO_REPL_NOHISTORY": "1"})
+    term.expect(PROMPT)
+    term.send("private words\r")
+    term.expect("Hello from Hailo")
+    term.expect(PROMPT)
+    term.send("/quit\r")
+    assert term.wait_for_exit() == 0
+    assert not any("private words" in p.read_text() for p in Path(os.environ["XDG_DATA_HOME"]).rglob("history"))
+
+
+def test_a_session_on_llama_cpp_with_smollm2(isolated_home):
+    term = Terminal(["--temperature", "0", "--max-tokens", "80"], {})
+    term.expect("using llama.cpp on the CPU with SmolLM2-135M-Instruct")
+    term.expect(PROMPT)
+    term.expect("llama.cpp CPU")  # the toolbar
+    term.send("/cont\t")
+    term.expect("/context")
+    term.send("\r")
+    term.expect(r"Context: \[")
+    term.expect(PROMPT)
+
+    term.send("What is the capital of France?\r")
+    term.expect("Paris")
+    term.expect(PROMPT)
+
+    term.send("Write a very long story about a dragon and a knight.\r")
+    term.expect("Assistant: ")
+    term.expect(r"\w+ \w+ \w+")  # some words are streaming
+    term.interrupt()
+    term.expect(r"\[interrupted\]")
+    term.expect(PROMPT)
+
+    term.send("Say hello.\r")
+    term.expect("Assistant: ")
+    term.expect(PROMPT)
+    term.send("/stats\r")
+    term.expect("Session: +3 replies")
+    term.expect(PROMPT)
+
+    # Ctrl+C while llama.cpp evaluates a long prompt, before any token
+    long_text = "The quick brown fox jumps over the lazy dog. " * 320  # ~3,500 tokens
+    term.send(f"\x1b[200~{long_text}\x1b[201~\r")
+    term.expect(r"\x1b\[\?2004l")  # the prompt has ended: the message is on its way
+    time.sleep(0.1)
+    term.interrupt()
+    term.expect(r"\[interrupted\]")
+    assert "Assistant:" not in term.before
+    term.expect(PROMPT)
+    term.send("Say goodbye.\r")
+    term.expect("Assistant: \\S")
+    term.expect(PROMPT)
+
+    term.send("\x1b[A")  # Up recalls the last message
+    term.expect("Say goodbye")
+    term.send("\x15/quit\r")
+    assert term.wait_for_exit() == 0

@@ -138,6 +138,71 @@ def test_a_full_context_drops_the_oldest_turns_instead_of_overflowing(hailo_reso
 def test_a_missing_hef_is_one_clear_error(hailo_resources):
     directory = hailo_resources()
     backend = HailoBackend(directory / "nothing.hef")
-    with pytest.raises(BackendError, match="Failed to load"):
+    with pytest.raises(BackendError, match="Failed to load .*nothing.hef on the Hailo device"):
+        backend.load()
+    backend.release()
+
+
+def test_a_loaded_conversation_with_other_replies_is_sent_whole(backend, fake_log):
+    chat = Chat(backend, SYSTEM, GenerationParams())
+    reply(chat, "Hi")  # the device now holds: system, Hi, One two
+    saved = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hi"},
+             {"role": "assistant", "content": "Bonjour, I only speak French."}]
+    chat.replace_messages(saved)
+    reply(chat, "Why?")
+    last = prompts_sent(fake_log)[-1]
+    assert [m["content"] for m in last] == [SYSTEM, "Hi", "Bonjour, I only speak French.", "Why?"]
+    assert [e["event"] for e in fake_log()][-2:] == ["clear_context", "generate"]
+
+
+def test_a_reader_that_stops_early_leaves_the_device_history_usable(backend, fake_log):
+    chat = Chat(backend, SYSTEM, GenerationParams())
+    pieces = chat.reply("Hi", threading.Event())
+    next(pieces)
+    pieces.close()  # what the REPL does when Ctrl+C wins the race with the backend
+    reply(chat, "Next")
+    assert prompts_sent(fake_log)[-1] == [{"role": "user", "content": "Next"}]
+    assert "clear_context" not in [e["event"] for e in fake_log()]
+
+
+def test_retry_cancelled_before_any_token_keeps_the_old_exchange(hailo_resources, fake_script):
+    directory = hailo_resources("Qwen2.5-1.5B-Instruct")
+    fake_script({"replies": [["first"], {"tokens": ["second"], "prefill_ms": 300}]})
+    backend = HailoBackend(directory / "Qwen2.5-1.5B-Instruct.hef")
+    backend.load()
+    try:
+        chat = Chat(backend, SYSTEM, GenerationParams())
+        reply(chat, "Q")
+        question = chat.retry()
+        cancel = threading.Event()
+        cancel.set()
+        assert "".join(chat.reply(question, cancel)) == ""
+        assert [m["content"] for m in chat.messages] == [SYSTEM, "Q", "first"]
+    finally:
+        backend.release()
+
+
+def test_the_toolbar_never_asks_the_device_during_a_generation(hailo_resources, fake_script):
+    directory = hailo_resources("Qwen2.5-1.5B-Instruct")
+    fake_script({"replies": [["a", "b", "c"]], "delay_ms": 50})
+    backend = HailoBackend(directory / "Qwen2.5-1.5B-Instruct.hef")
+    backend.load()
+    try:
+        chat = Chat(backend, SYSTEM, GenerationParams())
+        seen = []
+        worker = threading.Thread(target=lambda: seen.append("".join(chat.reply("x", threading.Event()))))
+        worker.start()
+        while worker.is_alive():
+            chat.usage()  # the toolbar's call, from another thread; the double refuses device calls
+        worker.join()
+        assert seen == ["abc"] and chat.usage().used > 0
+    finally:
+        backend.release()
+
+
+def test_a_hef_the_device_cannot_open_is_explained(hailo_resources):
+    directory = hailo_resources()
+    backend = HailoBackend(directory / "missing.hef")
+    with pytest.raises(BackendError, match="cannot open the file"):
         backend.load()
     backend.release()

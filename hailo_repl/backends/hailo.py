@@ -24,6 +24,7 @@ Other facts from the same source that shape the code:
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -33,7 +34,8 @@ from hailo_repl.backends.base import BackendBusyError, BackendError, GenerationP
 from hailo_repl.streaming import clean_response
 
 SHARED_VDEVICE_GROUP_ID = "SHARED"  # lets other Hailo apps use the chip at the same time
-POLL_MS = 25  # longest a read() may hold the GIL (see _read_tokens)
+POLL_MS = 5  # longest a read() may hold the GIL (see _read_tokens)
+POLL_GAP = 0.001  # seconds between polls with the GIL released
 
 VDEVICE_FAILED = (
     "Failed to create VDevice ({error}). Check that the Hailo-10H is connected and powered, "
@@ -190,6 +192,7 @@ class HailoBackend:
             try:
                 token = generation.read(POLL_MS)
             except self._timeout_error:
+                time.sleep(POLL_GAP)  # the GIL is free for this long: the UI thread's turn
                 continue
             if cancel.is_set():
                 return
