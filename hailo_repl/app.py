@@ -54,6 +54,33 @@ def load_input_bindings() -> KeyBindings:
     return bindings
 
 
+@contextlib.contextmanager
+def typeahead_mode():
+    """The terminal between prompts (while a reply streams, a command runs, the model
+    loads): keys typed ahead wait, unechoed and unchanged, for the next prompt, and
+    Ctrl+C still raises SIGINT. Each prompt takes raw mode and gives this back.
+
+    In the terminal's cooked mode an Enter typed ahead would reach the prompt as a
+    line feed (ICRNL), which is Ctrl+J, a newline, so the message would never be sent.
+    """
+    try:
+        import termios
+
+        fd = sys.stdin.fileno()
+        saved = termios.tcgetattr(fd)
+    except (ImportError, OSError, ValueError):  # not a terminal
+        yield
+        return
+    changed = list(saved)
+    changed[0] &= ~termios.ICRNL  # iflag
+    changed[3] &= ~(termios.ICANON | termios.ECHO)  # lflag; ISIG stays on
+    termios.tcsetattr(fd, termios.TCSANOW, changed)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSANOW, saved)
+
+
 def welcome_text(chat: Chat) -> str:
     names = " ".join(entry.name for entry in BUILTINS.unique())
     return (
@@ -127,11 +154,12 @@ class Repl:
         load = loop.run_in_executor(None, backend.load)
         load.add_done_callback(lambda _: setattr(self, "load_seconds", time.perf_counter() - started))
         load.add_done_callback(self._loaded)
-        if not getattr(backend, "loads_in_background", True):
-            self.say(f"[Info] Loading {backend.model_name}…")
-            await asyncio.wait([load])
         try:
-            await self._converse(load)
+            with typeahead_mode():
+                if not getattr(backend, "loads_in_background", True):
+                    self.say(f"[Info] Loading {backend.model_name}…")
+                    await asyncio.wait([load])
+                await self._converse(load)
         finally:
             await self._settle()
             if not load.done():
@@ -259,38 +287,41 @@ class Repl:
 
         self._on_interrupt = interrupt
         self._worker = loop.run_in_executor(None, generate)
-        renderer = ReplyRenderer(color=self.color)
-        write = sys.stdout.write
-        started = False
         kind = None
         try:
-            while True:
-                kind, value = await queue.get()
-                if kind == "notice":
-                    write(("\n" if started else "") + value + "\n")
-                elif kind == "text":
-                    if not started:
-                        write(ASSISTANT_PREFIX)
-                        started = True
-                    write(renderer.feed(value))
-                else:
-                    write(renderer.flush())
-                    if kind == "interrupted":
-                        write(INTERRUPTED_NOTE)
-                    elif kind == "error":
-                        write(("\n" if started else "") + f"[Error] {value}")
-                    break
-                sys.stdout.flush()
+            kind = await self._show_reply(queue, ReplyRenderer(color=self.color))
         finally:
             self._on_interrupt = None
-            cancel.set()  # if this loop ended abnormally, the generation must end too
-            write("\n\n")
+            cancel.set()  # if showing ended abnormally, the generation must end too
+            sys.stdout.write("\n\n")
             sys.stdout.flush()
         if self.verbose and kind == "done":  # the worker posts "done" after the stats are in
             stats = self.chat.last_stats
             if len(self.chat.session_stats) == 1:
                 stats.load = self.load_seconds
             self.say(stats.verbose_block() + "\n")
+
+    async def _show_reply(self, queue: asyncio.Queue, renderer: ReplyRenderer) -> str:
+        """Write the reply as its pieces arrive; returns how it ended: done, interrupted or error."""
+        write = sys.stdout.write
+        started = False
+        while True:
+            kind, value = await queue.get()
+            if kind == "notice":
+                write(("\n" if started else "") + value + "\n")
+            elif kind == "text":
+                if not started:
+                    write(ASSISTANT_PREFIX)
+                    started = True
+                write(renderer.feed(value))
+            else:
+                write(renderer.flush())
+                if kind == "interrupted":
+                    write(INTERRUPTED_NOTE)
+                elif kind == "error":
+                    write(("\n" if started else "") + f"[Error] {value}")
+                return kind
+            sys.stdout.flush()
 
 
 def run_repl(chat: Chat, history: bool = True, verbose: bool = False) -> int:

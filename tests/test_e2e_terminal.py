@@ -198,3 +198,20 @@ def test_a_session_on_llama_cpp_with_smollm2(isolated_home):
     term.expect("Say goodbye")
     term.send("\x15/quit\r")
     assert term.wait_for_exit() == 0
+
+
+def test_a_message_typed_while_a_reply_streams_is_sent_after_it(hailo_env, tmp_path):
+    env, log = hailo_env
+    script = tmp_path / "typeahead.json"
+    script.write_text(json.dumps({"replies": [[f"t{i} " for i in range(10)], ["Typed", " ahead"]], "delay_ms": 100}))
+    term = Terminal(["--hef-path", "Qwen2.5-1.5B-Instruct"], {**env, "HAILO_FAKE_SCRIPT": str(script)})
+    term.expect(PROMPT)
+    term.send("first\r")
+    term.expect("t1 ")
+    term.send("second\r")  # typed ahead, Enter included
+    term.expect("t9 ")
+    term.expect("Assistant: Typed ahead")
+    term.expect(PROMPT)
+    term.send("/quit\r")
+    assert term.wait_for_exit() == 0
+    assert [e["prompt"][-1]["content"] for e in events(log) if e["event"] == "generate"] == ["first", "second"]
