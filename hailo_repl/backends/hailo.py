@@ -6,9 +6,11 @@ hailort/libhailort/bindings/python/platform/hailo_platform/pyhailort/pyhailort.p
 hailort/libhailort/src/genai/llm/minja_wrapper/minja_wrapper.cpp) "the conversation
 context is automatically maintained between calls": every generate() appends its
 templated prompt and its reply to the on-device KV cache, and system messages are
-refused after the first prompt of a context. So this backend sends the device only
-the messages it does not hold yet, and after anything that breaks that (a dropped
-turn, /undo, a failed generation) it clears the context and sends the whole history.
+refused after the first prompt of a context. So this backend remembers what the
+device holds (its own replies included, by content) and sends only the messages
+after that; when the conversation no longer starts with it (a dropped turn, /undo,
+/retry, /load, /system, a failed generation) it clears the context and sends the
+whole conversation once.
 
 Other facts from the same source that shape the code:
 - There is no abort() in Python: leaving the generation's `with` block while it is
@@ -18,6 +20,9 @@ Other facts from the same source that shape the code:
   caller must keep usage within capacity; `count_tokens` gives it what to check.
 - temperature <= 0 is an invalid argument: greedy decoding is `do_sample=False`.
 - Only one generation may exist at a time; a lock makes that so.
+- The bindings (hailort/libhailort/bindings/python/src/llm_api.cpp) hold the GIL in
+  every call, a read() waiting for a token included: reads poll with a short timeout
+  so the UI thread keeps running, and the model loads before the prompt is shown.
 - Release order on every exit path: clear_context(), llm.release(), vdevice.release().
 """
 
