@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-Message = dict  # {"role": "system"|"user"|"assistant", "content": str}
+from hailo_repl.backends.base import Message
 
 WARN_PERCENT = 70
 FULL_PERCENT = 90

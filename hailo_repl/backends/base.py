@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass
 from typing import Iterator, Protocol, Sequence, runtime_checkable
@@ -22,6 +23,17 @@ class BackendError(Exception):
 
 class BackendBusyError(BackendError):
     """A second generation was asked for while one runs."""
+
+
+@contextlib.contextmanager
+def one_generation_at_a_time(lock: threading.Lock):
+    """Hold a backend's generation lock, refusing (not waiting) when a generation runs."""
+    if not lock.acquire(blocking=False):
+        raise BackendBusyError("a reply is already being generated")
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 @runtime_checkable

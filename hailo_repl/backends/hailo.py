@@ -35,7 +35,7 @@ from typing import Iterator, Sequence
 
 from loguru import logger
 
-from hailo_repl.backends.base import BackendBusyError, BackendError, GenerationParams, Message
+from hailo_repl.backends.base import BackendError, GenerationParams, Message, one_generation_at_a_time
 from hailo_repl.streaming import clean_response
 
 SHARED_VDEVICE_GROUP_ID = "SHARED"  # lets other Hailo apps use the chip at the same time
@@ -145,12 +145,8 @@ class HailoBackend:
     def stream(
         self, messages: Sequence[Message], params: GenerationParams, cancel: threading.Event
     ) -> Iterator[str]:
-        if not self._busy.acquire(blocking=False):
-            raise BackendBusyError("a reply is already being generated")
-        try:
+        with one_generation_at_a_time(self._busy):
             yield from self._generate(list(messages), params, cancel)
-        finally:
-            self._busy.release()
 
     def _generate(self, messages: list[Message], params: GenerationParams, cancel) -> Iterator[str]:
         new = self._unsent(messages)

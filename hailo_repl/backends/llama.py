@@ -24,7 +24,7 @@ from typing import Iterator, Sequence
 
 from loguru import logger
 
-from hailo_repl.backends.base import BackendBusyError, BackendError, GenerationParams, Message
+from hailo_repl.backends.base import BackendError, GenerationParams, Message, one_generation_at_a_time
 
 DEFAULT_CONTEXT_SIZE = 4096
 
@@ -145,15 +145,13 @@ class LlamaBackend:
     def stream(
         self, messages: Sequence[Message], params: GenerationParams, cancel: threading.Event
     ) -> Iterator[str]:
-        if not self._busy.acquire(blocking=False):
-            raise BackendBusyError("a reply is already being generated")
-        self._cancel = cancel
-        self._abort_on_cancel(True)
-        try:
-            yield from self._generate(messages, params, cancel)
-        finally:
-            self._abort_on_cancel(False)
-            self._busy.release()
+        with one_generation_at_a_time(self._busy):
+            self._cancel = cancel
+            self._abort_on_cancel(True)
+            try:
+                yield from self._generate(messages, params, cancel)
+            finally:
+                self._abort_on_cancel(False)
 
     def _generate(self, messages, params: GenerationParams, cancel: threading.Event) -> Iterator[str]:
         prompt = self._tokens(messages)
