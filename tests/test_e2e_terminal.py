@@ -46,9 +46,9 @@ def test_a_session_on_the_hailo_double(hailo_env):
     term.expect(r"ctx 0/4096 \(0%\)")
 
     term.send("/he\t")
-    term.expect("/help")
+    term.expect("lp")  # the completion, drawn whole or as the part added to "/he"
     term.send("\r")
-    term.expect("Alt\\+Enter")
+    term.expect("Alt\\+Enter")  # /help's text: Tab completed /he
     term.expect(PROMPT)
 
     term.send("Hi there\r")
@@ -110,7 +110,7 @@ def test_ctrl_c_while_the_device_evaluates_the_prompt(hailo_env, tmp_path):
     term = Terminal(["--hef-path", "Qwen2.5-1.5B-Instruct"], {**env, "HAILO_FAKE_SCRIPT": str(script)})
     term.expect(PROMPT)
     term.send("a question\r")
-    term.expect("a question")
+    term.expect(r"\x1b\[\?2004l")  # the prompt has ended: the message is on its way
     time.sleep(0.3)
     term.interrupt()
     term.expect(r"\[interrupted\]")
@@ -158,9 +158,9 @@ def test_a_session_on_llama_cpp_with_smollm2(isolated_home):
     term.expect(PROMPT)
     term.expect("llama.cpp CPU")  # the toolbar
     term.send("/cont\t")
-    term.expect("/context")
+    term.expect("ext")  # the completion, drawn whole or as the part added to "/cont"
     term.send("\r")
-    term.expect(r"Context: \[")
+    term.expect(r"Context: \[")  # /context's bar: Tab completed /cont
     term.expect(PROMPT)
 
     term.send("What is the capital of France?\r")
