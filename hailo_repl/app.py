@@ -3,8 +3,9 @@
 A reply runs in an executor thread through the backend protocol; its text crosses to
 the loop through an asyncio queue and is written while no prompt is on screen (a
 prompt redrawn under streaming text garbles partial lines). Ctrl+C during a reply is
-a SIGINT (the terminal is in cooked mode then): its handler sets the reply's cancel
-event, so the backend stops generating, and the loop goes back to the prompt at once.
+a SIGINT (only a prompt puts the terminal in raw mode): its handler sets the reply's
+cancel event, so the backend stops generating, and the loop goes back to the prompt
+at once.
 """
 
 from __future__ import annotations
@@ -65,10 +66,13 @@ def typeahead_mode():
     """
     try:
         import termios
-
+    except ImportError:  # not a POSIX system
+        yield
+        return
+    try:
         fd = sys.stdin.fileno()
         saved = termios.tcgetattr(fd)
-    except (ImportError, OSError, ValueError):  # not a terminal
+    except (OSError, ValueError, termios.error):  # stdin is not a terminal
         yield
         return
     changed = list(saved)

@@ -151,7 +151,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     backend: Backend | None = None
     try:
-        started = time.perf_counter()
         backend = open_backend(
             BackendChoice(backend=args.backend, hef_path=args.hef_path, gguf_path=args.model),
             notify=notice,
@@ -161,7 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.prompt is None and sys.stdin.isatty() and sys.stdout.isatty():
             from hailo_repl.app import run_repl
 
-            return run_repl(chat, history=not (args.no_history or os.environ.get("HAILO_REPL_NOHISTORY")), verbose=args.verbose)
+            history = not args.no_history and os.environ.get("HAILO_REPL_NOHISTORY", "") in ("", "0")
+            return run_repl(chat, history=history, verbose=args.verbose)
+        started = time.perf_counter()
         backend.load()
         load_seconds = time.perf_counter() - started
         if args.prompt is not None:

@@ -12,13 +12,26 @@ SYSTEM = "You are a helpful assistant."
 
 
 @pytest.fixture
-def backend(hailo_resources, fake_script, fake_log):
+def scripted_backend(hailo_resources, fake_script, fake_log):
+    """A loaded HailoBackend whose device replies as `script` says; released afterwards."""
     directory = hailo_resources("Qwen2.5-1.5B-Instruct")
-    fake_script([["<text>", "One", " two", "</text>", "<|im_end|>"], ["Three", " four"], ["Five"]])
-    chosen = HailoBackend(directory / "Qwen2.5-1.5B-Instruct.hef")
-    chosen.load()
-    yield chosen
-    chosen.release()
+    opened = []
+
+    def open_with(script) -> HailoBackend:
+        fake_script(script)
+        backend = HailoBackend(directory / "Qwen2.5-1.5B-Instruct.hef")
+        backend.load()
+        opened.append(backend)
+        return backend
+
+    yield open_with
+    for backend in opened:
+        backend.release()
+
+
+@pytest.fixture
+def backend(scripted_backend):
+    return scripted_backend([["<text>", "One", " two", "</text>", "<|im_end|>"], ["Three", " four"], ["Five"]])
 
 
 def prompts_sent(events):
@@ -61,39 +74,27 @@ def test_history_the_device_lost_is_sent_again_after_a_clear(backend, fake_log):
     assert last[0]["role"] == "system" and [m["content"] for m in last[1:]] == ["Hi", "One two", "Instead"]
 
 
-def test_cancel_stops_generation_within_one_token_and_the_backend_is_usable_at_once(hailo_resources, fake_script, fake_log):
-    directory = hailo_resources("Qwen2.5-1.5B-Instruct")
-    fake_script({"replies": [["a", "b", "c", "d", "e", "f"], ["next"]], "delay_ms": 20})
-    backend = HailoBackend(directory / "Qwen2.5-1.5B-Instruct.hef")
-    backend.load()
-    try:
-        chat = Chat(backend, SYSTEM, GenerationParams())
-        cancel = threading.Event()
-        shown = []
-        for piece in chat.reply("go", cancel):
-            shown.append(piece)
-            if len(shown) == 2:
-                cancel.set()
-        assert shown == ["a", "b"]
-        assert any(e["event"] == "abort" and e["produced"] <= 3 for e in fake_log())
-        assert chat.messages[-1] == {"role": "assistant", "content": "ab", "interrupted": True}
-        assert reply(chat, "again") == "next"
-        # the device kept the partial reply, so only the new message was sent
-        assert prompts_sent(fake_log)[-1] == [{"role": "user", "content": "again"}]
-    finally:
-        backend.release()
+def test_cancel_stops_generation_within_one_token_and_the_backend_is_usable_at_once(scripted_backend, fake_log):
+    backend = scripted_backend({"replies": [["a", "b", "c", "d", "e", "f"], ["next"]], "delay_ms": 20})
+    chat = Chat(backend, SYSTEM, GenerationParams())
+    cancel = threading.Event()
+    shown = []
+    for piece in chat.reply("go", cancel):
+        shown.append(piece)
+        if len(shown) == 2:
+            cancel.set()
+    assert shown == ["a", "b"]
+    assert any(e["event"] == "abort" and e["produced"] <= 3 for e in fake_log())
+    assert chat.messages[-1] == {"role": "assistant", "content": "ab", "interrupted": True}
+    assert reply(chat, "again") == "next"
+    # the device kept the partial reply, so only the new message was sent
+    assert prompts_sent(fake_log)[-1] == [{"role": "user", "content": "again"}]
 
 
-def test_the_recovery_sequence_is_not_shown(hailo_resources, fake_script):
-    directory = hailo_resources("Qwen2.5-1.5B-Instruct")
-    fake_script({"replies": [["w"] * 10], "recovery_sequence": "<|im_end|>"})
-    backend = HailoBackend(directory / "Qwen2.5-1.5B-Instruct.hef")
-    backend.load()
-    try:
-        pieces = list(backend.stream([{"role": "user", "content": "x"}], GenerationParams(max_tokens=3), threading.Event()))
-        assert pieces == ["w", "w", "w"]
-    finally:
-        backend.release()
+def test_the_recovery_sequence_is_not_shown(scripted_backend):
+    backend = scripted_backend({"replies": [["w"] * 10], "recovery_sequence": "<|im_end|>"})
+    pieces = list(backend.stream([{"role": "user", "content": "x"}], GenerationParams(max_tokens=3), threading.Event()))
+    assert pieces == ["w", "w", "w"]
 
 
 def test_temperature_zero_means_greedy_decoding(backend, fake_log):
@@ -117,30 +118,16 @@ def test_a_second_generation_while_one_runs_is_refused(backend):
     first.close()
 
 
-def test_a_full_context_drops_the_oldest_turns_instead_of_overflowing(hailo_resources, fake_script, fake_log):
-    directory = hailo_resources("Qwen2.5-1.5B-Instruct")
-    fake_script({"replies": [["word "] * 30], "context_capacity": 220})
-    backend = HailoBackend(directory / "Qwen2.5-1.5B-Instruct.hef")
-    backend.load()
+def test_a_full_context_drops_the_oldest_turns_instead_of_overflowing(scripted_backend, fake_log):
+    backend = scripted_backend({"replies": [["word "] * 30], "context_capacity": 220})
     notices = []
-    try:
-        chat = Chat(backend, SYSTEM, GenerationParams(max_tokens=40))
-        for turn in range(6):
-            "".join(chat.reply(f"question number {turn} please", threading.Event(), notices.append))
-            assert backend.context_used <= backend.context_capacity
-        assert any("Dropped" in line for line in notices)
-        assert chat.messages[0]["role"] == "system"
-        assert "clear_context" in [e["event"] for e in fake_log()]
-    finally:
-        backend.release()
-
-
-def test_a_missing_hef_is_one_clear_error(hailo_resources):
-    directory = hailo_resources()
-    backend = HailoBackend(directory / "nothing.hef")
-    with pytest.raises(BackendError, match="Failed to load .*nothing.hef on the Hailo device"):
-        backend.load()
-    backend.release()
+    chat = Chat(backend, SYSTEM, GenerationParams(max_tokens=40))
+    for turn in range(6):
+        "".join(chat.reply(f"question number {turn} please", threading.Event(), notices.append))
+        assert backend.context_used <= backend.context_capacity
+    assert any("Dropped" in line for line in notices)
+    assert chat.messages[0]["role"] == "system"
+    assert "clear_context" in [e["event"] for e in fake_log()]
 
 
 def test_a_loaded_conversation_with_other_replies_is_sent_whole(backend, fake_log):
@@ -165,44 +152,32 @@ def test_a_reader_that_stops_early_leaves_the_device_history_usable(backend, fak
     assert "clear_context" not in [e["event"] for e in fake_log()]
 
 
-def test_retry_cancelled_before_any_token_keeps_the_old_exchange(hailo_resources, fake_script):
-    directory = hailo_resources("Qwen2.5-1.5B-Instruct")
-    fake_script({"replies": [["first"], {"tokens": ["second"], "prefill_ms": 300}]})
-    backend = HailoBackend(directory / "Qwen2.5-1.5B-Instruct.hef")
-    backend.load()
-    try:
-        chat = Chat(backend, SYSTEM, GenerationParams())
-        reply(chat, "Q")
-        question = chat.retry()
-        cancel = threading.Event()
-        cancel.set()
-        assert "".join(chat.reply(question, cancel)) == ""
-        assert [m["content"] for m in chat.messages] == [SYSTEM, "Q", "first"]
-    finally:
-        backend.release()
+def test_retry_cancelled_before_any_token_keeps_the_old_exchange(scripted_backend):
+    backend = scripted_backend({"replies": [["first"], {"tokens": ["second"], "prefill_ms": 300}]})
+    chat = Chat(backend, SYSTEM, GenerationParams())
+    reply(chat, "Q")
+    question = chat.retry()
+    cancel = threading.Event()
+    cancel.set()
+    assert "".join(chat.reply(question, cancel)) == ""
+    assert [m["content"] for m in chat.messages] == [SYSTEM, "Q", "first"]
 
 
-def test_the_toolbar_never_asks_the_device_during_a_generation(hailo_resources, fake_script):
-    directory = hailo_resources("Qwen2.5-1.5B-Instruct")
-    fake_script({"replies": [["a", "b", "c"]], "delay_ms": 50})
-    backend = HailoBackend(directory / "Qwen2.5-1.5B-Instruct.hef")
-    backend.load()
-    try:
-        chat = Chat(backend, SYSTEM, GenerationParams())
-        seen = []
-        worker = threading.Thread(target=lambda: seen.append("".join(chat.reply("x", threading.Event()))))
-        worker.start()
-        while worker.is_alive():
-            chat.usage()  # the toolbar's call, from another thread; the double refuses device calls
-        worker.join()
-        assert seen == ["abc"] and chat.usage().used > 0
-    finally:
-        backend.release()
+def test_the_toolbar_never_asks_the_device_during_a_generation(scripted_backend):
+    backend = scripted_backend({"replies": [["a", "b", "c"]], "delay_ms": 50})
+    chat = Chat(backend, SYSTEM, GenerationParams())
+    seen = []
+    worker = threading.Thread(target=lambda: seen.append("".join(chat.reply("x", threading.Event()))))
+    worker.start()
+    while worker.is_alive():
+        chat.usage()  # the toolbar's call, from another thread; the double refuses device calls
+    worker.join()
+    assert seen == ["abc"] and chat.usage().used > 0
 
 
 def test_a_hef_the_device_cannot_open_is_explained(hailo_resources):
     directory = hailo_resources()
     backend = HailoBackend(directory / "missing.hef")
-    with pytest.raises(BackendError, match="cannot open the file"):
+    with pytest.raises(BackendError, match="Failed to load .*missing.hef on the Hailo device: cannot open the file"):
         backend.load()
     backend.release()
