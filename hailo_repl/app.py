@@ -85,6 +85,12 @@ def typeahead_mode():
         termios.tcsetattr(fd, termios.TCSANOW, saved)
 
 
+def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    """An error in a callback or a forgotten task: to the log file, never over the chat."""
+    error = context.get("exception")
+    logger.opt(exception=error).error("event loop: {}", context.get("message", "error"))
+
+
 def welcome_text(chat: Chat) -> str:
     names = " ".join(entry.name for entry in BUILTINS.unique())
     return (
@@ -152,6 +158,7 @@ class Repl:
         # While a prompt runs the terminal is raw and Ctrl+C is a key; at any other time
         # it is SIGINT, and this handler owns it.
         loop.add_signal_handler(signal.SIGINT, self._interrupt)
+        loop.set_exception_handler(_log_loop_error)
         self.say(welcome_text(self.chat))
         backend = self.chat.backend
         started = time.perf_counter()
@@ -208,8 +215,11 @@ class Repl:
     async def _converse(self, load: asyncio.Future) -> None:
         while not self._quitting:
             try:
-                # handle_sigint=False: prompt_toolkit would remove our SIGINT handler on exit.
-                text = await self.session.prompt_async(pre_run=self._exit_if_quitting, handle_sigint=False)
+                # handle_sigint=False: prompt_toolkit would remove our SIGINT handler on exit;
+                # set_exception_handler=False: errors go to the log, not over the screen.
+                text = await self.session.prompt_async(
+                    pre_run=self._exit_if_quitting, handle_sigint=False, set_exception_handler=False
+                )
             except (EOFError, KeyboardInterrupt):
                 return
             self._interrupted = False  # only a Ctrl+C from now on is about this message
