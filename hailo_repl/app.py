@@ -26,7 +26,7 @@ from prompt_toolkit.key_binding import KeyBindings
 from hailo_repl import __version__
 from hailo_repl.backends.base import BackendError
 from hailo_repl.chat import Chat
-from hailo_repl.commands import BUILTINS, CommandCompleter, Quit, is_command
+from hailo_repl.commands import BUILTINS, CommandCompleter, Quit, Resend, is_command
 from hailo_repl.config import data_dir, log_file
 from hailo_repl.context import ContextOverflowError
 from hailo_repl.render import ReplyRenderer
@@ -34,6 +34,8 @@ from hailo_repl.toolbar import STYLE, ToolbarState, toolbar_fragments
 
 ASSISTANT_PREFIX = "Assistant: "
 INTERRUPTED_NOTE = " [interrupted]"
+SETTLE_NOTICE_AFTER = 0.3  # seconds of waiting for the previous reply before saying so
+BRACKETED_PASTE_ON, BRACKETED_PASTE_OFF = "\x1b[?2004h", "\x1b[?2004l"
 
 
 def load_input_bindings() -> KeyBindings:
@@ -82,7 +84,20 @@ def typeahead_mode():
     try:
         yield
     finally:
-        termios.tcsetattr(fd, termios.TCSANOW, saved)
+        with contextlib.suppress(termios.error):  # the terminal may be gone (hang-up)
+            termios.tcsetattr(fd, termios.TCSANOW, saved)
+        if sys.stdout.isatty():
+            with contextlib.suppress(OSError):
+                sys.stdout.write(BRACKETED_PASTE_OFF)
+                sys.stdout.flush()
+
+
+def keep_pastes_bracketed() -> None:
+    """A prompt turns bracketed paste off as it ends; turned back on, a block of lines
+    pasted during a reply still reaches the next prompt as one paste, one message."""
+    if sys.stdout.isatty():
+        sys.stdout.write(BRACKETED_PASTE_ON)
+        sys.stdout.flush()
 
 
 def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict) -> None:
@@ -194,7 +209,8 @@ class Repl:
             self.session.app.invalidate()
 
     def quit(self) -> None:
-        """SIGTERM/SIGHUP: stop any reply and leave the prompt; cleanup follows in run()."""
+        """SIGTERM, SIGHUP or a failed load: stop any reply and leave the prompt; cleanup
+        follows in run()."""
         self._quitting = True
         self._interrupt()
         self._exit_if_quitting()
@@ -223,22 +239,25 @@ class Repl:
             except (EOFError, KeyboardInterrupt):
                 return
             self._interrupted = False  # only a Ctrl+C from now on is about this message
+            keep_pastes_bracketed()
             if not text.strip():
                 continue
             await self._settle()
+            replace_last = False
             if is_command(text):
                 try:
-                    text = self._run_command(text)
+                    outcome = self._run_command(text)
                 except Quit:
                     return
-                if text is None:
+                if not isinstance(outcome, Resend):
                     continue
+                text, replace_last = outcome.text, True
             if await self._model_ready(load):
-                await self._reply(text)
-            elif self._interrupted:
+                await self._reply(text, replace_last)
+            elif self._interrupted and not self._quitting:
                 self.say("[Info] Not sent (Ctrl+C); Up brings the message back.")
 
-    def _run_command(self, text: str) -> str | None:
+    def _run_command(self, text: str) -> Resend | None:
         entry, argument, word = BUILTINS.parse(text)
         if entry is None:
             self.say(BUILTINS.unknown_message(word))
@@ -253,7 +272,8 @@ class Repl:
             return None
 
     async def _model_ready(self, load: asyncio.Future) -> bool:
-        """Wait for the model if it is still loading; False if it failed or Ctrl+C gave up."""
+        """Wait for the model if it is still loading. False if it failed to load, or a
+        Ctrl+C (or a quit) came since the prompt."""
         if not load.done():
             self.say("[Info] Waiting for the model to load… (Ctrl+C to go back)")
             waiting = asyncio.ensure_future(asyncio.shield(load))
@@ -266,14 +286,18 @@ class Repl:
 
     async def _settle(self) -> None:
         """Wait for the previous reply's thread, so the conversation is complete again."""
-        if self._worker is not None:
-            with contextlib.suppress(Exception):
-                await self._worker
-            self._worker = None
+        if self._worker is None:
+            return
+        done, _ = await asyncio.wait([self._worker], timeout=SETTLE_NOTICE_AFTER)
+        if not done:
+            # After a Ctrl+C during a device's prompt evaluation, the device stops at its first token.
+            self.say("[Info] Finishing the previous reply…")
+            await asyncio.wait([self._worker])
+        self._worker = None
 
     # ---- one reply ------------------------------------------------------------------
 
-    async def _reply(self, text: str) -> None:
+    async def _reply(self, text: str, replace_last: bool = False) -> None:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         cancel = threading.Event()
@@ -283,7 +307,8 @@ class Repl:
 
         def generate() -> None:
             try:
-                with contextlib.closing(self.chat.reply(text, cancel, notify=lambda line: post("notice", line))) as pieces:
+                reply = self.chat.reply(text, cancel, notify=lambda line: post("notice", line), replace_last=replace_last)
+                with contextlib.closing(reply) as pieces:
                     for piece in pieces:
                         if cancel.is_set():
                             break

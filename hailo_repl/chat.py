@@ -13,24 +13,16 @@ import time
 from typing import Callable, Iterator
 
 from hailo_repl.backends.base import Backend, GenerationParams, Message
-from hailo_repl.context import ContextUsage, fit_history
+from hailo_repl.context import ContextUsage, fit_history, split_turns
 from hailo_repl.stats import ReplyStats
 from hailo_repl.streaming import StreamingTextFilter, clean_response
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant. Be concise and clear in your responses."
-INTERRUPTED_MARK = "[interrupted]"
 
 
 def for_model(messages: list[Message]) -> list[Message]:
     """Messages as backends take them: role and content only (no 'interrupted' flag)."""
     return [{"role": m["role"], "content": m["content"]} for m in messages]
-
-
-def shown(message: Message) -> str:
-    """A message's text as the user sees it: an interrupted reply carries the mark."""
-    if message.get("interrupted"):
-        return f"{message['content']} {INTERRUPTED_MARK}"
-    return message["content"]
 
 
 class Chat:
@@ -41,7 +33,6 @@ class Chat:
         self.messages: list[Message] = [{"role": "system", "content": system_prompt}]
         self.last_stats: ReplyStats | None = None
         self.session_stats: list[ReplyStats] = []
-        self._retried: list[Message] = []  # the exchange /retry replaces, until it is replaced
 
     def usage(self) -> ContextUsage:
         return ContextUsage(self.backend.context_used, self.backend.context_capacity)
@@ -61,20 +52,24 @@ class Chat:
         self.system_prompt = messages[0]["content"]
         self.messages = list(messages)
 
-    def undo(self) -> str | None:
-        """Drop the last user message and what answered it; return that message's text."""
+    def _last_question(self) -> int | None:
+        """Index of the last user message, if any."""
         for index in range(len(self.messages) - 1, 0, -1):
             if self.messages[index]["role"] == "user":
-                text = self.messages[index]["content"]
-                del self.messages[index:]
-                return text
+                return index
         return None
 
-    def retry(self) -> str | None:
-        """Like undo(), but the exchange comes back if the new reply brings nothing."""
-        before = list(self.messages)
-        text = self.undo()
-        self._retried = before[len(self.messages):] if text is not None else []
+    def last_question(self) -> str | None:
+        index = self._last_question()
+        return None if index is None else self.messages[index]["content"]
+
+    def undo(self) -> str | None:
+        """Drop the last user message and what answered it; return that message's text."""
+        index = self._last_question()
+        if index is None:
+            return None
+        text = self.messages[index]["content"]
+        del self.messages[index:]
         return text
 
     def reply(
@@ -82,14 +77,20 @@ class Chat:
         text: str,
         cancel: threading.Event,
         notify: Callable[[str], None] = lambda line: None,
+        replace_last: bool = False,
     ) -> Iterator[str]:
         """Send `text` as the user's turn; yield the reply's displayable text as it streams.
 
         The reply, complete or not, is kept in the conversation; an interrupted
-        one is flagged. Raises ContextOverflowError when the message cannot fit
-        at all, and BackendError when the backend fails.
+        one is flagged. With `replace_last` (/retry) the new exchange takes the last
+        one's place. If nothing comes back, the conversation stays as it was. Raises
+        ContextOverflowError when the message cannot fit at all, and BackendError
+        when the backend fails.
         """
-        candidate = self.messages + [{"role": "user", "content": text}]
+        before = list(self.messages)
+        last = self._last_question() if replace_last else None
+        base = self.messages[:last] if last is not None else self.messages
+        candidate = base + [{"role": "user", "content": text}]
         fitted = fit_history(
             for_model(candidate), self.backend.count_tokens, self.backend.context_capacity, self.params.max_tokens
         )
@@ -98,9 +99,8 @@ class Chat:
                 f"[Context] Dropped the {fitted.dropped_turns} oldest turn(s) to make room "
                 f"(the system prompt is kept)."
             )
-            self.messages = candidate[:1] + candidate[len(candidate) - len(fitted.messages) + 1:]
-        else:
-            self.messages = candidate
+        system, turns = split_turns(candidate)
+        self.messages = system + [m for turn in turns[fitted.dropped_turns:] for m in turn]
 
         stats = ReplyStats()
         raw: list[str] = []
@@ -129,19 +129,14 @@ class Chat:
             self.last_stats = stats
             if raw:
                 self.session_stats.append(stats)
-            self._keep_reply(clean_response("".join(raw)), complete=finished and not cancel.is_set())
-
-    def _keep_reply(self, content: str, complete: bool) -> None:
-        if complete:
-            self.messages.append({"role": "assistant", "content": content})
-        elif content:
-            self.messages.append({"role": "assistant", "content": content, "interrupted": True})
-        else:
-            # Nothing came back: forget the question rather than leave two user turns in
-            # a row, and give back an exchange that /retry took away.
-            self.messages.pop()
-            self.messages += self._retried
-        self._retried = []
+            content = clean_response("".join(raw))
+            if finished and not cancel.is_set():
+                self.messages.append({"role": "assistant", "content": content})
+            elif content:
+                self.messages.append({"role": "assistant", "content": content, "interrupted": True})
+            else:
+                # Nothing came back: no question without an answer, nothing /retry replaced lost.
+                self.messages = before
 
     def stats_text(self) -> str:
         if not self.session_stats:

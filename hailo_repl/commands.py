@@ -19,10 +19,17 @@ class Quit(Exception):
 
 
 @dataclass
+class Resend:
+    """A command's answer: send `text` again, in place of the last exchange (/retry)."""
+
+    text: str
+
+
+@dataclass
 class Command:
     name: str
     help: str
-    handler: Callable  # handler(repl, argument: str) -> None | str (a message to send)
+    handler: Callable  # handler(repl, argument: str) -> None | Resend
     usage: str = ""
     aliases: tuple[str, ...] = ()
     arguments: Completer | None = None
@@ -106,7 +113,7 @@ def paths() -> Completer:
 
 # ---- the built-in commands -------------------------------------------------------------
 # A handler gets the REPL (its `chat`, `say(text)` and `sessions_dir`) and the text after
-# the command name; it returns a message to send to the model, or None.
+# the command name; it returns None, or a Resend for the REPL to send.
 
 BUILTINS = CommandRegistry()
 command = BUILTINS.command
@@ -180,10 +187,11 @@ def set_parameter(repl, argument):
 
 @command("/retry", "generate the last reply again")
 def retry(repl, argument):
-    question = repl.chat.retry()
+    question = repl.chat.last_question()
     if question is None:
         repl.say("Nothing to retry yet.")
-    return question
+        return None
+    return Resend(question)
 
 
 @command("/undo", "remove the last question and its reply")

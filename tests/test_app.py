@@ -205,10 +205,11 @@ class FailingLoad(ScriptedBackend):
 
 
 def test_a_model_that_fails_to_load_ends_the_chat_with_one_line(capsys):
-    code, _ = run_repl(FailingLoad(), [lambda: asyncio.sleep(1)])
+    code, _ = run_repl(FailingLoad(), ["hello\r", lambda: asyncio.sleep(1)])  # a message waits for it
     out = capsys.readouterr().out
     assert code == 1
     assert "[Error] Failed to load model.gguf: not a model" in out and "Traceback" not in out
+    assert "Not sent (Ctrl+C)" not in out  # nobody pressed Ctrl+C
 
 
 class SlowLoad(ScriptedBackend):

@@ -117,12 +117,19 @@ def test_set_validates_and_names_the_range(repl):
 
 
 def test_undo_and_retry(repl):
+    assert repl.run("/retry") is None and repl.said[-1] == "Nothing to retry yet."
     talk(repl, "hi")
     talk(repl, "how are you")
-    assert repl.run("/retry") == "how are you"
+    resend = repl.run("/retry")
+    assert resend.text == "how are you"
+    # /retry changes nothing until the new reply arrives, which then takes the old one's place
+    assert [m["content"] for m in repl.chat.messages] == ["be kind", "hi", "fine thanks", "how are you", "fine thanks"]
+    "".join(repl.chat.reply(resend.text, threading.Event(), replace_last=True))
+    assert [m["content"] for m in repl.chat.messages] == ["be kind", "hi", "fine thanks", "how are you", "fine thanks"]
+    assert len(repl.chat.messages) == 5
+    repl.run("/undo")
     assert [m["content"] for m in repl.chat.messages] == ["be kind", "hi", "fine thanks"]
     repl.run("/undo")
-    assert [m["content"] for m in repl.chat.messages] == ["be kind"]
     repl.run("/undo")
     assert repl.said[-1] == "Nothing to undo."
 

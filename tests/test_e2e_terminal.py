@@ -215,3 +215,22 @@ def test_a_message_typed_while_a_reply_streams_is_sent_after_it(hailo_env, tmp_p
     term.send("/quit\r")
     assert term.wait_for_exit() == 0
     assert [e["prompt"][-1]["content"] for e in events(log) if e["event"] == "generate"] == ["first", "second"]
+
+
+def test_a_block_pasted_while_a_reply_streams_stays_one_message(hailo_env, tmp_path):
+    env, log = hailo_env
+    script = tmp_path / "paste.json"
+    script.write_text(json.dumps({"replies": [[f"t{i} " for i in range(10)], ["Got", " it"]], "delay_ms": 100}))
+    term = Terminal(["--hef-path", "Qwen2.5-1.5B-Instruct"], {**env, "HAILO_FAKE_SCRIPT": str(script)})
+    term.expect(PROMPT)
+    term.send("first\r")
+    term.expect(r"\x1b\[\?2004l")  # the prompt ended and turned bracketed paste off...
+    term.expect(r"\x1b\[\?2004h")  # ...and the REPL turned it back on for the reply
+    term.expect("t1 ")
+    term.send("\x1b[200~line one\rline two\x1b[201~\r")  # what a terminal sends for a paste
+    term.expect("Assistant: Got it")
+    term.expect(PROMPT)
+    term.send("/quit\r")
+    assert term.wait_for_exit() == 0
+    prompts = [e["prompt"][-1]["content"] for e in events(log) if e["event"] == "generate"]
+    assert prompts == ["first", "line one\nline two"]

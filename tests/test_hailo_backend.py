@@ -7,6 +7,7 @@ import pytest
 from hailo_repl.backends.base import BackendError, GenerationParams
 from hailo_repl.backends.hailo import HailoBackend
 from hailo_repl.chat import Chat
+from hailo_repl.context import ContextOverflowError
 
 SYSTEM = "You are a helpful assistant."
 
@@ -156,11 +157,19 @@ def test_retry_cancelled_before_any_token_keeps_the_old_exchange(scripted_backen
     backend = scripted_backend({"replies": [["first"], {"tokens": ["second"], "prefill_ms": 300}]})
     chat = Chat(backend, SYSTEM, GenerationParams())
     reply(chat, "Q")
-    question = chat.retry()
     cancel = threading.Event()
     cancel.set()
-    assert "".join(chat.reply(question, cancel)) == ""
+    assert "".join(chat.reply(chat.last_question(), cancel, replace_last=True)) == ""
     assert [m["content"] for m in chat.messages] == [SYSTEM, "Q", "first"]
+
+
+def test_retry_that_cannot_fit_keeps_the_old_exchange(backend):
+    chat = Chat(backend, SYSTEM, GenerationParams())
+    reply(chat, "Q")
+    chat.params.max_tokens = 5000  # more than the whole context
+    with pytest.raises(ContextOverflowError):
+        "".join(chat.reply(chat.last_question(), threading.Event(), replace_last=True))
+    assert [m["content"] for m in chat.messages] == [SYSTEM, "Q", "One two"]
 
 
 def test_the_toolbar_never_asks_the_device_during_a_generation(scripted_backend):
@@ -181,3 +190,12 @@ def test_a_hef_the_device_cannot_open_is_explained(hailo_resources):
     with pytest.raises(BackendError, match="Failed to load .*missing.hef on the Hailo device: cannot open the file"):
         backend.load()
     backend.release()
+
+
+def test_a_device_that_stops_answering_is_reported(scripted_backend):
+    backend = scripted_backend({"replies": [{"tokens": ["never"], "prefill_ms": 3000}]})
+    backend.stall_seconds = 0.3
+    chat = Chat(backend, SYSTEM, GenerationParams())
+    with pytest.raises(BackendError, match="gave no token"):
+        reply(chat, "hello?")
+    assert chat.messages == [{"role": "system", "content": SYSTEM}]  # nothing half-kept

@@ -41,6 +41,7 @@ from hailo_repl.streaming import clean_response
 SHARED_VDEVICE_GROUP_ID = "SHARED"  # lets other Hailo apps use the chip at the same time
 POLL_MS = 5  # longest a read() may hold the GIL (see _read_tokens)
 POLL_GAP = 0.001  # seconds between polls with the GIL released
+STALL_SECONDS = 60  # no token for this long: the device is reported as failed
 
 VDEVICE_FAILED = (
     "Failed to create VDevice ({error}). Check that the Hailo-10H is connected and powered, "
@@ -97,6 +98,7 @@ class HailoBackend:
         self._usage = 0
         self._capacity = 0
         self._busy = threading.Lock()
+        self.stall_seconds = STALL_SECONDS
 
     def load(self) -> None:
         from hailo_platform.genai import LLM
@@ -149,13 +151,6 @@ class HailoBackend:
             yield from self._generate(list(messages), params, cancel)
 
     def _generate(self, messages: list[Message], params: GenerationParams, cancel) -> Iterator[str]:
-        new = self._unsent(messages)
-        if new is None:
-            self._llm.clear_context()
-            self._held = []
-            new = messages
-        self._held = None  # unknown until this generation has ended
-        self.last_prompt_tokens = self._prompt_tokens(new)
         options: dict = {"max_generated_tokens": params.max_tokens}
         if params.temperature > 0:
             options.update(temperature=params.temperature, do_sample=True)
@@ -166,6 +161,13 @@ class HailoBackend:
         reply: list[str] = []
         ended_cleanly = False
         try:
+            new = self._unsent(messages)
+            if new is None:
+                self._llm.clear_context()
+                self._held = []
+                new = messages
+            self._held = None  # unknown until this generation has ended
+            self.last_prompt_tokens = self._prompt_tokens(new)
             with self._llm.generate(prompt=new, **options) as generation:
                 for token in self._read_tokens(generation, cancel):
                     reply.append(token)
@@ -174,27 +176,37 @@ class HailoBackend:
         except GeneratorExit:
             ended_cleanly = True  # the reader stopped; leaving `with` aborted cleanly
             raise
+        except BackendError:
+            raise
         except Exception as error:
             logger.exception("hailo generation failed")
             raise BackendError(f"Hailo generation failed: {error or type(error).__name__}") from None
         finally:
             if ended_cleanly:  # the device holds the prompt and the reply as far as it went
                 self._held = messages + [{"role": "assistant", "content": clean_response("".join(reply))}]
-            self._usage = self._llm.get_context_usage_size()
+            try:
+                self._usage = self._llm.get_context_usage_size()
+            except Exception:  # a failed device must not hide the error being raised
+                logger.exception("reading the context usage failed")
 
     def _read_tokens(self, generation, cancel: threading.Event) -> Iterator[str]:
         """The generation's text pieces, read in short polls so the UI thread can run.
 
         Each read() holds the GIL while it waits, so it waits at most POLL_MS. A cancel
         takes effect at the next token: leaving the `with` block before the first one
-        would make the abort wait, GIL held, for the whole prompt evaluation.
+        would make the abort wait, GIL held, for the whole prompt evaluation. A device
+        that gives no token for `stall_seconds` is reported as failed.
         """
+        last_token = time.monotonic()
         while generation.generation_status.name == "GENERATING":
             try:
                 token = generation.read(POLL_MS)
             except self._timeout_error:
+                if time.monotonic() - last_token > self.stall_seconds:
+                    raise BackendError(f"the Hailo device gave no token for {self.stall_seconds} s") from None
                 time.sleep(POLL_GAP)  # the GIL is free for this long: the UI thread's turn
                 continue
+            last_token = time.monotonic()
             if cancel.is_set():
                 return
             if token and token != self._recovery_sequence:
