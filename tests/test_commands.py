@@ -175,3 +175,15 @@ def test_stats_and_quit(repl):
 def test_help_lists_commands_and_keys(repl):
     repl.run("/help")
     assert "/retry" in repl.said[-1] and "Alt+Enter" in repl.said[-1]
+
+
+def test_dropping_old_turns_keeps_every_system_message(repl):
+    repl.chat.replace_messages([
+        {"role": "system", "content": "s1"}, {"role": "system", "content": "s2"},
+        {"role": "user", "content": "u1 " * 450}, {"role": "assistant", "content": "a1"},
+        {"role": "user", "content": "u2"}, {"role": "assistant", "content": "a2"},
+    ])
+    notices = []
+    "".join(repl.chat.reply("u3", threading.Event(), notices.append))
+    assert [m["content"] for m in repl.chat.messages] == ["s1", "s2", "u2", "a2", "u3", "fine thanks"]
+    assert notices and "Dropped the 1 oldest turn" in notices[0]
