@@ -180,7 +180,7 @@ def test_help_lists_commands_and_keys(repl):
 def test_dropping_old_turns_keeps_every_system_message(repl):
     repl.chat.replace_messages([
         {"role": "system", "content": "s1"}, {"role": "system", "content": "s2"},
-        {"role": "user", "content": "u1 " * 450}, {"role": "assistant", "content": "a1"},
+        {"role": "user", "content": "u1 " * 600}, {"role": "assistant", "content": "a1"},
         {"role": "user", "content": "u2"}, {"role": "assistant", "content": "a2"},
     ])
     notices = []
