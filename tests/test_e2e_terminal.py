@@ -37,9 +37,23 @@ def events(log):
     return [json.loads(line) for line in log.read_text().splitlines()]
 
 
-def test_a_session_on_the_hailo_double(hailo_env):
+def user_messages_sent(log):
+    """The newest user message of each generate() the double saw."""
+    return [e["prompt"][-1]["content"] for e in events(log) if e["event"] == "generate"]
+
+
+def hailo_terminal(env, tmp_path, script=None, **more_env) -> Terminal:
+    """hailo-repl on the double with Qwen2.5-1.5B-Instruct; `script` replaces the fixture's replies."""
+    if script is not None:
+        path = tmp_path / "session-script.json"
+        path.write_text(json.dumps(script))
+        more_env["HAILO_FAKE_SCRIPT"] = str(path)
+    return Terminal(["--hef-path", "Qwen2.5-1.5B-Instruct"], {**env, **more_env})
+
+
+def test_a_session_on_the_hailo_double(hailo_env, tmp_path):
     env, log = hailo_env
-    term = Terminal(["--hef-path", "Qwen2.5-1.5B-Instruct"], env)
+    term = hailo_terminal(env, tmp_path)
     term.expect("Commands:")
     term.expect(PROMPT)
     term.expect("Qwen2.5-1.5B-Instruct · Hailo-10H")  # the toolbar
@@ -79,10 +93,10 @@ def test_a_session_on_the_hailo_double(hailo_env):
     assert [e["event"] for e in recorded][-3:] == ["clear_context", "llm_release", "vdevice_release"]
 
 
-def test_ctrl_c_on_an_empty_prompt_and_ctrl_d_end_the_chat(hailo_env):
+def test_ctrl_c_on_an_empty_prompt_and_ctrl_d_end_the_chat(hailo_env, tmp_path):
     env, log = hailo_env
     for key in ("\x03", "\x04"):
-        term = Terminal(["--hef-path", "Qwen2.5-1.5B-Instruct"], env)
+        term = hailo_terminal(env, tmp_path)
         term.expect(PROMPT)
         term.send(key)
         assert term.wait_for_exit() == 0
@@ -105,9 +119,7 @@ def test_the_model_picker_in_a_terminal(hailo_env, hailo_resources):
 
 def test_ctrl_c_while_the_device_evaluates_the_prompt(hailo_env, tmp_path):
     env, log = hailo_env
-    script = tmp_path / "prefill.json"
-    script.write_text(json.dumps({"replies": [{"tokens": ["late", " and", " more"], "prefill_ms": 3000}, ["Next", " answer"]]}))
-    term = Terminal(["--hef-path", "Qwen2.5-1.5B-Instruct"], {**env, "HAILO_FAKE_SCRIPT": str(script)})
+    term = hailo_terminal(env, tmp_path, {"replies": [{"tokens": ["late", " and", " more"], "prefill_ms": 3000}, ["Next", " answer"]]})
     term.expect(PROMPT)
     term.send("a question\r")
     term.expect(r"\x1b\[\?2004l")  # the prompt has ended: the message is on its way
@@ -129,9 +141,7 @@ def test_ctrl_c_while_the_device_evaluates_the_prompt(hailo_env, tmp_path):
 
 def test_a_slow_hailo_load_is_announced_before_the_prompt(hailo_env, tmp_path):
     env, log = hailo_env
-    script = tmp_path / "slow-load.json"
-    script.write_text(json.dumps({"replies": [["ok"]], "load_ms": 1000}))
-    term = Terminal(["--hef-path", "Qwen2.5-1.5B-Instruct"], {**env, "HAILO_FAKE_SCRIPT": str(script)})
+    term = hailo_terminal(env, tmp_path, {"replies": [["ok"]], "load_ms": 1000})
     term.expect(r"\[Info\] Loading Qwen2.5-1.5B-Instruct")
     term.expect(PROMPT)
     term.send("hi\r")
@@ -140,9 +150,9 @@ def test_a_slow_hailo_load_is_announced_before_the_prompt(hailo_env, tmp_path):
     assert term.wait_for_exit() == 0
 
 
-def test_history_off_leaves_no_file(hailo_env):
+def test_history_off_leaves_no_file(hailo_env, tmp_path):
     env, _ = hailo_env
-    term = Terminal(["--hef-path", "Qwen2.5-1.5B-Instruct"], {**env, "HAILO_REPL_NOHISTORY": "1"})
+    term = hailo_terminal(env, tmp_path, HAILO_REPL_NOHISTORY="1")
     term.expect(PROMPT)
     term.send("private words\r")
     term.expect("Hello from Hailo")
@@ -202,9 +212,7 @@ def test_a_session_on_llama_cpp_with_smollm2(isolated_home):
 
 def test_a_message_typed_while_a_reply_streams_is_sent_after_it(hailo_env, tmp_path):
     env, log = hailo_env
-    script = tmp_path / "typeahead.json"
-    script.write_text(json.dumps({"replies": [[f"t{i} " for i in range(10)], ["Typed", " ahead"]], "delay_ms": 100}))
-    term = Terminal(["--hef-path", "Qwen2.5-1.5B-Instruct"], {**env, "HAILO_FAKE_SCRIPT": str(script)})
+    term = hailo_terminal(env, tmp_path, {"replies": [[f"t{i} " for i in range(10)], ["Typed", " ahead"]], "delay_ms": 100})
     term.expect(PROMPT)
     term.send("first\r")
     term.expect("t1 ")
@@ -214,14 +222,12 @@ def test_a_message_typed_while_a_reply_streams_is_sent_after_it(hailo_env, tmp_p
     term.expect(PROMPT)
     term.send("/quit\r")
     assert term.wait_for_exit() == 0
-    assert [e["prompt"][-1]["content"] for e in events(log) if e["event"] == "generate"] == ["first", "second"]
+    assert user_messages_sent(log) == ["first", "second"]
 
 
 def test_a_block_pasted_while_a_reply_streams_stays_one_message(hailo_env, tmp_path):
     env, log = hailo_env
-    script = tmp_path / "paste.json"
-    script.write_text(json.dumps({"replies": [[f"t{i} " for i in range(10)], ["Got", " it"]], "delay_ms": 100}))
-    term = Terminal(["--hef-path", "Qwen2.5-1.5B-Instruct"], {**env, "HAILO_FAKE_SCRIPT": str(script)})
+    term = hailo_terminal(env, tmp_path, {"replies": [[f"t{i} " for i in range(10)], ["Got", " it"]], "delay_ms": 100})
     term.expect(PROMPT)
     term.send("first\r")
     term.expect(r"\x1b\[\?2004l")  # the prompt ended and turned bracketed paste off...
@@ -232,5 +238,4 @@ def test_a_block_pasted_while_a_reply_streams_stays_one_message(hailo_env, tmp_p
     term.expect(PROMPT)
     term.send("/quit\r")
     assert term.wait_for_exit() == 0
-    prompts = [e["prompt"][-1]["content"] for e in events(log) if e["event"] == "generate"]
-    assert prompts == ["first", "line one\nline two"]
+    assert user_messages_sent(log) == ["first", "line one\nline two"]
