@@ -182,7 +182,7 @@ class Repl:
         load.add_done_callback(self._loaded)
         try:
             with typeahead_mode():
-                if not getattr(backend, "loads_in_background", True):
+                if not backend.loads_in_background:
                     self.say(f"[Info] Loading {backend.model_name}…")
                     await asyncio.wait([load])
                 await self._converse(load)

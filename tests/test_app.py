@@ -22,6 +22,7 @@ class ScriptedBackend:
     name = "llama"
     model_name = "scripted-model"
     last_prompt_tokens = 3
+    loads_in_background = True
     context_capacity = 4096
 
     def __init__(self, *replies, delay=0.0):

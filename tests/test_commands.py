@@ -57,6 +57,7 @@ class ScriptedBackend:
     name = "test"
     model_name = "scripted"
     last_prompt_tokens = 0
+    loads_in_background = True
 
     def __init__(self):
         self.cleared = 0

@@ -41,6 +41,7 @@ class Backend(Protocol):
     name: str  # "hailo" or "llama"
     model_name: str  # what the user knows the model as
     last_prompt_tokens: int  # tokens the last stream() had to evaluate as prompt
+    loads_in_background: bool  # False: load() blocks the whole process, so load before the prompt
 
     def load(self) -> None: ...
 
