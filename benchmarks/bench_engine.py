@@ -102,7 +102,7 @@ def split_into_tokens(rng: random.Random, text: str) -> list[str]:
     tokens, i = [], 0
     while i < len(text):
         size = rng.choice((1, 2, 3, 3, 4, 4, 5, 6))
-        tokens.append(text[i:i + size])
+        tokens.append(text[i : i + size])
         i += size
     return tokens
 
@@ -162,6 +162,7 @@ def bench_filter(n_tokens: int, runs: int) -> dict:
 
 # --------------------------------------------------------------------------- (b)
 
+
 def hailo_repl_command() -> list[str]:
     exe = shutil.which("hailo-repl")
     return [exe] if exe else [sys.executable, "-m", "hailo_repl"]
@@ -176,8 +177,17 @@ def _seconds(text: str) -> float:
 
 def run_hailo_repl(prompt: str, max_tokens: int) -> dict:
     cmd = hailo_repl_command() + [
-        "--backend", "llama", "-p", prompt, "--verbose", "--temperature", "0",
-        "--max-tokens", str(max_tokens), "--system-prompt", SYSTEM_PROMPT,
+        "--backend",
+        "llama",
+        "-p",
+        prompt,
+        "--verbose",
+        "--temperature",
+        "0",
+        "--max-tokens",
+        str(max_tokens),
+        "--system-prompt",
+        SYSTEM_PROMPT,
     ]
     started = time.perf_counter()
     proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
@@ -195,8 +205,14 @@ def run_hailo_repl(prompt: str, max_tokens: int) -> dict:
     except (KeyError, ValueError):
         raise RuntimeError(f"no timing block in hailo-repl's stderr:\n{proc.stderr}") from None
     return {
-        "decode_tok_s": rate, "generated_tokens": count, "ttft_s": ttft, "decode_s": decode,
-        "load_s": load, "prompt_tokens": prompt_tokens, "wall_s": wall, "text": proc.stdout.strip(),
+        "decode_tok_s": rate,
+        "generated_tokens": count,
+        "ttft_s": ttft,
+        "decode_s": decode,
+        "load_s": load,
+        "prompt_tokens": prompt_tokens,
+        "wall_s": wall,
+        "text": proc.stdout.strip(),
     }
 
 
@@ -217,7 +233,9 @@ def run_raw(llm, prompt: str, max_tokens: int) -> dict:
     n = len(pieces)
     return {
         "decode_tok_s": (n - 1) / decode if n > 1 and decode > 0 else 0.0,
-        "generated_tokens": n, "ttft_s": (first or ended) - started, "decode_s": decode,
+        "generated_tokens": n,
+        "ttft_s": (first or ended) - started,
+        "decode_s": decode,
         "text": clean_response("".join(pieces)),
     }
 
@@ -230,8 +248,10 @@ def bench_e2e(prompt: str, max_tokens: int, runs: int) -> dict:
     threads = os.cpu_count()
     say(f"  model {gguf.name}, n_ctx 4096, n_threads {threads}, temperature 0, max_tokens {max_tokens}")
     say(f"  prompt {prompt!r}")
-    say(f"  hailo-repl command: {' '.join(hailo_repl_command())} --backend llama -p PROMPT --verbose "
-        f"--temperature 0 --max-tokens {max_tokens}")
+    say(
+        f"  hailo-repl command: {' '.join(hailo_repl_command())} --backend llama -p PROMPT --verbose "
+        f"--temperature 0 --max-tokens {max_tokens}"
+    )
     llm = Llama(model_path=str(gguf), n_ctx=4096, n_threads=threads, verbose=False)
     run_raw(llm, "Say hi.", 8)  # warm-up: the first decode after loading allocates buffers
     repl_runs, raw_runs = [], []
@@ -245,9 +265,11 @@ def bench_e2e(prompt: str, max_tokens: int, runs: int) -> dict:
             else:
                 r = run_raw(llm, prompt, max_tokens)
                 raw_runs.append(r)
-            say(f"  run {index + 1} {'hailo-repl' if which == 'repl' else 'raw llama':<10}: "
+            say(
+                f"  run {index + 1} {'hailo-repl' if which == 'repl' else 'raw llama':<10}: "
                 f"{r['decode_tok_s']:7.2f} tok/s decode, {r['generated_tokens']} tokens, "
-                f"TTFT {r['ttft_s'] * 1000:6.0f} ms")
+                f"TTFT {r['ttft_s'] * 1000:6.0f} ms"
+            )
     llm.close()
     del llm
 
@@ -260,25 +282,34 @@ def bench_e2e(prompt: str, max_tokens: int, runs: int) -> dict:
     repl_best = max(row["decode_tok_s"] for row in repl_runs)
     raw_best = max(row["decode_tok_s"] for row in raw_runs)
     best_ratio = repl_best / raw_best if raw_best else float("nan")
-    say(f"  hailo-repl decode, median of {runs}:           {repl_rate:8.2f} tok/s   (TTFT {med(repl_runs, 'ttft_s') * 1000:.0f} ms)")
-    say(f"  raw llama-cpp-python decode, median of {runs}: {raw_rate:8.2f} tok/s   (TTFT {med(raw_runs, 'ttft_s') * 1000:.0f} ms)")
+    repl_ttft_ms, raw_ttft_ms = med(repl_runs, "ttft_s") * 1000, med(raw_runs, "ttft_s") * 1000
+    say(f"  hailo-repl decode, median of {runs}:           {repl_rate:8.2f} tok/s   (TTFT {repl_ttft_ms:.0f} ms)")
+    say(f"  raw llama-cpp-python decode, median of {runs}: {raw_rate:8.2f} tok/s   (TTFT {raw_ttft_ms:.0f} ms)")
     say(f"  ratio hailo-repl / raw (medians):          {ratio:8.3f}")
     say(f"  ratio hailo-repl / raw (best runs):        {best_ratio:8.3f}   ({repl_best:.2f} / {raw_best:.2f} tok/s)")
     say(f"  same reply text from both: {'yes' if same_text else 'no'}")
     strip = lambda rows: [{k: v for k, v in row.items() if k != "text"} for row in rows]  # noqa: E731
     return {
-        "prompt": prompt, "max_tokens": max_tokens, "runs": runs, "n_threads": threads,
-        "hailo_repl_decode_tok_s_median": repl_rate, "raw_decode_tok_s_median": raw_rate,
+        "prompt": prompt,
+        "max_tokens": max_tokens,
+        "runs": runs,
+        "n_threads": threads,
+        "hailo_repl_decode_tok_s_median": repl_rate,
+        "raw_decode_tok_s_median": raw_rate,
         "ratio_hailo_repl_over_raw": ratio,
-        "hailo_repl_decode_tok_s_best": repl_best, "raw_decode_tok_s_best": raw_best,
+        "hailo_repl_decode_tok_s_best": repl_best,
+        "raw_decode_tok_s_best": raw_best,
         "ratio_hailo_repl_over_raw_best": best_ratio,
-        "hailo_repl_ttft_s_median": med(repl_runs, "ttft_s"), "raw_ttft_s_median": med(raw_runs, "ttft_s"),
+        "hailo_repl_ttft_s_median": med(repl_runs, "ttft_s"),
+        "raw_ttft_s_median": med(raw_runs, "ttft_s"),
         "same_reply_text": same_text,
-        "hailo_repl_runs": strip(repl_runs), "raw_runs": strip(raw_runs),
+        "hailo_repl_runs": strip(repl_runs),
+        "raw_runs": strip(raw_runs),
     }
 
 
 # --------------------------------------------------------------------------- (c)
+
 
 def bench_conversation(max_tokens: int) -> dict:
     from hailo_repl.backends.base import GenerationParams
@@ -296,8 +327,10 @@ def bench_conversation(max_tokens: int) -> dict:
         for _ in chat.reply("Say hi.", threading.Event()):
             if cold_ttft is None:
                 cold_ttft = time.perf_counter() - started
-        say(f"  warm-up reply right after loading (not counted): TTFT {(cold_ttft or 0) * 1000:.0f} ms, "
-            f"{chat.last_stats.prompt_tokens} prompt tokens; then Chat.clear()")
+        say(
+            f"  warm-up reply right after loading (not counted): TTFT {(cold_ttft or 0) * 1000:.0f} ms, "
+            f"{chat.last_stats.prompt_tokens} prompt tokens; then Chat.clear()"
+        )
         chat.clear()
         turns = []
         say(f"  max_tokens {max_tokens}, temperature 0; TTFT = from Chat.reply() to the first displayed text")
@@ -305,7 +338,7 @@ def bench_conversation(max_tokens: int) -> dict:
         for number, text in enumerate(CONVERSATION, 1):
             started = time.perf_counter()
             first = None
-            for piece in chat.reply(text, threading.Event()):
+            for _piece in chat.reply(text, threading.Event()):
                 if first is None:
                     first = time.perf_counter()
             stats = chat.last_stats
@@ -318,21 +351,31 @@ def bench_conversation(max_tokens: int) -> dict:
                 "generated_tokens": stats.generated_tokens,
             }
             turns.append(row)
-            say(f"  {number:>4}  {row['prompt_tokens']:>16}  {row['context_used']:>12}  {row['generated_tokens']:>9}"
-                f"  {row['ttft_s'] * 1000:>8.0f}  {row['ttft_backend_s'] * 1000:>16.0f}")
+            say(
+                f"  {number:>4}  {row['prompt_tokens']:>16}  {row['context_used']:>12}  {row['generated_tokens']:>9}"
+                f"  {row['ttft_s'] * 1000:>8.0f}  {row['ttft_backend_s'] * 1000:>16.0f}"
+            )
     finally:
         backend.release()
     t1, t10 = turns[0], turns[-1]
     ratio = t10["ttft_s"] / t1["ttft_s"] if t1["ttft_s"] else float("nan")
-    say(f"  TTFT turn 1:  {t1['ttft_s'] * 1000:7.0f} ms  (prompt tokens evaluated: {t1['prompt_tokens']}, "
-        f"context {t1['context_used']})")
-    say(f"  TTFT turn {t10['turn']}: {t10['ttft_s'] * 1000:7.0f} ms  (prompt tokens evaluated: {t10['prompt_tokens']}, "
-        f"context {t10['context_used']})")
+    say(
+        f"  TTFT turn 1:  {t1['ttft_s'] * 1000:7.0f} ms  (prompt tokens evaluated: {t1['prompt_tokens']}, "
+        f"context {t1['context_used']})"
+    )
+    say(
+        f"  TTFT turn {t10['turn']}: {t10['ttft_s'] * 1000:7.0f} ms  (prompt tokens evaluated: {t10['prompt_tokens']}, "
+        f"context {t10['context_used']})"
+    )
     say(f"  ratio turn {t10['turn']} / turn 1: {ratio:.3f}")
     return {
-        "max_tokens": max_tokens, "warmup_ttft_s": cold_ttft,
-        "ttft_turn1_s": t1["ttft_s"], "ttft_turn10_s": t10["ttft_s"], "ratio_turn10_over_turn1": ratio,
-        "prompt_tokens_turn1": t1["prompt_tokens"], "prompt_tokens_turn10": t10["prompt_tokens"],
+        "max_tokens": max_tokens,
+        "warmup_ttft_s": cold_ttft,
+        "ttft_turn1_s": t1["ttft_s"],
+        "ttft_turn10_s": t10["ttft_s"],
+        "ratio_turn10_over_turn1": ratio,
+        "prompt_tokens_turn1": t1["prompt_tokens"],
+        "prompt_tokens_turn10": t10["prompt_tokens"],
         "context_used_turn10": t10["context_used"],
         "turns": turns,
     }
@@ -340,17 +383,28 @@ def bench_conversation(max_tokens: int) -> dict:
 
 # --------------------------------------------------------------------------- main
 
+
 def main() -> int:
     global REPORT
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--json", action="store_true", help="print all results as one JSON object on stdout at the end (the labelled report goes to stderr)")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print all results as one JSON object on stdout at the end (the labelled report goes to stderr)",
+    )
     parser.add_argument("--only", default="abc", help="which parts to run, e.g. 'a' or 'bc' (default: abc)")
-    parser.add_argument("--filter-tokens", type=int, default=200_000, help="tokens in the filter stream (default: %(default)s)")
+    parser.add_argument(
+        "--filter-tokens", type=int, default=200_000, help="tokens in the filter stream (default: %(default)s)"
+    )
     parser.add_argument("--filter-runs", type=int, default=5, help="filter runs, best taken (default: %(default)s)")
-    parser.add_argument("--runs", type=int, default=3, help="end-to-end runs of each side, median taken (default: %(default)s)")
+    parser.add_argument(
+        "--runs", type=int, default=3, help="end-to-end runs of each side, median taken (default: %(default)s)"
+    )
     parser.add_argument("--prompt", default=E2E_PROMPT, help="end-to-end prompt (default: %(default)r)")
     parser.add_argument("--max-tokens", type=int, default=256, help="end-to-end max_tokens (default: %(default)s)")
-    parser.add_argument("--turn-max-tokens", type=int, default=48, help="max_tokens per conversation turn (default: %(default)s)")
+    parser.add_argument(
+        "--turn-max-tokens", type=int, default=48, help="max_tokens per conversation turn (default: %(default)s)"
+    )
     args = parser.parse_args()
     if args.json:
         REPORT = sys.stderr
@@ -367,8 +421,10 @@ def main() -> int:
         results["machine"]["llama_cpp_python"] = llama_cpp.__version__
     except ImportError:
         pass
-    say(f"hailo-repl engine benchmarks  (python {platform.python_version()}, {os.cpu_count()} CPUs, "
-        f"llama-cpp-python {results['machine'].get('llama_cpp_python', 'missing')})")
+    say(
+        f"hailo-repl engine benchmarks  (python {platform.python_version()}, {os.cpu_count()} CPUs, "
+        f"llama-cpp-python {results['machine'].get('llama_cpp_python', 'missing')})"
+    )
     say()
     if "a" in args.only:
         results["filter"] = bench_filter(args.filter_tokens, args.filter_runs)

@@ -37,7 +37,6 @@ import json
 import math
 import os
 import platform
-import re
 import statistics
 import sys
 import tempfile
@@ -47,9 +46,9 @@ from pathlib import Path
 import pexpect
 
 ROOT = Path(__file__).resolve().parent.parent
-FAKES = ROOT / "tests" / "fakes"
 sys.path.insert(0, str(ROOT / "tests"))
 import terminal  # noqa: E402  (the tests' pty driver)
+
 HEF_NAME = "Qwen2.5-1.5B-Instruct"
 
 PROMPT = "You: "
@@ -130,20 +129,33 @@ def summary_ms(seconds: list[float]) -> dict:
     ms = [s * 1000 for s in seconds]
     if not ms:
         return {"n": 0}
-    return {"n": len(ms), "p50_ms": statistics.median(ms), "p99_ms": percentile(ms, 0.99), "max_ms": max(ms),
-            "min_ms": min(ms), "mean_ms": statistics.fmean(ms)}
+    return {
+        "n": len(ms),
+        "p50_ms": statistics.median(ms),
+        "p99_ms": percentile(ms, 0.99),
+        "max_ms": max(ms),
+        "min_ms": min(ms),
+        "mean_ms": statistics.fmean(ms),
+    }
 
 
 # --------------------------------------------------------------------------- environment
+
 
 class Setup:
     """Temporary XDG dirs, a resources dir with a fake HEF, and the double's scripts."""
 
     def __init__(self, root: Path, delay_ms: int):
         self.root = root
-        self.xdg = {name: str(root / sub) for name, sub in (
-            ("XDG_CONFIG_HOME", "config"), ("XDG_DATA_HOME", "data"),
-            ("XDG_STATE_HOME", "state"), ("XDG_CACHE_HOME", "cache"))}
+        self.xdg = {
+            name: str(root / sub)
+            for name, sub in (
+                ("XDG_CONFIG_HOME", "config"),
+                ("XDG_DATA_HOME", "data"),
+                ("XDG_STATE_HOME", "state"),
+                ("XDG_CACHE_HOME", "cache"),
+            )
+        }
         resources = root / "resources"
         (resources / "models" / "hailo10h").mkdir(parents=True)
         (resources / "models" / "hailo10h" / f"{HEF_NAME}.hef").write_bytes(b"fake hef")
@@ -155,17 +167,32 @@ class Setup:
         self.fake_log = root / "fake-hailo.jsonl"
 
     def base_env(self) -> dict:
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("PYTHONPATH", "HAILO_RESOURCES_DIR", "HAILO_FAKE_SCRIPT", "HAILO_FAKE_LOG",
-                            "NO_COLOR", "HAILO_REPL_NOHISTORY")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k
+            not in (
+                "PYTHONPATH",
+                "HAILO_RESOURCES_DIR",
+                "HAILO_FAKE_SCRIPT",
+                "HAILO_FAKE_LOG",
+                "NO_COLOR",
+                "HAILO_REPL_NOHISTORY",
+            )
+        }
         env.update(self.xdg)
         env["TERM"] = "xterm-256color"
         return env
 
     def hailo_env(self, script: Path) -> dict:
-        env = self.base_env()
-        env.update({"PYTHONPATH": str(FAKES), "HAILO_RESOURCES_DIR": str(self.resources),
-                    "HAILO_FAKE_SCRIPT": str(script), "HAILO_FAKE_LOG": str(self.fake_log)})
+        env = terminal.with_fakes(self.base_env())
+        env.update(
+            {
+                "HAILO_RESOURCES_DIR": str(self.resources),
+                "HAILO_FAKE_SCRIPT": str(script),
+                "HAILO_FAKE_LOG": str(self.fake_log),
+            }
+        )
         return env
 
     def llama_env(self) -> dict:
@@ -183,6 +210,7 @@ LLAMA_LAUNCH_ARGS = ["--temperature", "0", "--no-history"]
 
 
 # --------------------------------------------------------------------------- (a)
+
 
 def bench_interrupts(backend: str, setup: Setup, count: int) -> dict:
     if backend == "hailo":
@@ -215,15 +243,21 @@ def bench_interrupts(backend: str, setup: Setup, count: int) -> dict:
             index = term.expect(INTERRUPTED, PROMPT, pexpect.EOF, pexpect.TIMEOUT, timeout=30)
             noted = time.perf_counter()
             if index != 0:
-                what = ["", "the prompt came back without [interrupted] (the reply had ended?)",
-                        "the process ended", "no [interrupted] within 30 s"][index]
+                what = [
+                    "",
+                    "the prompt came back without [interrupted] (the reply had ended?)",
+                    "the process ended",
+                    "no [interrupted] within 30 s",
+                ][index]
                 problems.append(f"interrupt {number}: {what}; last output: {term.tail()!r}")
                 break
             index = term.expect(PROMPT, pexpect.EOF, pexpect.TIMEOUT, timeout=30)
             prompted = time.perf_counter()
             if index != 0:
-                problems.append(f"interrupt {number}: no prompt after [interrupted] "
-                                f"({'process ended' if index == 1 else 'timeout'}); last output: {term.tail()!r}")
+                problems.append(
+                    f"interrupt {number}: no prompt after [interrupted] "
+                    f"({'process ended' if index == 1 else 'timeout'}); last output: {term.tail()!r}"
+                )
                 break
             to_note.append(noted - pressed)
             to_prompt.append(prompted - pressed)
@@ -242,11 +276,19 @@ def bench_interrupts(backend: str, setup: Setup, count: int) -> dict:
     finally:
         term.kill()
     result = {
-        "backend": backend, "args": args, "message": message, "interrupts_requested": count,
-        "interrupts_done": len(to_prompt), "to_prompt": summary_ms(to_prompt), "to_interrupted_note": summary_ms(to_note),
+        "backend": backend,
+        "args": args,
+        "message": message,
+        "interrupts_requested": count,
+        "interrupts_done": len(to_prompt),
+        "to_prompt": summary_ms(to_prompt),
+        "to_interrupted_note": summary_ms(to_note),
         "to_prompt_ms_all": [round(s * 1000, 2) for s in to_prompt],
-        "alive_after_each": not_alive == 0 and len(to_prompt) == count, "cpu": cpu,
-        "quit_seconds": quit_seconds, "exit_status": exit_status, "problems": problems,
+        "alive_after_each": not_alive == 0 and len(to_prompt) == count,
+        "cpu": cpu,
+        "quit_seconds": quit_seconds,
+        "exit_status": exit_status,
+        "problems": problems,
         "over_100ms": sum(s > 0.1 for s in to_prompt),
     }
     if backend == "hailo":
@@ -254,15 +296,24 @@ def bench_interrupts(backend: str, setup: Setup, count: int) -> dict:
         result["device_aborts"] = aborts
     p, n = result["to_prompt"], result["to_interrupted_note"]
     if p["n"]:
-        say(f"    Ctrl+C -> prompt 'You: '   p50 {p['p50_ms']:7.1f} ms   p99 {p['p99_ms']:7.1f} ms   "
-            f"max {p['max_ms']:7.1f} ms   (min {p['min_ms']:.1f}, mean {p['mean_ms']:.1f}; n={p['n']})")
-        say(f"    Ctrl+C -> '[interrupted]'  p50 {n['p50_ms']:7.1f} ms   p99 {n['p99_ms']:7.1f} ms   max {n['max_ms']:7.1f} ms")
+        say(
+            f"    Ctrl+C -> prompt 'You: '   p50 {p['p50_ms']:7.1f} ms   p99 {p['p99_ms']:7.1f} ms   "
+            f"max {p['max_ms']:7.1f} ms   (min {p['min_ms']:.1f}, mean {p['mean_ms']:.1f}; n={p['n']})"
+        )
+        say(
+            f"    Ctrl+C -> '[interrupted]'  p50 {n['p50_ms']:7.1f} ms   p99 {n['p99_ms']:7.1f} ms   "
+            f"max {n['max_ms']:7.1f} ms"
+        )
     alive = "yes" if result["alive_after_each"] else "NO"
     extra = f"; device aborts {result['device_aborts']}/{len(to_prompt)}" if backend == "hailo" else ""
     say(f"    alive after every interrupt: {alive}; interrupts over 100 ms: {result['over_100ms']}{extra}")
     if cpu:
-        say("    process CPU in the 1 s after: " + ", ".join(
-            f"{label.replace('_percent', '').replace('_', ' ')} {value:.0f}%" for label, value in cpu.items()))
+        say(
+            "    process CPU in the 1 s after: "
+            + ", ".join(
+                f"{label.replace('_percent', '').replace('_', ' ')} {value:.0f}%" for label, value in cpu.items()
+            )
+        )
     if exit_status is not None:
         say(f"    /quit -> exit {quit_seconds * 1000:.0f} ms, exit status {exit_status}")
     for problem in problems:
@@ -271,6 +322,7 @@ def bench_interrupts(backend: str, setup: Setup, count: int) -> dict:
 
 
 # --------------------------------------------------------------------------- (b)
+
 
 def launch_to_ready(args: list[str], env: dict) -> dict:
     term = Terminal(args, env)
@@ -286,7 +338,13 @@ def launch_to_ready(args: list[str], env: dict) -> dict:
         quit_seconds, status = term.quit()
     finally:
         term.kill()
-    return {"prompt_s": prompt, "ready_s": ready, "showed_loading": index == 0, "quit_s": quit_seconds, "exit_status": status}
+    return {
+        "prompt_s": prompt,
+        "ready_s": ready,
+        "showed_loading": index == 0,
+        "quit_s": quit_seconds,
+        "exit_status": status,
+    }
 
 
 def launch_to_reply(args: list[str], env: dict) -> dict:
@@ -302,8 +360,13 @@ def launch_to_reply(args: list[str], env: dict) -> dict:
         quit_seconds, status = term.quit()
     finally:
         term.kill()
-    return {"prompt_s": prompt, "first_reply_text_s": first, "first_reply_done_s": done,
-            "quit_s": quit_seconds, "exit_status": status}
+    return {
+        "prompt_s": prompt,
+        "first_reply_text_s": first,
+        "first_reply_done_s": done,
+        "quit_s": quit_seconds,
+        "exit_status": status,
+    }
 
 
 def bench_launch(backend: str, setup: Setup, runs: int) -> dict:
@@ -311,7 +374,9 @@ def bench_launch(backend: str, setup: Setup, runs: int) -> dict:
         args, env = HAILO_ARGS, setup.hailo_env(setup.short_script)
     else:
         args, env = LLAMA_LAUNCH_ARGS, setup.llama_env()
-    say(f"  {backend}: hailo-repl {' '.join(args)}; {runs} spawns for the prompt/toolbar, {runs} that type 'hi' at once")
+    say(
+        f"  {backend}: hailo-repl {' '.join(args)}; {runs} spawns for the prompt/toolbar, {runs} that type 'hi' at once"
+    )
     ready_runs, reply_runs, problems = [], [], []
     for _ in range(runs):
         for kind in ("ready", "reply"):
@@ -328,7 +393,9 @@ def bench_launch(backend: str, setup: Setup, runs: int) -> dict:
         return statistics.median(values) * 1000 if values else None
 
     result = {
-        "backend": backend, "args": args, "runs": runs,
+        "backend": backend,
+        "args": args,
+        "runs": runs,
         "launch_to_prompt_ms_median": med(ready_runs + reply_runs, "prompt_s"),
         "launch_to_model_ready_ms_median": med(ready_runs, "ready_s"),
         "launch_to_first_reply_text_ms_median": med(reply_runs, "first_reply_text_s"),
@@ -336,7 +403,9 @@ def bench_launch(backend: str, setup: Setup, runs: int) -> dict:
         "quit_to_exit_ms_median": med(ready_runs + reply_runs, "quit_s"),
         "toolbar_showed_loading": sum(row["showed_loading"] for row in ready_runs),
         "exit_statuses": sorted({row["exit_status"] for row in ready_runs + reply_runs}, key=str),
-        "ready_runs": ready_runs, "reply_runs": reply_runs, "problems": problems,
+        "ready_runs": ready_runs,
+        "reply_runs": reply_runs,
+        "problems": problems,
     }
 
     def fmt(value):
@@ -346,17 +415,27 @@ def bench_launch(backend: str, setup: Setup, runs: int) -> dict:
         return ", ".join(f"{row[key] * 1000:.0f}" for row in rows)
 
     n_prompt = len(ready_runs) + len(reply_runs)
-    say(f"    launch -> first prompt 'You: '          {fmt(result['launch_to_prompt_ms_median'])}  "
-        f"(median of {n_prompt}: {each(ready_runs + reply_runs, 'prompt_s')})")
-    say(f"    launch -> toolbar ready (model loaded)  {fmt(result['launch_to_model_ready_ms_median'])}  "
+    say(
+        f"    launch -> first prompt 'You: '          {fmt(result['launch_to_prompt_ms_median'])}  "
+        f"(median of {n_prompt}: {each(ready_runs + reply_runs, 'prompt_s')})"
+    )
+    say(
+        f"    launch -> toolbar ready (model loaded)  {fmt(result['launch_to_model_ready_ms_median'])}  "
         f"(median of {len(ready_runs)}: {each(ready_runs, 'ready_s')}; "
-        f"'loading model' shown first in {result['toolbar_showed_loading']}/{len(ready_runs)})")
-    say(f"    launch -> first reply text to 'hi'      {fmt(result['launch_to_first_reply_text_ms_median'])}  "
-        f"(median of {len(reply_runs)}: {each(reply_runs, 'first_reply_text_s')})")
-    say(f"    launch -> first reply complete          {fmt(result['launch_to_first_reply_done_ms_median'])}  "
-        f"(median of {len(reply_runs)}: {each(reply_runs, 'first_reply_done_s')})")
-    say(f"    /quit -> process exit                   {fmt(result['quit_to_exit_ms_median'])}  "
-        f"(exit statuses {result['exit_statuses']})")
+        f"'loading model' shown first in {result['toolbar_showed_loading']}/{len(ready_runs)})"
+    )
+    say(
+        f"    launch -> first reply text to 'hi'      {fmt(result['launch_to_first_reply_text_ms_median'])}  "
+        f"(median of {len(reply_runs)}: {each(reply_runs, 'first_reply_text_s')})"
+    )
+    say(
+        f"    launch -> first reply complete          {fmt(result['launch_to_first_reply_done_ms_median'])}  "
+        f"(median of {len(reply_runs)}: {each(reply_runs, 'first_reply_done_s')})"
+    )
+    say(
+        f"    /quit -> process exit                   {fmt(result['quit_to_exit_ms_median'])}  "
+        f"(exit statuses {result['exit_statuses']})"
+    )
     for problem in problems:
         say(f"    PROBLEM: {problem}")
     return result
@@ -364,15 +443,30 @@ def bench_launch(backend: str, setup: Setup, runs: int) -> dict:
 
 # --------------------------------------------------------------------------- main
 
+
 def main() -> int:
     global REPORT
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--json", action="store_true", help="print all results as one JSON object on stdout at the end (the labelled report goes to stderr)")
-    parser.add_argument("--interrupts", type=int, default=50, help="Ctrl+C presses per backend in (a) (default: %(default)s)")
-    parser.add_argument("--llama-interrupts", type=int, help="Ctrl+C presses for the llama backend (default: --interrupts)")
-    parser.add_argument("--launch-runs", type=int, default=5, help="spawns per measurement in (b), median taken (default: %(default)s)")
-    parser.add_argument("--delay-ms", type=int, default=20, help="the hailo double's delay per token (default: %(default)s)")
-    parser.add_argument("--backends", default="hailo,llama", help="comma-separated: hailo, llama (default: %(default)s)")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print all results as one JSON object on stdout at the end (the labelled report goes to stderr)",
+    )
+    parser.add_argument(
+        "--interrupts", type=int, default=50, help="Ctrl+C presses per backend in (a) (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--llama-interrupts", type=int, help="Ctrl+C presses for the llama backend (default: --interrupts)"
+    )
+    parser.add_argument(
+        "--launch-runs", type=int, default=5, help="spawns per measurement in (b), median taken (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--delay-ms", type=int, default=20, help="the hailo double's delay per token (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--backends", default="hailo,llama", help="comma-separated: hailo, llama (default: %(default)s)"
+    )
     parser.add_argument("--only", default="ab", help="which parts to run, 'a' or 'b' (default: ab)")
     args = parser.parse_args()
     if args.json:
@@ -382,14 +476,25 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown backend(s): {', '.join(sorted(unknown))}")
 
-    results: dict = {"machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(),
-                                 "platform": platform.platform(), "pexpect": pexpect.__version__},
-                     "hailo_repl": terminal.hailo_repl_command()[0], "delay_ms": args.delay_ms}
-    say(f"hailo-repl REPL benchmarks  (python {platform.python_version()}, {os.cpu_count()} CPUs, "
-        f"{terminal.hailo_repl_command()[0]})")
+    results: dict = {
+        "machine": {
+            "python": platform.python_version(),
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "pexpect": pexpect.__version__,
+        },
+        "hailo_repl": terminal.hailo_repl_command()[0],
+        "delay_ms": args.delay_ms,
+    }
+    say(
+        f"hailo-repl REPL benchmarks  (python {platform.python_version()}, {os.cpu_count()} CPUs, "
+        f"{terminal.hailo_repl_command()[0]})"
+    )
     say("  engine figures (model load, TTFT, decode tok/s): see benchmarks/bench_engine.py (not run here)")
-    say(f"  hailo = the hailo_platform double from tests/fakes, {args.delay_ms} ms per token; "
-        f"llama = llama.cpp with the bundled SmolLM2-135M-Instruct")
+    say(
+        f"  hailo = the hailo_platform double from tests/fakes, {args.delay_ms} ms per token; "
+        f"llama = llama.cpp with the bundled SmolLM2-135M-Instruct"
+    )
     say()
     with tempfile.TemporaryDirectory(prefix="bench-repl-") as tmp:
         setup = Setup(Path(tmp), args.delay_ms)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable
 
-from hailo_repl.backends.base import Backend, GenerationParams, Message
+from hailo_repl.backends.base import Backend, GenerationParams, Message, ReplyStream
+from hailo_repl.console import CONTEXT, labelled
 from hailo_repl.context import ContextUsage, fit_history, split_turns
 from hailo_repl.stats import ReplyStats
 from hailo_repl.streaming import StreamingTextFilter, clean_response
@@ -48,7 +49,7 @@ class Chat:
     def replace_messages(self, messages: list[Message]) -> None:
         """Continue a saved conversation; the backend notices its history differs."""
         if not messages or messages[0]["role"] != "system":
-            messages = [{"role": "system", "content": self.system_prompt}] + messages
+            messages = [Message(role="system", content=self.system_prompt), *messages]
         self.system_prompt = messages[0]["content"]
         self.messages = list(messages)
 
@@ -78,7 +79,7 @@ class Chat:
         cancel: threading.Event,
         notify: Callable[[str], None] = lambda line: None,
         replace_last: bool = False,
-    ) -> Iterator[str]:
+    ) -> ReplyStream:
         """Send `text` as the user's turn; yield the reply's displayable text as it streams.
 
         The reply, complete or not, is kept in the conversation; an interrupted
@@ -95,12 +96,10 @@ class Chat:
             for_model(candidate), self.backend.count_tokens, self.backend.context_capacity, self.params.max_tokens
         )
         if fitted.dropped_turns:
-            notify(
-                f"[Context] Dropped the {fitted.dropped_turns} oldest turn(s) to make room "
-                f"(the system prompt is kept)."
-            )
+            dropped = f"Dropped the {fitted.dropped_turns} oldest turn(s) to make room (the system prompt is kept)."
+            notify(labelled(CONTEXT, dropped))
         system, turns = split_turns(candidate)
-        self.messages = system + [m for turn in turns[fitted.dropped_turns:] for m in turn]
+        self.messages = system + [m for turn in turns[fitted.dropped_turns :] for m in turn]
 
         stats = ReplyStats()
         raw: list[str] = []
@@ -146,7 +145,8 @@ class Chat:
         seconds = sum(s.total for s in self.session_stats)
         mean_ttft = sum(s.time_to_first_token for s in self.session_stats) / len(self.session_stats)
         return (
-            f"Last reply:  {last.generated_tokens} tokens, time to first token {last.time_to_first_token * 1000:.0f} ms, "
+            f"Last reply:  {last.generated_tokens} tokens, "
+            f"time to first token {last.time_to_first_token * 1000:.0f} ms, "
             f"{last.tokens_per_second:.1f} tok/s\n"
             f"Session:     {len(self.session_stats)} replies, {tokens} tokens in {seconds:.1f} s, "
             f"mean time to first token {mean_ttft * 1000:.0f} ms"

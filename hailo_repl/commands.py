@@ -4,14 +4,27 @@ from __future__ import annotations
 
 import datetime
 import difflib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Protocol
 
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion, PathCompleter, WordCompleter
 from prompt_toolkit.document import Document
 
+from hailo_repl.chat import Chat
+from hailo_repl.console import Console
 from hailo_repl.conversation import ConversationFileError, load_conversation, save_conversation
+from hailo_repl.keys import keys_help_text
+from hailo_repl.settings import SETTINGS, SettingError
+
+
+class CommandContext(Protocol):
+    """What a command may use of the running chat."""
+
+    chat: Chat  # the conversation, its backend and its settings
+    console: Console  # where the command's lines go
+    sessions_dir: Path  # where /save puts a chat that has no name
 
 
 class Quit(Exception):
@@ -25,11 +38,15 @@ class Resend:
     text: str
 
 
+# handler(context, the text after the command's name) -> None, or a Resend for the REPL to send
+Handler = Callable[[CommandContext, str], Resend | None]
+
+
 @dataclass
 class Command:
     name: str
     help: str
-    handler: Callable  # handler(repl, argument: str) -> None | Resend
+    handler: Handler
     usage: str = ""
     aliases: tuple[str, ...] = ()
     arguments: Completer | None = None
@@ -39,8 +56,10 @@ class Command:
 class CommandRegistry:
     commands: dict[str, Command] = field(default_factory=dict)
 
-    def command(self, name: str, help: str, usage: str = "", aliases: tuple[str, ...] = (), arguments: Completer | None = None):
-        def register(handler: Callable) -> Callable:
+    def command(
+        self, name: str, help: str, usage: str = "", aliases: tuple[str, ...] = (), arguments: Completer | None = None
+    ) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
             entry = Command(name, help, handler, usage, aliases, arguments)
             for key in (name, *aliases):
                 self.commands[key] = entry
@@ -97,10 +116,10 @@ class CommandCompleter(Completer):
                     if name.startswith(word.lower()):
                         yield Completion(name, start_position=-len(word), display_meta=entry.help)
             return
-        entry = self.registry.commands.get(word.lower())
-        if entry is None or entry.arguments is None:
+        command = self.registry.commands.get(word.lower())
+        if command is None or command.arguments is None:
             return
-        yield from entry.arguments.get_completions(Document(argument, len(argument)), complete_event)
+        yield from command.arguments.get_completions(Document(argument, len(argument)), complete_event)
 
 
 def words(*choices: str) -> Completer:
@@ -112,124 +131,102 @@ def paths() -> Completer:
 
 
 # ---- the built-in commands -------------------------------------------------------------
-# A handler gets the REPL (its `chat`, `say(text)` and `sessions_dir`) and the text after
-# the command name; it returns None, or a Resend for the REPL to send.
 
 BUILTINS = CommandRegistry()
 command = BUILTINS.command
 
-SETTINGS = {
-    # name: (parse, check, range text, GenerationParams attribute)
-    "temperature": (float, lambda v: 0.0 <= v <= 2.0, "a number from 0.0 to 2.0", "temperature"),
-    "max-tokens": (int, lambda v: v > 0, "a whole number above 0", "max_tokens"),
-    "top-p": (float, lambda v: 0.0 < v <= 1.0, "a number above 0.0 up to 1.0", "top_p"),
-}
-
 
 @command("/help", "show the commands and keys")
-def show_help(repl, argument):
-    repl.say("Commands:\n" + BUILTINS.help_text() + "\n" + KEYS_HELP)
-
-
-KEYS_HELP = (
-    "Keys:\n"
-    "  Enter                              send the message\n"
-    "  Alt+Enter, Ctrl+J                  new line in the message\n"
-    "  Up, Down                           earlier messages (kept across runs)\n"
-    "  Tab                                complete a command or its argument\n"
-    "  Ctrl+C                             stop the reply / clear the line / quit on an empty line\n"
-    "  Ctrl+D                             quit"
-)
+def show_help(context: CommandContext, argument: str) -> None:
+    context.console.say("Commands:\n" + BUILTINS.help_text() + "\n" + keys_help_text())
 
 
 @command("/clear", "erase the conversation and reset the model's context")
-def clear(repl, argument):
-    repl.chat.clear()
-    repl.say("[Info] Conversation cleared.")
+def clear(context: CommandContext, argument: str) -> None:
+    context.chat.clear()
+    context.console.info("Conversation cleared.")
 
 
 @command("/context", "show how full the context window is")
-def context(repl, argument):
-    repl.say(repl.chat.usage().bar())
+def show_context(context: CommandContext, argument: str) -> None:
+    context.console.say(context.chat.usage().bar())
 
 
 @command("/quit", "end the chat and release the device", aliases=("/exit",))
-def quit_chat(repl, argument):
+def quit_chat(context: CommandContext, argument: str) -> None:
     raise Quit
 
 
 @command("/system", "show the system prompt, or replace it", usage="[text]")
-def system(repl, argument):
+def system(context: CommandContext, argument: str) -> None:
     if not argument:
-        repl.say(f"System prompt: {repl.chat.system_prompt}")
+        context.console.say(f"System prompt: {context.chat.system_prompt}")
         return
-    repl.chat.set_system_prompt(argument)
-    repl.say("[Info] System prompt replaced; it applies from the next message.")
+    context.chat.set_system_prompt(argument)
+    context.console.info("System prompt replaced; it applies from the next message.")
 
 
-@command("/set", "change a generation setting", usage="temperature|max-tokens|top-p <value>", arguments=words(*SETTINGS))
-def set_parameter(repl, argument):
-    name, _, value = argument.partition(" ")
-    if name not in SETTINGS:
-        repl.say(f"Usage: /set {'|'.join(SETTINGS)} <value>")
+@command("/set", "change a generation setting", usage=f"{'|'.join(SETTINGS)} <value>", arguments=words(*SETTINGS))
+def set_parameter(context: CommandContext, argument: str) -> None:
+    name, _, text = argument.partition(" ")
+    setting = SETTINGS.get(name)
+    if setting is None:
+        context.console.say(f"Usage: /set {'|'.join(SETTINGS)} <value>")
         return
-    parse, check, valid, attribute = SETTINGS[name]
     try:
-        number = parse(value.strip())
-        if not check(number):
-            raise ValueError
-    except ValueError:
-        repl.say(f"[Error] {name} must be {valid}, not '{value.strip()}'")
+        value = setting.parse(text.strip())
+    except SettingError as error:
+        context.console.error(str(error))
         return
-    setattr(repl.chat.params, attribute, number)
-    repl.say(f"[Info] {name} = {number}")
+    setattr(context.chat.params, setting.attribute, value)
+    context.console.info(f"{name} = {value}")
 
 
 @command("/retry", "generate the last reply again")
-def retry(repl, argument):
-    question = repl.chat.last_question()
+def retry(context: CommandContext, argument: str) -> Resend | None:
+    question = context.chat.last_question()
     if question is None:
-        repl.say("Nothing to retry yet.")
+        context.console.say("Nothing to retry yet.")
         return None
     return Resend(question)
 
 
 @command("/undo", "remove the last question and its reply")
-def undo(repl, argument):
-    if repl.chat.undo() is None:
-        repl.say("Nothing to undo.")
+def undo(context: CommandContext, argument: str) -> None:
+    if context.chat.undo() is None:
+        context.console.say("Nothing to undo.")
     else:
-        repl.say("[Info] Removed the last exchange.")
+        context.console.info("Removed the last exchange.")
 
 
 @command("/stats", "time to first token and speed of the last reply and the session")
-def stats(repl, argument):
-    repl.say(repl.chat.stats_text())
+def stats(context: CommandContext, argument: str) -> None:
+    context.console.say(context.chat.stats_text())
 
 
 @command("/save", "save the conversation as JSON", usage="[file]", arguments=paths())
-def save(repl, argument):
+def save(context: CommandContext, argument: str) -> None:
     if argument:
         path = Path(argument).expanduser()
     else:
-        path = repl.sessions_dir / f"chat-{datetime.datetime.now():%Y%m%d-%H%M%S}.json"
+        path = context.sessions_dir / f"chat-{datetime.datetime.now():%Y%m%d-%H%M%S}.json"
     try:
-        save_conversation(path, repl.chat.messages, repl.chat.backend.model_name)
+        save_conversation(path, context.chat.messages, context.chat.backend.model_name)
     except ConversationFileError as error:
-        repl.say(f"[Error] {error}")
+        context.console.error(str(error))
         return
-    repl.say(f"[Info] Saved {len(repl.chat.messages)} messages to {path}")
+    context.console.info(f"Saved {len(context.chat.messages)} messages to {path}")
 
 
 @command("/load", "continue a saved conversation", usage="<file>", arguments=paths())
-def load(repl, argument):
+def load(context: CommandContext, argument: str) -> None:
     if not argument:
-        repl.say("Usage: /load <file>")
+        context.console.say("Usage: /load <file>")
         return
     try:
         messages = load_conversation(Path(argument).expanduser())
     except ConversationFileError as error:
-        repl.say(f"[Error] {error}")
+        context.console.error(str(error))
         return
-    repl.chat.replace_messages(messages)
-    repl.say(f"[Info] Loaded {len(messages)} messages from {argument}")
+    context.chat.replace_messages(messages)
+    context.console.info(f"Loaded {len(messages)} messages from {argument}")

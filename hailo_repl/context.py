@@ -5,8 +5,8 @@ Pure functions only; the backends say how many tokens a conversation costs.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from hailo_repl.backends.base import Message
 
@@ -36,14 +36,11 @@ class ContextUsage:
         return f"ctx {self.used}/{self.capacity} ({self.percent}%)"
 
     def bar(self, width: int = 30) -> str:
-        """The seed's /context line: [Info] Context: [████░░…] 847/4096 (20%)."""
+        """The /context line, as hailo-apps' print_context_usage draws it: [Info] Context: [████░░…] 847/4096 (20%)."""
         # Floor division as in hailo-apps' print_context_usage; clamped, since the
         # device's usage can pass its capacity (its KV cache slides).
         filled = min(width, width * self.used // self.capacity) if self.capacity else 0
-        return (
-            f"[Info] Context: [{'█' * filled}{'░' * (width - filled)}] "
-            f"{self.used}/{self.capacity} ({self.percent}%)"
-        )
+        return f"[Info] Context: [{'█' * filled}{'░' * (width - filled)}] {self.used}/{self.capacity} ({self.percent}%)"
 
 
 class ContextOverflowError(Exception):
@@ -92,6 +89,7 @@ def fit_history(
         if dropped >= len(turns) - 1:
             raise ContextOverflowError(
                 f"the message needs {count_tokens(kept)} tokens plus {reserve} for the reply, "
-                f"but the context holds {capacity}; shorten it, or allow a shorter reply (--max-tokens, /set max-tokens)"
+                f"but the context holds {capacity}; shorten it, "
+                f"or allow a shorter reply (--max-tokens, /set max-tokens)"
             )
         dropped += 1

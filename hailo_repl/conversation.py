@@ -6,6 +6,9 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
+
+from hailo_repl.backends.base import Message
 
 ROLES = {"system", "user", "assistant"}
 
@@ -30,14 +33,14 @@ def write_atomically(path: Path, text: str) -> None:
         raise
 
 
-def save_conversation(path: Path, messages: list[dict], model: str) -> None:
+def save_conversation(path: Path, messages: list[Message], model: str) -> None:
     try:
         write_atomically(path, json.dumps({"model": model, "messages": messages}, indent=2, ensure_ascii=False))
     except OSError as error:
         raise ConversationFileError(f"Cannot save to {path}: {error.strerror or error}") from None
 
 
-def load_conversation(path: Path) -> list[dict]:
+def load_conversation(path: Path) -> list[Message]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
@@ -45,12 +48,17 @@ def load_conversation(path: Path) -> list[dict]:
     except (ValueError, UnicodeDecodeError):
         raise ConversationFileError(f"{path} is not a saved conversation (not valid JSON)") from None
     messages = data.get("messages") if isinstance(data, dict) else None
-    valid = isinstance(messages, list) and messages and all(
-        isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str) for m in messages
-    )
-    if not valid:
+    if not (isinstance(messages, list) and messages and all(_is_message(m) for m in messages)):
         raise ConversationFileError(f"{path} is not a saved conversation (no list of role/content messages)")
-    return [
-        {"role": m["role"], "content": m["content"], **({"interrupted": True} if m.get("interrupted") else {})}
-        for m in messages
-    ]
+    return [_message(m) for m in messages]
+
+
+def _is_message(item: object) -> bool:
+    return isinstance(item, dict) and item.get("role") in ROLES and isinstance(item.get("content"), str)
+
+
+def _message(item: dict[str, Any]) -> Message:
+    message = Message(role=item["role"], content=item["content"])
+    if item.get("interrupted"):
+        message["interrupted"] = True
+    return message

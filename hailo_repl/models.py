@@ -1,23 +1,23 @@
-"""Where models live: HEF discovery and name resolution (seed §1), the bundled GGUF, downloads."""
+"""Where models live: HEF discovery and name resolution (as hailo-apps' llm_chat does it), the bundled GGUF,
+downloads."""
 
 from __future__ import annotations
 
 import http.client
 import importlib.metadata
 import os
-import sys
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 RESOURCES_ROOT_DEFAULT = "/usr/local/hailo/resources"
 HAILO10H_ARCH = "hailo10h"
 HEF_SUFFIX = ".hef"
 
-# The seed's registry (resources_config.yaml, apps llm_chat and agent).
+# The models hailo-apps registers for its LLM apps (resources_config.yaml: llm_chat and agent).
 REGISTERED_MODELS = ("Qwen2.5-1.5B-Instruct", "Qwen2.5-Coder-1.5B-Instruct")
 # "Instruct" files that are not text LLMs: speech, vision encoder, vision-language.
 NON_LLM_PREFIXES = ("Whisper", "clip_vit", "Qwen2-VL")
@@ -102,7 +102,7 @@ def bundled_gguf_path() -> Path | None:
     would import `llm` and `llama_cpp` as a side effect.
     """
     try:
-        path = Path(importlib.metadata.distribution(BUNDLED_GGUF_DIST).locate_file(BUNDLED_GGUF_FILE))
+        path = Path(str(importlib.metadata.distribution(BUNDLED_GGUF_DIST).locate_file(BUNDLED_GGUF_FILE)))
     except importlib.metadata.PackageNotFoundError:
         return None
     return path if path.is_file() else None

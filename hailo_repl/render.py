@@ -3,12 +3,19 @@ held until their closing fence and then printed highlighted by pygments."""
 
 from __future__ import annotations
 
+import asyncio
+from enum import Enum
+
 from pygments import highlight
 from pygments.formatters import TerminalFormatter
 from pygments.lexers import TextLexer, get_lexer_by_name, guess_lexer
 from pygments.util import ClassNotFound
 
+from hailo_repl.console import ERROR, Console, labelled
+
 FENCE = "```"
+ASSISTANT_PREFIX = "Assistant: "
+INTERRUPTED_NOTE = " [interrupted]"
 
 
 def highlight_code(code: str, language: str) -> str:
@@ -55,7 +62,7 @@ class ReplyRenderer:
         stripped = line.strip()
         if self._language is None:
             if stripped.startswith(FENCE):
-                self._language = stripped[len(FENCE):].strip()
+                self._language = stripped[len(FENCE) :].strip()
                 self._code = []
             return line
         if stripped == FENCE:
@@ -70,3 +77,37 @@ class ReplyRenderer:
         rest = "".join(self._code) + self._line
         self._line, self._code, self._language, self._holding = "", [], None, True
         return rest
+
+
+class ReplyEvent(Enum):
+    """What the generating thread tells the loop, with a value where it has one."""
+
+    TEXT = "text"  # the next piece of the reply
+    NOTICE = "notice"  # a line about the reply (turns dropped to make room)
+    DONE = "done"  # the reply is complete
+    ERROR = "error"  # the reply failed; the value says why
+    INTERRUPTED = "interrupted"  # Ctrl+C stopped it
+
+
+async def show_reply(
+    events: asyncio.Queue[tuple[ReplyEvent, str]], renderer: ReplyRenderer, console: Console
+) -> ReplyEvent:
+    """Write the reply as its pieces arrive; returns how it ended (DONE, INTERRUPTED or ERROR)."""
+    started = False
+    while True:
+        kind, value = await events.get()
+        if kind is ReplyEvent.NOTICE:
+            console.write(("\n" if started else "") + value + "\n")
+        elif kind is ReplyEvent.TEXT:
+            if not started:
+                console.write(ASSISTANT_PREFIX)
+                started = True
+            console.write(renderer.feed(value))
+        else:
+            tail = renderer.flush()
+            if kind is ReplyEvent.INTERRUPTED:
+                tail += INTERRUPTED_NOTE
+            elif kind is ReplyEvent.ERROR:
+                tail += ("\n" if started else "") + labelled(ERROR, value)
+            console.write(tail)
+            return kind

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import Literal
 
 # Tags dropped on their own; their content is kept.
 WRAPPER_TAGS = ("<text>", "</text>")
@@ -32,12 +33,10 @@ def strip_control_characters(text: str) -> str:
     """Remove C0/C1 control characters (ESC, CR, BEL, …) but keep newlines and tabs."""
     if text.isprintable():
         return text
-    return "".join(
-        ch for ch in text if ch in _KEEP_CONTROLS or unicodedata.category(ch) != "Cc"
-    )
+    return "".join(ch for ch in text if ch in _KEEP_CONTROLS or unicodedata.category(ch) != "Cc")
 
 
-def _markup_at(text: str) -> tuple[str, int] | None | bool:
+def _markup_at(text: str) -> tuple[str, int] | None | Literal[True]:
     """What the markup starting at text[0] == '<' is.
 
     Returns ("drop", length) for a tag to remove, ("hide", length) for a hidden
@@ -99,7 +98,7 @@ class StreamingTextFilter:
         assert self._closing_tag is not None
         end = self._pending.find(self._closing_tag)
         if end >= 0:
-            self._pending = self._pending[end + len(self._closing_tag):]
+            self._pending = self._pending[end + len(self._closing_tag) :]
             self._closing_tag = None
             return True
         # Keep only a tail that could still be the start of the closing tag.
@@ -108,7 +107,7 @@ class StreamingTextFilter:
             if self._closing_tag.startswith(self._pending[-size:]):
                 keep = size
                 break
-        self._pending = self._pending[len(self._pending) - keep:] if keep else ""
+        self._pending = self._pending[len(self._pending) - keep :] if keep else ""
         return False
 
     def flush(self) -> str:

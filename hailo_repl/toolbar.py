@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
+from prompt_toolkit.formatted_text import StyleAndTextTuples
 from prompt_toolkit.styles import Style
 
 from hailo_repl.context import ContextUsage
@@ -22,22 +24,28 @@ STYLE = Style.from_dict(
 )
 
 
+class ModelState(Enum):
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+
+
 @dataclass
 class ToolbarState:
     model: str
     backend: str
-    status: str  # "loading", "ready" or "failed"
+    status: ModelState
     usage: ContextUsage | None = None
     tokens_per_second: float | None = None
 
 
-def toolbar_fragments(state: ToolbarState) -> list[tuple[str, str]]:
-    parts: list[tuple[str, str]] = [("", f" {state.model} · {BACKEND_LABELS.get(state.backend, state.backend)} ")]
-    if state.status == "loading":
+def toolbar_fragments(state: ToolbarState) -> StyleAndTextTuples:
+    parts: StyleAndTextTuples = [("", f" {state.model} · {BACKEND_LABELS.get(state.backend, state.backend)} ")]
+    if state.status is ModelState.LOADING:
         parts.append(("class:toolbar.status", "│ loading model… "))
-    elif state.status == "failed":
+    elif state.status is ModelState.FAILED:
         parts.append(("class:toolbar.ctx.full", "│ model failed to load "))
-    if state.usage is not None and state.status == "ready":
+    if state.usage is not None and state.status is ModelState.READY:
         parts += [("", "│ "), (f"class:toolbar.ctx.{state.usage.level}", state.usage.short()), ("", " ")]
     if state.tokens_per_second:
         parts.append(("", f"│ {state.tokens_per_second:.1f} tok/s "))

@@ -9,10 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from terminal import FAKES, hailo_repl_command, with_fakes
 
-from terminal import hailo_repl_command
-
-FAKES = Path(__file__).parent / "fakes"
 if str(FAKES) not in sys.path:
     sys.path.insert(0, str(FAKES))  # in-process tests import the double as hailo_platform
 
@@ -70,11 +68,9 @@ def fake_log(tmp_path, monkeypatch):
     return events
 
 
-def run_cli(*args: str, stdin: str | None = None, env: dict | None = None, with_fakes: bool = False, timeout: float = 180):
+def run_cli(*args: str, stdin: str | None = None, env: dict | None = None, fakes: bool = False, timeout: float = 180):
     """Run the installed hailo-repl with no terminal; returns CompletedProcess."""
-    environment = dict(os.environ)
-    if with_fakes:
-        environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(FAKES), environment.get("PYTHONPATH")]))
+    environment = with_fakes() if fakes else dict(os.environ)
     environment.update(env or {})
     return subprocess.run(
         hailo_repl_command() + list(args),

@@ -10,13 +10,25 @@ answers those requests whenever it waits for output, as a terminal would.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import pexpect
 
 CPR_REQUEST = r"\x1b\[6n"
+FAKES = Path(__file__).parent / "fakes"  # the hailo_platform double
+ANSI_SEQUENCE = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07]*\x07|[@-Z\\-_])")
+
+
+def with_fakes(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The process environment (or `env`) with the hailo_platform double first on PYTHONPATH,
+    so `import hailo_platform` in hailo-repl finds it."""
+    environment = dict(os.environ if env is None else env)
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(FAKES), environment.get("PYTHONPATH")]))
+    return environment
 
 
 def hailo_repl_command() -> list[str]:
@@ -35,20 +47,39 @@ class Terminal:
         command = hailo_repl_command()
         self.rows = rows
         self.child = pexpect.spawn(
-            command[0], command[1:] + args, env={**os.environ, "TERM": "xterm-256color", **env},
-            encoding="utf-8", dimensions=(rows, cols), timeout=timeout,
+            command[0],
+            command[1:] + args,
+            env={**os.environ, "TERM": "xterm-256color", **env},
+            encoding="utf-8",
+            dimensions=(rows, cols),
+            timeout=timeout,
         )
         self.child.delaybeforesend = None  # keystrokes go at once, as typed
 
     def expect(self, *patterns, timeout: float | None = -1) -> int:
-        """Index of the first of `patterns` to appear (pexpect.EOF/TIMEOUT allowed)."""
+        """Index of the first of `patterns` to appear (pexpect.EOF/TIMEOUT allowed).
+
+        When neither the pattern nor an allowed EOF/TIMEOUT came, the error says what the
+        screen showed last, not only that the wait ran out.
+        """
         while True:
-            index = self.child.expect([CPR_REQUEST, *patterns], timeout=timeout)
+            try:
+                index = self.child.expect([CPR_REQUEST, *patterns], timeout=timeout)
+            except (pexpect.TIMEOUT, pexpect.EOF) as error:
+                ended = "the program ended" if isinstance(error, pexpect.EOF) else "timed out"
+                raise AssertionError(
+                    f"waiting for {patterns!r}: {ended}; the screen showed last:\n{self.screen_text()}"
+                ) from None
             if index == 0:
                 # Answer as a terminal whose cursor is on its last row (a scrolled chat).
                 self.child.send(f"\x1b[{self.rows};1R")
                 continue
             return index - 1
+
+    def screen_text(self, size: int = 2000) -> str:
+        """The last `size` characters the program wrote, escape sequences removed."""
+        raw = self.child.before if isinstance(self.child.before, str) else ""
+        return ANSI_SEQUENCE.sub("", raw)[-size:]
 
     @property
     def before(self) -> str:

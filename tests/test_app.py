@@ -3,62 +3,17 @@
 import asyncio
 import os
 import signal
-import threading
 import time
 
 import pytest
 from prompt_toolkit.application import create_app_session
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
+from scripted import ScriptedBackend
 
 from hailo_repl.app import Repl
 from hailo_repl.backends.base import BackendError, GenerationParams
 from hailo_repl.chat import Chat
-
-
-class ScriptedBackend:
-    """Follows the backend protocol; each reply is a list of pieces, or an exception to raise."""
-
-    name = "llama"
-    model_name = "scripted-model"
-    last_prompt_tokens = 3
-    loads_in_background = True
-    context_capacity = 4096
-
-    def __init__(self, *replies, delay=0.0):
-        self.replies = list(replies)
-        self.delay = delay
-        self.prompts = []
-        self.loaded = threading.Event()
-        self.produced = 0
-
-    def load(self):
-        self.loaded.set()
-
-    @property
-    def context_used(self):
-        return 100 * len(self.prompts)
-
-    def stream(self, messages, params, cancel):
-        self.prompts.append([m["content"] for m in messages])
-        reply = self.replies.pop(0) if self.replies else ["ok"]
-        for piece in reply:
-            if isinstance(piece, Exception):
-                raise piece
-            if cancel.is_set():
-                return
-            time.sleep(self.delay)
-            self.produced += 1
-            yield piece
-
-    def count_tokens(self, messages):
-        return sum(len(m["content"].split()) for m in messages)
-
-    def clear(self):
-        pass
-
-    def release(self):
-        pass
 
 
 def run_repl(backend, keys, history=False, after=None):
@@ -76,7 +31,7 @@ def run_repl(backend, keys, history=False, after=None):
                 # In pieces: a write larger than the OS pipe buffer would block this loop,
                 # which is also the pipe's reader.
                 for start in range(0, len(chunk), 8192):
-                    pipe.send_text(chunk[start:start + 8192])
+                    pipe.send_text(chunk[start : start + 8192])
                     await asyncio.sleep(0.01)
                 await asyncio.sleep(0.05)
             return await asyncio.wait_for(task, 30)
@@ -96,7 +51,10 @@ def test_a_message_gets_a_streamed_reply_and_quit_exits_zero(capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "Assistant: Hello there" in out
-    assert repl.chat.messages[-2:] == [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello there"}]
+    assert repl.chat.messages[-2:] == [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "Hello there"},
+    ]
 
 
 def test_welcome_text_names_model_and_commands(capsys):
@@ -188,8 +146,7 @@ def test_sigterm_ends_the_chat_cleanly():
 
 
 def test_a_huge_paste_is_refused_with_one_line_not_a_hang(capsys):
-    backend = ScriptedBackend()
-    backend.context_capacity = 4096
+    backend = ScriptedBackend(capacity=4096)
     huge = "word " * 20_000  # 100,000 characters
     code, repl = run_repl(backend, [f"\x1b[200~{huge}\x1b[201~\r", "/quit\r"])
     out = capsys.readouterr().out

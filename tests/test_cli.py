@@ -1,4 +1,4 @@
-"""The installed `hailo-repl`, run as a user runs it without a terminal (issue 2).
+"""The installed `hailo-repl`, run as a user runs it without a terminal.
 
 The llama tests use the real llama.cpp with the bundled SmolLM2; the hailo tests put
 the hailo_platform double on PYTHONPATH so the real hailo backend code runs against it,
@@ -17,8 +17,8 @@ import threading
 import time
 
 import pytest
-
-from conftest import FAKES, hailo_repl_command, run_cli
+from conftest import hailo_repl_command, run_cli
+from terminal import with_fakes
 
 QWEN = "Qwen2.5-1.5B-Instruct"
 CODER = "Qwen2.5-Coder-1.5B-Instruct"
@@ -49,14 +49,12 @@ def assert_one_clean_line(result) -> str:
 
 def start_cli(*args: str) -> subprocess.Popen:
     """hailo-repl with the double on PYTHONPATH, no terminal, stdout read as it comes."""
-    environment = dict(os.environ)
-    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(FAKES), environment.get("PYTHONPATH")]))
     return subprocess.Popen(
         hailo_repl_command() + list(args),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=environment,
+        env=with_fakes(),
     )
 
 
@@ -133,7 +131,7 @@ def test_pipe_runs_a_two_turn_conversation_on_the_device(isolated_home, hailo_re
     hailo_resources(QWEN)
     fake_script([["<text>", "Hello", " there", ".", "</text>"], ["You", " said", " Hi", "."]])
 
-    result = run_cli(stdin="Hi\nWhat did I just say?\n", with_fakes=True)
+    result = run_cli(stdin="Hi\nWhat did I just say?\n", fakes=True)
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["Hello there.", "You said Hi."]
@@ -157,7 +155,7 @@ def test_hef_path_by_name_runs_the_hailo_backend(isolated_home, hailo_resources,
     hailo_resources(QWEN, CODER)
     fake_script([["<text>", "Bonjour", " from", " Hailo", "</text>", "<|im_end|>"]])
 
-    result = run_cli("--hef-path", QWEN, "-p", "hi", with_fakes=True)
+    result = run_cli("--hef-path", QWEN, "-p", "hi", fakes=True)
 
     assert result.returncode == 0, result.stderr
     assert result.stdout == "Bonjour from Hailo\n"
@@ -175,7 +173,7 @@ def test_hef_path_takes_a_full_path(isolated_home, hailo_resources, fake_log, tm
     elsewhere.mkdir()
     (elsewhere / "custom-model.hef").write_bytes(b"fake hef")
 
-    result = run_cli("--hef-path", str(elsewhere / "custom-model.hef"), "-p", "hi", with_fakes=True)
+    result = run_cli("--hef-path", str(elsewhere / "custom-model.hef"), "-p", "hi", fakes=True)
 
     assert result.returncode == 0, result.stderr
     assert {"event": "llm_open", "hef": "custom-model.hef"} in fake_log()
@@ -184,7 +182,7 @@ def test_hef_path_takes_a_full_path(isolated_home, hailo_resources, fake_log, tm
 def test_without_hef_path_the_only_model_is_used(isolated_home, hailo_resources, fake_log):
     hailo_resources(CODER, "yolov8m", "Whisper-Base-Instruct")
 
-    result = run_cli("-p", "hi", with_fakes=True)
+    result = run_cli("-p", "hi", fakes=True)
 
     assert result.returncode == 0, result.stderr
     assert result.stdout == "Hello from the fake Hailo-10H.\n"
@@ -194,7 +192,7 @@ def test_without_hef_path_the_only_model_is_used(isolated_home, hailo_resources,
 def test_without_hef_path_and_several_models_no_terminal_says_which_to_pass(isolated_home, hailo_resources, fake_log):
     hailo_resources(QWEN, CODER)
 
-    result = run_cli("-p", "hi", with_fakes=True)
+    result = run_cli("-p", "hi", fakes=True)
 
     assert result.returncode != 0
     line = assert_one_clean_line(result)
@@ -207,7 +205,7 @@ def test_without_hef_path_and_several_models_no_terminal_says_which_to_pass(isol
 def test_without_any_model_says_none_are_downloaded(isolated_home, hailo_resources, fake_log):
     hailo_resources("yolov8m")  # a HEF, but not an LLM
 
-    result = run_cli("-p", "hi", with_fakes=True)
+    result = run_cli("-p", "hi", fakes=True)
 
     assert result.returncode != 0
     line = assert_one_clean_line(result)
@@ -240,7 +238,7 @@ def test_hef_path_of_a_registered_missing_model_downloads_then_runs(isolated_hom
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"
-        result = run_cli("--hef-path", CODER, "-p", "hi", with_fakes=True, env={"HAILO_MODEL_ZOO_URL": url})
+        result = run_cli("--hef-path", CODER, "-p", "hi", fakes=True, env={"HAILO_MODEL_ZOO_URL": url})
     finally:
         server.shutdown()
         server.server_close()
@@ -288,7 +286,7 @@ def test_verbose_prints_the_timing_block_on_stderr(isolated_home, hailo_resource
     hailo_resources(QWEN)
     fake_script([{"tokens": ["One", " two", " three"], "delay_ms": 20}])
 
-    result = run_cli("--verbose", "-p", "hi", with_fakes=True)
+    result = run_cli("--verbose", "-p", "hi", fakes=True)
 
     assert result.returncode == 0, result.stderr
     assert result.stdout == "One two three\n"  # the block stays off stdout
@@ -306,7 +304,7 @@ def test_verbose_with_llama(isolated_home):
 
 def test_without_verbose_no_timing_block(isolated_home, hailo_resources):
     hailo_resources(QWEN)
-    result = run_cli("-p", "hi", with_fakes=True)
+    result = run_cli("-p", "hi", fakes=True)
     assert result.returncode == 0
     assert "eval rate" not in result.stderr and "eval rate" not in result.stdout
 
@@ -370,7 +368,7 @@ def test_bad_flag_values_give_one_argparse_error(isolated_home, tmp_path, args, 
 def test_unresolvable_hef_path(isolated_home, hailo_resources, fake_log):
     hailo_resources(QWEN)
 
-    result = run_cli("--hef-path", "nosuch", "-p", "hi", with_fakes=True)
+    result = run_cli("--hef-path", "nosuch", "-p", "hi", fakes=True)
 
     assert result.returncode == 1
     assert "Failed to resolve HEF path: nosuch" in assert_one_clean_line(result)
@@ -381,7 +379,7 @@ def test_unresolvable_hef_path(isolated_home, hailo_resources, fake_log):
 def test_no_device_with_backend_hailo(isolated_home, hailo_resources):
     hailo_resources(QWEN)
 
-    result = run_cli("--backend", "hailo", "-p", "hi", with_fakes=True, env={"HAILO_FAKE_NO_DEVICE": "1"})
+    result = run_cli("--backend", "hailo", "-p", "hi", fakes=True, env={"HAILO_FAKE_NO_DEVICE": "1"})
 
     assert result.returncode == 1
     line = assert_one_clean_line(result)
@@ -393,7 +391,7 @@ def test_no_device_with_backend_hailo(isolated_home, hailo_resources):
 def test_no_device_with_auto_backend_falls_back_to_llama(isolated_home, hailo_resources, fake_log):
     hailo_resources(QWEN)
 
-    result = run_cli("--max-tokens", "16", "-p", "hi", with_fakes=True, env={"HAILO_FAKE_NO_DEVICE": "1"})
+    result = run_cli("--max-tokens", "16", "-p", "hi", fakes=True, env={"HAILO_FAKE_NO_DEVICE": "1"})
 
     assert result.returncode == 0, result.stderr
     notice = assert_one_clean_line(result)
@@ -406,7 +404,7 @@ def test_backend_failure_mid_stream_keeps_what_was_streamed(isolated_home, hailo
     hailo_resources(QWEN)
     fake_script([{"tokens": ["First", " second", " third", " fourth"], "fail_after": 2}])
 
-    result = run_cli("-p", "hi", with_fakes=True)
+    result = run_cli("-p", "hi", fakes=True)
 
     assert result.returncode == 1
     assert result.stdout.startswith("First second")
@@ -436,7 +434,7 @@ def test_sigterm_during_a_reply_aborts_and_releases(isolated_home, hailo_resourc
 def test_temperature_zero_is_greedy_decoding(isolated_home, hailo_resources, fake_log):
     hailo_resources(QWEN)
 
-    result = run_cli("--temperature", "0.0", "-p", "hi", with_fakes=True)
+    result = run_cli("--temperature", "0.0", "-p", "hi", fakes=True)
 
     assert result.returncode == 0, result.stderr
     assert result.stdout == "Hello from the fake Hailo-10H.\n"
@@ -448,7 +446,7 @@ def test_temperature_zero_is_greedy_decoding(isolated_home, hailo_resources, fak
 def test_sampling_settings_reach_the_device(isolated_home, hailo_resources, fake_log):
     hailo_resources(QWEN)
 
-    result = run_cli("--temperature", "1.5", "--max-tokens", "7", "-p", "hi", with_fakes=True)
+    result = run_cli("--temperature", "1.5", "--max-tokens", "7", "-p", "hi", fakes=True)
 
     assert result.returncode == 0, result.stderr
     (event,) = generates(fake_log())

@@ -5,20 +5,38 @@ import threading
 import pytest
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
+from scripted import ScriptedBackend
 
 from hailo_repl.backends.base import GenerationParams
 from hailo_repl.chat import Chat
 from hailo_repl.commands import BUILTINS, CommandCompleter, Quit
+from hailo_repl.console import Console
 
 
 def completions(text):
-    return [c.text for c in CommandCompleter(BUILTINS).get_completions(Document(text), CompleteEvent(completion_requested=True))]
+    return [
+        c.text
+        for c in CommandCompleter(BUILTINS).get_completions(Document(text), CompleteEvent(completion_requested=True))
+    ]
 
 
 def test_slash_lists_every_command_with_its_help():
     found = CommandCompleter(BUILTINS).get_completions(Document("/"), CompleteEvent(completion_requested=True))
     metas = {c.text: c.display_meta_text for c in found}
-    for name in ("/help", "/clear", "/context", "/quit", "/exit", "/system", "/set", "/retry", "/undo", "/stats", "/save", "/load"):
+    for name in (
+        "/help",
+        "/clear",
+        "/context",
+        "/quit",
+        "/exit",
+        "/system",
+        "/set",
+        "/retry",
+        "/undo",
+        "/stats",
+        "/save",
+        "/load",
+    ):
         assert name in metas
     assert metas["/context"] == "show how full the context window is"
 
@@ -51,44 +69,25 @@ def test_parse_splits_command_and_argument():
     assert BUILTINS.parse("/EXIT")[0].name == "/quit"
 
 
-class ScriptedBackend:
-    """A minimal protocol implementation for command tests: replies with fixed pieces."""
-
-    name = "test"
-    model_name = "scripted"
-    last_prompt_tokens = 0
-    loads_in_background = True
+class RecordingConsole(Console):
+    """Keeps each line said, labels included, instead of writing it."""
 
     def __init__(self):
-        self.cleared = 0
-
-    def load(self):
-        pass
-
-    def stream(self, messages, params, cancel):
-        yield from ["fine ", "thanks"]
-
-    def count_tokens(self, messages):
-        return sum(len(m["content"].split()) for m in messages)
-
-    context_used = 100
-    context_capacity = 1000
-
-    def clear(self):
-        self.cleared += 1
-
-    def release(self):
-        pass
-
-
-class FakeRepl:
-    def __init__(self, tmp_path):
-        self.chat = Chat(ScriptedBackend(), "be kind", GenerationParams())
+        super().__init__()
         self.said = []
-        self.sessions_dir = tmp_path / "sessions"
 
     def say(self, text):
         self.said.append(text)
+
+
+class FakeRepl:
+    """What a command may use (commands.CommandContext)."""
+
+    def __init__(self, tmp_path):
+        self.chat = Chat(ScriptedBackend(default=["fine ", "thanks"], capacity=1000), "be kind", GenerationParams())
+        self.console = RecordingConsole()
+        self.said = self.console.said
+        self.sessions_dir = tmp_path / "sessions"
 
     def run(self, text):
         entry, argument, word = BUILTINS.parse(text)
@@ -179,11 +178,16 @@ def test_help_lists_commands_and_keys(repl):
 
 
 def test_dropping_old_turns_keeps_every_system_message(repl):
-    repl.chat.replace_messages([
-        {"role": "system", "content": "s1"}, {"role": "system", "content": "s2"},
-        {"role": "user", "content": "u1 " * 600}, {"role": "assistant", "content": "a1"},
-        {"role": "user", "content": "u2"}, {"role": "assistant", "content": "a2"},
-    ])
+    repl.chat.replace_messages(
+        [
+            {"role": "system", "content": "s1"},
+            {"role": "system", "content": "s2"},
+            {"role": "user", "content": "u1 " * 600},
+            {"role": "assistant", "content": "a1"},
+            {"role": "user", "content": "u2"},
+            {"role": "assistant", "content": "a2"},
+        ]
+    )
     notices = []
     "".join(repl.chat.reply("u3", threading.Event(), notices.append))
     assert [m["content"] for m in repl.chat.messages] == ["s1", "s2", "u2", "a2", "u3", "fine thanks"]

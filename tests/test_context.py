@@ -13,7 +13,7 @@ def test_usage_text_and_levels():
     assert ContextUsage(3700, 4096).level == "full"  # 90%
 
 
-def test_bar_matches_the_seed():
+def test_bar_matches_hailo_apps_context_bar():
     assert ContextUsage(847, 4096).bar() == "[Info] Context: [██████░░░░░░░░░░░░░░░░░░░░░░░░] 847/4096 (20%)"
 
 
@@ -28,8 +28,10 @@ def words(messages):
 def conversation(turns):
     messages = [{"role": "system", "content": "be brief"}]
     for index in range(turns):
-        messages += [{"role": "user", "content": f"question {index} " * 5},
-                     {"role": "assistant", "content": f"answer {index} " * 5}]
+        messages += [
+            {"role": "user", "content": f"question {index} " * 5},
+            {"role": "assistant", "content": f"answer {index} " * 5},
+        ]
     return messages
 
 
@@ -45,10 +47,10 @@ def test_oldest_turns_go_first_and_the_system_prompt_stays():
     assert fitted.dropped_turns > 0
     assert fitted.messages[0] == messages[0]
     assert fitted.messages[-1] == messages[-1]
-    assert fitted.messages[1:] == messages[1 + 2 * fitted.dropped_turns:]
+    assert fitted.messages[1:] == messages[1 + 2 * fitted.dropped_turns :]
     assert words(fitted.messages) + 20 <= 60
     # and no more was dropped than needed
-    one_less = [messages[0]] + messages[1 + 2 * (fitted.dropped_turns - 1):]
+    one_less = [messages[0]] + messages[1 + 2 * (fitted.dropped_turns - 1) :]
     assert words(one_less) + 20 > 60
 
 

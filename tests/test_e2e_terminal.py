@@ -5,11 +5,8 @@ import os
 import time
 from pathlib import Path
 
-import pexpect
 import pytest
-
-from conftest import FAKES
-from terminal import Terminal
+from terminal import Terminal, with_fakes
 
 SLOW_REPLY = [f"word{i} " for i in range(400)]
 PROMPT = "You: "
@@ -19,17 +16,24 @@ PROMPT = "You: "
 def hailo_env(isolated_home, hailo_resources, tmp_path):
     hailo_resources("Qwen2.5-1.5B-Instruct")
     script = tmp_path / "script.json"
-    script.write_text(json.dumps({"replies": [["<text>", "Hello", " from", " Hailo", "</text>"], SLOW_REPLY, ["After", " the", " stop"]],
-                                  "delay_ms": 30}))
+    script.write_text(
+        json.dumps(
+            {
+                "replies": [["<text>", "Hello", " from", " Hailo", "</text>"], SLOW_REPLY, ["After", " the", " stop"]],
+                "delay_ms": 30,
+            }
+        )
+    )
     log = tmp_path / "fake.jsonl"
-    env = {
-        "PYTHONPATH": str(FAKES),
-        "HAILO_FAKE_SCRIPT": str(script),
-        "HAILO_FAKE_LOG": str(log),
-        "HAILO_RESOURCES_DIR": os.environ["HAILO_RESOURCES_DIR"],
-        "XDG_DATA_HOME": os.environ["XDG_DATA_HOME"],
-        "XDG_STATE_HOME": os.environ["XDG_STATE_HOME"],
-    }
+    env = with_fakes(
+        {
+            "HAILO_FAKE_SCRIPT": str(script),
+            "HAILO_FAKE_LOG": str(log),
+            "HAILO_RESOURCES_DIR": os.environ["HAILO_RESOURCES_DIR"],
+            "XDG_DATA_HOME": os.environ["XDG_DATA_HOME"],
+            "XDG_STATE_HOME": os.environ["XDG_STATE_HOME"],
+        }
+    )
     return env, log
 
 
@@ -119,7 +123,9 @@ def test_the_model_picker_in_a_terminal(hailo_env, hailo_resources):
 
 def test_ctrl_c_while_the_device_evaluates_the_prompt(hailo_env, tmp_path):
     env, log = hailo_env
-    term = hailo_terminal(env, tmp_path, {"replies": [{"tokens": ["late", " and", " more"], "prefill_ms": 3000}, ["Next", " answer"]]})
+    term = hailo_terminal(
+        env, tmp_path, {"replies": [{"tokens": ["late", " and", " more"], "prefill_ms": 3000}, ["Next", " answer"]]}
+    )
     term.expect(PROMPT)
     term.send("a question\r")
     term.expect(r"\x1b\[\?2004l")  # the prompt has ended: the message is on its way
@@ -212,7 +218,9 @@ def test_a_session_on_llama_cpp_with_smollm2(isolated_home):
 
 def test_a_message_typed_while_a_reply_streams_is_sent_after_it(hailo_env, tmp_path):
     env, log = hailo_env
-    term = hailo_terminal(env, tmp_path, {"replies": [[f"t{i} " for i in range(10)], ["Typed", " ahead"]], "delay_ms": 100})
+    term = hailo_terminal(
+        env, tmp_path, {"replies": [[f"t{i} " for i in range(10)], ["Typed", " ahead"]], "delay_ms": 100}
+    )
     term.expect(PROMPT)
     term.send("first\r")
     term.expect("t1 ")

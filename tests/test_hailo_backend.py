@@ -51,7 +51,10 @@ def test_later_turns_send_the_device_only_the_new_message(backend, fake_log):
     assert first == [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hi"}]
     assert second == [{"role": "user", "content": "And then?"}]
     assert [e["event"] for e in fake_log()].count("clear_context") == 0
-    assert chat.messages[-2:] == [{"role": "user", "content": "And then?"}, {"role": "assistant", "content": "Three four"}]
+    assert chat.messages[-2:] == [
+        {"role": "user", "content": "And then?"},
+        {"role": "assistant", "content": "Three four"},
+    ]
 
 
 def test_context_usage_is_read_from_the_device_and_grows(backend):
@@ -104,7 +107,7 @@ def test_temperature_zero_means_greedy_decoding(backend, fake_log):
     assert event["do_sample"] is False and event["temperature"] is None
 
 
-def test_release_happens_in_the_seeds_order_and_only_once(backend, fake_log):
+def test_release_happens_in_hailorts_order_and_only_once(backend, fake_log):
     backend.release()
     backend.release()
     assert [e["event"] for e in fake_log()][-3:] == ["clear_context", "llm_release", "vdevice_release"]
@@ -134,8 +137,11 @@ def test_a_full_context_drops_the_oldest_turns_instead_of_overflowing(scripted_b
 def test_a_loaded_conversation_with_other_replies_is_sent_whole(backend, fake_log):
     chat = Chat(backend, SYSTEM, GenerationParams())
     reply(chat, "Hi")  # the device now holds: system, Hi, One two
-    saved = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hi"},
-             {"role": "assistant", "content": "Bonjour, I only speak French."}]
+    saved = [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Bonjour, I only speak French."},
+    ]
     chat.replace_messages(saved)
     reply(chat, "Why?")
     last = prompts_sent(fake_log)[-1]

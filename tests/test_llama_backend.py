@@ -76,5 +76,7 @@ def test_cancel_during_prompt_evaluation_aborts_it(backend):
     timer.join()
     assert pieces == []
     assert backend._llama.n_tokens < backend.count_tokens(messages)  # evaluation stopped part-way
-    again = list(backend.stream([{"role": "user", "content": "Say hi."}], GenerationParams(max_tokens=8), threading.Event()))
+    again = list(
+        backend.stream([{"role": "user", "content": "Say hi."}], GenerationParams(max_tokens=8), threading.Event())
+    )
     assert "".join(again).strip()

@@ -2,14 +2,14 @@
 
 from hailo_repl.context import ContextUsage
 from hailo_repl.render import ReplyRenderer
-from hailo_repl.toolbar import ToolbarState, toolbar_fragments
+from hailo_repl.toolbar import ModelState, ToolbarState, toolbar_fragments
 
 REPLY = "Try this:\n```python\nprint('hi')\n```\nThat prints `hi`.\n"
 
 
 def render(text, color=True, size=1):
     renderer = ReplyRenderer(color=color)
-    pieces = [renderer.feed(text[i:i + size]) for i in range(0, len(text), size)]
+    pieces = [renderer.feed(text[i : i + size]) for i in range(0, len(text), size)]
     return pieces, "".join(pieces) + renderer.flush()
 
 
@@ -44,7 +44,7 @@ def test_an_unclosed_block_is_shown_plain_at_the_end():
 
 
 def test_toolbar_shows_usage_with_its_level():
-    state = ToolbarState("Qwen2.5-1.5B-Instruct", "hailo", "ready", ContextUsage(3700, 4096), 9.5)
+    state = ToolbarState("Qwen2.5-1.5B-Instruct", "hailo", ModelState.READY, ContextUsage(3700, 4096), 9.5)
     fragments = toolbar_fragments(state)
     assert ("class:toolbar.ctx.full", "ctx 3700/4096 (90%)") in fragments
     text = "".join(t for _, t in fragments)
@@ -52,5 +52,5 @@ def test_toolbar_shows_usage_with_its_level():
 
 
 def test_toolbar_while_loading():
-    text = "".join(t for _, t in toolbar_fragments(ToolbarState("m", "llama", "loading")))
+    text = "".join(t for _, t in toolbar_fragments(ToolbarState("m", "llama", ModelState.LOADING)))
     assert "loading model" in text and "ctx" not in text

@@ -56,8 +56,22 @@ def test_other_angle_brackets_are_plain_text():
     assert filter_text("if a<b and c>d: <br> <|not a token") == "if a<b and c>d: <br> <|not a token"
 
 
-MARKUP = ["<text>", "</text>", "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>",
-          "<|im_end|>", "<|endoftext|>", "<", "<|", "|>", ">", "\x1b[31m", "\r"]
+MARKUP = [
+    "<text>",
+    "</text>",
+    "<tool_call>",
+    "</tool_call>",
+    "<tool_response>",
+    "</tool_response>",
+    "<|im_end|>",
+    "<|endoftext|>",
+    "<",
+    "<|",
+    "|>",
+    ">",
+    "\x1b[31m",
+    "\r",
+]
 pieces = st.lists(st.one_of(st.sampled_from(MARKUP), st.text(max_size=6)), max_size=25)
 
 
@@ -66,7 +80,7 @@ pieces = st.lists(st.one_of(st.sampled_from(MARKUP), st.text(max_size=6)), max_s
 def test_any_split_gives_the_same_output_as_the_whole(parts, data):
     whole = "".join(parts)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(whole)), max_size=12)))
-    tokens = [whole[a:b] for a, b in zip([0] + cuts, cuts + [len(whole)])]
+    tokens = [whole[a:b] for a, b in zip([0] + cuts, cuts + [len(whole)], strict=True)]
     assert stream(tokens) == filter_text(whole)
 
 

@@ -4,17 +4,33 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Protocol, Sequence, runtime_checkable
+from typing import Literal, Protocol, TypedDict, runtime_checkable
 
-Message = dict  # {"role": "system"|"user"|"assistant", "content": str}
+from hailo_repl.settings import default_of
+
+Role = Literal["system", "user", "assistant"]
+
+
+class _MessageFields(TypedDict):
+    role: Role
+    content: str
+
+
+class Message(_MessageFields, total=False):
+    """One message of a conversation; `interrupted` marks a reply cut short by Ctrl+C."""
+
+    interrupted: bool
 
 
 @dataclass
 class GenerationParams:
-    temperature: float = 0.7
-    max_tokens: int = 512
-    top_p: float | None = None
+    """What a reply is generated with; ranges and defaults live in hailo_repl.settings."""
+
+    temperature: float = default_of("temperature")
+    max_tokens: int = default_of("max-tokens")
+    top_p: float | None = default_of("top-p")
 
 
 class BackendError(Exception):
@@ -26,7 +42,7 @@ class BackendBusyError(BackendError):
 
 
 @contextlib.contextmanager
-def one_generation_at_a_time(lock: threading.Lock):
+def one_generation_at_a_time(lock: threading.Lock) -> Iterator[None]:
     """Hold a backend's generation lock, refusing (not waiting) when a generation runs."""
     if not lock.acquire(blocking=False):
         raise BackendBusyError("a reply is already being generated")
@@ -34,6 +50,10 @@ def one_generation_at_a_time(lock: threading.Lock):
         yield
     finally:
         lock.release()
+
+
+# A reply as it streams: the caller close()s it to stop the generation early.
+ReplyStream = Generator[str, None, None]
 
 
 @runtime_checkable
@@ -45,10 +65,9 @@ class Backend(Protocol):
 
     def load(self) -> None: ...
 
-    def stream(
-        self, messages: Sequence[Message], params: GenerationParams, cancel: threading.Event
-    ) -> Iterator[str]:
+    def stream(self, messages: Sequence[Message], params: GenerationParams, cancel: threading.Event) -> ReplyStream:
         """Yield the reply's raw text pieces; stop within one token once `cancel` is set."""
+        ...
 
     def count_tokens(self, messages: Sequence[Message]) -> int: ...
 

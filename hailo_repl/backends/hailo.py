@@ -30,12 +30,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any
 
 from loguru import logger
 
-from hailo_repl.backends.base import BackendError, GenerationParams, Message, one_generation_at_a_time
+from hailo_repl.backends.base import BackendError, GenerationParams, Message, ReplyStream, one_generation_at_a_time
 from hailo_repl.streaming import clean_response
 
 SHARED_VDEVICE_GROUP_ID = "SHARED"  # lets other Hailo apps use the chip at the same time
@@ -50,8 +51,8 @@ VDEVICE_FAILED = (
 )
 
 
-def open_vdevice():
-    """A VDevice in the shared group; BackendError with the seed's checks when none opens."""
+def open_vdevice() -> Any:
+    """A VDevice in the shared group; a BackendError naming what to check when none opens."""
     from hailo_platform import VDevice
 
     params = VDevice.create_params()
@@ -82,12 +83,12 @@ class HailoBackend:
     # gil_scoped_release), so nothing else could run meanwhile: load before the prompt.
     loads_in_background = False
 
-    def __init__(self, hef_path: Path, vdevice=None):
+    def __init__(self, hef_path: Path, vdevice: Any = None):
         self.hef_path = Path(hef_path)
         self.model_name = self.hef_path.stem
         self.last_prompt_tokens = 0
         self._vdevice = vdevice
-        self._llm = None
+        self._llm: Any = None  # hailo_platform.genai.LLM once loaded
         self._recovery_sequence: str | None = None
         self._timeout_error: type[Exception] = TimeoutError
         # The conversation the device's context holds, its own last reply included;
@@ -108,27 +109,35 @@ class HailoBackend:
         if self._vdevice is None:
             self._vdevice = open_vdevice()
         try:
-            self._llm = LLM(self._vdevice, str(self.hef_path))
+            llm = LLM(self._vdevice, str(self.hef_path))
         except Exception as error:
             reason = LOAD_STATUS_WORDS.get(str(error), str(error) or type(error).__name__)
             raise BackendError(f"Failed to load {self.hef_path} on the Hailo device: {reason}") from None
-        self._recovery_sequence = self._llm.get_generation_recovery_sequence()
-        self._capacity = self._llm.max_context_capacity()
-        self._usage = self._llm.get_context_usage_size()
+        self._llm = llm
+        self._recovery_sequence = llm.get_generation_recovery_sequence()
+        self._capacity = llm.max_context_capacity()
+        self._usage = llm.get_context_usage_size()
         self._held = []
+
+    @property
+    def _model(self) -> Any:
+        """The loaded LLM: a BackendError, not an AttributeError on None, before load() or after release()."""
+        if self._llm is None:
+            raise BackendError(f"{self.model_name} is not loaded")
+        return self._llm
 
     def _unsent(self, messages: Sequence[Message]) -> list[Message] | None:
         """What the device lacks of `messages`, or None if its context must start afresh."""
         held = self._held
         if held is None or len(messages) <= len(held) or list(messages[: len(held)]) != held:
             return None
-        new = list(messages[len(held):])
+        new = list(messages[len(held) :])
         if held and any(m["role"] == "system" for m in new):
             return None  # a system message is refused after a context's first prompt
         return new
 
     def _prompt_tokens(self, messages: Sequence[Message]) -> int:
-        return len(self._llm.tokenize(render_chatml(messages)))
+        return len(self._model.tokenize(render_chatml(messages)))
 
     def count_tokens(self, messages: Sequence[Message]) -> int:
         new = self._unsent(messages)
@@ -144,14 +153,13 @@ class HailoBackend:
     def context_capacity(self) -> int:
         return self._capacity
 
-    def stream(
-        self, messages: Sequence[Message], params: GenerationParams, cancel: threading.Event
-    ) -> Iterator[str]:
+    def stream(self, messages: Sequence[Message], params: GenerationParams, cancel: threading.Event) -> ReplyStream:
         with one_generation_at_a_time(self._busy):
             yield from self._generate(list(messages), params, cancel)
 
-    def _generate(self, messages: list[Message], params: GenerationParams, cancel) -> Iterator[str]:
-        options: dict = {"max_generated_tokens": params.max_tokens}
+    def _generate(self, messages: list[Message], params: GenerationParams, cancel: threading.Event) -> ReplyStream:
+        llm = self._model
+        options: dict[str, Any] = {"max_generated_tokens": params.max_tokens}
         if params.temperature > 0:
             options.update(temperature=params.temperature, do_sample=True)
         else:
@@ -163,12 +171,12 @@ class HailoBackend:
         try:
             new = self._unsent(messages)
             if new is None:
-                self._llm.clear_context()
+                llm.clear_context()
                 self._held = []
                 new = messages
             self._held = None  # unknown until this generation has ended
             self.last_prompt_tokens = self._prompt_tokens(new)
-            with self._llm.generate(prompt=new, **options) as generation:
+            with llm.generate(prompt=new, **options) as generation:
                 for token in self._read_tokens(generation, cancel):
                     reply.append(token)
                     yield token
@@ -185,11 +193,11 @@ class HailoBackend:
             if ended_cleanly:  # the device holds the prompt and the reply as far as it went
                 self._held = messages + [{"role": "assistant", "content": clean_response("".join(reply))}]
             try:
-                self._usage = self._llm.get_context_usage_size()
+                self._usage = llm.get_context_usage_size()
             except Exception:  # a failed device must not hide the error being raised
                 logger.exception("reading the context usage failed")
 
-    def _read_tokens(self, generation, cancel: threading.Event) -> Iterator[str]:
+    def _read_tokens(self, generation: Any, cancel: threading.Event) -> Iterator[str]:
         """The generation's text pieces, read in short polls so the UI thread can run.
 
         Each read() holds the GIL while it waits, so it waits at most POLL_MS. A cancel
@@ -220,7 +228,7 @@ class HailoBackend:
 
     def release(self) -> None:
         """clear_context, llm.release, vdevice.release — each tried, in this order."""
-        steps = []
+        steps: list[tuple[str, Callable[[], object]]] = []
         if self._llm is not None:
             steps += [("clear_context", self._llm.clear_context), ("llm.release", self._llm.release)]
         if self._vdevice is not None:

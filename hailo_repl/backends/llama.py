@@ -19,12 +19,13 @@ import ctypes
 import io
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any
 
 from loguru import logger
 
-from hailo_repl.backends.base import BackendError, GenerationParams, Message, one_generation_at_a_time
+from hailo_repl.backends.base import BackendError, GenerationParams, Message, ReplyStream, one_generation_at_a_time
 
 DEFAULT_CONTEXT_SIZE = 4096
 
@@ -41,7 +42,7 @@ _GGML_WARN, _GGML_ERROR, _GGML_CONT = 2, 3, 5
 _last_level = 0
 
 
-def _log_llama_warnings(level: int, text: bytes, data) -> None:
+def _log_llama_warnings(level: int, text: bytes, data: object) -> None:
     """llama.cpp's warnings and errors go to the log file; its ~2,000 info lines a load do not."""
     global _last_level
     if level != _GGML_CONT:
@@ -53,7 +54,7 @@ def _log_llama_warnings(level: int, text: bytes, data) -> None:
 _log_callback = None  # one process-wide thunk: llama.cpp may log after any backend is gone
 
 
-def _route_llama_log(llama_cpp) -> None:
+def _route_llama_log(llama_cpp: Any) -> None:
     global _log_callback
     if _log_callback is None:
         _log_callback = llama_cpp.llama_log_callback(_log_llama_warnings)
@@ -79,8 +80,8 @@ class LlamaBackend:
         self.context_size = context_size
         self.threads = threads or os.cpu_count() or 1
         self.last_prompt_tokens = 0
-        self._llama = None
-        self._template = None  # the chat template's formatter, ending in the assistant header
+        self._llama: Any = None  # llama_cpp.Llama once loaded
+        self._template: Any = None  # the chat template's formatter, ending in the assistant header
         self._busy = threading.Lock()
         self._cancel = threading.Event()  # the running generation's cancel event
         # Kept referenced: llama.cpp holds only the pointers.
@@ -95,7 +96,7 @@ class LlamaBackend:
         _route_llama_log(llama_cpp)
         try:
             with contextlib.redirect_stderr(_LogWriter()):  # its Python-side prints go to stderr
-                self._llama = Llama(
+                llama = Llama(
                     model_path=str(self.model_path),
                     n_ctx=self.context_size,
                     n_threads=self.threads,
@@ -104,11 +105,12 @@ class LlamaBackend:
                 )
         except (ValueError, RuntimeError, OSError) as error:
             raise BackendError(f"Failed to load {self.model_path}: {error}") from None
-        self._llama.verbose = False  # no per-call prints on stderr from here on
+        llama.verbose = False  # no per-call prints on stderr from here on
+        self._llama = llama
 
-        template = self._llama.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
-        eos = self._token_text(self._llama.token_eos())
-        bos = self._token_text(self._llama.token_bos())
+        template = llama.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
+        eos = self._token_text(llama.token_eos())
+        bos = self._token_text(llama.token_bos())
         self._template = Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos)
         self._abort_callback = llama_cpp.ggml_abort_callback(lambda _data: self._cancel.is_set())
         self._no_abort_callback = llama_cpp.ggml_abort_callback()  # a NULL pointer
@@ -120,17 +122,26 @@ class LlamaBackend:
         import llama_cpp
 
         callback = self._abort_callback if enabled else self._no_abort_callback
-        llama_cpp.llama_set_abort_callback(self._llama.ctx, callback, None)
+        llama_cpp.llama_set_abort_callback(self._model.ctx, callback, None)
+
+    @property
+    def _model(self) -> Any:
+        """The loaded Llama: a BackendError, not an AttributeError on None, before load() or after release()."""
+        if self._llama is None:
+            raise BackendError(f"{self.model_name} is not loaded")
+        return self._llama
 
     def _token_text(self, token: int) -> str:
         if token < 0:
             return ""
-        return self._llama.detokenize([token], special=True).decode(errors="replace")
+        text: str = self._model.detokenize([token], special=True).decode(errors="replace")
+        return text
 
     def _tokens(self, messages: Sequence[Message]) -> list[int]:
         """The conversation rendered by the model's chat template, up to the reply's start."""
         text = self._template(messages=list(messages)).prompt
-        return self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        tokens: list[int] = self._model.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        return tokens
 
     def count_tokens(self, messages: Sequence[Message]) -> int:
         return len(self._tokens(messages))
@@ -143,9 +154,7 @@ class LlamaBackend:
     def context_capacity(self) -> int:
         return self.context_size
 
-    def stream(
-        self, messages: Sequence[Message], params: GenerationParams, cancel: threading.Event
-    ) -> Iterator[str]:
+    def stream(self, messages: Sequence[Message], params: GenerationParams, cancel: threading.Event) -> ReplyStream:
         with one_generation_at_a_time(self._busy):
             self._cancel = cancel
             self._abort_on_cancel(True)
@@ -154,7 +163,7 @@ class LlamaBackend:
             finally:
                 self._abort_on_cancel(False)
 
-    def _generate(self, messages, params: GenerationParams, cancel: threading.Event) -> Iterator[str]:
+    def _generate(self, messages: Sequence[Message], params: GenerationParams, cancel: threading.Event) -> ReplyStream:
         prompt = self._tokens(messages)
         cached = self._common_prefix(prompt)
         self.last_prompt_tokens = len(prompt) - cached
@@ -164,7 +173,7 @@ class LlamaBackend:
                 f"more than the context of {self.context_size}"
             )
         try:
-            for chunk in self._llama.create_completion(
+            for chunk in self._model.create_completion(
                 prompt=prompt,
                 max_tokens=params.max_tokens,
                 temperature=params.temperature,
@@ -183,10 +192,10 @@ class LlamaBackend:
             raise BackendError(f"llama.cpp failed: {error}") from None
 
     def _common_prefix(self, tokens: list[int]) -> int:
-        held = self._llama.n_tokens
-        cached = self._llama.input_ids[:held]
+        held = self._model.n_tokens
+        cached = self._model.input_ids[:held]
         count = 0
-        for a, b in zip(cached, tokens):
+        for a, b in zip(cached, tokens, strict=False):  # the shorter one ends the prefix
             if a != b:
                 break
             count += 1

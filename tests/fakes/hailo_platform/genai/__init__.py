@@ -180,12 +180,23 @@ class LLM:
         self._llm = _Device(model_path, script)
         record("llm_open", hef=os.path.basename(model_path))
 
-    def generate(self, prompt, tools=None, temperature=None, top_p=None, top_k=None,
-                 frequency_penalty=None, max_generated_tokens=None, do_sample=None, seed=None):
+    def generate(
+        self,
+        prompt,
+        tools=None,
+        temperature=None,
+        top_p=None,
+        top_k=None,
+        frequency_penalty=None,
+        max_generated_tokens=None,
+        do_sample=None,
+        seed=None,
+    ):
         device = self._llm
         if device.live_completion is not None:
-            raise AssertionError("fake hailo_platform: generate() while a completion is alive "
-                                 "is undefined behaviour on the real device")
+            raise AssertionError(
+                "fake hailo_platform: generate() while a completion is alive is undefined behaviour on the real device"
+            )
         if temperature is not None and temperature <= 0:
             raise HailoRTInvalidArgumentException("temperature must be > 0")
         if top_p is not None and not 0 <= top_p <= 1:
@@ -208,18 +219,36 @@ class LLM:
         tokens = reply["tokens"] if isinstance(reply, dict) else reply
         delay = (reply.get("delay_ms") if isinstance(reply, dict) else None) or device.script.get("delay_ms", 0)
         options = reply if isinstance(reply, dict) else {}
-        record("generate", prompt=prompt, temperature=temperature, max_generated_tokens=max_generated_tokens,
-               do_sample=do_sample, usage_before_reply=device.usage)
-        completion = LLMGeneratorCompletion(device, tokens, delay, max_generated_tokens,
-                                            options.get("fail_after"), options.get("prefill_ms", 0))
+        record(
+            "generate",
+            prompt=prompt,
+            temperature=temperature,
+            max_generated_tokens=max_generated_tokens,
+            do_sample=do_sample,
+            usage_before_reply=device.usage,
+        )
+        completion = LLMGeneratorCompletion(
+            device, tokens, delay, max_generated_tokens, options.get("fail_after"), options.get("prefill_ms", 0)
+        )
         device.live_completion = completion
         return completion
 
-    def generate_all(self, prompt, tools=None, temperature=None, top_p=None, top_k=None,
-                     frequency_penalty=None, max_generated_tokens=None, do_sample=None, seed=None,
-                     timeout_ms=600000):
-        with self.generate(prompt, tools, temperature, top_p, top_k, frequency_penalty,
-                           max_generated_tokens, do_sample, seed) as completion:
+    def generate_all(
+        self,
+        prompt,
+        tools=None,
+        temperature=None,
+        top_p=None,
+        top_k=None,
+        frequency_penalty=None,
+        max_generated_tokens=None,
+        do_sample=None,
+        seed=None,
+        timeout_ms=600000,
+    ):
+        with self.generate(
+            prompt, tools, temperature, top_p, top_k, frequency_penalty, max_generated_tokens, do_sample, seed
+        ) as completion:
             return completion.read_all(timeout_ms)
 
     def tokenize(self, text):
@@ -231,8 +260,10 @@ class LLM:
         live = self._llm.live_completion
         if live is not None and live.thread != threading.get_ident():
             # On the device this call waits behind the running generation, holding the GIL.
-            raise AssertionError("fake hailo_platform: get_context_usage_size() from another "
-                                 "thread during a generation would block that thread")
+            raise AssertionError(
+                "fake hailo_platform: get_context_usage_size() from another "
+                "thread during a generation would block that thread"
+            )
         return self._llm.usage
 
     def max_context_capacity(self):

@@ -1,0 +1,48 @@
+"""Where hailo-repl's own lines go, and the one place their labels are written.
+
+The REPL, the commands and the line-by-line mode write through a Console rather than
+`print`, so tests can hand one a buffer and the labels read the same everywhere.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+INFO = "[Info]"
+ERROR = "[Error]"
+CONTEXT = "[Context]"
+FATAL = "Error:"  # the one line a failing non-interactive run ends with, as other CLIs say it
+
+
+def labelled(label: str, text: str) -> str:
+    return f"{label} {text}"
+
+
+class Console:
+    """Writes whole lines to `stream` (stdout by default, looked up at each write so that
+    a test's or prompt_toolkit's replacement of sys.stdout is honoured)."""
+
+    def __init__(self, stream: TextIO | None = None):
+        self._stream = stream
+
+    @property
+    def stream(self) -> TextIO:
+        return self._stream or sys.stdout
+
+    def write(self, text: str) -> None:
+        """Text as it is, no newline added: a reply streaming."""
+        self.stream.write(text)
+        self.stream.flush()
+
+    def say(self, text: str) -> None:
+        self.write(text + "\n")
+
+    def info(self, text: str) -> None:
+        self.say(labelled(INFO, text))
+
+    def error(self, text: str) -> None:
+        self.say(labelled(ERROR, text))
+
+    def fatal(self, text: str) -> None:
+        self.say(f"{FATAL} {text}")

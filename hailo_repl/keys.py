@@ -1,0 +1,65 @@
+"""The keys at the prompt: their bindings, and the one table that /help, the welcome
+line and the README's key table are written from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
+
+
+@dataclass(frozen=True)
+class KeyHelp:
+    keys: str  # as a user reads them: "Alt+Enter, Ctrl+J"
+    does: str  # what they do, for /help and the README
+    brief: str = ""  # the few words the welcome line gives them, if it names them
+
+
+KEYS = (
+    KeyHelp("Enter", "send the message"),
+    KeyHelp(
+        "Alt+Enter, Ctrl+J",
+        "new line inside the message (a pasted block of lines stays one message)",
+        brief="Alt+Enter for a new line",
+    ),
+    KeyHelp("Up, Down", "walk earlier messages, kept across runs"),
+    KeyHelp("Tab", "complete a command, a `/set` parameter, or a file path for `/save` and `/load`"),
+    KeyHelp(
+        "Ctrl+C",
+        "stop a streaming reply (what came stays, marked `[interrupted]`); at the prompt: clear the line; "
+        "on an empty line: quit",
+        brief="Ctrl+C stops a reply",
+    ),
+    KeyHelp("Ctrl+D", "quit", brief="Ctrl+D or /quit ends the chat"),
+)
+
+
+def keys_help_text() -> str:
+    """The key table as /help prints it."""
+    width = max(len(row.keys) for row in KEYS) + 2
+    return "Keys:\n" + "\n".join(f"  {row.keys:<{width}} {row.does.replace('`', '')}" for row in KEYS)
+
+
+def keys_welcome_text() -> str:
+    """'Type a message and press Enter (Alt+Enter for a new line). Ctrl+C stops a reply; …'"""
+    briefs = [row.brief for row in KEYS if row.brief]
+    return f"Type a message and press Enter ({briefs[0]}). " + "; ".join(briefs[1:]) + "."
+
+
+def load_input_bindings() -> KeyBindings:
+    """Enter sends (prompt_toolkit's default); these add newlines and Ctrl+C's behaviour."""
+    bindings = KeyBindings()
+
+    @bindings.add("escape", "enter")  # Alt+Enter
+    @bindings.add("c-j")
+    def _newline(event: KeyPressEvent) -> None:
+        event.current_buffer.insert_text("\n")
+
+    @bindings.add("c-c")
+    def _clear_or_quit(event: KeyPressEvent) -> None:
+        if event.current_buffer.text:
+            event.current_buffer.reset()
+        else:
+            event.app.exit(exception=EOFError)
+
+    return bindings

@@ -1,0 +1,52 @@
+"""The terminal between prompts: type-ahead kept for the next prompt, pastes kept whole."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+
+BRACKETED_PASTE_ON, BRACKETED_PASTE_OFF = "\x1b[?2004h", "\x1b[?2004l"
+
+
+@contextlib.contextmanager
+def typeahead_mode() -> Iterator[None]:
+    """The terminal between prompts (while a reply streams, a command runs, the model
+    loads): keys typed ahead wait, unechoed and unchanged, for the next prompt, and
+    Ctrl+C still raises SIGINT. Each prompt takes raw mode and gives this back.
+
+    In the terminal's cooked mode an Enter typed ahead would reach the prompt as a
+    line feed (ICRNL), which is Ctrl+J, a newline, so the message would never be sent.
+    """
+    try:
+        import termios
+    except ImportError:  # not a POSIX system
+        yield
+        return
+    try:
+        fd = sys.stdin.fileno()
+        saved = termios.tcgetattr(fd)
+    except (OSError, ValueError, termios.error):  # stdin is not a terminal
+        yield
+        return
+    changed = list(saved)
+    changed[0] &= ~termios.ICRNL  # iflag
+    changed[3] &= ~(termios.ICANON | termios.ECHO)  # lflag; ISIG stays on
+    termios.tcsetattr(fd, termios.TCSANOW, changed)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(termios.error):  # the terminal may be gone (hang-up)
+            termios.tcsetattr(fd, termios.TCSANOW, saved)
+        if sys.stdout.isatty():
+            with contextlib.suppress(OSError):
+                sys.stdout.write(BRACKETED_PASTE_OFF)
+                sys.stdout.flush()
+
+
+def keep_pastes_bracketed() -> None:
+    """A prompt turns bracketed paste off as it ends; turned back on, a block of lines
+    pasted during a reply still reaches the next prompt as one paste, one message."""
+    if sys.stdout.isatty():
+        sys.stdout.write(BRACKETED_PASTE_ON)
+        sys.stdout.flush()
