@@ -88,6 +88,7 @@ def stop_later():
 # --- 2. one-shot on the CPU ------------------------------------------------------------
 
 
+@pytest.mark.llama
 def test_prompt_without_hailo_uses_llama_with_one_notice(isolated_home):
     result = run_cli("-p", "What is the capital of France?", env=NO_HAILORT)
 
@@ -98,6 +99,7 @@ def test_prompt_without_hailo_uses_llama_with_one_notice(isolated_home):
     assert result.stdout.strip()
 
 
+@pytest.mark.llama
 def test_pipe_without_hailo_answers_every_line(isolated_home):
     result = run_cli("--max-tokens", "24", stdin="Hi\nWhat did I just say?\n", env=NO_HAILORT)
 
@@ -294,6 +296,7 @@ def test_verbose_prints_the_timing_block_on_stderr(isolated_home, hailo_resource
         assert re.search(pattern.replace("{count}", "3"), result.stderr, re.MULTILINE), pattern
 
 
+@pytest.mark.llama
 def test_verbose_with_llama(isolated_home):
     result = run_cli("--backend", "llama", "--max-tokens", "8", "--verbose", "-p", "hi")
 
@@ -388,6 +391,7 @@ def test_no_device_with_backend_hailo(isolated_home, hailo_resources):
     assert result.stdout == ""
 
 
+@pytest.mark.llama
 def test_no_device_with_auto_backend_falls_back_to_llama(isolated_home, hailo_resources, fake_log):
     hailo_resources(QWEN)
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from terminal import Terminal, with_fakes
 
+pytestmark = pytest.mark.e2e
+
 SLOW_REPLY = [f"word{i} " for i in range(400)]
 PROMPT = "You: "
 
@@ -168,6 +170,7 @@ def test_history_off_leaves_no_file(hailo_env, tmp_path):
     assert not any("private words" in p.read_text() for p in Path(os.environ["XDG_DATA_HOME"]).rglob("history"))
 
 
+@pytest.mark.llama
 def test_a_session_on_llama_cpp_with_smollm2(isolated_home):
     term = Terminal(["--temperature", "0", "--max-tokens", "80"], {})
     term.expect("using llama.cpp on the CPU with SmolLM2-135M-Instruct")

@@ -9,6 +9,8 @@ from hailo_repl.backends.llama import LlamaBackend
 from hailo_repl.chat import Chat
 from hailo_repl.models import bundled_gguf_path
 
+pytestmark = pytest.mark.llama
+
 SYSTEM = "You are a helpful assistant. Be concise and clear in your responses."
 
 
