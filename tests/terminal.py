@@ -9,6 +9,7 @@ answers those requests whenever it waits for output, as a terminal would.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -55,6 +56,8 @@ class Terminal:
             timeout=timeout,
         )
         self.child.delaybeforesend = None  # keystrokes go at once, as typed
+        self.transcript = io.StringIO()  # all the program wrote, for a failure to show
+        self.child.logfile_read = self.transcript
 
     def expect(self, *patterns, timeout: float | None = -1) -> int:
         """Index of the first of `patterns` to appear (pexpect.EOF/TIMEOUT allowed).
@@ -78,8 +81,7 @@ class Terminal:
 
     def screen_text(self, size: int = 2000) -> str:
         """The last `size` characters the program wrote, escape sequences removed."""
-        raw = self.child.before if isinstance(self.child.before, str) else ""
-        return ANSI_SEQUENCE.sub("", raw)[-size:]
+        return ANSI_SEQUENCE.sub("", self.transcript.getvalue())[-size:]
 
     @property
     def before(self) -> str:

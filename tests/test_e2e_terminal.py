@@ -250,3 +250,15 @@ def test_a_block_pasted_while_a_reply_streams_stays_one_message(hailo_env, tmp_p
     term.send("/quit\r")
     assert term.wait_for_exit() == 0
     assert user_messages_sent(log) == ["first", "line one\nline two"]
+
+
+def test_a_wait_that_times_out_says_what_the_screen_showed(hailo_env, tmp_path):
+    env, _ = hailo_env
+    term = hailo_terminal(env, tmp_path)
+    term.expect(PROMPT)
+    term.send("/context\r")
+    with pytest.raises(AssertionError) as failure:
+        term.expect("text that never comes", timeout=1)
+    assert "timed out" in str(failure.value) and "[Info] Context: [" in str(failure.value)
+    term.send("/quit\r")
+    assert term.wait_for_exit() == 0
