@@ -28,6 +28,10 @@ from hailo_repl.signals import exit_on_termination, signals_held
 EXIT_OK = 0
 EXIT_FAILURE = 1
 
+# `hailo-repl NAME ARGS…`: commands other than the chat, each with its own parser.
+# A name here is tried before the chat's flags are parsed.
+SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {}
+
 
 def _setting_type(setting: NumberSetting) -> Callable[[str], float | int]:
     """argparse's type= for a setting: its parse, with the range in the error."""
@@ -144,8 +148,11 @@ def history_enabled(args: argparse.Namespace) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments and arguments[0] in SUBCOMMANDS:
+        return SUBCOMMANDS[arguments[0]](arguments[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     if args.backend == "hailo" and args.model:
         parser.error("argument --model: a GGUF model runs on the llama backend, not with --backend hailo")
     setup_logging(args.verbose)
