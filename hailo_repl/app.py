@@ -21,6 +21,7 @@ from typing import Any
 
 from loguru import logger
 from prompt_toolkit import PromptSession
+from prompt_toolkit.enums import EditingMode
 from prompt_toolkit.formatted_text import StyleAndTextTuples
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 
@@ -29,10 +30,12 @@ from hailo_repl.backends.base import BackendError
 from hailo_repl.chat import Chat
 from hailo_repl.commands import BUILTINS, CommandCompleter, Quit, Resend, is_command
 from hailo_repl.config import data_dir, log_file
+from hailo_repl.config_file import config_path
 from hailo_repl.console import Console
 from hailo_repl.context import ContextOverflowError
 from hailo_repl.keys import keys_welcome_text, load_input_bindings
-from hailo_repl.render import ReplyEvent, ReplyRenderer, show_reply
+from hailo_repl.render import ReplyEvent, ReplyRenderer, color_wanted, show_reply
+from hailo_repl.settings import GENERATION_SETTINGS, SETTINGS_TABLE, ResolvedSettings
 from hailo_repl.signals import CtrlC, route_to_loop
 from hailo_repl.terminal_modes import keep_pastes_bracketed, typeahead_mode
 from hailo_repl.toolbar import STYLE, ModelState, ToolbarState, toolbar_fragments
@@ -73,12 +76,25 @@ class Repl:
     It is also what a command sees of the chat (commands.CommandContext).
     """
 
-    def __init__(self, chat: Chat, history: bool = True, verbose: bool = False, console: Console | None = None):
+    def __init__(
+        self,
+        chat: Chat,
+        history: bool = True,
+        verbose: bool = False,
+        console: Console | None = None,
+        settings: dict[str, Any] | None = None,
+        config_file: Path | None = None,
+    ):
         self.chat = chat
         self.verbose = verbose
         self.console = console or Console()
         self.sessions_dir: Path = data_dir() / "sessions"
-        self.color = not os.environ.get("NO_COLOR")
+        self.config_file = config_file or config_path()[0]
+        # The value in effect of every setting; /set changes it, and the REPL reads the
+        # live ones from here when it uses them (the generation ones live in chat.params).
+        self.settings = {setting.name: setting.default for setting in SETTINGS_TABLE} | (settings or {})
+        self.settings |= {setting.name: getattr(chat.params, setting.attribute) for setting in GENERATION_SETTINGS}
+        self.color = color_wanted(self.settings["color"], os.environ)
         self.model_state = ModelState.LOADING
         self.load_seconds = 0.0
         self.ctrl_c = CtrlC()
@@ -94,11 +110,15 @@ class Repl:
             prompt_continuation="     ",
             style=STYLE,
             refresh_interval=0.5,
+            vi_mode=self.settings["vi-mode"],
         )
 
     def toolbar(self) -> StyleAndTextTuples:
         backend = self.chat.backend
         state = ToolbarState(backend.model_name, backend.name, self.model_state)
+        app = self.session.app
+        if app.editing_mode is EditingMode.VI:
+            state.vi_mode = app.vi_state.input_mode
         if self.model_state is ModelState.READY:
             state.usage = self.chat.usage()
             state.tokens_per_second = self.chat.last_stats.tokens_per_second if self.chat.last_stats else None
@@ -161,6 +181,7 @@ class Repl:
 
     async def _converse(self, load: asyncio.Future[None]) -> None:
         while not self.quitting:
+            self.session.editing_mode = EditingMode.VI if self.settings["vi-mode"] else EditingMode.EMACS
             try:
                 # handle_sigint=False: prompt_toolkit would remove our SIGINT handler on exit;
                 # set_exception_handler=False: errors go to the log, not over the screen.
@@ -276,5 +297,6 @@ class Repl:
             post(ReplyEvent.ERROR, f"unexpected {type(error).__name__}: {error} (details in {log_file()})")
 
 
-def run_repl(chat: Chat, history: bool = True, verbose: bool = False) -> int:
-    return asyncio.run(Repl(chat, history, verbose).run())
+def run_repl(chat: Chat, settings: ResolvedSettings, config_file: Path) -> int:
+    repl = Repl(chat, settings["history"], settings["verbose"], settings=settings.values, config_file=config_file)
+    return asyncio.run(repl.run())

@@ -18,8 +18,6 @@ from hailo_repl.context import ContextUsage, fit_history, split_turns
 from hailo_repl.stats import ReplyStats
 from hailo_repl.streaming import StreamingTextFilter, clean_response
 
-DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant. Be concise and clear in your responses."
-
 
 def for_model(messages: list[Message]) -> list[Message]:
     """Messages as backends take them: role and content only (no 'interrupted' flag)."""

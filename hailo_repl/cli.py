@@ -9,34 +9,57 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from loguru import logger
 
 from hailo_repl import __version__
 from hailo_repl.backends import BackendChoice, open_backend
 from hailo_repl.backends.base import Backend, BackendError, GenerationParams
-from hailo_repl.chat import DEFAULT_SYSTEM_PROMPT, Chat
+from hailo_repl.chat import Chat
 from hailo_repl.config import log_file, setup_logging
+from hailo_repl.config_file import (
+    CONFIG_ENV,
+    CONFIG_NAME,
+    ConfigFileError,
+    config_path,
+    load_config,
+    scalar,
+    write_init,
+)
 from hailo_repl.console import Console
 from hailo_repl.context import ContextOverflowError
 from hailo_repl.dialogs import choose_model, download_with_progress
-from hailo_repl.models import ModelNotFoundError, check_gguf, list_models, models_dir
-from hailo_repl.settings import GENERATION_SETTINGS, NumberSetting, SettingError
+from hailo_repl.models import ModelNotFoundError, list_models, models_dir
+from hailo_repl.settings import (
+    GENERATION_SETTINGS,
+    SETTINGS,
+    SETTINGS_TABLE,
+    ChoiceSetting,
+    ResolvedSettings,
+    Setting,
+    SettingError,
+    SwitchSetting,
+    TextSetting,
+    resolve,
+)
 from hailo_repl.signals import exit_on_termination, signals_held
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
+EXIT_USAGE = 2  # a bad flag, config file or environment variable, as argparse exits
 
 # `hailo-repl NAME ARGS…`: commands other than the chat, each with its own parser.
 # A name here is tried before the chat's flags are parsed.
 SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {}
 
 
-def _setting_type(setting: NumberSetting) -> Callable[[str], float | int]:
-    """argparse's type= for a setting: its parse, with the range in the error."""
+def _setting_type(setting: Setting) -> Callable[[str], Any]:
+    """argparse's type= for a setting: its parse, with what is allowed in the error."""
 
-    def parse(text: str) -> float | int:
+    def parse(text: str) -> Any:
         try:
             return setting.parse(text)
         except SettingError as error:
@@ -45,61 +68,168 @@ def _setting_type(setting: NumberSetting) -> Callable[[str], float | int]:
     return parse
 
 
-def _gguf_file(value: str) -> Path:
-    path = Path(value).expanduser()
-    try:
-        check_gguf(path)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    return path
+def add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    """A flag for every setting, from the table. A flag not given is left out of the
+    namespace (SUPPRESS), so the environment and the config file can fill it in."""
+    for setting in SETTINGS_TABLE:
+        names = [f"--{setting.name}", *setting.flags]
+        default = setting.unset if setting.default is None else setting.shown(setting.default)
+        common: dict[str, Any] = {"dest": setting.attribute, "default": argparse.SUPPRESS}
+        help_text = f"{setting.help} (default: {default})".replace("%", "%%")
+        if isinstance(setting, SwitchSetting):
+            parser.add_argument(*names, action=argparse.BooleanOptionalAction, help=help_text, **common)
+        elif isinstance(setting, ChoiceSetting):
+            parser.add_argument(*names, choices=setting.choices, help=help_text, **common)
+        else:
+            allowed = "" if isinstance(setting, TextSetting) else f"; {setting.allowed}"
+            parser.add_argument(
+                *names,
+                type=_setting_type(setting),
+                metavar=setting.metavar,
+                help=f"{setting.help}{allowed} (default: {default})".replace("%", "%%"),
+                **common,
+            )
+
+
+def add_config_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help=f"the config file (default: ${CONFIG_ENV}, else ~/.config/hailo-repl/{CONFIG_NAME})",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hailo-repl",
         description="Chat with an LLM on the Hailo-10H, or on the CPU with llama.cpp when no Hailo device is present.",
+        epilog="Also: hailo-repl config [--init] (the settings in effect, and where each came from); "
+        "hailo-repl completions bash|zsh|fish (a shell completion script).",
     )
-    parser.add_argument(
-        "--hef-path",
-        help="HEF model: a path, a file name, or a model name such as Qwen2.5-1.5B-Instruct "
-        "(default: pick among downloaded models)",
-    )
-    for setting in GENERATION_SETTINGS:
-        default = "the backend's" if setting.default is None else "%(default)s"
-        parser.add_argument(
-            f"--{setting.name}",
-            type=_setting_type(setting),
-            default=setting.default,
-            help=f"{setting.help}; {setting.allowed} (default: {default})",
-        )
-    parser.add_argument(
-        "--system-prompt", default=DEFAULT_SYSTEM_PROMPT, help='the model\'s instructions (default: "%(default)s")'
-    )
-    parser.add_argument(
-        "--backend",
-        choices=["auto", "hailo", "llama"],
-        default="auto",
-        help="where the model runs (default: %(default)s: hailo when a device opens, else llama)",
-    )
-    parser.add_argument(
-        "--model",
-        type=_gguf_file,
-        metavar="PATH.gguf",
-        help="a GGUF model for the llama backend (default: the bundled SmolLM2-135M-Instruct)",
-    )
+    add_setting_flags(parser)
+    add_config_flag(parser)
+    parser.add_argument("--show-config", action="store_true", help="print the settings in effect and their origins")
     parser.add_argument("--list-models", action="store_true", help="list installed and registered models, then exit")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="with --list-models: only the names --hef-path takes, one a line"
+    )
     parser.add_argument("-p", "--prompt", help="send one message, print the reply, and exit")
     parser.add_argument("--single", action="store_true", help="with piped input, send all of it as one message")
-    parser.add_argument(
-        "--no-history",
-        action="store_true",
-        help="do not read or write the input history file (also HAILO_REPL_NOHISTORY=1)",
-    )
-    parser.add_argument(
-        "--verbose", action="store_true", help="print timings after each reply, and warnings from the log"
-    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
+
+
+def flags_given(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given as flags, by setting name."""
+    given = [setting for setting in SETTINGS_TABLE if hasattr(args, setting.attribute)]
+    return {setting.name: getattr(args, setting.attribute) for setting in given}
+
+
+def settings_in_effect(args: argparse.Namespace) -> tuple[ResolvedSettings, Path]:
+    """Flags over environment over config file over defaults; ConfigFileError or
+    SettingError (one line) when the file or a variable holds a value not allowed."""
+    path, named = config_path(args.config)
+    settings = resolve(flags_given(args), os.environ, load_config(path, required=named))
+    if settings["backend"] == "hailo" and settings["model"]:
+        raise SettingError(
+            f"model ({settings.origins['model']}): a GGUF model runs on the llama backend, "
+            f"not with backend hailo ({settings.origins['backend']})"
+        )
+    return settings, path
+
+
+def show_config(settings: ResolvedSettings, path: Path) -> str:
+    """The settings in effect and where each came from, as `git config --show-origin` does."""
+    state = "" if path.exists() else " (not found)"
+    rows = [f"# config file: {path}{state}"]
+    width = max(len(name) for name in SETTINGS) + 2
+    for setting in SETTINGS_TABLE:
+        value = settings[setting.name]
+        shown = setting.shown(value) if value is None else scalar(value)
+        rows.append(f"{setting.name + ':':<{width}} {shown:<30} # {settings.origins[setting.name]}")
+    return "\n".join(rows)
+
+
+def config_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hailo-repl config",
+        description="Print the settings in effect and where each came from (flag, env, file, default); "
+        "with --init, write a commented config file with every key at its default.",
+    )
+    parser.add_argument("--init", action="store_true", help="write a config file (never over an existing one)")
+    add_config_flag(parser)
+    add_setting_flags(parser)
+    return parser
+
+
+def config_command(arguments: list[str]) -> int:
+    """`hailo-repl config [--init] [flags]`: show the settings in effect, or write a commented file."""
+    args = config_parser().parse_args(arguments)
+    notices = Console(sys.stderr)
+    try:
+        if args.init:
+            path, _ = config_path(args.config)
+            write_init(path)
+            notices.info(f"Wrote {path}")
+            return EXIT_OK
+        settings, path = settings_in_effect(args)
+    except (ConfigFileError, SettingError) as error:
+        notices.fatal(str(error))
+        return EXIT_USAGE
+    print(show_config(settings, path))
+    return EXIT_OK
+
+
+def completions_parser() -> argparse.ArgumentParser:
+    from hailo_repl.completions import SHELLS
+
+    parser = argparse.ArgumentParser(
+        prog="hailo-repl completions",
+        description='Print a completion script: eval "$(hailo-repl completions bash)" in ~/.bashrc; '
+        "README.md says where each shell keeps them.",
+    )
+    parser.add_argument("shell", choices=SHELLS)
+    return parser
+
+
+def completions_command(arguments: list[str]) -> int:
+    """`hailo-repl completions bash|zsh|fish`: print the shell's completion script."""
+    from hailo_repl.completions import completion_script
+
+    args = completions_parser().parse_args(arguments)
+    sys.stdout.write(completion_script(args.shell, completion_parser()))
+    return EXIT_OK
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    """A subcommand whose parser the shell completions can see (a plain function also works)."""
+
+    run: Callable[[list[str]], int]
+    help: str
+    parser: Callable[[], argparse.ArgumentParser]
+
+    def __call__(self, arguments: list[str]) -> int:
+        return self.run(arguments)
+
+
+def completion_parser() -> argparse.ArgumentParser:
+    """The chat's parser with the subcommands added, as the shell completions see it."""
+    parser = build_parser()
+    subcommands = parser.add_subparsers(title="subcommands", metavar="SUBCOMMAND")
+    for name, command in SUBCOMMANDS.items():
+        build = getattr(command, "parser", None)
+        parents = [build()] if build else []
+        subcommands.add_parser(name, help=getattr(command, "help", None), parents=parents, add_help=not parents)
+    return parser
+
+
+SUBCOMMANDS["config"] = Subcommand(
+    config_command, "print the settings in effect and their origins, or --init a file", config_parser
+)
+SUBCOMMANDS["completions"] = Subcommand(
+    completions_command, "print the completion script for bash, zsh or fish", completions_parser
+)
 
 
 def print_model_list() -> None:
@@ -143,8 +273,10 @@ def messages_from_stdin(single: bool) -> Iterator[str]:
             yield line.rstrip("\n")
 
 
-def history_enabled(args: argparse.Namespace) -> bool:
-    return not args.no_history and os.environ.get("HAILO_REPL_NOHISTORY", "") in ("", "0")
+def print_model_names() -> None:
+    """--list-models --quiet: the names --hef-path takes, one a line, for shell completion."""
+    for row in list_models(include_gguf=False):
+        print(row.name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -153,9 +285,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return SUBCOMMANDS[arguments[0]](arguments[1:])
     parser = build_parser()
     args = parser.parse_args(arguments)
-    if args.backend == "hailo" and args.model:
-        parser.error("argument --model: a GGUF model runs on the llama backend, not with --backend hailo")
-    setup_logging(args.verbose)
+    if args.list_models and args.quiet:
+        print_model_names()
+        return EXIT_OK
+    try:
+        settings, config_file = settings_in_effect(args)
+    except (ConfigFileError, SettingError) as error:
+        Console(sys.stderr).fatal(str(error))
+        return EXIT_USAGE
+    if args.show_config:
+        print(show_config(settings, config_file))
+        return EXIT_OK
+    setup_logging(settings["verbose"])
     if args.list_models:
         print_model_list()
         return EXIT_OK
@@ -166,25 +307,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     backend: Backend | None = None
     try:
         backend = open_backend(
-            BackendChoice(backend=args.backend, hef_path=args.hef_path, gguf_path=args.model),
+            BackendChoice(backend=settings["backend"], hef_path=settings["hef-path"], gguf_path=settings["model"]),
             notify=notices.say,
             choose_model=choose_model if interactive else None,
             download=download_with_progress(notices.say),
         )
-        params = GenerationParams(
-            **{setting.attribute: getattr(args, setting.attribute) for setting in GENERATION_SETTINGS}
-        )
-        chat = Chat(backend, args.system_prompt, params)
+        params = GenerationParams(**{setting.attribute: settings[setting.name] for setting in GENERATION_SETTINGS})
+        chat = Chat(backend, settings["system-prompt"], params)
         if args.prompt is None and interactive:
             from hailo_repl.app import run_repl
 
-            return run_repl(chat, history=history_enabled(args), verbose=args.verbose)
+            return run_repl(chat, settings, config_file)
         started = time.perf_counter()
         backend.load()
         load_seconds = time.perf_counter() - started
         inputs = [args.prompt] if args.prompt is not None else messages_from_stdin(args.single)
         for index, text in enumerate(inputs):
-            run_turn(chat, text, notices, args.verbose, load_seconds if index == 0 else 0.0)
+            run_turn(chat, text, notices, settings["verbose"], load_seconds if index == 0 else 0.0)
         return EXIT_OK
     except (BackendError, ModelNotFoundError, ContextOverflowError) as error:
         notices.fatal(str(error))

@@ -7,16 +7,17 @@ import difflib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion, PathCompleter, WordCompleter
 from prompt_toolkit.document import Document
 
 from hailo_repl.chat import Chat
+from hailo_repl.config_file import ConfigFileError, save_setting
 from hailo_repl.console import Console
 from hailo_repl.conversation import ConversationFileError, load_conversation, save_conversation
 from hailo_repl.keys import keys_help_text
-from hailo_repl.settings import SETTINGS, SettingError
+from hailo_repl.settings import GENERATION_SETTINGS, LIVE_SETTINGS, SETTINGS, Setting, SettingError
 
 
 class CommandContext(Protocol):
@@ -25,6 +26,8 @@ class CommandContext(Protocol):
     chat: Chat  # the conversation, its backend and its settings
     console: Console  # where the command's lines go
     sessions_dir: Path  # where /save puts a chat that has no name
+    settings: dict[str, Any]  # the value in effect of each setting, by name; the REPL reads the live ones here
+    config_file: Path  # where /set --save writes
 
 
 class Quit(Exception):
@@ -166,20 +169,68 @@ def system(context: CommandContext, argument: str) -> None:
     context.console.info("System prompt replaced; it applies from the next message.")
 
 
-@command("/set", "change a generation setting", usage=f"{'|'.join(SETTINGS)} <value>", arguments=words(*SETTINGS))
+SAVE = "--save"
+GENERATION_NAMES = {setting.name for setting in GENERATION_SETTINGS}
+
+
+class SetArgumentsCompleter(Completer):
+    """/set: the live settings' names and --save; after --save, every setting's name."""
+
+    def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterable[Completion]:
+        text = document.text_before_cursor
+        saving = text.startswith(SAVE + " ")
+        names = list(SETTINGS) if saving else [*LIVE_SETTINGS, SAVE]
+        rest = text[len(SAVE) + 1 :] if saving else text
+        yield from words(*names).get_completions(Document(rest, len(rest)), complete_event)
+
+
+def settings_list(context: CommandContext) -> str:
+    rows = [
+        f"  {name:<12} {setting.shown(context.settings[name]):<10} {setting.allowed}"
+        for name, setting in LIVE_SETTINGS.items()
+    ]
+    return f"Usage: /set [{SAVE}] NAME VALUE ({SAVE} also writes it to {context.config_file})\n" + "\n".join(rows)
+
+
+def apply_setting(context: CommandContext, setting: Setting, value: Any) -> None:
+    context.settings[setting.name] = value
+    if setting.name in GENERATION_NAMES:
+        setattr(context.chat.params, setting.attribute, value)
+
+
+@command(
+    "/set",
+    "change a setting for this chat; --save also writes it to the config file",
+    usage=f"[{SAVE}] NAME VALUE",
+    arguments=SetArgumentsCompleter(),
+)
 def set_parameter(context: CommandContext, argument: str) -> None:
-    name, _, text = argument.partition(" ")
-    setting = SETTINGS.get(name)
-    if setting is None:
-        context.console.say(f"Usage: /set {'|'.join(SETTINGS)} <value>")
+    save = argument == SAVE or argument.startswith(SAVE + " ")
+    name, _, text = argument[len(SAVE) :].strip().partition(" ") if save else argument.partition(" ")
+    setting = (SETTINGS if save else LIVE_SETTINGS).get(name)
+    if setting is None or not text.strip():
+        if name in SETTINGS and not save:
+            context.console.say(f"{name} applies when hailo-repl starts: /set {SAVE} {name} VALUE keeps it for then.")
+        else:
+            context.console.say(settings_list(context))
         return
     try:
         value = setting.parse(text.strip())
     except SettingError as error:
         context.console.error(str(error))
         return
-    setattr(context.chat.params, setting.attribute, value)
-    context.console.info(f"{name} = {value}")
+    if setting.live:
+        apply_setting(context, setting, value)
+    if not save:
+        context.console.info(f"{name} = {setting.shown(value)}")
+        return
+    try:
+        save_setting(context.config_file, setting, value)
+    except ConfigFileError as error:
+        context.console.error(str(error))
+        return
+    when = "" if setting.live else " (from the next start)"
+    context.console.info(f"{name} = {setting.shown(value)}, saved to {context.config_file}{when}")
 
 
 @command("/retry", "generate the last reply again")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from prompt_toolkit.filters import emacs_insert_mode, vi_insert_mode, vi_navigation_mode
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 
 
@@ -31,6 +32,11 @@ KEYS = (
         brief="Ctrl+C stops a reply",
     ),
     KeyHelp("Ctrl+D", "quit", brief="Ctrl+D or /quit ends the chat"),
+    KeyHelp(
+        "Ctrl+X Ctrl+E, Ctrl+G",
+        "edit the message in `$VISUAL` or `$EDITOR`; on saving, the text is back at the prompt, not sent yet",
+    ),
+    KeyHelp("Esc, then v", "with `vi-mode` on (`--vi`): normal mode (the toolbar shows it), then the editor as above"),
 )
 
 
@@ -54,6 +60,14 @@ def load_input_bindings() -> KeyBindings:
     @bindings.add("c-j")
     def _newline(event: KeyPressEvent) -> None:
         event.current_buffer.insert_text("\n")
+
+    # prompt_toolkit's own Ctrl+X Ctrl+E and vi's v send the text on return
+    # (named_commands.edit_and_execute: validate_and_handle=True); here it comes back to the prompt.
+    @bindings.add("c-x", "c-e", filter=emacs_insert_mode | vi_insert_mode)
+    @bindings.add("c-g", filter=emacs_insert_mode | vi_insert_mode)
+    @bindings.add("v", filter=vi_navigation_mode)
+    def _edit_in_editor(event: KeyPressEvent) -> None:
+        event.current_buffer.open_in_editor(validate_and_handle=False)
 
     @bindings.add("c-c")
     def _clear_or_quit(event: KeyPressEvent) -> None:

@@ -127,13 +127,14 @@ class ModelListing:
     registered: bool
 
 
-def list_models(directory: Path | None = None) -> list[ModelListing]:
+def list_models(directory: Path | None = None, include_gguf: bool = True) -> list[ModelListing]:
+    """Registered and found HEFs, then (unless left out, as shell completion does) the bundled GGUF."""
     directory = directory or models_dir()
     found = {p.stem: p for p in find_downloaded_llm_models(directory)}
     rows = [ModelListing(name, "hef", found.get(name), True) for name in REGISTERED_MODELS]
     rows += [ModelListing(stem, "hef", path, False) for stem, path in found.items() if stem not in REGISTERED_MODELS]
-    gguf = bundled_gguf_path()
-    rows.append(ModelListing(BUNDLED_MODEL_NAME, "gguf", gguf, True))
+    if include_gguf:
+        rows.append(ModelListing(BUNDLED_MODEL_NAME, "gguf", bundled_gguf_path(), True))
     return rows
 
 

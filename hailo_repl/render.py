@@ -4,6 +4,7 @@ held until their closing fence and then printed highlighted by pygments."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from enum import Enum
 
 from pygments import highlight
@@ -16,6 +17,13 @@ from hailo_repl.console import ERROR, Console, labelled
 FENCE = "```"
 ASSISTANT_PREFIX = "Assistant: "
 INTERRUPTED_NOTE = " [interrupted]"
+
+
+def color_wanted(choice: str, environ: Mapping[str, str]) -> bool:
+    """The color setting: always, never, or auto (colour unless NO_COLOR is set, https://no-color.org)."""
+    if choice == "auto":
+        return not environ.get("NO_COLOR")
+    return choice == "always"
 
 
 def highlight_code(code: str, language: str) -> str:

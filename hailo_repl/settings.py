@@ -1,28 +1,53 @@
-"""The generation settings: one table that argparse, `/set` and GenerationParams read.
+"""Every setting, in one table that argparse, the config file, `/set` and `/help` read.
 
-Each setting's name is its flag (`--max-tokens`), its `/set` name and the attribute of
-GenerationParams (`max_tokens`); its range, default and help text are written here only.
+A setting's name is its long flag (`--max-tokens`), its key in config.yaml, its `/set`
+name and, with `_` for `-`, its attribute (GenerationParams.max_tokens); its type, range
+or choices, default, help text and environment variable are written here only. Adding a
+setting is adding one entry to SETTINGS_TABLE.
+
+Where a value comes from, highest first: the flag, the environment variable, the config
+file, the default (`resolve`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import KW_ONLY, dataclass, field
+from pathlib import Path
 from typing import Any
+
+from hailo_repl.models import check_gguf
+
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant. Be concise and clear in your responses."
+TRUE_WORDS = ("true", "yes", "on", "1")
+FALSE_WORDS = ("false", "no", "off", "0")
 
 
 class SettingError(ValueError):
     """A value out of a setting's range, or not of its type; the message says what is allowed."""
 
 
+def yaml_text(value: object) -> str:
+    """A scalar as YAML writes it (true, 0.7, text), for messages about a file's values."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "null" if value is None else str(value)
+
+
 @dataclass(frozen=True)
-class NumberSetting:
-    name: str  # as typed: the flag without dashes, and the /set name
-    whole: bool  # an int (True) or a float
-    default: float | int | None  # None: the backend's own default
-    low: float  # the smallest value allowed (or the bound above which values are allowed)
-    high: float | None  # the largest value allowed, or None for no limit
-    low_allowed: bool  # whether `low` itself is allowed
+class Setting:
+    """What every kind of setting has; the kinds below add their type's rules."""
+
+    name: str  # as typed: the flag without dashes, the config key, and the /set name
+    _: KW_ONLY
     help: str
+    default: Any = None  # None: nothing chosen (`unset` says what happens then)
+    unset: str = ""  # what a default of None means, in words: "the backend's"
+    env: str | None = None  # the environment variable that sets it, if any
+    live: bool = False  # /set can change it in a running chat
+    flags: tuple[str, ...] = ()  # more spellings of the flag: ("--vi",)
+    completion: str | None = None  # how a shell completes the value: "path", or "hef" (a path or a model name)
+    metavar: str | None = None
 
     @property
     def attribute(self) -> str:
@@ -30,7 +55,42 @@ class NumberSetting:
 
     @property
     def allowed(self) -> str:
-        """The range in words: 'a number from 0.0 to 2.0'."""
+        """The values allowed, in words: 'a number from 0.0 to 2.0'."""
+        return "text"
+
+    def refuse(self, text: str) -> SettingError:
+        return SettingError(f"{self.name} must be {self.allowed}, not '{text}'")
+
+    def parse(self, text: str) -> Any:
+        """The value `text` (a flag's, an environment variable's or /set's) stands for."""
+        return text
+
+    def from_file(self, value: object) -> Any:
+        """The value a YAML scalar stands for; SettingError, as for a flag, when not allowed."""
+        if value is None and self.default is None:
+            return None
+        if value is None or isinstance(value, (dict, list)):
+            what = "empty" if value is None else "a list" if isinstance(value, list) else "a mapping"
+            raise SettingError(f"{self.name} must be {self.allowed}, not {what}")
+        return self.parse(value if isinstance(value, str) else yaml_text(value))
+
+    def from_env(self, text: str) -> Any:
+        return self.parse(text)
+
+    def shown(self, value: Any) -> str:
+        """A value as `hailo-repl config` and /set show it."""
+        return f"({self.unset})" if value is None else yaml_text(value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NumberSetting(Setting):
+    whole: bool  # an int (True) or a float
+    low: float  # the smallest value allowed (or the bound above which values are allowed)
+    high: float | None  # the largest value allowed, or None for no limit
+    low_allowed: bool  # whether `low` itself is allowed
+
+    @property
+    def allowed(self) -> str:
         kind = "a whole number" if self.whole else "a number"
         if self.high is None:
             return f"{kind} {'from' if self.low_allowed else 'above'} {self.low}"
@@ -39,43 +99,204 @@ class NumberSetting:
         return f"{kind} above {self.low} up to {self.high}"
 
     def parse(self, text: str) -> float | int:
-        """The value `text` stands for; SettingError names the range when it is not allowed."""
         try:
             value: float | int = int(text) if self.whole else float(text) + 0.0  # + 0.0 turns -0.0 into 0.0
         except ValueError:
-            raise SettingError(f"{self.name} must be {self.allowed}, not '{text}'") from None
+            raise self.refuse(text) from None
         above_low = value >= self.low if self.low_allowed else value > self.low
         if not above_low or (self.high is not None and value > self.high):
-            raise SettingError(f"{self.name} must be {self.allowed}, not '{text}'")
+            raise self.refuse(text)
         return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChoiceSetting(Setting):
+    choices: tuple[str, ...]
+
+    @property
+    def allowed(self) -> str:
+        return "one of " + ", ".join(self.choices)
+
+    def parse(self, text: str) -> str:
+        if text not in self.choices:
+            raise self.refuse(text)
+        return text
+
+
+@dataclass(frozen=True, kw_only=True)
+class SwitchSetting(Setting):
+    """On or off: `--name` and `--no-name` as flags, true or false in the file."""
+
+    env_means_off: bool = False  # the variable turns it off when set (HAILO_REPL_NOHISTORY=1)
+
+    @property
+    def allowed(self) -> str:
+        return "true or false"
+
+    def parse(self, text: str) -> bool:
+        word = text.strip().lower()
+        if word not in TRUE_WORDS + FALSE_WORDS:
+            raise self.refuse(text)
+        return word in TRUE_WORDS
+
+    def from_env(self, text: str) -> bool:
+        if self.env_means_off:  # as before: any value but 0 turns it off
+            return text.strip().lower() in FALSE_WORDS
+        return self.parse(text)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TextSetting(Setting):
+    """Free text, or a path that `check` turns into its value (raising ValueError with the reason)."""
+
+    check: Callable[[str], Any] | None = None
+
+    @property
+    def allowed(self) -> str:
+        return "a path" if self.completion else "text"
+
+    def parse(self, text: str) -> Any:
+        if self.check is None:
+            return text
+        try:
+            return self.check(text)
+        except ValueError as error:
+            raise SettingError(f"{self.name}: {error}") from None
+
+
+def gguf_file(text: str) -> Path:
+    path = Path(text).expanduser()
+    check_gguf(path)
+    return path
 
 
 GENERATION_SETTINGS = (
     NumberSetting(
-        "temperature", whole=False, default=0.7, low=0.0, high=2.0, low_allowed=True, help="randomness, 0 is greedy"
+        "temperature",
+        help="randomness, 0 is greedy",
+        default=0.7,
+        whole=False,
+        low=0.0,
+        high=2.0,
+        low_allowed=True,
+        live=True,
     ),
     NumberSetting(
         "max-tokens",
-        whole=True,
+        help="most tokens generated per reply",
         default=512,
+        whole=True,
         low=0,
         high=None,
         low_allowed=False,
-        help="most tokens generated per reply",
+        live=True,
     ),
     NumberSetting(
         "top-p",
+        help="nucleus sampling: draw only from the likeliest tokens up to this probability",
+        unset="the backend's",
         whole=False,
-        default=None,
         low=0.0,
         high=1.0,
         low_allowed=False,
-        help="nucleus sampling: draw only from the likeliest tokens up to this probability",
+        live=True,
     ),
 )
-SETTINGS = {setting.name: setting for setting in GENERATION_SETTINGS}
+
+SETTINGS_TABLE: tuple[Setting, ...] = (
+    ChoiceSetting(
+        "backend",
+        help="where the model runs (auto: hailo when a device opens, else llama)",
+        default="auto",
+        choices=("auto", "hailo", "llama"),
+    ),
+    TextSetting(
+        "hef-path",
+        help="HEF model: a path, a file name, or a model name such as Qwen2.5-1.5B-Instruct",
+        unset="pick among downloaded models",
+        completion="hef",
+    ),
+    TextSetting(
+        "model",
+        help="a GGUF model for the llama backend",
+        unset="the bundled SmolLM2-135M-Instruct",
+        completion="path",
+        metavar="PATH.gguf",
+        check=gguf_file,
+    ),
+    *GENERATION_SETTINGS,
+    TextSetting("system-prompt", help="the model's instructions", default=DEFAULT_SYSTEM_PROMPT),
+    SwitchSetting(
+        "history",
+        help="read and write the input history file",
+        default=True,
+        env="HAILO_REPL_NOHISTORY",
+        env_means_off=True,
+    ),
+    SwitchSetting("verbose", help="print timings after each reply, and warnings from the log", default=False),
+    SwitchSetting("vi-mode", help="vi keys at the prompt", default=False, flags=("--vi",), live=True),
+    ChoiceSetting(
+        "color",
+        help="colour in replies (auto: unless NO_COLOR is set)",
+        default="auto",
+        choices=("auto", "always", "never"),
+    ),
+)
+SETTINGS = {setting.name: setting for setting in SETTINGS_TABLE}
+LIVE_SETTINGS = {setting.name: setting for setting in SETTINGS_TABLE if setting.live}
 
 
 def default_of(name: str) -> Any:
     """A setting's default, for GenerationParams' fields (Any: each field has its own type)."""
     return SETTINGS[name].default
+
+
+# ---- where each value comes from --------------------------------------------------------
+
+DEFAULT_ORIGIN = "default"
+
+
+@dataclass
+class FileValue:
+    """A value read from the config file, with where it was written."""
+
+    value: Any
+    where: str  # "PATH:LINE"
+
+
+@dataclass
+class ResolvedSettings:
+    """Every setting's value, and where it came from: flag, env NAME, file PATH:LINE, or default."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    origins: dict[str, str] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+
+def resolve(
+    flags: Mapping[str, Any], environ: Mapping[str, str], file_values: Mapping[str, FileValue]
+) -> ResolvedSettings:
+    """Layer the sources, highest first: flag, environment variable, config file, default.
+
+    `flags` holds only the flags given (by setting name). An environment variable's bad
+    value raises SettingError naming the variable.
+    """
+    resolved = ResolvedSettings()
+    for setting in SETTINGS_TABLE:
+        name = setting.name
+        env_text = environ.get(setting.env, "") if setting.env else ""
+        if name in flags:
+            value, origin = flags[name], "flag"
+        elif env_text:
+            try:
+                value, origin = setting.from_env(env_text), f"env {setting.env}"
+            except SettingError as error:
+                raise SettingError(f"{setting.env}: {error}") from None
+        elif name in file_values:
+            value, origin = file_values[name].value, f"file {file_values[name].where}"
+        else:
+            value, origin = setting.default, DEFAULT_ORIGIN
+        resolved.values[name], resolved.origins[name] = value, origin
+    return resolved

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from prompt_toolkit.formatted_text import StyleAndTextTuples
+from prompt_toolkit.key_binding.vi_state import InputMode
 from prompt_toolkit.styles import Style
 
 from hailo_repl.context import ContextUsage
@@ -19,6 +20,7 @@ STYLE = Style.from_dict(
         "toolbar.ctx.warn": "bg:#262626 #ffd75f bold",
         "toolbar.ctx.full": "bg:#262626 #ff5f5f bold",
         "toolbar.status": "bg:#262626 #87afff",
+        "toolbar.vi": "bg:#262626 #d7afff bold",
         "prompt": "bold #5fafff",
     }
 )
@@ -37,10 +39,23 @@ class ToolbarState:
     status: ModelState
     usage: ContextUsage | None = None
     tokens_per_second: float | None = None
+    vi_mode: InputMode | None = None  # None: emacs keys
+
+
+VI_MODE_LABELS = {
+    InputMode.INSERT: "INSERT",
+    InputMode.INSERT_MULTIPLE: "INSERT",
+    InputMode.NAVIGATION: "NORMAL",
+    InputMode.REPLACE: "REPLACE",
+    InputMode.REPLACE_SINGLE: "REPLACE",
+}
 
 
 def toolbar_fragments(state: ToolbarState) -> StyleAndTextTuples:
-    parts: StyleAndTextTuples = [("", f" {state.model} · {BACKEND_LABELS.get(state.backend, state.backend)} ")]
+    parts: StyleAndTextTuples = []
+    if state.vi_mode is not None:
+        parts += [("class:toolbar.vi", f" {VI_MODE_LABELS[state.vi_mode]} "), ("", "│")]
+    parts.append(("", f" {state.model} · {BACKEND_LABELS.get(state.backend, state.backend)} "))
     if state.status is ModelState.LOADING:
         parts.append(("class:toolbar.status", "│ loading model… "))
     elif state.status is ModelState.FAILED:

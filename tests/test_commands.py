@@ -1,5 +1,6 @@
 """Slash-command registry: parsing, dispatch, /help text, completion, suggestions."""
 
+import re
 import threading
 
 import pytest
@@ -11,6 +12,7 @@ from hailo_repl.backends.base import GenerationParams
 from hailo_repl.chat import Chat
 from hailo_repl.commands import BUILTINS, CommandCompleter, Quit
 from hailo_repl.console import Console
+from hailo_repl.settings import SETTINGS_TABLE
 
 
 def completions(text):
@@ -46,9 +48,10 @@ def test_a_prefix_completes_to_the_command():
     assert completions("hello") == []
 
 
-def test_set_completes_parameter_names():
-    assert completions("/set ") == ["temperature", "max-tokens", "top-p"]
+def test_set_completes_the_live_settings_and_save_completes_every_setting():
+    assert completions("/set ") == ["temperature", "max-tokens", "top-p", "vi-mode", "--save"]
     assert completions("/set te") == ["temperature"]
+    assert completions("/set --save ba") == ["backend"]
 
 
 def test_save_and_load_complete_file_paths(tmp_path, monkeypatch):
@@ -88,6 +91,8 @@ class FakeRepl:
         self.console = RecordingConsole()
         self.said = self.console.said
         self.sessions_dir = tmp_path / "sessions"
+        self.settings = {setting.name: setting.default for setting in SETTINGS_TABLE}
+        self.config_file = tmp_path / "config" / "config.yaml"
 
     def run(self, text):
         entry, argument, word = BUILTINS.parse(text)
@@ -192,3 +197,44 @@ def test_dropping_old_turns_keeps_every_system_message(repl):
     "".join(repl.chat.reply("u3", threading.Event(), notices.append))
     assert [m["content"] for m in repl.chat.messages] == ["s1", "s2", "u2", "a2", "u3", "fine thanks"]
     assert notices and "Dropped the 1 oldest turn" in notices[0]
+
+
+def test_set_changes_the_chat_only_and_save_also_writes_the_file(repl):
+    repl.config_file.parent.mkdir()
+    repl.config_file.write_text("# mine\nmax-tokens: 100  # short\n")
+    repl.run("/set temperature 0.2")
+    assert repl.chat.params.temperature == 0.2
+    assert repl.config_file.read_text() == "# mine\nmax-tokens: 100  # short\n"
+    repl.run("/set --save max-tokens 64")
+    assert repl.chat.params.max_tokens == 64
+    assert repl.config_file.read_text() == "# mine\nmax-tokens: 64  # short\n"
+    assert repl.said[-1] == f"[Info] max-tokens = 64, saved to {repl.config_file}"
+
+
+def test_set_save_of_a_start_setting_writes_it_for_the_next_start(repl):
+    repl.run("/set backend llama")
+    assert "applies when hailo-repl starts" in repl.said[-1]
+    repl.run("/set --save backend llama")
+    assert repl.config_file.read_text() == "backend: llama\n"
+    assert repl.said[-1].endswith("(from the next start)")
+    repl.run("/set --save backend gpu")
+    assert repl.said[-1] == "[Error] backend must be one of auto, hailo, llama, not 'gpu'"
+    assert repl.config_file.read_text() == "backend: llama\n"
+
+
+def test_set_save_into_a_broken_file_says_so_and_leaves_it(repl):
+    repl.config_file.parent.mkdir()
+    repl.config_file.write_text("temperature: [\n")
+    repl.run("/set --save temperature 0.5")
+    assert repl.said[-1].startswith(f"[Error] {repl.config_file}:2:1: not valid YAML")
+    assert repl.chat.params.temperature == 0.5  # the chat has it; the file is as it was
+    assert repl.config_file.read_text() == "temperature: [\n"
+
+
+def test_set_alone_lists_the_live_settings_with_their_values(repl):
+    repl.run("/set vi-mode on")
+    repl.run("/set")
+    listing = repl.said[-1]
+    assert "--save" in listing and str(repl.config_file) in listing
+    assert re.search(r"^  vi-mode +true +true or false$", listing, re.M)
+    assert re.search(r"^  top-p +\(the backend's\) +a number above 0.0 up to 1.0$", listing, re.M)

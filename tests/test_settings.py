@@ -4,7 +4,15 @@ import pytest
 
 from hailo_repl.backends.base import GenerationParams
 from hailo_repl.cli import build_parser
-from hailo_repl.settings import GENERATION_SETTINGS, SETTINGS, SettingError
+from hailo_repl.settings import (
+    GENERATION_SETTINGS,
+    SETTINGS,
+    SETTINGS_TABLE,
+    FileValue,
+    NumberSetting,
+    SettingError,
+    resolve,
+)
 
 
 def test_generation_params_start_at_the_tables_defaults():
@@ -16,10 +24,10 @@ def test_generation_params_start_at_the_tables_defaults():
     }
 
 
-def test_the_flags_default_to_the_table():
-    args = build_parser().parse_args([])
-    for setting in GENERATION_SETTINGS:
-        assert getattr(args, setting.attribute) == setting.default
+def test_every_setting_has_a_flag_of_its_name():
+    parser = build_parser()
+    for setting in SETTINGS_TABLE:
+        assert f"--{setting.name}" in parser._option_string_actions
 
 
 @pytest.mark.parametrize(
@@ -50,3 +58,52 @@ def test_the_edges_of_each_range():
 
 def test_minus_zero_is_zero():
     assert str(SETTINGS["temperature"].parse("-0")) == "0.0"
+
+
+# ---- precedence: flag, then environment variable, then config file, then default ----------
+
+FILE = {"history": FileValue(True, "/c.yaml:2"), "temperature": FileValue(0.3, "/c.yaml:1")}
+
+
+@pytest.mark.parametrize(
+    ("flags", "environ", "file", "name", "value", "origin"),
+    [
+        ({}, {}, {}, "temperature", 0.7, "default"),
+        ({}, {}, FILE, "temperature", 0.3, "file /c.yaml:1"),
+        ({"temperature": 1.2}, {}, FILE, "temperature", 1.2, "flag"),
+        ({}, {}, {}, "history", True, "default"),
+        ({}, {}, FILE, "history", True, "file /c.yaml:2"),
+        ({}, {"HAILO_REPL_NOHISTORY": "1"}, FILE, "history", False, "env HAILO_REPL_NOHISTORY"),
+        (
+            {},
+            {"HAILO_REPL_NOHISTORY": "0"},
+            {"history": FileValue(False, "/c.yaml:1")},
+            "history",
+            True,
+            "env HAILO_REPL_NOHISTORY",
+        ),
+        ({}, {"HAILO_REPL_NOHISTORY": ""}, FILE, "history", True, "file /c.yaml:2"),  # empty: not set
+        ({"history": True}, {"HAILO_REPL_NOHISTORY": "1"}, FILE, "history", True, "flag"),
+    ],
+)
+def test_a_flag_beats_the_environment_beats_the_file_beats_the_default(flags, environ, file, name, value, origin):
+    resolved = resolve(flags, environ, file)
+    assert (resolved[name], resolved.origins[name]) == (value, origin)
+    assert set(resolved.values) == set(SETTINGS)
+
+
+def test_the_flags_and_the_file_refuse_the_same_values():
+    for setting in SETTINGS_TABLE:
+        if isinstance(setting, NumberSetting):
+            with pytest.raises(SettingError) as from_file:
+                setting.from_file(-1)
+            with pytest.raises(SettingError) as from_flag:
+                setting.parse("-1")
+            assert str(from_file.value) == str(from_flag.value)
+
+
+def test_switches_read_yaml_and_flag_words():
+    vi = SETTINGS["vi-mode"]
+    assert vi.from_file(True) is True and vi.parse("off") is False and vi.parse("Yes") is True
+    args = build_parser().parse_args(["--vi", "--no-history"])
+    assert (args.vi_mode, args.history) == (True, False)
