@@ -35,7 +35,6 @@ from hailo_repl.dialogs import choose_model, download_with_progress
 from hailo_repl.models import ModelNotFoundError, list_models, models_dir
 from hailo_repl.settings import (
     GENERATION_SETTINGS,
-    SETTINGS,
     SETTINGS_TABLE,
     ChoiceSetting,
     ResolvedSettings,
@@ -142,11 +141,14 @@ def show_config(settings: ResolvedSettings, path: Path) -> str:
     """The settings in effect and where each came from, as `git config --show-origin` does."""
     state = "" if path.exists() else " (not found)"
     rows = [f"# config file: {path}{state}"]
-    width = max(len(name) for name in SETTINGS) + 2
-    for setting in SETTINGS_TABLE:
-        value = settings[setting.name]
-        shown = setting.shown(value) if value is None else scalar(value)
-        rows.append(f"{setting.name + ':':<{width}} {shown:<30} # {settings.origins[setting.name]}")
+    shown = {
+        setting.name: setting.shown(value) if (value := settings[setting.name]) is None else scalar(value)
+        for setting in SETTINGS_TABLE
+    }
+    name_width = max(len(name) for name in shown) + 1
+    value_width = min(max(len(text) for text in shown.values()), 40)
+    for name, text in shown.items():
+        rows.append(f"{name + ':':<{name_width}} {text:<{value_width}} # {settings.origins[name]}")
     return "\n".join(rows)
 
 

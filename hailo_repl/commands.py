@@ -141,7 +141,7 @@ command = BUILTINS.command
 
 @command("/help", "show the commands and keys")
 def show_help(context: CommandContext, argument: str) -> None:
-    context.console.say("Commands:\n" + BUILTINS.help_text() + "\n" + keys_help_text())
+    context.console.say("Commands:\n" + BUILTINS.help_text() + "\n" + settings_list(context) + "\n" + keys_help_text())
 
 
 @command("/clear", "erase the conversation and reset the model's context")
@@ -185,11 +185,12 @@ class SetArgumentsCompleter(Completer):
 
 
 def settings_list(context: CommandContext) -> str:
+    """The settings /set changes: name, value now, what is allowed (for /set and /help)."""
     rows = [
         f"  {name:<12} {setting.shown(context.settings[name]):<10} {setting.allowed}"
         for name, setting in LIVE_SETTINGS.items()
     ]
-    return f"Usage: /set [{SAVE}] NAME VALUE ({SAVE} also writes it to {context.config_file})\n" + "\n".join(rows)
+    return f"Settings (/set [{SAVE}] NAME VALUE; {SAVE} also writes {context.config_file}):\n" + "\n".join(rows)
 
 
 def apply_setting(context: CommandContext, setting: Setting, value: Any) -> None:

@@ -180,6 +180,7 @@ def test_stats_and_quit(repl):
 def test_help_lists_commands_and_keys(repl):
     repl.run("/help")
     assert "/retry" in repl.said[-1] and "Alt+Enter" in repl.said[-1]
+    assert re.search(r"^  temperature +0.7 +a number from 0.0 to 2.0$", repl.said[-1], re.M)
 
 
 def test_dropping_old_turns_keeps_every_system_message(repl):

@@ -262,3 +262,71 @@ def test_a_wait_that_times_out_says_what_the_screen_showed(hailo_env, tmp_path):
     assert "timed out" in str(failure.value) and "[Info] Context: [" in str(failure.value)
     term.send("/quit\r")
     assert term.wait_for_exit() == 0
+
+
+# ---- vi mode and the external editor -----------------------------------------------------
+
+
+def test_vi_mode_from_the_config_file_shows_the_mode_in_the_toolbar(hailo_env, tmp_path):
+    env, log = hailo_env
+    config = Path(os.environ["XDG_CONFIG_HOME"]) / "hailo-repl" / "config.yaml"
+    config.parent.mkdir(parents=True)
+    config.write_text("vi-mode: true\n")
+    term = hailo_terminal(env, tmp_path, XDG_CONFIG_HOME=os.environ["XDG_CONFIG_HOME"])
+    term.expect(PROMPT)
+    term.expect(r"INSERT.*Qwen2\.5-1\.5B-Instruct · Hailo-10H")
+    term.send("hello wrold")
+    term.send("\x1b")  # Esc: normal mode
+    term.expect("NORMAL")
+    term.send("bcwworld")  # vi keys: back a word, change it
+    term.expect("INSERT")
+    send_and_quit(term, "")
+    assert user_messages_sent(log) == ["hello world"]
+
+
+def test_set_vi_mode_applies_from_the_next_prompt(hailo_env, tmp_path):
+    env, _ = hailo_env
+    term = hailo_terminal(env, tmp_path)
+    term.expect(PROMPT)
+    term.send("/set vi-mode on\r")
+    term.expect(r"vi-mode = true")
+    term.expect(r"INSERT.*Qwen2\.5-1\.5B-Instruct · Hailo-10H")
+    term.send("/quit\r")
+    assert term.wait_for_exit() == 0
+
+
+@pytest.fixture
+def editor(tmp_path):
+    """An $EDITOR that rewrites the file it is given to 'edited: <what was there>'."""
+    script = tmp_path / "editor.sh"
+    script.write_text('#!/bin/sh\nprintf "edited: %s\\n" "$(cat "$1")" > "$1"\n')
+    script.chmod(0o755)
+    return str(script)
+
+
+@pytest.mark.parametrize(
+    ("flags", "keys", "then"),
+    [([], "\x18\x05", " more"), ([], "\x07", " more"), (["--vi"], "\x1bv", "A more")],
+    ids=["Ctrl+X Ctrl+E", "Ctrl+G", "vi: Esc v"],
+)
+def test_the_editor_key_puts_the_edited_text_back_at_the_prompt_unsent(hailo_env, editor, flags, keys, then):
+    env, log = hailo_env
+    term = Terminal(["--hef-path", "Qwen2.5-1.5B-Instruct", *flags], {**env, "EDITOR": editor, "VISUAL": ""})
+    term.expect(PROMPT)
+    term.send("draft")
+    term.send(keys)
+    term.expect("edited: draft")
+    time.sleep(0.5)  # had it been sent, the reply would be on its way
+    assert "Assistant:" not in term.screen_text()
+    assert user_messages_sent(log) == []
+    send_and_quit(term, then)  # in vi, A appends at the end of the line
+    assert user_messages_sent(log) == ["edited: draft more"]
+
+
+def send_and_quit(term: Terminal, text: str) -> None:
+    """Type `text` and Enter, see the reply, and end the chat."""
+    term.send(text + "\r")
+    term.expect("Assistant: Hello from Hailo")
+    term.expect(PROMPT)
+    term.send("/quit\r")
+    assert term.wait_for_exit() == 0

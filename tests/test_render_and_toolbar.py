@@ -1,7 +1,9 @@
 """Reply rendering (code highlighting) and the toolbar's text."""
 
+from prompt_toolkit.key_binding.vi_state import InputMode
+
 from hailo_repl.context import ContextUsage
-from hailo_repl.render import ReplyRenderer
+from hailo_repl.render import ReplyRenderer, color_wanted
 from hailo_repl.toolbar import ModelState, ToolbarState, toolbar_fragments
 
 REPLY = "Try this:\n```python\nprint('hi')\n```\nThat prints `hi`.\n"
@@ -54,3 +56,16 @@ def test_toolbar_shows_usage_with_its_level():
 def test_toolbar_while_loading():
     text = "".join(t for _, t in toolbar_fragments(ToolbarState("m", "llama", ModelState.LOADING)))
     assert "loading model" in text and "ctx" not in text
+
+
+def test_the_toolbar_starts_with_the_vi_mode_when_vi_keys_are_on():
+    state = ToolbarState("m", "hailo", ModelState.READY, vi_mode=InputMode.NAVIGATION)
+    assert "".join(text for _, text in toolbar_fragments(state)).startswith(" NORMAL │ m · Hailo-10H")
+    state.vi_mode = None
+    assert "NORMAL" not in "".join(text for _, text in toolbar_fragments(state))
+
+
+def test_color_auto_follows_no_color_and_always_or_never_win():
+    assert color_wanted("auto", {}) and not color_wanted("auto", {"NO_COLOR": "1"})
+    assert color_wanted("always", {"NO_COLOR": "1"})
+    assert not color_wanted("never", {})
