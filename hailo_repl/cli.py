@@ -37,11 +37,11 @@ from hailo_repl.settings import (
     GENERATION_SETTINGS,
     SETTINGS_TABLE,
     ChoiceSetting,
+    NumberSetting,
     ResolvedSettings,
     Setting,
     SettingError,
     SwitchSetting,
-    TextSetting,
     resolve,
 )
 from hailo_repl.signals import exit_on_termination, signals_held
@@ -73,21 +73,15 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
     for setting in SETTINGS_TABLE:
         names = [f"--{setting.name}", *setting.flags]
         default = setting.unset if setting.default is None else setting.shown(setting.default)
-        common: dict[str, Any] = {"dest": setting.attribute, "default": argparse.SUPPRESS}
-        help_text = f"{setting.help} (default: {default})".replace("%", "%%")
+        allowed = f"; {setting.allowed}" if isinstance(setting, NumberSetting) else ""  # choices show themselves
+        help_text = f"{setting.help}{allowed} (default: {default})".replace("%", "%%")
+        common: dict[str, Any] = {"dest": setting.attribute, "default": argparse.SUPPRESS, "help": help_text}
         if isinstance(setting, SwitchSetting):
-            parser.add_argument(*names, action=argparse.BooleanOptionalAction, help=help_text, **common)
+            parser.add_argument(*names, action=argparse.BooleanOptionalAction, **common)
         elif isinstance(setting, ChoiceSetting):
-            parser.add_argument(*names, choices=setting.choices, help=help_text, **common)
+            parser.add_argument(*names, choices=setting.choices, **common)
         else:
-            allowed = "" if isinstance(setting, TextSetting) else f"; {setting.allowed}"
-            parser.add_argument(
-                *names,
-                type=_setting_type(setting),
-                metavar=setting.metavar,
-                help=f"{setting.help}{allowed} (default: {default})".replace("%", "%%"),
-                **common,
-            )
+            parser.add_argument(*names, type=_setting_type(setting), metavar=setting.metavar, **common)
 
 
 def add_config_flag(parser: argparse.ArgumentParser) -> None:
@@ -287,7 +281,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return SUBCOMMANDS[arguments[0]](arguments[1:])
     parser = build_parser()
     args = parser.parse_args(arguments)
-    if args.list_models and args.quiet:
+    if args.quiet and not args.list_models:
+        parser.error("argument -q/--quiet: only with --list-models")
+    if args.quiet:
         print_model_names()
         return EXIT_OK
     try:

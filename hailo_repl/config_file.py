@@ -120,21 +120,26 @@ def _write(path: Path, text: str) -> None:
     """Atomically, 0600, in a 0700 directory when hailo-repl makes it (a symlink is followed)."""
     target = path.resolve()
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if target.parent == config_dir().resolve():  # hailo-repl's own folder, even if made before
+        target.parent.chmod(0o700)
     write_atomically(target, text)  # mkstemp makes the file 0600
 
 
 def scalar(value: Any) -> str:
     """A value as one line of YAML: as pyyaml writes it, or double-quoted (JSON's escapes
     are YAML's) where pyyaml would need several lines."""
+    if isinstance(value, Path):
+        value = str(value)
     if isinstance(value, str):
         dumped = yaml.safe_dump(value, width=float("inf"), allow_unicode=True).removesuffix("\n...\n").rstrip("\n")
         return dumped if "\n" not in dumped else json.dumps(value, ensure_ascii=False)
-    return yaml_text(value.as_posix() if isinstance(value, Path) else value)
+    return yaml_text(value)
 
 
 def _comment(setting: Setting) -> str:
     default = setting.unset if setting.default is None else scalar(setting.default)
-    return f"# {setting.help}: {setting.allowed} (default: {default})"
+    allowed = f"; {setting.allowed}" if setting.allowed else ""
+    return f"# {setting.help}{allowed} (default: {default})"
 
 
 def init_text() -> str:

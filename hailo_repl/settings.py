@@ -55,11 +55,11 @@ class Setting:
 
     @property
     def allowed(self) -> str:
-        """The values allowed, in words: 'a number from 0.0 to 2.0'."""
-        return "text"
+        """The values allowed, in words: 'a number from 0.0 to 2.0' ('': any text, as the help says)."""
+        return ""
 
     def refuse(self, text: str) -> SettingError:
-        return SettingError(f"{self.name} must be {self.allowed}, not '{text}'")
+        return SettingError(f"{self.name} must be {self.allowed or 'text'}, not '{text}'")
 
     def parse(self, text: str) -> Any:
         """The value `text` (a flag's, an environment variable's or /set's) stands for."""
@@ -71,7 +71,7 @@ class Setting:
             return None
         if value is None or isinstance(value, (dict, list)):
             what = "empty" if value is None else "a list" if isinstance(value, list) else "a mapping"
-            raise SettingError(f"{self.name} must be {self.allowed}, not {what}")
+            raise SettingError(f"{self.name} must be {self.allowed or 'text'}, not {what}")
         return self.parse(value if isinstance(value, str) else yaml_text(value))
 
     def from_env(self, text: str) -> Any:
@@ -150,10 +150,6 @@ class TextSetting(Setting):
     """Free text, or a path that `check` turns into its value (raising ValueError with the reason)."""
 
     check: Callable[[str], Any] | None = None
-
-    @property
-    def allowed(self) -> str:
-        return "a path" if self.completion else "text"
 
     def parse(self, text: str) -> Any:
         if self.check is None:

@@ -144,3 +144,9 @@ def test_path_settings_complete_file_names(shell_env):
     assert bash_completions("hailo-repl --model ti", env, workdir) == {"tiny.gguf"}
     assert bash_completions("hailo-repl --config m", env, workdir) == {"my.yaml"}
     assert fish_completions("hailo-repl --model ti", env, workdir) == {"tiny.gguf"}
+
+
+def test_quiet_without_list_models_is_a_usage_error(isolated_home):
+    result = run_cli("-q", "-p", "hi")
+    assert result.returncode == 2
+    assert "argument -q/--quiet: only with --list-models" in result.stderr

@@ -61,6 +61,7 @@ def test_a_file_sets_keys_of_every_kind_and_says_where(tmp_path):
         ("color: true\n", f"{PATH}:1:8: color must be one of auto, always, never, not 'true'"),
         ("history: maybe\n", f"{PATH}:1:10: history must be true or false, not 'maybe'"),
         ("temperature: [1, 2]\n", f"{PATH}:1:14: temperature must be a number from 0.0 to 2.0, not a list"),
+        ("system-prompt: {a: 1}\n", f"{PATH}:1:16: system-prompt must be text, not a mapping"),
         ("max-tokens:\n", f"{PATH}:1:12: max-tokens must be a whole number above 0, not empty"),
         ("temprature: 0.2\n", f"{PATH}:1:1: unknown key 'temprature' — did you mean 'temperature'?"),
         ("colour-scheme: dark\n", f"{PATH}:1:1: unknown key 'colour-scheme' — `hailo-repl config` lists the keys"),
@@ -255,3 +256,14 @@ def test_file_values_reach_the_device_and_flags_win(config_file, hailo_resources
     assert result.returncode == 0, result.stderr
     (event,) = [event for event in fake_log() if event["event"] == "generate"]
     assert event["temperature"] == 1.5 and event["max_generated_tokens"] == 5
+
+
+def test_saving_makes_hailo_repls_own_config_folder_private(isolated_home):
+    folder = isolated_home / "config" / "hailo-repl"
+    folder.mkdir(parents=True, mode=0o755)
+    folder.chmod(0o755)
+    gguf = isolated_home / "a: b.gguf"  # a name YAML would misread unquoted
+    gguf.write_bytes(b"GGUF....")
+    save_setting(folder / "config.yaml", SETTINGS["model"], gguf)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert load_config(folder / "config.yaml")["model"].value == gguf

@@ -107,3 +107,18 @@ def test_switches_read_yaml_and_flag_words():
     assert vi.from_file(True) is True and vi.parse("off") is False and vi.parse("Yes") is True
     args = build_parser().parse_args(["--vi", "--no-history"])
     assert (args.vi_mode, args.history) == (True, False)
+
+
+def test_an_environment_variables_bad_value_is_refused_naming_it(monkeypatch):
+    # No setting with a checked variable exists yet (HAILO_REPL_NOHISTORY takes any value);
+    # one added to the table gets this.
+    from hailo_repl import settings
+
+    checked = NumberSetting(
+        "temperature", help="t", default=0.7, whole=False, low=0.0, high=2.0, low_allowed=True, env="HAILO_T"
+    )
+    monkeypatch.setattr(settings, "SETTINGS_TABLE", (checked,))
+    assert resolve({}, {"HAILO_T": "1.5"}, {})["temperature"] == 1.5
+    with pytest.raises(SettingError) as refused:
+        resolve({}, {"HAILO_T": "hot"}, {})
+    assert str(refused.value) == "HAILO_T: temperature must be a number from 0.0 to 2.0, not 'hot'"
