@@ -227,3 +227,13 @@ def test_verbose_prints_the_timing_block_after_a_reply(capsys):
         assert asyncio.run(repl.run()) == 0
     out = capsys.readouterr().out
     assert "eval count:           2 token(s)" in out and "time to first token" in out
+
+
+def test_set_save_in_the_repl_writes_the_users_config_file(home):
+    backend = ScriptedBackend(["ok"])
+    code, repl = run_repl(backend, ["/set --save temperature 0.3\r", "hi\r", "/quit\r"])
+    assert code == 0
+    config = home / "config" / "hailo-repl" / "config.yaml"
+    assert repl.config_file == config
+    assert config.read_text() == "temperature: 0.3\n"
+    assert repl.chat.params.temperature == 0.3
