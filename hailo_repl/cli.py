@@ -96,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not read or write the input history file (also HAILO_REPL_NOHISTORY=1)",
     )
     parser.add_argument(
-        "--verbose", action="store_true", help="print timings after each reply, and warnings from the log"
+        "--verbose",
+        action="store_true",
+        help="print timings after each reply, as ollama run --verbose does (logs stay in the log file)",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
@@ -155,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(arguments)
     if args.backend == "hailo" and args.model:
         parser.error("argument --model: a GGUF model runs on the llama backend, not with --backend hailo")
-    setup_logging(args.verbose)
+    setup_logging()
     if args.list_models:
         print_model_list()
         return EXIT_OK
