@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import os
+import signal
 import sys
 import threading
 import time
@@ -46,6 +48,8 @@ def _setting_type(setting: NumberSetting) -> Callable[[str], float | int]:
 
 
 def _gguf_file(value: str) -> Path:
+    if not value.strip():
+        raise argparse.ArgumentTypeError("needs the path of a .gguf file")
     path = Path(value).expanduser()
     try:
         check_gguf(path)
@@ -135,6 +139,9 @@ def run_turn(chat: Chat, text: str, notices: Console, verbose: bool, load_second
 
 
 def messages_from_stdin(single: bool) -> Iterator[str]:
+    # Bytes that are not UTF-8 pass as lone surrogates; Chat.reply replaces them and says so.
+    if isinstance(sys.stdin, io.TextIOWrapper):
+        sys.stdin.reconfigure(errors="surrogateescape")
     if single:
         text = sys.stdin.read().strip()
         if text:
@@ -157,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(arguments)
     if args.backend == "hailo" and args.model:
         parser.error("argument --model: a GGUF model runs on the llama backend, not with --backend hailo")
+    if args.prompt is not None and not args.prompt.strip():
+        parser.error("argument -p/--prompt: the message is empty")
     setup_logging()
     if args.list_models:
         print_model_list()
@@ -194,6 +203,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         notices.say("Interrupted.")
         return 130
+    except BrokenPipeError:  # the reader went away (`| head`): end quietly, as other CLIs do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit's flush
+        return 128 + signal.SIGPIPE
     except Exception as error:  # a bug: one line here, the traceback in the log
         logger.exception("unexpected error")
         notices.fatal(f"unexpected {type(error).__name__}: {error} (details in {log_file()})")

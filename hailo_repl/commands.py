@@ -182,6 +182,13 @@ def set_parameter(context: CommandContext, argument: str) -> None:
     except SettingError as error:
         context.console.error(str(error))
         return
+    room = context.chat.reply_room() if setting.name == "max-tokens" else None
+    if room is not None and value > room - 1:  # a reply that can never fit makes every message fail
+        context.console.error(
+            f"max-tokens must leave room for your message: at most {room - 1} with this model's context of "
+            f"{context.chat.backend.context_capacity} tokens, not {value}"
+        )
+        return
     setattr(context.chat.params, setting.attribute, value)
     context.console.info(f"{name} = {value}")
 

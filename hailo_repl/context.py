@@ -75,21 +75,35 @@ def fit_history(
     capacity: int,
     reserve: int,
 ) -> FittedHistory:
-    """Drop the oldest turns until the conversation plus `reserve` tokens fits.
+    """Drop the fewest oldest turns that make the conversation plus `reserve` tokens fit.
 
-    The system prompt and the newest turn are always kept; `reserve` is room for
-    the reply (max tokens). Raises ContextOverflowError when even those do not fit.
+    The system prompt and the newest turn are always kept; `reserve` is room for the
+    reply (max tokens). Raises ContextOverflowError when even those do not fit. Dropping
+    a turn never adds tokens, so the fewest is found by bisection: O(log n) counts of
+    O(n) each, where trying each number of dropped turns in turn was quadratic.
     """
     system, turns = split_turns(messages)
-    dropped = 0
-    while True:
-        kept = system + [m for turn in turns[dropped:] for m in turn]
-        if count_tokens(kept) + reserve <= capacity:
-            return FittedHistory(kept, dropped)
-        if dropped >= len(turns) - 1:
-            raise ContextOverflowError(
-                f"the message needs {count_tokens(kept)} tokens plus {reserve} for the reply, "
-                f"but the context holds {capacity}; shorten it, "
-                f"or allow a shorter reply (--max-tokens, /set max-tokens)"
-            )
-        dropped += 1
+
+    def kept(dropped: int) -> list[Message]:
+        return system + [m for turn in turns[dropped:] for m in turn]
+
+    def fits(dropped: int) -> bool:
+        return count_tokens(kept(dropped)) + reserve <= capacity
+
+    if fits(0):
+        return FittedHistory(kept(0), 0)
+    newest_only = len(turns) - 1
+    if newest_only <= 0 or not fits(newest_only):
+        raise ContextOverflowError(
+            f"the message needs {count_tokens(kept(newest_only))} tokens plus {reserve} for the reply, "
+            f"but the context holds {capacity}; shorten it, "
+            f"or allow a shorter reply (--max-tokens, /set max-tokens)"
+        )
+    too_few, enough = 0, newest_only  # fits(too_few) is False, fits(enough) is True
+    while enough - too_few > 1:
+        middle = (too_few + enough) // 2
+        if fits(middle):
+            enough = middle
+        else:
+            too_few = middle
+    return FittedHistory(kept(enough), enough)
