@@ -8,7 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from hailo_repl.backends.base import Message
-from hailo_repl.private_files import FileTooLarge, create_exclusively, read_text_limited, write_atomically
+from hailo_repl.private_files import (
+    FileTooLarge,
+    create_exclusively,
+    not_regular,
+    read_text_limited,
+    write_atomically,
+)
 
 ROLES = {"system", "user", "assistant"}
 # Far more than any context holds (a 4,096-token context is ~16 KB of text); a larger file
@@ -35,6 +41,9 @@ def _reason(error: OSError) -> str:
 def save_conversation(path: Path, messages: list[Message], model: str, replace_any: bool = False) -> None:
     """Write the chat to `path`. An existing file that is not a saved chat is replaced only
     with `replace_any` (NotAChatFile otherwise); a device, FIFO or folder never."""
+    refused = not_regular(path)
+    if refused is not None:
+        raise ConversationFileError(f"Cannot save to {path}: {refused}")
     if not replace_any and path.exists() and not _is_chat_file(path):
         raise NotAChatFile(f"{path} exists and is not a saved chat; /save --force {path} replaces it")
     try:
