@@ -15,6 +15,10 @@ Run from the repository root (hailo-repl installed with the `llama` extra):
 (c) Time to first token of turn 1 and turn 10 of one conversation through
     hailo_repl.chat.Chat with the llama backend, plus the prompt tokens each turn had
     to evaluate (the rest came from the KV cache).
+(d) Time to first token after /load of a chat of 100, 1,000 and 10,000 turns, through
+    Chat and the real hailo backend on the hailo_platform double (tests/fakes): what
+    fitting a long chat into the context costs; the growth per 10x turns shows whether
+    it is linear.
 """
 
 from __future__ import annotations
@@ -381,6 +385,60 @@ def bench_conversation(max_tokens: int) -> dict:
     }
 
 
+def saved_turns(turns: int) -> list[dict]:
+    messages = [{"role": "system", "content": SYSTEM_PROMPT}]
+    for number in range(turns):
+        messages += [
+            {"role": "user", "content": f"Question {number}: " + "tell me about the weather " * 4},
+            {"role": "assistant", "content": f"Answer {number}: " + "it is sunny and mild " * 6},
+        ]
+    return messages
+
+
+def bench_loaded_chat(lengths: list[int], runs: int) -> dict:
+    import tempfile
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "fakes"))
+    from hailo_repl.backends.base import GenerationParams
+    from hailo_repl.backends.hailo import HailoBackend
+    from hailo_repl.chat import Chat
+
+    say("== (d) time to first token after /load of a long chat (Chat + hailo backend on the double) ==")
+    folder = Path(tempfile.mkdtemp(prefix="bench-load-"))
+    (folder / "script.json").write_text(json.dumps({"replies": [["ok"]]}))
+    os.environ["HAILO_FAKE_SCRIPT"] = str(folder / "script.json")
+    hef = folder / "Qwen2.5-1.5B-Instruct.hef"
+    hef.write_bytes(b"fake hef")
+    backend = HailoBackend(hef)
+    backend.load()
+    rows = []
+    try:
+        say(f"  context {backend.context_capacity} tokens; median of {runs}; the reply is one token")
+        say("     turns  messages  turns-kept  TTFT(ms)")
+        for turns in lengths:
+            saved = saved_turns(turns)
+            samples = []
+            for _ in range(runs):
+                chat = Chat(backend, SYSTEM_PROMPT, GenerationParams(max_tokens=64))
+                chat.replace_messages(saved)  # what /load does
+                started = time.perf_counter()
+                first = None
+                for _piece in chat.reply("And tomorrow?", threading.Event()):
+                    if first is None:
+                        first = time.perf_counter()
+                samples.append((first or time.perf_counter()) - started)
+            kept = sum(1 for m in chat.messages if m["role"] == "user")
+            row = {"turns": turns, "ttft_s": statistics.median(samples), "turns_kept": kept}
+            rows.append(row)
+            say(f"  {turns:>8}  {len(saved):>8}  {kept:>10}  {row['ttft_s'] * 1000:>8.1f}")
+    finally:
+        backend.release()
+    for smaller, larger in zip(rows, rows[1:], strict=False):
+        growth = larger["ttft_s"] / smaller["ttft_s"] if smaller["ttft_s"] else float("nan")
+        say(f"  {larger['turns']} / {smaller['turns']} turns: TTFT x{growth:.1f} (linear would be x10)")
+    return {"rows": rows}
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -392,7 +450,7 @@ def main() -> int:
         action="store_true",
         help="print all results as one JSON object on stdout at the end (the labelled report goes to stderr)",
     )
-    parser.add_argument("--only", default="abc", help="which parts to run, e.g. 'a' or 'bc' (default: abc)")
+    parser.add_argument("--only", default="abcd", help="which parts to run, e.g. 'a' or 'bd' (default: abcd)")
     parser.add_argument(
         "--filter-tokens", type=int, default=200_000, help="tokens in the filter stream (default: %(default)s)"
     )
@@ -434,6 +492,9 @@ def main() -> int:
         say()
     if "c" in args.only:
         results["conversation"] = bench_conversation(args.turn_max_tokens)
+        say()
+    if "d" in args.only:
+        results["loaded_chat"] = bench_loaded_chat([100, 1_000, 10_000], runs=3)
         say()
     if args.json:
         print(json.dumps(results, indent=2), flush=True)

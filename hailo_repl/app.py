@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -21,9 +22,9 @@ from typing import Any
 
 from loguru import logger
 from prompt_toolkit import PromptSession
+from prompt_toolkit.application import run_in_terminal
 from prompt_toolkit.enums import EditingMode
 from prompt_toolkit.formatted_text import StyleAndTextTuples
-from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 
 from hailo_repl import __version__
 from hailo_repl.backends.base import BackendError
@@ -33,11 +34,12 @@ from hailo_repl.config import data_dir, log_file
 from hailo_repl.config_file import config_path
 from hailo_repl.console import Console
 from hailo_repl.context import ContextOverflowError
+from hailo_repl.history import input_history
 from hailo_repl.keys import keys_welcome_text, load_input_bindings
 from hailo_repl.render import ReplyEvent, ReplyRenderer, color_wanted, show_reply
 from hailo_repl.settings import GENERATION_SETTINGS, SETTINGS_TABLE, ResolvedSettings
 from hailo_repl.signals import CtrlC, route_to_loop
-from hailo_repl.terminal_modes import keep_pastes_bracketed, typeahead_mode
+from hailo_repl.terminal_modes import keep_pastes_bracketed, restore_typeahead_mode, typeahead_mode
 from hailo_repl.toolbar import STYLE, ModelState, ToolbarState, toolbar_fragments
 
 SETTLE_NOTICE_AFTER = 0.3  # seconds of waiting for the previous reply before saying so
@@ -56,18 +58,6 @@ def welcome_text(chat: Chat) -> str:
         f"{keys_welcome_text()}\n"
         f"Commands: {names}\n"
     )
-
-
-def input_history(enabled: bool) -> History:
-    """The input history file, or one kept in memory when history is off or has no folder."""
-    if not enabled:
-        return InMemoryHistory()
-    path = data_dir() / "history"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return InMemoryHistory()
-    return FileHistory(str(path))
 
 
 class Repl:
@@ -99,10 +89,13 @@ class Repl:
         self.load_seconds = 0.0
         self.ctrl_c = CtrlC()
         self.quitting = False
+        self.exit_code = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._worker: asyncio.Future[None] | None = None  # the thread of the last reply
         self.session: PromptSession[str] = PromptSession(
             message=[("class:prompt", "You: ")],
-            history=input_history(history),
+            history=input_history(data_dir() if history else None, warn=self.notice_from_any_thread),
+            enable_suspend=True,  # Ctrl+Z at the prompt suspends, as in a shell, instead of typing ^Z
             completer=CommandCompleter(BUILTINS),
             complete_while_typing=False,
             bottom_toolbar=self.toolbar,
@@ -126,9 +119,22 @@ class Repl:
 
     # ---- lifecycle ----------------------------------------------------------------
 
+    def notice_from_any_thread(self, text: str) -> None:
+        """An [Info] line from any thread, drawn above the prompt if one is up."""
+        if self._loop is None:
+            self.console.info(text)
+        else:
+            self._loop.call_soon_threadsafe(self._notice, text)
+
+    def _notice(self, text: str) -> None:
+        if self.session.app.is_running:
+            run_in_terminal(lambda: self.console.info(text))
+        else:
+            self.console.info(text)
+
     async def run(self) -> int:
-        loop = asyncio.get_running_loop()
-        route_to_loop(loop, self.ctrl_c, terminate=self.quit)
+        loop = self._loop = asyncio.get_running_loop()
+        route_to_loop(loop, self.ctrl_c, terminate=self.quit, resumed=self._resumed)
         loop.set_exception_handler(_log_loop_error)
         self.console.say(welcome_text(self.chat))
         backend = self.chat.backend
@@ -139,8 +145,13 @@ class Repl:
         try:
             with typeahead_mode():
                 if not backend.loads_in_background:
-                    self.console.info(f"Loading {backend.model_name}…")
+                    # The load holds the GIL: a Ctrl+C meanwhile is handled only once it ends.
+                    self.console.info(f"Loading {backend.model_name}… (Ctrl+C ends the chat once it has loaded)")
                     await asyncio.wait([load])
+                    await asyncio.sleep(0)  # a Ctrl+C that waited for the load is handled now
+                    if self.ctrl_c.pressed and not self.quitting:
+                        self.console.info("Ending the chat (Ctrl+C during the model load).")
+                        self.quit(signal.SIGINT)
                 await self._converse(load)
         finally:
             await self._settle()
@@ -154,7 +165,7 @@ class Repl:
                 logger.opt(exception=error).error("model load failed")
             self.console.error(str(error))
             return 1
-        return 0
+        return self.exit_code
 
     def _loaded(self, load: asyncio.Future[None]) -> None:
         """The model finished loading: show it in the toolbar, or end the chat if it failed."""
@@ -164,12 +175,19 @@ class Repl:
         elif self.session.app.is_running:
             self.session.app.invalidate()
 
-    def quit(self) -> None:
-        """SIGTERM, SIGHUP or a failed load: stop any reply and leave the prompt; cleanup
-        follows in run()."""
+    def quit(self, signum: int | None = None) -> None:
+        """A signal (SIGTERM, SIGHUP; SIGINT during a load) or a failed load: stop any reply
+        and leave the prompt; cleanup follows in run(), which returns 128+signum."""
+        if signum is not None and not self.quitting:
+            self.exit_code = 128 + signum
         self.quitting = True
         self.ctrl_c()
         self._exit_if_quitting()
+
+    def _resumed(self) -> None:
+        """SIGCONT after a Ctrl+Z and `fg`: the shell gave the terminal back in its own mode."""
+        if not self.session.app.is_running:  # a prompt restores its own raw mode
+            restore_typeahead_mode()
 
     def _exit_if_quitting(self) -> None:
         """End the prompt if the chat is quitting (also run as each prompt starts, for a
@@ -188,8 +206,11 @@ class Repl:
                 text = await self.session.prompt_async(
                     pre_run=self._exit_if_quitting, handle_sigint=False, set_exception_handler=False
                 )
-            except (EOFError, KeyboardInterrupt):
+            except EOFError:
                 return
+            except KeyboardInterrupt:  # Ctrl+C on an empty line: never the end of a chat
+                self.console.info("Ctrl+D or /quit ends the chat.")
+                continue
             self.ctrl_c.prompt_started()
             keep_pastes_bracketed()
             if not text.strip():

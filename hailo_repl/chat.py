@@ -12,8 +12,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from hailo_repl.backends.base import Backend, GenerationParams, Message, ReplyStream
-from hailo_repl.console import CONTEXT, labelled
+from hailo_repl.backends.base import Backend, BackendError, GenerationParams, Message, ReplyStream
+from hailo_repl.console import CONTEXT, INFO, labelled
 from hailo_repl.context import ContextUsage, fit_history, split_turns
 from hailo_repl.stats import ReplyStats
 from hailo_repl.streaming import StreamingTextFilter, clean_response
@@ -32,9 +32,18 @@ class Chat:
         self.messages: list[Message] = [{"role": "system", "content": system_prompt}]
         self.last_stats: ReplyStats | None = None
         self.session_stats: list[ReplyStats] = []
+        self._said_replaced = False  # whether the user was told of bytes that were not UTF-8
 
     def usage(self) -> ContextUsage:
         return ContextUsage(self.backend.context_used, self.backend.context_capacity)
+
+    def reply_room(self) -> int | None:
+        """The most tokens a reply can take: the context less the system prompt. None while
+        the model cannot count yet (not loaded)."""
+        try:
+            return self.backend.context_capacity - self.backend.count_tokens(self.messages[:1])
+        except BackendError:
+            return None
 
     def clear(self) -> None:
         self.messages = [{"role": "system", "content": self.system_prompt}]
@@ -86,6 +95,7 @@ class Chat:
         ContextOverflowError when the message cannot fit at all, and BackendError
         when the backend fails.
         """
+        text = self._valid_unicode(text, notify)
         before = list(self.messages)
         last = self._last_question() if replace_last else None
         base = self.messages[:last] if last is not None else self.messages
@@ -134,6 +144,16 @@ class Chat:
             else:
                 # Nothing came back: no question without an answer, nothing /retry replaced lost.
                 self.messages = before
+
+    def _valid_unicode(self, text: str, notify: Callable[[str], None]) -> str:
+        """Bytes that were not UTF-8 reach Python as lone surrogates (surrogateescape), which
+        no model or file can take: each becomes U+FFFD, and the first time, a line says so."""
+        if not any("\ud800" <= ch <= "\udfff" for ch in text):
+            return text
+        if not self._said_replaced:
+            self._said_replaced = True
+            notify(labelled(INFO, "The message had bytes that are not UTF-8; each became �."))
+        return "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in text)
 
     def stats_text(self) -> str:
         if not self.session_stats:

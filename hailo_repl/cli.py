@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import os
+import signal
 import sys
 import threading
 import time
@@ -259,6 +261,9 @@ def run_turn(chat: Chat, text: str, notices: Console, verbose: bool, load_second
 
 
 def messages_from_stdin(single: bool) -> Iterator[str]:
+    # Bytes that are not UTF-8 pass as lone surrogates; Chat.reply replaces them and says so.
+    if isinstance(sys.stdin, io.TextIOWrapper):
+        sys.stdin.reconfigure(errors="surrogateescape")
     if single:
         text = sys.stdin.read().strip()
         if text:
@@ -286,6 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quiet:
         print_model_names()
         return EXIT_OK
+    if args.prompt is not None and not args.prompt.strip():
+        parser.error("argument -p/--prompt: the message is empty")
     try:
         settings, config_file = settings_in_effect(args)
     except (ConfigFileError, SettingError) as error:
@@ -294,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.show_config:
         print(show_config(settings, config_file))
         return EXIT_OK
-    setup_logging(settings["verbose"])
+    setup_logging()
     if args.list_models:
         print_model_list()
         return EXIT_OK
@@ -329,6 +336,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         notices.say("Interrupted.")
         return 130
+    except BrokenPipeError:  # the reader went away (`| head`): end quietly, as other CLIs do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit's flush
+        return 128 + signal.SIGPIPE
     except Exception as error:  # a bug: one line here, the traceback in the log
         logger.exception("unexpected error")
         notices.fatal(f"unexpected {type(error).__name__}: {error} (details in {log_file()})")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import difflib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -15,7 +14,12 @@ from prompt_toolkit.document import Document
 from hailo_repl.chat import Chat
 from hailo_repl.config_file import ConfigFileError, save_setting
 from hailo_repl.console import Console
-from hailo_repl.conversation import ConversationFileError, load_conversation, save_conversation
+from hailo_repl.conversation import (
+    ConversationFileError,
+    load_conversation,
+    save_conversation,
+    save_new_conversation,
+)
 from hailo_repl.keys import keys_help_text
 from hailo_repl.settings import GENERATION_SETTINGS, LIVE_SETTINGS, SETTINGS, Setting, SettingError
 
@@ -220,6 +224,13 @@ def set_parameter(context: CommandContext, argument: str) -> None:
     except SettingError as error:
         context.console.error(str(error))
         return
+    room = context.chat.reply_room() if setting.name == "max-tokens" else None
+    if room is not None and value > room - 1:  # a reply that can never fit makes every message fail
+        context.console.error(
+            f"max-tokens must leave room for your message: at most {room - 1} with this model's context of "
+            f"{context.chat.backend.context_capacity} tokens, not {value}"
+        )
+        return
     if setting.live:
         apply_setting(context, setting, value)
     if not save:
@@ -256,14 +267,16 @@ def stats(context: CommandContext, argument: str) -> None:
     context.console.say(context.chat.stats_text())
 
 
-@command("/save", "save the conversation as JSON", usage="[file]", arguments=paths())
+@command("/save", "save the conversation as JSON", usage="[--force] [file]", arguments=paths())
 def save(context: CommandContext, argument: str) -> None:
-    if argument:
-        path = Path(argument).expanduser()
-    else:
-        path = context.sessions_dir / f"chat-{datetime.datetime.now():%Y%m%d-%H%M%S}.json"
+    force, _, name = argument.partition(" ") if argument.startswith("--force") else ("", "", argument)
+    messages, model = context.chat.messages, context.chat.backend.model_name
     try:
-        save_conversation(path, context.chat.messages, context.chat.backend.model_name)
+        if name.strip():
+            path = Path(name.strip()).expanduser()
+            save_conversation(path, messages, model, replace_any=bool(force))
+        else:
+            path = save_new_conversation(context.sessions_dir, messages, model)
     except ConversationFileError as error:
         context.console.error(str(error))
         return

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 from loguru import logger
+
+from hailo_repl.private_files import append_whole, private_dir
 
 APP_NAME = "hailo-repl"
 
@@ -33,13 +34,32 @@ def log_file() -> Path:
     return state_dir() / "hailo-repl.log"
 
 
-def setup_logging(verbose: bool) -> None:
-    """Logs go to the log file; to the terminal only with --verbose (warnings and worse)."""
+LOG_ROTATE_BYTES = 5 << 20  # then the log moves to hailo-repl.log.1 and a new one starts
+
+
+class _LogFile:
+    """loguru's sink for the log file: private (0600, in a 0700 folder), rotated at
+    LOG_ROTATE_BYTES, and silent when it cannot be written: a full disk or a read-only
+    home must never put a logging error on the chat's screen."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def write(self, message: str) -> None:
+        try:
+            if self.path.exists() and self.path.stat().st_size > LOG_ROTATE_BYTES:
+                os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+            append_whole(self.path, message.encode("utf-8", errors="replace"))
+        except Exception:  # the log is never worth the chat
+            pass
+
+
+def setup_logging() -> None:
+    """Logs go to the log file only, never to the terminal; without the values of variables
+    in tracebacks (`diagnose`), so what a user typed does not end up there."""
     logger.remove()
     try:
-        state_dir().mkdir(parents=True, exist_ok=True)
-        logger.add(log_file(), level="DEBUG", rotation="5 MB", retention=3, enqueue=False)
+        private_dir(state_dir())
     except OSError:
-        pass  # a read-only home must not stop the chat
-    if verbose:
-        logger.add(sys.stderr, level="WARNING", format="{level}: {message}")
+        return  # a read-only home must not stop the chat
+    logger.add(_LogFile(log_file()), level="DEBUG", backtrace=False, diagnose=False, catch=False)

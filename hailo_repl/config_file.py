@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from hailo_repl.config import config_dir
-from hailo_repl.conversation import write_atomically
+from hailo_repl.private_files import private_dir, write_atomically
 from hailo_repl.settings import SETTINGS, SETTINGS_TABLE, FileValue, Setting, SettingError, yaml_text
 
 CONFIG_ENV = "HAILO_REPL_CONFIG"
@@ -117,12 +117,10 @@ def load_config(path: Path, required: bool = False) -> dict[str, FileValue]:
 
 
 def _write(path: Path, text: str) -> None:
-    """Atomically, 0600, in a 0700 directory when hailo-repl makes it (a symlink is followed)."""
-    target = path.resolve()
-    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if target.parent == config_dir().resolve():  # hailo-repl's own folder, even if made before
-        target.parent.chmod(0o700)
-    write_atomically(target, text)  # mkstemp makes the file 0600
+    """Atomically, 0600 (a symlink is followed), in a 0700 folder when it is hailo-repl's own."""
+    if path.resolve().parent == config_dir().resolve():  # tightened even if made before
+        private_dir(config_dir())
+    write_atomically(path, text)
 
 
 def scalar(value: Any) -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
+from hailo_repl.streaming import terminal_safe
+
 INFO = "[Info]"
 ERROR = "[Error]"
 CONTEXT = "[Context]"
@@ -36,7 +38,9 @@ class Console:
         self.stream.flush()
 
     def say(self, text: str) -> None:
-        self.write(text + "\n")
+        """One or more whole lines; escape sequences and hidden format characters in them
+        (a file name, a system prompt from a chat file, a mistyped command) are removed."""
+        self.write(terminal_safe(text) + "\n")
 
     def info(self, text: str) -> None:
         self.say(labelled(INFO, text))

@@ -75,21 +75,40 @@ def fit_history(
     capacity: int,
     reserve: int,
 ) -> FittedHistory:
-    """Drop the oldest turns until the conversation plus `reserve` tokens fits.
+    """Drop the fewest oldest turns that make the conversation plus `reserve` tokens fit.
 
-    The system prompt and the newest turn are always kept; `reserve` is room for
-    the reply (max tokens). Raises ContextOverflowError when even those do not fit.
+    The system prompt and the newest turn are always kept; `reserve` is room for the
+    reply (max tokens). Raises ContextOverflowError when even those do not fit.
+
+    Keeping fewer turns never costs more tokens, so the most turns that fit are found by
+    doubling from the newest turn and then bisecting: O(log k) counts of about k turns
+    each, where k is what fits; a long /load costs little more than a short chat (trying
+    each number of dropped turns in turn was quadratic in the chat's length).
     """
     system, turns = split_turns(messages)
-    dropped = 0
-    while True:
-        kept = system + [m for turn in turns[dropped:] for m in turn]
-        if count_tokens(kept) + reserve <= capacity:
-            return FittedHistory(kept, dropped)
-        if dropped >= len(turns) - 1:
-            raise ContextOverflowError(
-                f"the message needs {count_tokens(kept)} tokens plus {reserve} for the reply, "
-                f"but the context holds {capacity}; shorten it, "
-                f"or allow a shorter reply (--max-tokens, /set max-tokens)"
-            )
-        dropped += 1
+
+    def newest(count: int) -> list[Message]:
+        return system + [m for turn in turns[len(turns) - count :] for m in turn]
+
+    def fits(count: int) -> bool:
+        return count_tokens(newest(count)) + reserve <= capacity
+
+    if fits(len(turns)):
+        return FittedHistory(list(messages), 0)
+    if len(turns) <= 1 or not fits(1):
+        raise ContextOverflowError(
+            f"the message needs {count_tokens(newest(1))} tokens plus {reserve} for the reply, "
+            f"but the context holds {capacity}; shorten it, "
+            f"or allow a shorter reply (--max-tokens, /set max-tokens)"
+        )
+    enough, too_many = 1, 2  # fits(enough); too_many is where fitting stops, once found
+    while too_many < len(turns) and fits(too_many):
+        enough, too_many = too_many, 2 * too_many
+    too_many = min(too_many, len(turns))
+    while too_many - enough > 1:
+        middle = (enough + too_many) // 2
+        if fits(middle):
+            enough = middle
+        else:
+            too_many = middle
+    return FittedHistory(newest(enough), len(turns) - enough)

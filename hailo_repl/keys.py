@@ -28,10 +28,11 @@ KEYS = (
     KeyHelp(
         "Ctrl+C",
         "stop a streaming reply (what came stays, marked `[interrupted]`); at the prompt: clear the line; "
-        "on an empty line: quit",
+        "it never ends the chat",
         brief="Ctrl+C stops a reply",
     ),
     KeyHelp("Ctrl+D", "quit", brief="Ctrl+D or /quit ends the chat"),
+    KeyHelp("Ctrl+Z", "suspend to the shell (`fg` comes back)"),
     KeyHelp(
         "Ctrl+X Ctrl+E, Ctrl+G",
         "edit the message in `$VISUAL` or `$EDITOR`; on saving, the text is back at the prompt, not sent yet",
@@ -70,10 +71,14 @@ def load_input_bindings() -> KeyBindings:
         event.current_buffer.open_in_editor(validate_and_handle=False)
 
     @bindings.add("c-c")
-    def _clear_or_quit(event: KeyPressEvent) -> None:
+    def _clear_line(event: KeyPressEvent) -> None:
         if event.current_buffer.text:
             event.current_buffer.reset()
-        else:
-            event.app.exit(exception=EOFError)
+        else:  # the REPL says how to quit: a burst of Ctrl+C to stop a reply must not end the chat
+            event.app.exit(exception=KeyboardInterrupt)
+
+    @bindings.add("c-@")  # Ctrl+Space sends NUL; by default it starts a selection that eats what is typed next
+    def _ignore_nul(event: KeyPressEvent) -> None:
+        pass
 
     return bindings

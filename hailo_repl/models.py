@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from hailo_repl.private_files import not_regular
+
 RESOURCES_ROOT_DEFAULT = "/usr/local/hailo/resources"
 HAILO10H_ARCH = "hailo10h"
 HEF_SUFFIX = ".hef"
@@ -110,6 +112,9 @@ def bundled_gguf_path() -> Path | None:
 
 def check_gguf(path: Path) -> None:
     """Raise ValueError with a one-line reason unless `path` is a readable GGUF file."""
+    reason = not_regular(path)  # opening a FIFO would wait for a writer for ever
+    if reason is not None:
+        raise ValueError(f"cannot read {path}: {reason}")
     try:
         with open(path, "rb") as file:
             magic = file.read(4)

@@ -161,6 +161,8 @@ class TextSetting(Setting):
 
 
 def gguf_file(text: str) -> Path:
+    if not text.strip():
+        raise ValueError("needs the path of a .gguf file")
     path = Path(text).expanduser()
     check_gguf(path)
     return path
@@ -229,7 +231,11 @@ SETTINGS_TABLE: tuple[Setting, ...] = (
         env="HAILO_REPL_NOHISTORY",
         env_means_off=True,
     ),
-    SwitchSetting("verbose", help="print timings after each reply, and warnings from the log", default=False),
+    SwitchSetting(
+        "verbose",
+        help="print timings after each reply, as ollama run --verbose does (logs stay in the log file)",
+        default=False,
+    ),
     SwitchSetting("vi-mode", help="vi keys at the prompt", default=False, flags=("--vi",), live=True),
     ChoiceSetting(
         "color",

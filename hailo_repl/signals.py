@@ -69,8 +69,16 @@ class CtrlC:
             self._stop = None
 
 
-def route_to_loop(loop: asyncio.AbstractEventLoop, ctrl_c: CtrlC, terminate: Callable[[], None]) -> None:
-    """The REPL's handlers; the loop removes them when it closes."""
+def route_to_loop(
+    loop: asyncio.AbstractEventLoop,
+    ctrl_c: CtrlC,
+    terminate: Callable[[int], None],
+    resumed: Callable[[], None],
+) -> None:
+    """The REPL's handlers; the loop removes them when it closes. `terminate` gets the
+    signal's number; `resumed` runs on SIGCONT (after Ctrl+Z and `fg`)."""
     loop.add_signal_handler(signal.SIGINT, ctrl_c)
     for signum in TERMINATING:
-        loop.add_signal_handler(signum, terminate)
+        loop.add_signal_handler(signum, terminate, signum)
+    if hasattr(signal, "SIGCONT"):
+        loop.add_signal_handler(signal.SIGCONT, resumed)

@@ -27,13 +27,22 @@ SPECIAL_TOKEN = re.compile(r"<\|[A-Za-z0-9_.:\-]{1,40}\|>")
 SPECIAL_TOKEN_PREFIX = re.compile(r"<(\|([A-Za-z0-9_.:\-]{0,40}(\|)?)?)?\Z")
 
 _KEEP_CONTROLS = {"\n", "\t"}
+# Format characters that change how text looks without being seen: bidi marks, embeddings,
+# overrides and isolates (a reply could display otherwise than it reads), the zero-width
+# space, word joiner and BOM. The zero-width joiner and non-joiner stay: emoji sequences
+# (👨‍👩‍👧) and scripts such as Persian and the Indic ones need them.
+_HIDDEN_FORMAT = frozenset("\u061c\u200b\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2060\u2066\u2067\u2068\u2069\ufeff")
 
 
-def strip_control_characters(text: str) -> str:
-    """Remove C0/C1 control characters (ESC, CR, BEL, …) but keep newlines and tabs."""
-    if text.isprintable():
+def terminal_safe(text: str) -> str:
+    """Text that did not come from hailo-repl, made safe to write to a terminal: C0/C1
+    control characters (ESC, CR, BEL, …) and the hidden format characters above removed;
+    newlines and tabs kept."""
+    if text.isprintable():  # the common case; every character removed here is unprintable
         return text
-    return "".join(ch for ch in text if ch in _KEEP_CONTROLS or unicodedata.category(ch) != "Cc")
+    return "".join(
+        ch for ch in text if ch in _KEEP_CONTROLS or (unicodedata.category(ch) != "Cc" and ch not in _HIDDEN_FORMAT)
+    )
 
 
 def _markup_at(text: str) -> tuple[str, int] | None | Literal[True]:
@@ -91,7 +100,7 @@ class StreamingTextFilter:
             if kind == "hide":
                 self._closing_tag = HIDDEN_BLOCKS[self._pending[:length]]
             self._pending = self._pending[length:]
-        return strip_control_characters("".join(out))
+        return terminal_safe("".join(out))
 
     def _skip_hidden_block(self) -> bool:
         """Drop hidden text; True once the closing tag has been consumed."""
@@ -116,7 +125,7 @@ class StreamingTextFilter:
         rest = self._pending if self._closing_tag is None else ""
         self._pending = ""
         self._closing_tag = None
-        return strip_control_characters(rest)
+        return terminal_safe(rest)
 
 
 def filter_text(text: str) -> str:

@@ -5,8 +5,12 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 BRACKETED_PASTE_ON, BRACKETED_PASTE_OFF = "\x1b[?2004h", "\x1b[?2004l"
+
+# While typeahead_mode() is on: the terminal and the attributes it set, for restore_typeahead_mode().
+_typeahead: tuple[int, list[Any]] | None = None
 
 
 @contextlib.contextmanager
@@ -33,15 +37,30 @@ def typeahead_mode() -> Iterator[None]:
     changed[0] &= ~termios.ICRNL  # iflag
     changed[3] &= ~(termios.ICANON | termios.ECHO)  # lflag; ISIG stays on
     termios.tcsetattr(fd, termios.TCSANOW, changed)
+    global _typeahead
+    _typeahead = (fd, changed)
     try:
         yield
     finally:
+        _typeahead = None
         with contextlib.suppress(termios.error):  # the terminal may be gone (hang-up)
             termios.tcsetattr(fd, termios.TCSANOW, saved)
         if sys.stdout.isatty():
             with contextlib.suppress(OSError):
                 sys.stdout.write(BRACKETED_PASTE_OFF)
                 sys.stdout.flush()
+
+
+def restore_typeahead_mode() -> None:
+    """Set typeahead_mode()'s attributes again, after a suspend in which the shell put the
+    terminal back in its own (echoing, line-by-line) mode."""
+    if _typeahead is None:
+        return
+    import termios
+
+    fd, attributes = _typeahead
+    with contextlib.suppress(termios.error):
+        termios.tcsetattr(fd, termios.TCSANOW, attributes)
 
 
 def keep_pastes_bracketed() -> None:

@@ -70,11 +70,12 @@ def test_empty_and_blank_input_is_ignored_and_unknown_commands_never_reach_the_m
     assert "Unknown command /hlep — did you mean /help?" in capsys.readouterr().out
 
 
-def test_ctrl_c_with_text_clears_the_line_and_on_an_empty_line_quits():
-    backend = ScriptedBackend(["a"])
-    code, _ = run_repl(backend, ["typo", "\x03", "real\r", "\x03"])
+def test_ctrl_c_with_text_clears_the_line_and_on_an_empty_line_says_how_to_quit(capsys):
+    backend = ScriptedBackend(["a"], ["b"])
+    code, _ = run_repl(backend, ["typo", "\x03", "real\r", "\x03", "\x03", "still here\r", "/quit\r"])
     assert code == 0
-    assert backend.prompts == [["sys", "real"]]
+    assert backend.prompts == [["sys", "real"], ["sys", "real", "a", "still here"]]
+    assert capsys.readouterr().out.count("[Info] Ctrl+D or /quit ends the chat.") == 2
 
 
 def test_ctrl_d_quits():
@@ -142,7 +143,7 @@ def test_sigterm_ends_the_chat_cleanly():
         os.kill(os.getpid(), signal.SIGTERM)
 
     code, _ = run_repl(ScriptedBackend(), [terminate])
-    assert code == 0
+    assert code == 128 + signal.SIGTERM  # as a shell reports a process ended by SIGTERM
 
 
 def test_a_huge_paste_is_refused_with_one_line_not_a_hang(capsys):

@@ -1,6 +1,8 @@
 """Context gauge and the policy when the next turn would not fit."""
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hailo_repl.context import ContextOverflowError, ContextUsage, fit_history
 
@@ -58,3 +60,41 @@ def test_a_message_too_big_for_the_context_is_refused_with_a_reason():
     messages = [{"role": "system", "content": "s"}, {"role": "user", "content": "w " * 500}]
     with pytest.raises(ContextOverflowError, match="max-tokens"):
         fit_history(messages, words, capacity=100, reserve=10)
+
+
+def _turns(sizes):
+    messages = [{"role": "system", "content": "s"}]
+    for number, size in enumerate(sizes):
+        messages += [{"role": "user", "content": f"q{number} " + "w " * size}, {"role": "assistant", "content": "a"}]
+    return messages
+
+
+def _words(messages):
+    return sum(len(m["content"].split()) for m in messages)
+
+
+@given(st.lists(st.integers(0, 40), min_size=1, max_size=30), st.integers(20, 400))
+def test_the_fewest_oldest_turns_are_dropped(sizes, capacity):
+    messages = _turns(sizes)
+    try:
+        fitted = fit_history(messages, _words, capacity, reserve=5)
+    except ContextOverflowError:
+        assert _words([messages[0], *messages[-2:]]) + 5 > capacity
+        return
+    assert _words(fitted.messages) + 5 <= capacity
+    if fitted.dropped_turns:  # one turn fewer dropped would not have fitted
+        one_more = [messages[0], *messages[1 + 2 * (fitted.dropped_turns - 1) :]]
+        assert _words(one_more) + 5 > capacity
+
+
+def test_fitting_a_long_chat_counts_tokens_a_logarithmic_number_of_times():
+    """A /load of thousands of turns must not count the whole chat once per dropped turn."""
+    counts = []
+
+    def counting(messages):
+        counts.append(len(messages))
+        return _words(messages)
+
+    fitted = fit_history(_turns([10] * 10_000), counting, capacity=2_000, reserve=100)
+    assert fitted.dropped_turns > 9_000
+    assert len(counts) <= 2 * 14 + 2  # log2(10,000) ≈ 13.3 bisection steps

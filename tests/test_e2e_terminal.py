@@ -99,13 +99,15 @@ def test_a_session_on_the_hailo_double(hailo_env, tmp_path):
     assert [e["event"] for e in recorded][-3:] == ["clear_context", "llm_release", "vdevice_release"]
 
 
-def test_ctrl_c_on_an_empty_prompt_and_ctrl_d_end_the_chat(hailo_env, tmp_path):
+def test_ctrl_c_on_an_empty_prompt_says_how_to_quit_and_ctrl_d_ends_the_chat(hailo_env, tmp_path):
     env, log = hailo_env
-    for key in ("\x03", "\x04"):
-        term = hailo_terminal(env, tmp_path)
-        term.expect(PROMPT)
-        term.send(key)
-        assert term.wait_for_exit() == 0
+    term = hailo_terminal(env, tmp_path)
+    term.expect(PROMPT)
+    term.send("\x03")
+    term.expect(r"Ctrl\+D or /quit ends the chat\.")
+    term.expect(PROMPT)
+    term.send("\x04")
+    assert term.wait_for_exit() == 0
     assert events(log)[-1]["event"] == "vdevice_release"
 
 

@@ -37,8 +37,9 @@ CHATML_TEMPLATE = (
 )
 
 
-# ggml log levels (ggml.h): 2 warning, 3 error, 5 continues the previous line.
-_GGML_WARN, _GGML_ERROR, _GGML_CONT = 2, 3, 5
+# ggml_log_level in ggml.h (shipped in the llama-cpp-python wheel as include/ggml.h):
+# NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5 (continues the previous line).
+_GGML_WARN, _GGML_ERROR, _GGML_CONT = 3, 4, 5
 _last_level = 0
 
 
@@ -47,8 +48,10 @@ def _log_llama_warnings(level: int, text: bytes, data: object) -> None:
     global _last_level
     if level != _GGML_CONT:
         _last_level = level
-    if _last_level in (_GGML_WARN, _GGML_ERROR):
+    if _last_level == _GGML_WARN:
         logger.warning("llama.cpp: {}", text.decode(errors="replace").rstrip())
+    elif _last_level == _GGML_ERROR:
+        logger.error("llama.cpp: {}", text.decode(errors="replace").rstrip())
 
 
 _log_callback = None  # one process-wide thunk: llama.cpp may log after any backend is gone
