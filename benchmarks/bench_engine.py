@@ -372,7 +372,9 @@ def bench_conversation(max_tokens: int) -> dict:
         f"context {t10['context_used']})"
     )
     say(f"  ratio turn {t10['turn']} / turn 1: {ratio:.3f}")
+    long_chats = bench_long_chat_vs_raw([10, 100, 1_000], max_tokens)
     return {
+        "long_chats": long_chats,
         "max_tokens": max_tokens,
         "warmup_ttft_s": cold_ttft,
         "ttft_turn1_s": t1["ttft_s"],
@@ -383,6 +385,62 @@ def bench_conversation(max_tokens: int) -> dict:
         "context_used_turn10": t10["context_used"],
         "turns": turns,
     }
+
+
+def bench_long_chat_vs_raw(lengths: list[int], max_tokens: int, runs: int = 3) -> list[dict]:
+    """TTFT of the next message after a chat of N turns: hailo-repl (Chat: fitting, template,
+    tokens, evaluation) against raw llama-cpp-python given the messages hailo-repl sent.
+    Both start from an empty KV cache, so the difference is hailo-repl's own per-turn work."""
+    from llama_cpp import Llama
+
+    from hailo_repl.backends.base import GenerationParams
+    from hailo_repl.backends.llama import LlamaBackend
+    from hailo_repl.chat import Chat, for_model
+
+    say("  -- the next message after a long chat, empty KV cache: hailo-repl vs raw llama-cpp-python --")
+    say(f"  same fitted messages for both, max_tokens {max_tokens}, temperature 0, median of {runs}")
+    say("     turns  sent-messages  hailo-repl TTFT(ms)  raw TTFT(ms)  ratio")
+    backend = LlamaBackend(bundled_gguf())
+    backend.load()
+    raw = Llama(model_path=str(bundled_gguf()), n_ctx=backend.context_size, n_threads=backend.threads, verbose=False)
+    rows = []
+    try:
+        for turns in lengths:
+            chat = Chat(backend, SYSTEM_PROMPT, GenerationParams(temperature=0.0, max_tokens=max_tokens))
+            ours, theirs = [], []
+            for _ in range(runs):
+                chat.replace_messages(saved_turns(turns))
+                backend.clear()
+                started = time.perf_counter()
+                first = None
+                for _piece in chat.reply("And tomorrow?", threading.Event()):
+                    if first is None:
+                        first = time.perf_counter()
+                ours.append((first or time.perf_counter()) - started)
+                sent = for_model(chat.messages[:-1])  # what hailo-repl sent: the fitted chat and the question
+                raw.reset()
+                started = time.perf_counter()
+                first = None
+                for chunk in raw.create_chat_completion(sent, temperature=0, max_tokens=max_tokens, stream=True):
+                    if first is None and chunk["choices"][0]["delta"].get("content"):
+                        first = time.perf_counter()
+                theirs.append((first or time.perf_counter()) - started)
+            row = {
+                "turns": turns,
+                "messages_sent": len(sent),
+                "ttft_s": statistics.median(ours),
+                "raw_ttft_s": statistics.median(theirs),
+            }
+            row["ratio"] = row["ttft_s"] / row["raw_ttft_s"] if row["raw_ttft_s"] else float("nan")
+            rows.append(row)
+            say(
+                f"  {turns:>8}  {len(sent):>13}  {row['ttft_s'] * 1000:>19.0f}  {row['raw_ttft_s'] * 1000:>12.0f}"
+                f"  {row['ratio']:>5.2f}"
+            )
+    finally:
+        backend.release()
+        raw.close()
+    return rows
 
 
 def saved_turns(turns: int) -> list[dict]:
