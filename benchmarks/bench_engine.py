@@ -387,6 +387,16 @@ def bench_conversation(max_tokens: int) -> dict:
     }
 
 
+def seconds_to_first_text(chat, text: str) -> float:
+    """From Chat.reply() to its first displayed text; the whole reply is read."""
+    started = time.perf_counter()
+    first = None
+    for _piece in chat.reply(text, threading.Event()):
+        if first is None:
+            first = time.perf_counter()
+    return (first or time.perf_counter()) - started
+
+
 def bench_long_chat_vs_raw(lengths: list[int], max_tokens: int, runs: int = 3) -> list[dict]:
     """TTFT of the next message after a chat of N turns: hailo-repl (Chat: fitting, template,
     tokens, evaluation) against raw llama-cpp-python given the messages hailo-repl sent.
@@ -411,12 +421,7 @@ def bench_long_chat_vs_raw(lengths: list[int], max_tokens: int, runs: int = 3) -
             for _ in range(runs):
                 chat.replace_messages(saved_turns(turns))
                 backend.clear()
-                started = time.perf_counter()
-                first = None
-                for _piece in chat.reply("And tomorrow?", threading.Event()):
-                    if first is None:
-                        first = time.perf_counter()
-                ours.append((first or time.perf_counter()) - started)
+                ours.append(seconds_to_first_text(chat, "And tomorrow?"))
                 sent = for_model(chat.messages[:-1])  # what hailo-repl sent: the fitted chat and the question
                 raw.reset()
                 started = time.perf_counter()
@@ -479,12 +484,7 @@ def bench_loaded_chat(lengths: list[int], runs: int) -> dict:
             for _ in range(runs):
                 chat = Chat(backend, SYSTEM_PROMPT, GenerationParams(max_tokens=64))
                 chat.replace_messages(saved)  # what /load does
-                started = time.perf_counter()
-                first = None
-                for _piece in chat.reply("And tomorrow?", threading.Event()):
-                    if first is None:
-                        first = time.perf_counter()
-                samples.append((first or time.perf_counter()) - started)
+                samples.append(seconds_to_first_text(chat, "And tomorrow?"))
             kept = sum(1 for m in chat.messages if m["role"] == "user")
             row = {"turns": turns, "ttft_s": statistics.median(samples), "turns_kept": kept}
             rows.append(row)
