@@ -21,13 +21,14 @@ from typing import Any
 
 from loguru import logger
 from prompt_toolkit import PromptSession
+from prompt_toolkit.completion import ThreadedCompleter
 from prompt_toolkit.formatted_text import StyleAndTextTuples
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 
 from hailo_repl import __version__
-from hailo_repl.backends.base import BackendError
+from hailo_repl.backends.base import Backend, BackendError
 from hailo_repl.chat import Chat
-from hailo_repl.commands import BUILTINS, CommandCompleter, Quit, Resend, is_command
+from hailo_repl.commands import BUILTINS, CommandCompleter, Quit, Resend, SwitchModel, is_command
 from hailo_repl.config import data_dir, log_file
 from hailo_repl.console import Console
 from hailo_repl.context import ContextOverflowError
@@ -87,7 +88,7 @@ class Repl:
         self.session: PromptSession[str] = PromptSession(
             message=[("class:prompt", "You: ")],
             history=input_history(history),
-            completer=CommandCompleter(BUILTINS),
+            completer=ThreadedCompleter(CommandCompleter(BUILTINS, self)),
             complete_while_typing=False,
             bottom_toolbar=self.toolbar,
             key_bindings=load_input_bindings(),
@@ -129,10 +130,11 @@ class Repl:
             with contextlib.suppress(Exception):
                 await load  # the backend is released only after its load has ended
         if self.model_state is ModelState.FAILED:
-            error = load.exception()
-            if not isinstance(error, BackendError):
+            error = load.exception()  # None when /model's switch failed: it has said why
+            if error is not None and not isinstance(error, BackendError):
                 logger.opt(exception=error).error("model load failed")
-            self.console.error(str(error))
+            if error is not None:
+                self.console.error(str(error))
             return 1
         return 0
 
@@ -180,6 +182,10 @@ class Repl:
                     outcome = self._run_command(text)
                 except Quit:
                     return
+                if isinstance(outcome, SwitchModel):
+                    if await self._model_ready(load):
+                        await self._switch_model(outcome.backend)
+                    continue
                 if not isinstance(outcome, Resend):
                     continue
                 text, replace_last = outcome.text, True
@@ -188,7 +194,36 @@ class Repl:
             elif self.ctrl_c.pressed and not self.quitting:
                 self.console.info("Not sent (Ctrl+C); Up brings the message back.")
 
-    def _run_command(self, text: str) -> Resend | None:
+    async def _switch_model(self, backend: Backend) -> None:
+        """/model: release the model and load the other; the conversation stays. If the
+        other fails to load, the chat goes back to the one it had."""
+        loop = asyncio.get_running_loop()
+        old = self.chat.backend
+        self.console.info(f"Releasing {old.model_name} and loading {backend.model_name}…")
+        self.model_state = ModelState.LOADING
+        try:
+            await loop.run_in_executor(None, old.release)
+            await loop.run_in_executor(None, backend.load)
+        except Exception as error:
+            if not isinstance(error, BackendError):
+                logger.opt(exception=error).error("loading {} failed", backend.model_name)
+            self.console.error(f"{error} — going on with {old.model_name}")
+            with contextlib.suppress(Exception):
+                await loop.run_in_executor(None, backend.release)
+            try:
+                await loop.run_in_executor(None, old.load)
+            except Exception as again:
+                logger.opt(exception=again).error("reloading {} failed", old.model_name)
+                self.console.error(f"{old.model_name} failed to load again: {again}")
+                self.model_state = ModelState.FAILED
+                self.quit()
+                return
+        else:
+            self.chat.backend = backend
+            self.console.info(f"Now chatting with {backend.model_name}; the conversation goes on.")
+        self.model_state = ModelState.READY
+
+    def _run_command(self, text: str) -> Resend | SwitchModel | None:
         entry, argument, word = BUILTINS.parse(text)
         if entry is None:
             self.console.say(BUILTINS.unknown_message(word))

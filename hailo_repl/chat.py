@@ -12,8 +12,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from hailo_repl.backends.base import Backend, GenerationParams, Message, ReplyStream
-from hailo_repl.console import CONTEXT, labelled
+from hailo_repl.backends.base import Backend, GenerationParams, Message, Notice, ReplyStream
+from hailo_repl.console import CONTEXT, INFO, labelled
 from hailo_repl.context import ContextUsage, fit_history, split_turns
 from hailo_repl.stats import ReplyStats
 from hailo_repl.streaming import StreamingTextFilter, clean_response
@@ -36,7 +36,8 @@ class Chat:
         self.session_stats: list[ReplyStats] = []
 
     def usage(self) -> ContextUsage:
-        return ContextUsage(self.backend.context_used, self.backend.context_capacity)
+        backend = self.backend
+        return ContextUsage(backend.context_used, backend.context_capacity, backend.context_is_estimate)
 
     def clear(self) -> None:
         self.messages = [{"role": "system", "content": self.system_prompt}]
@@ -111,6 +112,9 @@ class Chat:
             # not whenever the generator is garbage-collected.
             with contextlib.closing(self.backend.stream(fitted.messages, self.params, cancel)) as pieces:
                 for piece in pieces:
+                    if isinstance(piece, Notice):  # about the reply, not part of it
+                        notify(labelled(INFO, piece))
+                        continue
                     if not raw:
                         stats.time_to_first_token = time.perf_counter() - started
                     raw.append(piece)

@@ -14,8 +14,14 @@ from pathlib import Path
 from loguru import logger
 
 from hailo_repl import __version__
-from hailo_repl.backends import BackendChoice, open_backend
+from hailo_repl.backends import BackendChoice, open_backend, remote_backend
 from hailo_repl.backends.base import Backend, BackendError, GenerationParams
+from hailo_repl.backends.servers import (
+    DEFAULT_CONTEXT_SIZE,
+    HAILO_OLLAMA_DEFAULT_URL,
+    OPENAI_DEFAULT_URL,
+    REMOTE_BACKENDS,
+)
 from hailo_repl.chat import DEFAULT_SYSTEM_PROMPT, Chat
 from hailo_repl.config import log_file, setup_logging
 from hailo_repl.console import Console
@@ -45,13 +51,10 @@ def _setting_type(setting: NumberSetting) -> Callable[[str], float | int]:
     return parse
 
 
-def _gguf_file(value: str) -> Path:
-    path = Path(value).expanduser()
-    try:
-        check_gguf(path)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    return path
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number above 0, not '{text}'")
+    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,15 +80,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--backend",
-        choices=["auto", "hailo", "llama"],
+        choices=["auto", "hailo", "llama", *REMOTE_BACKENDS],
         default="auto",
-        help="where the model runs (default: %(default)s: hailo when a device opens, else llama)",
+        help="where the model runs (default: %(default)s: hailo when a device opens, else llama); "
+        "ollama, hailo-ollama and openai chat with a server",
     )
     parser.add_argument(
         "--model",
-        type=_gguf_file,
-        metavar="PATH.gguf",
-        help="a GGUF model for the llama backend (default: the bundled SmolLM2-135M-Instruct)",
+        metavar="NAME|PATH.gguf",
+        help="the server's model name with a remote backend (default: ask the server); a GGUF file "
+        "for the llama backend (default: the bundled SmolLM2-135M-Instruct)",
+    )
+    remote = parser.add_argument_group("remote engines (--backend ollama, hailo-ollama or openai)")
+    remote.add_argument(
+        "--url",
+        help="the server: for ollama its root (default: OLLAMA_HOST, else http://127.0.0.1:11434); "
+        f"for hailo-ollama default {HAILO_OLLAMA_DEFAULT_URL}; for openai the API base "
+        f"(default: OPENAI_BASE_URL, else {OPENAI_DEFAULT_URL})",
+    )
+    remote.add_argument(
+        "--api-key",
+        help="sent as a bearer token (default for openai: OPENAI_API_KEY, but only to OPENAI_BASE_URL's server)",
+    )
+    remote.add_argument(
+        "--context-size",
+        type=_positive_int,
+        metavar="TOKENS",
+        help=f"the model's context on the server (default: what the server says, else {DEFAULT_CONTEXT_SIZE})",
     )
     parser.add_argument("--list-models", action="store_true", help="list installed and registered models, then exit")
     parser.add_argument("-p", "--prompt", help="send one message, print the reply, and exit")
@@ -100,6 +121,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
+
+
+def print_server_models(choice: BackendChoice) -> None:
+    backend = remote_backend(choice)
+    try:
+        print(f"Models on {backend.endpoint.url} ({backend.name}):")
+        for name in backend.list_models():
+            print(name)
+    finally:
+        backend.release()
 
 
 def print_model_list() -> None:
@@ -147,26 +178,62 @@ def history_enabled(args: argparse.Namespace) -> bool:
     return not args.no_history and os.environ.get("HAILO_REPL_NOHISTORY", "") in ("", "0")
 
 
+def backend_choice(parser: argparse.ArgumentParser, args: argparse.Namespace) -> BackendChoice:
+    """The backend the flags ask for; a flag that does not fit it is a usage error (exit 2)."""
+    if args.backend in REMOTE_BACKENDS:
+        if args.hef_path:
+            parser.error(f"argument --hef-path: a HEF runs on the Hailo backend, not with --backend {args.backend}")
+        return BackendChoice(
+            backend=args.backend,
+            model_name=args.model,
+            url=args.url,
+            api_key=args.api_key,
+            context_size=args.context_size,
+            environ=os.environ,
+        )
+    for flag in ("url", "api_key", "context_size"):
+        if getattr(args, flag) is not None:
+            name = "--" + flag.replace("_", "-")
+            parser.error(f"argument {name}: needs --backend ollama, hailo-ollama or openai")
+    gguf_path = None
+    if args.model:
+        if args.backend == "hailo":
+            parser.error("argument --model: a GGUF model runs on the llama backend, not with --backend hailo")
+        gguf_path = Path(args.model).expanduser()
+        try:
+            check_gguf(gguf_path)
+        except ValueError as error:
+            parser.error(f"argument --model: {error}")
+    return BackendChoice(backend=args.backend, hef_path=args.hef_path, gguf_path=gguf_path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments and arguments[0] in SUBCOMMANDS:
         return SUBCOMMANDS[arguments[0]](arguments[1:])
     parser = build_parser()
     args = parser.parse_args(arguments)
-    if args.backend == "hailo" and args.model:
-        parser.error("argument --model: a GGUF model runs on the llama backend, not with --backend hailo")
+    choice = backend_choice(parser, args)
     setup_logging(args.verbose)
+    notices = Console(sys.stderr)  # stdout carries only replies
+    if args.list_models and choice.backend in REMOTE_BACKENDS:
+        try:
+            print_server_models(choice)
+        except BackendError as error:
+            notices.fatal(str(error))
+            return EXIT_FAILURE
+        return EXIT_OK
     if args.list_models:
         print_model_list()
         return EXIT_OK
     exit_on_termination()
-    notices = Console(sys.stderr)  # stdout carries only replies
 
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     backend: Backend | None = None
+    chat: Chat | None = None
     try:
         backend = open_backend(
-            BackendChoice(backend=args.backend, hef_path=args.hef_path, gguf_path=args.model),
+            choice,
             notify=notices.say,
             choose_model=choose_model if interactive else None,
             download=download_with_progress(notices.say),
@@ -199,4 +266,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if backend is not None:
             with signals_held():
-                backend.release()
+                (chat.backend if chat is not None else backend).release()  # /model may have replaced it

@@ -324,8 +324,9 @@ def test_help_shows_the_flags_and_defaults(isolated_home):
     assert re.search(r"--max-tokens MAX_TOKENS [^-]*default: 512\)", text)
     assert re.search(r"--temperature TEMPERATURE [^-]*default: 0\.7\)", text)
     assert re.search(r"--system-prompt SYSTEM_PROMPT [^-]*" + re.escape(DEFAULT_SYSTEM_PROMPT), text)
-    assert "--backend {auto,hailo,llama}" in text
-    assert "--model PATH.gguf" in text
+    assert "--backend {auto,hailo,llama,ollama,hailo-ollama,openai}" in text
+    assert "--model NAME|PATH.gguf" in text
+    assert "--url URL" in text and "--api-key API_KEY" in text and "--context-size TOKENS" in text
     assert "--list-models" in text
     assert re.search(r"-p( PROMPT)?, --prompt PROMPT", text)
     assert "--verbose" in text and "--version" in text
