@@ -30,6 +30,7 @@ class Reply:
     delay: float = 0.0
     drop: bool = False
     status: int = 200
+    wait: float = 0.0  # seconds before the response starts, as while a server loads a model
 
 
 def ollama_reply(pieces: list[str], model: str = "qwen2:1.5b", prompt_eval_count: int = 26, **options: Any) -> Reply:
@@ -85,6 +86,7 @@ class OllamaDouble:
     models: dict[str, int] = field(default_factory=lambda: {"qwen2:1.5b": 32768})  # name → context_length
     flavour: str = "ollama"
     requests: list[dict[str, Any]] = field(default_factory=list)  # the /api/chat bodies
+    seen: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Authorization header) of each request
     disconnects: int = 0  # clients gone before their reply's end
 
     def __post_init__(self) -> None:
@@ -149,12 +151,14 @@ def _handler_for(double: OllamaDouble) -> type[BaseHTTPRequestHandler]:
             return data
 
         def do_GET(self) -> None:
+            double.seen.append((self.path, self.headers.get("Authorization")))
             if self.path == "/api/tags":
                 self._json(200, double.tags())
             else:
                 self._json(404, {"error": "not found"})
 
         def do_POST(self) -> None:
+            double.seen.append((self.path, self.headers.get("Authorization")))
             if self.path == "/api/show":
                 self._json(*double.show(self._body().get("model", "")))
             elif self.path == "/api/chat":
@@ -163,11 +167,12 @@ def _handler_for(double: OllamaDouble) -> type[BaseHTTPRequestHandler]:
                 self._json(404, {"error": "not found"})
 
         def _stream(self, reply: Reply) -> None:
-            self.send_response(reply.status)
-            self.send_header("Content-Type", "application/x-ndjson")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
             try:
+                time.sleep(reply.wait)
+                self.send_response(reply.status)
+                self.send_header("Content-Type", "application/x-ndjson")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
                 for line in reply.lines:
                     data = (json.dumps(line) if isinstance(line, dict) else line).encode() + line_end
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))

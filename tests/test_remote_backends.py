@@ -270,3 +270,34 @@ def test_remote_flags_without_a_remote_backend_are_usage_errors(isolated_home, a
 
     assert result.returncode == 2
     assert f"argument {flag}" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_slow_first_token_says_we_wait_and_ctrl_c_still_stops_at_once(monkeypatch):
+    from hailo_repl.backends import remote
+
+    monkeypatch.setattr(remote, "WAIT_NOTICE_SECONDS", 0.2)
+    loading = ollama_reply(["Ready."] * 50, wait=1.0, delay=0.05)  # the server loads the model first
+    with OllamaDouble([ollama_reply(["Ready."], wait=1.0), loading]) as double:
+        chat = chat_on(double)
+        notices: list[str] = []
+        assert "".join(chat.reply("Hi", threading.Event(), notify=notices.append)) == "Ready."
+        assert notices == [f"[Info] waiting for the server… (it may be loading {MODEL}; Ctrl+C stops)"]
+
+        cancel = threading.Event()
+        threading.Timer(0.3, cancel.set).start()  # Ctrl+C before the first token
+        assert "".join(chat.reply("Again", cancel)) == ""
+        assert double.disconnected.wait(10)
+
+
+def test_the_openai_key_reaches_only_its_paired_server(isolated_home):
+    with OllamaDouble() as double:  # an Ollama server refuses /v1/models: the headers are what matter
+        api = f"{double.url}/v1"
+        run_cli("--backend", "openai", "--url", api, "--list-models", env={"OPENAI_API_KEY": "sk-secret"})
+        run_cli("--backend", "openai", "--list-models", env={"OPENAI_API_KEY": "sk-paired", "OPENAI_BASE_URL": api})
+        run_cli("--backend", "openai", "--url", api, "--api-key", "sk-given", "--list-models")
+
+    assert double.seen == [
+        ("/v1/models", None),
+        ("/v1/models", "Bearer sk-paired"),
+        ("/v1/models", "Bearer sk-given"),
+    ]
