@@ -130,11 +130,10 @@ class Repl:
             with contextlib.suppress(Exception):
                 await load  # the backend is released only after its load has ended
         if self.model_state is ModelState.FAILED:
-            error = load.exception()  # None when /model's switch failed: it has said why
-            if error is not None and not isinstance(error, BackendError):
+            error = load.exception()
+            if not isinstance(error, BackendError):
                 logger.opt(exception=error).error("model load failed")
-            if error is not None:
-                self.console.error(str(error))
+            self.console.error(str(error))
             return 1
         return 0
 
@@ -214,8 +213,7 @@ class Repl:
                 await loop.run_in_executor(None, old.load)
             except Exception as again:
                 logger.opt(exception=again).error("reloading {} failed", old.model_name)
-                self.console.error(f"{old.model_name} failed to load again: {again}")
-                self.model_state = ModelState.FAILED
+                self.console.error(f"{old.model_name} failed to load again ({again}); ending the chat")
                 self.quit()
                 return
         else:

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+import llama_server as llama_server_process
 import pytest
 from terminal import FAKES, hailo_repl_command, with_fakes
 
@@ -88,12 +85,6 @@ def run_cli(*args: str, stdin: str | None = None, env: dict | None = None, fakes
     )
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @dataclass
 class LlamaServer:
     url: str  # the API base, ending in /v1
@@ -106,39 +97,15 @@ class LlamaServer:
 
 @pytest.fixture(scope="session")
 def llama_server(tmp_path_factory):
-    """llama-cpp-python's own OpenAI-compatible server on 127.0.0.1 with the bundled SmolLM2.
+    """llama-cpp-python's server with the bundled SmolLM2 on 127.0.0.1 (tests/llama_server.py)."""
+    from hailo_repl.models import BUNDLED_MODEL_NAME
 
-    --interrupt_requests False: a new request then waits for the running one instead of
-    cutting it short, so a next reply that comes at once shows the server saw the client go.
-    """
-    from hailo_repl.models import BUNDLED_MODEL_NAME, bundled_gguf_path
-
-    port = free_port()
     log = tmp_path_factory.mktemp("llama-server") / "server.log"
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_gguf_path())]
-    command += ["--model_alias", BUNDLED_MODEL_NAME, "--n_ctx", "4096", "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--interrupt_requests", "False"]
-    with open(log, "wb") as output:
-        server = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/v1"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited ({server.returncode}):\n{log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"llama_cpp.server did not answer /v1/models:\n{log.read_text()[-2000:]}")
-            time.sleep(0.2)
+        server, url = llama_server_process.start(log)
+    except llama_server_process.ServerFailed as error:
+        pytest.fail(str(error))
+    try:
         yield LlamaServer(url, BUNDLED_MODEL_NAME, log)
     finally:
-        os.kill(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.kill(server.pid, signal.SIGKILL)
-            server.wait()
+        llama_server_process.stop(server)

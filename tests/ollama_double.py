@@ -33,12 +33,16 @@ class Reply:
     wait: float = 0.0  # seconds before the response starts, as while a server loads a model
 
 
-def ollama_reply(pieces: list[str], model: str = "qwen2:1.5b", prompt_eval_count: int = 26, **options: Any) -> Reply:
-    """A reply as Ollama streams it, with its closing metrics line."""
-    lines: list[Any] = [
+def token_lines(pieces: list[str], model: str) -> list[Any]:
+    return [
         {"model": model, "created_at": CREATED_AT, "message": {"role": "assistant", "content": p}, "done": False}
         for p in pieces
     ]
+
+
+def ollama_reply(pieces: list[str], model: str = "qwen2:1.5b", prompt_eval_count: int = 26, **options: Any) -> Reply:
+    """A reply as Ollama streams it, with its closing metrics line."""
+    lines = token_lines(pieces, model)
     lines.append(
         {
             "model": model,
@@ -59,10 +63,7 @@ def ollama_reply(pieces: list[str], model: str = "qwen2:1.5b", prompt_eval_count
 
 def hailo_ollama_reply(pieces: list[str], model: str = "qwen2:1.5b", **options: Any) -> Reply:
     """A reply as hailo-ollama streams it: the last line has no prompt count and no eval duration."""
-    lines: list[Any] = [
-        {"model": model, "created_at": CREATED_AT, "message": {"role": "assistant", "content": p}, "done": False}
-        for p in pieces
-    ]
+    lines = token_lines(pieces, model)
     lines.append(
         {
             "model": model,

@@ -9,6 +9,7 @@ import time
 
 import pytest
 from conftest import run_cli
+from llama_server import DISCONNECTED
 from terminal import Terminal
 
 from hailo_repl.backends.base import GenerationParams
@@ -19,7 +20,6 @@ from hailo_repl.chat import Chat
 pytestmark = pytest.mark.llama
 
 PROMPT = "You: "
-DISCONNECTED = "Disconnected from client"  # what llama_cpp/server/app.py prints (get_event_publisher)
 
 
 def openai_args(server) -> list[str]:
