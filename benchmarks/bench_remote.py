@@ -112,7 +112,7 @@ def bench_interrupts(args: list[str], env: dict[str, str], count: int, disconnec
     seen: list[bool] = []
     try:
         term.wait_for("You: ", "the first prompt")
-        term.wait_for(bench_repl.TOOLBAR_READY, "the model (toolbar gauge)", timeout=120)
+        term.wait_for(r"ctx ~?\d", "the model (toolbar gauge; ~ marks an estimate)", timeout=120)
         for number in range(count):
             before = disconnects()
             term.send_line(INTERRUPT_MESSAGE)

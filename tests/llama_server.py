@@ -40,8 +40,9 @@ def start(log: Path, timeout: float = 180) -> tuple[subprocess.Popen[bytes], str
     command = [sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_gguf_path())]
     command += ["--model_alias", BUNDLED_MODEL_NAME, "--n_ctx", "4096", "--host", "127.0.0.1", "--port", str(port)]
     command += ["--interrupt_requests", "False"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # its "Disconnected" print reaches the log at once
     with open(log, "wb") as output:
-        server = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + timeout
     while server.poll() is None and time.monotonic() < deadline:

@@ -31,7 +31,8 @@ def test_a_reply_from_the_server(isolated_home, llama_server):
 
     assert result.returncode == 0, result.stderr
     assert "Paris" in result.stdout
-    assert result.stderr == ""
+    # stderr: nothing, or (a loaded machine, a cold server) that hailo-repl waits for the first token
+    assert all(line.startswith("[Info] waiting for the server") for line in result.stderr.splitlines())
 
 
 def test_a_multi_turn_chat_keeps_the_conversation(llama_server):

@@ -76,6 +76,8 @@ def test_ollama_url_comes_from_the_flag_then_ollama_host_and_hailo_ollama_has_it
     assert resolve_endpoint("ollama", "pi:8000", None, environ).url == "http://pi:8000"
     assert resolve_endpoint("hailo-ollama", None, None, environ).url == "http://127.0.0.1:8000"
     assert resolve_endpoint("hailo-ollama", "http://pi:8000", None, environ).url == "http://pi:8000"
+    assert resolve_endpoint("hailo-ollama", "http://pi", None, environ).url == "http://pi:8000"
+    assert resolve_endpoint("hailo-ollama", "pi.local", None, environ).url == "http://pi.local:8000"
 
 
 # --- Ollama's protocol ------------------------------------------------------------------

@@ -24,7 +24,8 @@ OPENAI = "openai"
 REMOTE_BACKENDS = (OLLAMA, HAILO_OLLAMA, OPENAI)
 
 OLLAMA_DEFAULT_PORT = "11434"
-HAILO_OLLAMA_DEFAULT_URL = "http://127.0.0.1:8000"
+HAILO_OLLAMA_DEFAULT_PORT = "8000"  # config/hailo-ollama.json
+HAILO_OLLAMA_DEFAULT_URL = f"http://127.0.0.1:{HAILO_OLLAMA_DEFAULT_PORT}"
 OPENAI_DEFAULT_URL = "https://api.openai.com/v1"
 DEFAULT_CONTEXT_SIZE = 4096  # a server's model's context when neither the server nor --context-size says
 
@@ -35,16 +36,17 @@ class Endpoint:
     api_key: str | None = None  # sent as `Authorization: Bearer …`
 
 
-def ollama_host(value: str) -> str:
-    """`OLLAMA_HOST` (or an Ollama `--url`) as the URL the Ollama CLI would connect to."""
+def ollama_host(value: str, hailo_ollama: bool = False) -> str:
+    """`OLLAMA_HOST` (or an Ollama `--url`) as the URL the Ollama CLI would connect to; for
+    hailo-ollama a missing port is its 8000 whatever the scheme."""
     text = value.strip().strip("\"'").strip()
-    default_port = OLLAMA_DEFAULT_PORT
+    default_port = HAILO_OLLAMA_DEFAULT_PORT if hailo_ollama else OLLAMA_DEFAULT_PORT
     scheme, separator, hostport = text.partition("://")
     if not separator:
         scheme, hostport = ("https", "ollama.com:443") if text == "ollama.com" else ("http", text)
-    elif scheme == "http":
+    elif scheme == "http" and not hailo_ollama:
         default_port = "80"
-    elif scheme == "https":
+    elif scheme == "https" and not hailo_ollama:
         default_port = "443"
     hostport, _, path = hostport.partition("/")
     host, port = _split_host_port(hostport)
@@ -82,5 +84,5 @@ def resolve_endpoint(backend: str, url: str | None, api_key: str | None, environ
             api_key = environ.get("OPENAI_API_KEY") or None
         return Endpoint(chosen, api_key)
     if backend == HAILO_OLLAMA:
-        return Endpoint(ollama_host(url) if url else HAILO_OLLAMA_DEFAULT_URL, api_key)
+        return Endpoint(ollama_host(url or "", hailo_ollama=True), api_key)
     return Endpoint(ollama_host(url if url is not None else environ.get("OLLAMA_HOST", "")), api_key)
