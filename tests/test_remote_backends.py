@@ -146,9 +146,14 @@ def test_an_error_line_mid_stream_is_one_line_and_the_partial_reply_is_kept():
         (Reply(ollama_reply(["a", "b", "c"]).lines[:2], drop=True), "closed the connection in the middle", "ab"),
         (Reply(ollama_reply(["a", "b"]).lines[:2]), "ended before the server said it was done", "ab"),
         (Reply(['{"message": {"content": "a"}, "done": false}', "<html>502"]), "other than JSON", "a"),
-        (Reply([{"error": "out of memory"}], status=500), "HTTP 500 .*out of memory", None),
+        (Reply([{"error": "out of memory"}], status=500), "HTTP 500 .*out of memory — check the server's log", None),
+        (
+            Reply([{"error": "invalid key"}], status=401),
+            r"HTTP 401 .*invalid key — check the API key \(--api-key\)",
+            None,
+        ),
     ],
-    ids=["dropped connection", "no done line", "malformed JSON", "HTTP 500"],
+    ids=["dropped connection", "no done line", "malformed JSON", "HTTP 500", "HTTP 401"],
 )
 def test_a_broken_stream_is_one_line_that_says_what_to_check(reply, says, kept):
     with OllamaDouble([reply]) as double:
@@ -289,6 +294,22 @@ def test_a_slow_first_token_says_we_wait_and_ctrl_c_still_stops_at_once(monkeypa
         threading.Timer(0.3, cancel.set).start()  # Ctrl+C before the first token
         assert "".join(chat.reply("Again", cancel)) == ""
         assert double.disconnected.wait(10)
+
+
+def test_a_server_that_stalls_is_reported_not_waited_for_forever(monkeypatch):
+    from hailo_repl.backends import remote
+
+    monkeypatch.setattr(remote, "STALL_SECONDS", 0.5)  # 300 s in use
+    monkeypatch.setattr(remote, "WAIT_NOTICE_SECONDS", 0.1)
+    stuck = ollama_reply(["never"], wait=3.0)
+    with OllamaDouble([stuck]) as double:
+        chat = chat_on(double)
+        notices: list[str] = []
+        with pytest.raises(BackendError, match=r"sent nothing for 0\.5 s: check the server \(its log, its load\)"):
+            "".join(chat.reply("Hi", threading.Event(), notify=notices.append))
+
+    assert len(notices) == 1 and "waiting for the server" in notices[0]  # it said so before giving up
+    assert [m["role"] for m in chat.messages] == ["system"]
 
 
 def test_the_openai_key_reaches_only_its_paired_server(isolated_home):

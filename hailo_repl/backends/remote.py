@@ -366,7 +366,7 @@ class RemoteBackend:
         elif isinstance(error, httpx.ConnectError):
             message = f"cannot connect to {where}: {error} ({self.url_hint})"
         elif isinstance(error, httpx.ReadTimeout):
-            message = f"{where} sent nothing for {STALL_SECONDS:.0f} s: check the server (its log, its load)"
+            message = f"{where} sent nothing for {STALL_SECONDS:g} s: check the server (its log, its load)"
         elif isinstance(error, (httpx.RemoteProtocolError, httpx.ReadError)):
             message = f"{where} closed the connection in the middle of the reply: check the server's log"
         else:
