@@ -51,15 +51,17 @@ function _shtab_hailo_repl_using
 end
 
 set -g _shtab_hailo_repl_commands config completions
-set -g _shtab_hailo_repl_opts_with_value --backend --color --config --hef-path --max-tokens --model --prompt --system-prompt --temperature --top-p -p
+set -g _shtab_hailo_repl_opts_with_value --api-key --backend --color --config --context-size --hef-path --max-tokens --model --prompt --system-prompt --temperature --top-p --url -p
 
 complete -c hailo-repl -e
 complete -c hailo-repl -f
 
 complete -c hailo-repl -n _shtab_hailo_repl_using -s h -l help -d 'show this help message and exit'
-complete -c hailo-repl -n _shtab_hailo_repl_using -l backend -xka "auto hailo llama" -d 'where the model runs (auto: hailo when a device opens, else llama) (default: auto)'
+complete -c hailo-repl -n _shtab_hailo_repl_using -l backend -xka "auto hailo llama ollama hailo-ollama openai" -d 'where the model runs (auto: hailo when a device opens, else llama; ollama, hailo-ollama and openai chat with a server) (default: auto)'
 complete -c hailo-repl -n _shtab_hailo_repl_using -l hef-path -xka "(hailo-repl --list-models --quiet 2>/dev/null; __fish_complete_path (commandline -ct))" -d 'HEF model: a path, a file name, or a model name such as Qwen2.5-1.5B-Instruct (default: pick among downloaded models)'
-complete -c hailo-repl -n _shtab_hailo_repl_using -l model -xka "(__fish_complete_path (commandline -ct))" -d 'a GGUF model for the llama backend (default: the bundled SmolLM2-135M-Instruct)'
+complete -c hailo-repl -n _shtab_hailo_repl_using -l model -xka "(__fish_complete_path (commandline -ct))" -d 'a GGUF file for the llama backend; the server'"'"'s model name with a remote backend (default: the bundled SmolLM2-135M-Instruct; with a server, ask it)'
+complete -c hailo-repl -n _shtab_hailo_repl_using -l url -x -d 'with a remote backend, the server: for ollama its root (else OLLAMA_HOST, else http://127.0.0.1:11434), for hailo-ollama else http://127.0.0.1:8000, for openai the API base (else OPENAI_BASE_URL, else https://api.openai.com/v1) (default: per backend, as the help says)'
+complete -c hailo-repl -n _shtab_hailo_repl_using -l context-size -x -d 'with a remote backend, the model'"'"'s context on the server; a whole number above 0 (default: what the server says, else 4096)'
 complete -c hailo-repl -n _shtab_hailo_repl_using -l temperature -x -d 'randomness, 0 is greedy; a number from 0.0 to 2.0 (default: 0.7)'
 complete -c hailo-repl -n _shtab_hailo_repl_using -l max-tokens -x -d 'most tokens generated per reply; a whole number above 0 (default: 512)'
 complete -c hailo-repl -n _shtab_hailo_repl_using -l top-p -x -d 'nucleus sampling: draw only from the likeliest tokens up to this probability; a number above 0.0 up to 1.0 (default: the backend'"'"'s)'
@@ -70,6 +72,7 @@ complete -c hailo-repl -n _shtab_hailo_repl_using -l vi-mode -l no-vi-mode -l vi
 complete -c hailo-repl -n _shtab_hailo_repl_using -l color -xka "auto always never" -d 'colour in replies (auto: unless NO_COLOR is set) (default: auto)'
 complete -c hailo-repl -n _shtab_hailo_repl_using -l config -xka "(__fish_complete_path (commandline -ct))" -d 'the config file (default: $HAILO_REPL_CONFIG, else ~/.config/hailo-repl/config.yaml)'
 complete -c hailo-repl -n _shtab_hailo_repl_using -l show-config -d 'print the settings in effect and their origins'
+complete -c hailo-repl -n _shtab_hailo_repl_using -l api-key -x -d 'sent as a bearer token (default for openai: OPENAI_API_KEY, but only to OPENAI_BASE_URL'"'"'s server); a flag only, never read from the config file'
 complete -c hailo-repl -n _shtab_hailo_repl_using -l list-models -d 'list installed and registered models, then exit'
 complete -c hailo-repl -n _shtab_hailo_repl_using -s q -l quiet -d 'with --list-models: only the names --hef-path takes, one a line'
 complete -c hailo-repl -n _shtab_hailo_repl_using -s p -l prompt -x -d 'send one message, print the reply, and exit'
@@ -79,9 +82,11 @@ complete -c hailo-repl -n '_shtab_hailo_repl_using; and test $_shtab_hailo_repl_
 complete -c hailo-repl -n '_shtab_hailo_repl_using config' -s h -l help -d 'show this help message and exit'
 complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l init -d 'write a config file (never over an existing one)'
 complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l config -xka "(__fish_complete_path (commandline -ct))" -d 'the config file (default: $HAILO_REPL_CONFIG, else ~/.config/hailo-repl/config.yaml)'
-complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l backend -xka "auto hailo llama" -d 'where the model runs (auto: hailo when a device opens, else llama) (default: auto)'
+complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l backend -xka "auto hailo llama ollama hailo-ollama openai" -d 'where the model runs (auto: hailo when a device opens, else llama; ollama, hailo-ollama and openai chat with a server) (default: auto)'
 complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l hef-path -xka "(hailo-repl --list-models --quiet 2>/dev/null; __fish_complete_path (commandline -ct))" -d 'HEF model: a path, a file name, or a model name such as Qwen2.5-1.5B-Instruct (default: pick among downloaded models)'
-complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l model -xka "(__fish_complete_path (commandline -ct))" -d 'a GGUF model for the llama backend (default: the bundled SmolLM2-135M-Instruct)'
+complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l model -xka "(__fish_complete_path (commandline -ct))" -d 'a GGUF file for the llama backend; the server'"'"'s model name with a remote backend (default: the bundled SmolLM2-135M-Instruct; with a server, ask it)'
+complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l url -x -d 'with a remote backend, the server: for ollama its root (else OLLAMA_HOST, else http://127.0.0.1:11434), for hailo-ollama else http://127.0.0.1:8000, for openai the API base (else OPENAI_BASE_URL, else https://api.openai.com/v1) (default: per backend, as the help says)'
+complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l context-size -x -d 'with a remote backend, the model'"'"'s context on the server; a whole number above 0 (default: what the server says, else 4096)'
 complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l temperature -x -d 'randomness, 0 is greedy; a number from 0.0 to 2.0 (default: 0.7)'
 complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l max-tokens -x -d 'most tokens generated per reply; a whole number above 0 (default: 512)'
 complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l top-p -x -d 'nucleus sampling: draw only from the likeliest tokens up to this probability; a number above 0.0 up to 1.0 (default: the backend'"'"'s)'

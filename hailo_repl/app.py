@@ -23,13 +23,14 @@ from typing import Any
 from loguru import logger
 from prompt_toolkit import PromptSession
 from prompt_toolkit.application import run_in_terminal
+from prompt_toolkit.completion import ThreadedCompleter
 from prompt_toolkit.enums import EditingMode
 from prompt_toolkit.formatted_text import StyleAndTextTuples
 
 from hailo_repl import __version__
-from hailo_repl.backends.base import BackendError
+from hailo_repl.backends.base import Backend, BackendError
 from hailo_repl.chat import Chat
-from hailo_repl.commands import BUILTINS, CommandCompleter, Quit, Resend, is_command
+from hailo_repl.commands import BUILTINS, CommandCompleter, Quit, Resend, SwitchModel, is_command
 from hailo_repl.config import data_dir, log_file
 from hailo_repl.config_file import config_path
 from hailo_repl.console import Console
@@ -96,7 +97,7 @@ class Repl:
             message=[("class:prompt", "You: ")],
             history=input_history(data_dir() if history else None, warn=self.notice_from_any_thread),
             enable_suspend=True,  # Ctrl+Z at the prompt suspends, as in a shell, instead of typing ^Z
-            completer=CommandCompleter(BUILTINS),
+            completer=ThreadedCompleter(CommandCompleter(BUILTINS, self)),
             complete_while_typing=False,
             bottom_toolbar=self.toolbar,
             key_bindings=load_input_bindings(),
@@ -222,6 +223,10 @@ class Repl:
                     outcome = self._run_command(text)
                 except Quit:
                     return
+                if isinstance(outcome, SwitchModel):
+                    if await self._model_ready(load):
+                        await self._switch_model(outcome.backend)
+                    continue
                 if not isinstance(outcome, Resend):
                     continue
                 text, replace_last = outcome.text, True
@@ -230,7 +235,36 @@ class Repl:
             elif self.ctrl_c.pressed and not self.quitting:
                 self.console.info("Not sent (Ctrl+C); Up brings the message back.")
 
-    def _run_command(self, text: str) -> Resend | None:
+    async def _switch_model(self, backend: Backend) -> None:
+        """/model: release the model and load the other; the conversation stays. If the
+        other fails to load, the chat goes back to the one it had."""
+        loop = asyncio.get_running_loop()
+        old = self.chat.backend
+        self.console.info(f"Releasing {old.model_name} and loading {backend.model_name}…")
+        self.model_state = ModelState.LOADING
+        try:
+            await loop.run_in_executor(None, old.release)
+            await loop.run_in_executor(None, backend.load)
+        except Exception as error:
+            if not isinstance(error, BackendError):
+                logger.opt(exception=error).error("loading {} failed", backend.model_name)
+            self.console.error(f"{error} — going on with {old.model_name}")
+            with contextlib.suppress(Exception):
+                await loop.run_in_executor(None, backend.release)
+            try:
+                await loop.run_in_executor(None, old.load)
+            except Exception as again:
+                logger.opt(exception=again).error("reloading {} failed", old.model_name)
+                self.console.error(f"{old.model_name} failed to load again ({again}); ending the chat")
+                self.exit_code = 1
+                self.quit()
+                return
+        else:
+            self.chat.backend = backend
+            self.console.info(f"Now chatting with {backend.model_name}; the conversation goes on.")
+        self.model_state = ModelState.READY
+
+    def _run_command(self, text: str) -> Resend | SwitchModel | None:
         entry, argument, word = BUILTINS.parse(text)
         if entry is None:
             self.console.say(BUILTINS.unknown_message(word))

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from hailo_repl.backends.base import Backend, BackendError, GenerationParams, Message, ReplyStream
+from hailo_repl.backends.base import Backend, BackendError, GenerationParams, Message, Notice, ReplyStream
 from hailo_repl.console import CONTEXT, INFO, labelled
 from hailo_repl.context import ContextUsage, fit_history, split_turns
 from hailo_repl.stats import ReplyStats
@@ -35,7 +35,8 @@ class Chat:
         self._said_replaced = False  # whether the user was told of bytes that were not UTF-8
 
     def usage(self) -> ContextUsage:
-        return ContextUsage(self.backend.context_used, self.backend.context_capacity)
+        backend = self.backend
+        return ContextUsage(backend.context_used, backend.context_capacity, backend.context_is_estimate)
 
     def reply_room(self) -> int | None:
         """The most tokens a reply can take: the context less the system prompt. None while
@@ -119,6 +120,9 @@ class Chat:
             # not whenever the generator is garbage-collected.
             with contextlib.closing(self.backend.stream(fitted.messages, self.params, cancel)) as pieces:
                 for piece in pieces:
+                    if isinstance(piece, Notice):  # about the reply, not part of it
+                        notify(labelled(INFO, piece))
+                        continue
                     if not raw:
                         stats.time_to_first_token = time.perf_counter() - started
                     raw.append(piece)

@@ -18,7 +18,7 @@ from typing import Any
 from loguru import logger
 
 from hailo_repl import __version__
-from hailo_repl.backends import BackendChoice, open_backend
+from hailo_repl.backends import BackendChoice, open_backend, remote_backend
 from hailo_repl.backends.base import Backend, BackendError, GenerationParams
 from hailo_repl.chat import Chat
 from hailo_repl.config import log_file, setup_logging
@@ -34,7 +34,8 @@ from hailo_repl.config_file import (
 from hailo_repl.console import Console
 from hailo_repl.context import ContextOverflowError
 from hailo_repl.dialogs import choose_model, download_with_progress
-from hailo_repl.models import ModelNotFoundError, list_models, models_dir
+from hailo_repl.models import ModelNotFoundError, check_gguf, list_models, models_dir
+from hailo_repl.servers import REMOTE_BACKENDS
 from hailo_repl.settings import (
     GENERATION_SETTINGS,
     SETTINGS_TABLE,
@@ -104,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_setting_flags(parser)
     add_config_flag(parser)
     parser.add_argument("--show-config", action="store_true", help="print the settings in effect and their origins")
+    remote = parser.add_argument_group("remote engines (--backend ollama, hailo-ollama or openai)")
+    remote.add_argument(
+        "--api-key",
+        help="sent as a bearer token (default for openai: OPENAI_API_KEY, but only to OPENAI_BASE_URL's server); "
+        "a flag only, never read from the config file",
+    )
     parser.add_argument("--list-models", action="store_true", help="list installed and registered models, then exit")
     parser.add_argument(
         "-q", "--quiet", action="store_true", help="with --list-models: only the names --hef-path takes, one a line"
@@ -124,13 +131,7 @@ def settings_in_effect(args: argparse.Namespace) -> tuple[ResolvedSettings, Path
     """Flags over environment over config file over defaults; ConfigFileError or
     SettingError (one line) when the file or a variable holds a value not allowed."""
     path, named = config_path(args.config)
-    settings = resolve(flags_given(args), os.environ, load_config(path, required=named))
-    if settings["backend"] == "hailo" and settings["model"]:
-        raise SettingError(
-            f"model ({settings.origins['model']}): a GGUF model runs on the llama backend, "
-            f"not with backend hailo ({settings.origins['backend']})"
-        )
-    return settings, path
+    return resolve(flags_given(args), os.environ, load_config(path, required=named)), path
 
 
 def show_config(settings: ResolvedSettings, path: Path) -> str:
@@ -230,6 +231,16 @@ SUBCOMMANDS["completions"] = Subcommand(
 )
 
 
+def print_server_models(choice: BackendChoice) -> None:
+    backend = remote_backend(choice)
+    try:
+        print(f"Models on {backend.endpoint.url} ({backend.name}):")
+        for name in backend.list_models():
+            print(name)
+    finally:
+        backend.release()
+
+
 def print_model_list() -> None:
     print(f"Models directory: {models_dir()}")
     for row in list_models():
@@ -280,6 +291,48 @@ def print_model_names() -> None:
         print(row.name)
 
 
+def backend_choice(settings: ResolvedSettings, api_key: str | None) -> BackendChoice:
+    """The backend the settings ask for; SettingError (one line, exit 2) for a setting that
+    does not fit it."""
+    backend = settings["backend"]
+
+    def where(name: str) -> str:
+        return f"{name} ({settings.origins[name]})"
+
+    if backend in REMOTE_BACKENDS:
+        if settings["hef-path"]:
+            raise SettingError(f"{where('hef-path')}: a HEF runs on the Hailo backend, not with backend {backend}")
+        return BackendChoice(
+            backend=backend,
+            model_name=settings["model"],
+            url=settings["url"],
+            api_key=api_key,
+            context_size=settings["context-size"],
+            environ=os.environ,
+        )
+    for name in ("url", "context-size"):  # from a config file they may wait for a remote backend
+        if settings[name] is not None and settings.origins[name] == "flag":
+            raise SettingError(f"{where(name)}: needs backend ollama, hailo-ollama or openai")
+    if api_key is not None:
+        raise SettingError("api-key (flag): needs backend ollama, hailo-ollama or openai")
+    model = settings["model"]
+    if model is None:
+        return BackendChoice(backend=backend, hef_path=settings["hef-path"])
+    if backend == "hailo":
+        raise SettingError(
+            f"{where('model')}: a GGUF model runs on the llama backend, not with backend hailo "
+            f"({settings.origins['backend']})"
+        )
+    if not model.strip():
+        raise SettingError(f"{where('model')}: needs the path of a .gguf file (or a server's model name)")
+    gguf_path = Path(model).expanduser()
+    try:
+        check_gguf(gguf_path)
+    except ValueError as error:
+        raise SettingError(f"{where('model')}: {error}") from None
+    return BackendChoice(backend=backend, hef_path=settings["hef-path"], gguf_path=gguf_path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments and arguments[0] in SUBCOMMANDS:
@@ -293,26 +346,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     if args.prompt is not None and not args.prompt.strip():
         parser.error("argument -p/--prompt: the message is empty")
+    notices = Console(sys.stderr)  # stdout carries only replies
     try:
         settings, config_file = settings_in_effect(args)
+        choice = backend_choice(settings, args.api_key)
     except (ConfigFileError, SettingError) as error:
-        Console(sys.stderr).fatal(str(error))
+        notices.fatal(str(error))
         return EXIT_USAGE
     if args.show_config:
         print(show_config(settings, config_file))
         return EXIT_OK
     setup_logging()
+    if args.list_models and choice.backend in REMOTE_BACKENDS:
+        try:
+            print_server_models(choice)
+        except BackendError as error:
+            notices.fatal(str(error))
+            return EXIT_FAILURE
+        return EXIT_OK
     if args.list_models:
         print_model_list()
         return EXIT_OK
     exit_on_termination()
-    notices = Console(sys.stderr)  # stdout carries only replies
 
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     backend: Backend | None = None
+    chat: Chat | None = None
     try:
         backend = open_backend(
-            BackendChoice(backend=settings["backend"], hef_path=settings["hef-path"], gguf_path=settings["model"]),
+            choice,
             notify=notices.say,
             choose_model=choose_model if interactive else None,
             download=download_with_progress(notices.say),
@@ -346,4 +408,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if backend is not None:
             with signals_held():
-                backend.release()
+                (chat.backend if chat is not None else backend).release()  # /model may have replaced it

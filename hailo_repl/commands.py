@@ -11,6 +11,8 @@ from typing import Any, Protocol
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion, PathCompleter, WordCompleter
 from prompt_toolkit.document import Document
 
+from hailo_repl.backends import backend_for_model, model_names
+from hailo_repl.backends.base import Backend, BackendError
 from hailo_repl.chat import Chat
 from hailo_repl.config_file import ConfigFileError, save_setting
 from hailo_repl.console import Console
@@ -21,6 +23,7 @@ from hailo_repl.conversation import (
     save_new_conversation,
 )
 from hailo_repl.keys import keys_help_text
+from hailo_repl.models import ModelNotFoundError
 from hailo_repl.settings import GENERATION_SETTINGS, LIVE_SETTINGS, SETTINGS, Setting, SettingError
 
 
@@ -45,8 +48,17 @@ class Resend:
     text: str
 
 
-# handler(context, the text after the command's name) -> None, or a Resend for the REPL to send
-Handler = Callable[[CommandContext, str], Resend | None]
+@dataclass
+class SwitchModel:
+    """A command's answer: go on with the conversation on `backend`, not loaded yet (/model)."""
+
+    backend: Backend
+
+
+# handler(context, the text after the command's name) -> None, or what the REPL must do next
+Handler = Callable[[CommandContext, str], Resend | SwitchModel | None]
+# The words a command's argument may be, asked for as the user presses Tab.
+Choices = Callable[[CommandContext], list[str]]
 
 
 @dataclass
@@ -57,6 +69,7 @@ class Command:
     usage: str = ""
     aliases: tuple[str, ...] = ()
     arguments: Completer | None = None
+    choices: Choices | None = None
 
 
 @dataclass
@@ -64,10 +77,16 @@ class CommandRegistry:
     commands: dict[str, Command] = field(default_factory=dict)
 
     def command(
-        self, name: str, help: str, usage: str = "", aliases: tuple[str, ...] = (), arguments: Completer | None = None
+        self,
+        name: str,
+        help: str,
+        usage: str = "",
+        aliases: tuple[str, ...] = (),
+        arguments: Completer | None = None,
+        choices: Choices | None = None,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
-            entry = Command(name, help, handler, usage, aliases, arguments)
+            entry = Command(name, help, handler, usage, aliases, arguments, choices)
             for key in (name, *aliases):
                 self.commands[key] = entry
             return handler
@@ -107,10 +126,14 @@ def is_command(text: str) -> bool:
 
 
 class CommandCompleter(Completer):
-    """Completes command names (with their help) and then each command's arguments."""
+    """Completes command names (with their help) and then each command's arguments.
 
-    def __init__(self, registry: CommandRegistry):
+    A command's `choices` may ask a server: give the REPL this completer inside a
+    ThreadedCompleter, so that Tab never freezes the screen."""
+
+    def __init__(self, registry: CommandRegistry, context: CommandContext | None = None):
         self.registry = registry
+        self.context = context
 
     def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterable[Completion]:
         text = document.text_before_cursor
@@ -124,9 +147,16 @@ class CommandCompleter(Completer):
                         yield Completion(name, start_position=-len(word), display_meta=entry.help)
             return
         command = self.registry.commands.get(word.lower())
-        if command is None or command.arguments is None:
+        if command is None:
             return
-        yield from command.arguments.get_completions(Document(argument, len(argument)), complete_event)
+        arguments = command.arguments
+        if command.choices is not None and self.context is not None:
+            try:
+                arguments = words(*command.choices(self.context))
+            except (BackendError, ModelNotFoundError):
+                return  # a server that does not answer has nothing to offer
+        if arguments is not None:
+            yield from arguments.get_completions(Document(argument, len(argument)), complete_event)
 
 
 def words(*choices: str) -> Completer:
@@ -295,3 +325,25 @@ def load(context: CommandContext, argument: str) -> None:
         return
     context.chat.replace_messages(messages)
     context.console.info(f"Loaded {len(messages)} messages from {argument}")
+
+
+def offered_models(context: CommandContext) -> list[str]:
+    return model_names(context.chat.backend)
+
+
+@command("/model", "list the models, or go on with another one", usage="[name]", choices=offered_models)
+def switch_model(context: CommandContext, argument: str) -> SwitchModel | None:
+    backend = context.chat.backend
+    try:
+        if not argument:
+            names = model_names(backend)
+            lines = [f"{'*' if name == backend.model_name else ' '} {name}" for name in names]
+            context.console.say("Models (* the one in use; /model NAME switches):\n" + "\n".join(lines))
+            return None
+        if argument == backend.model_name:
+            context.console.info(f"Already chatting with {argument}.")
+            return None
+        return SwitchModel(backend_for_model(backend, argument))
+    except (BackendError, ModelNotFoundError) as error:
+        context.console.error(str(error))
+        return None

@@ -18,6 +18,7 @@ FULL_PERCENT = 90
 class ContextUsage:
     used: int
     capacity: int
+    estimated: bool = False  # a guess (a server that does not count), shown with a "~"
 
     @property
     def percent(self) -> int:
@@ -33,14 +34,16 @@ class ContextUsage:
         return "ok"
 
     def short(self) -> str:
-        return f"ctx {self.used}/{self.capacity} ({self.percent}%)"
+        return f"ctx {'~' if self.estimated else ''}{self.used}/{self.capacity} ({self.percent}%)"
 
     def bar(self, width: int = 30) -> str:
         """The /context line, as hailo-apps' print_context_usage draws it: [Info] Context: [████░░…] 847/4096 (20%)."""
         # Floor division as in hailo-apps' print_context_usage; clamped, since the
         # device's usage can pass its capacity (its KV cache slides).
         filled = min(width, width * self.used // self.capacity) if self.capacity else 0
-        return f"[Info] Context: [{'█' * filled}{'░' * (width - filled)}] {self.used}/{self.capacity} ({self.percent}%)"
+        estimate = ", estimated" if self.estimated else ""
+        gauge = f"[{'█' * filled}{'░' * (width - filled)}]"
+        return f"[Info] Context: {gauge} {self.used}/{self.capacity} ({self.percent}%{estimate})"
 
 
 class ContextOverflowError(Exception):

@@ -11,13 +11,13 @@ from pathlib import Path
 from hailo_repl import models
 
 
-def choose_model(paths: list[Path]) -> Path:
-    """A numbered choice among the installed models (arrow keys and digits)."""
+def choose_model(names: list[str]) -> str:
+    """A numbered choice among the models (installed HEFs, or a server's), arrow keys and digits."""
     from prompt_toolkit.shortcuts import choice
 
     return choice(
-        message="Several models are installed. Which one?",
-        options=[(path, path.stem) for path in paths],  # choice() numbers them
+        message="Several models are available. Which one?",
+        options=[(name, name) for name in names],  # choice() numbers them
     )
 
 

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import KW_ONLY, dataclass, field
-from pathlib import Path
 from typing import Any
 
-from hailo_repl.models import check_gguf
+from hailo_repl.servers import DEFAULT_CONTEXT_SIZE, HAILO_OLLAMA_DEFAULT_URL, OPENAI_DEFAULT_URL, REMOTE_BACKENDS
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant. Be concise and clear in your responses."
 TRUE_WORDS = ("true", "yes", "on", "1")
@@ -160,14 +159,6 @@ class TextSetting(Setting):
             raise SettingError(f"{self.name}: {error}") from None
 
 
-def gguf_file(text: str) -> Path:
-    if not text.strip():
-        raise ValueError("needs the path of a .gguf file")
-    path = Path(text).expanduser()
-    check_gguf(path)
-    return path
-
-
 GENERATION_SETTINGS = (
     NumberSetting(
         "temperature",
@@ -204,9 +195,10 @@ GENERATION_SETTINGS = (
 SETTINGS_TABLE: tuple[Setting, ...] = (
     ChoiceSetting(
         "backend",
-        help="where the model runs (auto: hailo when a device opens, else llama)",
+        help="where the model runs (auto: hailo when a device opens, else llama; "
+        "ollama, hailo-ollama and openai chat with a server)",
         default="auto",
-        choices=("auto", "hailo", "llama"),
+        choices=("auto", "hailo", "llama", *REMOTE_BACKENDS),
     ),
     TextSetting(
         "hef-path",
@@ -216,11 +208,28 @@ SETTINGS_TABLE: tuple[Setting, ...] = (
     ),
     TextSetting(
         "model",
-        help="a GGUF model for the llama backend",
-        unset="the bundled SmolLM2-135M-Instruct",
+        help="a GGUF file for the llama backend; the server's model name with a remote backend",
+        unset="the bundled SmolLM2-135M-Instruct; with a server, ask it",
         completion="path",
-        metavar="PATH.gguf",
-        check=gguf_file,
+        metavar="NAME|PATH.gguf",
+    ),
+    TextSetting(
+        "url",
+        help=f"with a remote backend, the server: for ollama its root (else OLLAMA_HOST, else "
+        f"http://127.0.0.1:11434), for hailo-ollama else {HAILO_OLLAMA_DEFAULT_URL}, for openai the API base "
+        f"(else OPENAI_BASE_URL, else {OPENAI_DEFAULT_URL})",
+        unset="per backend, as the help says",
+        metavar="URL",
+    ),
+    NumberSetting(
+        "context-size",
+        help="with a remote backend, the model's context on the server",
+        unset=f"what the server says, else {DEFAULT_CONTEXT_SIZE}",
+        whole=True,
+        low=0,
+        high=None,
+        low_allowed=False,
+        metavar="TOKENS",
     ),
     *GENERATION_SETTINGS,
     TextSetting("system-prompt", help="the model's instructions", default=DEFAULT_SYSTEM_PROMPT),

@@ -11,7 +11,13 @@ from prompt_toolkit.styles import Style
 
 from hailo_repl.context import ContextUsage
 
-BACKEND_LABELS = {"hailo": "Hailo-10H", "llama": "llama.cpp CPU"}
+BACKEND_LABELS = {
+    "hailo": "Hailo-10H",
+    "llama": "llama.cpp CPU",
+    "ollama": "Ollama",
+    "hailo-ollama": "hailo-ollama",
+    "openai": "OpenAI API",
+}
 
 STYLE = Style.from_dict(
     {

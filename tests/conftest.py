@@ -1,4 +1,5 @@
-"""Shared fixtures: the hailo_platform double on sys.path, fake HEFs, and the installed CLI."""
+"""Shared fixtures: the hailo_platform double on sys.path, fake HEFs, the installed CLI, and
+llama-cpp-python's server."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+import llama_server as llama_server_process
 import pytest
 from terminal import FAKES, hailo_repl_command, with_fakes
 
@@ -80,3 +83,29 @@ def run_cli(*args: str, stdin: str | None = None, env: dict | None = None, fakes
         env=environment,
         timeout=timeout,
     )
+
+
+@dataclass
+class LlamaServer:
+    url: str  # the API base, ending in /v1
+    model: str
+    log: Path  # what the server printed
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory):
+    """llama-cpp-python's server with the bundled SmolLM2 on 127.0.0.1 (tests/llama_server.py)."""
+    from hailo_repl.models import BUNDLED_MODEL_NAME
+
+    log = tmp_path_factory.mktemp("llama-server") / "server.log"
+    try:
+        server, url = llama_server_process.start(log)
+    except llama_server_process.ServerFailed as error:
+        pytest.fail(str(error))
+    try:
+        yield LlamaServer(url, BUNDLED_MODEL_NAME, log)
+    finally:
+        llama_server_process.stop(server)

@@ -14,6 +14,7 @@ class ScriptedBackend:
     model_name = "scripted-model"
     last_prompt_tokens = 3
     loads_in_background = True
+    context_is_estimate = False
 
     def __init__(self, *replies, default=("ok",), delay=0.0, capacity=4096):
         self.replies = list(replies)

@@ -324,8 +324,9 @@ def test_help_shows_the_flags_and_defaults(isolated_home):
     assert re.search(r"--max-tokens MAX_TOKENS [^-]*default: 512\)", text)
     assert re.search(r"--temperature TEMPERATURE [^-]*default: 0\.7\)", text)
     assert re.search(r"--system-prompt SYSTEM_PROMPT [^-]*" + re.escape(DEFAULT_SYSTEM_PROMPT), text)
-    assert "--backend {auto,hailo,llama}" in text
-    assert "--model PATH.gguf" in text
+    assert "--backend {auto,hailo,llama,ollama,hailo-ollama,openai}" in text
+    assert "--model NAME|PATH.gguf" in text
+    assert "--url URL" in text and "--api-key API_KEY" in text and "--context-size TOKENS" in text
     assert "--list-models" in text
     assert re.search(r"-p( PROMPT)?, --prompt PROMPT", text)
     assert "--verbose" in text and "--version" in text
@@ -349,8 +350,6 @@ def test_version(isolated_home):
         (["--max-tokens", "0"], "--max-tokens"),
         (["--max-tokens", "-5"], "--max-tokens"),
         (["--max-tokens", "many"], "--max-tokens"),
-        (["--model", "nonexistent.gguf"], "--model"),
-        (["--model", "TEXTFILE"], "--model"),
     ],
 )
 def test_bad_flag_values_give_one_argparse_error(isolated_home, tmp_path, args, flag):
@@ -366,6 +365,18 @@ def test_bad_flag_values_give_one_argparse_error(isolated_home, tmp_path, args, 
     assert len(errors) == 1, result.stderr
     assert f"argument {flag}" in errors[0]
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize(("model", "reason"), [("nonexistent.gguf", "No such file"), ("TEXTFILE", "not a GGUF")])
+def test_a_model_that_is_not_a_gguf_file_is_one_line_naming_it(isolated_home, tmp_path, model, reason):
+    # --model is a server's model name with a remote backend, so it is checked once the backend is known
+    text_file = tmp_path / "notes.txt"
+    text_file.write_text("just some notes\n")
+    result = run_cli("--model", str(text_file) if model == "TEXTFILE" else model, "-p", "hi", env=NO_HAILORT)
+    assert result.returncode == 2 and result.stdout == ""
+    assert [line for line in result.stderr.splitlines() if line.strip()] == [
+        line for line in result.stderr.splitlines() if line.startswith("Error: model (flag): ") and reason in line
+    ]
 
 
 def test_unresolvable_hef_path(isolated_home, hailo_resources, fake_log):

@@ -219,7 +219,7 @@ def test_set_save_of_a_start_setting_writes_it_for_the_next_start(repl):
     assert repl.config_file.read_text() == "backend: llama\n"
     assert repl.said[-1].endswith("(from the next start)")
     repl.run("/set --save backend gpu")
-    assert repl.said[-1] == "[Error] backend must be one of auto, hailo, llama, not 'gpu'"
+    assert repl.said[-1] == "[Error] backend must be one of auto, hailo, llama, ollama, hailo-ollama, openai, not 'gpu'"
     assert repl.config_file.read_text() == "backend: llama\n"
 
 

@@ -24,7 +24,7 @@ CODER = "Qwen2.5-Coder-1.5B-Instruct"
 # (what is typed, what the shell must offer): the word being completed is the last one.
 CASES = [
     ("hailo-repl --te", {"--temperature"}),
-    ("hailo-repl --backend ", {"auto", "hailo", "llama"}),
+    ("hailo-repl --backend ", {"auto", "hailo", "llama", "ollama", "hailo-ollama", "openai"}),
     ("hailo-repl --hef-path Q", {QWEN, CODER}),  # the installed model and the registered ones
     ("hailo-repl con", {"config"}),
     ("hailo-repl completions ", {"bash", "zsh", "fish"}),

@@ -1,16 +1,22 @@
-"""Backend choice: `--backend auto|hailo|llama`, model resolution, and loading."""
+"""Backend choice: `--backend auto|hailo|llama|ollama|hailo-ollama|openai`, model resolution,
+and the other models a running chat may switch to (`/model`)."""
 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from loguru import logger
 
 from hailo_repl import models
 from hailo_repl.backends.base import Backend, BackendError
+from hailo_repl.servers import OLLAMA, OPENAI, REMOTE_BACKENDS, resolve_endpoint
+
+if TYPE_CHECKING:
+    from hailo_repl.backends.remote import RemoteBackend
 
 LLAMA_EXTRA_MISSING = (
     'The llama backend needs the llama extra: CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" '
@@ -21,15 +27,20 @@ HAILORT_MISSING = (
     "(hailort / h10-hailort) for the Hailo backend, or use --backend llama"
 )
 
-ModelChooser = Callable[[list[Path]], Path]  # the installed models → the one to chat with
+ModelChooser = Callable[[list[str]], str]  # the models' names → the one to chat with
 ModelDownloader = Callable[[str, Path], Path]  # (registered name, models directory) → the downloaded HEF
 
 
 @dataclass
 class BackendChoice:
-    backend: str = "auto"  # auto | hailo | llama
+    backend: str = "auto"  # auto | hailo | llama | ollama | hailo-ollama | openai
     hef_path: str | None = None
     gguf_path: Path | None = None
+    model_name: str | None = None  # a server's model (the remote backends)
+    url: str | None = None  # the server (the remote backends); None: the environment's, or the default
+    api_key: str | None = None
+    context_size: int | None = None  # the remote model's context, when the server does not say
+    environ: Mapping[str, str] = field(default_factory=dict)  # OLLAMA_HOST, OPENAI_BASE_URL, OPENAI_API_KEY
 
 
 def _hailort_installed() -> bool:
@@ -48,10 +59,15 @@ def open_backend(
 ) -> Backend:
     """Pick the backend and resolve its model; BackendError/ModelNotFoundError on failure.
 
-    `choose_model` picks among several installed HEFs (None: nobody to ask, so the
-    user must name one). The model is not loaded yet: the caller runs `load()`, in the
+    `choose_model` picks among several installed HEFs or a server's models (None: nobody
+    to ask, so the user must name one). The model is not loaded yet: the caller runs `load()`, in the
     background in the REPL.
     """
+    if choice.backend in REMOTE_BACKENDS:
+        backend = remote_backend(choice)
+        if not backend.model_name:
+            backend = backend.with_model(_choose_name(backend.list_models(), backend.name, choose_model))
+        return backend
     wants_hailo = choice.backend == "hailo" or (choice.backend == "auto" and choice.hef_path and not choice.gguf_path)
     if choice.backend == "llama" or choice.gguf_path:
         return _llama_backend(choice.gguf_path)
@@ -105,4 +121,64 @@ def _choose_hef(hef_path: str | None, choose_model: ModelChooser | None, downloa
     if choose_model is None:
         names = ", ".join(p.stem for p in found)
         raise models.ModelNotFoundError(f"Several models are installed ({names}); choose one with --hef-path NAME")
-    return choose_model(found)
+    by_name = {path.stem: path for path in found}
+    return by_name[choose_model(list(by_name))]
+
+
+def remote_backend(choice: BackendChoice) -> RemoteBackend:
+    """The backend for a server (not contacted yet); its model_name is empty when none was given."""
+    from hailo_repl.backends.ollama import OllamaBackend
+    from hailo_repl.backends.openai import OpenAIBackend
+
+    endpoint = resolve_endpoint(choice.backend, choice.url, choice.api_key, choice.environ)
+    kind = OpenAIBackend if choice.backend == OPENAI else OllamaBackend
+    return kind(endpoint, choice.model_name or "", choice.context_size, name=choice.backend)
+
+
+def _choose_name(names: list[str], server: str, choose_model: ModelChooser | None) -> str:
+    if not names:
+        pull = " (`ollama pull NAME`)" if server == OLLAMA else ""
+        raise models.ModelNotFoundError(f"The {server} server has no models; add one{pull}, then try again")
+    if len(names) == 1:
+        return names[0]
+    if choose_model is None:
+        several = ", ".join(names)
+        raise models.ModelNotFoundError(f"The server has several models ({several}); choose one with --model NAME")
+    return choose_model(names)
+
+
+# ---- /model: the models a running chat may switch to ----------------------------------------
+
+
+def model_names(backend: Backend) -> list[str]:
+    """What /model offers: the server's models, the installed HEFs, or the bundled GGUF."""
+    from hailo_repl.backends.remote import RemoteBackend  # imports httpx: only when it is needed
+
+    if isinstance(backend, RemoteBackend):
+        return backend.list_models()
+    if backend.name == "hailo":
+        return [path.stem for path in models.find_downloaded_llm_models()]
+    return sorted({models.BUNDLED_MODEL_NAME, backend.model_name})
+
+
+def backend_for_model(backend: Backend, name: str) -> Backend:
+    """A new backend of the same kind for model `name`, not loaded yet; ModelNotFoundError
+    (or BackendError) when there is no such model."""
+    from hailo_repl.backends.remote import RemoteBackend  # imports httpx: only when it is needed
+
+    if isinstance(backend, RemoteBackend):
+        if name not in backend.list_models():
+            raise models.ModelNotFoundError(f"{name} is not among the server's models; /model lists them")
+        return backend.with_model(name)
+    if backend.name == "hailo":
+        from hailo_repl.backends.hailo import HailoBackend
+
+        return HailoBackend(models.resolve_hef_path(name))  # the VDevice opens as it loads
+    if name == models.BUNDLED_MODEL_NAME:
+        return _llama_backend(None)
+    path = Path(name).expanduser()
+    try:
+        models.check_gguf(path)
+    except ValueError as error:
+        raise models.ModelNotFoundError(f"{error}; /model lists the models, or give a GGUF file's path") from None
+    return _llama_backend(path)

@@ -52,13 +52,17 @@ def one_generation_at_a_time(lock: threading.Lock) -> Iterator[None]:
         lock.release()
 
 
+class Notice(str):
+    """A line about a reply that is not part of it ("waiting for the server…"); a stream may yield one."""
+
+
 # A reply as it streams: the caller close()s it to stop the generation early.
 ReplyStream = Generator[str, None, None]
 
 
 @runtime_checkable
 class Backend(Protocol):
-    name: str  # "hailo" or "llama"
+    name: str  # "hailo", "llama", "ollama", "hailo-ollama" or "openai"
     model_name: str  # what the user knows the model as
     last_prompt_tokens: int  # tokens the last stream() had to evaluate as prompt
     loads_in_background: bool  # False: load() blocks the whole process, so load before the prompt
@@ -76,6 +80,11 @@ class Backend(Protocol):
 
     @property
     def context_capacity(self) -> int: ...
+
+    @property
+    def context_is_estimate(self) -> bool:
+        """True when context_used or context_capacity is a guess, not the model's own count."""
+        ...
 
     def clear(self) -> None: ...
 

@@ -82,6 +82,7 @@ class HailoBackend:
     # HailoRT's bindings hold the GIL while LLM() loads (llm_api.cpp has no
     # gil_scoped_release), so nothing else could run meanwhile: load before the prompt.
     loads_in_background = False
+    context_is_estimate = False
 
     def __init__(self, hef_path: Path, vdevice: Any = None):
         self.hef_path = Path(hef_path)

@@ -76,6 +76,7 @@ class _LogWriter(io.TextIOBase):
 class LlamaBackend:
     name = "llama"
     loads_in_background = True  # llama.cpp releases the GIL while it loads
+    context_is_estimate = False
 
     def __init__(self, model_path: Path, context_size: int = DEFAULT_CONTEXT_SIZE, threads: int | None = None):
         self.model_path = Path(model_path)
