@@ -265,9 +265,8 @@ class Repl:
         try:
             with contextlib.closing(self.chat.reply(text, cancel, notify=notify, replace_last=replace_last)) as pieces:
                 for piece in pieces:
-                    if cancel.is_set():
-                        break
-                    post(ReplyEvent.TEXT, piece)
+                    if not cancel.is_set():  # else the reply ends within a token (closing it early would abort at once)
+                        post(ReplyEvent.TEXT, piece)
             post(ReplyEvent.DONE)
         except (BackendError, ContextOverflowError) as error:
             post(ReplyEvent.ERROR, str(error))

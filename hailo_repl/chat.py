@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from hailo_repl.backends.base import Backend, GenerationParams, Message, ReplyStream
+from hailo_repl.backends.base import Backend, GenerationParams, Message, Notice, ReplyStream
 from hailo_repl.console import CONTEXT, labelled
 from hailo_repl.context import ContextUsage, fit_history, split_turns
 from hailo_repl.stats import ReplyStats
@@ -39,8 +39,8 @@ class Chat:
         return ContextUsage(self.backend.context_used, self.backend.context_capacity)
 
     def clear(self) -> None:
+        self.backend.clear()  # first: a reply still running ends (and is kept) before the wipe
         self.messages = [{"role": "system", "content": self.system_prompt}]
-        self.backend.clear()
 
     def set_system_prompt(self, text: str) -> None:
         self.system_prompt = text
@@ -111,6 +111,11 @@ class Chat:
             # not whenever the generator is garbage-collected.
             with contextlib.closing(self.backend.stream(fitted.messages, self.params, cancel)) as pieces:
                 for piece in pieces:
+                    if isinstance(piece, Notice):
+                        notify(piece)
+                        continue
+                    if cancel.is_set():
+                        continue  # not shown, so not kept; the backend stops by itself within a token
                     if not raw:
                         stats.time_to_first_token = time.perf_counter() - started
                     raw.append(piece)

@@ -52,7 +52,13 @@ def one_generation_at_a_time(lock: threading.Lock) -> Iterator[None]:
         lock.release()
 
 
-# A reply as it streams: the caller close()s it to stop the generation early.
+class Notice(str):
+    """A line for the user that a backend yields while a reply runs (a stalled device);
+    not part of the reply."""
+
+
+# A reply as it streams (text pieces, and Notices): the caller close()s it to stop the
+# generation early.
 ReplyStream = Generator[str, None, None]
 
 
