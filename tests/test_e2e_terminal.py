@@ -267,3 +267,27 @@ def test_a_wait_that_times_out_says_what_the_screen_showed(hailo_env, tmp_path):
     assert "timed out" in str(failure.value) and "[Info] Context: [" in str(failure.value)
     term.send("/quit\r")
     assert term.wait_for_exit() == 0
+
+
+def test_ctrl_c_while_waiting_for_a_stalled_device_gives_the_prompt_back(hailo_env, tmp_path):
+    env, log = hailo_env
+    term = hailo_terminal(env, tmp_path, {"replies": [{"tokens": ["late"], "stall_ms": 4000}, ["Next"]]})
+    term.expect(PROMPT)
+    term.send("a question\r")
+    term.expect(r"\x1b\[\?2004l")  # the prompt has ended: the message is on its way
+    time.sleep(0.3)
+    term.interrupt()
+    term.expect(r"\[interrupted\]")
+    term.expect(PROMPT)
+    term.send("another\r")  # the device is still stalled on the first reply
+    term.expect("Waiting for the previous reply to end on the device")
+    term.interrupt()
+    term.expect(r"Not sent \(Ctrl\+C\)")
+    # Back at the prompt while the device is still stalled: nothing was aborted mid-request.
+    assert not any(e["event"] == "abort" for e in events(log))
+    term.expect(PROMPT)
+    term.send("/quit\r")  # waits for the device too: it is released only once the reply has ended
+    term.expect("Waiting for the previous reply to end on the device")
+    assert term.wait_for_exit() == 0
+    recorded = [e["event"] for e in events(log)]
+    assert recorded.count("generate") == 1 and recorded[-3:] == ["clear_context", "llm_release", "vdevice_release"]
