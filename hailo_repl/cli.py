@@ -13,7 +13,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from hailo_repl import __version__
+from hailo_repl import __version__, doctor
 from hailo_repl.backends import BackendChoice, open_backend
 from hailo_repl.backends.base import Backend, BackendError, GenerationParams
 from hailo_repl.chat import DEFAULT_SYSTEM_PROMPT, Chat
@@ -30,7 +30,9 @@ EXIT_FAILURE = 1
 
 # `hailo-repl NAME ARGS…`: commands other than the chat, each with its own parser.
 # A name here is tried before the chat's flags are parsed.
-SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {}
+SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "doctor": doctor.main,
+}
 
 
 def _setting_type(setting: NumberSetting) -> Callable[[str], float | int]:

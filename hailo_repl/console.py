@@ -12,7 +12,9 @@ from typing import TextIO
 INFO = "[Info]"
 ERROR = "[Error]"
 CONTEXT = "[Context]"
-FATAL = "Error:"  # the one line a failing non-interactive run ends with, as other CLIs say it
+FATAL = "Error:"
+CHECK_PASSED = "✓"  # `hailo-repl doctor`'s marks
+CHECK_FAILED = "✗"  # the one line a failing non-interactive run ends with, as other CLIs say it
 
 
 def labelled(label: str, text: str) -> str:
