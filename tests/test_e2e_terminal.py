@@ -128,17 +128,22 @@ def test_the_model_picker_in_a_terminal(hailo_env, hailo_resources):
     assert {"event": "llm_open", "hef": "Qwen2.5-Coder-1.5B-Instruct.hef"} in events(log)
 
 
-def test_ctrl_c_while_the_device_evaluates_the_prompt(hailo_env, tmp_path):
-    env, log = hailo_env
-    term = hailo_terminal(
-        env, tmp_path, {"replies": [{"tokens": ["late", " and", " more"], "prefill_ms": 3000}, ["Next", " answer"]]}
-    )
+def interrupt_before_the_first_token(term: Terminal) -> None:
+    """Send a question and press Ctrl+C while the device has not answered yet."""
     term.expect(PROMPT)
     term.send("a question\r")
     term.expect(r"\x1b\[\?2004l")  # the prompt has ended: the message is on its way
     time.sleep(0.3)
     term.interrupt()
     term.expect(r"\[interrupted\]")
+
+
+def test_ctrl_c_while_the_device_evaluates_the_prompt(hailo_env, tmp_path):
+    env, log = hailo_env
+    term = hailo_terminal(
+        env, tmp_path, {"replies": [{"tokens": ["late", " and", " more"], "prefill_ms": 3000}, ["Next", " answer"]]}
+    )
+    interrupt_before_the_first_token(term)
     # The prompt is back while the device is still evaluating: it has not aborted yet,
     # though the double holds the GIL while it waits, as HailoRT's bindings do.
     assert not any(e["event"] == "abort" for e in events(log))
@@ -272,12 +277,7 @@ def test_a_wait_that_times_out_says_what_the_screen_showed(hailo_env, tmp_path):
 def test_ctrl_c_while_waiting_for_a_stalled_device_gives_the_prompt_back(hailo_env, tmp_path):
     env, log = hailo_env
     term = hailo_terminal(env, tmp_path, {"replies": [{"tokens": ["late"], "stall_ms": 4000}, ["Next"]]})
-    term.expect(PROMPT)
-    term.send("a question\r")
-    term.expect(r"\x1b\[\?2004l")  # the prompt has ended: the message is on its way
-    time.sleep(0.3)
-    term.interrupt()
-    term.expect(r"\[interrupted\]")
+    interrupt_before_the_first_token(term)
     term.expect(PROMPT)
     term.send("another\r")  # the device is still stalled on the first reply
     term.expect("Waiting for the previous reply to end on the device")

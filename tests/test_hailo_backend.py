@@ -411,3 +411,16 @@ def test_a_template_that_does_not_render_falls_back_to_chatml(scripted_backend):
     backend = scripted_backend({"replies": [["x"]], "prompt_template": "{% for message in %}"})
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hi"}]
     assert backend.count_tokens(messages) == len(backend._model.tokenize(render_chatml(messages)))
+
+
+def test_the_abort_is_timed_just_before_the_next_token_and_after_the_prompt():
+    from hailo_repl.backends.hailo import ABORT_AFTER_PROMPT_SECONDS, TokenPace
+
+    pace = TokenPace()
+    assert pace.seconds_until_abort(now=5.0) == pytest.approx(ABORT_AFTER_PROMPT_SECONDS)  # no pace known yet
+    for moment in (0.0, 0.1, 0.2):  # a token every 100 ms
+        pace.arrived(moment)
+    # the next token is due at 0.3: abort a fifth of a token-time before it
+    assert pace.seconds_until_abort(now=0.2) == pytest.approx(0.08)
+    # too soon for the prompt to be drawn: the moment before the token after
+    assert pace.seconds_until_abort(now=0.25) == pytest.approx(0.13)

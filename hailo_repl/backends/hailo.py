@@ -38,6 +38,7 @@ Other facts from the same source that shape the code:
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 import threading
 import time
@@ -66,8 +67,11 @@ POLL_GAP = 0.001  # seconds between polls with the GIL released
 HAILORT_REQUEST_TIMEOUT = 120.0
 STALL_NOTICE_SECONDS = 10.0  # no token for this long: say so
 STALL_GIVE_UP_SECONDS = HAILORT_REQUEST_TIMEOUT + 10  # HailoRT's own timeout has passed: report the device failed
-# After a Ctrl+C, how long the abort (which holds the GIL) waits so the prompt is drawn first.
+# After a Ctrl+C the abort, which holds the GIL, waits at least this long, so the prompt is
+# drawn first, and then for the moment just before the next token is due (ABORT_EARLY of a
+# token-time before): it then waits for little of the request in flight.
 ABORT_AFTER_PROMPT_SECONDS = 0.05
+ABORT_EARLY = 0.2
 
 # get_context_usage_size() and max_context_capacity() first appear in HailoRT 5.1.1
 # (pyhailort.py of v5.1.1; absent in v5.0.1 and v5.1.0).
@@ -164,6 +168,31 @@ LOAD_STATUS_WORDS = {
 }
 
 
+class TokenPace:
+    """When a generation's tokens arrive, to time its abort."""
+
+    def __init__(self) -> None:
+        self.first = 0.0
+        self.last = 0.0
+        self.count = 0
+
+    def arrived(self, moment: float) -> None:
+        self.first = self.first if self.count else moment
+        self.last = moment
+        self.count += 1
+
+    def seconds_until_abort(self, now: float) -> float:
+        """How long to wait before aborting: see ABORT_AFTER_PROMPT_SECONDS."""
+        earliest = now + ABORT_AFTER_PROMPT_SECONDS
+        interval = (self.last - self.first) / (self.count - 1) if self.count > 1 else 0.0
+        if interval <= 0:
+            return ABORT_AFTER_PROMPT_SECONDS
+        due = self.last + interval * (1 - ABORT_EARLY)
+        if due < earliest:
+            due += math.ceil((earliest - due) / interval) * interval
+        return due - now
+
+
 class HailoBackend:
     name = "hailo"
     # HailoRT's bindings hold the GIL while LLM() loads (llm_api.cpp has no
@@ -177,7 +206,8 @@ class HailoBackend:
         self._vdevice = vdevice
         self._llm: Any = None  # hailo_platform.genai.LLM once loaded
         self._recovery_sequence: str | None = None
-        self._timeout_error: type[Exception] = TimeoutError
+        self._timeout_error: type[Exception] = TimeoutError  # HailoRT's, once loaded
+        self._thread_ended_error: type[Exception] = EOFError  # read() after HailoRT's token thread ended
         self._render: Render = render_chatml  # the model's chat template once loaded, if it renders
         # The conversation the device's context holds, its own last reply included;
         # None when unknown (a failed or aborted generation): the next turn then starts afresh.
@@ -196,9 +226,10 @@ class HailoBackend:
         if too_old:
             raise BackendError(too_old)
         from hailo_platform.genai import LLM
-        from hailo_platform.pyhailort.pyhailort import HailoRTTimeout
+        from hailo_platform.pyhailort.pyhailort import HailoRTInvalidOperationException, HailoRTTimeout
 
         self._timeout_error = HailoRTTimeout
+        self._thread_ended_error = HailoRTInvalidOperationException
         if self._vdevice is None:
             self._vdevice = open_vdevice()  # a fresh one: LLM() on a released VDevice would crash HailoRT
         try:
@@ -291,18 +322,17 @@ class HailoBackend:
                 new = messages
             self._held = None  # unknown until this generation has ended
             self.last_prompt_tokens = self._prompt_tokens(new, continuing)
+            pace = TokenPace()
             with llm.generate(prompt=new, **options) as generation:
-                for token in self._read_tokens(generation, cancel):
-                    if isinstance(token, Notice):
-                        yield token
-                        continue
-                    reply.append(token)
+                for token in self._read_tokens(generation, cancel, pace):
+                    if not isinstance(token, Notice):
+                        reply.append(token)
                     yield token
                 ended_by_itself = generation.generation_status.name != "GENERATING"
                 if not ended_by_itself:
-                    # Leaving `with` aborts, holding the GIL for about two token-times:
-                    # let the UI thread draw the prompt first.
-                    time.sleep(ABORT_AFTER_PROMPT_SECONDS)
+                    # Leaving `with` aborts, holding the GIL for a token-time or two: the
+                    # UI thread draws the prompt first, and the abort is timed to wait little.
+                    time.sleep(pace.seconds_until_abort(time.monotonic()))
         except BackendError:
             raise
         except GeneratorExit:
@@ -318,7 +348,7 @@ class HailoBackend:
             except Exception:  # a failed device must not hide the error being raised
                 logger.exception("reading the context usage failed")
 
-    def _read_tokens(self, generation: Any, cancel: threading.Event) -> Iterator[str]:
+    def _read_tokens(self, generation: Any, cancel: threading.Event, pace: TokenPace) -> Iterator[str]:
         """The generation's text pieces (and Notices), read in short polls so the UI thread can run.
 
         Each read() holds the GIL while it waits, so it waits at most POLL_MS. A cancel
@@ -331,8 +361,6 @@ class HailoBackend:
         `Impl::read`). A thread that died with tokens still queued never says so
         (read() only times out), hence the last resort of `stall_give_up_seconds`.
         """
-        from hailo_platform.pyhailort.pyhailort import HailoRTInvalidOperationException
-
         last_token = time.monotonic()
         noticed = False
         while generation.generation_status.name == "GENERATING":
@@ -351,11 +379,12 @@ class HailoBackend:
                     )
                 time.sleep(POLL_GAP)  # the GIL is free for this long: the UI thread's turn
                 continue
-            except HailoRTInvalidOperationException:
+            except self._thread_ended_error:
                 raise BackendError(
                     "the Hailo device stopped generating (HailoRT's token thread ended; details in hailort.log)"
                 ) from None
             last_token = time.monotonic()
+            pace.arrived(last_token)
             if cancel.is_set():
                 return
             if token and token != self._recovery_sequence:
