@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -291,3 +292,38 @@ def test_ctrl_c_while_waiting_for_a_stalled_device_gives_the_prompt_back(hailo_e
     assert term.wait_for_exit() == 0
     recorded = [e["event"] for e in events(log)]
     assert recorded.count("generate") == 1 and recorded[-3:] == ["clear_context", "llm_release", "vdevice_release"]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_termination_signal_during_a_reply_stops_it_before_the_release(hailo_env, tmp_path, signum):
+    env, log = hailo_env
+    term = hailo_terminal(env, tmp_path, {"replies": [["word "] * 400], "delay_ms": 20})
+    term.expect(PROMPT)
+    term.send("Tell me everything\r")
+    term.expect("word word word")
+    term.child.kill(signum)
+    assert term.wait_for_exit() == 0
+    recorded = [e["event"] for e in events(log)]
+    assert recorded[recorded.index("abort") :] == ["abort", "clear_context", "llm_release", "vdevice_release"]
+    assert "waited" not in recorded  # nothing reached the device while the reply ran
+
+
+def test_clear_right_after_ctrl_c_waits_for_the_abort(hailo_env, tmp_path):
+    env, log = hailo_env
+    term = hailo_terminal(env, tmp_path, {"replies": [["word "] * 400, ["Fresh"]], "delay_ms": 100})
+    term.expect(PROMPT)
+    term.send("Tell me everything\r")
+    term.expect("word word")
+    term.interrupt()
+    term.expect(PROMPT)
+    term.send("/clear\r")  # while the abort may still be on its way
+    term.expect(PROMPT)
+    term.send("hi\r")
+    term.expect("Assistant: Fresh")
+    term.expect(PROMPT)
+    term.send("/quit\r")
+    assert term.wait_for_exit() == 0
+    recorded = [e["event"] for e in events(log)]
+    assert recorded.index("abort") < recorded.index("clear_context") and "waited" not in recorded
+    last = [e for e in events(log) if e["event"] == "generate"][-1]
+    assert last["held"] == "" and [m["role"] for m in last["prompt"]] == ["system", "user"]
