@@ -270,6 +270,7 @@ class LLMGeneratorCompletion:
         """The destructor's abort: wait for the request in flight, then for the server to
         notice; the context keeps what was generated meanwhile, then the recovery sequence."""
         started = time.monotonic()
+        # The request in flight is slower than a token-time: a stall (or a prompt evaluation).
         during_stall = self._generated < self._death_index and self._ready[self._generated] - started > self._delay
         in_flight_end = self.request_in_flight_until()
         _wait_holding_gil(in_flight_end - time.monotonic())
