@@ -302,7 +302,7 @@ def test_a_termination_signal_during_a_reply_stops_it_before_the_release(hailo_e
     term.send("Tell me everything\r")
     term.expect("word word word")
     term.child.kill(signum)
-    assert term.wait_for_exit() == 0
+    term.wait_for_exit()  # (its exit code is the signal tests' business)
     recorded = [e["event"] for e in events(log)]
     assert recorded[recorded.index("abort") :] == ["abort", "clear_context", "llm_release", "vdevice_release"]
     assert "waited" not in recorded  # nothing reached the device while the reply ran

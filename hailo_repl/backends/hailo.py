@@ -369,7 +369,9 @@ class HailoBackend:
             except self._timeout_error:
                 silent = time.monotonic() - last_token
                 if silent > self.stall_give_up_seconds:
-                    raise BackendError(f"the Hailo device gave no token for {silent:.0f} s") from None
+                    logger.error("hailo generation failed: no token for {:.0f} s", silent)
+                    stalled = f"the device gave no token for {silent:.0f} s"
+                    raise BackendError(f"Hailo generation failed: {stalled}") from None
                 if silent > self.stall_notice_seconds and not noticed and not cancel.is_set():
                     noticed = True
                     yield Notice(
@@ -380,8 +382,10 @@ class HailoBackend:
                 time.sleep(POLL_GAP)  # the GIL is free for this long: the UI thread's turn
                 continue
             except self._thread_ended_error:
+                logger.exception("hailo generation failed: HailoRT's token thread ended")
                 raise BackendError(
-                    "the Hailo device stopped generating (HailoRT's token thread ended; details in hailort.log)"
+                    "Hailo generation failed: the device stopped generating "
+                    "(HailoRT's token thread ended; details in hailort.log)"
                 ) from None
             last_token = time.monotonic()
             pace.arrived(last_token)
