@@ -206,7 +206,7 @@ def diagnose(console: Console, backend: str = "auto", machine: Machine | None = 
     return can_chat
 
 
-def main(argv: list[str]) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hailo-repl doctor", description="Check what a chat needs, one line per check, each with what to do."
     )
@@ -216,7 +216,11 @@ def main(argv: list[str]) -> int:
         default="auto",
         help="the backend whose readiness decides the exit code (default: %(default)s)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
     from loguru import logger
 
     logger.remove()  # nothing but the check lines on the terminal
