@@ -341,7 +341,7 @@ class LLM:
         if self._llm is None:
             raise AttributeError(f"'NoneType' object has no attribute '{call}'")
         live = self._llm.live_completion
-        if live is not None:
+        if live is not None and live._thread_running(time.monotonic()):
             wait = live.request_in_flight_until() - time.monotonic()
             record("waited", call=call, thread=threading.current_thread().name)
             _wait_holding_gil(wait)
