@@ -145,8 +145,9 @@ def summary_ms(seconds: list[float]) -> dict:
 class Setup:
     """Temporary XDG dirs, a resources dir with a fake HEF, and the double's scripts."""
 
-    def __init__(self, root: Path, delay_ms: int):
+    def __init__(self, root: Path, delay_ms: int, code: Path | None = None):
         self.root = root
+        self.code = code
         self.xdg = {
             name: str(root / sub)
             for name, sub in (
@@ -186,6 +187,8 @@ class Setup:
 
     def hailo_env(self, script: Path) -> dict:
         env = terminal.with_fakes(self.base_env())
+        if self.code:  # another checkout's hailo_repl, ahead of the installed one
+            env["PYTHONPATH"] = os.pathsep.join([str(self.code), env["PYTHONPATH"]])
         env.update(
             {
                 "HAILO_RESOURCES_DIR": str(self.resources),
@@ -212,6 +215,26 @@ LLAMA_LAUNCH_ARGS = ["--temperature", "0", "--no-history"]
 # --------------------------------------------------------------------------- (a)
 
 
+# Keys typed after the prompt comes back, one every TYPING_GAP: letters found nowhere else
+# on the screen then (not in the toolbar), so each echo is told apart.
+TYPING_KEYS = "bdfgjmpqvy"
+TYPING_GAP = 0.05
+
+
+def typing_slowest_echo(term: Terminal) -> float | None:
+    """Type TYPING_KEYS at once, a key every TYPING_GAP; the longest key-to-echo time (None: no echo)."""
+    slowest = 0.0
+    started = time.perf_counter()
+    for index, key in enumerate(TYPING_KEYS):
+        time.sleep(max(0.0, started + index * TYPING_GAP - time.perf_counter()))
+        sent = time.perf_counter()
+        term.child.send(key)
+        if term.expect(key, pexpect.EOF, pexpect.TIMEOUT, timeout=30) != 0:
+            return None
+        slowest = max(slowest, time.perf_counter() - sent)
+    return slowest
+
+
 def bench_interrupts(backend: str, setup: Setup, count: int) -> dict:
     if backend == "hailo":
         args, env, message = HAILO_ARGS, setup.hailo_env(setup.long_script), HAILO_MESSAGE
@@ -225,6 +248,7 @@ def bench_interrupts(backend: str, setup: Setup, count: int) -> dict:
     term = Terminal(args, env)
     to_prompt: list[float] = []
     to_note: list[float] = []
+    to_echo: list[float] = []
     not_alive = 0
     problems: list[str] = []
     cpu: dict = {}
@@ -261,6 +285,13 @@ def bench_interrupts(backend: str, setup: Setup, count: int) -> dict:
                 break
             to_note.append(noted - pressed)
             to_prompt.append(prompted - pressed)
+            # Typing on at once: an echo waits for whatever holds the GIL then (on the Hailo, the abort).
+            slowest = typing_slowest_echo(term)
+            if slowest is None:
+                problems.append(f"interrupt {number}: a key typed at the prompt was not echoed; {term.tail()!r}")
+                break
+            to_echo.append(slowest)
+            term.child.send("\x15")  # Ctrl+U: the line is empty again for the next message
             if not term.child.isalive():
                 not_alive += 1
                 problems.append(f"interrupt {number}: the process is not alive after the prompt came back")
@@ -283,6 +314,7 @@ def bench_interrupts(backend: str, setup: Setup, count: int) -> dict:
         "interrupts_done": len(to_prompt),
         "to_prompt": summary_ms(to_prompt),
         "to_interrupted_note": summary_ms(to_note),
+        "typing_slowest_echo": summary_ms(to_echo),
         "to_prompt_ms_all": [round(s * 1000, 2) for s in to_prompt],
         "alive_after_each": not_alive == 0 and len(to_prompt) == count,
         "cpu": cpu,
@@ -304,6 +336,12 @@ def bench_interrupts(backend: str, setup: Setup, count: int) -> dict:
             f"    Ctrl+C -> '[interrupted]'  p50 {n['p50_ms']:7.1f} ms   p99 {n['p99_ms']:7.1f} ms   "
             f"max {n['max_ms']:7.1f} ms"
         )
+        e = result["typing_slowest_echo"]
+        if e["n"]:
+            say(
+                f"    typing on at once: slowest echo   p50 {e['p50_ms']:7.1f} ms   "
+                f"p99 {e['p99_ms']:7.1f} ms   max {e['max_ms']:7.1f} ms"
+            )
     alive = "yes" if result["alive_after_each"] else "NO"
     extra = f"; device aborts {result['device_aborts']}/{len(to_prompt)}" if backend == "hailo" else ""
     say(f"    alive after every interrupt: {alive}; interrupts over 100 ms: {result['over_100ms']}{extra}")
@@ -468,6 +506,12 @@ def main() -> int:
         "--backends", default="hailo,llama", help="comma-separated: hailo, llama (default: %(default)s)"
     )
     parser.add_argument("--only", default="ab", help="which parts to run, 'a' or 'b' (default: ab)")
+    parser.add_argument(
+        "--code",
+        type=Path,
+        help="for hailo: run the hailo_repl package found in this folder (e.g. `git archive main hailo_repl` "
+        "unpacked) against the same double, to compare with another version",
+    )
     args = parser.parse_args()
     if args.json:
         REPORT = sys.stderr
@@ -485,6 +529,7 @@ def main() -> int:
         },
         "hailo_repl": terminal.hailo_repl_command()[0],
         "delay_ms": args.delay_ms,
+        "code": str(args.code) if args.code else None,
     }
     say(
         f"hailo-repl REPL benchmarks  (python {platform.python_version()}, {os.cpu_count()} CPUs, "
@@ -497,7 +542,7 @@ def main() -> int:
     )
     say()
     with tempfile.TemporaryDirectory(prefix="bench-repl-") as tmp:
-        setup = Setup(Path(tmp), args.delay_ms)
+        setup = Setup(Path(tmp), args.delay_ms, args.code)
         if "a" in args.only:
             say("== (a) Ctrl+C-to-prompt latency (one session per backend) ==")
             results["interrupts"] = {}

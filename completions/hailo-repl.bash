@@ -5,8 +5,9 @@
 #    source ~/.local/share/bash_completion/hailo-repl
 # See also: https://github.com/scop/bash-completion/blob/main/doc/configuration.md
 
-_shtab_hailo_repl_subparsers=(config completions)
+_shtab_hailo_repl_subparsers=(doctor config completions)
 
+_shtab_hailo_repl_doctor_option_strings=(-h --help --backend)
 _shtab_hailo_repl_config_option_strings=(-h --help --init --config --backend --hef-path --model --url --context-size --temperature --max-tokens --top-p --system-prompt --history --no-history --verbose --no-verbose --vi-mode --no-vi-mode --vi --no-vi --color)
 _shtab_hailo_repl_completions_option_strings=(-h --help)
 _shtab_hailo_repl_option_strings=(-h --help --backend --hef-path --model --url --context-size --temperature --max-tokens --top-p --system-prompt --history --no-history --verbose --no-verbose --vi-mode --no-vi-mode --vi --no-vi --color --config --show-config --api-key --list-models -q --quiet -p --prompt --single --version)
@@ -18,13 +19,16 @@ _shtab_hailo_repl___hef_path_COMPGEN=_hailo_repl_hef
 _shtab_hailo_repl___model_COMPGEN=_shtab_compgen_files
 _shtab_hailo_repl___config_COMPGEN=_shtab_compgen_files
 
+_shtab_hailo_repl_doctor___backend_choices=(auto hailo llama)
 _shtab_hailo_repl_config___backend_choices=(auto hailo llama ollama hailo-ollama openai)
 _shtab_hailo_repl_config___color_choices=(auto always never)
 _shtab_hailo_repl_completions_pos_0_choices=(bash zsh fish)
-_shtab_hailo_repl_pos_0_choices=(config completions)
+_shtab_hailo_repl_pos_0_choices=(doctor config completions)
 _shtab_hailo_repl___backend_choices=(auto hailo llama ollama hailo-ollama openai)
 _shtab_hailo_repl___color_choices=(auto always never)
 
+_shtab_hailo_repl_doctor__h_nargs=0
+_shtab_hailo_repl_doctor___help_nargs=0
 _shtab_hailo_repl_config__h_nargs=0
 _shtab_hailo_repl_config___help_nargs=0
 _shtab_hailo_repl_config___init_nargs=0

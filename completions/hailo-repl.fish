@@ -50,7 +50,7 @@ function _shtab_hailo_repl_using
   test "$_shtab_hailo_repl_cmdpath" = "$argv"
 end
 
-set -g _shtab_hailo_repl_commands config completions
+set -g _shtab_hailo_repl_commands doctor config completions
 set -g _shtab_hailo_repl_opts_with_value --api-key --backend --color --config --context-size --hef-path --max-tokens --model --prompt --system-prompt --temperature --top-p --url -p
 
 complete -c hailo-repl -e
@@ -78,6 +78,9 @@ complete -c hailo-repl -n _shtab_hailo_repl_using -s q -l quiet -d 'with --list-
 complete -c hailo-repl -n _shtab_hailo_repl_using -s p -l prompt -x -d 'send one message, print the reply, and exit'
 complete -c hailo-repl -n _shtab_hailo_repl_using -l single -d 'with piped input, send all of it as one message'
 complete -c hailo-repl -n _shtab_hailo_repl_using -l version -d 'show program'"'"'s version number and exit'
+complete -c hailo-repl -n '_shtab_hailo_repl_using; and test $_shtab_hailo_repl_npos -eq 0' -a doctor -d 'check what a chat needs, one line per check'
+complete -c hailo-repl -n '_shtab_hailo_repl_using doctor' -s h -l help -d 'show this help message and exit'
+complete -c hailo-repl -n '_shtab_hailo_repl_using doctor' -l backend -xka "auto hailo llama" -d 'the backend whose readiness decides the exit code (default: auto)'
 complete -c hailo-repl -n '_shtab_hailo_repl_using; and test $_shtab_hailo_repl_npos -eq 0' -a config -d 'print the settings in effect and their origins, or --init a file'
 complete -c hailo-repl -n '_shtab_hailo_repl_using config' -s h -l help -d 'show this help message and exit'
 complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l init -d 'write a config file (never over an existing one)'

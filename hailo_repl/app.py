@@ -216,7 +216,10 @@ class Repl:
             keep_pastes_bracketed()
             if not text.strip():
                 continue
-            await self._settle()
+            if not await self._settle(interruptible=True):
+                if not self.quitting:
+                    self.console.info("Not sent (Ctrl+C); Up brings the message back.")
+                continue
             replace_last = False
             if is_command(text):
                 try:
@@ -288,16 +291,29 @@ class Repl:
                 await asyncio.wait([waiting])
         return not self.ctrl_c.pressed and load.exception() is None
 
-    async def _settle(self) -> None:
-        """Wait for the previous reply's thread, so the conversation is complete again."""
-        if self._worker is None:
-            return
-        done, _ = await asyncio.wait([self._worker], timeout=SETTLE_NOTICE_AFTER)
-        if not done:
-            # After a Ctrl+C during a device's prompt evaluation, the device stops at its first token.
-            self.console.info("Finishing the previous reply…")
-            await asyncio.wait([self._worker])
+    async def _settle(self, interruptible: bool = False) -> bool:
+        """Wait for the previous reply's thread, so the conversation is complete again.
+
+        A device stops only at its next token (after a prompt evaluation, or a stall of
+        up to HailoRT's 2-minute request timeout), so with `interruptible` a Ctrl+C ends
+        the wait instead: False then, and the thread is still running.
+        """
+        worker = self._worker
+        if worker is None:
+            return True
+        done, _ = await asyncio.wait([worker], timeout=SETTLE_NOTICE_AFTER)
+        if not done and interruptible:
+            self.console.info("Waiting for the previous reply to end on the device… (Ctrl+C to go back)")
+            waiting = asyncio.ensure_future(asyncio.shield(worker))
+            with self.ctrl_c.stopping(waiting.cancel):
+                await asyncio.wait([waiting])
+            if not worker.done():
+                return False
+        elif not done:
+            self.console.info("Waiting for the previous reply to end, to release the model…")
+            await asyncio.wait([worker])
         self._worker = None
+        return True
 
     # ---- one reply ------------------------------------------------------------------
 
@@ -341,9 +357,8 @@ class Repl:
         try:
             with contextlib.closing(self.chat.reply(text, cancel, notify=notify, replace_last=replace_last)) as pieces:
                 for piece in pieces:
-                    if cancel.is_set():
-                        break
-                    post(ReplyEvent.TEXT, piece)
+                    if not cancel.is_set():  # else the reply ends within a token (closing it early would abort at once)
+                        post(ReplyEvent.TEXT, piece)
             post(ReplyEvent.DONE)
         except (BackendError, ContextOverflowError) as error:
             post(ReplyEvent.ERROR, str(error))

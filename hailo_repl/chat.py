@@ -47,8 +47,8 @@ class Chat:
             return None
 
     def clear(self) -> None:
+        self.backend.clear()  # first: a reply still running ends (and is kept) before the wipe
         self.messages = [{"role": "system", "content": self.system_prompt}]
-        self.backend.clear()
 
     def set_system_prompt(self, text: str) -> None:
         self.system_prompt = text
@@ -123,6 +123,8 @@ class Chat:
                     if isinstance(piece, Notice):  # about the reply, not part of it
                         notify(labelled(INFO, piece))
                         continue
+                    if cancel.is_set():
+                        continue  # not shown, so not kept; the backend stops by itself within a token
                     if not raw:
                         stats.time_to_first_token = time.perf_counter() - started
                     raw.append(piece)

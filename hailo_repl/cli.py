@@ -17,7 +17,7 @@ from typing import Any
 
 from loguru import logger
 
-from hailo_repl import __version__
+from hailo_repl import __version__, doctor
 from hailo_repl.backends import BackendChoice, open_backend, remote_backend
 from hailo_repl.backends.base import Backend, BackendError, GenerationParams
 from hailo_repl.chat import Chat
@@ -223,6 +223,7 @@ def completion_parser() -> argparse.ArgumentParser:
     return parser
 
 
+SUBCOMMANDS["doctor"] = Subcommand(doctor.main, "check what a chat needs, one line per check", doctor.build_parser)
 SUBCOMMANDS["config"] = Subcommand(
     config_command, "print the settings in effect and their origins, or --init a file", config_parser
 )

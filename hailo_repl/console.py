@@ -14,7 +14,9 @@ from hailo_repl.streaming import terminal_safe
 INFO = "[Info]"
 ERROR = "[Error]"
 CONTEXT = "[Context]"
-FATAL = "Error:"  # the one line a failing non-interactive run ends with, as other CLIs say it
+FATAL = "Error:"
+CHECK_PASSED = "✓"  # `hailo-repl doctor`'s marks
+CHECK_FAILED = "✗"  # the one line a failing non-interactive run ends with, as other CLIs say it
 
 
 def labelled(label: str, text: str) -> str:

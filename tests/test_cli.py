@@ -468,3 +468,15 @@ def test_sampling_settings_reach_the_device(isolated_home, hailo_resources, fake
     assert event["do_sample"] is True
     assert event["temperature"] == 1.5
     assert event["max_generated_tokens"] == 7
+
+
+def test_an_old_hailort_is_named_with_the_version_it_needs(isolated_home, hailo_resources, fake_log):
+    hailo_resources(QWEN)
+
+    result = run_cli("-p", "hi", fakes=True, env={"HAILO_FAKE_VERSION": "5.0.1"})
+
+    assert result.returncode == 1
+    line = assert_one_clean_line(result)
+    assert line.startswith("Error: HailoRT 5.0.1 is installed; hailo-repl needs HailoRT 5.1.1 or later")
+    assert "--backend llama" in line
+    assert names(fake_log())[-1] == "vdevice_release"

@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -95,7 +96,12 @@ def test_a_session_on_the_hailo_double(hailo_env, tmp_path):
     recorded = events(log)
     assert any(e["event"] == "abort" for e in recorded)
     generated = [e for e in recorded if e["event"] == "generate"]
-    assert generated[-1]["prompt"] == [{"role": "user", "content": "Go on"}]
+    # After the abort the device held unseen tokens: it starts afresh with the reply as shown.
+    last = generated[-1]
+    assert last["held"] == ""
+    assert [m["role"] for m in last["prompt"]] == ["system", "user", "assistant", "user", "assistant", "user"]
+    interrupted = last["prompt"][4]["content"]
+    assert "word5" in interrupted and interrupted in term.screen_text(100_000)
     assert [e["event"] for e in recorded][-3:] == ["clear_context", "llm_release", "vdevice_release"]
 
 
@@ -125,17 +131,22 @@ def test_the_model_picker_in_a_terminal(hailo_env, hailo_resources):
     assert {"event": "llm_open", "hef": "Qwen2.5-Coder-1.5B-Instruct.hef"} in events(log)
 
 
-def test_ctrl_c_while_the_device_evaluates_the_prompt(hailo_env, tmp_path):
-    env, log = hailo_env
-    term = hailo_terminal(
-        env, tmp_path, {"replies": [{"tokens": ["late", " and", " more"], "prefill_ms": 3000}, ["Next", " answer"]]}
-    )
+def interrupt_before_the_first_token(term: Terminal) -> None:
+    """Send a question and press Ctrl+C while the device has not answered yet."""
     term.expect(PROMPT)
     term.send("a question\r")
     term.expect(r"\x1b\[\?2004l")  # the prompt has ended: the message is on its way
     time.sleep(0.3)
     term.interrupt()
     term.expect(r"\[interrupted\]")
+
+
+def test_ctrl_c_while_the_device_evaluates_the_prompt(hailo_env, tmp_path):
+    env, log = hailo_env
+    term = hailo_terminal(
+        env, tmp_path, {"replies": [{"tokens": ["late", " and", " more"], "prefill_ms": 3000}, ["Next", " answer"]]}
+    )
+    interrupt_before_the_first_token(term)
     # The prompt is back while the device is still evaluating: it has not aborted yet,
     # though the double holds the GIL while it waits, as HailoRT's bindings do.
     assert not any(e["event"] == "abort" for e in events(log))
@@ -264,6 +275,60 @@ def test_a_wait_that_times_out_says_what_the_screen_showed(hailo_env, tmp_path):
     assert "timed out" in str(failure.value) and "[Info] Context: [" in str(failure.value)
     term.send("/quit\r")
     assert term.wait_for_exit() == 0
+
+
+def test_ctrl_c_while_waiting_for_a_stalled_device_gives_the_prompt_back(hailo_env, tmp_path):
+    env, log = hailo_env
+    term = hailo_terminal(env, tmp_path, {"replies": [{"tokens": ["late"], "stall_ms": 4000}, ["Next"]]})
+    interrupt_before_the_first_token(term)
+    term.expect(PROMPT)
+    term.send("another\r")  # the device is still stalled on the first reply
+    term.expect("Waiting for the previous reply to end on the device")
+    term.interrupt()
+    term.expect(r"Not sent \(Ctrl\+C\)")
+    # Back at the prompt while the device is still stalled: nothing was aborted mid-request.
+    assert not any(e["event"] == "abort" for e in events(log))
+    term.expect(PROMPT)
+    term.send("/quit\r")  # waits for the device too: it is released only once the reply has ended
+    term.expect("Waiting for the previous reply to end on the device")
+    assert term.wait_for_exit() == 0
+    recorded = [e["event"] for e in events(log)]
+    assert recorded.count("generate") == 1 and recorded[-3:] == ["clear_context", "llm_release", "vdevice_release"]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_termination_signal_during_a_reply_stops_it_before_the_release(hailo_env, tmp_path, signum):
+    env, log = hailo_env
+    term = hailo_terminal(env, tmp_path, {"replies": [["word "] * 400], "delay_ms": 20})
+    term.expect(PROMPT)
+    term.send("Tell me everything\r")
+    term.expect("word word word")
+    term.child.kill(signum)
+    term.wait_for_exit()  # (its exit code is the signal tests' business)
+    recorded = [e["event"] for e in events(log)]
+    assert recorded[recorded.index("abort") :] == ["abort", "clear_context", "llm_release", "vdevice_release"]
+    assert "waited" not in recorded  # nothing reached the device while the reply ran
+
+
+def test_clear_right_after_ctrl_c_waits_for_the_abort(hailo_env, tmp_path):
+    env, log = hailo_env
+    term = hailo_terminal(env, tmp_path, {"replies": [["word "] * 400, ["Fresh"]], "delay_ms": 100})
+    term.expect(PROMPT)
+    term.send("Tell me everything\r")
+    term.expect("word word")
+    term.interrupt()
+    term.expect(PROMPT)
+    term.send("/clear\r")  # while the abort may still be on its way
+    term.expect(PROMPT)
+    term.send("hi\r")
+    term.expect("Assistant: Fresh")
+    term.expect(PROMPT)
+    term.send("/quit\r")
+    assert term.wait_for_exit() == 0
+    recorded = [e["event"] for e in events(log)]
+    assert recorded.index("abort") < recorded.index("clear_context") and "waited" not in recorded
+    last = [e for e in events(log) if e["event"] == "generate"][-1]
+    assert last["held"] == "" and [m["role"] for m in last["prompt"]] == ["system", "user"]
 
 
 # ---- vi mode and the external editor -----------------------------------------------------

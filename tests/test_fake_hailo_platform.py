@@ -1,9 +1,15 @@
 """The double behaves as HailoRT's source says the real API does (see its docstring)."""
 
+import os
+
 import pytest
-from hailo_platform import VDevice
+from hailo_platform import HailoRTException, VDevice
 from hailo_platform.genai import LLM
-from hailo_platform.pyhailort.pyhailort import HailoRTInvalidArgumentException, HailoRTInvalidOperationException
+from hailo_platform.pyhailort.pyhailort import (
+    HailoRTInvalidArgumentException,
+    HailoRTInvalidOperationException,
+    HailoRTTimeout,
+)
 
 
 @pytest.fixture
@@ -58,3 +64,214 @@ def test_leaving_a_generation_early_aborts_and_adds_the_recovery_sequence(llm):
         next(iter(generation))
     assert generation._status.name == "ABORTED"
     assert llm.get_context_usage_size() > before
+
+
+# ---- the double's unkind behaviours, each as HailoRT v5.2.0's source has it -------------
+# (line numbers at tag v5.2.0, commit 41a720b; see the double's docstring for the paths)
+
+USER = [{"role": "user", "content": "u"}]
+
+
+def open_llm(hailo_resources, fake_script, script):
+    directory = hailo_resources("Qwen2.5-1.5B-Instruct")
+    fake_script(script)
+    vdevice = VDevice(VDevice.create_params())
+    return vdevice, LLM(vdevice, str(directory / "Qwen2.5-1.5B-Instruct.hef"))
+
+
+@pytest.fixture
+def scripted_llm(hailo_resources, fake_script):
+    opened = []
+
+    def open_with(script):
+        vdevice, model = open_llm(hailo_resources, fake_script, script)
+        opened.append((vdevice, model))
+        return model
+
+    yield open_with
+    for vdevice, model in opened:
+        model.release()
+        vdevice.release()
+
+
+def test_an_abort_keeps_unread_tokens_the_abort_token_and_the_recovery_sequence(scripted_llm, fake_log):
+    """llm.cpp:941 Impl::abort joins the token thread, which reads on until the server answers
+    ABORTED (llm_server.cpp:958 get_current_generation_status) with the recovery sequence."""
+    import time
+
+    llm = scripted_llm({"replies": [["a", "b", "c", "d", "e", "f"]], "delay_ms": 20})
+    with llm.generate(prompt=USER) as generation:
+        assert generation.read() == "a"
+        time.sleep(0.05)  # the device goes on generating while nobody reads: b and c
+    assert generation._status.name == "ABORTED"
+    (abort,) = [e for e in fake_log() if e["event"] == "abort"]
+    assert abort["produced"] == 1 and abort["unread"] >= 2
+    held = "".join(llm._llm.context)
+    assert held.endswith("<|im_end|>")  # the recovery sequence
+    assert "abc" in held and held.count("d") + held.count("e") >= 1  # unread, and one more during the abort
+
+
+def test_a_dead_token_thread_surfaces_as_invalid_operation(scripted_llm):
+    """llm.cpp:742 token_reader_thread breaks on a failed request and signals shutdown when
+    the queue is empty; llm.cpp:884 Impl::read turns that into HAILO_INVALID_OPERATION (899)."""
+    llm = scripted_llm([{"tokens": ["a", "b", "c"], "fail_after": 2}])
+    with llm.generate(prompt=USER) as generation:
+        assert [generation.read(), generation.read()] == ["a", "b"]
+        with pytest.raises(HailoRTInvalidOperationException):
+            generation.read(50)
+
+
+def test_a_thread_that_died_with_tokens_queued_only_times_out(scripted_llm):
+    """llm.cpp:812: shutdown is signalled only if the queue is empty, so a reader behind
+    gets the queued tokens and then HAILO_TIMEOUT for ever."""
+    llm = scripted_llm([{"tokens": ["a", "b", "c"], "fail_after": 2, "queued_at_death": True}])
+    with llm.generate(prompt=USER) as generation:
+        assert [generation.read(), generation.read()] == ["a", "b"]
+        for _ in range(2):
+            with pytest.raises(HailoRTTimeout):
+                generation.read(20)
+
+
+def test_a_stalled_request_gives_no_token_and_then_times_out(scripted_llm):
+    """session_wrapper.hpp:30 LONG_TIMEOUT (2 minutes) bounds each token request
+    (TimeoutGuard in llm.cpp:742); after it the thread is dead as above."""
+    llm = scripted_llm({"replies": [{"tokens": ["late"], "stall_ms": 60_000}], "request_timeout_ms": 200})
+    with llm.generate(prompt=USER) as generation:
+        with pytest.raises(HailoRTTimeout):
+            generation.read(50)
+        with pytest.raises(HailoRTInvalidOperationException):
+            generation.read(1000)
+
+
+def test_an_abort_during_a_stall_waits_for_the_request(scripted_llm, fake_log):
+    """session_wrapper.cpp:89 execute holds the session's mutex for a whole request, so
+    the abort request (llm.cpp:941) waits for the stalled read request to end."""
+    llm = scripted_llm([{"tokens": ["late", "more"], "stall_ms": 300}])
+    with llm.generate(prompt=USER):
+        pass
+    (abort,) = [e for e in fake_log() if e["event"] == "abort"]
+    assert abort["during_stall"] is True
+    assert abort["generated"] >= 1  # the stalled token arrived before the abort went through
+
+
+def test_clear_context_during_a_generation_silently_resets_it(scripted_llm, fake_log):
+    """llm_server.cpp:635 handle_clear_context_request takes m_generation_mutex, which a read
+    request (556) holds only while it runs: the context is emptied mid-reply."""
+    llm = scripted_llm({"replies": [["a", "b", "c"]], "delay_ms": 10})
+    with llm.generate(prompt=USER) as generation:
+        assert generation.read() == "a"
+        llm.clear_context()
+        rest = "".join(generation)
+    assert rest == "bc"
+    assert "".join(llm._llm.context) == "bc"  # the prompt and "a" are gone
+    assert any(e["event"] == "waited" and e["call"] == "clear_context" for e in fake_log())
+
+
+@pytest.mark.parametrize(
+    "call", ["tokenize", "get_context_usage_size", "max_context_capacity", "prompt_template", "get_stop_tokens"]
+)
+def test_every_call_during_a_generation_waits_for_the_request_in_flight(scripted_llm, fake_log, call):
+    """session_wrapper.cpp:89: one request at a time on the session, whatever it is."""
+    llm = scripted_llm({"replies": [["a", "b"]], "delay_ms": 10})
+    with llm.generate(prompt=USER):
+        getattr(llm, call)(*(["text"] if call == "tokenize" else []))
+    assert [e["call"] for e in fake_log() if e["event"] == "waited"] == [call]
+
+
+def test_a_reply_ending_exactly_at_the_limit_reports_max_tokens(scripted_llm):
+    """llm_server.cpp:958 checks the token count before the stop sequence; the recovery
+    sequence then comes as the last token."""
+    llm = scripted_llm([["a", "b", "<|im_end|>"]])
+    with llm.generate(prompt=USER, max_generated_tokens=3) as generation:
+        pieces = list(generation)
+        assert generation.generation_status.name == "MAX_TOKENS_REACHED"
+    assert pieces == ["a", "b", "<|im_end|>", "<|im_end|>"]
+
+
+@pytest.mark.parametrize(("argument", "value"), [("top_k", 0), ("frequency_penalty", 0.0), ("top_p", 1.5)])
+def test_argument_checks(llm, argument, value):
+    """llm.cpp:553 validate_generator_params: top_k >= 1, frequency_penalty != 0, top_p in [0, 1]."""
+    with pytest.raises(HailoRTInvalidArgumentException):
+        llm.generate(prompt=USER, **{argument: value})
+
+
+def test_tools_only_on_the_first_prompt(llm):
+    """minja_wrapper.cpp:78; pyhailort.py:4199 _convert_to_json_strings wants a list of dicts."""
+    tools = [{"type": "function", "function": {"name": "f"}}]
+    with pytest.raises(HailoRTException):
+        llm.generate(prompt=USER, tools="not a list")
+    llm.generate_all(prompt=USER, tools=tools)
+    with pytest.raises(HailoRTInvalidOperationException):
+        llm.generate(prompt=USER, tools=tools)
+
+
+def test_a_plain_string_prompt_skips_the_template(llm):
+    """pyhailort.py LLM.generate: a str is "inserted to the model as is" (llm_api.cpp writes it raw)."""
+    llm.generate_all(prompt="Once upon a time")
+    assert llm.get_context_usage_size() == len(llm.tokenize("Once upon a time")) + 2
+
+
+def test_later_prompts_lose_what_the_template_adds_by_itself(scripted_llm):
+    """minja_wrapper.cpp:41-47 renders a probe message once and cuts that length off each later prompt."""
+    template = (
+        "{% if messages[0]['role'] != 'system' %}<sys>default</sys>{% endif %}"
+        "{% for m in messages %}{% if m['role'] == 'user' %}<u>{{ m['content'] }}</u>{% endif %}{% endfor %}"
+    )
+    llm = scripted_llm({"replies": [["x"]], "prompt_template": template})
+    assert llm.prompt_template() == template
+    llm.generate_all(prompt=USER)
+    assert "".join(llm._llm.context) == "<sys>default</sys><u>u</u>x"
+    llm.generate_all(prompt=[{"role": "user", "content": "v"}])
+    assert "".join(llm._llm.context) == "<sys>default</sys><u>u</u>x<u>v</u>x"
+
+
+def test_stop_tokens_and_create_params_have_the_real_types(llm):
+    """pyhailort.py:4486-4506 stop tokens; pyhailort.cpp VDeviceParams: an enum, a list, a bool."""
+    from hailo_platform.pyhailort.pyhailort import HailoSchedulingAlgorithm
+
+    llm.set_stop_tokens(["</s>", "<|im_end|>"])
+    assert llm.get_stop_tokens() == ["</s>", "<|im_end|>"]
+    params = VDevice.create_params()
+    assert params.scheduling_algorithm is HailoSchedulingAlgorithm.ROUND_ROBIN
+    assert params.device_ids == [] and params.multi_process_service is False and params.group_id == "UNIQUE"
+    params.scheduling_algorithm = "ROUND_ROBIN"
+    with pytest.raises(TypeError):
+        VDevice(params)
+
+
+def test_llm_on_a_released_vdevice_is_refused_loudly(hailo_resources):
+    """pyhailort.py:4160 passes vdevice._vdevice, None once released, as a null pointer."""
+    directory = hailo_resources("Qwen2.5-1.5B-Instruct")
+    vdevice = VDevice(VDevice.create_params())
+    vdevice.release()
+    with pytest.raises(AssertionError, match="null pointer"):
+        LLM(vdevice, str(directory / "Qwen2.5-1.5B-Instruct.hef"))
+
+
+@pytest.mark.parametrize(("content", "status"), [(b"HEF", "14"), (bytes(16), "92")])
+def test_a_bad_hef_header_gives_the_status_hef_hash_gives(hailo_resources, content, status):
+    """hef.cpp:4258 Hef::hash reads the header before anything: too short → 14, version < 3 → 92."""
+    from hailo_platform.pyhailort.pyhailort import HailoRTStatusException
+
+    directory = hailo_resources()
+    (directory / "bad.hef").write_bytes(content)
+    vdevice = VDevice(VDevice.create_params())
+    with pytest.raises(HailoRTStatusException, match=f"^{status}$"):
+        LLM(vdevice, str(directory / "bad.hef"))
+    vdevice.release()
+
+
+def test_hailort_5_0_1_has_no_context_usage_or_capacity(tmp_path):
+    """get_context_usage_size and max_context_capacity first appear in pyhailort.py of v5.1.1."""
+    import subprocess
+    import sys
+
+    from terminal import with_fakes
+
+    probe = (
+        "import hailo_platform; from hailo_platform.genai import LLM; "
+        "print(hailo_platform.__version__, hasattr(LLM, 'get_context_usage_size'), hasattr(LLM, 'tokenize'))"
+    )
+    env = with_fakes({**os.environ, "HAILO_FAKE_VERSION": "5.0.1"})
+    result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["5.0.1", "False", "True"]

@@ -78,7 +78,7 @@ def test_history_the_device_lost_is_sent_again_after_a_clear(backend, fake_log):
     assert last[0]["role"] == "system" and [m["content"] for m in last[1:]] == ["Hi", "One two", "Instead"]
 
 
-def test_cancel_stops_generation_within_one_token_and_the_backend_is_usable_at_once(scripted_backend, fake_log):
+def test_after_a_cancel_the_model_remembers_only_what_the_user_saw(scripted_backend, fake_log):
     backend = scripted_backend({"replies": [["a", "b", "c", "d", "e", "f"], ["next"]], "delay_ms": 20})
     chat = Chat(backend, SYSTEM, GenerationParams())
     cancel = threading.Event()
@@ -88,11 +88,16 @@ def test_cancel_stops_generation_within_one_token_and_the_backend_is_usable_at_o
         if len(shown) == 2:
             cancel.set()
     assert shown == ["a", "b"]
-    assert any(e["event"] == "abort" and e["produced"] <= 3 for e in fake_log())
+    (abort,) = [e for e in fake_log() if e["event"] == "abort"]
+    assert abort["generated"] > 2  # the device went on: tokens read but not shown, and the abort's own
     assert chat.messages[-1] == {"role": "assistant", "content": "ab", "interrupted": True}
+    assert backend.context_used > 0  # what the device reported after the abort
     assert reply(chat, "again") == "next"
-    # the device kept the partial reply, so only the new message was sent
-    assert prompts_sent(fake_log)[-1] == [{"role": "user", "content": "again"}]
+    # What the device held after the abort is unknown here: it starts afresh, with the reply as shown.
+    assert [e["event"] for e in fake_log()][-2:] == ["clear_context", "generate"]
+    last = [e for e in fake_log() if e["event"] == "generate"][-1]
+    assert last["held"] == ""
+    assert [m["content"] for m in last["prompt"]] == [SYSTEM, "go", "ab", "again"]
 
 
 def test_the_recovery_sequence_is_not_shown(scripted_backend):
@@ -153,10 +158,20 @@ def test_a_reader_that_stops_early_leaves_the_device_history_usable(backend, fak
     chat = Chat(backend, SYSTEM, GenerationParams())
     pieces = chat.reply("Hi", threading.Event())
     next(pieces)
-    pieces.close()  # what the REPL does when Ctrl+C wins the race with the backend
+    pieces.close()  # a reader that stops without a cancel: the generation is aborted
+    reply(chat, "Next")
+    last = [e for e in fake_log() if e["event"] == "generate"][-1]
+    assert last["held"] == ""  # not the tokens the reader never took
+    assert [m["content"] for m in last["prompt"]] == [SYSTEM, "Hi", "One", "Next"]
+
+
+def test_a_reply_that_ended_by_itself_is_kept_on_the_device(backend, fake_log):
+    chat = Chat(backend, SYSTEM, GenerationParams())
+    cancel = threading.Event()
+    assert "".join(chat.reply("Hi", cancel)) == "One two"
+    cancel.set()  # too late to matter: the device had finished
     reply(chat, "Next")
     assert prompts_sent(fake_log)[-1] == [{"role": "user", "content": "Next"}]
-    assert "clear_context" not in [e["event"] for e in fake_log()]
 
 
 def test_retry_cancelled_before_any_token_keeps_the_old_exchange(scripted_backend):
@@ -198,10 +213,214 @@ def test_a_hef_the_device_cannot_open_is_explained(hailo_resources):
     backend.release()
 
 
-def test_a_device_that_stops_answering_is_reported(scripted_backend):
-    backend = scripted_backend({"replies": [{"tokens": ["never"], "prefill_ms": 3000}]})
-    backend.stall_seconds = 0.3
+# ---- a device that stalls or whose token thread dies ----------------------------------
+
+
+def test_a_stalled_device_is_announced_and_its_late_reply_still_shown(scripted_backend):
+    backend = scripted_backend({"replies": [{"tokens": ["late", " reply"], "stall_ms": 800, "stall_at": 0}]})
+    backend.stall_notice_seconds = 0.2
+    notices = []
     chat = Chat(backend, SYSTEM, GenerationParams())
-    with pytest.raises(BackendError, match="gave no token"):
+    assert "".join(chat.reply("hello?", threading.Event(), notices.append)) == "late reply"
+    (notice,) = notices
+    assert "no token for" in notice and "Ctrl+C" in notice
+
+
+def test_a_token_thread_that_dies_is_reported_and_the_next_turn_starts_afresh(scripted_backend, fake_log):
+    # HailoRT gives up a request after its timeout (2 minutes; here 0.3 s), and its token thread ends.
+    backend = scripted_backend(
+        {"replies": [{"tokens": ["never"], "stall_ms": 60_000}, ["fine"]], "request_timeout_ms": 300}
+    )
+    chat = Chat(backend, SYSTEM, GenerationParams())
+    with pytest.raises(BackendError, match="stopped generating"):
         reply(chat, "hello?")
     assert chat.messages == [{"role": "system", "content": SYSTEM}]  # nothing half-kept
+    assert reply(chat, "again") == "fine"
+    assert [e["event"] for e in fake_log()][-2:] == ["clear_context", "generate"]
+
+
+def test_a_thread_that_died_with_tokens_queued_is_given_up_after_hailorts_timeout(scripted_backend):
+    # read() then times out for ever (llm.cpp signals no shutdown while tokens are queued).
+    backend = scripted_backend({"replies": [{"tokens": ["a", "b", "c"], "fail_after": 2, "queued_at_death": True}]})
+    backend.stall_notice_seconds = 0.1
+    backend.stall_give_up_seconds = 0.3
+    notices = []
+    chat = Chat(backend, SYSTEM, GenerationParams())
+    shown = []
+    with pytest.raises(BackendError, match="gave no token"):
+        for piece in chat.reply("x", threading.Event(), notices.append):
+            shown.append(piece)
+    assert shown == ["a", "b"] and len(notices) == 1
+
+
+def test_a_cancel_during_a_stall_waits_for_the_token_instead_of_aborting_mid_request(scripted_backend, fake_log):
+    # An abort during a stalled request would wait for it with the GIL held, freezing the UI.
+    backend = scripted_backend({"replies": [{"tokens": ["late", " reply"], "stall_ms": 500, "stall_at": 0}]})
+    cancel = threading.Event()
+    cancel.set()
+    assert list(backend.stream([{"role": "user", "content": "x"}], GenerationParams(), cancel)) == []
+    (abort,) = [e for e in fake_log() if e["event"] == "abort"]
+    assert abort["during_stall"] is False
+
+
+# ---- the UI comes before the abort ----------------------------------------------------
+
+
+class NoticedCancel(threading.Event):
+    """A cancel event that says when the backend first sees it set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.noticed = threading.Event()
+
+    def is_set(self) -> bool:
+        result = super().is_set()
+        if result:
+            self.noticed.set()
+        return result
+
+
+def test_after_a_cancel_the_ui_thread_runs_before_the_abort_holds_the_gil(scripted_backend, fake_log):
+    import time
+
+    backend = scripted_backend({"replies": [["w"] * 40], "delay_ms": 30})
+    cancel = NoticedCancel()
+
+    def consume() -> None:
+        for count, _ in enumerate(backend.stream([{"role": "user", "content": "x"}], GenerationParams(), cancel)):
+            if count == 2:
+                cancel.set()  # Ctrl+C
+
+    worker = threading.Thread(target=consume)
+    worker.start()
+    cancel.noticed.wait()
+    ui_ran_at = time.monotonic()  # the prompt being drawn
+    worker.join()
+    (abort,) = [e for e in fake_log() if e["event"] == "abort"]
+    assert ui_ran_at < abort["at"]
+
+
+# ---- clear() and release() while a reply runs -----------------------------------------
+
+
+def start_reply(chat: Chat) -> tuple[threading.Thread, list[str], threading.Event]:
+    """A reply streaming on its own thread, as the REPL's worker runs it; returns once a token came."""
+    shown: list[str] = []
+    first = threading.Event()
+
+    def run() -> None:
+        for piece in chat.reply("tell me everything", threading.Event()):
+            shown.append(piece)
+            first.set()
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    first.wait()
+    return worker, shown, first
+
+
+def test_clear_during_a_reply_stops_it_before_clearing(scripted_backend, fake_log):
+    backend = scripted_backend({"replies": [["w "] * 100, ["fresh"]], "delay_ms": 20})
+    chat = Chat(backend, SYSTEM, GenerationParams())
+    worker, shown, _ = start_reply(chat)
+    chat.clear()  # /clear
+    worker.join()
+    events = [e["event"] for e in fake_log()]
+    assert len(shown) < 100
+    assert events.index("abort") < events.index("clear_context")
+    assert not [e for e in fake_log() if e["event"] == "waited"]  # the clear never reached the device mid-reply
+    assert backend.context_used == 0
+    assert reply(chat, "hi") == "fresh"
+    last = [e for e in fake_log() if e["event"] == "generate"][-1]
+    assert last["held"] == "" and [m["content"] for m in last["prompt"]] == [SYSTEM, "hi"]
+
+
+def test_release_during_a_reply_stops_it_then_releases_in_order(scripted_backend, fake_log):
+    backend = scripted_backend({"replies": [["w "] * 100], "delay_ms": 20})
+    chat = Chat(backend, SYSTEM, GenerationParams())
+    worker, shown, _ = start_reply(chat)
+    backend.release()  # SIGTERM or SIGHUP during a reply
+    worker.join()
+    events = [e["event"] for e in fake_log()]
+    assert events[events.index("abort") :] == ["abort", "clear_context", "llm_release", "vdevice_release"]
+    assert chat.messages[-1]["interrupted"] is True
+
+
+def test_load_after_release_opens_a_new_vdevice(scripted_backend, fake_log):
+    backend = scripted_backend([["a"]])
+    backend.release()
+    backend.load()  # LLM() on the released VDevice would pass HailoRT a null pointer
+    assert [e["event"] for e in fake_log()].count("vdevice_open") == 2
+    assert "".join(backend.stream([{"role": "user", "content": "x"}], GenerationParams(), threading.Event())) == "a"
+
+
+# ---- load errors ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "script", "words"),
+    [
+        (b"HEF", {}, "could not be read whole"),  # truncated before the header's end
+        (bytes(64), {}, "HEF format this HailoRT does not support (use a HEF built for HailoRT 5.2.0"),
+        (b"fake hef" * 8, {"load_status": 26}, "not a valid HEF"),
+        (b"fake hef" * 8, {"load_status": 93}, "compiled for another Hailo device (use a Hailo-10H HEF)"),
+    ],
+)
+def test_a_hef_the_device_refuses_is_explained(hailo_resources, fake_script, content, script, words):
+    directory = hailo_resources()
+    (directory / "bad.hef").write_bytes(content)
+    fake_script({"replies": [["x"]], **script})
+    backend = HailoBackend(directory / "bad.hef")
+    with pytest.raises(BackendError) as raised:
+        backend.load()
+    backend.release()
+    assert str(raised.value).startswith(f"Failed to load {directory / 'bad.hef'} on the Hailo device: ")
+    assert words in str(raised.value)
+
+
+# ---- token estimates from the model's own template ------------------------------------
+
+LLAMA3_TEMPLATE = (
+    "{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+    "{{ m['content'] }}<|eot_id|>{% endfor %}"
+    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+
+
+@pytest.mark.parametrize("template", [None, LLAMA3_TEMPLATE], ids=["chatml", "llama3"])
+def test_prompt_tokens_are_counted_as_the_device_templates_them(scripted_backend, fake_log, template):
+    script = {"replies": [["One", " two"], ["Three"]]}
+    if template:
+        script["prompt_template"] = template
+    backend = scripted_backend(script)
+    chat = Chat(backend, SYSTEM, GenerationParams())
+    expected_first = backend.count_tokens([*chat.messages, {"role": "user", "content": "Hi there"}])
+    reply(chat, "Hi there")
+    after_first = backend.context_used
+    expected_second = backend.count_tokens([*chat.messages, {"role": "user", "content": "And then, what?"}])
+    reply(chat, "And then, what?")
+    first, second = [e for e in fake_log() if e["event"] == "generate"]
+    assert first["usage_before_reply"] == expected_first  # the prompt as the device templated it
+    assert second["usage_before_reply"] == expected_second
+    assert backend.last_prompt_tokens == second["usage_before_reply"] - after_first
+
+
+def test_a_template_that_does_not_render_falls_back_to_chatml(scripted_backend):
+    from hailo_repl.backends.hailo import render_chatml
+
+    backend = scripted_backend({"replies": [["x"]], "prompt_template": "{% for message in %}"})
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hi"}]
+    assert backend.count_tokens(messages) == len(backend._model.tokenize(render_chatml(messages)))
+
+
+def test_the_abort_is_timed_just_before_the_next_token_and_after_the_prompt():
+    from hailo_repl.backends.hailo import ABORT_AFTER_PROMPT_SECONDS, TokenPace
+
+    pace = TokenPace()
+    assert pace.seconds_until_abort(now=5.0) == pytest.approx(ABORT_AFTER_PROMPT_SECONDS)  # no pace known yet
+    for moment in (0.0, 0.1, 0.2):  # a token every 100 ms
+        pace.arrived(moment)
+    # the next token is due at 0.3: abort a fifth of a token-time before it
+    assert pace.seconds_until_abort(now=0.2) == pytest.approx(0.08)
+    # too soon for the prompt to be drawn: the moment before the token after
+    assert pace.seconds_until_abort(now=0.25) == pytest.approx(0.13)

@@ -53,10 +53,12 @@ def one_generation_at_a_time(lock: threading.Lock) -> Iterator[None]:
 
 
 class Notice(str):
-    """A line about a reply that is not part of it ("waiting for the server…"); a stream may yield one."""
+    """A line for the user about a reply, not part of it ("waiting for the server…", a stalled
+    device); a stream may yield one."""
 
 
-# A reply as it streams: the caller close()s it to stop the generation early.
+# A reply as it streams (text pieces, and Notices): the caller close()s it to stop the
+# generation early.
 ReplyStream = Generator[str, None, None]
 
 

@@ -24,25 +24,59 @@ Other facts from the same source that shape the code:
   every call, a read() waiting for a token included: reads poll with a short timeout
   so the UI thread keeps running, and the model loads before the prompt is shown.
 - Release order on every exit path: clear_context(), llm.release(), vdevice.release().
+- One request reaches the device at a time (hailort/common/genai/session_wrapper/
+  session_wrapper.cpp, `SessionWrapper::execute`), and the server's clear_context takes
+  its generation lock only per token (hailort/hailort_server/genai/llm/llm_server.cpp,
+  handle_clear_context_request): a clear during a reply would silently empty the
+  context mid-reply. clear() and release() therefore stop the reply and wait for it.
+- An abort (llm.cpp, `LLMGeneratorCompletion::Impl::abort`) waits, GIL held, for the
+  token request in flight, then for the server to notice; the context keeps every token
+  generated meanwhile, read or not, and the recovery sequence. What the device holds
+  after an abort is not known here, so the next turn starts afresh.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
+import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import jinja2.sandbox
 from loguru import logger
 
-from hailo_repl.backends.base import BackendError, GenerationParams, Message, ReplyStream, one_generation_at_a_time
+from hailo_repl.backends.base import (
+    BackendError,
+    GenerationParams,
+    Message,
+    Notice,
+    ReplyStream,
+    one_generation_at_a_time,
+)
 from hailo_repl.streaming import clean_response
 
 SHARED_VDEVICE_GROUP_ID = "SHARED"  # lets other Hailo apps use the chip at the same time
 POLL_MS = 5  # longest a read() may hold the GIL (see _read_tokens)
 POLL_GAP = 0.001  # seconds between polls with the GIL released
-STALL_SECONDS = 60  # no token for this long: the device is reported as failed
+# HailoRT gives a token request this long before its token thread gives up
+# (LONG_TIMEOUT, hailort/common/genai/session_wrapper/session_wrapper.hpp).
+HAILORT_REQUEST_TIMEOUT = 120.0
+STALL_NOTICE_SECONDS = 10.0  # no token for this long: say so
+STALL_GIVE_UP_SECONDS = HAILORT_REQUEST_TIMEOUT + 10  # HailoRT's own timeout has passed: report the device failed
+# After a Ctrl+C the abort, which holds the GIL, waits at least this long, so the prompt is
+# drawn first, and then for the moment just before the next token is due (ABORT_EARLY of a
+# token-time before): it then waits for little of the request in flight.
+ABORT_AFTER_PROMPT_SECONDS = 0.05
+ABORT_EARLY = 0.2
+
+# get_context_usage_size() and max_context_capacity() first appear in HailoRT 5.1.1
+# (pyhailort.py of v5.1.1; absent in v5.0.1 and v5.1.0).
+MINIMUM_HAILORT = (5, 1, 1)
+NEEDED_LLM_METHODS = ("get_context_usage_size", "max_context_capacity")
 
 VDEVICE_FAILED = (
     "Failed to create VDevice ({error}). Check that the Hailo-10H is connected and powered, "
@@ -63,18 +97,100 @@ def open_vdevice() -> Any:
         raise BackendError(VDEVICE_FAILED.format(error=error)) from None
 
 
-def render_chatml(messages: Sequence[Message]) -> str:
-    """The Qwen2.5 (ChatML) template, used to estimate what a prompt costs."""
-    body = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
-    return body + "<|im_start|>assistant\n"
+def version_text(version: tuple[int, ...]) -> str:
+    return ".".join(map(str, version))
 
 
-# LLM() raises a bare status number (its constructor is not wrapped); say what it means.
+def installed_hailort_version() -> str:
+    import hailo_platform
+
+    return str(getattr(hailo_platform, "__version__", "unknown"))
+
+
+def hailort_too_old() -> str | None:
+    """Why the installed HailoRT cannot run this backend (one line), or None if it can."""
+    from hailo_platform.genai import LLM
+
+    installed = installed_hailort_version()
+    parsed = tuple(int(part) for part in re.findall(r"\d+", installed)[:3])
+    missing = [name for name in NEEDED_LLM_METHODS if not hasattr(LLM, name)]
+    if not missing and (not parsed or parsed >= MINIMUM_HAILORT):
+        return None
+    return (
+        f"HailoRT {installed} is installed; hailo-repl needs HailoRT {version_text(MINIMUM_HAILORT)} or later "
+        f"(for LLM.{'/'.join(NEEDED_LLM_METHODS)}). Install a newer HailoRT, or use --backend llama"
+    )
+
+
+def render_chatml(messages: Sequence[Mapping[str, object]], add_generation_prompt: bool = True) -> str:
+    """The Qwen2.5 (ChatML) template: the estimate when the model's own cannot be read."""
+    body = "".join(
+        f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n"
+        for m in messages
+        if m["role"] in ("system", "user", "assistant")
+    )
+    return body + ("<|im_start|>assistant\n" if add_generation_prompt else "")
+
+
+Render = Callable[[Sequence[Mapping[str, object]], bool], str]  # (messages, add_generation_prompt) -> prompt
+
+
+def template_renderer(template_text: str) -> Render | None:
+    """The model's Jinja2 chat template as a function, or None if it does not render."""
+    try:
+        template = jinja2.sandbox.ImmutableSandboxedEnvironment().from_string(template_text)
+
+        def render(messages: Sequence[Mapping[str, object]], add_generation_prompt: bool) -> str:
+            return template.render(messages=list(messages), add_generation_prompt=add_generation_prompt)
+
+        render([{"role": "user", "content": "x"}], True)
+    except Exception:
+        logger.opt(exception=True).info("the HEF's chat template does not render; estimating with ChatML")
+        return None
+    return render
+
+
+# minja_wrapper.cpp renders this message alone once (what a template adds by itself,
+# Qwen's default system prompt) and cuts that much off every later prompt of a context.
+TEMPLATE_PROBE = [{"role": "TMP", "content": "TMP"}]
+
+
+# LLM() raises a bare status number (its constructor is not wrapped in pyhailort.py):
+# what it means and what to do. 14 and 92 come from the header read before loading
+# (hef.cpp, Hef::hash); 26 and 93 from the device parsing the HEF afterwards.
 LOAD_STATUS_WORDS = {
-    "13": "cannot open the file",
-    "26": "not a valid HEF",
-    "93": "the HEF was compiled for another Hailo device",
+    "13": "cannot open the file (check the path and that you may read it)",
+    "14": "the file could not be read whole (a truncated download? download it again)",
+    "26": "not a valid HEF (a damaged file? download it again)",
+    "92": "a HEF format this HailoRT does not support (use a HEF built for HailoRT "
+    "{hailort} from Hailo's Model Zoo GenAI)",
+    "93": "the HEF was compiled for another Hailo device (use a Hailo-10H HEF)",
 }
+
+
+class TokenPace:
+    """When a generation's tokens arrive, to time its abort."""
+
+    def __init__(self) -> None:
+        self.first = 0.0
+        self.last = 0.0
+        self.count = 0
+
+    def arrived(self, moment: float) -> None:
+        self.first = self.first if self.count else moment
+        self.last = moment
+        self.count += 1
+
+    def seconds_until_abort(self, now: float) -> float:
+        """How long to wait before aborting: see ABORT_AFTER_PROMPT_SECONDS."""
+        earliest = now + ABORT_AFTER_PROMPT_SECONDS
+        interval = (self.last - self.first) / (self.count - 1) if self.count > 1 else 0.0
+        if interval <= 0:
+            return ABORT_AFTER_PROMPT_SECONDS
+        due = self.last + interval * (1 - ABORT_EARLY)
+        if due < earliest:
+            due += math.ceil((earliest - due) / interval) * interval
+        return due - now
 
 
 class HailoBackend:
@@ -91,34 +207,54 @@ class HailoBackend:
         self._vdevice = vdevice
         self._llm: Any = None  # hailo_platform.genai.LLM once loaded
         self._recovery_sequence: str | None = None
-        self._timeout_error: type[Exception] = TimeoutError
+        self._timeout_error: type[Exception] = TimeoutError  # HailoRT's, once loaded
+        self._thread_ended_error: type[Exception] = EOFError  # read() after HailoRT's token thread ended
+        self._render: Render = render_chatml  # the model's chat template once loaded, if it renders
         # The conversation the device's context holds, its own last reply included;
-        # None when unknown (a failed generation): the next turn then starts afresh.
+        # None when unknown (a failed or aborted generation): the next turn then starts afresh.
         self._held: list[Message] | None = []
         # Read on the generating thread only: on the device these calls wait behind a
         # running generation, holding the GIL, and the toolbar must never wait.
         self._usage = 0
         self._capacity = 0
         self._busy = threading.Lock()
-        self.stall_seconds = STALL_SECONDS
+        self._reply_cancel: threading.Event | None = None  # the running reply's, for clear() and release()
+        self.stall_notice_seconds = STALL_NOTICE_SECONDS
+        self.stall_give_up_seconds = STALL_GIVE_UP_SECONDS
 
     def load(self) -> None:
+        too_old = hailort_too_old()
+        if too_old:
+            raise BackendError(too_old)
         from hailo_platform.genai import LLM
-        from hailo_platform.pyhailort.pyhailort import HailoRTTimeout
+        from hailo_platform.pyhailort.pyhailort import HailoRTInvalidOperationException, HailoRTTimeout
 
         self._timeout_error = HailoRTTimeout
+        self._thread_ended_error = HailoRTInvalidOperationException
         if self._vdevice is None:
-            self._vdevice = open_vdevice()
+            self._vdevice = open_vdevice()  # a fresh one: LLM() on a released VDevice would crash HailoRT
         try:
             llm = LLM(self._vdevice, str(self.hef_path))
         except Exception as error:
-            reason = LOAD_STATUS_WORDS.get(str(error), str(error) or type(error).__name__)
+            words = LOAD_STATUS_WORDS.get(str(error))
+            reason = words.format(hailort=installed_hailort_version()) if words else str(error) or type(error).__name__
             raise BackendError(f"Failed to load {self.hef_path} on the Hailo device: {reason}") from None
         self._llm = llm
         self._recovery_sequence = llm.get_generation_recovery_sequence()
+        self._render = self._model_template(llm)
         self._capacity = llm.max_context_capacity()
         self._usage = llm.get_context_usage_size()
         self._held = []
+
+    @staticmethod
+    def _model_template(llm: Any) -> Render:
+        """The HEF's own chat template (LLM.prompt_template()), or ChatML when it cannot be used."""
+        try:
+            text = llm.prompt_template()
+        except Exception:
+            logger.opt(exception=True).info("prompt_template() failed; estimating with ChatML")
+            return render_chatml
+        return (template_renderer(text) if text else None) or render_chatml
 
     @property
     def _model(self) -> Any:
@@ -137,14 +273,19 @@ class HailoBackend:
             return None  # a system message is refused after a context's first prompt
         return new
 
-    def _prompt_tokens(self, messages: Sequence[Message]) -> int:
-        return len(self._model.tokenize(render_chatml(messages)))
+    def _prompt_tokens(self, messages: Sequence[Message], continuing: bool) -> int:
+        """What `messages` cost as the device templates them: the first prompt of a context
+        whole; a later one without what the template adds by itself (minja_wrapper.cpp)."""
+        text = self._render(messages, True)
+        if continuing:
+            text = text[len(self._render(TEMPLATE_PROBE, False)) :]
+        return len(self._model.tokenize(text))
 
     def count_tokens(self, messages: Sequence[Message]) -> int:
         new = self._unsent(messages)
         if new is not None and self._held:
-            return self._usage + self._prompt_tokens(new)
-        return self._prompt_tokens(messages)
+            return self._usage + self._prompt_tokens(new, continuing=True)
+        return self._prompt_tokens(messages, continuing=False)
 
     @property
     def context_used(self) -> int:
@@ -156,7 +297,11 @@ class HailoBackend:
 
     def stream(self, messages: Sequence[Message], params: GenerationParams, cancel: threading.Event) -> ReplyStream:
         with one_generation_at_a_time(self._busy):
-            yield from self._generate(list(messages), params, cancel)
+            self._reply_cancel = cancel
+            try:
+                yield from self._generate(list(messages), params, cancel)
+            finally:
+                self._reply_cancel = None
 
     def _generate(self, messages: list[Message], params: GenerationParams, cancel: threading.Event) -> ReplyStream:
         llm = self._model
@@ -168,76 +313,117 @@ class HailoBackend:
         if params.top_p is not None:
             options["top_p"] = params.top_p
         reply: list[str] = []
-        ended_cleanly = False
+        ended_by_itself = False
         try:
             new = self._unsent(messages)
+            continuing = new is not None and bool(self._held)
             if new is None:
                 llm.clear_context()
                 self._held = []
                 new = messages
             self._held = None  # unknown until this generation has ended
-            self.last_prompt_tokens = self._prompt_tokens(new)
+            self.last_prompt_tokens = self._prompt_tokens(new, continuing)
+            pace = TokenPace()
             with llm.generate(prompt=new, **options) as generation:
-                for token in self._read_tokens(generation, cancel):
-                    reply.append(token)
+                for token in self._read_tokens(generation, cancel, pace):
+                    if not isinstance(token, Notice):
+                        reply.append(token)
                     yield token
-            ended_cleanly = True
-        except GeneratorExit:
-            ended_cleanly = True  # the reader stopped; leaving `with` aborted cleanly
-            raise
+                ended_by_itself = generation.generation_status.name != "GENERATING"
+                if not ended_by_itself:
+                    # Leaving `with` aborts, holding the GIL for a token-time or two: the
+                    # UI thread draws the prompt first, and the abort is timed to wait little.
+                    time.sleep(pace.seconds_until_abort(time.monotonic()))
         except BackendError:
             raise
+        except GeneratorExit:
+            raise  # the reader stopped; leaving `with` aborted
         except Exception as error:
             logger.exception("hailo generation failed")
             raise BackendError(f"Hailo generation failed: {error or type(error).__name__}") from None
         finally:
-            if ended_cleanly:  # the device holds the prompt and the reply as far as it went
+            if ended_by_itself:  # the device holds the prompt and the whole reply
                 self._held = messages + [{"role": "assistant", "content": clean_response("".join(reply))}]
             try:
                 self._usage = llm.get_context_usage_size()
             except Exception:  # a failed device must not hide the error being raised
                 logger.exception("reading the context usage failed")
 
-    def _read_tokens(self, generation: Any, cancel: threading.Event) -> Iterator[str]:
-        """The generation's text pieces, read in short polls so the UI thread can run.
+    def _read_tokens(self, generation: Any, cancel: threading.Event, pace: TokenPace) -> Iterator[str]:
+        """The generation's text pieces (and Notices), read in short polls so the UI thread can run.
 
         Each read() holds the GIL while it waits, so it waits at most POLL_MS. A cancel
-        takes effect at the next token: leaving the `with` block before the first one
-        would make the abort wait, GIL held, for the whole prompt evaluation. A device
-        that gives no token for `stall_seconds` is reported as failed.
+        takes effect at the next token: leaving the `with` block before it comes would
+        make the abort wait, GIL held, for the request in flight — the whole prompt
+        evaluation, or a stalled request until HailoRT gives it up. So a stalled device
+        gets a notice, not an abort; HailoRT ends the request after 2 minutes
+        (HAILORT_REQUEST_TIMEOUT) and its dead token thread then surfaces as
+        HailoRTInvalidOperationException from read() (llm.cpp, token_reader_thread and
+        `Impl::read`). A thread that died with tokens still queued never says so
+        (read() only times out), hence the last resort of `stall_give_up_seconds`.
         """
         last_token = time.monotonic()
+        noticed = False
         while generation.generation_status.name == "GENERATING":
             try:
                 token = generation.read(POLL_MS)
             except self._timeout_error:
-                if time.monotonic() - last_token > self.stall_seconds:
-                    raise BackendError(f"the Hailo device gave no token for {self.stall_seconds} s") from None
+                silent = time.monotonic() - last_token
+                if silent > self.stall_give_up_seconds:
+                    logger.error("hailo generation failed: no token for {:.0f} s", silent)
+                    stalled = f"the device gave no token for {silent:.0f} s"
+                    raise BackendError(f"Hailo generation failed: {stalled}") from None
+                if silent > self.stall_notice_seconds and not noticed and not cancel.is_set():
+                    noticed = True
+                    yield Notice(
+                        f"The Hailo device has given no token for {silent:.0f} s (another process using it? "
+                        f"a stalled device?). HailoRT gives up after {HAILORT_REQUEST_TIMEOUT:.0f} s; "
+                        "Ctrl+C brings the prompt back meanwhile."
+                    )
                 time.sleep(POLL_GAP)  # the GIL is free for this long: the UI thread's turn
                 continue
+            except self._thread_ended_error:
+                logger.exception("hailo generation failed: HailoRT's token thread ended")
+                raise BackendError(
+                    "Hailo generation failed: the device stopped generating "
+                    "(HailoRT's token thread ended; details in hailort.log)"
+                ) from None
             last_token = time.monotonic()
+            pace.arrived(last_token)
             if cancel.is_set():
                 return
             if token and token != self._recovery_sequence:
                 yield token
 
+    @contextlib.contextmanager
+    def _no_reply_running(self) -> Iterator[None]:
+        """Stop the running reply, if any, and hold the generation lock until done: on the
+        device a clear during a reply empties the context mid-reply, and a release aborts it."""
+        cancel = self._reply_cancel
+        if cancel is not None:
+            cancel.set()
+        with self._busy:
+            yield
+
     def clear(self) -> None:
-        if self._llm is not None:
-            self._llm.clear_context()
-            self._usage = self._llm.get_context_usage_size()
-        self._held = []
+        with self._no_reply_running():
+            if self._llm is not None:
+                self._llm.clear_context()
+                self._usage = self._llm.get_context_usage_size()
+            self._held = []
 
     def release(self) -> None:
-        """clear_context, llm.release, vdevice.release — each tried, in this order."""
-        steps: list[tuple[str, Callable[[], object]]] = []
-        if self._llm is not None:
-            steps += [("clear_context", self._llm.clear_context), ("llm.release", self._llm.release)]
-        if self._vdevice is not None:
-            steps.append(("vdevice.release", self._vdevice.release))
-        self._llm = None
-        self._vdevice = None
-        for label, step in steps:
-            try:
-                step()
-            except Exception:
-                logger.exception("{} failed during release", label)
+        """clear_context, llm.release, vdevice.release — each tried, in this order, after any reply has stopped."""
+        with self._no_reply_running():
+            steps: list[tuple[str, Callable[[], object]]] = []
+            if self._llm is not None:
+                steps += [("clear_context", self._llm.clear_context), ("llm.release", self._llm.release)]
+            if self._vdevice is not None:
+                steps.append(("vdevice.release", self._vdevice.release))
+            self._llm = None
+            self._vdevice = None
+            for label, step in steps:
+                try:
+                    step()
+                except Exception:
+                    logger.exception("{} failed during release", label)

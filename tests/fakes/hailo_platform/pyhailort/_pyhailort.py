@@ -1,6 +1,8 @@
-"""The double's stand-in for HailoRT's compiled module: exceptions and the status enum.
+"""The double's stand-in for HailoRT's compiled module: exceptions and enums.
 
-Mirrors hailo-ai/hailort v5.2.0, hailort/libhailort/bindings/python/src/pyhailort.cpp.
+Mirrors hailo-ai/hailort v5.2.0, hailort/libhailort/bindings/python/src/pyhailort.cpp
+(`LLMGeneratorCompletionStatus`; `SchedulingAlgorithm`, the type of
+VDeviceParams.scheduling_algorithm).
 """
 
 import enum
@@ -19,3 +21,8 @@ class LLMGeneratorCompletionStatus(enum.Enum):
     MAX_TOKENS_REACHED = 1
     LOGICAL_END_OF_GENERATION = 2
     ABORTED = 3
+
+
+class SchedulingAlgorithm(enum.Enum):
+    NONE = 0
+    ROUND_ROBIN = 1

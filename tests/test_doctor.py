@@ -1,0 +1,112 @@
+"""`hailo-repl doctor` on the hailo_platform double, and with no hailo_platform at all."""
+
+import io
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+from hailo_repl.console import Console
+from hailo_repl.doctor import Machine, diagnose
+
+QWEN = "Qwen2.5-1.5B-Instruct"
+
+
+@pytest.fixture
+def machine(tmp_path) -> Machine:
+    """A /dev with a Hailo node and a /sys/module with the driver, as on a working Pi."""
+    dev, modules = tmp_path / "dev", tmp_path / "sys-module"
+    dev.mkdir()
+    (dev / "hailo0").write_bytes(b"")
+    (modules / "hailo1x_pci").mkdir(parents=True)
+    return Machine(dev_dir=dev, modules_dir=modules)
+
+
+def doctor(backend: str = "auto", machine: Machine | None = None) -> tuple[bool, list[str]]:
+    out = io.StringIO()
+    can_chat = diagnose(Console(out), backend, machine)
+    return can_chat, out.getvalue().splitlines()
+
+
+def line_about(lines: list[str], words: str) -> str:
+    (line,) = [line for line in lines if words in line]
+    return line
+
+
+def test_a_ready_machine_passes_every_check(isolated_home, hailo_resources, machine, fake_log):
+    hailo_resources(QWEN)
+    can_chat, lines = doctor("hailo", machine)
+    assert can_chat
+    assert all(line.startswith("✓ ") for line in lines), lines
+    assert line_about(lines, "HailoRT") == "✓ HailoRT 5.2.0 (hailo_platform)"
+    assert line_about(lines, "openable") == f"✓ {machine.dev_dir / 'hailo0'} present and openable"
+    assert line_about(lines, "driver") == "✓ driver hailo1x_pci loaded"
+    assert lines[-1] == f"✓ hailo-repl will chat on the Hailo-10H with {QWEN}"
+    events = [e["event"] for e in fake_log()]
+    assert events == ["vdevice_open", "vdevice_release"]  # opened in the shared group, and released
+    assert fake_log()[0]["group_id"] == "SHARED"
+
+
+def test_no_device(isolated_home, hailo_resources, monkeypatch, tmp_path):
+    hailo_resources(QWEN)
+    monkeypatch.setenv("HAILO_FAKE_NO_DEVICE", "1")
+    machine = Machine(dev_dir=tmp_path / "empty-dev", modules_dir=tmp_path / "no-modules")
+    can_chat, lines = doctor("hailo", machine)
+    assert not can_chat
+    assert line_about(lines, "hailo* device").startswith("✗ no ")
+    assert "sudo modprobe hailo1x_pci" in line_about(lines, "not loaded")
+    assert line_about(lines, "VDevice").startswith("✗ Failed to create VDevice")
+    assert lines[-1].startswith("✗ the hailo backend cannot chat")
+    # auto falls back to llama.cpp, which is ready here
+    can_chat, lines = doctor("auto", machine)
+    assert can_chat and lines[-1] == "✓ hailo-repl will chat on llama.cpp on the CPU with SmolLM2-135M-Instruct"
+
+
+def test_no_models(isolated_home, hailo_resources, machine):
+    directory = hailo_resources()
+    can_chat, lines = doctor("hailo", machine)
+    assert not can_chat
+    assert line_about(lines, "No downloaded LLM models") == (
+        f"✗ No downloaded LLM models found in {directory}. Download one with `hailo-download-resources`, "
+        "or run `hailo-repl --hef-path Qwen2.5-1.5B-Instruct` to fetch the registered model."
+    )
+
+
+def test_an_old_hailort(isolated_home, hailo_resources):
+    hailo_resources(QWEN)
+    result = run_cli("doctor", "--backend", "hailo", fakes=True, env={"HAILO_FAKE_VERSION": "5.0.1"})
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert line_about(lines, "HailoRT 5.0.1").startswith(
+        "✗ HailoRT 5.0.1 is installed; hailo-repl needs HailoRT 5.1.1 or later"
+    )
+    assert line_about(lines, "VDevice") == "✗ VDevice not tried: HailoRT is missing or too old (above)"
+    assert result.stderr == ""
+
+
+def test_without_hailo_platform_the_llama_fallback_decides(isolated_home):
+    result = run_cli("doctor")  # PYTHONPATH without the double: no hailo_platform at all
+    assert result.returncode == 0, result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("✓ Python 3.")
+    assert line_about(lines, "hailo_platform").startswith("✗ hailo_platform is not installed")
+    assert line_about(lines, "llama.cpp fallback").startswith("✓ llama.cpp fallback ready with SmolLM2-135M-Instruct")
+    assert line_about(lines, "writable") == "✓ history, sessions and log folders writable"
+    assert lines[-1] == "✓ hailo-repl will chat on llama.cpp on the CPU with SmolLM2-135M-Instruct"
+    assert "Traceback" not in result.stderr
+    assert run_cli("doctor", "--backend", "hailo").returncode == 1
+
+
+def test_a_bad_flag_is_one_argparse_error(isolated_home):
+    result = run_cli("doctor", "--backend", "tpu")
+    assert result.returncode == 2
+    assert "invalid choice: 'tpu'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_folders_that_cannot_be_created_are_named(isolated_home, monkeypatch, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("XDG_DATA_HOME", str(blocker))
+    _, lines = doctor("llama", Machine(dev_dir=Path("/nonexistent"), modules_dir=Path("/nonexistent")))
+    line = line_about(lines, "not writable")
+    assert line.startswith("✗ not writable: history ") and "sessions" in line and "log" not in line
