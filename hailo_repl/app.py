@@ -28,11 +28,12 @@ from hailo_repl import __version__
 from hailo_repl.backends.base import BackendError
 from hailo_repl.chat import Chat
 from hailo_repl.commands import BUILTINS, CommandCompleter, Quit, Resend, is_command
-from hailo_repl.config import data_dir, log_file
+from hailo_repl.config import data_dir, log_file, sessions_dir
 from hailo_repl.console import Console
 from hailo_repl.context import ContextOverflowError
 from hailo_repl.keys import keys_welcome_text, load_input_bindings
-from hailo_repl.render import ReplyEvent, ReplyRenderer, show_reply
+from hailo_repl.render import USER_PREFIX, ReplyEvent, ReplyRenderer, recent_turns_text, show_reply
+from hailo_repl.sessions import ChatSummary
 from hailo_repl.signals import CtrlC, route_to_loop
 from hailo_repl.terminal_modes import keep_pastes_bracketed, typeahead_mode
 from hailo_repl.toolbar import STYLE, ModelState, ToolbarState, toolbar_fragments
@@ -73,11 +74,19 @@ class Repl:
     It is also what a command sees of the chat (commands.CommandContext).
     """
 
-    def __init__(self, chat: Chat, history: bool = True, verbose: bool = False, console: Console | None = None):
+    def __init__(
+        self,
+        chat: Chat,
+        history: bool = True,
+        verbose: bool = False,
+        console: Console | None = None,
+        resumed: ChatSummary | None = None,
+    ):
         self.chat = chat
         self.verbose = verbose
         self.console = console or Console()
-        self.sessions_dir: Path = data_dir() / "sessions"
+        self.sessions_dir: Path = sessions_dir()
+        self.resumed = resumed
         self.color = not os.environ.get("NO_COLOR")
         self.model_state = ModelState.LOADING
         self.load_seconds = 0.0
@@ -85,9 +94,9 @@ class Repl:
         self.quitting = False
         self._worker: asyncio.Future[None] | None = None  # the thread of the last reply
         self.session: PromptSession[str] = PromptSession(
-            message=[("class:prompt", "You: ")],
+            message=[("class:prompt", USER_PREFIX)],
             history=input_history(history),
-            completer=CommandCompleter(BUILTINS),
+            completer=CommandCompleter(BUILTINS, self),
             complete_while_typing=False,
             bottom_toolbar=self.toolbar,
             key_bindings=load_input_bindings(),
@@ -111,6 +120,8 @@ class Repl:
         route_to_loop(loop, self.ctrl_c, terminate=self.quit)
         loop.set_exception_handler(_log_loop_error)
         self.console.say(welcome_text(self.chat))
+        if self.resumed is not None:
+            self.show_resumed(self.resumed)
         backend = self.chat.backend
         started = time.perf_counter()
         load = loop.run_in_executor(None, backend.load)
@@ -135,6 +146,13 @@ class Repl:
             self.console.error(str(error))
             return 1
         return 0
+
+    def show_resumed(self, chat: ChatSummary) -> None:
+        """The last turns of a chat just resumed, so the user sees where it stopped."""
+        self.console.info(f"Continuing chat {chat.id} from {chat.when()} ({chat.turns} turns, {chat.model}).")
+        if chat.model != self.chat.backend.model_name:
+            self.console.info(f"It was saved with {chat.model}; it goes on with {self.chat.backend.model_name}.")
+        self.console.write(recent_turns_text(self.chat.messages, self.color))
 
     def _loaded(self, load: asyncio.Future[None]) -> None:
         """The model finished loading: show it in the toolbar, or end the chat if it failed."""
@@ -276,5 +294,5 @@ class Repl:
             post(ReplyEvent.ERROR, f"unexpected {type(error).__name__}: {error} (details in {log_file()})")
 
 
-def run_repl(chat: Chat, history: bool = True, verbose: bool = False) -> int:
-    return asyncio.run(Repl(chat, history, verbose).run())
+def run_repl(chat: Chat, history: bool = True, verbose: bool = False, resumed: ChatSummary | None = None) -> int:
+    return asyncio.run(Repl(chat, history, verbose, resumed=resumed).run())

@@ -8,13 +8,17 @@ behave the same everywhere.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from hailo_repl.backends.base import Backend, GenerationParams, Message, ReplyStream
-from hailo_repl.console import CONTEXT, labelled
+from hailo_repl.console import CONTEXT, ERROR, labelled
 from hailo_repl.context import ContextUsage, fit_history, split_turns
+from hailo_repl.conversation import ConversationFileError
+from hailo_repl.sessions import ChatRecord, SessionStore, new_session_id
 from hailo_repl.stats import ReplyStats
 from hailo_repl.streaming import StreamingTextFilter, clean_response
 
@@ -27,20 +31,67 @@ def for_model(messages: list[Message]) -> list[Message]:
 
 
 class Chat:
-    def __init__(self, backend: Backend, system_prompt: str, params: GenerationParams):
+    def __init__(
+        self, backend: Backend, system_prompt: str, params: GenerationParams, store: SessionStore | None = None
+    ):
         self.backend = backend
         self.params = params
         self.system_prompt = system_prompt
         self.messages: list[Message] = [{"role": "system", "content": system_prompt}]
         self.last_stats: ReplyStats | None = None
         self.session_stats: list[ReplyStats] = []
+        self.store = store  # where the chat is saved after each turn (None: nowhere)
+        self.session_id = new_session_id()
+        self._created: str | None = None  # when the saved chat began, once saved or resumed
+        # After a resume or /load the backend has not read the history yet; until the next
+        # reply sends it, the gauge shows what it will take (counted once, when first drawn).
+        self._history_unsent = False
+        self._unsent_tokens: int | None = None
 
     def usage(self) -> ContextUsage:
-        return ContextUsage(self.backend.context_used, self.backend.context_capacity)
+        used = self.backend.context_used
+        if self._history_unsent:
+            if self._unsent_tokens is None:
+                self._unsent_tokens = self.backend.count_tokens(for_model(self.messages))
+            used = self._unsent_tokens
+        return ContextUsage(used, self.backend.context_capacity)
 
     def clear(self) -> None:
+        """Start a new conversation; the one before stays saved under its own id."""
         self.messages = [{"role": "system", "content": self.system_prompt}]
+        self.session_id, self._created, self._history_unsent = new_session_id(), None, False
         self.backend.clear()
+
+    def resume(self, session_id: str) -> dict[str, Any]:
+        """Continue the saved chat `session_id`; later turns are saved to it. Returns its saved fields.
+
+        Raises ConversationFileError when it cannot be read.
+        """
+        if self.store is None:
+            raise ConversationFileError("no saved chats here")
+        data, messages = self.store.load(session_id)
+        self.replace_messages(messages)
+        self.session_id = session_id
+        self._created = data.get("created") if isinstance(data.get("created"), str) else None
+        return data
+
+    def autosave(self) -> None:
+        """Write the chat to its file, if history is on and something was said.
+
+        Raises ConversationFileError (one line) when the file cannot be written.
+        """
+        if self.store is None or not self.store.writable or not _has_turns(self.messages):
+            return
+        record = ChatRecord(
+            id=self.session_id,
+            model=self.backend.model_name,
+            backend=self.backend.name,
+            settings=dataclasses.asdict(self.params),
+        )
+        if self._created:
+            record.created = self._created
+        self.store.save(record, self.messages)
+        self._created = record.created
 
     def set_system_prompt(self, text: str) -> None:
         self.system_prompt = text
@@ -52,6 +103,7 @@ class Chat:
             messages = [Message(role="system", content=self.system_prompt), *messages]
         self.system_prompt = messages[0]["content"]
         self.messages = list(messages)
+        self._history_unsent, self._unsent_tokens = _has_turns(self.messages), None
 
     def _last_question(self) -> int | None:
         """Index of the last user message, if any."""
@@ -71,7 +123,14 @@ class Chat:
             return None
         text = self.messages[index]["content"]
         del self.messages[index:]
+        self._save_or_log()
         return text
+
+    def _save_or_log(self, notify: Callable[[str], None] = lambda line: None) -> None:
+        try:
+            self.autosave()
+        except ConversationFileError as error:
+            notify(labelled(ERROR, str(error)))
 
     def reply(
         self,
@@ -100,6 +159,7 @@ class Chat:
             notify(labelled(CONTEXT, dropped))
         system, turns = split_turns(candidate)
         self.messages = system + [m for turn in turns[fitted.dropped_turns :] for m in turn]
+        self._history_unsent = False  # from here the backend's own count is the right one
 
         stats = ReplyStats()
         raw: list[str] = []
@@ -136,6 +196,8 @@ class Chat:
             else:
                 # Nothing came back: no question without an answer, nothing /retry replaced lost.
                 self.messages = before
+            if self.messages is not before:
+                self._save_or_log(notify)
 
     def stats_text(self) -> str:
         if not self.session_stats:
@@ -151,3 +213,7 @@ class Chat:
             f"Session:     {len(self.session_stats)} replies, {tokens} tokens in {seconds:.1f} s, "
             f"mean time to first token {mean_ttft * 1000:.0f} ms"
         )
+
+
+def _has_turns(messages: list[Message]) -> bool:
+    return any(m["role"] == "user" for m in messages)

@@ -17,11 +17,13 @@ from hailo_repl import __version__
 from hailo_repl.backends import BackendChoice, open_backend
 from hailo_repl.backends.base import Backend, BackendError, GenerationParams
 from hailo_repl.chat import DEFAULT_SYSTEM_PROMPT, Chat
-from hailo_repl.config import log_file, setup_logging
+from hailo_repl.config import log_file, sessions_dir, setup_logging
 from hailo_repl.console import Console
 from hailo_repl.context import ContextOverflowError
+from hailo_repl.conversation import ConversationFileError
 from hailo_repl.dialogs import choose_model, download_with_progress
 from hailo_repl.models import ModelNotFoundError, check_gguf, list_models, models_dir
+from hailo_repl.sessions import ChatSummary, SessionNotFoundError, SessionStore
 from hailo_repl.settings import GENERATION_SETTINGS, NumberSetting, SettingError
 from hailo_repl.signals import exit_on_termination, signals_held
 
@@ -90,10 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--list-models", action="store_true", help="list installed and registered models, then exit")
     parser.add_argument("-p", "--prompt", help="send one message, print the reply, and exit")
     parser.add_argument("--single", action="store_true", help="with piped input, send all of it as one message")
-    parser.add_argument(
+    # Saved chats (issue 9)
+    saved = parser.add_argument_group("saved chats", f"every chat is saved after each turn in {sessions_dir()}")
+    resume = saved.add_mutually_exclusive_group()
+    resume.add_argument("-c", "--continue", action="store_true", help="continue the most recent chat")
+    resume.add_argument("--resume", metavar="ID", help="continue the chat with this id (a prefix is enough)")
+    saved.add_argument("--list-chats", action="store_true", help="list the saved chats, the newest first, then exit")
+    saved.add_argument(
         "--no-history",
         action="store_true",
-        help="do not read or write the input history file (also HAILO_REPL_NOHISTORY=1)",
+        help="write nothing of this chat to disk: no session file, no input history, no log file "
+        "(also HAILO_REPL_NOHISTORY=1)",
     )
     parser.add_argument(
         "--verbose", action="store_true", help="print timings after each reply, and warnings from the log"
@@ -147,6 +156,23 @@ def history_enabled(args: argparse.Namespace) -> bool:
     return not args.no_history and os.environ.get("HAILO_REPL_NOHISTORY", "") in ("", "0")
 
 
+def print_chat_list(store: SessionStore) -> None:
+    chats = store.chats()
+    if not chats:
+        print(f"No saved chats in {store.directory}")
+    for chat in chats:
+        print(chat.line())
+
+
+def chat_to_resume(args: argparse.Namespace, store: SessionStore) -> ChatSummary | None:
+    """The saved chat -c or --resume names (SessionNotFoundError if none or several match)."""
+    if getattr(args, "continue"):
+        return store.latest()
+    if args.resume is not None:
+        return store.find(args.resume)
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments and arguments[0] in SUBCOMMANDS:
@@ -155,12 +181,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(arguments)
     if args.backend == "hailo" and args.model:
         parser.error("argument --model: a GGUF model runs on the llama backend, not with --backend hailo")
-    setup_logging(args.verbose)
+    history = history_enabled(args)
+    setup_logging(args.verbose, to_file=history)
     if args.list_models:
         print_model_list()
         return EXIT_OK
+    store = SessionStore(sessions_dir(), writable=history)
+    if args.list_chats:
+        print_chat_list(store)
+        return EXIT_OK
     exit_on_termination()
     notices = Console(sys.stderr)  # stdout carries only replies
+    try:
+        resumed = chat_to_resume(args, store)
+    except SessionNotFoundError as error:
+        notices.fatal(str(error))
+        return EXIT_FAILURE
 
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     backend: Backend | None = None
@@ -174,11 +210,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         params = GenerationParams(
             **{setting.attribute: getattr(args, setting.attribute) for setting in GENERATION_SETTINGS}
         )
-        chat = Chat(backend, args.system_prompt, params)
+        chat = Chat(backend, args.system_prompt, params, store)
+        if resumed is not None:
+            chat.resume(resumed.id)
         if args.prompt is None and interactive:
             from hailo_repl.app import run_repl
 
-            return run_repl(chat, history=history_enabled(args), verbose=args.verbose)
+            return run_repl(chat, history=history, verbose=args.verbose, resumed=resumed)
+        if resumed is not None:
+            notices.say(f"Continuing chat {resumed.id} ({resumed.turns} turns, {resumed.model}).")
         started = time.perf_counter()
         backend.load()
         load_seconds = time.perf_counter() - started
@@ -186,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for index, text in enumerate(inputs):
             run_turn(chat, text, notices, args.verbose, load_seconds if index == 0 else 0.0)
         return EXIT_OK
-    except (BackendError, ModelNotFoundError, ContextOverflowError) as error:
+    except (BackendError, ModelNotFoundError, ContextOverflowError, ConversationFileError) as error:
         notices.fatal(str(error))
         return EXIT_FAILURE
     except KeyboardInterrupt:

@@ -16,15 +16,22 @@ from hailo_repl.chat import Chat
 from hailo_repl.console import Console
 from hailo_repl.conversation import ConversationFileError, load_conversation, save_conversation
 from hailo_repl.keys import keys_help_text
+from hailo_repl.sessions import ChatSummary, SessionNotFoundError
 from hailo_repl.settings import SETTINGS, SettingError
+
+HISTORY_ROWS = 20  # chats /history lists
 
 
 class CommandContext(Protocol):
     """What a command may use of the running chat."""
 
-    chat: Chat  # the conversation, its backend and its settings
+    chat: Chat  # the conversation, its backend, its settings and where it is saved
     console: Console  # where the command's lines go
     sessions_dir: Path  # where /save puts a chat that has no name
+
+    def show_resumed(self, chat: ChatSummary) -> None:
+        """Say which chat now goes on, and show its last turns."""
+        ...
 
 
 class Quit(Exception):
@@ -40,6 +47,8 @@ class Resend:
 
 # handler(context, the text after the command's name) -> None, or a Resend for the REPL to send
 Handler = Callable[[CommandContext, str], Resend | None]
+# A command's argument completer: fixed, or made from the running chat (the saved chats' ids)
+Arguments = Completer | Callable[[CommandContext], Completer]
 
 
 @dataclass
@@ -49,7 +58,7 @@ class Command:
     handler: Handler
     usage: str = ""
     aliases: tuple[str, ...] = ()
-    arguments: Completer | None = None
+    arguments: Arguments | None = None
 
 
 @dataclass
@@ -57,7 +66,7 @@ class CommandRegistry:
     commands: dict[str, Command] = field(default_factory=dict)
 
     def command(
-        self, name: str, help: str, usage: str = "", aliases: tuple[str, ...] = (), arguments: Completer | None = None
+        self, name: str, help: str, usage: str = "", aliases: tuple[str, ...] = (), arguments: Arguments | None = None
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             entry = Command(name, help, handler, usage, aliases, arguments)
@@ -102,8 +111,9 @@ def is_command(text: str) -> bool:
 class CommandCompleter(Completer):
     """Completes command names (with their help) and then each command's arguments."""
 
-    def __init__(self, registry: CommandRegistry):
+    def __init__(self, registry: CommandRegistry, context: CommandContext | None = None):
         self.registry = registry
+        self.context = context  # for completers made from the running chat
 
     def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterable[Completion]:
         text = document.text_before_cursor
@@ -119,7 +129,12 @@ class CommandCompleter(Completer):
         command = self.registry.commands.get(word.lower())
         if command is None or command.arguments is None:
             return
-        yield from command.arguments.get_completions(Document(argument, len(argument)), complete_event)
+        arguments = command.arguments
+        if not isinstance(arguments, Completer):
+            if self.context is None:
+                return
+            arguments = arguments(self.context)
+        yield from arguments.get_completions(Document(argument, len(argument)), complete_event)
 
 
 def words(*choices: str) -> Completer:
@@ -128,6 +143,21 @@ def words(*choices: str) -> Completer:
 
 def paths() -> Completer:
     return PathCompleter(expanduser=True)
+
+
+class SavedChatIds(Completer):
+    """The ids of the saved chats, each with its date and first words."""
+
+    def __init__(self, context: CommandContext):
+        self.store = context.chat.store
+
+    def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterable[Completion]:
+        if self.store is None:
+            return
+        typed = document.text_before_cursor.strip()
+        for chat in self.store.chats():
+            if chat.id.startswith(typed):
+                yield Completion(chat.id, -len(typed), display_meta=f"{chat.when()}  {chat.first_words}")
 
 
 # ---- the built-in commands -------------------------------------------------------------
@@ -230,3 +260,35 @@ def load(context: CommandContext, argument: str) -> None:
         return
     context.chat.replace_messages(messages)
     context.console.info(f"Loaded {len(messages)} messages from {argument}")
+
+
+@command("/history", "list the saved chats, or those containing TEXT", usage="[text]")
+def history(context: CommandContext, argument: str) -> None:
+    store = context.chat.store
+    if store is None:
+        context.console.say("No saved chats here.")
+        return
+    chats = store.search(argument) if argument else store.chats()
+    if not chats:
+        context.console.say(f"No saved chat contains '{argument}'." if argument else "No saved chats yet.")
+        return
+    rows = [chat.line() for chat in chats[:HISTORY_ROWS]]
+    more = len(chats) - len(rows)
+    if more > 0:
+        rows.append(f"… and {more} more (hailo-repl --list-chats lists them all)")
+    context.console.say("\n".join(rows))
+
+
+@command("/resume", "continue a saved chat (Tab completes the ids)", usage="<id>", arguments=SavedChatIds)
+def resume(context: CommandContext, argument: str) -> None:
+    store = context.chat.store
+    if not argument or store is None:
+        context.console.say("Usage: /resume <id> (/history lists the saved chats)")
+        return
+    try:
+        found = store.find(argument)
+        context.chat.resume(found.id)
+    except (SessionNotFoundError, ConversationFileError) as error:
+        context.console.error(str(error))
+        return
+    context.show_resumed(found)

@@ -11,11 +11,15 @@ from pygments.formatters import TerminalFormatter
 from pygments.lexers import TextLexer, get_lexer_by_name, guess_lexer
 from pygments.util import ClassNotFound
 
+from hailo_repl.backends.base import Message
 from hailo_repl.console import ERROR, Console, labelled
+from hailo_repl.context import split_turns
 
 FENCE = "```"
+USER_PREFIX = "You: "
 ASSISTANT_PREFIX = "Assistant: "
 INTERRUPTED_NOTE = " [interrupted]"
+RECENT_TURNS = 3  # turns shown when a saved chat is resumed
 
 
 def highlight_code(code: str, language: str) -> str:
@@ -111,3 +115,19 @@ async def show_reply(
                 tail += ("\n" if started else "") + labelled(ERROR, value)
             console.write(tail)
             return kind
+
+
+def recent_turns_text(messages: list[Message], color: bool = True, count: int = RECENT_TURNS) -> str:
+    """The last `count` turns of a conversation as the chat showed them, for a resumed chat."""
+    _, turns = split_turns(messages)
+    shown = []
+    for turn in turns[-count:]:
+        for message in turn:
+            if message["role"] == "user":
+                shown.append(USER_PREFIX + message["content"] + "\n")
+                continue
+            renderer = ReplyRenderer(color)
+            text = renderer.feed(message["content"]) + renderer.flush()
+            note = INTERRUPTED_NOTE if message.get("interrupted") else ""
+            shown.append(ASSISTANT_PREFIX + text + note + "\n\n")
+    return "".join(shown)
