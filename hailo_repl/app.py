@@ -32,11 +32,20 @@ from hailo_repl.config import data_dir, log_file, sessions_dir
 from hailo_repl.console import Console
 from hailo_repl.context import ContextOverflowError
 from hailo_repl.keys import keys_welcome_text, load_input_bindings
-from hailo_repl.render import USER_PREFIX, ReplyEvent, ReplyRenderer, recent_turns_text, show_reply
+from hailo_repl.render import (
+    ASSISTANT_PREFIX,
+    USER_PREFIX,
+    ReplyEvent,
+    ReplyRenderer,
+    recent_turns_text,
+    show_reply,
+)
 from hailo_repl.sessions import ChatSummary
+from hailo_repl.settings import DisplaySettings
 from hailo_repl.signals import CtrlC, route_to_loop
 from hailo_repl.terminal_modes import keep_pastes_bracketed, typeahead_mode
 from hailo_repl.toolbar import STYLE, ModelState, ToolbarState, toolbar_fragments
+from hailo_repl.wrap import WordWrap
 
 SETTLE_NOTICE_AFTER = 0.3  # seconds of waiting for the previous reply before saying so
 
@@ -81,10 +90,12 @@ class Repl:
         verbose: bool = False,
         console: Console | None = None,
         resumed: ChatSummary | None = None,
+        display: DisplaySettings | None = None,
     ):
         self.chat = chat
         self.verbose = verbose
-        self.console = console or Console()
+        self.display = display or DisplaySettings()
+        self.console = console or Console(wrap_width=self.wrap_width)
         self.sessions_dir: Path = sessions_dir()
         self.resumed = resumed
         self.color = not os.environ.get("NO_COLOR")
@@ -104,6 +115,13 @@ class Repl:
             style=STYLE,
             refresh_interval=0.5,
         )
+
+    def wrap_width(self) -> int | None:
+        """The terminal's width while word-wrap is on (read at each use: a resize applies at once)."""
+        return self.session.output.get_size().columns if self.display.word_wrap else None
+
+    def reply_wrap(self, column: int = 0) -> WordWrap | None:
+        return WordWrap(lambda: self.wrap_width() or 0, column) if self.display.word_wrap else None
 
     def toolbar(self) -> StyleAndTextTuples:
         backend = self.chat.backend
@@ -152,7 +170,7 @@ class Repl:
         self.console.info(f"Continuing chat {chat.id} from {chat.when()} ({chat.turns} turns, {chat.model}).")
         if chat.model != self.chat.backend.model_name:
             self.console.info(f"It was saved with {chat.model}; it goes on with {self.chat.backend.model_name}.")
-        self.console.write(recent_turns_text(self.chat.messages, self.color))
+        self.console.write(recent_turns_text(self.chat.messages, self.color, self.reply_wrap))
 
     def _loaded(self, load: asyncio.Future[None]) -> None:
         """The model finished loading: show it in the toolbar, or end the chat if it failed."""
@@ -256,7 +274,8 @@ class Repl:
         ended = None
         try:
             with self.ctrl_c.stopping(interrupt):
-                ended = await show_reply(events, ReplyRenderer(color=self.color), self.console)
+                renderer = ReplyRenderer(self.color, self.reply_wrap(len(ASSISTANT_PREFIX)))
+                ended = await show_reply(events, renderer, self.console)
         finally:
             cancel.set()  # if showing ended abnormally, the generation must end too
             self.console.write("\n\n")
@@ -294,5 +313,11 @@ class Repl:
             post(ReplyEvent.ERROR, f"unexpected {type(error).__name__}: {error} (details in {log_file()})")
 
 
-def run_repl(chat: Chat, history: bool = True, verbose: bool = False, resumed: ChatSummary | None = None) -> int:
-    return asyncio.run(Repl(chat, history, verbose, resumed=resumed).run())
+def run_repl(
+    chat: Chat,
+    history: bool = True,
+    verbose: bool = False,
+    resumed: ChatSummary | None = None,
+    display: DisplaySettings | None = None,
+) -> int:
+    return asyncio.run(Repl(chat, history, verbose, resumed=resumed, display=display).run())

@@ -98,12 +98,15 @@ class Chat:
         self.messages[0] = {"role": "system", "content": text}
 
     def replace_messages(self, messages: list[Message]) -> None:
-        """Continue a saved conversation; the backend notices its history differs."""
+        """Continue a saved conversation (/load); the backend notices its history differs.
+
+        It is saved as a new chat: the one before keeps its own file."""
         if not messages or messages[0]["role"] != "system":
             messages = [Message(role="system", content=self.system_prompt), *messages]
         self.system_prompt = messages[0]["content"]
         self.messages = list(messages)
         self._history_unsent, self._unsent_tokens = _has_turns(self.messages), None
+        self.session_id, self._created = new_session_id(), None
 
     def _last_question(self) -> int | None:
         """Index of the last user message, if any."""

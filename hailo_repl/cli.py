@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import sys
 import threading
 import time
@@ -24,8 +25,15 @@ from hailo_repl.conversation import ConversationFileError
 from hailo_repl.dialogs import choose_model, download_with_progress
 from hailo_repl.models import ModelNotFoundError, check_gguf, list_models, models_dir
 from hailo_repl.sessions import ChatSummary, SessionNotFoundError, SessionStore
-from hailo_repl.settings import GENERATION_SETTINGS, NumberSetting, SettingError
+from hailo_repl.settings import (
+    DISPLAY_SETTINGS,
+    GENERATION_SETTINGS,
+    DisplaySettings,
+    NumberSetting,
+    SettingError,
+)
 from hailo_repl.signals import exit_on_termination, signals_held
+from hailo_repl.wrap import WordWrap
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -92,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--list-models", action="store_true", help="list installed and registered models, then exit")
     parser.add_argument("-p", "--prompt", help="send one message, print the reply, and exit")
     parser.add_argument("--single", action="store_true", help="with piped input, send all of it as one message")
-    # Saved chats (issue 9)
+    # Saved chats and display (issue 9)
     saved = parser.add_argument_group("saved chats", f"every chat is saved after each turn in {sessions_dir()}")
     resume = saved.add_mutually_exclusive_group()
     resume.add_argument("-c", "--continue", action="store_true", help="continue the most recent chat")
@@ -104,6 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="write nothing of this chat to disk: no session file, no input history, no log file "
         "(also HAILO_REPL_NOHISTORY=1)",
     )
+    display = parser.add_argument_group("display")
+    for switch in DISPLAY_SETTINGS:
+        display.add_argument(
+            f"--{switch.name}",
+            action=argparse.BooleanOptionalAction,
+            default=switch.default,
+            help=f"{switch.help} (default: {'on' if switch.default else 'off'})",
+        )
     parser.add_argument(
         "--verbose", action="store_true", help="print timings after each reply, and warnings from the log"
     )
@@ -120,21 +136,24 @@ def print_model_list() -> None:
         print(f"{row.name:<32} {row.kind:<5} {tag:<10} {state}{where}")
 
 
-def run_turn(chat: Chat, text: str, notices: Console, verbose: bool, load_seconds: float = 0.0) -> None:
-    """Stream one reply to stdout; the timing block goes to stderr with --verbose."""
+def run_turn(
+    chat: Chat, text: str, notices: Console, verbose: bool, load_seconds: float = 0.0, wrap: bool = False
+) -> None:
+    """Stream one reply to stdout (word-wrapped with `wrap`); the timing block goes to stderr with --verbose."""
     cancel = threading.Event()
     wrote = False
+    wrapper = WordWrap(lambda: shutil.get_terminal_size().columns) if wrap else None
     # closing(): on SIGTERM the reply is closed here, so the device's generation ends
     # before the backend is released.
     try:
         with contextlib.closing(chat.reply(text, cancel, notify=notices.say)) as pieces:
             for piece in pieces:
-                sys.stdout.write(piece)
+                sys.stdout.write(wrapper.feed(piece) if wrapper else piece)
                 sys.stdout.flush()
                 wrote = True
     finally:
         if wrote:
-            sys.stdout.write("\n")
+            sys.stdout.write((wrapper.flush() if wrapper else "") + "\n")
             sys.stdout.flush()
     if verbose and chat.last_stats:
         chat.last_stats.load = load_seconds
@@ -211,12 +230,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             **{setting.attribute: getattr(args, setting.attribute) for setting in GENERATION_SETTINGS}
         )
         chat = Chat(backend, args.system_prompt, params, store)
+        display = DisplaySettings(**{s.attribute: getattr(args, s.attribute) for s in DISPLAY_SETTINGS})
         if resumed is not None:
             chat.resume(resumed.id)
         if args.prompt is None and interactive:
             from hailo_repl.app import run_repl
 
-            return run_repl(chat, history=history, verbose=args.verbose, resumed=resumed)
+            return run_repl(chat, history=history, verbose=args.verbose, resumed=resumed, display=display)
         if resumed is not None:
             notices.say(f"Continuing chat {resumed.id} ({resumed.turns} turns, {resumed.model}).")
         started = time.perf_counter()
@@ -224,7 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_seconds = time.perf_counter() - started
         inputs = [args.prompt] if args.prompt is not None else messages_from_stdin(args.single)
         for index, text in enumerate(inputs):
-            run_turn(chat, text, notices, args.verbose, load_seconds if index == 0 else 0.0)
+            wrap = display.word_wrap and sys.stdout.isatty()  # a pipe or a file gets the reply as it came
+            run_turn(chat, text, notices, args.verbose, load_seconds if index == 0 else 0.0, wrap)
         return EXIT_OK
     except (BackendError, ModelNotFoundError, ContextOverflowError, ConversationFileError) as error:
         notices.fatal(str(error))

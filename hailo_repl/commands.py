@@ -17,7 +17,7 @@ from hailo_repl.console import Console
 from hailo_repl.conversation import ConversationFileError, load_conversation, save_conversation
 from hailo_repl.keys import keys_help_text
 from hailo_repl.sessions import ChatSummary, SessionNotFoundError
-from hailo_repl.settings import SETTINGS, SettingError
+from hailo_repl.settings import GENERATION_SETTINGS, SETTINGS, DisplaySettings, SettingError
 
 HISTORY_ROWS = 20  # chats /history lists
 
@@ -28,6 +28,7 @@ class CommandContext(Protocol):
     chat: Chat  # the conversation, its backend, its settings and where it is saved
     console: Console  # where the command's lines go
     sessions_dir: Path  # where /save puts a chat that has no name
+    display: DisplaySettings  # how replies are shown (word-wrap)
 
     def show_resumed(self, chat: ChatSummary) -> None:
         """Say which chat now goes on, and show its last turns."""
@@ -196,7 +197,7 @@ def system(context: CommandContext, argument: str) -> None:
     context.console.info("System prompt replaced; it applies from the next message.")
 
 
-@command("/set", "change a generation setting", usage=f"{'|'.join(SETTINGS)} <value>", arguments=words(*SETTINGS))
+@command("/set", "change a setting", usage=f"{'|'.join(SETTINGS)} <value>", arguments=words(*SETTINGS))
 def set_parameter(context: CommandContext, argument: str) -> None:
     name, _, text = argument.partition(" ")
     setting = SETTINGS.get(name)
@@ -208,8 +209,10 @@ def set_parameter(context: CommandContext, argument: str) -> None:
     except SettingError as error:
         context.console.error(str(error))
         return
-    setattr(context.chat.params, setting.attribute, value)
-    context.console.info(f"{name} = {value}")
+    target = context.chat.params if setting in GENERATION_SETTINGS else context.display
+    setattr(target, setting.attribute, value)
+    shown = ("on" if value else "off") if isinstance(value, bool) else value
+    context.console.info(f"{name} = {shown}")
 
 
 @command("/retry", "generate the last reply again")

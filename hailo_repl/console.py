@@ -7,7 +7,10 @@ The REPL, the commands and the line-by-line mode write through a Console rather 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import TextIO
+
+from hailo_repl.wrap import wrap_text
 
 INFO = "[Info]"
 ERROR = "[Error]"
@@ -21,10 +24,15 @@ def labelled(label: str, text: str) -> str:
 
 class Console:
     """Writes whole lines to `stream` (stdout by default, looked up at each write so that
-    a test's or prompt_toolkit's replacement of sys.stdout is honoured)."""
+    a test's or prompt_toolkit's replacement of sys.stdout is honoured).
 
-    def __init__(self, stream: TextIO | None = None):
+    With `wrap_width` (the terminal's columns, or None while word-wrap is off) whole
+    lines are wrapped at word boundaries; streamed text is the caller's to wrap.
+    """
+
+    def __init__(self, stream: TextIO | None = None, wrap_width: Callable[[], int | None] | None = None):
         self._stream = stream
+        self.wrap_width = wrap_width
 
     @property
     def stream(self) -> TextIO:
@@ -36,7 +44,11 @@ class Console:
         self.stream.flush()
 
     def say(self, text: str) -> None:
-        self.write(text + "\n")
+        self.write(self.wrapped(text) + "\n")
+
+    def wrapped(self, text: str) -> str:
+        width = self.wrap_width() if self.wrap_width else None
+        return wrap_text(text, width) if width else text
 
     def info(self, text: str) -> None:
         self.say(labelled(INFO, text))

@@ -73,9 +73,52 @@ GENERATION_SETTINGS = (
         help="nucleus sampling: draw only from the likeliest tokens up to this probability",
     ),
 )
-SETTINGS = {setting.name: setting for setting in GENERATION_SETTINGS}
+
+
+@dataclass(frozen=True)
+class SwitchSetting:
+    """An on/off setting: `/set word-wrap off`, `--no-word-wrap`."""
+
+    name: str
+    default: bool
+    help: str
+
+    ON = ("on", "true", "yes", "1")
+    OFF = ("off", "false", "no", "0")
+
+    @property
+    def attribute(self) -> str:
+        return self.name.replace("-", "_")
+
+    @property
+    def allowed(self) -> str:
+        return "on or off"
+
+    def parse(self, text: str) -> bool:
+        word = text.strip().lower()
+        if word in self.ON:
+            return True
+        if word in self.OFF:
+            return False
+        raise SettingError(f"{self.name} must be {self.allowed}, not '{text}'")
+
+
+# How replies are shown (not sent to the model): the REPL's DisplaySettings holds them.
+DISPLAY_SETTINGS = (
+    SwitchSetting("word-wrap", default=True, help="wrap replies and hailo-repl's lines at word boundaries"),
+)
+SETTINGS: dict[str, NumberSetting | SwitchSetting] = {
+    setting.name: setting for setting in (*GENERATION_SETTINGS, *DISPLAY_SETTINGS)
+}
 
 
 def default_of(name: str) -> Any:
     """A setting's default, for GenerationParams' fields (Any: each field has its own type)."""
     return SETTINGS[name].default
+
+
+@dataclass
+class DisplaySettings:
+    """The display settings' current values (DISPLAY_SETTINGS gives their names and defaults)."""
+
+    word_wrap: bool = default_of("word-wrap")

@@ -105,3 +105,11 @@ def test_help_says_no_history_writes_nothing_of_the_chat(isolated_home):
     for flag in ("-c, --continue", "--resume ID", "--list-chats"):
         assert flag in text
     assert os.path.join("hailo-repl", "sessions") in text
+
+
+def test_a_reply_to_a_pipe_is_not_wrapped(isolated_home, hailo_resources, fake_script):
+    hailo_resources(QWEN)
+    long_reply = " ".join(f"word{i}" for i in range(60))
+    fake_script([[long_reply]])
+    result = run_cli("-p", "hi", fakes=True)
+    assert result.stdout == long_reply + "\n"

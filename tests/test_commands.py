@@ -47,7 +47,7 @@ def test_a_prefix_completes_to_the_command():
 
 
 def test_set_completes_parameter_names():
-    assert completions("/set ") == ["temperature", "max-tokens", "top-p"]
+    assert completions("/set ") == ["temperature", "max-tokens", "top-p", "word-wrap"]
     assert completions("/set te") == ["temperature"]
 
 

@@ -1,4 +1,5 @@
-"""End-to-end: saved chats in the real REPL — a killed process, -c, /history, /resume with Tab."""
+"""End-to-end in the real REPL: saved chats (a killed process, -c, /history, /resume with Tab)
+and word-wrap (a streamed reply with CJK at 40 columns, hailo-repl's own lines)."""
 
 import json
 import os
@@ -6,7 +7,8 @@ import signal
 from pathlib import Path
 
 import pytest
-from terminal import Terminal, with_fakes
+from prompt_toolkit.utils import get_cwidth
+from terminal import ANSI_SEQUENCE, Terminal, with_fakes
 
 pytestmark = pytest.mark.e2e
 
@@ -26,10 +28,14 @@ def env(isolated_home, hailo_resources):
     )
 
 
-def repl(env, tmp_path, replies, *args) -> Terminal:
+def script_file(tmp_path, replies) -> Path:
     script = tmp_path / f"script-{len(list(tmp_path.glob('script-*')))}.json"
     script.write_text(json.dumps({"replies": replies, "delay_ms": 20}))
-    return Terminal(["--hef-path", QWEN, *args], {**env, "HAILO_FAKE_SCRIPT": str(script)})
+    return script
+
+
+def repl(env, tmp_path, replies, *args) -> Terminal:
+    return Terminal(["--hef-path", QWEN, *args], {**env, "HAILO_FAKE_SCRIPT": str(script_file(tmp_path, replies))})
 
 
 def saved_chats() -> list[Path]:
@@ -100,3 +106,78 @@ def test_history_then_resume_with_tab_inside_the_repl(env, tmp_path):
     tea_chat = [m["content"] for m in json.loads(tea.read_text())["messages"]]
     assert tea_chat[1:] == ["Tell me about tea", "About tea.", "Go on", "More tea."]
     assert len(saved_chats()) == 2  # the coffee chat stays saved on its own
+
+
+def reply_lines(term: Terminal, start: str) -> list[str]:
+    """The lines the terminal received from `start` up to the next prompt, escapes removed."""
+    raw = term.transcript.getvalue()
+    text = raw[raw.rindex(start) :]
+    text = ANSI_SEQUENCE.sub("", text[: text.index(PROMPT)])
+    return [line for line in text.replace("\r", "").split("\n") if line.strip()]
+
+
+def cells(line: str) -> int:
+    return sum(get_cwidth(c) for c in line)
+
+
+def test_a_streamed_reply_with_cjk_wraps_at_40_columns_and_word_wrap_off_leaves_it(env, tmp_path):
+    english = "Python is a programming language used for many things including web servers."
+    chinese = "中文文本没有空格所以每个字都可以换行不会被切成两半。"
+    tokens = [piece for word in english.split(" ") for piece in (word, " ")] + list(chinese)
+    term = Terminal(
+        ["--hef-path", QWEN],
+        {**env, "HAILO_FAKE_SCRIPT": str(script_file(tmp_path, [tokens, tokens]))},
+        cols=40,
+    )
+    term.expect(PROMPT)
+    term.send("hi\r")
+    term.expect("半。")
+    term.expect(PROMPT)
+    lines = reply_lines(term, "Assistant: ")
+    assert all(cells(line) <= 40 for line in lines), lines
+    words = " ".join(lines).split()
+    for word in english.split():  # no word cut at the edge ("i" / "ncluding")
+        assert word in words, lines
+    assert "".join("".join(lines).split()) == "Assistant:" + "".join(english.split()) + chinese
+
+    term.send("/set word-wrap off\r")
+    term.expect("word-wrap = off")
+    term.expect(PROMPT)
+    term.send("again\r")
+    term.expect("半。")
+    term.expect(PROMPT)
+    raw = term.transcript.getvalue()
+    last = ANSI_SEQUENCE.sub("", raw[raw.rindex("Assistant: ") :])
+    assert "Assistant: " + english + " " + chinese in last.replace("\r", "")  # one line: the terminal folds it
+    term.send("/quit\r")
+    assert term.wait_for_exit() == 0
+
+
+def test_own_lines_wrap_at_word_boundaries_at_60_columns(env, tmp_path):
+    term = Terminal(["--hef-path", QWEN], {**env, "HAILO_FAKE_SCRIPT": str(script_file(tmp_path, [["ok"]]))}, cols=60)
+    term.expect(PROMPT)
+    term.send("/help\r")
+    term.expect("Ctrl\\+D")
+    term.expect(PROMPT)
+    raw = ANSI_SEQUENCE.sub("", term.transcript.getvalue()).replace("\r", "")
+    lines = raw[: raw.rindex(PROMPT)].split("\n")
+    assert all(cells(line) <= 60 for line in lines), lines
+    assert any(line.startswith("Commands: /help") for line in lines)
+    shown = " ".join(lines)  # a word cut at the edge would read "Alt+En ter" here
+    for word in ("(Alt+Enter", "Ctrl+C", "/history", "/resume", "conversation"):
+        assert f" {word} " in shown
+    term.send("/quit\r")
+    assert term.wait_for_exit() == 0
+
+
+def test_p_on_a_terminal_wraps_too(env, tmp_path):
+    words = "Python is a programming language used for many things including web servers and data."
+    tokens = [piece for word in words.split(" ") for piece in (" " + word,)]
+    term = Terminal(
+        ["--hef-path", QWEN, "-p", "hi"], {**env, "HAILO_FAKE_SCRIPT": str(script_file(tmp_path, [tokens]))}, cols=40
+    )
+    assert term.wait_for_exit() == 0
+    lines = ANSI_SEQUENCE.sub("", term.transcript.getvalue()).replace("\r", "").split("\n")
+    reply = [line for line in lines if line.strip() and "Continuing" not in line]
+    assert all(cells(line) <= 40 for line in reply) and len(reply) >= 3, reply
+    assert " ".join(reply).split() == words.split()

@@ -258,3 +258,21 @@ def test_tab_completes_saved_chat_ids_with_their_first_words(store):
     assert "what is a transformer" in found[0].display_meta_text
     typed = f"/resume {chat.session_id[:2]}"
     assert [c.text for c in completer.get_completions(Document(typed), CompleteEvent())] == [chat.session_id]
+
+
+def test_load_of_a_file_continues_as_a_new_chat_and_leaves_the_current_one_saved(store, tmp_path):
+    chat = new_chat(store, ["current answer"], ["loaded answer"])
+    talk(chat, "current question")
+    current = chat.session_id
+    elsewhere = tmp_path / "shared.json"
+    save_conversation(elsewhere, [{"role": "user", "content": "from a file"}], "m")
+
+    context = Context(chat)
+    context.run(f"/load {elsewhere}")
+    talk(chat, "after the load")
+
+    _, kept = store.load(current)
+    assert [m["content"] for m in kept][1:] == ["current question", "current answer"]
+    _, loaded = store.load(chat.session_id)
+    assert chat.session_id != current
+    assert [m["content"] for m in loaded if m["role"] == "user"] == ["from a file", "after the load"]
