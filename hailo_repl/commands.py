@@ -12,10 +12,13 @@ from typing import Protocol
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion, PathCompleter, WordCompleter
 from prompt_toolkit.document import Document
 
+from hailo_repl import clipboard
+from hailo_repl.backends.base import Message
 from hailo_repl.chat import Chat
 from hailo_repl.console import Console
 from hailo_repl.conversation import ConversationFileError, load_conversation, save_conversation
 from hailo_repl.keys import keys_help_text
+from hailo_repl.render import code_blocks
 from hailo_repl.sessions import ChatSummary, SessionNotFoundError
 from hailo_repl.settings import GENERATION_SETTINGS, SETTINGS, DisplaySettings, SettingError
 
@@ -295,3 +298,43 @@ def resume(context: CommandContext, argument: str) -> None:
         context.console.error(str(error))
         return
     context.show_resumed(found)
+
+
+def as_markdown(messages: list[Message]) -> str:
+    """A conversation as Markdown: a heading per speaker, the text as it was written."""
+    titles = {"system": "System prompt", "user": "You", "assistant": "Assistant"}
+    parts = []
+    for message in messages:
+        note = " (interrupted)" if message.get("interrupted") else ""
+        parts.append(f"## {titles[message['role']]}{note}\n\n{message['content'].strip()}\n")
+    return "\n".join(parts)
+
+
+def what_to_copy(chat: Chat, argument: str) -> tuple[str, str] | str:
+    """(the text, what it is) for `/copy [N|all]`, or why there is nothing to copy."""
+    if argument == "all":
+        if not any(m["role"] == "user" for m in chat.messages):
+            return "Nothing to copy yet."
+        return as_markdown(chat.messages), "the conversation as Markdown"
+    replies = [m["content"] for m in chat.messages if m["role"] == "assistant"]
+    if not replies:
+        return "No reply to copy yet."
+    if not argument:
+        return replies[-1], "the last reply"
+    blocks = code_blocks(replies[-1])
+    if not argument.isdigit() or not 1 <= int(argument) <= len(blocks):
+        if not blocks:
+            return "The last reply has no code block; /copy copies the whole reply."
+        return f"Usage: /copy [N|all] — the last reply's code blocks are numbered 1 to {len(blocks)}."
+    return blocks[int(argument) - 1].rstrip("\n"), f"code block {argument} of the last reply"
+
+
+@command("/copy", "copy the last reply, its code block N, or all the chat (works over SSH)", usage="[N|all]")
+def copy(context: CommandContext, argument: str) -> None:
+    found = what_to_copy(context.chat, argument.strip().lower())
+    if isinstance(found, str):
+        context.console.say(found)
+        return
+    text, what = found
+    how = clipboard.copy(text, context.console.write)
+    context.console.info(f"Copied {what} ({len(text)} characters) to the clipboard ({how}).")

@@ -22,6 +22,8 @@ USER_PREFIX = "You: "
 ASSISTANT_PREFIX = "Assistant: "
 INTERRUPTED_NOTE = " [interrupted]"
 RECENT_TURNS = 3  # turns shown when a saved chat is resumed
+DIM = "\x1b[2m"
+RESET = "\x1b[0m"
 
 
 def highlight_code(code: str, language: str) -> str:
@@ -44,6 +46,7 @@ class ReplyRenderer:
         self._holding = True  # at a line start: hold text until it cannot be a fence
         self._language: str | None = None  # set inside a code block
         self._code: list[str] = []
+        self.blocks: list[str] = []  # the code blocks so far, numbered from 1 on their fence lines
 
     def feed(self, text: str) -> str:
         out: list[str] = []
@@ -84,10 +87,13 @@ class ReplyRenderer:
             if stripped.startswith(FENCE):
                 self._language = stripped[len(FENCE) :].strip()
                 self._code = []
-                return line, False
+                number = f"[{len(self.blocks) + 1}]"  # what /copy N takes
+                label = f"{DIM}{number}{RESET}" if self.color else number
+                return f"{line.rstrip()} {label}\n", False
             return line, True
         if stripped == FENCE:
             code, language = "".join(self._code), self._language
+            self.blocks.append(code)
             self._language, self._code = None, []
             return (highlight_code(code, language) if self.color else code) + line, False
         self._code.append(line)
@@ -97,11 +103,21 @@ class ReplyRenderer:
         """End of reply: whatever is held comes out as it is (an unclosed block unhighlighted)."""
         in_code = self._language is not None
         held_code = "".join(self._code) + (self._line if in_code else "")
+        if in_code:
+            self.blocks.append(held_code)
         prose = "" if in_code else self._line
         self._line, self._code, self._language, self._holding = "", [], None, True
         if self.wrap:
             prose = self.wrap.feed(prose) + self.wrap.flush()
         return held_code + prose
+
+
+def code_blocks(reply: str) -> list[str]:
+    """The code blocks of a reply, as the renderer numbered them (an unclosed last one included)."""
+    renderer = ReplyRenderer(color=False)
+    renderer.feed(reply)
+    renderer.flush()
+    return renderer.blocks
 
 
 class ReplyEvent(Enum):

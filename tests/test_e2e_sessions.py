@@ -1,6 +1,7 @@
 """End-to-end in the real REPL: saved chats (a killed process, -c, /history, /resume with Tab)
 and word-wrap (a streamed reply with CJK at 40 columns, hailo-repl's own lines)."""
 
+import base64
 import json
 import os
 import signal
@@ -181,3 +182,31 @@ def test_p_on_a_terminal_wraps_too(env, tmp_path):
     reply = [line for line in lines if line.strip() and "Continuing" not in line]
     assert all(cells(line) <= 40 for line in reply) and len(reply) >= 3, reply
     assert " ".join(reply).split() == words.split()
+
+
+@pytest.mark.parametrize("tmux", [False, True])
+def test_copy_writes_osc52_to_the_terminal(env, tmp_path, tmux):
+    reply = ["Use", " this:\n", "```sh\n", "echo", " 'héllo 世界'\n", "```\n", "Done."]
+    more = {"TMUX": "/tmp/tmux-1000/default,99,0"} if tmux else {}
+    for variable in ("DISPLAY", "WAYLAND_DISPLAY", "STY"):
+        more[variable] = ""
+    term = Terminal(["--hef-path", QWEN], {**env, **more, "HAILO_FAKE_SCRIPT": str(script_file(tmp_path, [reply]))})
+    term.expect(PROMPT)
+    term.send("give me code\r")
+    term.expect(r"```sh .*\[1\]")  # the block's number on its fence line
+    term.expect(PROMPT)
+    term.send("/copy 1\r")
+    term.expect(r"Copied code block 1 of the last reply \(15 characters\)")
+    term.expect(PROMPT)
+    term.send("/quit\r")
+    assert term.wait_for_exit() == 0
+
+    raw = term.transcript.getvalue()
+    encoded = base64.b64encode("echo 'héllo 世界'".encode()).decode()
+    plain = f"\x1b]52;c;{encoded}\x07"
+    assert plain in raw
+    if tmux:
+        assert f"\x1bPtmux;\x1b{plain}\x1b\\" in raw
+        assert "(OSC 52 through tmux)" in raw
+    else:
+        assert "\x1bPtmux;" not in raw and "(OSC 52)" in raw
