@@ -27,7 +27,7 @@ from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from hailo_repl import __version__
 from hailo_repl.backends.base import BackendError
 from hailo_repl.chat import Chat
-from hailo_repl.commands import BUILTINS, CommandCompleter, Quit, Resend, is_command
+from hailo_repl.commands import BUILTINS, CommandCompleter, Quit, Resend, Send, is_command
 from hailo_repl.config import data_dir, log_file, sessions_dir
 from hailo_repl.console import Console
 from hailo_repl.context import ContextOverflowError
@@ -216,15 +216,15 @@ class Repl:
                     outcome = self._run_command(text)
                 except Quit:
                     return
-                if not isinstance(outcome, Resend):
+                if not isinstance(outcome, Send):
                     continue
-                text, replace_last = outcome.text, True
+                text, replace_last = outcome.text, isinstance(outcome, Resend)
             if await self._model_ready(load):
                 await self._reply(text, replace_last)
             elif self.ctrl_c.pressed and not self.quitting:
                 self.console.info("Not sent (Ctrl+C); Up brings the message back.")
 
-    def _run_command(self, text: str) -> Resend | None:
+    def _run_command(self, text: str) -> Send | None:
         entry, argument, word = BUILTINS.parse(text)
         if entry is None:
             self.console.say(BUILTINS.unknown_message(word))

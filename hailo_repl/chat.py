@@ -23,10 +23,16 @@ from hailo_repl.stats import ReplyStats
 from hailo_repl.streaming import StreamingTextFilter, clean_response
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant. Be concise and clear in your responses."
+CONTINUE_PROMPT = "Continue exactly where your last reply stopped, without repeating any of it."
+
+
+def file_message(name: str, text: str) -> str:
+    """How a file's text goes into a message: marked, so the model sees where it ends."""
+    return f"[File {name}]\n{text.rstrip()}\n[End of file {name}]"
 
 
 def for_model(messages: list[Message]) -> list[Message]:
-    """Messages as backends take them: role and content only (no 'interrupted' flag)."""
+    """Messages as backends take them: role and content only (no 'interrupted' or 'truncated' flag)."""
     return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
@@ -40,6 +46,7 @@ class Chat:
         self.messages: list[Message] = [{"role": "system", "content": system_prompt}]
         self.last_stats: ReplyStats | None = None
         self.session_stats: list[ReplyStats] = []
+        self.attachments: list[str] = []  # files' text for the next message (/file)
         self.store = store  # where the chat is saved after each turn (None: nowhere)
         self.session_id = new_session_id()
         self._created: str | None = None  # when the saved chat began, once saved or resumed
@@ -108,6 +115,15 @@ class Chat:
         self._history_unsent, self._unsent_tokens = _has_turns(self.messages), None
         self.session_id, self._created = new_session_id(), None
 
+    def cut_off(self) -> bool:
+        """Whether the last reply stopped before its end (max-tokens or Ctrl+C)."""
+        last = self.messages[-1]
+        return last["role"] == "assistant" and bool(last.get("truncated") or last.get("interrupted"))
+
+    def attach(self, name: str, text: str) -> None:
+        """Put a file's text into the next message (/file)."""
+        self.attachments.append(file_message(name, text))
+
     def _last_question(self) -> int | None:
         """Index of the last user message, if any."""
         for index in range(len(self.messages) - 1, 0, -1):
@@ -151,6 +167,8 @@ class Chat:
         when the backend fails.
         """
         before = list(self.messages)
+        if self.attachments:  # they go with this message, whatever becomes of it
+            text, self.attachments = "\n\n".join([*self.attachments, text]), []
         last = self._last_question() if replace_last else None
         base = self.messages[:last] if last is not None else self.messages
         candidate = base + [{"role": "user", "content": text}]
@@ -158,7 +176,10 @@ class Chat:
             for_model(candidate), self.backend.count_tokens, self.backend.context_capacity, self.params.max_tokens
         )
         if fitted.dropped_turns:
-            dropped = f"Dropped the {fitted.dropped_turns} oldest turn(s) to make room (the system prompt is kept)."
+            dropped = (
+                f"Dropped the {fitted.dropped_turns} oldest turn(s), down to about half the context, "
+                "so the next turns need not re-read the history (the system prompt is kept)."
+            )
             notify(labelled(CONTEXT, dropped))
         system, turns = split_turns(candidate)
         self.messages = system + [m for turn in turns[fitted.dropped_turns :] for m in turn]
@@ -193,7 +214,10 @@ class Chat:
                 self.session_stats.append(stats)
             content = clean_response("".join(raw))
             if finished and not cancel.is_set():
-                self.messages.append({"role": "assistant", "content": content})
+                answer = Message(role="assistant", content=content)
+                if len(raw) >= self.params.max_tokens:
+                    answer["truncated"] = True  # stopped by max-tokens: /continue may go on
+                self.messages.append(answer)
             elif content:
                 self.messages.append({"role": "assistant", "content": content, "interrupted": True})
             else:

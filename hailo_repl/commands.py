@@ -13,8 +13,8 @@ from prompt_toolkit.completion import CompleteEvent, Completer, Completion, Path
 from prompt_toolkit.document import Document
 
 from hailo_repl import clipboard
-from hailo_repl.backends.base import Message
-from hailo_repl.chat import Chat
+from hailo_repl.backends.base import BackendError, Message
+from hailo_repl.chat import CONTINUE_PROMPT, Chat, file_message
 from hailo_repl.console import Console
 from hailo_repl.conversation import ConversationFileError, load_conversation, save_conversation
 from hailo_repl.keys import keys_help_text
@@ -43,14 +43,18 @@ class Quit(Exception):
 
 
 @dataclass
-class Resend:
-    """A command's answer: send `text` again, in place of the last exchange (/retry)."""
+class Send:
+    """A command's answer: send `text` as the next message (/continue)."""
 
     text: str
 
 
-# handler(context, the text after the command's name) -> None, or a Resend for the REPL to send
-Handler = Callable[[CommandContext, str], Resend | None]
+class Resend(Send):
+    """A command's answer: send `text` again, in place of the last exchange (/retry)."""
+
+
+# handler(context, the text after the command's name) -> None, or a Send for the REPL to send
+Handler = Callable[[CommandContext, str], Send | None]
 # A command's argument completer: fixed, or made from the running chat (the saved chats' ids)
 Arguments = Completer | Callable[[CommandContext], Completer]
 
@@ -338,3 +342,66 @@ def copy(context: CommandContext, argument: str) -> None:
     text, what = found
     how = clipboard.copy(text, context.console.write)
     context.console.info(f"Copied {what} ({len(text)} characters) to the clipboard ({how}).")
+
+
+FILE_READ_LIMIT = 4_000_000  # bytes: more than any context here holds, read no further
+
+
+def read_text_file(path: Path) -> str:
+    """A file's text; ValueError with the one line to show when it is not a text file."""
+    if not path.is_file():
+        raise ValueError(f"{path} is not a file" if path.exists() else f"{path} does not exist")
+    with path.open("rb") as file:
+        data = file.read(FILE_READ_LIMIT + 1)
+    if len(data) > FILE_READ_LIMIT:
+        raise ValueError(f"{path} is over {FILE_READ_LIMIT // 1_000_000} MB, far more than the context holds")
+    if b"\0" in data:
+        raise ValueError(f"{path} is not text (it holds binary data)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not text (not UTF-8)") from None
+
+
+@command("/file", "put a file's text into your next message", usage="<path>", arguments=paths())
+def attach_file(context: CommandContext, argument: str) -> None:
+    if not argument:
+        context.console.say("Usage: /file <path>")
+        return
+    path = Path(argument).expanduser()
+    chat = context.chat
+    try:
+        text = read_text_file(path)
+        # What must fit: the system prompt, the files and room for the reply (older turns can go).
+        files = "\n\n".join([*chat.attachments, file_message(path.name, text)])
+        needed = chat.backend.count_tokens([chat.messages[0], {"role": "user", "content": files}])
+        free = chat.backend.context_capacity - chat.params.max_tokens
+    except OSError as error:
+        context.console.error(f"Cannot read {path}: {error.strerror or error}")
+        return
+    except ValueError as error:
+        context.console.error(str(error))
+        return
+    except BackendError:
+        context.console.error("The model is not loaded yet; try /file again in a moment.")
+        return
+    if needed > free:
+        context.console.error(
+            f"{path.name} needs {needed} tokens with the system prompt, but the context leaves {free} "
+            f"beside the reply's {chat.params.max_tokens}; not attached"
+        )
+        return
+    chat.attach(path.name, text)
+    share = 100 * needed // chat.backend.context_capacity
+    context.console.info(
+        f"{path.name}: {len(text)} characters, about {needed} tokens ({share}% of the context); "
+        "it goes with your next message."
+    )
+
+
+@command("/continue", "go on with a reply cut off by max-tokens (or Ctrl+C)")
+def continue_reply(context: CommandContext, argument: str) -> Send | None:
+    if not context.chat.cut_off():
+        context.console.say("The last reply is complete; /continue goes on with one cut off by max-tokens.")
+        return None
+    return Send(CONTINUE_PROMPT)

@@ -12,6 +12,10 @@ from hailo_repl.backends.base import Message
 
 WARN_PERCENT = 70
 FULL_PERCENT = 90
+# Once turns must be dropped, drop until the conversation takes this share of the room
+# the reply leaves, not just enough: the history then starts where the backend's cached
+# copy does for the next several turns, instead of being re-read whole on every turn.
+DROP_TO_PERCENT = 50
 
 
 @dataclass(frozen=True)
@@ -75,20 +79,26 @@ def fit_history(
     capacity: int,
     reserve: int,
 ) -> FittedHistory:
-    """Drop the oldest turns until the conversation plus `reserve` tokens fits.
+    """Keep the conversation plus `reserve` tokens within `capacity`, dropping the oldest turns.
 
-    The system prompt and the newest turn are always kept; `reserve` is room for
-    the reply (max tokens). Raises ContextOverflowError when even those do not fit.
+    Nothing is dropped while it fits; when it does not, the oldest turns go until the
+    conversation takes at most DROP_TO_PERCENT of `capacity - reserve` (hysteresis), or
+    only the newest turn is left.
+    The system prompt and the newest turn are always kept; `reserve` is room for the reply
+    (max tokens). Raises ContextOverflowError when even those do not fit.
     """
     system, turns = split_turns(messages)
+    goal = reserve + (capacity - reserve) * DROP_TO_PERCENT // 100  # read at each call: the benchmark tries 100
     dropped = 0
     while True:
         kept = system + [m for turn in turns[dropped:] for m in turn]
-        if count_tokens(kept) + reserve <= capacity:
+        needed = count_tokens(kept) + reserve
+        last_chance = dropped >= len(turns) - 1
+        if needed <= (capacity if dropped == 0 else goal) or (last_chance and needed <= capacity):
             return FittedHistory(kept, dropped)
-        if dropped >= len(turns) - 1:
+        if last_chance:
             raise ContextOverflowError(
-                f"the message needs {count_tokens(kept)} tokens plus {reserve} for the reply, "
+                f"the message needs {needed - reserve} tokens plus {reserve} for the reply, "
                 f"but the context holds {capacity}; shorten it, "
                 f"or allow a shorter reply (--max-tokens, /set max-tokens)"
             )

@@ -41,17 +41,37 @@ def test_everything_is_kept_when_it_fits():
     assert fitted.messages == messages and fitted.dropped_turns == 0
 
 
-def test_oldest_turns_go_first_and_the_system_prompt_stays():
+def test_oldest_turns_go_first_down_to_half_the_context_and_the_system_prompt_stays():
     messages = conversation(5) + [{"role": "user", "content": "newest question"}]
-    fitted = fit_history(messages, words, capacity=60, reserve=20)
+    fitted = fit_history(messages, words, capacity=100, reserve=20)
     assert fitted.dropped_turns > 0
     assert fitted.messages[0] == messages[0]
     assert fitted.messages[-1] == messages[-1]
     assert fitted.messages[1:] == messages[1 + 2 * fitted.dropped_turns :]
-    assert words(fitted.messages) + 20 <= 60
-    # and no more was dropped than needed
+    assert words(fitted.messages) <= 40  # down to half the 80 the reply leaves, not just under it
+    # and no more was dropped than that
     one_less = [messages[0]] + messages[1 + 2 * (fitted.dropped_turns - 1) :]
-    assert words(one_less) + 20 > 60
+    assert words(one_less) > 40
+
+
+def test_when_half_cannot_be_reached_the_newest_turn_alone_is_kept_if_it_fits():
+    messages = conversation(2) + [{"role": "user", "content": "big " * 50}]
+    fitted = fit_history(messages, words, capacity=100, reserve=20)
+    assert fitted.messages == [messages[0], messages[-1]]
+
+
+def test_after_a_drop_several_turns_follow_without_dropping_again():
+    """The hysteresis: a chat at capacity re-reads its history once every several turns,
+    not on every turn (which a drop of just enough would do)."""
+    messages = [{"role": "system", "content": "be brief"}]
+    drops = []
+    for turn in range(60):
+        messages.append({"role": "user", "content": f"question {turn} " * 3})
+        fitted = fit_history(messages, words, capacity=200, reserve=20)
+        drops.append(fitted.dropped_turns > 0)
+        messages = fitted.messages + [{"role": "assistant", "content": f"answer {turn} " * 5}]
+    first = drops.index(True)
+    assert 5 <= sum(drops[first:]) <= len(drops[first:]) // 4
 
 
 def test_a_message_too_big_for_the_context_is_refused_with_a_reason():

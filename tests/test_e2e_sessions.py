@@ -158,10 +158,15 @@ def test_own_lines_wrap_at_word_boundaries_at_60_columns(env, tmp_path):
     term = Terminal(["--hef-path", QWEN], {**env, "HAILO_FAKE_SCRIPT": str(script_file(tmp_path, [["ok"]]))}, cols=60)
     term.expect(PROMPT)
     term.send("/help\r")
+    term.expect("Commands:\r\n")  # /help's first line (the welcome's has commands after it)
     term.expect("Ctrl\\+D")
     term.expect(PROMPT)
     raw = ANSI_SEQUENCE.sub("", term.transcript.getvalue()).replace("\r", "")
-    lines = raw[: raw.rindex(PROMPT)].split("\n")
+    # The welcome (before the first prompt) and /help's text (after its "Commands:" line);
+    # not the prompt and toolbar, whose redraws run together once escapes are removed.
+    welcome = raw[: raw.index(PROMPT)]
+    help_text = raw[raw.rindex("Commands:\n") : raw.rindex(PROMPT)]
+    lines = (welcome + help_text).split("\n")
     assert all(cells(line) <= 60 for line in lines), lines
     assert any(line.startswith("Commands: /help") for line in lines)
     shown = " ".join(lines)  # a word cut at the edge would read "Alt+En ter" here
@@ -210,3 +215,33 @@ def test_copy_writes_osc52_to_the_terminal(env, tmp_path, tmux):
         assert "(OSC 52 through tmux)" in raw
     else:
         assert "\x1bPtmux;" not in raw and "(OSC 52)" in raw
+
+
+def test_file_and_continue_in_the_repl(env, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("The meeting is on Tuesday.\n")
+    replies = [["One", " two", " three", " four", " five", " six"], ["seven", " eight."]]
+    term = repl(env, tmp_path, replies, "--max-tokens", "4")
+    term.expect(PROMPT)
+    term.send("/continue\r")
+    term.expect("The last reply is complete")  # nothing to go on with yet
+    term.expect(PROMPT)
+    term.send(f"/file {tmp_path}/no\t")
+    term.expect("tes.txt")  # Tab completed the path
+    term.send("\r")
+    term.expect(r"notes.txt: 27 characters, about \d+ tokens")
+    term.expect(PROMPT)
+    term.send("When is it?\r")
+    term.expect("One two three four")
+    term.expect(PROMPT)
+    term.send("/continue\r")
+    term.expect("seven eight.")
+    term.expect(PROMPT)
+    term.send("/quit\r")
+    assert term.wait_for_exit() == 0
+    (chat,) = saved_chats()
+    messages = json.loads(chat.read_text())["messages"]
+    assert messages[1]["content"].startswith("[File notes.txt]\nThe meeting is on Tuesday.\n[End of file notes.txt]")
+    assert messages[1]["content"].endswith("When is it?")
+    assert messages[2] == {"role": "assistant", "content": "One two three four", "truncated": True}
+    assert messages[3]["role"] == "user" and "Continue" in messages[3]["content"]
