@@ -401,6 +401,9 @@ def attach_file(context: CommandContext, argument: str) -> None:
 
 @command("/continue", "go on with a reply cut off by max-tokens (or Ctrl+C)")
 def continue_reply(context: CommandContext, argument: str) -> Send | None:
+    if context.chat.messages[-1]["role"] != "assistant":
+        context.console.say("No reply to continue yet.")
+        return None
     if not context.chat.cut_off():
         context.console.say("The last reply is complete; /continue goes on with one cut off by max-tokens.")
         return None

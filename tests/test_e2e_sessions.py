@@ -39,6 +39,18 @@ def repl(env, tmp_path, replies, *args) -> Terminal:
     return Terminal(["--hef-path", QWEN, *args], {**env, "HAILO_FAKE_SCRIPT": str(script_file(tmp_path, replies))})
 
 
+def exchange(term: Terminal, text: str, answer: str) -> None:
+    """Send `text`, see `answer` (a pattern), and the prompt back."""
+    term.send(text + "\r")
+    term.expect(answer)
+    term.expect(PROMPT)
+
+
+def quit_chat(term: Terminal) -> None:
+    term.send("/quit\r")
+    assert term.wait_for_exit() == 0
+
+
 def saved_chats() -> list[Path]:
     directory = Path(os.environ["XDG_DATA_HOME"]) / "hailo-repl" / "sessions"
     return sorted(p for p in directory.glob("*.json") if not p.name.startswith("."))
@@ -47,9 +59,7 @@ def saved_chats() -> list[Path]:
 def test_sigkill_during_a_reply_loses_only_that_reply_and_c_shows_the_last_turns(env, tmp_path):
     term = repl(env, tmp_path, [["The", " first", " answer."], [f"w{i} " for i in range(500)]])
     term.expect(PROMPT)
-    term.send("First question\r")
-    term.expect("first answer")
-    term.expect(PROMPT)
+    exchange(term, "First question", "first answer")
     term.send("Second question\r")
     term.expect("w5 ")
     os.kill(term.child.pid, signal.SIGKILL)
@@ -65,11 +75,8 @@ def test_sigkill_during_a_reply_loses_only_that_reply_and_c_shows_the_last_turns
     again.expect("Assistant: The first answer.")
     again.expect(PROMPT)
     again.expect(r"ctx [1-9]\d*/4096")  # the gauge counts the resumed history before any reply
-    again.send("Third question\r")
-    again.expect("Still here.")
-    again.expect(PROMPT)
-    again.send("/quit\r")
-    assert again.wait_for_exit() == 0
+    exchange(again, "Third question", "Still here.")
+    quit_chat(again)
     contents = [m["content"] for m in json.loads(path.read_text())["messages"]]
     assert contents[-2:] == ["Third question", "Still here."]
 
@@ -77,32 +84,22 @@ def test_sigkill_during_a_reply_loses_only_that_reply_and_c_shows_the_last_turns
 def test_history_then_resume_with_tab_inside_the_repl(env, tmp_path):
     first = repl(env, tmp_path, [["About", " tea."]])
     first.expect(PROMPT)
-    first.send("Tell me about tea\r")
-    first.expect("About tea.")
-    first.expect(PROMPT)
-    first.send("/quit\r")
-    assert first.wait_for_exit() == 0
+    exchange(first, "Tell me about tea", "About tea.")
+    quit_chat(first)
     (tea,) = saved_chats()
 
     term = repl(env, tmp_path, [["About", " coffee."], ["More", " tea."]])
     term.expect(PROMPT)
-    term.send("And coffee?\r")
-    term.expect("About coffee.")
-    term.expect(PROMPT)
-    term.send("/history tea\r")
-    term.expect(f"{tea.stem} .*Tell me about tea")
-    term.expect(PROMPT)
+    exchange(term, "And coffee?", "About coffee.")
+    exchange(term, "/history tea", f"{tea.stem} .*Tell me about tea")
     term.send(f"/resume {tea.stem[:3]}\t")
     term.expect(tea.stem[3:])  # Tab completed the id
     term.send("\r")
     term.expect(f"Continuing chat {tea.stem}")
     term.expect("You: Tell me about tea")
     term.expect(PROMPT)
-    term.send("Go on\r")
-    term.expect("More tea.")
-    term.expect(PROMPT)
-    term.send("/quit\r")
-    assert term.wait_for_exit() == 0
+    exchange(term, "Go on", "More tea.")
+    quit_chat(term)
 
     tea_chat = [m["content"] for m in json.loads(tea.read_text())["messages"]]
     assert tea_chat[1:] == ["Tell me about tea", "About tea.", "Go on", "More tea."]
@@ -131,9 +128,7 @@ def test_a_streamed_reply_with_cjk_wraps_at_40_columns_and_word_wrap_off_leaves_
         cols=40,
     )
     term.expect(PROMPT)
-    term.send("hi\r")
-    term.expect("半。")
-    term.expect(PROMPT)
+    exchange(term, "hi", "半。")
     lines = reply_lines(term, "Assistant: ")
     assert all(cells(line) <= 40 for line in lines), lines
     words = " ".join(lines).split()
@@ -141,17 +136,12 @@ def test_a_streamed_reply_with_cjk_wraps_at_40_columns_and_word_wrap_off_leaves_
         assert word in words, lines
     assert "".join("".join(lines).split()) == "Assistant:" + "".join(english.split()) + chinese
 
-    term.send("/set word-wrap off\r")
-    term.expect("word-wrap = off")
-    term.expect(PROMPT)
-    term.send("again\r")
-    term.expect("半。")
-    term.expect(PROMPT)
+    exchange(term, "/set word-wrap off", "word-wrap = off")
+    exchange(term, "again", "半。")
     raw = term.transcript.getvalue()
     last = ANSI_SEQUENCE.sub("", raw[raw.rindex("Assistant: ") :])
     assert "Assistant: " + english + " " + chinese in last.replace("\r", "")  # one line: the terminal folds it
-    term.send("/quit\r")
-    assert term.wait_for_exit() == 0
+    quit_chat(term)
 
 
 def test_own_lines_wrap_at_word_boundaries_at_60_columns(env, tmp_path):
@@ -172,8 +162,7 @@ def test_own_lines_wrap_at_word_boundaries_at_60_columns(env, tmp_path):
     shown = " ".join(lines)  # a word cut at the edge would read "Alt+En ter" here
     for word in ("(Alt+Enter", "Ctrl+C", "/history", "/resume", "conversation"):
         assert f" {word} " in shown
-    term.send("/quit\r")
-    assert term.wait_for_exit() == 0
+    quit_chat(term)
 
 
 def test_p_on_a_terminal_wraps_too(env, tmp_path):
@@ -200,11 +189,8 @@ def test_copy_writes_osc52_to_the_terminal(env, tmp_path, tmux):
     term.send("give me code\r")
     term.expect(r"```sh .*\[1\]")  # the block's number on its fence line
     term.expect(PROMPT)
-    term.send("/copy 1\r")
-    term.expect(r"Copied code block 1 of the last reply \(15 characters\)")
-    term.expect(PROMPT)
-    term.send("/quit\r")
-    assert term.wait_for_exit() == 0
+    exchange(term, "/copy 1", r"Copied code block 1 of the last reply \(15 characters\)")
+    quit_chat(term)
 
     raw = term.transcript.getvalue()
     encoded = base64.b64encode("echo 'héllo 世界'".encode()).decode()
@@ -223,22 +209,13 @@ def test_file_and_continue_in_the_repl(env, tmp_path):
     replies = [["One", " two", " three", " four", " five", " six"], ["seven", " eight."]]
     term = repl(env, tmp_path, replies, "--max-tokens", "4")
     term.expect(PROMPT)
-    term.send("/continue\r")
-    term.expect("The last reply is complete")  # nothing to go on with yet
-    term.expect(PROMPT)
+    exchange(term, "/continue", "No reply to continue yet.")
     term.send(f"/file {tmp_path}/no\t")
     term.expect("tes.txt")  # Tab completed the path
-    term.send("\r")
-    term.expect(r"notes.txt: 27 characters, about \d+ tokens")
-    term.expect(PROMPT)
-    term.send("When is it?\r")
-    term.expect("One two three four")
-    term.expect(PROMPT)
-    term.send("/continue\r")
-    term.expect("seven eight.")
-    term.expect(PROMPT)
-    term.send("/quit\r")
-    assert term.wait_for_exit() == 0
+    exchange(term, "", r"notes.txt: 27 characters, about \d+ tokens")  # Enter sends the completed /file
+    exchange(term, "When is it?", "One two three four")
+    exchange(term, "/continue", "seven eight.")
+    quit_chat(term)
     (chat,) = saved_chats()
     messages = json.loads(chat.read_text())["messages"]
     assert messages[1]["content"].startswith("[File notes.txt]\nThe meeting is on Tuesday.\n[End of file notes.txt]")

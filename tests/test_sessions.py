@@ -276,3 +276,12 @@ def test_load_of_a_file_continues_as_a_new_chat_and_leaves_the_current_one_saved
     _, loaded = store.load(chat.session_id)
     assert chat.session_id != current
     assert [m["content"] for m in loaded if m["role"] == "user"] == ["from a file", "after the load"]
+
+
+def test_a_reply_cut_by_max_tokens_can_be_continued_after_a_resume(store):
+    chat = Chat(ScriptedBackend(["a", " b", " c"]), "Be brief.", GenerationParams(max_tokens=3), store)
+    talk(chat, "Count")
+    resumed = new_chat(store)
+    resumed.resume(chat.session_id)
+    assert resumed.messages[-1] == {"role": "assistant", "content": "a b c", "truncated": True}
+    assert resumed.cut_off()
