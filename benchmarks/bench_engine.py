@@ -161,7 +161,29 @@ def bench_filter(n_tokens: int, runs: int) -> dict:
             f"  {what:<24} {len(tokens):>7} tokens ({chars} chars): "
             f"{len(tokens) / best:>12,.0f} tokens/s  ({chars / best / 1e6:.2f} M chars/s, best of {runs})"
         )
+    results["wrap"] = bench_wrap(make_stream(n_tokens, plain=True), runs)
     return results
+
+
+def bench_wrap(tokens: list[str], runs: int) -> dict:
+    """What the REPL adds per token after the filter: ReplyRenderer with word-wrap at 80 columns."""
+    from hailo_repl.render import ReplyRenderer
+    from hailo_repl.wrap import WordWrap
+
+    times = []
+    for _ in range(runs):
+        renderer = ReplyRenderer(color=True, wrap=WordWrap(lambda: 80, 11))
+        started = time.perf_counter()
+        for token in tokens:
+            renderer.feed(token)
+        renderer.flush()
+        times.append(time.perf_counter() - started)
+    best = min(times)
+    say(
+        f"  {'word-wrap + renderer':<24} {len(tokens):>7} tokens: "
+        f"{len(tokens) / best:>12,.0f} tokens/s (best of {runs})"
+    )
+    return {"tokens": len(tokens), "best_seconds": best, "tokens_per_s": len(tokens) / best}
 
 
 # --------------------------------------------------------------------------- (b)

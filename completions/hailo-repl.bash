@@ -8,9 +8,9 @@
 _shtab_hailo_repl_subparsers=(doctor config completions)
 
 _shtab_hailo_repl_doctor_option_strings=(-h --help --backend)
-_shtab_hailo_repl_config_option_strings=(-h --help --init --config --backend --hef-path --model --url --context-size --temperature --max-tokens --top-p --system-prompt --history --no-history --verbose --no-verbose --vi-mode --no-vi-mode --vi --no-vi --color)
+_shtab_hailo_repl_config_option_strings=(-h --help --init --config --backend --hef-path --model --url --context-size --temperature --max-tokens --top-p --system-prompt --history --no-history --verbose --no-verbose --vi-mode --no-vi-mode --vi --no-vi --color --word-wrap --no-word-wrap)
 _shtab_hailo_repl_completions_option_strings=(-h --help)
-_shtab_hailo_repl_option_strings=(-h --help --backend --hef-path --model --url --context-size --temperature --max-tokens --top-p --system-prompt --history --no-history --verbose --no-verbose --vi-mode --no-vi-mode --vi --no-vi --color --config --show-config --api-key --list-models -q --quiet -p --prompt --single --version)
+_shtab_hailo_repl_option_strings=(-h --help --backend --hef-path --model --url --context-size --temperature --max-tokens --top-p --system-prompt --history --no-history --verbose --no-verbose --vi-mode --no-vi-mode --vi --no-vi --color --word-wrap --no-word-wrap --config --show-config --api-key --list-models -q --quiet -p --prompt --single -c --continue --resume --list-chats --version)
 
 _shtab_hailo_repl_config___config_COMPGEN=_shtab_compgen_files
 _shtab_hailo_repl_config___hef_path_COMPGEN=_hailo_repl_hef
@@ -40,6 +40,8 @@ _shtab_hailo_repl_config___vi_mode_nargs=0
 _shtab_hailo_repl_config___no_vi_mode_nargs=0
 _shtab_hailo_repl_config___vi_nargs=0
 _shtab_hailo_repl_config___no_vi_nargs=0
+_shtab_hailo_repl_config___word_wrap_nargs=0
+_shtab_hailo_repl_config___no_word_wrap_nargs=0
 _shtab_hailo_repl_completions__h_nargs=0
 _shtab_hailo_repl_completions___help_nargs=0
 _shtab_hailo_repl_pos_0_nargs=A...
@@ -53,11 +55,16 @@ _shtab_hailo_repl___vi_mode_nargs=0
 _shtab_hailo_repl___no_vi_mode_nargs=0
 _shtab_hailo_repl___vi_nargs=0
 _shtab_hailo_repl___no_vi_nargs=0
+_shtab_hailo_repl___word_wrap_nargs=0
+_shtab_hailo_repl___no_word_wrap_nargs=0
 _shtab_hailo_repl___show_config_nargs=0
 _shtab_hailo_repl___list_models_nargs=0
 _shtab_hailo_repl__q_nargs=0
 _shtab_hailo_repl___quiet_nargs=0
 _shtab_hailo_repl___single_nargs=0
+_shtab_hailo_repl__c_nargs=0
+_shtab_hailo_repl___continue_nargs=0
+_shtab_hailo_repl___list_chats_nargs=0
 _shtab_hailo_repl___version_nargs=0
 
 

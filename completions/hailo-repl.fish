@@ -51,7 +51,7 @@ function _shtab_hailo_repl_using
 end
 
 set -g _shtab_hailo_repl_commands doctor config completions
-set -g _shtab_hailo_repl_opts_with_value --api-key --backend --color --config --context-size --hef-path --max-tokens --model --prompt --system-prompt --temperature --top-p --url -p
+set -g _shtab_hailo_repl_opts_with_value --api-key --backend --color --config --context-size --hef-path --max-tokens --model --prompt --resume --system-prompt --temperature --top-p --url -p
 
 complete -c hailo-repl -e
 complete -c hailo-repl -f
@@ -66,10 +66,11 @@ complete -c hailo-repl -n _shtab_hailo_repl_using -l temperature -x -d 'randomne
 complete -c hailo-repl -n _shtab_hailo_repl_using -l max-tokens -x -d 'most tokens generated per reply; a whole number above 0 (default: 512)'
 complete -c hailo-repl -n _shtab_hailo_repl_using -l top-p -x -d 'nucleus sampling: draw only from the likeliest tokens up to this probability; a number above 0.0 up to 1.0 (default: the backend'"'"'s)'
 complete -c hailo-repl -n _shtab_hailo_repl_using -l system-prompt -x -d 'the model'"'"'s instructions (default: You are a helpful assistant. Be concise and clear in your responses.)'
-complete -c hailo-repl -n _shtab_hailo_repl_using -l history -l no-history -d 'read and write the input history file (default: true)'
+complete -c hailo-repl -n _shtab_hailo_repl_using -l history -l no-history -d 'keep this chat on disk: the saved chat, the input history and the log (off: nothing is written) (default: true)'
 complete -c hailo-repl -n _shtab_hailo_repl_using -l verbose -l no-verbose -d 'print timings after each reply, as ollama run --verbose does (logs stay in the log file) (default: false)'
 complete -c hailo-repl -n _shtab_hailo_repl_using -l vi-mode -l no-vi-mode -l vi -l no-vi -d 'vi keys at the prompt (default: false)'
 complete -c hailo-repl -n _shtab_hailo_repl_using -l color -xka "auto always never" -d 'colour in replies (auto: unless NO_COLOR is set) (default: auto)'
+complete -c hailo-repl -n _shtab_hailo_repl_using -l word-wrap -l no-word-wrap -d 'wrap replies and hailo-repl'"'"'s lines at word boundaries (default: true)'
 complete -c hailo-repl -n _shtab_hailo_repl_using -l config -xka "(__fish_complete_path (commandline -ct))" -d 'the config file (default: $HAILO_REPL_CONFIG, else ~/.config/hailo-repl/config.yaml)'
 complete -c hailo-repl -n _shtab_hailo_repl_using -l show-config -d 'print the settings in effect and their origins'
 complete -c hailo-repl -n _shtab_hailo_repl_using -l api-key -x -d 'sent as a bearer token (default for openai: OPENAI_API_KEY, but only to OPENAI_BASE_URL'"'"'s server); a flag only, never read from the config file'
@@ -77,6 +78,9 @@ complete -c hailo-repl -n _shtab_hailo_repl_using -l list-models -d 'list instal
 complete -c hailo-repl -n _shtab_hailo_repl_using -s q -l quiet -d 'with --list-models: only the names --hef-path takes, one a line'
 complete -c hailo-repl -n _shtab_hailo_repl_using -s p -l prompt -x -d 'send one message, print the reply, and exit'
 complete -c hailo-repl -n _shtab_hailo_repl_using -l single -d 'with piped input, send all of it as one message'
+complete -c hailo-repl -n _shtab_hailo_repl_using -s c -l continue -d 'continue the most recent chat'
+complete -c hailo-repl -n _shtab_hailo_repl_using -l resume -x -d 'continue the chat with this id (a prefix is enough)'
+complete -c hailo-repl -n _shtab_hailo_repl_using -l list-chats -d 'list the saved chats, the newest first, then exit'
 complete -c hailo-repl -n _shtab_hailo_repl_using -l version -d 'show program'"'"'s version number and exit'
 complete -c hailo-repl -n '_shtab_hailo_repl_using; and test $_shtab_hailo_repl_npos -eq 0' -a doctor -d 'check what a chat needs, one line per check'
 complete -c hailo-repl -n '_shtab_hailo_repl_using doctor' -s h -l help -d 'show this help message and exit'
@@ -94,10 +98,11 @@ complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l temperature -x -d 
 complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l max-tokens -x -d 'most tokens generated per reply; a whole number above 0 (default: 512)'
 complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l top-p -x -d 'nucleus sampling: draw only from the likeliest tokens up to this probability; a number above 0.0 up to 1.0 (default: the backend'"'"'s)'
 complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l system-prompt -x -d 'the model'"'"'s instructions (default: You are a helpful assistant. Be concise and clear in your responses.)'
-complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l history -l no-history -d 'read and write the input history file (default: true)'
+complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l history -l no-history -d 'keep this chat on disk: the saved chat, the input history and the log (off: nothing is written) (default: true)'
 complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l verbose -l no-verbose -d 'print timings after each reply, as ollama run --verbose does (logs stay in the log file) (default: false)'
 complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l vi-mode -l no-vi-mode -l vi -l no-vi -d 'vi keys at the prompt (default: false)'
 complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l color -xka "auto always never" -d 'colour in replies (auto: unless NO_COLOR is set) (default: auto)'
+complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l word-wrap -l no-word-wrap -d 'wrap replies and hailo-repl'"'"'s lines at word boundaries (default: true)'
 complete -c hailo-repl -n '_shtab_hailo_repl_using; and test $_shtab_hailo_repl_npos -eq 0' -a completions -d 'print the completion script for bash, zsh or fish'
 complete -c hailo-repl -n '_shtab_hailo_repl_using completions' -s h -l help -d 'show this help message and exit'
 complete -c hailo-repl -n '_shtab_hailo_repl_using completions; and test $_shtab_hailo_repl_npos -eq 0' -ka "bash zsh fish" -d shell

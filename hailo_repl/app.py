@@ -30,18 +30,28 @@ from prompt_toolkit.formatted_text import StyleAndTextTuples
 from hailo_repl import __version__
 from hailo_repl.backends.base import Backend, BackendError
 from hailo_repl.chat import Chat
-from hailo_repl.commands import BUILTINS, CommandCompleter, Quit, Resend, SwitchModel, is_command
-from hailo_repl.config import data_dir, log_file
+from hailo_repl.commands import BUILTINS, CommandCompleter, Quit, Resend, Send, SwitchModel, is_command
+from hailo_repl.config import data_dir, log_file, sessions_dir
 from hailo_repl.config_file import config_path
 from hailo_repl.console import Console
 from hailo_repl.context import ContextOverflowError
 from hailo_repl.history import input_history
 from hailo_repl.keys import keys_welcome_text, load_input_bindings
-from hailo_repl.render import ReplyEvent, ReplyRenderer, color_wanted, show_reply
-from hailo_repl.settings import GENERATION_SETTINGS, SETTINGS_TABLE, ResolvedSettings
+from hailo_repl.render import (
+    ASSISTANT_PREFIX,
+    USER_PREFIX,
+    ReplyEvent,
+    ReplyRenderer,
+    color_wanted,
+    recent_turns_text,
+    show_reply,
+)
+from hailo_repl.sessions import ChatSummary
+from hailo_repl.settings import GENERATION_SETTINGS, SETTINGS_TABLE, DisplaySettings, ResolvedSettings
 from hailo_repl.signals import CtrlC, route_to_loop
 from hailo_repl.terminal_modes import keep_pastes_bracketed, restore_typeahead_mode, typeahead_mode
 from hailo_repl.toolbar import STYLE, ModelState, ToolbarState, toolbar_fragments
+from hailo_repl.wrap import WordWrap
 
 SETTLE_NOTICE_AFTER = 0.3  # seconds of waiting for the previous reply before saying so
 
@@ -75,16 +85,19 @@ class Repl:
         console: Console | None = None,
         settings: dict[str, Any] | None = None,
         config_file: Path | None = None,
+        resumed: ChatSummary | None = None,
     ):
         self.chat = chat
         self.verbose = verbose
-        self.console = console or Console()
-        self.sessions_dir: Path = data_dir() / "sessions"
+        self.sessions_dir: Path = sessions_dir()
         self.config_file = config_file or config_path()[0]
         # The value in effect of every setting; /set changes it, and the REPL reads the
         # live ones from here when it uses them (the generation ones live in chat.params).
         self.settings = {setting.name: setting.default for setting in SETTINGS_TABLE} | (settings or {})
         self.settings |= {setting.name: getattr(chat.params, setting.attribute) for setting in GENERATION_SETTINGS}
+        self.display = DisplaySettings(word_wrap=self.settings["word-wrap"])
+        self.console = console or Console(wrap_width=self.wrap_width)
+        self.resumed = resumed
         self.color = color_wanted(self.settings["color"], os.environ)
         self.model_state = ModelState.LOADING
         self.load_seconds = 0.0
@@ -94,7 +107,7 @@ class Repl:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._worker: asyncio.Future[None] | None = None  # the thread of the last reply
         self.session: PromptSession[str] = PromptSession(
-            message=[("class:prompt", "You: ")],
+            message=[("class:prompt", USER_PREFIX)],
             history=input_history(data_dir() if history else None, warn=self.notice_from_any_thread),
             enable_suspend=True,  # Ctrl+Z at the prompt suspends, as in a shell, instead of typing ^Z
             completer=ThreadedCompleter(CommandCompleter(BUILTINS, self)),
@@ -106,6 +119,13 @@ class Repl:
             refresh_interval=0.5,
             vi_mode=self.settings["vi-mode"],
         )
+
+    def wrap_width(self) -> int | None:
+        """The terminal's width while word-wrap is on (read at each use: a resize applies at once)."""
+        return self.session.output.get_size().columns if self.display.word_wrap else None
+
+    def reply_wrap(self, column: int = 0) -> WordWrap | None:
+        return WordWrap(lambda: self.wrap_width() or 0, column) if self.display.word_wrap else None
 
     def toolbar(self) -> StyleAndTextTuples:
         backend = self.chat.backend
@@ -138,6 +158,8 @@ class Repl:
         route_to_loop(loop, self.ctrl_c, terminate=self.quit, resumed=self._resumed)
         loop.set_exception_handler(_log_loop_error)
         self.console.say(welcome_text(self.chat))
+        if self.resumed is not None:
+            self.show_resumed(self.resumed)
         backend = self.chat.backend
         started = time.perf_counter()
         load = loop.run_in_executor(None, backend.load)
@@ -167,6 +189,13 @@ class Repl:
             self.console.error(str(error))
             return 1
         return self.exit_code
+
+    def show_resumed(self, chat: ChatSummary) -> None:
+        """The last turns of a chat just resumed, so the user sees where it stopped."""
+        self.console.info(f"Continuing chat {chat.id} from {chat.when()} ({chat.turns} turns, {chat.model}).")
+        if chat.model != self.chat.backend.model_name:
+            self.console.info(f"It was saved with {chat.model}; it goes on with {self.chat.backend.model_name}.")
+        self.console.write(recent_turns_text(self.chat.messages, self.color, self.reply_wrap))
 
     def _loaded(self, load: asyncio.Future[None]) -> None:
         """The model finished loading: show it in the toolbar, or end the chat if it failed."""
@@ -230,9 +259,9 @@ class Repl:
                     if await self._model_ready(load):
                         await self._switch_model(outcome.backend)
                     continue
-                if not isinstance(outcome, Resend):
+                if not isinstance(outcome, Send):
                     continue
-                text, replace_last = outcome.text, True
+                text, replace_last = outcome.text, isinstance(outcome, Resend)
             if await self._model_ready(load):
                 await self._reply(text, replace_last)
             elif self.ctrl_c.pressed and not self.quitting:
@@ -267,7 +296,7 @@ class Repl:
             self.console.info(f"Now chatting with {backend.model_name}; the conversation goes on.")
         self.model_state = ModelState.READY
 
-    def _run_command(self, text: str) -> Resend | SwitchModel | None:
+    def _run_command(self, text: str) -> Send | SwitchModel | None:
         entry, argument, word = BUILTINS.parse(text)
         if entry is None:
             self.console.say(BUILTINS.unknown_message(word))
@@ -330,7 +359,8 @@ class Repl:
         ended = None
         try:
             with self.ctrl_c.stopping(interrupt):
-                ended = await show_reply(events, ReplyRenderer(color=self.color), self.console)
+                renderer = ReplyRenderer(self.color, self.reply_wrap(len(ASSISTANT_PREFIX)))
+                ended = await show_reply(events, renderer, self.console)
         finally:
             cancel.set()  # if showing ended abnormally, the generation must end too
             self.console.write("\n\n")
@@ -367,6 +397,13 @@ class Repl:
             post(ReplyEvent.ERROR, f"unexpected {type(error).__name__}: {error} (details in {log_file()})")
 
 
-def run_repl(chat: Chat, settings: ResolvedSettings, config_file: Path) -> int:
-    repl = Repl(chat, settings["history"], settings["verbose"], settings=settings.values, config_file=config_file)
+def run_repl(chat: Chat, settings: ResolvedSettings, config_file: Path, resumed: ChatSummary | None = None) -> int:
+    repl = Repl(
+        chat,
+        settings["history"],
+        settings["verbose"],
+        settings=settings.values,
+        config_file=config_file,
+        resumed=resumed,
+    )
     return asyncio.run(repl.run())

@@ -8,24 +8,37 @@ behave the same everywhere.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from hailo_repl.backends.base import Backend, BackendError, GenerationParams, Message, Notice, ReplyStream
-from hailo_repl.console import CONTEXT, INFO, labelled
+from hailo_repl.console import CONTEXT, ERROR, INFO, labelled
 from hailo_repl.context import ContextUsage, fit_history, split_turns
+from hailo_repl.conversation import ConversationFileError
+from hailo_repl.sessions import ChatRecord, SessionStore, new_session_id
 from hailo_repl.stats import ReplyStats
 from hailo_repl.streaming import StreamingTextFilter, clean_response
 
+CONTINUE_PROMPT = "Continue exactly where your last reply stopped, without repeating any of it."
+
+
+def file_message(name: str, text: str) -> str:
+    """How a file's text goes into a message: marked, so the model sees where it ends."""
+    return f"[File {name}]\n{text.rstrip()}\n[End of file {name}]"
+
 
 def for_model(messages: list[Message]) -> list[Message]:
-    """Messages as backends take them: role and content only (no 'interrupted' flag)."""
+    """Messages as backends take them: role and content only (no 'interrupted' or 'truncated' flag)."""
     return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
 class Chat:
-    def __init__(self, backend: Backend, system_prompt: str, params: GenerationParams):
+    def __init__(
+        self, backend: Backend, system_prompt: str, params: GenerationParams, store: SessionStore | None = None
+    ):
         self.backend = backend
         self.params = params
         self.system_prompt = system_prompt
@@ -33,10 +46,23 @@ class Chat:
         self.last_stats: ReplyStats | None = None
         self.session_stats: list[ReplyStats] = []
         self._said_replaced = False  # whether the user was told of bytes that were not UTF-8
+        self.attachments: list[str] = []  # files' text for the next message (/file)
+        self.store = store  # where the chat is saved after each turn (None: nowhere)
+        self.session_id = new_session_id()
+        self._created: str | None = None  # when the saved chat began, once saved or resumed
+        # After a resume or /load the backend has not read the history yet; until the next
+        # reply sends it, the gauge shows what it will take (counted once, when first drawn).
+        self._history_unsent = False
+        self._unsent_tokens: int | None = None
 
     def usage(self) -> ContextUsage:
         backend = self.backend
-        return ContextUsage(backend.context_used, backend.context_capacity, backend.context_is_estimate)
+        used = backend.context_used
+        if self._history_unsent:
+            if self._unsent_tokens is None:
+                self._unsent_tokens = backend.count_tokens(for_model(self.messages))
+            used = self._unsent_tokens
+        return ContextUsage(used, backend.context_capacity, backend.context_is_estimate)
 
     def reply_room(self) -> int | None:
         """The most tokens a reply can take: the context less the system prompt. None while
@@ -47,19 +73,65 @@ class Chat:
             return None
 
     def clear(self) -> None:
+        """Start a new conversation; the one before stays saved under its own id."""
         self.backend.clear()  # first: a reply still running ends (and is kept) before the wipe
         self.messages = [{"role": "system", "content": self.system_prompt}]
+        self.session_id, self._created, self._history_unsent = new_session_id(), None, False
+
+    def resume(self, session_id: str) -> dict[str, Any]:
+        """Continue the saved chat `session_id`; later turns are saved to it. Returns its saved fields.
+
+        Raises ConversationFileError when it cannot be read.
+        """
+        if self.store is None:
+            raise ConversationFileError("no saved chats here")
+        data, messages = self.store.load(session_id)
+        self.replace_messages(messages)
+        self.session_id = session_id
+        self._created = data.get("created") if isinstance(data.get("created"), str) else None
+        return data
+
+    def autosave(self) -> None:
+        """Write the chat to its file, if history is on and something was said.
+
+        Raises ConversationFileError (one line) when the file cannot be written.
+        """
+        if self.store is None or not self.store.writable or not _has_turns(self.messages):
+            return
+        record = ChatRecord(
+            id=self.session_id,
+            model=self.backend.model_name,
+            backend=self.backend.name,
+            settings=dataclasses.asdict(self.params),
+        )
+        if self._created:
+            record.created = self._created
+        self.store.save(record, self.messages)
+        self._created = record.created
 
     def set_system_prompt(self, text: str) -> None:
         self.system_prompt = text
         self.messages[0] = {"role": "system", "content": text}
 
     def replace_messages(self, messages: list[Message]) -> None:
-        """Continue a saved conversation; the backend notices its history differs."""
+        """Continue a saved conversation (/load); the backend notices its history differs.
+
+        It is saved as a new chat: the one before keeps its own file."""
         if not messages or messages[0]["role"] != "system":
             messages = [Message(role="system", content=self.system_prompt), *messages]
         self.system_prompt = messages[0]["content"]
         self.messages = list(messages)
+        self._history_unsent, self._unsent_tokens = _has_turns(self.messages), None
+        self.session_id, self._created = new_session_id(), None
+
+    def cut_off(self) -> bool:
+        """Whether the last reply stopped before its end (max-tokens or Ctrl+C)."""
+        last = self.messages[-1]
+        return last["role"] == "assistant" and bool(last.get("truncated") or last.get("interrupted"))
+
+    def attach(self, name: str, text: str) -> None:
+        """Put a file's text into the next message (/file)."""
+        self.attachments.append(file_message(name, text))
 
     def _last_question(self) -> int | None:
         """Index of the last user message, if any."""
@@ -79,7 +151,14 @@ class Chat:
             return None
         text = self.messages[index]["content"]
         del self.messages[index:]
+        self._save_or_log()
         return text
+
+    def _save_or_log(self, notify: Callable[[str], None] = lambda line: None) -> None:
+        try:
+            self.autosave()
+        except ConversationFileError as error:
+            notify(labelled(ERROR, str(error)))
 
     def reply(
         self,
@@ -98,6 +177,8 @@ class Chat:
         """
         text = self._valid_unicode(text, notify)
         before = list(self.messages)
+        if self.attachments:  # they go with this message, whatever becomes of it
+            text, self.attachments = "\n\n".join([*self.attachments, text]), []
         last = self._last_question() if replace_last else None
         base = self.messages[:last] if last is not None else self.messages
         candidate = base + [{"role": "user", "content": text}]
@@ -105,10 +186,14 @@ class Chat:
             for_model(candidate), self.backend.count_tokens, self.backend.context_capacity, self.params.max_tokens
         )
         if fitted.dropped_turns:
-            dropped = f"Dropped the {fitted.dropped_turns} oldest turn(s) to make room (the system prompt is kept)."
+            dropped = (
+                f"Dropped the {fitted.dropped_turns} oldest turn(s), down to about half the context, "
+                "so the next turns need not re-read the history (the system prompt is kept)."
+            )
             notify(labelled(CONTEXT, dropped))
         system, turns = split_turns(candidate)
         self.messages = system + [m for turn in turns[fitted.dropped_turns :] for m in turn]
+        self._history_unsent = False  # from here the backend's own count is the right one
 
         stats = ReplyStats()
         raw: list[str] = []
@@ -144,12 +229,17 @@ class Chat:
                 self.session_stats.append(stats)
             content = clean_response("".join(raw))
             if finished and not cancel.is_set():
-                self.messages.append({"role": "assistant", "content": content})
+                answer = Message(role="assistant", content=content)
+                if len(raw) >= self.params.max_tokens:
+                    answer["truncated"] = True  # stopped by max-tokens: /continue may go on
+                self.messages.append(answer)
             elif content:
                 self.messages.append({"role": "assistant", "content": content, "interrupted": True})
             else:
                 # Nothing came back: no question without an answer, nothing /retry replaced lost.
                 self.messages = before
+            if self.messages is not before:
+                self._save_or_log(notify)
 
     def _valid_unicode(self, text: str, notify: Callable[[str], None]) -> str:
         """Bytes that were not UTF-8 reach Python as lone surrogates (surrogateescape), which
@@ -175,3 +265,7 @@ class Chat:
             f"Session:     {len(self.session_stats)} replies, {tokens} tokens in {seconds:.1f} s, "
             f"mean time to first token {mean_ttft * 1000:.0f} ms"
         )
+
+
+def _has_turns(messages: list[Message]) -> bool:
+    return any(m["role"] == "user" for m in messages)

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import io
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -21,7 +22,7 @@ from hailo_repl import __version__, doctor
 from hailo_repl.backends import BackendChoice, open_backend, remote_backend
 from hailo_repl.backends.base import Backend, BackendError, GenerationParams
 from hailo_repl.chat import Chat
-from hailo_repl.config import log_file, setup_logging
+from hailo_repl.config import log_file, sessions_dir, setup_logging
 from hailo_repl.config_file import (
     CONFIG_ENV,
     CONFIG_NAME,
@@ -33,9 +34,11 @@ from hailo_repl.config_file import (
 )
 from hailo_repl.console import Console
 from hailo_repl.context import ContextOverflowError
+from hailo_repl.conversation import ConversationFileError
 from hailo_repl.dialogs import choose_model, download_with_progress
 from hailo_repl.models import ModelNotFoundError, check_gguf, list_models, models_dir
 from hailo_repl.servers import REMOTE_BACKENDS
+from hailo_repl.sessions import ChatSummary, SessionNotFoundError, SessionStore
 from hailo_repl.settings import (
     GENERATION_SETTINGS,
     SETTINGS_TABLE,
@@ -48,6 +51,7 @@ from hailo_repl.settings import (
     resolve,
 )
 from hailo_repl.signals import exit_on_termination, signals_held
+from hailo_repl.wrap import WordWrap
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -117,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-p", "--prompt", help="send one message, print the reply, and exit")
     parser.add_argument("--single", action="store_true", help="with piped input, send all of it as one message")
+    saved = parser.add_argument_group("saved chats", f"every chat is saved after each turn in {sessions_dir()}")
+    resume = saved.add_mutually_exclusive_group()
+    resume.add_argument("-c", "--continue", action="store_true", help="continue the most recent chat")
+    resume.add_argument("--resume", metavar="ID", help="continue the chat with this id (a prefix is enough)")
+    saved.add_argument("--list-chats", action="store_true", help="list the saved chats, the newest first, then exit")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
@@ -251,21 +260,24 @@ def print_model_list() -> None:
         print(f"{row.name:<32} {row.kind:<5} {tag:<10} {state}{where}")
 
 
-def run_turn(chat: Chat, text: str, notices: Console, verbose: bool, load_seconds: float = 0.0) -> None:
-    """Stream one reply to stdout; the timing block goes to stderr with --verbose."""
+def run_turn(
+    chat: Chat, text: str, notices: Console, verbose: bool, load_seconds: float = 0.0, wrap: bool = False
+) -> None:
+    """Stream one reply to stdout (word-wrapped with `wrap`); the timing block goes to stderr with --verbose."""
     cancel = threading.Event()
     wrote = False
+    wrapper = WordWrap(lambda: shutil.get_terminal_size().columns) if wrap else None
     # closing(): on SIGTERM the reply is closed here, so the device's generation ends
     # before the backend is released.
     try:
         with contextlib.closing(chat.reply(text, cancel, notify=notices.say)) as pieces:
             for piece in pieces:
-                sys.stdout.write(piece)
+                sys.stdout.write(wrapper.feed(piece) if wrapper else piece)
                 sys.stdout.flush()
                 wrote = True
     finally:
         if wrote:
-            sys.stdout.write("\n")
+            sys.stdout.write((wrapper.flush() if wrapper else "") + "\n")
             sys.stdout.flush()
     if verbose and chat.last_stats:
         chat.last_stats.load = load_seconds
@@ -334,6 +346,23 @@ def backend_choice(settings: ResolvedSettings, api_key: str | None) -> BackendCh
     return BackendChoice(backend=backend, hef_path=settings["hef-path"], gguf_path=gguf_path)
 
 
+def print_chat_list(store: SessionStore) -> None:
+    chats = store.chats()
+    if not chats:
+        print(f"No saved chats in {store.directory}")
+    for chat in chats:
+        print(chat.line())
+
+
+def chat_to_resume(args: argparse.Namespace, store: SessionStore) -> ChatSummary | None:
+    """The saved chat -c or --resume names (SessionNotFoundError if none or several match)."""
+    if getattr(args, "continue"):
+        return store.latest()
+    if args.resume is not None:
+        return store.find(args.resume)
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments and arguments[0] in SUBCOMMANDS:
@@ -357,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.show_config:
         print(show_config(settings, config_file))
         return EXIT_OK
-    setup_logging()
+    setup_logging(to_file=settings["history"])  # --no-history: nothing of the chat on disk
     if args.list_models and choice.backend in REMOTE_BACKENDS:
         try:
             print_server_models(choice)
@@ -368,7 +397,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.list_models:
         print_model_list()
         return EXIT_OK
+    store = SessionStore(sessions_dir(), writable=settings["history"])
+    if args.list_chats:
+        print_chat_list(store)
+        return EXIT_OK
     exit_on_termination()
+    try:
+        resumed = chat_to_resume(args, store)
+    except SessionNotFoundError as error:
+        notices.fatal(str(error))
+        return EXIT_FAILURE
 
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     backend: Backend | None = None
@@ -381,19 +419,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             download=download_with_progress(notices.say),
         )
         params = GenerationParams(**{setting.attribute: settings[setting.name] for setting in GENERATION_SETTINGS})
-        chat = Chat(backend, settings["system-prompt"], params)
+        chat = Chat(backend, settings["system-prompt"], params, store)
+        if resumed is not None:
+            chat.resume(resumed.id)
         if args.prompt is None and interactive:
             from hailo_repl.app import run_repl
 
-            return run_repl(chat, settings, config_file)
+            return run_repl(chat, settings, config_file, resumed=resumed)
+        if resumed is not None:
+            notices.say(f"Continuing chat {resumed.id} ({resumed.turns} turns, {resumed.model}).")
         started = time.perf_counter()
         backend.load()
         load_seconds = time.perf_counter() - started
         inputs = [args.prompt] if args.prompt is not None else messages_from_stdin(args.single)
         for index, text in enumerate(inputs):
-            run_turn(chat, text, notices, settings["verbose"], load_seconds if index == 0 else 0.0)
+            wrap = settings["word-wrap"] and sys.stdout.isatty()  # a pipe or a file gets the reply as it came
+            run_turn(chat, text, notices, settings["verbose"], load_seconds if index == 0 else 0.0, wrap)
         return EXIT_OK
-    except (BackendError, ModelNotFoundError, ContextOverflowError) as error:
+    except (BackendError, ModelNotFoundError, ContextOverflowError, ConversationFileError) as error:
         notices.fatal(str(error))
         return EXIT_FAILURE
     except KeyboardInterrupt:

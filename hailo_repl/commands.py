@@ -11,9 +11,10 @@ from typing import Any, Protocol
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion, PathCompleter, WordCompleter
 from prompt_toolkit.document import Document
 
+from hailo_repl import clipboard
 from hailo_repl.backends import backend_for_model, model_names
-from hailo_repl.backends.base import Backend, BackendError
-from hailo_repl.chat import Chat
+from hailo_repl.backends.base import Backend, BackendError, Message
+from hailo_repl.chat import CONTINUE_PROMPT, Chat, file_message
 from hailo_repl.config_file import ConfigFileError, save_setting
 from hailo_repl.console import Console
 from hailo_repl.conversation import (
@@ -24,17 +25,34 @@ from hailo_repl.conversation import (
 )
 from hailo_repl.keys import keys_help_text
 from hailo_repl.models import ModelNotFoundError
-from hailo_repl.settings import GENERATION_SETTINGS, LIVE_SETTINGS, SETTINGS, Setting, SettingError
+from hailo_repl.render import code_blocks
+from hailo_repl.sessions import ChatSummary, SessionNotFoundError
+from hailo_repl.settings import (
+    DISPLAY_SETTINGS,
+    GENERATION_SETTINGS,
+    LIVE_SETTINGS,
+    SETTINGS,
+    DisplaySettings,
+    Setting,
+    SettingError,
+)
+
+HISTORY_ROWS = 20  # chats /history lists
 
 
 class CommandContext(Protocol):
     """What a command may use of the running chat."""
 
-    chat: Chat  # the conversation, its backend and its settings
+    chat: Chat  # the conversation, its backend, its settings and where it is saved
     console: Console  # where the command's lines go
     sessions_dir: Path  # where /save puts a chat that has no name
     settings: dict[str, Any]  # the value in effect of each setting, by name; the REPL reads the live ones here
     config_file: Path  # where /set --save writes
+    display: DisplaySettings  # how replies are shown (word-wrap)
+
+    def show_resumed(self, chat: ChatSummary) -> None:
+        """Say which chat now goes on, and show its last turns."""
+        ...
 
 
 class Quit(Exception):
@@ -42,10 +60,14 @@ class Quit(Exception):
 
 
 @dataclass
-class Resend:
-    """A command's answer: send `text` again, in place of the last exchange (/retry)."""
+class Send:
+    """A command's answer: send `text` as the next message (/continue)."""
 
     text: str
+
+
+class Resend(Send):
+    """A command's answer: send `text` again, in place of the last exchange (/retry)."""
 
 
 @dataclass
@@ -56,8 +78,10 @@ class SwitchModel:
 
 
 # handler(context, the text after the command's name) -> None, or what the REPL must do next
-Handler = Callable[[CommandContext, str], Resend | SwitchModel | None]
-# The words a command's argument may be, asked for as the user presses Tab.
+Handler = Callable[[CommandContext, str], Send | SwitchModel | None]
+# A command's argument completer: fixed, or made from the running chat (the saved chats' ids)
+Arguments = Completer | Callable[[CommandContext], Completer]
+# The words a command's argument may be, asked for as the user presses Tab (a server's models).
 Choices = Callable[[CommandContext], list[str]]
 
 
@@ -68,7 +92,7 @@ class Command:
     handler: Handler
     usage: str = ""
     aliases: tuple[str, ...] = ()
-    arguments: Completer | None = None
+    arguments: Arguments | None = None
     choices: Choices | None = None
 
 
@@ -82,7 +106,7 @@ class CommandRegistry:
         help: str,
         usage: str = "",
         aliases: tuple[str, ...] = (),
-        arguments: Completer | None = None,
+        arguments: Arguments | None = None,
         choices: Choices | None = None,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
@@ -133,7 +157,7 @@ class CommandCompleter(Completer):
 
     def __init__(self, registry: CommandRegistry, context: CommandContext | None = None):
         self.registry = registry
-        self.context = context
+        self.context = context  # for completers made from the running chat, and choices
 
     def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterable[Completion]:
         text = document.text_before_cursor
@@ -155,6 +179,10 @@ class CommandCompleter(Completer):
                 arguments = words(*command.choices(self.context))
             except (BackendError, ModelNotFoundError):
                 return  # a server that does not answer has nothing to offer
+        if arguments is not None and not isinstance(arguments, Completer):
+            if self.context is None:
+                return
+            arguments = arguments(self.context)
         if arguments is not None:
             yield from arguments.get_completions(Document(argument, len(argument)), complete_event)
 
@@ -165,6 +193,21 @@ def words(*choices: str) -> Completer:
 
 def paths() -> Completer:
     return PathCompleter(expanduser=True)
+
+
+class SavedChatIds(Completer):
+    """The ids of the saved chats, each with its date and first words."""
+
+    def __init__(self, context: CommandContext):
+        self.store = context.chat.store
+
+    def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterable[Completion]:
+        if self.store is None:
+            return
+        typed = document.text_before_cursor.strip()
+        for chat in self.store.chats():
+            if chat.id.startswith(typed):
+                yield Completion(chat.id, -len(typed), display_meta=f"{chat.when()}  {chat.first_words}")
 
 
 # ---- the built-in commands -------------------------------------------------------------
@@ -231,6 +274,8 @@ def apply_setting(context: CommandContext, setting: Setting, value: Any) -> None
     context.settings[setting.name] = value
     if setting.name in GENERATION_NAMES:
         setattr(context.chat.params, setting.attribute, value)
+    elif setting in DISPLAY_SETTINGS:
+        setattr(context.display, setting.attribute, value)
 
 
 @command(
@@ -347,3 +392,141 @@ def switch_model(context: CommandContext, argument: str) -> SwitchModel | None:
     except (BackendError, ModelNotFoundError) as error:
         context.console.error(str(error))
         return None
+
+
+@command("/history", "list the saved chats, or those containing TEXT", usage="[text]")
+def history(context: CommandContext, argument: str) -> None:
+    store = context.chat.store
+    if store is None:
+        context.console.say("No saved chats here.")
+        return
+    chats = store.search(argument) if argument else store.chats()
+    if not chats:
+        context.console.say(f"No saved chat contains '{argument}'." if argument else "No saved chats yet.")
+        return
+    rows = [chat.line() for chat in chats[:HISTORY_ROWS]]
+    more = len(chats) - len(rows)
+    if more > 0:
+        rows.append(f"… and {more} more (hailo-repl --list-chats lists them all)")
+    context.console.say("\n".join(rows))
+
+
+@command("/resume", "continue a saved chat (Tab completes the ids)", usage="<id>", arguments=SavedChatIds)
+def resume(context: CommandContext, argument: str) -> None:
+    store = context.chat.store
+    if not argument or store is None:
+        context.console.say("Usage: /resume <id> (/history lists the saved chats)")
+        return
+    try:
+        found = store.find(argument)
+        context.chat.resume(found.id)
+    except (SessionNotFoundError, ConversationFileError) as error:
+        context.console.error(str(error))
+        return
+    context.show_resumed(found)
+
+
+def as_markdown(messages: list[Message]) -> str:
+    """A conversation as Markdown: a heading per speaker, the text as it was written."""
+    titles = {"system": "System prompt", "user": "You", "assistant": "Assistant"}
+    parts = []
+    for message in messages:
+        note = " (interrupted)" if message.get("interrupted") else ""
+        parts.append(f"## {titles[message['role']]}{note}\n\n{message['content'].strip()}\n")
+    return "\n".join(parts)
+
+
+def what_to_copy(chat: Chat, argument: str) -> tuple[str, str] | str:
+    """(the text, what it is) for `/copy [N|all]`, or why there is nothing to copy."""
+    if argument == "all":
+        if not any(m["role"] == "user" for m in chat.messages):
+            return "Nothing to copy yet."
+        return as_markdown(chat.messages), "the conversation as Markdown"
+    replies = [m["content"] for m in chat.messages if m["role"] == "assistant"]
+    if not replies:
+        return "No reply to copy yet."
+    if not argument:
+        return replies[-1], "the last reply"
+    blocks = code_blocks(replies[-1])
+    if not argument.isdigit() or not 1 <= int(argument) <= len(blocks):
+        if not blocks:
+            return "The last reply has no code block; /copy copies the whole reply."
+        return f"Usage: /copy [N|all] — the last reply's code blocks are numbered 1 to {len(blocks)}."
+    return blocks[int(argument) - 1].rstrip("\n"), f"code block {argument} of the last reply"
+
+
+@command("/copy", "copy the last reply, its code block N, or all the chat (works over SSH)", usage="[N|all]")
+def copy(context: CommandContext, argument: str) -> None:
+    found = what_to_copy(context.chat, argument.strip().lower())
+    if isinstance(found, str):
+        context.console.say(found)
+        return
+    text, what = found
+    how = clipboard.copy(text, context.console.write)
+    context.console.info(f"Copied {what} ({len(text)} characters) to the clipboard ({how}).")
+
+
+FILE_READ_LIMIT = 4_000_000  # bytes: more than any context here holds, read no further
+
+
+def read_text_file(path: Path) -> str:
+    """A file's text; ValueError with the one line to show when it is not a text file."""
+    if not path.is_file():
+        raise ValueError(f"{path} is not a file" if path.exists() else f"{path} does not exist")
+    with path.open("rb") as file:
+        data = file.read(FILE_READ_LIMIT + 1)
+    if len(data) > FILE_READ_LIMIT:
+        raise ValueError(f"{path} is over {FILE_READ_LIMIT // 1_000_000} MB, far more than the context holds")
+    if b"\0" in data:
+        raise ValueError(f"{path} is not text (it holds binary data)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not text (not UTF-8)") from None
+
+
+@command("/file", "put a file's text into your next message", usage="<path>", arguments=paths())
+def attach_file(context: CommandContext, argument: str) -> None:
+    if not argument:
+        context.console.say("Usage: /file <path>")
+        return
+    path = Path(argument).expanduser()
+    chat = context.chat
+    try:
+        text = read_text_file(path)
+        # What must fit: the system prompt, the files and room for the reply (older turns can go).
+        files = "\n\n".join([*chat.attachments, file_message(path.name, text)])
+        needed = chat.backend.count_tokens([chat.messages[0], {"role": "user", "content": files}])
+        free = chat.backend.context_capacity - chat.params.max_tokens
+    except OSError as error:
+        context.console.error(f"Cannot read {path}: {error.strerror or error}")
+        return
+    except ValueError as error:
+        context.console.error(str(error))
+        return
+    except BackendError:
+        context.console.error("The model is not loaded yet; try /file again in a moment.")
+        return
+    if needed > free:
+        context.console.error(
+            f"{path.name} needs {needed} tokens with the system prompt, but the context leaves {free} "
+            f"beside the reply's {chat.params.max_tokens}; not attached"
+        )
+        return
+    chat.attach(path.name, text)
+    share = 100 * needed // chat.backend.context_capacity
+    context.console.info(
+        f"{path.name}: {len(text)} characters, about {needed} tokens ({share}% of the context); "
+        "it goes with your next message."
+    )
+
+
+@command("/continue", "go on with a reply cut off by max-tokens (or Ctrl+C)")
+def continue_reply(context: CommandContext, argument: str) -> Send | None:
+    if context.chat.messages[-1]["role"] != "assistant":
+        context.console.say("No reply to continue yet.")
+        return None
+    if not context.chat.cut_off():
+        context.console.say("The last reply is complete; /continue goes on with one cut off by max-tokens.")
+        return None
+    return Send(CONTINUE_PROMPT)

@@ -30,6 +30,11 @@ def state_dir() -> Path:
     return _xdg("XDG_STATE_HOME", ".local/state")
 
 
+def sessions_dir() -> Path:
+    """Where every chat is saved after each turn (and /save puts a chat without a name)."""
+    return data_dir() / "sessions"
+
+
 def log_file() -> Path:
     return state_dir() / "hailo-repl.log"
 
@@ -54,10 +59,13 @@ class _LogFile:
             pass
 
 
-def setup_logging() -> None:
-    """Logs go to the log file only, never to the terminal; without the values of variables
-    in tracebacks (`diagnose`), so what a user typed does not end up there."""
+def setup_logging(to_file: bool = True) -> None:
+    """Logs go to the log file only (none with `to_file` False: --no-history writes nothing),
+    never to the terminal; without the values of variables in tracebacks (`diagnose`), so
+    what a user typed does not end up there."""
     logger.remove()
+    if not to_file:
+        return
     try:
         private_dir(state_dir())
     except OSError:

@@ -7,9 +7,11 @@ The REPL, the commands and the line-by-line mode write through a Console rather 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import TextIO
 
 from hailo_repl.streaming import terminal_safe
+from hailo_repl.wrap import wrap_text
 
 INFO = "[Info]"
 ERROR = "[Error]"
@@ -25,10 +27,15 @@ def labelled(label: str, text: str) -> str:
 
 class Console:
     """Writes whole lines to `stream` (stdout by default, looked up at each write so that
-    a test's or prompt_toolkit's replacement of sys.stdout is honoured)."""
+    a test's or prompt_toolkit's replacement of sys.stdout is honoured).
 
-    def __init__(self, stream: TextIO | None = None):
+    With `wrap_width` (the terminal's columns, or None while word-wrap is off) whole
+    lines are wrapped at word boundaries; streamed text is the caller's to wrap.
+    """
+
+    def __init__(self, stream: TextIO | None = None, wrap_width: Callable[[], int | None] | None = None):
         self._stream = stream
+        self.wrap_width = wrap_width
 
     @property
     def stream(self) -> TextIO:
@@ -40,9 +47,14 @@ class Console:
         self.stream.flush()
 
     def say(self, text: str) -> None:
-        """One or more whole lines; escape sequences and hidden format characters in them
-        (a file name, a system prompt from a chat file, a mistyped command) are removed."""
-        self.write(terminal_safe(text) + "\n")
+        """One or more whole lines, wrapped at the terminal's width; escape sequences and
+        hidden format characters in them (a file name, a system prompt from a chat file, a
+        mistyped command) are removed."""
+        self.write(self.wrapped(terminal_safe(text)) + "\n")
+
+    def wrapped(self, text: str) -> str:
+        width = self.wrap_width() if self.wrap_width else None
+        return wrap_text(text, width) if width else text
 
     def info(self, text: str) -> None:
         self.say(labelled(INFO, text))

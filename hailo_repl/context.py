@@ -12,6 +12,10 @@ from hailo_repl.backends.base import Message
 
 WARN_PERCENT = 70
 FULL_PERCENT = 90
+# Once turns must be dropped, drop until the conversation takes this share of the room
+# the reply leaves, not just enough: the history then starts where the backend's cached
+# copy does for the next several turns, instead of being re-read whole on every turn.
+DROP_TO_PERCENT = 50
 
 
 @dataclass(frozen=True)
@@ -78,39 +82,45 @@ def fit_history(
     capacity: int,
     reserve: int,
 ) -> FittedHistory:
-    """Drop the fewest oldest turns that make the conversation plus `reserve` tokens fit.
+    """Keep the conversation plus `reserve` tokens within `capacity`, dropping the oldest turns.
 
-    The system prompt and the newest turn are always kept; `reserve` is room for the
-    reply (max tokens). Raises ContextOverflowError when even those do not fit.
+    Nothing is dropped while it fits; when it does not, the oldest turns go until the
+    conversation takes at most DROP_TO_PERCENT of `capacity - reserve` (hysteresis: the
+    next several turns then fit without a full re-read), or only the newest turn is left.
+    The system prompt and the newest turn are always kept; `reserve` is room for the reply
+    (max tokens). Raises ContextOverflowError when even those do not fit.
 
-    Keeping fewer turns never costs more tokens, so the most turns that fit are found by
-    doubling from the newest turn and then bisecting: O(log k) counts of about k turns
-    each, where k is what fits; a long /load costs little more than a short chat (trying
-    each number of dropped turns in turn was quadratic in the chat's length).
+    Keeping fewer turns never costs more tokens, so the most turns within the goal are
+    found by doubling from the newest turn and then bisecting: O(log k) counts of about k
+    turns each, where k is what is kept; a long /load costs little more than a short chat
+    (trying each number of dropped turns in turn was quadratic in the chat's length).
     """
     system, turns = split_turns(messages)
 
     def newest(count: int) -> list[Message]:
         return system + [m for turn in turns[len(turns) - count :] for m in turn]
 
-    def fits(count: int) -> bool:
-        return count_tokens(newest(count)) + reserve <= capacity
+    def within(count: int, limit: int) -> bool:
+        return count_tokens(newest(count)) + reserve <= limit
 
-    if fits(len(turns)):
+    if within(len(turns), capacity):
         return FittedHistory(list(messages), 0)
-    if len(turns) <= 1 or not fits(1):
+    goal = reserve + (capacity - reserve) * DROP_TO_PERCENT // 100  # read at each call: the benchmark tries 100
+    if not within(1, goal):  # the newest turn alone is past the goal: keep it if it fits at all
+        if len(turns) > 1 and within(1, capacity):
+            return FittedHistory(newest(1), len(turns) - 1)
         raise ContextOverflowError(
             f"the message needs {count_tokens(newest(1))} tokens plus {reserve} for the reply, "
             f"but the context holds {capacity}; shorten it, "
             f"or allow a shorter reply (--max-tokens, /set max-tokens)"
         )
-    enough, too_many = 1, 2  # fits(enough); too_many is where fitting stops, once found
-    while too_many < len(turns) and fits(too_many):
+    enough, too_many = 1, 2  # within(enough, goal); too_many is where it stops, once found
+    while too_many < len(turns) and within(too_many, goal):
         enough, too_many = too_many, 2 * too_many
     too_many = min(too_many, len(turns))
     while too_many - enough > 1:
         middle = (enough + too_many) // 2
-        if fits(middle):
+        if within(middle, goal):
             enough = middle
         else:
             too_many = middle

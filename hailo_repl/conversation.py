@@ -101,4 +101,6 @@ def _message(item: dict[str, Any]) -> Message:
     message = Message(role=item["role"], content=item["content"])
     if item.get("interrupted"):
         message["interrupted"] = True
+    if item.get("truncated"):
+        message["truncated"] = True
     return message

@@ -4,7 +4,7 @@ held until their closing fence and then printed highlighted by pygments."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from enum import Enum
 
 from pygments import highlight
@@ -12,11 +12,18 @@ from pygments.formatters import TerminalFormatter
 from pygments.lexers import TextLexer, get_lexer_by_name, guess_lexer
 from pygments.util import ClassNotFound
 
+from hailo_repl.backends.base import Message
 from hailo_repl.console import ERROR, Console, labelled
+from hailo_repl.context import split_turns
+from hailo_repl.wrap import WordWrap
 
 FENCE = "```"
+USER_PREFIX = "You: "
 ASSISTANT_PREFIX = "Assistant: "
 INTERRUPTED_NOTE = " [interrupted]"
+RECENT_TURNS = 3  # turns shown when a saved chat is resumed
+DIM = "\x1b[2m"
+RESET = "\x1b[0m"
 
 
 def color_wanted(choice: str, environ: Mapping[str, str]) -> bool:
@@ -35,26 +42,41 @@ def highlight_code(code: str, language: str) -> str:
 
 
 class ReplyRenderer:
-    def __init__(self, color: bool = True):
+    """Turns a streamed reply into what the terminal shows: prose at once (word-wrapped
+    with `wrap`), fenced code blocks held until their closing fence, then printed whole,
+    highlighted when `color`, never re-wrapped."""
+
+    def __init__(self, color: bool = True, wrap: WordWrap | None = None):
         self.color = color
+        self.wrap = wrap
         self._line = ""  # the current line, while it may still be a fence line
         self._holding = True  # at a line start: hold text until it cannot be a fence
         self._language: str | None = None  # set inside a code block
         self._code: list[str] = []
+        self.blocks: list[str] = []  # the code blocks so far, numbered from 1 on their fence lines
 
     def feed(self, text: str) -> str:
-        if not self.color:
-            return text
         out: list[str] = []
+        prose: list[str] = []  # runs of prose go through the wrap together
         for char in text:
-            out.append(self._char(char))
+            shown, is_prose = self._char(char)
+            if is_prose:
+                prose.append(shown)
+            elif shown:
+                out.append(self._wrapped("".join(prose)) + shown)
+                prose = []
+        out.append(self._wrapped("".join(prose)))
         return "".join(out)
 
-    def _char(self, char: str) -> str:
+    def _wrapped(self, prose: str) -> str:
+        return self.wrap.feed(prose) if self.wrap and prose else prose
+
+    def _char(self, char: str) -> tuple[str, bool]:
+        """What `char` lets show now, and whether that is prose (to wrap) or a fence or code."""
         if not self._holding:  # plain text in the middle of a line
             if char == "\n":
                 self._holding = True
-            return char
+            return char, True
         self._line += char
         line = self._line
         if char == "\n":
@@ -63,28 +85,46 @@ class ReplyRenderer:
         if self._language is None and not (FENCE.startswith(line.lstrip()) or line.lstrip().startswith(FENCE)):
             self._line = ""
             self._holding = False
-            return line
-        return ""
+            return line, True
+        return "", False
 
-    def _end_of_line(self, line: str) -> str:
+    def _end_of_line(self, line: str) -> tuple[str, bool]:
         stripped = line.strip()
         if self._language is None:
             if stripped.startswith(FENCE):
                 self._language = stripped[len(FENCE) :].strip()
                 self._code = []
-            return line
+                number = f"[{len(self.blocks) + 1}]"  # what /copy N takes
+                label = f"{DIM}{number}{RESET}" if self.color else number
+                return f"{line.rstrip()} {label}\n", False
+            return line, True
         if stripped == FENCE:
             code, language = "".join(self._code), self._language
+            self.blocks.append(code)
             self._language, self._code = None, []
-            return highlight_code(code, language) + line
+            return (highlight_code(code, language) if self.color else code) + line, False
         self._code.append(line)
-        return ""
+        return "", False
 
     def flush(self) -> str:
         """End of reply: whatever is held comes out as it is (an unclosed block unhighlighted)."""
-        rest = "".join(self._code) + self._line
+        in_code = self._language is not None
+        held_code = "".join(self._code) + (self._line if in_code else "")
+        if in_code:
+            self.blocks.append(held_code)
+        prose = "" if in_code else self._line
         self._line, self._code, self._language, self._holding = "", [], None, True
-        return rest
+        if self.wrap:
+            prose = self.wrap.feed(prose) + self.wrap.flush()
+        return held_code + prose
+
+
+def code_blocks(reply: str) -> list[str]:
+    """The code blocks of a reply, as the renderer numbered them (an unclosed last one included)."""
+    renderer = ReplyRenderer(color=False)
+    renderer.feed(reply)
+    renderer.flush()
+    return renderer.blocks
 
 
 class ReplyEvent(Enum):
@@ -105,7 +145,7 @@ async def show_reply(
     while True:
         kind, value = await events.get()
         if kind is ReplyEvent.NOTICE:
-            console.write(("\n" if started else "") + value + "\n")
+            console.write(("\n" if started else "") + console.wrapped(value) + "\n")
         elif kind is ReplyEvent.TEXT:
             if not started:
                 console.write(ASSISTANT_PREFIX)
@@ -116,6 +156,30 @@ async def show_reply(
             if kind is ReplyEvent.INTERRUPTED:
                 tail += INTERRUPTED_NOTE
             elif kind is ReplyEvent.ERROR:
-                tail += ("\n" if started else "") + labelled(ERROR, value)
+                tail += ("\n" if started else "") + console.wrapped(labelled(ERROR, value))
             console.write(tail)
             return kind
+
+
+def recent_turns_text(
+    messages: list[Message],
+    color: bool = True,
+    wrap: Callable[[int], WordWrap | None] = lambda column: None,
+    count: int = RECENT_TURNS,
+) -> str:
+    """The last `count` turns of a conversation as the chat showed them, for a resumed chat;
+    `wrap(column)` gives the word-wrap for a message whose first line starts at `column`."""
+    _, turns = split_turns(messages)
+    shown = []
+    for turn in turns[-count:]:
+        for message in turn:
+            if message["role"] == "user":
+                user_wrap = wrap(len(USER_PREFIX))
+                text = user_wrap.feed(message["content"]) + user_wrap.flush() if user_wrap else message["content"]
+                shown.append(USER_PREFIX + text + "\n")
+                continue
+            renderer = ReplyRenderer(color, wrap(len(ASSISTANT_PREFIX)))
+            text = renderer.feed(message["content"]) + renderer.flush()
+            note = INTERRUPTED_NOTE if message.get("interrupted") else ""
+            shown.append(ASSISTANT_PREFIX + text + note + "\n\n")
+    return "".join(shown)

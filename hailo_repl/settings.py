@@ -235,7 +235,7 @@ SETTINGS_TABLE: tuple[Setting, ...] = (
     TextSetting("system-prompt", help="the model's instructions", default=DEFAULT_SYSTEM_PROMPT),
     SwitchSetting(
         "history",
-        help="read and write the input history file",
+        help="keep this chat on disk: the saved chat, the input history and the log (off: nothing is written)",
         default=True,
         env="HAILO_REPL_NOHISTORY",
         env_means_off=True,
@@ -252,9 +252,12 @@ SETTINGS_TABLE: tuple[Setting, ...] = (
         default="auto",
         choices=("auto", "always", "never"),
     ),
+    SwitchSetting("word-wrap", help="wrap replies and hailo-repl's lines at word boundaries", default=True, live=True),
 )
 SETTINGS = {setting.name: setting for setting in SETTINGS_TABLE}
 LIVE_SETTINGS = {setting.name: setting for setting in SETTINGS_TABLE if setting.live}
+# How replies are shown (not sent to the model): the REPL's DisplaySettings holds them.
+DISPLAY_SETTINGS = (SETTINGS["word-wrap"],)
 
 
 def default_of(name: str) -> Any:
@@ -311,3 +314,10 @@ def resolve(
             value, origin = setting.default, DEFAULT_ORIGIN
         resolved.values[name], resolved.origins[name] = value, origin
     return resolved
+
+
+@dataclass
+class DisplaySettings:
+    """The display settings' current values (DISPLAY_SETTINGS gives their names and defaults)."""
+
+    word_wrap: bool = default_of("word-wrap")

@@ -49,7 +49,7 @@ def test_a_prefix_completes_to_the_command():
 
 
 def test_set_completes_the_live_settings_and_save_completes_every_setting():
-    assert completions("/set ") == ["temperature", "max-tokens", "top-p", "vi-mode", "--save"]
+    assert completions("/set ") == ["temperature", "max-tokens", "top-p", "vi-mode", "word-wrap", "--save"]
     assert completions("/set te") == ["temperature"]
     assert completions("/set --save ba") == ["backend"]
 

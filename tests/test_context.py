@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hailo_repl.context import ContextOverflowError, ContextUsage, fit_history
+from hailo_repl.context import DROP_TO_PERCENT, ContextOverflowError, ContextUsage, fit_history
 
 
 def test_usage_text_and_levels():
@@ -43,17 +43,37 @@ def test_everything_is_kept_when_it_fits():
     assert fitted.messages == messages and fitted.dropped_turns == 0
 
 
-def test_oldest_turns_go_first_and_the_system_prompt_stays():
+def test_oldest_turns_go_first_down_to_half_the_context_and_the_system_prompt_stays():
     messages = conversation(5) + [{"role": "user", "content": "newest question"}]
-    fitted = fit_history(messages, words, capacity=60, reserve=20)
+    fitted = fit_history(messages, words, capacity=100, reserve=20)
     assert fitted.dropped_turns > 0
     assert fitted.messages[0] == messages[0]
     assert fitted.messages[-1] == messages[-1]
     assert fitted.messages[1:] == messages[1 + 2 * fitted.dropped_turns :]
-    assert words(fitted.messages) + 20 <= 60
-    # and no more was dropped than needed
+    assert words(fitted.messages) <= 40  # down to half the 80 the reply leaves, not just under it
+    # and no more was dropped than that
     one_less = [messages[0]] + messages[1 + 2 * (fitted.dropped_turns - 1) :]
-    assert words(one_less) + 20 > 60
+    assert words(one_less) > 40
+
+
+def test_when_half_cannot_be_reached_the_newest_turn_alone_is_kept_if_it_fits():
+    messages = conversation(2) + [{"role": "user", "content": "big " * 50}]
+    fitted = fit_history(messages, words, capacity=100, reserve=20)
+    assert fitted.messages == [messages[0], messages[-1]]
+
+
+def test_after_a_drop_several_turns_follow_without_dropping_again():
+    """The hysteresis: a chat at capacity re-reads its history once every several turns,
+    not on every turn (which a drop of just enough would do)."""
+    messages = [{"role": "system", "content": "be brief"}]
+    drops = []
+    for turn in range(60):
+        messages.append({"role": "user", "content": f"question {turn} " * 3})
+        fitted = fit_history(messages, words, capacity=200, reserve=20)
+        drops.append(fitted.dropped_turns > 0)
+        messages = fitted.messages + [{"role": "assistant", "content": f"answer {turn} " * 5}]
+    first = drops.index(True)
+    assert 5 <= sum(drops[first:]) <= len(drops[first:]) // 4
 
 
 def test_a_message_too_big_for_the_context_is_refused_with_a_reason():
@@ -74,17 +94,28 @@ def _words(messages):
 
 
 @given(st.lists(st.integers(0, 40), min_size=1, max_size=30), st.integers(20, 400))
-def test_the_fewest_oldest_turns_are_dropped(sizes, capacity):
+def test_when_turns_must_go_the_oldest_go_down_to_the_goal(sizes, capacity):
     messages = _turns(sizes)
+    turns = len(sizes)
+    goal = 5 + (capacity - 5) * DROP_TO_PERCENT // 100
+
+    def keeping(dropped):  # the system prompt and all turns but the `dropped` oldest
+        return [messages[0], *messages[1 + 2 * dropped :]]
+
     try:
         fitted = fit_history(messages, _words, capacity, reserve=5)
     except ContextOverflowError:
-        assert _words([messages[0], *messages[-2:]]) + 5 > capacity
+        assert _words(keeping(turns - 1)) + 5 > capacity
         return
+    assert fitted.messages == keeping(fitted.dropped_turns)
     assert _words(fitted.messages) + 5 <= capacity
-    if fitted.dropped_turns:  # one turn fewer dropped would not have fitted
-        one_more = [messages[0], *messages[1 + 2 * (fitted.dropped_turns - 1) :]]
-        assert _words(one_more) + 5 > capacity
+    if fitted.dropped_turns == 0:
+        return
+    assert _words(messages) + 5 > capacity  # nothing is dropped while it all fits
+    if _words(fitted.messages) + 5 <= goal:  # down to the goal, and no further
+        assert _words(keeping(fitted.dropped_turns - 1)) + 5 > goal
+    else:  # the newest turn alone is past the goal, so it is all that is kept
+        assert fitted.dropped_turns == turns - 1
 
 
 def test_fitting_a_long_chat_counts_tokens_a_logarithmic_number_of_times():

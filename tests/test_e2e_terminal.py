@@ -189,10 +189,10 @@ def test_a_session_on_llama_cpp_with_smollm2(isolated_home):
     term.expect("using llama.cpp on the CPU with SmolLM2-135M-Instruct")
     term.expect(PROMPT)
     term.expect("llama.cpp CPU")  # the toolbar
-    term.send("/cont\t")
-    term.expect("ext")  # the completion, drawn whole or as the part added to "/cont"
+    term.send("/conte\t")  # "/cont" is also /continue's start
+    term.expect("xt")  # the completion, drawn whole or as the part added to "/conte"
     term.send("\r")
-    term.expect(r"Context: \[")  # /context's bar: Tab completed /cont
+    term.expect(r"Context: \[")  # /context's bar: Tab completed /conte
     term.expect(PROMPT)
 
     term.send("What is the capital of France?\r")

@@ -44,7 +44,8 @@ def device(isolated_home, hailo_resources, tmp_path):
 
     def start(script: dict | None = None, *args: str, **more_env: str) -> Terminal:
         env = script_env(script or {"replies": [["Hello", " there"]]})
-        return Terminal(["--hef-path", QWEN, *args], {**env, **more_env})
+        # Wide: the lines these tests match name long temporary paths, and hailo-repl wraps at the edge.
+        return Terminal(["--hef-path", QWEN, *args], {**env, **more_env}, cols=400, timeout=30)
 
     start.env = script_env
     start.log = log

@@ -7,6 +7,7 @@ from hailo_repl.render import ReplyRenderer, color_wanted
 from hailo_repl.toolbar import ModelState, ToolbarState, toolbar_fragments
 
 REPLY = "Try this:\n```python\nprint('hi')\n```\nThat prints `hi`.\n"
+NUMBERED = REPLY.replace("```python\n", "```python [1]\n")  # blocks are numbered for /copy N
 
 
 def render(text, color=True, size=1):
@@ -24,7 +25,7 @@ def strip_ansi(text):
 def test_code_blocks_are_highlighted_once_closed():
     pieces, out = render(REPLY)
     assert "\x1b[" in out
-    assert strip_ansi(out) == REPLY
+    assert strip_ansi(out) == NUMBERED
     # nothing of the block is shown before its closing fence arrives
     before_close = "".join(pieces[: REPLY.index("```\nThat")])
     assert "print" not in before_close
@@ -35,14 +36,14 @@ def test_text_outside_code_streams_immediately():
     assert pieces[0] == "Hel"
 
 
-def test_no_color_passes_text_through():
+def test_no_color_passes_text_through_with_the_block_numbers():
     _, out = render(REPLY, color=False)
-    assert out == REPLY
+    assert out == NUMBERED
 
 
 def test_an_unclosed_block_is_shown_plain_at_the_end():
     _, out = render("```\nhalf a block", size=4)
-    assert out == "```\nhalf a block"
+    assert out == "``` \x1b[2m[1]\x1b[0m\nhalf a block"  # only the number is styled
 
 
 def test_toolbar_shows_usage_with_its_level():

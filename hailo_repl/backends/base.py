@@ -19,9 +19,11 @@ class _MessageFields(TypedDict):
 
 
 class Message(_MessageFields, total=False):
-    """One message of a conversation; `interrupted` marks a reply cut short by Ctrl+C."""
+    """One message of a conversation; `interrupted` marks a reply cut short by Ctrl+C,
+    `truncated` one that reached max-tokens (/continue goes on with either)."""
 
     interrupted: bool
+    truncated: bool
 
 
 @dataclass
