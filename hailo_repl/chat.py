@@ -16,7 +16,7 @@ from typing import Any
 
 from hailo_repl.backends.base import Backend, BackendError, GenerationParams, Message, Notice, ReplyStream
 from hailo_repl.console import CONTEXT, ERROR, INFO, labelled
-from hailo_repl.context import ContextUsage, fit_history, split_turns
+from hailo_repl.context import ContextOverflowError, ContextUsage, fit_history, split_turns
 from hailo_repl.conversation import ConversationFileError
 from hailo_repl.sessions import ChatRecord, SessionStore, new_session_id
 from hailo_repl.stats import ReplyStats
@@ -60,9 +60,18 @@ class Chat:
         used = backend.context_used
         if self._history_unsent:
             if self._unsent_tokens is None:
-                self._unsent_tokens = backend.count_tokens(for_model(self.messages))
+                self._unsent_tokens = self._history_tokens_to_send()
             used = self._unsent_tokens
         return ContextUsage(used, backend.context_capacity, backend.context_is_estimate)
+
+    def _history_tokens_to_send(self) -> int:
+        """What the next reply will send of the history, fitted as it will be: a long /load
+        is never counted whole, which would freeze the toolbar that asks."""
+        count, capacity = self.backend.count_tokens, self.backend.context_capacity
+        try:
+            return count(fit_history(for_model(self.messages), count, capacity, self.params.max_tokens).messages)
+        except ContextOverflowError:
+            return capacity
 
     def reply_room(self) -> int | None:
         """The most tokens a reply can take: the context less the system prompt. None while

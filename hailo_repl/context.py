@@ -16,6 +16,8 @@ FULL_PERCENT = 90
 # the reply leaves, not just enough: the history then starts where the backend's cached
 # copy does for the next several turns, instead of being re-read whole on every turn.
 DROP_TO_PERCENT = 50
+# More characters than this per token of the context, and a chat is too long to try whole.
+CHARACTERS_PER_TOKEN_AT_MOST = 16
 
 
 @dataclass(frozen=True)
@@ -90,10 +92,11 @@ def fit_history(
     The system prompt and the newest turn are always kept; `reserve` is room for the reply
     (max tokens). Raises ContextOverflowError when even those do not fit.
 
-    Keeping fewer turns never costs more tokens, so the most turns within the goal are
+    Keeping fewer turns never costs more tokens, so the most turns within a limit are
     found by doubling from the newest turn and then bisecting: O(log k) counts of about k
-    turns each, where k is what is kept; a long /load costs little more than a short chat
-    (trying each number of dropped turns in turn was quadratic in the chat's length).
+    turns each, where k is what fits. A long chat is never counted whole unless it all
+    fits, so a long /load costs little more than a short chat (trying each number of dropped
+    turns in turn was quadratic in the chat's length).
     """
     system, turns = split_turns(messages)
 
@@ -103,25 +106,36 @@ def fit_history(
     def within(count: int, limit: int) -> bool:
         return count_tokens(newest(count)) + reserve <= limit
 
-    if within(len(turns), capacity):
+    def most_turns_within(limit: int, most: int) -> int:
+        """The most newest turns, up to `most`, that fit within `limit` (0 if not even one)."""
+        if not within(1, limit):
+            return 0
+        enough, too_many = 1, 2  # within(enough); too_many is past `most` or does not fit
+        while too_many <= most and within(too_many, limit):
+            enough, too_many = too_many, 2 * too_many
+        too_many = min(too_many, most + 1)
+        while too_many - enough > 1:
+            middle = (enough + too_many) // 2
+            if within(middle, limit):
+                enough = middle
+            else:
+                too_many = middle
+        return enough
+
+    # A chat short enough that it may well fit is counted whole first: one count, where the
+    # search would take several. (Only speed depends on this: the search finds the same.)
+    if sum(len(m["content"]) for m in messages) <= CHARACTERS_PER_TOKEN_AT_MOST * capacity:
+        if within(len(turns), capacity):
+            return FittedHistory(list(messages), 0)
+    fitting = most_turns_within(capacity, len(turns))
+    if fitting == len(turns):
         return FittedHistory(list(messages), 0)
-    goal = reserve + (capacity - reserve) * DROP_TO_PERCENT // 100  # read at each call: the benchmark tries 100
-    if not within(1, goal):  # the newest turn alone is past the goal: keep it if it fits at all
-        if len(turns) > 1 and within(1, capacity):
-            return FittedHistory(newest(1), len(turns) - 1)
+    if fitting == 0:
         raise ContextOverflowError(
             f"the message needs {count_tokens(newest(1))} tokens plus {reserve} for the reply, "
             f"but the context holds {capacity}; shorten it, "
             f"or allow a shorter reply (--max-tokens, /set max-tokens)"
         )
-    enough, too_many = 1, 2  # within(enough, goal); too_many is where it stops, once found
-    while too_many < len(turns) and within(too_many, goal):
-        enough, too_many = too_many, 2 * too_many
-    too_many = min(too_many, len(turns))
-    while too_many - enough > 1:
-        middle = (enough + too_many) // 2
-        if within(middle, goal):
-            enough = middle
-        else:
-            too_many = middle
-    return FittedHistory(newest(enough), len(turns) - enough)
+    goal = reserve + (capacity - reserve) * DROP_TO_PERCENT // 100  # read at each call: the benchmark tries 100
+    kept = most_turns_within(goal, fitting) or 1  # the newest turn alone, past the goal, if it fits at all
+    return FittedHistory(newest(kept), len(turns) - kept)
