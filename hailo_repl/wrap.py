@@ -13,8 +13,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from prompt_toolkit.utils import get_cwidth
-
 WIDE = 2
 MIN_HANGING_TEXT = 20  # cells a hanging indent must leave for the text, else lines start at column 0
 # A table row ("  /help      show the commands"): its continuation lines start under the
@@ -24,6 +22,11 @@ HANGING_COLUMN = re.compile(r"^\s*\S.*?\s{2,}(?=\S)")
 
 class WordWrap:
     def __init__(self, width: Callable[[], int], column: int = 0, indent: int = 0):
+        # Imported here: prompt_toolkit takes ~80 ms to import, and `hailo-repl --list-models -q`
+        # (asked by shell completion on every Tab) must not pay for it.
+        from prompt_toolkit.utils import get_cwidth
+
+        self._cells = get_cwidth
         self._width_of = width
         self._width = max(1, width())
         self.column = column  # cells already on the current line
@@ -45,12 +48,12 @@ class WordWrap:
                     out.append(char)
                 else:
                     self._at_edge = True
-            elif get_cwidth(char) == WIDE:
+            elif self._cells(char) == WIDE:
                 out.append(self._place_word())
                 self._word, self._word_cells = char, WIDE
                 out.append(self._place_word())
             else:
-                cells = get_cwidth(char)
+                cells = self._cells(char)
                 if self._word_cells + cells > self._width - self._indent:
                     out.append(self._cut_long_word())
                 self._word += char
