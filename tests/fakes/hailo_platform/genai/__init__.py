@@ -60,7 +60,8 @@ hef.cpp = hailort/libhailort/src/hef/hef.cpp. Each behaviour and where to re-che
 - max_generated_tokens=0: the prompt is only prefilled. generate() itself waits for the
   empty answer (llm.cpp `LLMGenerator::Impl::generate`); the status is MAX_TOKENS_REACHED
   and, tokens being zero, neither a token nor the recovery sequence reaches the context
-  (llm_server.cpp `handle_generation_completion`, `zero_tokens_back`).
+  (llm_server.cpp `handle_generation_completion`, `zero_tokens_back`). It is logged as a
+  "prefill" event, not a "generate", and takes no scripted reply.
 - save_context()/load_context() (pyhailort.py; llm_server.cpp `LLMServer::get_context` and
   `set_context`; context_structure.hpp): the data is a packed header (magic 0x01484546,
   the HailoRT version as three u32, protocol version 0, the HEF's `hef.hash()` as a
@@ -418,14 +419,16 @@ class LLM:
             if not first and tools:
                 raise HailoRTInvalidOperationException("Tools can only be provided on the first prompt")
             template = _TEMPLATES.from_string(device.template)
-            text = template.render(messages=prompt, tools=tools, add_generation_prompt=True)
+            # A later prompt is rendered after the probe, then cut (minja_wrapper.cpp `render`).
+            rendered = prompt if first else _PROBE + prompt
+            text = template.render(messages=rendered, tools=tools, add_generation_prompt=True)
             if not first:
                 text = text[len(template.render(messages=_PROBE, add_generation_prompt=False)) :]
             device.template_first = False
         held = "".join(device.context)
         device.append(text)
         record(
-            "generate",
+            "prefill" if max_generated_tokens == 0 else "generate",
             prompt=prompt,
             temperature=temperature,
             max_generated_tokens=max_generated_tokens,
