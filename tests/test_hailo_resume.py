@@ -28,21 +28,14 @@ QWEN_LIKE_TEMPLATE = (
 
 
 @pytest.fixture
-def open_device(hailo_resources, fake_script):
+def open_device(loaded_hailo_backend):
     """Each call: a new hailo-repl process's backend, loaded (a fresh LLM on the double)."""
-    directory = hailo_resources(QWEN)
-    fake_script({"replies": [["Paris."], ["Berlin."], ["Rome."]], "prompt_template": QWEN_LIKE_TEMPLATE})
-    opened = []
+    script = {"replies": [["Paris."], ["Berlin."], ["Rome."]], "prompt_template": QWEN_LIKE_TEMPLATE}
 
     def open_backend(cache=None) -> HailoBackend:
-        backend = HailoBackend(directory / f"{QWEN}.hef", context_cache=cache)
-        backend.load()
-        opened.append(backend)
-        return backend
+        return loaded_hailo_backend(script, cache)
 
-    yield open_backend
-    for backend in opened:
-        backend.release()
+    return open_backend
 
 
 @pytest.fixture
