@@ -14,7 +14,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from hailo_repl.backends.base import Backend, BackendError, GenerationParams, Message, Notice, ReplyStream
+from hailo_repl.backends.base import (
+    Backend,
+    BackendError,
+    GenerationParams,
+    KeepsContext,
+    Message,
+    Notice,
+    ReplyStream,
+)
 from hailo_repl.console import CONTEXT, ERROR, INFO, labelled
 from hailo_repl.context import ContextOverflowError, ContextUsage, fit_history, split_turns
 from hailo_repl.conversation import ConversationFileError
@@ -97,6 +105,8 @@ class Chat:
         data, messages = self.store.load(session_id)
         self.replace_messages(messages)
         self.session_id = session_id
+        if isinstance(self.backend, KeepsContext):  # the model may load what it held instead of reading it
+            self.backend.offer_context(self.store.context_path(session_id), for_model(self.messages))
         self._created = data.get("created") if isinstance(data.get("created"), str) else None
         return data
 
@@ -117,6 +127,8 @@ class Chat:
             record.created = self._created
         self.store.save(record, self.messages)
         self._created = record.created
+        if isinstance(self.backend, KeepsContext):
+            self.backend.save_context(self.store.context_path(self.session_id), for_model(self.messages))
 
     def set_system_prompt(self, text: str) -> None:
         self.system_prompt = text

@@ -22,7 +22,7 @@ from hailo_repl import __version__, doctor
 from hailo_repl.backends import BackendChoice, open_backend, remote_backend
 from hailo_repl.backends.base import Backend, BackendError, GenerationParams
 from hailo_repl.chat import Chat
-from hailo_repl.config import log_file, sessions_dir, setup_logging
+from hailo_repl.config import device_contexts_dir, log_file, sessions_dir, setup_logging
 from hailo_repl.config_file import (
     CONFIG_ENV,
     CONFIG_NAME,
@@ -387,6 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(show_config(settings, config_file))
         return EXIT_OK
     setup_logging(to_file=settings["history"])  # --no-history: nothing of the chat on disk
+    choice.context_cache = device_contexts_dir() if settings["history"] else None
     if args.list_models and choice.backend in REMOTE_BACKENDS:
         try:
             print_server_models(choice)

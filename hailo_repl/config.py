@@ -35,6 +35,11 @@ def sessions_dir() -> Path:
     return data_dir() / "sessions"
 
 
+def device_contexts_dir() -> Path:
+    """Where the hailo backend keeps each HEF's context of the system prompt (a cache)."""
+    return data_dir() / "contexts"
+
+
 def log_file() -> Path:
     return state_dir() / "hailo-repl.log"
 

@@ -68,11 +68,16 @@ def write_atomically(path: Path, text: str) -> None:
 
     OSError on failure (NotARegularFile for a device, FIFO or folder); nothing is left behind.
     """
+    write_bytes_atomically(path, text.encode("utf-8"))
+
+
+def write_bytes_atomically(path: Path, data: bytes) -> None:
+    """`write_atomically` for bytes."""
     target = Path(os.path.realpath(path))  # a symlink is followed: the link stays a link
     _check_regular(target)
     handle, temp = _temporary_beside(target)
     try:
-        _write_all(handle, temp, text)
+        _write_all(handle, temp, data)
         os.replace(temp, target)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -85,7 +90,7 @@ def create_exclusively(path: Path, text: str) -> None:
     so two processes choosing the same name never overwrite each other."""
     handle, temp = _temporary_beside(path)
     try:
-        _write_all(handle, temp, text)
+        _write_all(handle, temp, text.encode("utf-8"))
         os.link(temp, path)  # fails if `path` exists; either the whole file appears or nothing
     finally:
         with contextlib.suppress(OSError):
@@ -98,9 +103,9 @@ def _temporary_beside(target: Path) -> tuple[int, str]:
     return tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)  # 0600
 
 
-def _write_all(handle: int, temp: str, text: str) -> None:
-    with os.fdopen(handle, "w", encoding="utf-8") as file:
-        file.write(text)
+def _write_all(handle: int, temp: str, data: bytes) -> None:
+    with os.fdopen(handle, "wb") as file:
+        file.write(data)
         file.flush()
         os.fsync(file.fileno())
 
@@ -111,13 +116,18 @@ def read_text_limited(path: Path, limit: int) -> str:
     NotARegularFile before opening anything else; FileTooLarge when it is larger;
     OSError when it cannot be read; UnicodeDecodeError when it is not UTF-8.
     """
+    return read_bytes_limited(path, limit).decode("utf-8")
+
+
+def read_bytes_limited(path: Path, limit: int) -> bytes:
+    """`read_text_limited` for bytes."""
     _check_regular(path)
     with open(path, "rb") as file:
         _check_regular(path)  # swapped between the check and the open
         data = file.read(limit + 1)
     if len(data) > limit:
         raise FileTooLarge(f"{path} is larger than {limit >> 20} MiB, more than hailo-repl reads")
-    return data.decode("utf-8")
+    return data
 
 
 @contextlib.contextmanager

@@ -98,6 +98,10 @@ class SessionStore:
     def path_of(self, session_id: str) -> Path:
         return self.directory / f"{session_id}.json"
 
+    def context_path(self, session_id: str) -> Path:
+        """Where a backend that keeps its model's context (the Hailo device's) keeps the chat's."""
+        return self.directory / f"{session_id}.ctx"
+
     def save(self, record: ChatRecord, messages: list[Message]) -> None:
         """Rewrite the chat's file whole; ConversationFileError (one line) if it cannot be written."""
         if not self.writable:

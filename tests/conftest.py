@@ -58,6 +58,27 @@ def fake_script(tmp_path, monkeypatch):
 
 
 @pytest.fixture
+def loaded_hailo_backend(hailo_resources, fake_script):
+    """Each call: a HailoBackend on the double whose device replies as `script` says, loaded as a
+    new hailo-repl process loads it; all released afterwards."""
+    from hailo_repl.backends.hailo import HailoBackend
+
+    directory = hailo_resources("Qwen2.5-1.5B-Instruct")
+    opened = []
+
+    def open_with(script, context_cache: Path | None = None) -> HailoBackend:
+        fake_script(script)
+        backend = HailoBackend(directory / "Qwen2.5-1.5B-Instruct.hef", context_cache=context_cache)
+        backend.load()
+        opened.append(backend)
+        return backend
+
+    yield open_with
+    for backend in opened:
+        backend.release()
+
+
+@pytest.fixture
 def fake_log(tmp_path, monkeypatch):
     """HAILO_FAKE_LOG for the double; returns a reader of the recorded events."""
     path = tmp_path / "fake-hailo.jsonl"

@@ -32,6 +32,20 @@ def with_fakes(env: Mapping[str, str] | None = None) -> dict[str, str]:
     return environment
 
 
+CHATML_MESSAGE = re.compile(r"<\|im_start\|>(\w+)\n(.*?)(?=<\|im_end\|>|<\|im_start\|>|$)", re.DOTALL)
+
+
+def device_messages(text: str) -> list[tuple[str, str]]:
+    """(role, content) of each message in the double's context text (its default template is
+    ChatML): what the device holds, whether it came as messages or as text after a loaded context."""
+    return [(role, content) for role, content in CHATML_MESSAGE.findall(text) if content or role != "assistant"]
+
+
+def user_messages_sent(generations: list[dict]) -> list[str]:
+    """The newest user message of each generate() the double saw."""
+    return [[c for r, c in device_messages(e["held"] + e["inserted"]) if r == "user"][-1] for e in generations]
+
+
 def hailo_repl_command() -> list[str]:
     """The installed console script next to this Python (not a pyenv shim), as a user runs it."""
     script = Path(sys.executable).parent / "hailo-repl"

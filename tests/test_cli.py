@@ -20,6 +20,8 @@ import pytest
 from conftest import hailo_repl_command, run_cli
 from terminal import with_fakes
 
+from hailo_repl.backends.hailo import render_chatml
+
 QWEN = "Qwen2.5-1.5B-Instruct"
 CODER = "Qwen2.5-Coder-1.5B-Instruct"
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant. Be concise and clear in your responses."
@@ -139,12 +141,12 @@ def test_pipe_runs_a_two_turn_conversation_on_the_device(isolated_home, hailo_re
     assert result.stdout.splitlines() == ["Hello there.", "You said Hi."]
     events = fake_log()
     first, second = generates(events)
-    assert first["prompt"] == [
-        {"role": "system", "content": DEFAULT_SYSTEM_PROMPT},
-        {"role": "user", "content": "Hi"},
-    ]
+    # The system prompt read first, alone (and kept for the next chat), then the message.
+    assert first["held"] + first["inserted"] == render_chatml(
+        [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, {"role": "user", "content": "Hi"}]
+    )
     # The device still holds turn 1: send only the new message, and never wipe it in between.
-    assert second["prompt"] == [{"role": "user", "content": "What did I just say?"}]
+    assert second["inserted"] == render_chatml([{"role": "user", "content": "What did I just say?"}])
     at = [index for index, event in enumerate(events) if event["event"] == "generate"]
     assert "clear_context" not in names(events)[at[0] : at[1]]
     assert second["usage_before_reply"] > first["usage_before_reply"]

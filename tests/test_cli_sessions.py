@@ -31,15 +31,13 @@ def test_a_pipe_saves_every_turn_and_c_continues_it_with_p(isolated_home, hailo_
     assert again.returncode == 0, again.stderr
     assert again.stdout.strip() == "You asked about two capitals."
     assert f"Continuing chat {path.stem}" in again.stderr
-    # The device got the whole saved history (a new process: its context was empty).
-    last = [e for e in fake_log() if e["event"] == "generate"][-1]
-    assert [m["content"] for m in last["prompt"]][1:] == [
-        "Capital of France?",
-        "Paris.",
-        "Of Germany?",
-        "Berlin.",
-        "What did I ask?",
-    ]
+    # A new process, an empty device: it loaded the context saved beside the chat and read
+    # only the new message, as if it had never stopped.
+    generations = [e for e in fake_log() if e["event"] == "generate"]
+    held_after_first_run = generations[1]["held"] + generations[1]["inserted"] + "Berlin."
+    assert generations[-1]["held"] == held_after_first_run
+    assert generations[-1]["inserted"] == "<|im_start|>user\nWhat did I ask?<|im_end|>\n<|im_start|>assistant\n"
+    assert path.with_suffix(".ctx").stat().st_mode & 0o777 == 0o600
     assert saved_files(isolated_home) == [path]  # the same chat, not a new one
     assert len(json.loads(path.read_text())["messages"]) == 7
 
@@ -96,7 +94,9 @@ def test_no_history_writes_nothing_anywhere_under_home(tmp_path, hailo_resources
     # …while without it the same run saves the chat (so the check above can fail).
     saved = run_cli(stdin="hi\n", env=env, fakes=True)
     assert saved.returncode == 0
-    assert list((home / ".local" / "share" / "hailo-repl" / "sessions").glob("*.json"))
+    data = home / ".local" / "share" / "hailo-repl"
+    assert list((data / "sessions").glob("*.json")) and list((data / "sessions").glob("*.ctx"))
+    assert list((data / "contexts").glob("*.ctx"))  # the system prompt's device context
 
 
 def test_help_says_no_history_writes_nothing_of_the_chat(isolated_home):

@@ -8,7 +8,7 @@ import os
 
 import pytest
 from ollama_double import OllamaDouble, hailo_ollama_reply, ollama_reply
-from terminal import Terminal, with_fakes
+from terminal import Terminal, device_messages, with_fakes
 
 pytestmark = pytest.mark.e2e
 
@@ -133,5 +133,6 @@ def test_model_on_the_hailo_releases_the_hef_and_loads_the_other(isolated_home, 
     coder = names.index("llm_open", names.index("llm_release"))
     assert recorded[coder]["hef"] == "Qwen2.5-Coder-1.5B-Instruct.hef"
     assert names.index("vdevice_release") < coder  # the first model was released before the other loaded
-    prompts = [e["prompt"] for e in recorded if e["event"] == "generate"]
-    assert [m["content"] for m in prompts[-1] if m["role"] != "system"] == ["Hi", "Hello", "Write code"]
+    last = [e for e in recorded if e["event"] == "generate"][-1]
+    held = device_messages(last["held"] + last["inserted"])
+    assert [content for role, content in held if role != "system"] == ["Hi", "Hello", "Write code"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from prompt_toolkit.utils import get_cwidth
-from terminal import ANSI_SEQUENCE, Terminal, with_fakes
+from terminal import ANSI_SEQUENCE, Terminal, device_messages, with_fakes
 
 pytestmark = pytest.mark.e2e
 
@@ -88,7 +88,8 @@ def test_history_then_resume_with_tab_inside_the_repl(env, tmp_path):
     quit_chat(first)
     (tea,) = saved_chats()
 
-    term = repl(env, tmp_path, [["About", " coffee."], ["More", " tea."]])
+    log = tmp_path / "device.jsonl"
+    term = repl({**env, "HAILO_FAKE_LOG": str(log)}, tmp_path, [["About", " coffee."], ["More", " tea."]])
     term.expect(PROMPT)
     exchange(term, "And coffee?", "About coffee.")
     exchange(term, "/history tea", f"{tea.stem} .*Tell me about tea")
@@ -104,6 +105,12 @@ def test_history_then_resume_with_tab_inside_the_repl(env, tmp_path):
     tea_chat = [m["content"] for m in json.loads(tea.read_text())["messages"]]
     assert tea_chat[1:] == ["Tell me about tea", "About tea.", "Go on", "More tea."]
     assert len(saved_chats()) == 2  # the coffee chat stays saved on its own
+    # The device loaded the tea chat's context, kept by the first run, and read only "Go on".
+    recorded = [json.loads(line) for line in log.read_text().splitlines()]
+    go_on = [e for e in recorded if e["event"] == "generate"][-1]
+    assert [e["event"] for e in recorded].count("load_context") == 2  # the system prompt's, then the chat's
+    assert [content for _, content in device_messages(go_on["held"])][1:] == ["Tell me about tea", "About tea."]
+    assert device_messages(go_on["inserted"]) == [("user", "Go on")]
 
 
 def reply_lines(term: Terminal, start: str) -> list[str]:

@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-from terminal import Terminal, with_fakes
+from terminal import Terminal, device_messages, with_fakes
+from terminal import user_messages_sent as newest_user_messages
 
 pytestmark = pytest.mark.e2e
 
@@ -46,7 +47,7 @@ def events(log):
 
 def user_messages_sent(log):
     """The newest user message of each generate() the double saw."""
-    return [e["prompt"][-1]["content"] for e in events(log) if e["event"] == "generate"]
+    return newest_user_messages([e for e in events(log) if e["event"] == "generate"])
 
 
 def hailo_terminal(env, tmp_path, script=None, **more_env) -> Terminal:
@@ -96,11 +97,13 @@ def test_a_session_on_the_hailo_double(hailo_env, tmp_path):
     recorded = events(log)
     assert any(e["event"] == "abort" for e in recorded)
     generated = [e for e in recorded if e["event"] == "generate"]
-    # After the abort the device held unseen tokens: it starts afresh with the reply as shown.
+    # After the abort the device held unseen tokens: it starts afresh (from the system prompt's
+    # kept context) with the reply as shown.
     last = generated[-1]
-    assert last["held"] == ""
-    assert [m["role"] for m in last["prompt"]] == ["system", "user", "assistant", "user", "assistant", "user"]
-    interrupted = last["prompt"][4]["content"]
+    assert [role for role, _ in device_messages(last["held"])] == ["system"]
+    sent = device_messages(last["held"] + last["inserted"])
+    assert [role for role, _ in sent] == ["system", "user", "assistant", "user", "assistant", "user"]
+    interrupted = sent[4][1]
     assert "word5" in interrupted and interrupted in term.screen_text(100_000)
     assert [e["event"] for e in recorded][-3:] == ["clear_context", "llm_release", "vdevice_release"]
 
@@ -328,7 +331,8 @@ def test_clear_right_after_ctrl_c_waits_for_the_abort(hailo_env, tmp_path):
     recorded = [e["event"] for e in events(log)]
     assert recorded.index("abort") < recorded.index("clear_context") and "waited" not in recorded
     last = [e for e in events(log) if e["event"] == "generate"][-1]
-    assert last["held"] == "" and [m["role"] for m in last["prompt"]] == ["system", "user"]
+    assert [role for role, _ in device_messages(last["held"])] == ["system"]
+    assert [role for role, _ in device_messages(last["held"] + last["inserted"])] == ["system", "user"]
 
 
 # ---- vi mode and the external editor -----------------------------------------------------

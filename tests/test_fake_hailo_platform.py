@@ -275,3 +275,120 @@ def test_hailort_5_0_1_has_no_context_usage_or_capacity(tmp_path):
     env = with_fakes({**os.environ, "HAILO_FAKE_VERSION": "5.0.1"})
     result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["5.0.1", "False", "True"]
+
+
+# ---- save_context / load_context ---------------------------------------------------------
+
+QWEN_LIKE_TEMPLATE = (  # adds a default system prompt by itself, as Qwen2.5's does
+    "{% if messages[0]['role'] != 'system' %}<sys>default</sys>{% endif %}"
+    "{% for m in messages %}{% if m['role'] in ['system', 'user'] %}<{{ m['role'] }}>{{ m['content'] }}"
+    "</{{ m['role'] }}>{% endif %}{% endfor %}"
+)
+
+
+def context_text(llm):
+    return "".join(llm._llm.context)
+
+
+def test_saved_context_is_bytes_with_hailorts_header(llm):
+    """pyhailort.py:4548 returns bytes; context_structure.hpp:51-57 LLMContextHeader, :70 create_header."""
+    import hashlib
+    import struct
+
+    llm.generate_all(prompt=USER)
+    data = llm.save_context()
+    assert isinstance(data, bytes)
+    magic, major, minor, revision, protocol, model_hash = struct.unpack_from("<I3II128s", data)
+    hef = os.path.join(os.environ["HAILO_RESOURCES_DIR"], "models/hailo10h/Qwen2.5-1.5B-Instruct.hef")
+    with open(hef, "rb") as file:
+        assert model_hash.rstrip(b"\0").decode() == hashlib.md5(file.read()).hexdigest()
+    assert (magic, (major, minor, revision), protocol) == (0x01484546, (5, 2, 0), 0)
+
+
+def test_a_load_replaces_the_context_whole(scripted_llm):
+    """pyhailort.py:4575 "Loading a context will replace the current context completely";
+    llm_server.cpp:1134 set_context restores cache and token history."""
+    llm = scripted_llm({"replies": [["x"]]})
+    llm.generate_all(prompt=USER)
+    saved, usage = llm.save_context(), llm.get_context_usage_size()
+    llm.generate_all(prompt=[{"role": "user", "content": "more"}])
+    llm.load_context(saved)
+    assert llm.get_context_usage_size() == usage
+    assert context_text(llm) == "<|im_start|>user\nu<|im_end|>\n<|im_start|>assistant\nx"
+
+
+def test_a_context_loads_on_another_llm_of_the_same_hef_and_another_hailort(hailo_resources, fake_script, monkeypatch):
+    """context_structure.hpp:82 validate_header checks magic, protocol version and model hash, not the version."""
+    import hailo_platform
+
+    vdevice, first = open_llm(hailo_resources, fake_script, [["x"]])
+    first.generate_all(prompt=USER)
+    saved = first.save_context()
+    first.release()
+    monkeypatch.setattr(hailo_platform, "__version__", "5.3.0")
+    second = LLM(vdevice, str(hailo_resources.directory / "Qwen2.5-1.5B-Instruct.hef"))
+    second.load_context(saved)
+    assert context_text(second) == "<|im_start|>user\nu<|im_end|>\n<|im_start|>assistant\nx"
+    second.release()
+    vdevice.release()
+
+
+@pytest.mark.parametrize("damage", ["another hef", "magic", "protocol", "truncated", "empty"])
+def test_a_context_that_fails_validation_is_refused_and_the_context_kept(hailo_resources, fake_script, damage):
+    """llm_server.cpp:1134 set_context: short data, or validate_header failing, is HAILO_INVALID_ARGUMENT
+    (pyhailort.py:128 → HailoRTInvalidArgumentException) before anything changes."""
+    vdevice, llm = open_llm(hailo_resources, fake_script, [["x"]])
+    llm.generate_all(prompt=USER)
+    data = bytearray(llm.save_context())
+    if damage == "another hef":
+        (hailo_resources.directory / "Other.hef").write_bytes(b"another fake hef")
+        llm.release()
+        llm = LLM(vdevice, str(hailo_resources.directory / "Other.hef"))
+    elif damage == "magic":
+        data[0] ^= 0xFF
+    elif damage == "protocol":
+        data[16] = 1
+    elif damage == "truncated":
+        data = data[:-5]
+    else:
+        data = bytearray()
+    before = context_text(llm)
+    with pytest.raises(HailoRTInvalidArgumentException):
+        llm.load_context(bytes(data))
+    assert context_text(llm) == before
+    llm.release()
+    vdevice.release()
+
+
+def test_a_load_leaves_the_template_state_so_a_templated_prompt_after_it_is_a_first_one(scripted_llm):
+    """minja_wrapper.cpp:69-70 m_is_first is reset only by clear_context (llm.cpp:375 reset_state),
+    never by a load (llm.cpp:400): on a fresh LLM the first templated prompt after a load gets what
+    the template adds to a first prompt, here a default system prompt in the middle of the context."""
+    llm = scripted_llm({"replies": [["x"]], "prompt_template": QWEN_LIKE_TEMPLATE})
+    llm.generate_all(prompt=[{"role": "system", "content": "s"}, {"role": "user", "content": "u"}])
+    saved = llm.save_context()
+    llm.clear_context()
+    llm.load_context(saved)
+    llm.generate_all(prompt=[{"role": "user", "content": "v"}])
+    assert context_text(llm) == "<system>s</system><user>u</user>x<sys>default</sys><user>v</user>x"
+
+
+def test_a_plain_string_prompt_leaves_the_template_state(scripted_llm):
+    """llm.cpp LLMGenerator::Impl::write(const std::string&) never calls the template handler."""
+    llm = scripted_llm({"replies": [["x"]], "prompt_template": QWEN_LIKE_TEMPLATE})
+    llm.generate_all(prompt="<system>s</system>")
+    llm.generate_all(prompt=[{"role": "system", "content": "t"}])  # still a first prompt: accepted
+    assert context_text(llm) == "<system>s</system>x<system>t</system>x"
+    with pytest.raises(HailoRTInvalidOperationException):
+        llm.generate(prompt=[{"role": "system", "content": "t"}])
+
+
+def test_zero_tokens_only_prefill_the_prompt(scripted_llm, fake_log):
+    """llm.cpp:684 generate() waits for the empty answer; llm_server.cpp:1047 zero_tokens_back: no token,
+    no recovery sequence in the context; the scripted replies are left for real generations."""
+    llm = scripted_llm({"replies": [["x"]], "prompt_template": QWEN_LIKE_TEMPLATE})
+    with llm.generate(prompt="<system>s</system>", max_generated_tokens=0) as generation:
+        assert generation.generation_status.name == "MAX_TOKENS_REACHED"
+    assert context_text(llm) == "<system>s</system>"
+    assert llm.get_context_usage_size() == len(llm.tokenize("<system>s</system>"))
+    assert llm.generate_all(prompt="<user>u</user>") == "x"

@@ -13,21 +13,9 @@ SYSTEM = "You are a helpful assistant."
 
 
 @pytest.fixture
-def scripted_backend(hailo_resources, fake_script, fake_log):
+def scripted_backend(loaded_hailo_backend, fake_log):
     """A loaded HailoBackend whose device replies as `script` says; released afterwards."""
-    directory = hailo_resources("Qwen2.5-1.5B-Instruct")
-    opened = []
-
-    def open_with(script) -> HailoBackend:
-        fake_script(script)
-        backend = HailoBackend(directory / "Qwen2.5-1.5B-Instruct.hef")
-        backend.load()
-        opened.append(backend)
-        return backend
-
-    yield open_with
-    for backend in opened:
-        backend.release()
+    return loaded_hailo_backend
 
 
 @pytest.fixture

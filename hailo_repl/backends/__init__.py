@@ -41,6 +41,7 @@ class BackendChoice:
     api_key: str | None = None
     context_size: int | None = None  # the remote model's context, when the server does not say
     environ: Mapping[str, str] = field(default_factory=dict)  # OLLAMA_HOST, OPENAI_BASE_URL, OPENAI_API_KEY
+    context_cache: Path | None = None  # where the hailo backend keeps system prompts' contexts (None: nowhere)
 
 
 def _hailort_installed() -> bool:
@@ -92,7 +93,7 @@ def open_backend(
         return _llama_backend(None)
     try:
         hef = _choose_hef(choice.hef_path, choose_model, download)
-        return HailoBackend(hef, vdevice)
+        return HailoBackend(hef, vdevice, context_cache=choice.context_cache)
     except BaseException:
         vdevice.release()
         raise
@@ -173,7 +174,8 @@ def backend_for_model(backend: Backend, name: str) -> Backend:
     if backend.name == "hailo":
         from hailo_repl.backends.hailo import HailoBackend
 
-        return HailoBackend(models.resolve_hef_path(name))  # the VDevice opens as it loads
+        cache = backend.context_cache if isinstance(backend, HailoBackend) else None
+        return HailoBackend(models.resolve_hef_path(name), context_cache=cache)  # the VDevice opens as it loads
     if name == models.BUNDLED_MODEL_NAME:
         return _llama_backend(None)
     path = Path(name).expanduser()

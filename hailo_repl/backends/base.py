@@ -6,6 +6,7 @@ import contextlib
 import threading
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Protocol, TypedDict, runtime_checkable
 
 from hailo_repl.settings import default_of
@@ -93,3 +94,17 @@ class Backend(Protocol):
     def clear(self) -> None: ...
 
     def release(self) -> None: ...
+
+
+@runtime_checkable
+class KeepsContext(Protocol):
+    """A backend whose model context can be kept in a file and loaded again (the Hailo
+    device's), so a resumed chat is not read again; the other backends lack these methods."""
+
+    def save_context(self, path: Path, messages: Sequence[Message]) -> None:
+        """Keep the model's context in `path` if it holds exactly `messages`; never raises."""
+        ...
+
+    def offer_context(self, path: Path, messages: Sequence[Message]) -> None:
+        """`path` may hold a context of `messages`: the next reply may load it instead of reading them."""
+        ...

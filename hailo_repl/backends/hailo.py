@@ -33,11 +33,19 @@ Other facts from the same source that shape the code:
   token request in flight, then for the server to notice; the context keeps every token
   generated meanwhile, read or not, and the recovery sequence. What the device holds
   after an abort is not known here, so the next turn starts afresh.
+- save_context()/load_context() keep the context in a file (hailo_context.py): a resumed
+  chat, and the system prompt of a new one, are loaded instead of read again. A load
+  leaves the template's first-prompt state as it was (minja_wrapper.cpp `m_is_first`, reset
+  only by `LLM::Impl::clear_context` in llm.cpp): after it, a templated prompt would be
+  rendered as a context's first (Qwen's default system prompt mid-context), so until the
+  next clear the prompts go as plain text, rendered here as minja_wrapper.cpp renders a
+  later prompt (pyhailort.py `LLM.generate`: a str is inserted as is).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import re
 import threading
@@ -56,6 +64,15 @@ from hailo_repl.backends.base import (
     Notice,
     ReplyStream,
     one_generation_at_a_time,
+)
+from hailo_repl.backends.hailo_context import (
+    ContextFileError,
+    ContextTags,
+    hef_identity,
+    messages_digest,
+    read_context,
+    tags_differ,
+    write_context,
 )
 from hailo_repl.streaming import clean_response
 
@@ -200,8 +217,9 @@ class HailoBackend:
     loads_in_background = False
     context_is_estimate = False
 
-    def __init__(self, hef_path: Path, vdevice: Any = None):
+    def __init__(self, hef_path: Path, vdevice: Any = None, context_cache: Path | None = None):
         self.hef_path = Path(hef_path)
+        self.context_cache = context_cache  # where the system prompt's context is kept (None: nowhere)
         self.model_name = self.hef_path.stem
         self.last_prompt_tokens = 0
         self._vdevice = vdevice
@@ -213,6 +231,11 @@ class HailoBackend:
         # The conversation the device's context holds, its own last reply included;
         # None when unknown (a failed or aborted generation): the next turn then starts afresh.
         self._held: list[Message] | None = []
+        # minja_wrapper.cpp's m_is_first: the next templated prompt would be rendered as a
+        # context's first. Reset by clear_context() only, unset by a templated prompt.
+        self._template_first = True
+        self._own_template = False  # whether _render is the HEF's own template (a load needs it)
+        self._offered: tuple[Path, list[Message]] | None = None  # a resumed chat's saved context
         # Read on the generating thread only: on the device these calls wait behind a
         # running generation, holding the GIL, and the toolbar must never wait.
         self._usage = 0
@@ -242,9 +265,11 @@ class HailoBackend:
         self._llm = llm
         self._recovery_sequence = llm.get_generation_recovery_sequence()
         self._render = self._model_template(llm)
+        self._own_template = self._render is not render_chatml
         self._capacity = llm.max_context_capacity()
         self._usage = llm.get_context_usage_size()
         self._held = []
+        self._template_first = True
 
     @staticmethod
     def _model_template(llm: Any) -> Render:
@@ -273,13 +298,15 @@ class HailoBackend:
             return None  # a system message is refused after a context's first prompt
         return new
 
+    def _prompt_text(self, messages: Sequence[Message], continuing: bool) -> str:
+        """`messages` as the device templates them: the first prompt of a context whole; a
+        later one rendered after the probe, less what the probe renders alone (minja_wrapper.cpp)."""
+        if not continuing:
+            return self._render(messages, True)
+        return self._render([*TEMPLATE_PROBE, *messages], True)[len(self._render(TEMPLATE_PROBE, False)) :]
+
     def _prompt_tokens(self, messages: Sequence[Message], continuing: bool) -> int:
-        """What `messages` cost as the device templates them: the first prompt of a context
-        whole; a later one without what the template adds by itself (minja_wrapper.cpp)."""
-        text = self._render(messages, True)
-        if continuing:
-            text = text[len(self._render(TEMPLATE_PROBE, False)) :]
-        return len(self._model.tokenize(text))
+        return len(self._model.tokenize(self._prompt_text(messages, continuing)))
 
     def count_tokens(self, messages: Sequence[Message]) -> int:
         new = self._unsent(messages)
@@ -315,16 +342,19 @@ class HailoBackend:
         reply: list[str] = []
         ended_by_itself = False
         try:
-            new = self._unsent(messages)
-            continuing = new is not None and bool(self._held)
-            if new is None:
-                llm.clear_context()
-                self._held = []
-                new = messages
+            if self._unsent(messages) is None:
+                self._clear_context(llm)
+            prefilled = 0 if self._held else self._start_from_saved(llm, messages)
+            held = self._held or []
+            new = messages[len(held) :]
+            continuing = bool(held)
+            # After a load the template still takes the next prompt for a first one: plain text then.
+            prompt: str | list[Message] = self._prompt_text(new, True) if continuing and self._template_first else new
             self._held = None  # unknown until this generation has ended
-            self.last_prompt_tokens = self._prompt_tokens(new, continuing)
+            self.last_prompt_tokens = prefilled + self._prompt_tokens(new, continuing)
             pace = TokenPace()
-            with llm.generate(prompt=new, **options) as generation:
+            with llm.generate(prompt=prompt, **options) as generation:
+                self._template_first = self._template_first and isinstance(prompt, str)
                 for token in self._read_tokens(generation, cancel, pace):
                     if not isinstance(token, Notice):
                         reply.append(token)
@@ -405,12 +435,107 @@ class HailoBackend:
         with self._busy:
             yield
 
+    def _clear_context(self, llm: Any) -> None:
+        llm.clear_context()
+        self._held = []
+        self._template_first = True
+
+    def _tags(self, messages: Sequence[Message]) -> ContextTags:
+        return ContextTags(hef_identity(self.hef_path), installed_hailort_version(), messages_digest(messages))
+
+    def save_context(self, path: Path, messages: Sequence[Message]) -> None:
+        """Keep the device's context in `path` when it holds exactly `messages` (a completed turn)."""
+        if not self._busy.acquire(blocking=False):  # a reply runs (or a stalled one waits): not now
+            return
+        try:
+            held = self._held
+            if self._llm is None or not held or held != list(messages):
+                return
+            started = time.monotonic()
+            data = self._llm.save_context()
+            write_context(path, self._tags(held), data)
+            milliseconds = (time.monotonic() - started) * 1000
+            logger.info("saved the device context to {} ({} bytes, {:.0f} ms)", path, len(data), milliseconds)
+        except Exception:  # the chat itself is saved; only a quicker resume is lost
+            logger.exception("saving the device context to {} failed", path)
+        finally:
+            self._busy.release()
+
+    def offer_context(self, path: Path, messages: Sequence[Message]) -> None:
+        self._offered = (path, list(messages))
+
+    def _start_from_saved(self, llm: Any, messages: list[Message]) -> int:
+        """Start the empty context from a saved one holding the beginning of `messages`: the
+        resumed chat's, else the system prompt's (made and kept on first use). Returns the
+        prompt tokens that cost; on any failure the context stays empty and all is sent."""
+        offered, self._offered = self._offered, None
+        if not self._own_template:  # the plain-text prompts after a load need the HEF's template
+            if offered is not None:
+                logger.info("not loading {}: the HEF's chat template cannot be rendered here", offered[0])
+            return 0
+        if offered is not None and self._load(llm, *offered, messages):
+            return 0
+        if self.context_cache is None or len(messages) < 2 or messages[0]["role"] != "system":
+            return 0
+        return self._start_from_system_prompt(llm, messages, self.context_cache)
+
+    def _load(self, llm: Any, path: Path, held: list[Message], messages: list[Message]) -> bool:
+        """Load the context in `path` if it holds `held`, which `messages` go on from; the log says why not."""
+        why: str | None = "the chat changed since it was saved"
+        data = b""
+        if len(messages) > len(held) and messages[: len(held)] == held:
+            try:
+                tags, data = read_context(path)
+                why = tags_differ(tags, self._tags(held))
+            except ContextFileError as error:
+                why = str(error)
+        if why is None:
+            try:
+                llm.load_context(data)
+            except Exception as error:
+                why = f"HailoRT refused it ({error or type(error).__name__})"
+                self._clear_context(llm)  # whatever a failed load left behind
+        if why is not None:
+            logger.info("not loading {} (the model reads the messages instead): {}", path, why)
+            return False
+        self._held = list(held)
+        logger.info("loaded the device context of {} messages from {}", len(held), path)
+        return True
+
+    def _start_from_system_prompt(self, llm: Any, messages: list[Message], cache: Path) -> int:
+        """Load the system prompt's context kept for this HEF; on first use, read the system
+        prompt alone (a prefill: max_generated_tokens=0, llm_server.cpp `handle_generation_completion`
+        adds no token and no recovery sequence) and keep its context."""
+        system = messages[:1]
+        key = hashlib.sha256(f"{hef_identity(self.hef_path)}\n{messages_digest(system)}".encode()).hexdigest()
+        path = cache / f"{self.model_name}-{key[:16]}.ctx"
+        if self._load(llm, path, system, messages):
+            return 0
+        prefix = self._render(system, False)
+        if prefix + self._prompt_text(messages[1:], True) != self._prompt_text(messages, False):
+            logger.info("the chat template does not split after the system prompt: its context is not kept")
+            return 0
+        try:
+            with llm.generate(prompt=prefix, max_generated_tokens=0):
+                pass
+        except Exception:
+            logger.exception("reading the system prompt alone failed")
+            self._clear_context(llm)
+            return 0
+        self._held = system
+        try:
+            write_context(path, self._tags(system), llm.save_context())
+        except Exception:  # the context holds the system prompt all the same
+            logger.exception("keeping the system prompt's context in {} failed", path)
+        return len(llm.tokenize(prefix))
+
     def clear(self) -> None:
         with self._no_reply_running():
             if self._llm is not None:
-                self._llm.clear_context()
+                self._clear_context(self._llm)
                 self._usage = self._llm.get_context_usage_size()
             self._held = []
+            self._offered = None
 
     def release(self) -> None:
         """clear_context, llm.release, vdevice.release — each tried, in this order, after any reply has stopped."""

@@ -15,8 +15,10 @@ Environment:
                        5.1.1, LLM has no get_context_usage_size/max_context_capacity,
                        as in HailoRT 5.0.1 and 5.1.0.
   HAILO_FAKE_LOG       file that gets one JSON line per call that changes state
-                       (generate, clear_context, load_context, release), so tests
-                       of the installed program can check what reached the "device".
+                       (generate, prefill, clear_context, save_context, load_context,
+                       release), so tests of the installed program can check what
+                       reached the "device" (a generate's `held` and `inserted`: the
+                       context's text before it, and the prompt as it was added).
 """
 
 import os

@@ -46,11 +46,32 @@ hef.cpp = hailort/libhailort/src/hef/hef.cpp. Each behaviour and where to re-che
 - Arguments (llm.cpp `LLM::Impl::validate_generator_params`): temperature > 0, top_p in
   [0, 1], top_k >= 1, frequency_penalty != 0, else HailoRTInvalidArgumentException.
 - A str prompt is inserted as is, no template (pyhailort.py `LLM.generate` docstring;
-  llm_api.cpp `LLMWrapper::generate(params, prompt)` writes it raw). A list of dicts
-  goes through the model's template (prompt_template(), Jinja2; ChatML by default);
-  system messages and tools only on a fresh context (pyhailort.py `LLM.generate` note;
-  minja_wrapper.cpp), else HailoRTInvalidOperationException; prompts and tools must be
-  lists of dicts (pyhailort.py `_convert_to_json_strings`), else HailoRTException.
+  llm_api.cpp `LLMWrapper::generate(params, prompt)` writes it raw, llm.cpp
+  `LLMGenerator::Impl::write(const std::string&)` never calls the template handler). A
+  list of dicts goes through the model's template (prompt_template(), Jinja2; ChatML by
+  default). The template handler's own state (minja_wrapper.cpp `m_is_first`), not the
+  context, decides whether a prompt is a context's first: set by LLM() and clear_context()
+  only (llm.cpp `LLM::Impl::clear_context` → `reset_state`), unset by the first templated
+  prompt. A first prompt is rendered whole (what the template adds by itself, Qwen's
+  default system prompt, included); a later one loses that, and system messages and tools
+  are refused on it (pyhailort.py `LLM.generate` note; minja_wrapper.cpp `render`) with
+  HailoRTInvalidOperationException. Prompts and tools must be lists of dicts (pyhailort.py
+  `_convert_to_json_strings`), else HailoRTException.
+- max_generated_tokens=0: the prompt is only prefilled. generate() itself waits for the
+  empty answer (llm.cpp `LLMGenerator::Impl::generate`); the status is MAX_TOKENS_REACHED
+  and, tokens being zero, neither a token nor the recovery sequence reaches the context
+  (llm_server.cpp `handle_generation_completion`, `zero_tokens_back`). It is logged as a
+  "prefill" event, not a "generate", and takes no scripted reply.
+- save_context()/load_context() (pyhailort.py; llm_server.cpp `LLMServer::get_context` and
+  `set_context`; context_structure.hpp): the data is a packed header (magic 0x01484546,
+  the HailoRT version as three u32, protocol version 0, the HEF's `hef.hash()` as a
+  128-byte string, the payload size) and the payload (here the context as JSON). A load
+  checks magic, protocol version and model hash (`LLMContextUtils::validate_header`), and
+  that the data is whole, each failure HAILO_INVALID_ARGUMENT, i.e.
+  HailoRTInvalidArgumentException; it does NOT check the HailoRT version. A load replaces
+  the context and leaves the template state as it was: after a load on a fresh LLM the
+  next templated prompt is still rendered as a first one (a default system prompt in
+  the middle of the context). The HEF's hash here is the MD5 of its bytes.
 - LLM() (pyhailort.py `LLM.__init__` is outside ExceptionWrapper; llm_api.cpp
   `LLMWrapper::create` VALIDATE_EXPECTED) raises HailoRTStatusException whose text is the
   bare status: 13 no such file; 14 a file too short for the header that hef.cpp
@@ -66,10 +87,12 @@ hef.cpp = hailort/libhailort/src/hef/hef.cpp. Each behaviour and where to re-che
 """
 
 import ctypes
+import hashlib
 import json
 import math
 import os
 import re
+import struct
 import threading
 import time
 import zlib
@@ -104,6 +127,11 @@ CHATML_TEMPLATE = (
 _PROBE = [{"role": "TMP", "content": "TMP"}]
 _WORDS = re.compile(r"\s*\w+|\s*[^\w\s]|\s+")
 _TEMPLATES = jinja2.sandbox.ImmutableSandboxedEnvironment()
+# context_structure.hpp: LLMContextHeader, packed: magic, hailo_version_t (major, minor,
+# revision), protocol version, model_hash[HAILO_MAX_NAME_SIZE], payload size.
+CONTEXT_MAGIC = 0x01484546
+CONTEXT_PROTOCOL_VERSION = 0
+_CONTEXT_HEADER = struct.Struct("<I3II128sI")
 
 
 _libc = ctypes.PyDLL(None)  # PyDLL: calls keep the GIL, like HailoRT's bindings
@@ -136,8 +164,9 @@ def _version(text):
 class _Device:
     """What the real LLMWrapper and its server keep: the KV cache and the template state."""
 
-    def __init__(self, hef_path, script):
+    def __init__(self, hef_path, hef_hash, script):
         self.hef_path = hef_path
+        self.hef_hash = hef_hash
         self.script = script
         self.capacity = int(script.get("context_capacity", DEFAULT_CAPACITY))
         self.recovery = script.get("recovery_sequence", DEFAULT_RECOVERY)
@@ -145,7 +174,7 @@ class _Device:
         self.stop_tokens = ["<|im_end|>"]
         self.context = []  # what the KV cache holds, as text pieces
         self.usage = 0
-        self.fresh = True  # the next prompt is the first of its context
+        self.template_first = True  # minja_wrapper.cpp m_is_first: the next templated prompt is a first one
         self.reply_index = 0
         self.live_completion = None
 
@@ -156,7 +185,7 @@ class _Device:
     def reset(self):
         self.context = []
         self.usage = 0
-        self.fresh = True
+        self.template_first = True
 
 
 class LLMGeneratorCompletion:
@@ -168,7 +197,9 @@ class LLMGeneratorCompletion:
         self._delay = (options.get("delay_ms") or script.get("delay_ms", 0)) / 1000
         self._abort_tokens = int(script.get("abort_tokens", DEFAULT_ABORT_TOKENS))
         # What the token thread will put in the queue: (text, status) pairs.
-        if max_tokens is not None and len(tokens) >= max_tokens:
+        if max_tokens == 0:  # only the prefill: nothing comes back, nothing is appended
+            self._outputs = [("", Status.MAX_TOKENS_REACHED)]
+        elif max_tokens is not None and len(tokens) >= max_tokens:
             self._outputs = [(t, Status.GENERATING) for t in tokens[:max_tokens]]
             self._outputs.append((device.recovery, Status.MAX_TOKENS_REACHED))
         else:
@@ -324,7 +355,8 @@ class LLM:
         if not os.path.isfile(model_path):
             raise HailoRTStatusException("13")  # HAILO_OPEN_FILE_FAILURE, unwrapped
         with open(model_path, "rb") as hef:
-            header = hef.read(8)  # Hef::hash reads magic and version before anything else
+            content = hef.read()
+        header = content[:8]  # Hef::hash reads magic and version before anything else
         if len(header) < 8:
             raise HailoRTStatusException("14")  # HAILO_FILE_OPERATION_FAILURE
         if int.from_bytes(header[4:8], "big") < 3:
@@ -333,7 +365,7 @@ class LLM:
         _wait_holding_gil(script.get("load_ms", 0) / 1000)  # loading a HEF takes seconds
         if script.get("load_status"):
             raise HailoRTStatusException(str(script["load_status"]))
-        self._llm = _Device(model_path, script)
+        self._llm = _Device(model_path, hashlib.md5(content).hexdigest(), script)
         record("llm_open", hef=os.path.basename(model_path))
 
     def _session(self, call):
@@ -381,31 +413,39 @@ class LLM:
         else:
             if not prompt:
                 raise HailoRTInvalidArgumentException("empty prompt")
-            if not device.fresh and any(m.get("role") == "system" for m in prompt):
+            first = device.template_first
+            if not first and any(m.get("role") == "system" for m in prompt):
                 raise HailoRTInvalidOperationException("System role messages can only be provided on the first prompt")
-            if not device.fresh and tools:
+            if not first and tools:
                 raise HailoRTInvalidOperationException("Tools can only be provided on the first prompt")
             template = _TEMPLATES.from_string(device.template)
-            text = template.render(messages=prompt, tools=tools, add_generation_prompt=True)
-            if not device.fresh:
+            # A later prompt is rendered after the probe, then cut (minja_wrapper.cpp `render`).
+            rendered = prompt if first else _PROBE + prompt
+            text = template.render(messages=rendered, tools=tools, add_generation_prompt=True)
+            if not first:
                 text = text[len(template.render(messages=_PROBE, add_generation_prompt=False)) :]
+            device.template_first = False
         held = "".join(device.context)
-        device.fresh = False
         device.append(text)
         record(
-            "generate",
+            "prefill" if max_generated_tokens == 0 else "generate",
             prompt=prompt,
             temperature=temperature,
             max_generated_tokens=max_generated_tokens,
             do_sample=do_sample,
             held=held,  # what the context held before this prompt
+            inserted=text,  # the prompt as it reached the context
             usage_before_reply=device.usage,
         )
         replies = device.script["replies"]
-        reply = replies[device.reply_index % len(replies)]
-        device.reply_index += 1
+        reply = []  # a prefill only (max_generated_tokens=0) takes no scripted reply
+        if max_generated_tokens != 0:
+            reply = replies[device.reply_index % len(replies)]
+            device.reply_index += 1
         completion = LLMGeneratorCompletion(device, reply, max_generated_tokens)
         device.live_completion = completion
+        if max_generated_tokens == 0:
+            completion.read(DEFAULT_REQUEST_TIMEOUT_MS)  # llm.cpp waits for the empty answer itself
         return completion
 
     def generate_all(
@@ -442,12 +482,33 @@ class LLM:
 
     def save_context(self):
         device = self._session("save_context")
-        return json.dumps({"usage": device.usage, "context": device.context}).encode()
+        payload = json.dumps({"usage": device.usage, "context": device.context}).encode()
+        header = _CONTEXT_HEADER.pack(
+            CONTEXT_MAGIC,
+            *(_version(hailo_platform.__version__) + (0, 0, 0))[:3],
+            CONTEXT_PROTOCOL_VERSION,
+            device.hef_hash.encode(),
+            len(payload),
+        )
+        record("save_context", size=_CONTEXT_HEADER.size + len(payload))
+        return header + payload
 
     def load_context(self, context_data):
         device = self._session("load_context")
-        saved = json.loads(bytes(context_data))
-        device.usage, device.context = saved["usage"], saved["context"]  # template state is not reset
+        data = bytes(context_data)
+        invalid = HailoRTInvalidArgumentException("Invalid argument. See hailort.log for more information")
+        if len(data) < _CONTEXT_HEADER.size:
+            raise invalid
+        magic, *_hailort_version, protocol, model_hash, payload_size = _CONTEXT_HEADER.unpack_from(data)
+        # validate_header: the HailoRT version is not checked.
+        if magic != CONTEXT_MAGIC or protocol != CONTEXT_PROTOCOL_VERSION:
+            raise invalid
+        if model_hash.rstrip(b"\0").decode(errors="replace") != device.hef_hash:
+            raise invalid
+        if len(data) < _CONTEXT_HEADER.size + payload_size:
+            raise invalid
+        saved = json.loads(data[_CONTEXT_HEADER.size : _CONTEXT_HEADER.size + payload_size])
+        device.usage, device.context = saved["usage"], saved["context"]  # the template state stays as it was
         record("load_context")
 
     def prompt_template(self):
