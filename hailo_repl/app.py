@@ -47,7 +47,7 @@ from hailo_repl.render import (
     show_reply,
 )
 from hailo_repl.sessions import ChatSummary
-from hailo_repl.settings import GENERATION_SETTINGS, SETTINGS_TABLE, DisplaySettings, ResolvedSettings
+from hailo_repl.settings import GENERATION_SETTINGS, SETTINGS_TABLE, ResolvedSettings
 from hailo_repl.signals import CtrlC, route_to_loop
 from hailo_repl.terminal_modes import keep_pastes_bracketed, restore_typeahead_mode, typeahead_mode
 from hailo_repl.toolbar import STYLE, ModelState, ToolbarState, toolbar_fragments
@@ -95,7 +95,6 @@ class Repl:
         # live ones from here when it uses them (the generation ones live in chat.params).
         self.settings = {setting.name: setting.default for setting in SETTINGS_TABLE} | (settings or {})
         self.settings |= {setting.name: getattr(chat.params, setting.attribute) for setting in GENERATION_SETTINGS}
-        self.display = DisplaySettings(word_wrap=self.settings["word-wrap"])
         self.console = console or Console(wrap_width=self.wrap_width)
         self.resumed = resumed
         self.color = color_wanted(self.settings["color"], os.environ)
@@ -122,10 +121,10 @@ class Repl:
 
     def wrap_width(self) -> int | None:
         """The terminal's width while word-wrap is on (read at each use: a resize applies at once)."""
-        return self.session.output.get_size().columns if self.display.word_wrap else None
+        return self.session.output.get_size().columns if self.settings["word-wrap"] else None
 
     def reply_wrap(self, column: int = 0) -> WordWrap | None:
-        return WordWrap(lambda: self.wrap_width() or 0, column) if self.display.word_wrap else None
+        return WordWrap(lambda: self.wrap_width() or 0, column) if self.settings["word-wrap"] else None
 
     def toolbar(self) -> StyleAndTextTuples:
         backend = self.chat.backend

@@ -25,14 +25,13 @@ from hailo_repl.conversation import (
 )
 from hailo_repl.keys import keys_help_text
 from hailo_repl.models import ModelNotFoundError
+from hailo_repl.private_files import FileTooLarge, read_bytes_limited
 from hailo_repl.render import code_blocks
 from hailo_repl.sessions import ChatSummary, SessionNotFoundError
 from hailo_repl.settings import (
-    DISPLAY_SETTINGS,
     GENERATION_SETTINGS,
     LIVE_SETTINGS,
     SETTINGS,
-    DisplaySettings,
     Setting,
     SettingError,
 )
@@ -48,7 +47,6 @@ class CommandContext(Protocol):
     sessions_dir: Path  # where /save puts a chat that has no name
     settings: dict[str, Any]  # the value in effect of each setting, by name; the REPL reads the live ones here
     config_file: Path  # where /set --save writes
-    display: DisplaySettings  # how replies are shown (word-wrap)
 
     def show_resumed(self, chat: ChatSummary) -> None:
         """Say which chat now goes on, and show its last turns."""
@@ -274,8 +272,6 @@ def apply_setting(context: CommandContext, setting: Setting, value: Any) -> None
     context.settings[setting.name] = value
     if setting.name in GENERATION_NAMES:
         setattr(context.chat.params, setting.attribute, value)
-    elif setting in DISPLAY_SETTINGS:
-        setattr(context.display, setting.attribute, value)
 
 
 @command(
@@ -473,10 +469,10 @@ def read_text_file(path: Path) -> str:
     """A file's text; ValueError with the one line to show when it is not a text file."""
     if not path.is_file():
         raise ValueError(f"{path} is not a file" if path.exists() else f"{path} does not exist")
-    with path.open("rb") as file:
-        data = file.read(FILE_READ_LIMIT + 1)
-    if len(data) > FILE_READ_LIMIT:
-        raise ValueError(f"{path} is over {FILE_READ_LIMIT // 1_000_000} MB, far more than the context holds")
+    try:
+        data = read_bytes_limited(path, FILE_READ_LIMIT)
+    except FileTooLarge:
+        raise ValueError(f"{path} is over {FILE_READ_LIMIT // 1_000_000} MB, far more than the context holds") from None
     if b"\0" in data:
         raise ValueError(f"{path} is not text (it holds binary data)")
     try:

@@ -256,8 +256,6 @@ SETTINGS_TABLE: tuple[Setting, ...] = (
 )
 SETTINGS = {setting.name: setting for setting in SETTINGS_TABLE}
 LIVE_SETTINGS = {setting.name: setting for setting in SETTINGS_TABLE if setting.live}
-# How replies are shown (not sent to the model): the REPL's DisplaySettings holds them.
-DISPLAY_SETTINGS = (SETTINGS["word-wrap"],)
 
 
 def default_of(name: str) -> Any:
@@ -314,10 +312,3 @@ def resolve(
             value, origin = setting.default, DEFAULT_ORIGIN
         resolved.values[name], resolved.origins[name] = value, origin
     return resolved
-
-
-@dataclass
-class DisplaySettings:
-    """The display settings' current values (DISPLAY_SETTINGS gives their names and defaults)."""
-
-    word_wrap: bool = default_of("word-wrap")
