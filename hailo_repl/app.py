@@ -66,6 +66,7 @@ from hailo_repl.terminal_modes import keep_pastes_bracketed, restore_typeahead_m
 from hailo_repl.toolbar import STYLE, ModelState, ToolbarState, toolbar_fragments
 from hailo_repl.wrap import WordWrap
 
+CONTINUATION = " " * len(USER_PREFIX)  # the prompt's lines after the first
 SETTLE_NOTICE_AFTER = 0.3  # seconds of waiting for the previous reply before saying so
 
 
@@ -131,6 +132,7 @@ class Repl:
         self._worker: asyncio.Future[None] | None = None  # the thread of the last reply
         self._prompt: asyncio.Future[str] | None = None  # the prompt on screen, if one is
         self._prompt_in_reply = False  # the prompt on screen came up for a reply
+        self._handling = False  # a message is being answered: Enter queues, Ctrl+C stops what runs
         self._draft: Document | str = ""  # the input line, kept while a queued message is sent
         self.session: PromptSession[str] = PromptSession(
             message=[("class:prompt", USER_PREFIX)],
@@ -138,13 +140,13 @@ class Repl:
             enable_suspend=True,  # Ctrl+Z at the prompt suspends, as in a shell, instead of typing ^Z
             completer=ThreadedCompleter(CommandCompleter(BUILTINS, self)),
             complete_while_typing=False,
-            prompt_continuation="     ",
+            prompt_continuation=CONTINUATION,
             style=STYLE,
             refresh_interval=0.5,
             vi_mode=self.settings["vi-mode"],
         )
         self.pane = ReplyPane(self.session.app)
-        replying = Condition(lambda: self.pane.streaming)
+        replying = Condition(lambda: self._handling)
         self.session.key_bindings = merge_key_bindings(
             [
                 load_input_bindings(),
@@ -235,6 +237,7 @@ class Repl:
                         self.quit(signal.SIGINT)
                 await self._converse(load)
         finally:
+            await self._end_prompt()
             await self._settle()
             if not load.done():
                 self.console.info("Waiting for the model to finish loading, to release it…")
@@ -335,20 +338,32 @@ class Repl:
         return self._prompt
 
     async def _next_message(self) -> str:
-        """What the user sends next: a message queued during the reply, accepted from the
-        prompt as if typed now (the input line waits for the next prompt), or what they type."""
-        prompt, self._prompt = self._prompt or self._start_prompt(), None
+        """What the user sends next: a message queued meanwhile (shown as if typed now, while
+        the prompt, if up, stays up with what is being typed), or what they type."""
+        self._handling = False
+        if self.pane.queued:
+            text = self.pane.queued.pop(0)
+            self.pane.echo([("class:prompt", USER_PREFIX), ("", text.replace("\n", "\n" + CONTINUATION))])
+        elif self.pane.ends_after:  # Ctrl+D during the reply
+            self.pane.ends_after = False
+            await self._end_prompt()
+            raise EOFError
+        else:
+            prompt, self._prompt = self._prompt or self._start_prompt(), None
+            text = await prompt
+        self._handling = True
+        return text
+
+    async def _end_prompt(self) -> None:
+        """Take the prompt off the screen, if one is up (the chat ends)."""
+        prompt, self._prompt = self._prompt, None
         app = self.session.app
-        if (self.pane.queued or self.pane.ends_after) and app.future is not None and not app.future.done():
-            if self.pane.queued:
-                buffer = self.session.default_buffer
-                self._draft = buffer.document
-                buffer.document = Document(self.pane.queued.pop(0))
-                app.exit(result=buffer.text)
-            else:
-                self.pane.ends_after = False
-                app.exit(exception=EOFError)
-        return await prompt
+        if prompt is None:
+            return
+        if app.future is not None and not app.future.done():
+            app.exit(exception=EOFError)
+        with contextlib.suppress(EOFError, EmptyLineInterrupt):
+            await prompt
 
     def _queue(self, buffer: Buffer) -> None:
         """Enter while a reply streams: the message waits for the reply's end (and is in the history now)."""
@@ -357,8 +372,8 @@ class Repl:
         buffer.reset()
 
     def _stop_reply(self, buffer: Buffer) -> None:
-        """Ctrl+C while a reply streams: stop it; the queued messages come back to the input
-        line, before what is being typed, and nothing is sent."""
+        """Ctrl+C while a message is answered: stop the reply (or the wait before it); the
+        queued messages come back to the input line, before what is being typed, unsent."""
         queued = self.pane.unqueue()
         if queued:
             typed = buffer.text

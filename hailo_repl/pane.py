@@ -21,12 +21,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from prompt_toolkit import print_formatted_text
 from prompt_toolkit.application import Application
 from prompt_toolkit.application.current import set_app
 from prompt_toolkit.filters import Condition, is_done
-from prompt_toolkit.formatted_text import StyleAndTextTuples
+from prompt_toolkit.formatted_text import FormattedText, StyleAndTextTuples
 from prompt_toolkit.layout import ConditionalContainer, Dimension, FormattedTextControl, Window
 from prompt_toolkit.output import Output
+from prompt_toolkit.renderer import print_formatted_text as print_formatted
 
 from hailo_repl.context import ContextUsage
 
@@ -72,7 +74,7 @@ class ReplyPane:
         self.commits = 0  # frames drawn again after committed text (the benchmark counts them)
         self._live = ""  # the reply's text after the last line it finished
         self._held_notices: list[str] = []  # lines about the reply, for after its last word
-        self._deferred: list[str] = []  # text to commit once the terminal is the prompt's again
+        self._deferred: list[str | FormattedText] = []  # to commit once the terminal is the prompt's again
         self._line = ""  # text printed (by the console) without its newline yet
         self._started = 0.0
         self._first_token: float | None = None
@@ -198,11 +200,18 @@ class ReplyPane:
         if newline:
             self.commit(finished + newline)
 
-    def commit(self, text: str, ask_position: bool = False) -> None:
+    def echo(self, fragments: StyleAndTextTuples) -> None:
+        """A line as prompt_toolkit shows formatted text (a queued message, as the prompt shows it)."""
+        if not self.app.is_running:
+            print_formatted_text(FormattedText(fragments), style=self.app.style)
+            return
+        self.commit(FormattedText([*fragments, ("", "\n")]))
+
+    def commit(self, text: str | FormattedText, ask_position: bool = False) -> None:
         """Put `text` (whole lines) into the scrollback, above the prompt if it is up."""
         app = self.app
         if not app.is_running:
-            sys.stdout.write(text)
+            sys.stdout.write(text if isinstance(text, str) else "".join(part[1] for part in text))
             sys.stdout.flush()
             return
         if app._running_in_terminal or self._deferred:  # an editor or a suspend has the terminal now
@@ -212,7 +221,10 @@ class ReplyPane:
         with one_write(output):
             output.write_raw(SYNC_BEGIN)
             app.renderer.erase()
-            output.write_raw(text)
+            if isinstance(text, str):
+                output.write_raw(text)
+            else:
+                print_formatted(output, text, app.renderer.style, color_depth=app.color_depth)
             if ask_position:
                 app.renderer.request_absolute_cursor_position()
             with set_app(app):
@@ -222,7 +234,7 @@ class ReplyPane:
         self.commits += 1
 
     def _commit_deferred(self, app: Application[str]) -> None:
-        if self._deferred and not app._running_in_terminal:
-            text = "".join(self._deferred)
-            self._deferred = []
-            app.loop.call_soon(self.commit, text) if app.loop else self.commit(text)
+        if self._deferred and not app._running_in_terminal and app.loop:
+            deferred, self._deferred = self._deferred, []
+            for text in deferred:
+                app.loop.call_soon(self.commit, text)
