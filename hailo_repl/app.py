@@ -62,7 +62,7 @@ from hailo_repl.render import (
 from hailo_repl.sessions import ChatSummary
 from hailo_repl.settings import GENERATION_SETTINGS, SETTINGS_TABLE, ResolvedSettings
 from hailo_repl.signals import CtrlC, route_to_loop
-from hailo_repl.terminal_modes import keep_pastes_bracketed, restore_typeahead_mode, typeahead_mode
+from hailo_repl.terminal_modes import keep_pastes_bracketed, restore_raw_mode, restore_typeahead_mode, typeahead_mode
 from hailo_repl.toolbar import STYLE, ModelState, ToolbarState, toolbar_fragments
 from hailo_repl.wrap import WordWrap
 
@@ -277,8 +277,12 @@ class Repl:
 
     def _resumed(self) -> None:
         """SIGCONT after a Ctrl+Z and `fg`: the shell gave the terminal back in its own mode."""
-        if not self.session.app.is_running:  # a prompt restores its own raw mode
+        app = self.session.app
+        if not app.is_running:
             restore_typeahead_mode()
+        elif self.live:  # a prompt up while a reply streams (a stop from outside, not Ctrl+Z)
+            restore_raw_mode(app.input.fileno())
+            app.invalidate()
 
     def _exit_if_quitting(self) -> None:
         """End the prompt if the chat is quitting (also run as each prompt starts, for a

@@ -22,6 +22,8 @@ import pexpect
 import pyte
 
 CPR_REQUEST = r"\x1b\[6n"
+TOOLBAR = re.compile(r" · .* │ ")  # the toolbar's "model · backend │ …"
+REPLYING = re.compile(r"│ (generating|waiting for the first token) ")
 FAKES = Path(__file__).parent / "fakes"  # the hailo_platform double
 ANSI_SEQUENCE = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07]*\x07|[@-Z\\-_])")
 
@@ -138,6 +140,16 @@ class Terminal:
                 return found
             if time.monotonic() > deadline:
                 raise AssertionError(f"waiting for {pattern!r} on screen: timed out; it showed:\n{self.screen_rows()}")
+            self.pump(0.02)
+
+    def expect_reply_end(self, timeout: float = 60) -> None:
+        """Wait until no reply streams: the toolbar (the last row) says neither 'generating' nor 'waiting'."""
+        deadline = time.monotonic() + timeout
+        while REPLYING.search(self.screen.last_row()) or not TOOLBAR.search(self.screen.last_row()):
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"waiting for the reply to end: timed out; the screen showed:\n{self.screen_rows()}"
+                )
             self.pump(0.02)
 
     def pump(self, seconds: float) -> None:
