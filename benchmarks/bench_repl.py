@@ -1,4 +1,4 @@
-"""REPL benchmarks for hailo-repl in a real pseudo-terminal: Ctrl+C-to-prompt latency and launch time.
+"""REPL benchmarks for hailo-repl in a real pseudo-terminal: Ctrl+C-to-prompt latency, launch time, output cost.
 
 Run from the repository root (hailo-repl installed with the `llama` extra, pexpect installed):
 
@@ -25,6 +25,12 @@ the real llama.cpp backend with the bundled SmolLM2-135M-Instruct.
     toolbar leaving "loading model…" (the model loads in the background), and, in
     separate spawns that type "hi" at once, launch to the first reply text and to the
     reply's end; also /quit to process exit.
+
+(c) The output path at 100 tok/s: one session on the double (10 ms a token), replies of
+    400 one-word tokens in 100x30; per reply, from /proc: the process's CPU time and its
+    write syscalls and bytes written (all threads; --no-history, no fake log), and the
+    frames prompt_toolkit drew (each starts by hiding the cursor); per token and per reply,
+    median of --replies. With --code, the same for another version (before/after).
 
 Engine figures (model load, TTFT, decode tok/s, filter throughput) are measured by
 benchmarks/bench_engine.py; this script does not run it.
@@ -479,6 +485,74 @@ def bench_launch(backend: str, setup: Setup, runs: int) -> dict:
     return result
 
 
+# --------------------------------------------------------------------------- (c)
+
+RENDER = "\x1b[?25l"  # prompt_toolkit hides the cursor at the start of every frame it draws
+OUTPUT_TOKENS = 400
+
+
+def process_io(pid: int) -> tuple[int, int]:
+    """(write syscalls, bytes written) of the process so far, all threads, from /proc."""
+    fields = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+    return int(fields["syscw"]), int(fields["wchar"])
+
+
+def bench_output(setup: Setup, delay_ms: int, replies: int) -> dict:
+    """One session, `replies` replies of OUTPUT_TOKENS tokens (a word each, a new paragraph every
+    60): what the terminal receives and the process spends per token while a reply streams."""
+    tokens = ["<text>"] + [f"word{i}" + ("\n\n" if i % 60 == 59 else " ") for i in range(OUTPUT_TOKENS)]
+    script = setup.root / f"output-{delay_ms}.json"
+    script.write_text(json.dumps({"replies": [tokens] * replies, "delay_ms": delay_ms}))
+    env = setup.hailo_env(script)
+    env.pop("HAILO_FAKE_LOG")  # its writes are not the terminal's
+    term = Terminal(HAILO_ARGS, env, rows=30, cols=100)
+    rows = []
+    try:
+        term.wait_for(TOOLBAR_READY, "the model to load (toolbar gauge)", timeout=300)
+        for number in range(replies):
+            term.child.expect(pexpect.TIMEOUT, timeout=0.3)  # settle; what came so far is read
+            before_cpu, (before_writes, before_bytes) = term.cpu_seconds(), process_io(term.child.pid)
+            start = len(term.transcript.getvalue())
+            started = time.perf_counter()
+            term.send_line(HAILO_MESSAGE)
+            term.wait_for(f"word{OUTPUT_TOKENS - 1}", f"reply {number + 1} to end", timeout=120)
+            term.child.expect(pexpect.TIMEOUT, timeout=0.3)
+            seconds = time.perf_counter() - started - 0.3
+            after_writes, after_bytes = process_io(term.child.pid)
+            writes, written = after_writes - before_writes, after_bytes - before_bytes
+            received = term.transcript.getvalue()[start:]
+            rows.append(
+                {
+                    "cpu_s": term.cpu_seconds() - before_cpu,
+                    "seconds": seconds,
+                    "writes": writes,
+                    "bytes": written,
+                    "renders": received.count(RENDER),
+                }
+            )
+        term.quit()
+    finally:
+        term.kill()
+    n = OUTPUT_TOKENS
+    result = {
+        "tokens_per_reply": n,
+        "delay_ms": delay_ms,
+        "replies": rows,
+        "renders_per_reply": statistics.median(r["renders"] for r in rows),
+        "bytes_per_token": statistics.median(r["bytes"] / n for r in rows),
+        "writes_per_token": statistics.median(r["writes"] / n for r in rows),
+        "cpu_s_per_reply": statistics.median(r["cpu_s"] for r in rows),
+        "reply_s": statistics.median(r["seconds"] for r in rows),
+    }
+    say(
+        f"    {n} tokens at {1000 // max(delay_ms, 1)} tok/s, median of {len(rows)} replies: "
+        f"{result['renders_per_reply']:.0f} renders, {result['bytes_per_token']:.1f} bytes and "
+        f"{result['writes_per_token']:.2f} writes per token, CPU {result['cpu_s_per_reply']:.2f} s per reply "
+        f"({result['reply_s']:.1f} s)"
+    )
+    return result
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -505,7 +579,8 @@ def main() -> int:
     parser.add_argument(
         "--backends", default="hailo,llama", help="comma-separated: hailo, llama (default: %(default)s)"
     )
-    parser.add_argument("--only", default="ab", help="which parts to run, 'a' or 'b' (default: ab)")
+    parser.add_argument("--only", default="abc", help="which parts to run, 'a', 'b' or 'c' (default: abc)")
+    parser.add_argument("--replies", type=int, default=5, help="replies measured in (c) (default: %(default)s)")
     parser.add_argument(
         "--code",
         type=Path,
@@ -553,6 +628,10 @@ def main() -> int:
         if "b" in args.only:
             say(f"== (b) launch time, median of {args.launch_runs} ==")
             results["launch"] = {backend: bench_launch(backend, setup, args.launch_runs) for backend in backends}
+            say()
+        if "c" in args.only:
+            say("== (c) the output path while a reply streams (hailo double, 100 x 30) ==")
+            results["output"] = bench_output(setup, 10, args.replies)
             say()
     if args.json:
         print(json.dumps(results, indent=2), flush=True)
