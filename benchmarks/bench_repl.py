@@ -244,7 +244,7 @@ def typing_slowest_echo(term: Terminal) -> float | None:
 def bench_interrupts(backend: str, setup: Setup, count: int) -> dict:
     if backend == "hailo":
         args, env, message = HAILO_ARGS, setup.hailo_env(setup.long_script), HAILO_MESSAGE
-        streamed = r"word4 "  # five tokens have streamed
+        streamed = r"word4"  # five tokens have streamed (a live prompt may draw the space apart)
         aborts_before = sum(e["event"] == "abort" for e in setup.fake_events())
     else:
         args, env, message = LLAMA_INTERRUPT_ARGS, setup.llama_env(), LLAMA_MESSAGE
@@ -270,15 +270,11 @@ def bench_interrupts(backend: str, setup: Setup, count: int) -> dict:
             term.wait_for(streamed, f"reply {number} to stream a few tokens")
             pressed = time.perf_counter()
             term.child.sendintr()
-            index = term.expect(INTERRUPTED, PROMPT, pexpect.EOF, pexpect.TIMEOUT, timeout=30)
+            # (No prompt pattern here: a live prompt is on screen while the reply streams.)
+            index = term.expect(INTERRUPTED, pexpect.EOF, pexpect.TIMEOUT, timeout=30)
             noted = time.perf_counter()
             if index != 0:
-                what = [
-                    "",
-                    "the prompt came back without [interrupted] (the reply had ended?)",
-                    "the process ended",
-                    "no [interrupted] within 30 s",
-                ][index]
+                what = ["", "the process ended", "no [interrupted] within 30 s"][index]
                 problems.append(f"interrupt {number}: {what}; last output: {term.tail()!r}")
                 break
             index = term.expect(PROMPT, pexpect.EOF, pexpect.TIMEOUT, timeout=30)

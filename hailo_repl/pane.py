@@ -81,6 +81,9 @@ class ReplyPane:
         self._pieces = 0
         self._usage_before: ContextUsage | None = None
         app.after_render += self._commit_deferred
+        # Set for good: a redraw already delayed by it fails if it is unset meanwhile (prompt_toolkit
+        # computes the delay when it runs), and no redraw happens after that.
+        app.min_redraw_interval = REDRAW_INTERVAL
 
     # ---- the layout's parts ------------------------------------------------------------
 
@@ -117,7 +120,6 @@ class ReplyPane:
         self._live, self._held_notices, self._pieces, self._first_token = "", [], 0, None
         self._started = time.perf_counter()
         self._usage_before = usage_before
-        self.app.min_redraw_interval = REDRAW_INTERVAL
         self.app.erase_when_done = True  # a prompt ended mid-reply (a quit) leaves no frame behind
 
     def piece(self, text: str) -> None:
@@ -148,7 +150,6 @@ class ReplyPane:
         reply, notices = self._live, "".join(line + "\n" for line in self._held_notices)
         self._live, self._held_notices = "", []
         self.streaming = False
-        self.app.min_redraw_interval = None
         self.app.erase_when_done = False
         # Asking where the frame now starts lets the idle prompt fill the screen down, as prompt_toolkit draws it.
         self.commit(reply + tail + "\n" + notices + "\n", ask_position=True)

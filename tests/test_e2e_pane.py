@@ -122,6 +122,8 @@ def test_ctrl_c_retry_and_continue_leave_the_scrollback_clean(pane):
     term.expect_screen(r"\[interrupted\]")
     term.expect_reply_end()
     assert "You: draft" in term.screen_rows()
+    term.send(" more")
+    term.expect_screen("You: draft more")  # typing goes on showing after the stop
     interrupted = joined_reply(term, "w0 w1")
     assert interrupted.endswith("[interrupted]") and "w40" in interrupted
     term.send("\x03")  # Ctrl+C again: the line is cleared
