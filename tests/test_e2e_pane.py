@@ -118,6 +118,7 @@ def test_ctrl_c_retry_and_continue_leave_the_scrollback_clean(pane):
     term.send("tell me\r")
     term.expect_screen(r"w40 ")
     term.send("draft")
+    term.expect_screen("You: draft")
     term.send("\x03")  # Ctrl+C: the reply stops, the typed text stays
     term.expect_screen(r"\[interrupted\]")
     term.expect_reply_end()
