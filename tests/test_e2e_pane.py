@@ -120,13 +120,13 @@ def test_ctrl_c_retry_and_continue_leave_the_scrollback_clean(pane):
     term.send("draft")
     term.expect_screen("You: draft")
     term.send("\x03")  # Ctrl+C: the reply stops, the typed text stays
-    term.expect_screen(r"\[interrupted\]")
     term.expect_reply_end()
+    assert "[interrupted]" in "".join(term.screen.rows())  # (the mark is not word-wrapped: the edge may cut it)
     assert "You: draft" in term.screen_rows()
     term.send(" more")
     term.expect_screen("You: draft more")  # typing goes on showing after the stop
     interrupted = joined_reply(term, "w0 w1")
-    assert interrupted.endswith("[interrupted]") and "w40" in interrupted
+    assert "".join(interrupted.split()).endswith("[interrupted]") and "w40" in interrupted
     term.send("\x03")  # Ctrl+C again: the line is cleared
     term.send("/continue\r")
     term.expect_screen(r"Assistant: Goes on")
