@@ -71,7 +71,6 @@ class ReplyPane:
         self.streaming = False
         self.queued: list[str] = []
         self.ends_after = False
-        self.commits = 0  # frames drawn again after committed text (the benchmark counts them)
         self._live = ""  # the reply's text after the last line it finished
         self._held_notices: list[str] = []  # lines about the reply, for after its last word
         self._deferred: list[str | FormattedText] = []  # to commit once the terminal is the prompt's again
@@ -232,7 +231,6 @@ class ReplyPane:
                 app.render_counter += 1  # (the controls' caches are per render)
                 app.renderer.render(app, app.layout)
             output.write_raw(SYNC_END)
-        self.commits += 1
 
     def _commit_deferred(self, app: Application[str]) -> None:
         if self._deferred and not app._running_in_terminal and app.loop:
