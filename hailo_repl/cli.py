@@ -100,11 +100,13 @@ def add_config_flag(parser: argparse.ArgumentParser) -> None:
 
 
 class HelpFormatter(argparse.HelpFormatter):
-    """argparse's, with the description and the epilog wrapped line by line, so that the
-    subcommands' table keeps its rows and columns."""
+    """argparse's, except that a text of several lines (the subcommands' table) is wrapped
+    line by line, keeping its rows and columns."""
 
     def _fill_text(self, text: str, width: int, indent: str) -> str:
-        return "\n".join(indent + line for line in wrap_text(text, width).split("\n"))
+        if "\n" not in text:
+            return super()._fill_text(text, width, indent)
+        return "\n".join(indent + line for line in wrap_text(text, width - len(indent)).split("\n"))
 
 
 def subcommands_help() -> str:
