@@ -501,7 +501,7 @@ def run(arguments: list[str]) -> int:
     except KeyboardInterrupt:
         notices.say("Interrupted.")
         return 130
-    except BrokenPipeError:  # the reader went away: main() ends the run quietly
+    except BrokenPipeError:  # the reader went away, not a bug: main() ends the run quietly
         raise
     except Exception as error:  # a bug: one line here, the traceback in the log
         logger.exception("unexpected error")
