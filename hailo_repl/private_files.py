@@ -195,7 +195,7 @@ def _acquire(lock: Path) -> int:
         try:
             while not _try_flock(fd):
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"another process has held {lock} for {LOCK_WAIT_SECONDS:.0f} s")
+                    raise TimeoutError(f"another process has held {lock} for {LOCK_WAIT_SECONDS:g} s")
                 time.sleep(LOCK_POLL_SECONDS)
             opened = os.fstat(fd)
             try:

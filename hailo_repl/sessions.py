@@ -164,9 +164,7 @@ class SessionStore:
                         write_bytes_atomically(path, data)
                         return version_of(data)
             except OSError as error:
-                raise ConversationFileError(
-                    f"Cannot save the chat to {path}: {error.strerror or error}"
-                ) from None
+                raise ConversationFileError(f"Cannot save the chat to {path}: {error.strerror or error}") from None
             record.id, record.created, version = new_session_id(), record.updated, None
 
     @staticmethod
