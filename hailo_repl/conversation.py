@@ -58,8 +58,8 @@ def encode_chat(path: Path, document: dict[str, Any]) -> bytes:
     data = json.dumps(document, indent=1, ensure_ascii=False).encode("utf-8")
     if len(data) > MAX_CHAT_FILE_BYTES:
         raise ConversationFileError(
-            f"Cannot save the chat to {path}: it would be {len(data) / (1 << 20):.0f} MiB, more than the "
-            f"{MAX_CHAT_FILE_BYTES >> 20} MiB hailo-repl reads back (/undo drops the last exchange)"
+            f"Cannot save the chat to {path}: it would be larger than the {MAX_CHAT_FILE_BYTES >> 20} MiB "
+            "hailo-repl reads back (/undo drops the last exchange)"
         )
     return data
 
