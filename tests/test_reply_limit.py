@@ -113,7 +113,7 @@ def test_a_server_that_ignores_max_tokens_is_stopped_there_and_the_reply_marked_
     assert server.sent < SAFETY_CAP
     asked = server.asked[0]
     assert (asked.get("max_tokens") or asked["options"]["num_predict"]) == 20  # it was asked, and ignored
-    (saved,) = (isolated_home / "data" / "hailo-repl" / "sessions").glob("*.json")
+    (saved,) = (isolated_home / "data" / "hailo-repl" / "sessions").glob("[!.]*.json")
     reply = json.loads(saved.read_text())["messages"][-1]
     assert reply == {"role": "assistant", "content": " ".join(words), "truncated": True}
 
