@@ -147,7 +147,7 @@ class SessionStore:
     def save(self, record: ChatRecord, messages: list[Message], version: str | None) -> str | None:
         """Rewrite the chat's file whole, if it is still at `version` (None: no file yet) or gone;
         else another process has saved to it since, and the chat is saved under a new id
-        (record.id changes) beside it. Returns the version written (None: history is off).
+        (record.id changes) beside it. Returns the version written (`version` when history is off).
 
         ConversationFileError (one line) if it cannot be written.
         """
