@@ -153,3 +153,18 @@ def test_a_chat_larger_than_hailo_repl_reads_back_is_never_written(tmp_path):
     chat.undo()
     list(chat.reply("Say less", threading.Event()))
     assert [m["content"] for m in json.loads(path.read_text())["messages"]][-2:] == ["Say less", "ok"]
+
+
+def test_a_device_context_too_large_to_read_back_is_never_written(tmp_path, monkeypatch):
+    from hailo_repl.backends import hailo_context
+    from hailo_repl.private_files import FileTooLarge
+
+    monkeypatch.setattr(hailo_context, "CONTEXT_FILE_LIMIT", 1 << 20)
+    tags = hailo_context.ContextTags(hef="model.hef:1:2", hailort="5.2.0", messages="0" * 64)
+    path = tmp_path / "chat.ctx"
+    hailo_context.write_context(path, tags, b"k" * 1000)
+    assert hailo_context.read_context(path) == (tags, b"k" * 1000)
+
+    with pytest.raises(FileTooLarge, match="chat.ctx would be larger than 1 MiB, more than hailo-repl reads"):
+        hailo_context.write_context(path, tags, b"k" * (1 << 20))
+    assert hailo_context.read_context(path) == (tags, b"k" * 1000)  # the one before is kept
