@@ -25,7 +25,7 @@ from pathlib import Path
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
 # A lock is held for one read-modify-write (milliseconds): waiting this long means the holder
-# is stuck (stopped with Ctrl+Z, or on a hung network mount), and the caller says so.
+# is stuck (stopped mid-save, or on a hung network mount), and the caller says so.
 LOCK_WAIT_SECONDS = 10.0
 LOCK_POLL_SECONDS = 0.01
 
