@@ -365,7 +365,7 @@ def retry(context: CommandContext, argument: str) -> Resend | None:
 
 @command("/undo", "remove the last question and its reply")
 def undo(context: CommandContext, argument: str) -> None:
-    if context.chat.undo() is None:
+    if context.chat.undo(notify=context.console.say) is None:
         context.console.say("Nothing to undo.")
     else:
         context.console.info("Removed the last exchange.")

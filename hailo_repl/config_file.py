@@ -23,6 +23,7 @@ from hailo_repl.private_files import (
     NotARegularFile,
     private_dir,
     read_text_limited,
+    update_lock,
     write_atomically,
 )
 from hailo_repl.settings import SETTINGS, SETTINGS_TABLE, FileValue, Setting, SettingError, yaml_text
@@ -212,13 +213,22 @@ def with_key(path: Path, text: str, setting: Setting, value: Any) -> str:
 
 
 def save_setting(path: Path, setting: Setting, value: Any) -> None:
-    """Write one key into the file atomically, keeping its comments and other keys."""
+    """Write one key into the file atomically, keeping its comments and other keys; under the
+    file's lock, so two processes saving at once (each its own key) both keep theirs."""
     try:
-        text = path.read_text(encoding="utf-8") if path.exists() else ""
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigFileError(f"{path}: cannot read the config file: {error}") from None
+        with update_lock(path):
+            _save_setting_locked(path, setting, value)
+    except OSError as error:  # the lock's: a read-only folder, or another process stuck holding it
+        raise ConfigFileError(f"{path}: cannot write the config file: {error.strerror or error}") from None
+
+
+def _save_setting_locked(path: Path, setting: Setting, value: Any) -> None:
+    text = config_text(path)
     parse_config(path, text)  # a file with a mistake is reported as it is, not edited
     updated = with_key(path, text, setting, value)
+    if len(updated.encode("utf-8")) > CONFIG_READ_LIMIT:  # never a file the next start would refuse
+        limit = f"{CONFIG_READ_LIMIT >> 20} MiB"
+        raise ConfigFileError(f"{path}: with {setting.name} the config file would be over {limit}; not saved")
     try:
         saved = parse_config(path, updated).get(setting.name)
     except ConfigFileError:
