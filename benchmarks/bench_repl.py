@@ -84,6 +84,7 @@ class Terminal(terminal.Terminal):
     def __init__(self, args: list[str], env: dict, rows: int = 40, cols: int = 120, timeout: float = 120):
         self.started = time.perf_counter()
         super().__init__(args, env, rows=rows, cols=cols, timeout=timeout)
+        self.child.logfile_read = self.transcript  # no screen model: its CPU would be the benchmark's noise
 
     def wait_for(self, pattern: str, what: str, timeout: float | None = -1) -> None:
         index = self.expect(pattern, pexpect.EOF, pexpect.TIMEOUT, timeout=timeout)

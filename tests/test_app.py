@@ -246,7 +246,7 @@ class UnwritableStore:
 
     writable = True
 
-    def save(self, record, messages):
+    def save(self, record, messages, *version):
         raise ConversationFileError("cannot write the chat: No space left on device")
 
 
