@@ -38,6 +38,7 @@ import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -479,6 +480,79 @@ def bench_launch(backend: str, setup: Setup, runs: int) -> dict:
     return result
 
 
+# --------------------------------------------------------------------------- (c)
+
+BARE_PROMPT = "from prompt_toolkit import PromptSession; PromptSession().prompt('You: ')"
+FIRST_FRAME = "You:"  # a bare prompt moves the cursor over the trailing space instead of writing it
+
+
+def time_to_prompt(command: list[str], env: dict) -> float:
+    """Seconds from spawn to "You:" on the screen; the process is then killed and reaped."""
+    started = time.perf_counter()
+    child = pexpect.spawn(command[0], command[1:], env=env, encoding="utf-8", dimensions=(40, 120), timeout=60)
+    child.delaybeforesend = None
+    try:
+        while True:  # answer cursor-position requests as a terminal does (terminal.py)
+            index = child.expect([terminal.CPR_REQUEST, FIRST_FRAME, pexpect.EOF, pexpect.TIMEOUT])
+            if index == 0:
+                child.send("\x1b[40;1R")
+                continue
+            if index != 1:
+                raise BenchError(f"no prompt from {command[-1]!r}; last output: {child.before!r}")
+            return time.perf_counter() - started
+    finally:
+        child.kill(9)  # at once, so no exit work overlaps the next spawn
+        child.close(force=True)
+
+
+def time_to_exit(command: list[str], env: dict) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, check=True)
+    return time.perf_counter() - started
+
+
+def bench_launch_ratio(setup: Setup, runs: int, rounds: int) -> dict:
+    """Launch to the first prompt, hailo-repl --backend llama vs a bare prompt_toolkit prompt, spawned in
+    turn in the same run; and `--list-models -q` (shell completion) vs a bare interpreter."""
+    env = {**setup.llama_env(), "TERM": "xterm-256color"}
+    sides = {
+        "hailo-repl": terminal.hailo_repl_command() + ["--backend", "llama", "--no-history"],
+        "bare PromptSession": [sys.executable, "-c", BARE_PROMPT],
+        "hailo-repl --list-models -q": terminal.hailo_repl_command() + ["--list-models", "-q"],
+        "bare python -c pass": [sys.executable, "-c", "pass"],
+    }
+    say(f"  {rounds} rounds of {runs} spawns per side, in turn; median per round")
+    for name, command in sides.items():
+        say(f"    {name}: {' '.join(command)}")
+    time_to_prompt(sides["hailo-repl"], env)  # a first run to warm the file cache
+    result: dict = {"runs": runs, "rounds": []}
+    for number in range(1, rounds + 1):
+        times: dict[str, list[float]] = {name: [] for name in sides}
+        for _ in range(runs):
+            for name in ("hailo-repl", "bare PromptSession"):
+                times[name].append(time_to_prompt(sides[name], env))
+            for name in ("hailo-repl --list-models -q", "bare python -c pass"):
+                times[name].append(time_to_exit(sides[name], env))
+        medians = {name: statistics.median(values) * 1000 for name, values in times.items()}
+        launch = medians["hailo-repl"] / medians["bare PromptSession"]
+        listing = medians["hailo-repl --list-models -q"] / medians["bare python -c pass"]
+        result["rounds"].append(
+            {
+                "median_ms": medians,
+                "all_ms": {n: [round(v * 1000, 1) for v in t] for n, t in times.items()},
+                "launch_ratio": launch,
+                "list_models_ratio": listing,
+            }
+        )
+        say(f"  round {number}:")
+        for name, values in times.items():
+            each = ", ".join(f"{v * 1000:.0f}" for v in values)
+            say(f"    {name:<28} median {medians[name]:6.0f} ms  ({each})")
+        say(f"    launch -> prompt ratio, hailo-repl / bare PromptSession:        {launch:.2f}x")
+        say(f"    --list-models -q / bare interpreter (python -c pass):          {listing:.2f}x")
+    return result
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -505,7 +579,10 @@ def main() -> int:
     parser.add_argument(
         "--backends", default="hailo,llama", help="comma-separated: hailo, llama (default: %(default)s)"
     )
-    parser.add_argument("--only", default="ab", help="which parts to run, 'a' or 'b' (default: ab)")
+    parser.add_argument("--only", default="abc", help="which parts to run: a, b, c (default: abc)")
+    parser.add_argument(
+        "--ratio-rounds", type=int, default=2, help="rounds of --launch-runs spawns per side in (c) (default: 2)"
+    )
     parser.add_argument(
         "--code",
         type=Path,
@@ -553,6 +630,10 @@ def main() -> int:
         if "b" in args.only:
             say(f"== (b) launch time, median of {args.launch_runs} ==")
             results["launch"] = {backend: bench_launch(backend, setup, args.launch_runs) for backend in backends}
+            say()
+        if "c" in args.only:
+            say(f"== (c) launch -> prompt vs a bare prompt_toolkit prompt, {args.ratio_rounds} rounds ==")
+            results["launch_ratio"] = bench_launch_ratio(setup, args.launch_runs, args.ratio_rounds)
             say()
     if args.json:
         print(json.dumps(results, indent=2), flush=True)
