@@ -180,6 +180,9 @@ class Setup:
                 "HAILO_FAKE_LOG",
                 "NO_COLOR",
                 "HAILO_REPL_NOHISTORY",
+                # A user's Python caches compiled modules; without it every launch compiles hailo_repl
+                # (~30 ms) while prompt_toolkit's were compiled by pip, and (c) would compare unlike starts.
+                "PYTHONDONTWRITEBYTECODE",
             )
         }
         env.update(self.xdg)
@@ -515,6 +518,8 @@ def bench_launch_ratio(setup: Setup, runs: int, rounds: int) -> dict:
     """Launch to the first prompt, hailo-repl --backend llama vs a bare prompt_toolkit prompt, spawned in
     turn in the same run; and `--list-models -q` (shell completion) vs a bare interpreter."""
     env = {**setup.llama_env(), "TERM": "xterm-256color"}
+    if setup.code:  # another checkout's hailo_repl, ahead of the installed one
+        env["PYTHONPATH"] = str(setup.code)
     sides = {
         "hailo-repl": terminal.hailo_repl_command() + ["--backend", "llama", "--no-history"],
         "bare PromptSession": [sys.executable, "-c", BARE_PROMPT],
@@ -586,7 +591,7 @@ def main() -> int:
     parser.add_argument(
         "--code",
         type=Path,
-        help="for hailo: run the hailo_repl package found in this folder (e.g. `git archive main hailo_repl` "
+        help="for hailo and (c): run the hailo_repl package found in this folder (e.g. `git archive main hailo_repl` "
         "unpacked) against the same double, to compare with another version",
     )
     args = parser.parse_args()

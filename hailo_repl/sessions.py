@@ -14,15 +14,13 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loguru import logger
-
 from hailo_repl.backends.base import Message
 from hailo_repl.conversation import ConversationFileError, load_conversation
+from hailo_repl.log import logger
 from hailo_repl.private_files import write_atomically
 
 INDEX_NAME = ".index.json"
@@ -32,7 +30,7 @@ ID_BYTES = 4  # 8 hex digits: unique enough among one user's chats, short to typ
 
 
 def new_session_id() -> str:
-    return secrets.token_hex(ID_BYTES)
+    return os.urandom(ID_BYTES).hex()  # as secrets.token_hex, without importing it at start-up
 
 
 def now_iso() -> str:
