@@ -526,11 +526,36 @@ def bench_launch_ratio(setup: Setup, runs: int, rounds: int) -> dict:
         "hailo-repl --list-models -q": terminal.hailo_repl_command() + ["--list-models", "-q"],
         "bare python -c pass": [sys.executable, "-c", "pass"],
     }
-    say(f"  {rounds} rounds of {runs} spawns per side, in turn; median per round")
+    say(f"  {rounds} rounds of {runs} spawns per side, in turn; median (and min) per round, then of all spawns")
     for name, command in sides.items():
         say(f"    {name}: {' '.join(command)}")
-    time_to_prompt(sides["hailo-repl"], env)  # a first run to warm the file cache
+    time_to_prompt(sides["hailo-repl"], env)  # a first run to warm the file cache (and write the .pyc files)
     result: dict = {"runs": runs, "rounds": []}
+    pooled: dict[str, list[float]] = {name: [] for name in sides}
+
+    def ratios(times: dict[str, list[float]], pick) -> tuple[float, float]:
+        launch = pick(times["hailo-repl"]) / pick(times["bare PromptSession"])
+        listing = pick(times["hailo-repl --list-models -q"]) / pick(times["bare python -c pass"])
+        return launch, listing
+
+    def report(label: str, times: dict[str, list[float]], show_each: bool) -> dict:
+        (launch, listing), (launch_min, listing_min) = ratios(times, statistics.median), ratios(times, min)
+        say(f"  {label}:")
+        for name, values in times.items():
+            each = f"  ({', '.join(f'{v * 1000:.0f}' for v in values)})" if show_each else ""
+            median, least = statistics.median(values) * 1000, min(values) * 1000
+            say(f"    {name:<28} median {median:6.0f} ms, min {least:4.0f}{each}")
+        say(f"    launch -> prompt, hailo-repl / bare PromptSession: {launch:.2f}x (minimums {launch_min:.2f}x)")
+        say(f"    --list-models -q / bare interpreter:               {listing:.2f}x (minimums {listing_min:.2f}x)")
+        return {
+            "median_ms": {name: statistics.median(values) * 1000 for name, values in times.items()},
+            "all_ms": {name: [round(v * 1000, 1) for v in values] for name, values in times.items()},
+            "launch_ratio": launch,
+            "launch_ratio_of_minimums": launch_min,
+            "list_models_ratio": listing,
+            "list_models_ratio_of_minimums": listing_min,
+        }
+
     for number in range(1, rounds + 1):
         times: dict[str, list[float]] = {name: [] for name in sides}
         for _ in range(runs):
@@ -538,23 +563,10 @@ def bench_launch_ratio(setup: Setup, runs: int, rounds: int) -> dict:
                 times[name].append(time_to_prompt(sides[name], env))
             for name in ("hailo-repl --list-models -q", "bare python -c pass"):
                 times[name].append(time_to_exit(sides[name], env))
-        medians = {name: statistics.median(values) * 1000 for name, values in times.items()}
-        launch = medians["hailo-repl"] / medians["bare PromptSession"]
-        listing = medians["hailo-repl --list-models -q"] / medians["bare python -c pass"]
-        result["rounds"].append(
-            {
-                "median_ms": medians,
-                "all_ms": {n: [round(v * 1000, 1) for v in t] for n, t in times.items()},
-                "launch_ratio": launch,
-                "list_models_ratio": listing,
-            }
-        )
-        say(f"  round {number}:")
         for name, values in times.items():
-            each = ", ".join(f"{v * 1000:.0f}" for v in values)
-            say(f"    {name:<28} median {medians[name]:6.0f} ms  ({each})")
-        say(f"    launch -> prompt ratio, hailo-repl / bare PromptSession:        {launch:.2f}x")
-        say(f"    --list-models -q / bare interpreter (python -c pass):          {listing:.2f}x")
+            pooled[name] += values
+        result["rounds"].append(report(f"round {number}", times, show_each=True))
+    result["all"] = report(f"all {rounds * runs} spawns per side", pooled, show_each=False)
     return result
 
 

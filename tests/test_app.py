@@ -15,6 +15,10 @@ from hailo_repl.app import Repl
 from hailo_repl.backends.base import BackendError, GenerationParams
 from hailo_repl.chat import Chat
 
+# After each chunk of keys, as a user pauses; keys that come sooner wait in the pipe for the
+# next prompt, as typeahead does.
+TYPING_PAUSE = 0.02
+
 
 def run_repl(backend, keys, history=False, after=None):
     """Type `keys` into a Repl; returns (exit code, the Repl, what it printed)."""
@@ -33,7 +37,7 @@ def run_repl(backend, keys, history=False, after=None):
                 for start in range(0, len(chunk), 8192):
                     pipe.send_text(chunk[start : start + 8192])
                     await asyncio.sleep(0.01)
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(TYPING_PAUSE)
             return await asyncio.wait_for(task, 30)
 
         code = asyncio.run(main())
