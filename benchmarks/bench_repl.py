@@ -5,8 +5,9 @@ Run from the repository root (hailo-repl installed with the `llama` extra, pexpe
     python benchmarks/bench_repl.py                    # labelled report on stdout
     python benchmarks/bench_repl.py --json             # report on stderr, one JSON object on stdout
     python benchmarks/bench_repl.py --interrupts 50    # Ctrl+C presses per backend (default 50)
+    python benchmarks/bench_repl.py --only c --launch-runs 15 --ratio-rounds 3   # launch vs a bare prompt
 
-Both parts drive the installed `hailo-repl` the way a user's terminal does: a pty
+The parts drive the installed `hailo-repl` the way a user's terminal does: a pty
 (pexpect) with TERM=xterm-256color, XDG_* dirs in a temporary directory, --no-history,
 and cursor-position requests (ESC[6n) answered as a terminal answers them, so the
 bottom toolbar is drawn. "hailo" is the hailo_platform double from tests/fakes (a
@@ -25,6 +26,14 @@ the real llama.cpp backend with the bundled SmolLM2-135M-Instruct.
     toolbar leaving "loading model…" (the model loads in the background), and, in
     separate spawns that type "hi" at once, launch to the first reply text and to the
     reply's end; also /quit to process exit.
+(c) Launch against a bare prompt_toolkit prompt, spawned in turn in the same run (the
+    same Python, the same pty driver): `hailo-repl --backend llama --no-history` to the
+    first "You:" on screen vs `PromptSession().prompt("You: ")`, and `hailo-repl
+    --list-models -q` (what shell completion runs) to its exit vs `python -c pass`;
+    medians and minimums per round and of all spawns, and their ratios (goal: launch
+    within 1.1x). Only (c): `python benchmarks/bench_repl.py --only c`.
+    Every part runs its children without PYTHONDONTWRITEBYTECODE: a user's Python
+    caches compiled modules, and without that cache every launch would compile hailo_repl.
 
 Engine figures (model load, TTFT, decode tok/s, filter throughput) are measured by
 benchmarks/bench_engine.py; this script does not run it.

@@ -8,6 +8,7 @@ modules log through `logger` here, which loads loguru when first used.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -46,12 +47,13 @@ _wanted: bool | None = None  # setup_logging's `to_file`, not applied yet
 def setup_logging(to_file: bool = True) -> None:
     """Logs go to the log file only (none with `to_file` False: --no-history writes nothing),
     never to the terminal; without the values of variables in tracebacks (`diagnose`), so
-    what a user typed does not end up there. Applied at the first message."""
+    what a user typed does not end up there. Applied at the first message, or at once when
+    loguru is loaded already."""
     global _wanted
     with _lock:
         _wanted = to_file
-        if _loguru is not None:
-            _apply(_loguru)
+    if "loguru" in sys.modules:
+        _loaded()
 
 
 def _apply(logger: Logger) -> None:

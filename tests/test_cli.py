@@ -1,4 +1,6 @@
-"""The installed `hailo-repl`, run as a user runs it without a terminal.
+"""`hailo-repl` as a user runs it without a terminal: main() in this process as a new process
+runs it (conftest.run_cli), and the installed command where the process is what is tested (a
+reply streaming through a pipe, SIGTERM, llama.cpp's own output, the entry point).
 
 The llama tests use the real llama.cpp with the bundled SmolLM2; the hailo tests put
 the hailo_platform double on PYTHONPATH so the real hailo backend code runs against it,
