@@ -127,7 +127,8 @@ def parse_config(path: Path, text: str) -> dict[str, FileValue]:
 
 def load_config(path: Path, required: bool = False) -> dict[str, FileValue]:
     """The file's settings; a missing file has none, unless the user named it (`required`)."""
-    return parse_config(path, config_text(path, required))
+    text = config_text(path, required)
+    return parse_config(path, text) if text else {}  # no file, nothing to parse: pyyaml stays unimported
 
 
 def config_text(path: Path, required: bool = False) -> str:
