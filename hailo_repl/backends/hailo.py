@@ -55,7 +55,6 @@ from pathlib import Path
 from typing import Any
 
 import jinja2.sandbox
-from loguru import logger
 
 from hailo_repl.backends.base import (
     BackendError,
@@ -74,6 +73,7 @@ from hailo_repl.backends.hailo_context import (
     tags_differ,
     write_context,
 )
+from hailo_repl.log import logger
 from hailo_repl.streaming import clean_response
 
 SHARED_VDEVICE_GROUP_ID = "SHARED"  # lets other Hailo apps use the chip at the same time
