@@ -54,7 +54,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import jinja2.sandbox
 from loguru import logger
 
 from hailo_repl.backends.base import (
@@ -65,6 +64,7 @@ from hailo_repl.backends.base import (
     ReplyStream,
     one_generation_at_a_time,
 )
+from hailo_repl.backends.chat_template import ChatTemplate
 from hailo_repl.backends.hailo_context import (
     ContextFileError,
     ContextTags,
@@ -74,6 +74,7 @@ from hailo_repl.backends.hailo_context import (
     tags_differ,
     write_context,
 )
+from hailo_repl.backends.hailo_selfcheck import DEVICE_FACTS_NAME, DeviceFacts, Verdict, run_self_check
 from hailo_repl.streaming import clean_response
 
 SHARED_VDEVICE_GROUP_ID = "SHARED"  # lets other Hailo apps use the chip at the same time
@@ -149,27 +150,15 @@ def render_chatml(messages: Sequence[Mapping[str, object]], add_generation_promp
     return body + ("<|im_start|>assistant\n" if add_generation_prompt else "")
 
 
-Render = Callable[[Sequence[Mapping[str, object]], bool], str]  # (messages, add_generation_prompt) -> prompt
-
-
-def template_renderer(template_text: str) -> Render | None:
-    """The model's Jinja2 chat template as a function, or None if it does not render."""
+def model_template(llm: Any) -> ChatTemplate | None:
+    """The HEF's own chat template (LLM.prompt_template()), or None when it cannot be used
+    (token counts are then estimated with ChatML, and nothing is sent as text)."""
     try:
-        template = jinja2.sandbox.ImmutableSandboxedEnvironment().from_string(template_text)
-
-        def render(messages: Sequence[Mapping[str, object]], add_generation_prompt: bool) -> str:
-            return template.render(messages=list(messages), add_generation_prompt=add_generation_prompt)
-
-        render([{"role": "user", "content": "x"}], True)
+        text = llm.prompt_template()
+        return ChatTemplate(text) if text else None
     except Exception:
-        logger.opt(exception=True).info("the HEF's chat template does not render; estimating with ChatML")
+        logger.opt(exception=True).info("the HEF's chat template cannot be rendered here; estimating with ChatML")
         return None
-    return render
-
-
-# minja_wrapper.cpp renders this message alone once (what a template adds by itself,
-# Qwen's default system prompt) and cuts that much off every later prompt of a context.
-TEMPLATE_PROBE = [{"role": "TMP", "content": "TMP"}]
 
 
 # LLM() raises a bare status number (its constructor is not wrapped in pyhailort.py):
@@ -217,9 +206,17 @@ class HailoBackend:
     loads_in_background = False
     context_is_estimate = False
 
-    def __init__(self, hef_path: Path, vdevice: Any = None, context_cache: Path | None = None):
+    def __init__(
+        self,
+        hef_path: Path,
+        vdevice: Any = None,
+        context_cache: Path | None = None,
+        facts_file: Path | None = None,
+    ):
+        """`context_cache`: where system prompts' contexts are kept; `facts_file`: what the device
+        has shown (hailo_selfcheck.py), by default in `context_cache`. None: nowhere (--no-history)."""
         self.hef_path = Path(hef_path)
-        self.context_cache = context_cache  # where the system prompt's context is kept (None: nowhere)
+        self.context_cache = context_cache
         self.model_name = self.hef_path.stem
         self.last_prompt_tokens = 0
         self._vdevice = vdevice
@@ -227,14 +224,17 @@ class HailoBackend:
         self._recovery_sequence: str | None = None
         self._timeout_error: type[Exception] = TimeoutError  # HailoRT's, once loaded
         self._thread_ended_error: type[Exception] = EOFError  # read() after HailoRT's token thread ended
-        self._render: Render = render_chatml  # the model's chat template once loaded, if it renders
+        self._template: ChatTemplate | None = None  # the HEF's own, once loaded, if it renders here
+        self._facts = DeviceFacts(facts_file or (context_cache / DEVICE_FACTS_NAME if context_cache else None))
+        # Whether prompts may go as text (after a loaded context): the HEF passed the self-check.
+        self._text_path_ok = False
+        self._saved: tuple[Path, str] | None = None  # the last context saved: (file, digest of its messages)
         # The conversation the device's context holds, its own last reply included;
         # None when unknown (a failed or aborted generation): the next turn then starts afresh.
         self._held: list[Message] | None = []
         # minja_wrapper.cpp's m_is_first: the next templated prompt would be rendered as a
         # context's first. Reset by clear_context() only, unset by a templated prompt.
         self._template_first = True
-        self._own_template = False  # whether _render is the HEF's own template (a load needs it)
         self._offered: tuple[Path, list[Message]] | None = None  # a resumed chat's saved context
         # Read on the generating thread only: on the device these calls wait behind a
         # running generation, holding the GIL, and the toolbar must never wait.
@@ -264,22 +264,52 @@ class HailoBackend:
             raise BackendError(f"Failed to load {self.hef_path} on the Hailo device: {reason}") from None
         self._llm = llm
         self._recovery_sequence = llm.get_generation_recovery_sequence()
-        self._render = self._model_template(llm)
-        self._own_template = self._render is not render_chatml
+        self._template = model_template(llm)
         self._capacity = llm.max_context_capacity()
+        self._text_path_ok = self._facts.path is not None and self._text_path_checked(llm)
         self._usage = llm.get_context_usage_size()
         self._held = []
         self._template_first = True
 
-    @staticmethod
-    def _model_template(llm: Any) -> Render:
-        """The HEF's own chat template (LLM.prompt_template()), or ChatML when it cannot be used."""
-        try:
-            text = llm.prompt_template()
-        except Exception:
-            logger.opt(exception=True).info("prompt_template() failed; estimating with ChatML")
-            return render_chatml
-        return (template_renderer(text) if text else None) or render_chatml
+    def _text_path_checked(self, llm: Any, again: bool = False) -> bool:
+        """Whether this HEF has passed the self-check with this HailoRT (run and remembered on
+        first use); the log says why not, once per load."""
+        hef, hailort = hef_identity(self.hef_path), installed_hailort_version()
+        if self._template is None:
+            logger.info("sending whole message lists to {}: its chat template cannot be rendered here", self.model_name)
+            return False
+        known = None if again else self._facts.get(hef, hailort, "text_path")
+        if known is None:
+            started = time.monotonic()
+            verdict = run_self_check(llm, self._template)
+            known = {"passed": verdict.passed, "detail": verdict.detail}
+            self._facts.remember(hef, hailort, "text_path", known)
+            logger.info(
+                "self-check of {} with HailoRT {} ({:.1f} s): {}; {}",
+                self.model_name,
+                hailort,
+                time.monotonic() - started,
+                "passed" if verdict.passed else "FAILED",
+                verdict.detail,
+            )
+        if not known.get("passed"):
+            logger.info(
+                "sending whole message lists to {}: prompts sent as text did not match them in the self-check ({})",
+                self.model_name,
+                known.get("detail"),
+            )
+        return bool(known.get("passed"))
+
+    def self_check(self) -> Verdict:
+        """Run the self-check again on the loaded model and remember it (hailo-repl doctor)."""
+        with self._no_reply_running():
+            llm = self._model
+            if self._template is None:
+                return Verdict(False, "the HEF's chat template cannot be rendered here")
+            self._text_path_ok = self._text_path_checked(llm, again=True)
+            self._held, self._template_first = [], True
+            found = self._facts.get(hef_identity(self.hef_path), installed_hailort_version(), "text_path") or {}
+            return Verdict(self._text_path_ok, str(found.get("detail", "")))
 
     @property
     def _model(self) -> Any:
@@ -301,9 +331,9 @@ class HailoBackend:
     def _prompt_text(self, messages: Sequence[Message], continuing: bool) -> str:
         """`messages` as the device templates them: the first prompt of a context whole; a
         later one rendered after the probe, less what the probe renders alone (minja_wrapper.cpp)."""
-        if not continuing:
-            return self._render(messages, True)
-        return self._render([*TEMPLATE_PROBE, *messages], True)[len(self._render(TEMPLATE_PROBE, False)) :]
+        if self._template is None:
+            return render_chatml(messages)  # an estimate: ChatML has no text of its own to cut
+        return self._template.later(messages) if continuing else self._template.first(messages)
 
     def _prompt_tokens(self, messages: Sequence[Message], continuing: bool) -> int:
         return len(self._model.tokenize(self._prompt_text(messages, continuing)))
@@ -444,22 +474,41 @@ class HailoBackend:
         return ContextTags(hef_identity(self.hef_path), installed_hailort_version(), messages_digest(messages))
 
     def save_context(self, path: Path, messages: Sequence[Message]) -> None:
-        """Keep the device's context in `path` when it holds exactly `messages` (a completed turn)."""
+        """Keep the device's context in `path` when it holds exactly `messages` (a completed turn).
+
+        HailoRT hands over the whole KV cache, whatever its fill (llm_server.cpp
+        `LLMServer::get_context`), as a list of ints that pyhailort.py `LLM.save_context` makes
+        bytes: seconds with the GIL held on a Pi, so the chat calls this only when waiting costs
+        the user nothing (chat.py). Size and time go to the log and the facts file."""
         if not self._busy.acquire(blocking=False):  # a reply runs (or a stalled one waits): not now
             return
         try:
             held = self._held
-            if self._llm is None or not held or held != list(messages):
-                return
+            if self._llm is None or not held or held != list(messages) or not self._text_path_ok:
+                return  # nothing complete to keep, or nothing a load could use
+            if self._saved == (path, messages_digest(held)):
+                return  # already there
             started = time.monotonic()
             data = self._llm.save_context()
+            read = time.monotonic()
             write_context(path, self._tags(held), data)
-            milliseconds = (time.monotonic() - started) * 1000
-            logger.info("saved the device context to {} ({} bytes, {:.0f} ms)", path, len(data), milliseconds)
+            self._saved = (path, messages_digest(held))
+            self._remember_figures("save", len(data), read - started, time.monotonic() - read)
+            logger.info(
+                "saved the device context to {}: {} bytes, {:.0f} ms from the device, {:.0f} ms to write",
+                path,
+                len(data),
+                (read - started) * 1000,
+                (time.monotonic() - read) * 1000,
+            )
         except Exception:  # the chat itself is saved; only a quicker resume is lost
             logger.exception("saving the device context to {} failed", path)
         finally:
             self._busy.release()
+
+    def _remember_figures(self, what: str, size: int, device_seconds: float, file_seconds: float) -> None:
+        figures = {"bytes": size, "device_ms": round(device_seconds * 1000), "file_ms": round(file_seconds * 1000)}
+        self._facts.remember(hef_identity(self.hef_path), installed_hailort_version(), what, figures)
 
     def offer_context(self, path: Path, messages: Sequence[Message]) -> None:
         self._offered = (path, list(messages))
@@ -469,9 +518,9 @@ class HailoBackend:
         resumed chat's, else the system prompt's (made and kept on first use). Returns the
         prompt tokens that cost; on any failure the context stays empty and all is sent."""
         offered, self._offered = self._offered, None
-        if not self._own_template:  # the plain-text prompts after a load need the HEF's template
+        if not self._text_path_ok:  # the plain-text prompts after a load need the self-check passed
             if offered is not None:
-                logger.info("not loading {}: the HEF's chat template cannot be rendered here", offered[0])
+                logger.info("not loading {}: {} has not passed the self-check", offered[0], self.model_name)
             return 0
         if offered is not None and self._load(llm, *offered, messages):
             return 0
@@ -483,6 +532,7 @@ class HailoBackend:
         """Load the context in `path` if it holds `held`, which `messages` go on from; the log says why not."""
         why: str | None = "the chat changed since it was saved"
         data = b""
+        started = loaded = time.monotonic()
         if len(messages) > len(held) and messages[: len(held)] == held:
             try:
                 tags, data = read_context(path)
@@ -491,7 +541,9 @@ class HailoBackend:
                 why = str(error)
         if why is None:
             try:
-                llm.load_context(data)
+                read = time.monotonic()
+                llm.load_context(data)  # pyhailort.py `LLM.load_context`: list(data), GIL held
+                loaded = time.monotonic()
             except Exception as error:
                 why = f"HailoRT refused it ({error or type(error).__name__})"
                 self._clear_context(llm)  # whatever a failed load left behind
@@ -499,7 +551,16 @@ class HailoBackend:
             logger.info("not loading {} (the model reads the messages instead): {}", path, why)
             return False
         self._held = list(held)
-        logger.info("loaded the device context of {} messages from {}", len(held), path)
+        self._saved = (path, messages_digest(held))
+        self._remember_figures("load", len(data), loaded - read, read - started)
+        logger.info(
+            "loaded the device context of {} messages from {}: {} bytes, {:.0f} ms to read, {:.0f} ms to the device",
+            len(held),
+            path,
+            len(data),
+            (read - started) * 1000,
+            (loaded - read) * 1000,
+        )
         return True
 
     def _start_from_system_prompt(self, llm: Any, messages: list[Message], cache: Path) -> int:
@@ -511,7 +572,8 @@ class HailoBackend:
         path = cache / f"{self.model_name}-{key[:16]}.ctx"
         if self._load(llm, path, system, messages):
             return 0
-        prefix = self._render(system, False)
+        assert self._template is not None  # _text_path_ok
+        prefix = self._template.render(system, add_generation_prompt=False)
         if prefix + self._prompt_text(messages[1:], True) != self._prompt_text(messages, False):
             logger.info("the chat template does not split after the system prompt: its context is not kept")
             return 0
