@@ -452,5 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     finally:
         if backend is not None:
-            with signals_held():
+            with signals_held():  # SIGTERM and SIGHUP too: the device context is kept if there is time
+                if chat is not None:
+                    chat.keep_device_context()
                 (chat.backend if chat is not None else backend).release()  # /model may have replaced it

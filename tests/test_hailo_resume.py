@@ -59,6 +59,8 @@ def saved_chat(open_device, fake_log, store):
     chat = Chat(open_device(), SYSTEM, GenerationParams(), store)
     assert reply(chat, "Capital of France?") == "Paris."
     assert reply(chat, "Of Germany?") == "Berlin."
+    assert "save_context" not in [e["event"] for e in fake_log()]  # not between turns
+    chat.keep_device_context()  # as the process does when it ends
     chat.backend.release()
     last = generations(fake_log)[-1]
     return chat, last["held"] + last["inserted"] + "Berlin."
