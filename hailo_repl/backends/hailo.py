@@ -228,6 +228,7 @@ class HailoBackend:
         self._facts = DeviceFacts(facts_file or (context_cache / DEVICE_FACTS_NAME if context_cache else None))
         # Whether prompts may go as text (after a loaded context): the HEF passed the self-check.
         self._text_path_ok = False
+        self._checked_at_load = False  # whether load() ran the self-check (not a remembered verdict)
         self._saved: tuple[Path, str] | None = None  # the last context saved: (file, digest of its messages)
         # The conversation the device's context holds, its own last reply included;
         # None when unknown (a failed or aborted generation): the next turn then starts afresh.
@@ -279,6 +280,7 @@ class HailoBackend:
             logger.info("sending whole message lists to {}: its chat template cannot be rendered here", self.model_name)
             return False
         known = None if again else self._facts.get(hef, hailort, "text_path")
+        self._checked_at_load = known is None
         if known is None:
             started = time.monotonic()
             verdict = run_self_check(llm, self._template)
@@ -306,8 +308,9 @@ class HailoBackend:
             llm = self._model
             if self._template is None:
                 return Verdict(False, "the HEF's chat template cannot be rendered here")
-            self._text_path_ok = self._text_path_checked(llm, again=True)
-            self._held, self._template_first = [], True
+            if not self._checked_at_load:
+                self._text_path_ok = self._text_path_checked(llm, again=True)
+                self._held, self._template_first = [], True
             found = self._facts.get(hef_identity(self.hef_path), installed_hailort_version(), "text_path") or {}
             return Verdict(self._text_path_ok, str(found.get("detail", "")))
 
