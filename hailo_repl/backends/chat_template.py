@@ -29,6 +29,7 @@ jinja2 is imported when a template is first compiled, not when hailo-repl starts
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -132,8 +133,12 @@ class ChatTemplate:
         )
         system = {"role": "system", "content": system_content}
         self.supports_system_role = _SYSTEM_NEEDLE in self._try_raw([system, user])
-        # minja_wrapper.cpp `Impl::Impl`: m_system_prompt, rendered once when the LLM is made.
-        self.probe = self.render([PROBE], add_generation_prompt=False)
+
+    @functools.cached_property
+    def probe(self) -> str:
+        """minja_wrapper.cpp `Impl::Impl`: m_system_prompt, rendered once as the LLM is made (a
+        template that cannot render it makes HailoRT's template handler fail: TemplateError)."""
+        return self.render([PROBE], add_generation_prompt=False)
 
     def _raw(self, messages: Messages, add_generation_prompt: bool) -> str:
         try:

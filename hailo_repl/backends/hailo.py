@@ -155,7 +155,11 @@ def model_template(llm: Any) -> ChatTemplate | None:
     (token counts are then estimated with ChatML, and nothing is sent as text)."""
     try:
         text = llm.prompt_template()
-        return ChatTemplate(text) if text else None
+        if not text:
+            return None
+        template = ChatTemplate(text)
+        template.probe  # noqa: B018  (HailoRT renders it as the LLM is made; it must render here too)
+        return template
     except Exception:
         logger.opt(exception=True).info("the HEF's chat template cannot be rendered here; estimating with ChatML")
         return None
@@ -229,6 +233,7 @@ class HailoBackend:
         # Whether prompts may go as text (after a loaded context): the HEF passed the self-check.
         self._text_path_ok = False
         self._checked_at_load = False  # whether load() ran the self-check (not a remembered verdict)
+        self._system_to_keep: list[Message] | None = None  # a system prompt whose context is not kept yet
         self._saved: tuple[Path, str] | None = None  # the last context saved: (file, digest of its messages)
         # The conversation the device's context holds, its own last reply included;
         # None when unknown (a failed or aborted generation): the next turn then starts afresh.
@@ -377,14 +382,15 @@ class HailoBackend:
         try:
             if self._unsent(messages) is None:
                 self._clear_context(llm)
-            prefilled = 0 if self._held else self._start_from_saved(llm, messages)
+            if not self._held:
+                self._start_from_saved(llm, messages)
             held = self._held or []
             new = messages[len(held) :]
             continuing = bool(held)
             # After a load the template still takes the next prompt for a first one: plain text then.
             prompt: str | list[Message] = self._prompt_text(new, True) if continuing and self._template_first else new
             self._held = None  # unknown until this generation has ended
-            self.last_prompt_tokens = prefilled + self._prompt_tokens(new, continuing)
+            self.last_prompt_tokens = self._prompt_tokens(new, continuing)
             pace = TokenPace()
             with llm.generate(prompt=prompt, **options) as generation:
                 self._template_first = self._template_first and isinstance(prompt, str)
@@ -516,20 +522,20 @@ class HailoBackend:
     def offer_context(self, path: Path, messages: Sequence[Message]) -> None:
         self._offered = (path, list(messages))
 
-    def _start_from_saved(self, llm: Any, messages: list[Message]) -> int:
+    def _start_from_saved(self, llm: Any, messages: list[Message]) -> None:
         """Start the empty context from a saved one holding the beginning of `messages`: the
-        resumed chat's, else the system prompt's (made and kept on first use). Returns the
-        prompt tokens that cost; on any failure the context stays empty and all is sent."""
+        resumed chat's, else the system prompt's (kept for this HEF). On any failure the context
+        stays empty and all is sent."""
         offered, self._offered = self._offered, None
         if not self._text_path_ok:  # the plain-text prompts after a load need the self-check passed
             if offered is not None:
                 logger.info("not loading {}: {} has not passed the self-check", offered[0], self.model_name)
-            return 0
+            return
         if offered is not None and self._load(llm, *offered, messages):
-            return 0
+            return
         if self.context_cache is None or len(messages) < 2 or messages[0]["role"] != "system":
-            return 0
-        return self._start_from_system_prompt(llm, messages, self.context_cache)
+            return
+        self._start_from_system_prompt(llm, messages, self.context_cache)
 
     def _load(self, llm: Any, path: Path, held: list[Message], messages: list[Message]) -> bool:
         """Load the context in `path` if it holds `held`, which `messages` go on from; the log says why not."""
@@ -566,33 +572,44 @@ class HailoBackend:
         )
         return True
 
-    def _start_from_system_prompt(self, llm: Any, messages: list[Message], cache: Path) -> int:
-        """Load the system prompt's context kept for this HEF; on first use, read the system
-        prompt alone (a prefill: max_generated_tokens=0, llm_server.cpp `handle_generation_completion`
-        adds no token and no recovery sequence) and keep its context."""
+    def _start_from_system_prompt(self, llm: Any, messages: list[Message], cache: Path) -> None:
+        """Load the system prompt's context kept for this HEF. On first use the system prompt is
+        read with the first message as usual, and its context kept as the model is released
+        (keep_system_prompt_context): a save holds the GIL for seconds, never before a reply."""
         system = messages[:1]
+        if not self._load(llm, self._system_context_path(cache, system), system, messages):
+            self._system_to_keep = system
+
+    def _system_context_path(self, cache: Path, system: list[Message]) -> Path:
         key = hashlib.sha256(f"{hef_identity(self.hef_path)}\n{messages_digest(system)}".encode()).hexdigest()
-        path = cache / f"{self.model_name}-{key[:16]}.ctx"
-        if self._load(llm, path, system, messages):
-            return 0
-        assert self._template is not None  # _text_path_ok
+        return cache / f"{self.model_name}-{key[:16]}.ctx"
+
+    def _keep_system_prompt_context(self, llm: Any) -> None:
+        """As the model is released (its context is lost then anyway): read the system prompt
+        used alone, a prefill (max_generated_tokens=0: llm_server.cpp `handle_generation_completion`
+        adds no token and no recovery sequence), and keep its context for the next new chat."""
+        system, self._system_to_keep = self._system_to_keep, None
+        if system is None or self.context_cache is None or self._template is None or not self._text_path_ok:
+            return
         prefix = self._template.render(system, add_generation_prompt=False)
-        if prefix + self._prompt_text(messages[1:], True) != self._prompt_text(messages, False):
+        probe: list[Message] = [{"role": "user", "content": "x"}]
+        if prefix + self._template.later(probe) != self._template.first([*system, *probe]):
             logger.info("the chat template does not split after the system prompt: its context is not kept")
-            return 0
+            return
+        path = self._system_context_path(self.context_cache, system)
         try:
+            llm.clear_context()
             with llm.generate(prompt=prefix, max_generated_tokens=0):
                 pass
+            started = time.monotonic()
+            data = llm.save_context()
+            read = time.monotonic()
+            write_context(path, self._tags(system), data)
         except Exception:
-            logger.exception("reading the system prompt alone failed")
-            self._clear_context(llm)
-            return 0
-        self._held = system
-        try:
-            write_context(path, self._tags(system), llm.save_context())
-        except Exception:  # the context holds the system prompt all the same
             logger.exception("keeping the system prompt's context in {} failed", path)
-        return len(llm.tokenize(prefix))
+            return
+        self._remember_figures("save", len(data), read - started, time.monotonic() - read)
+        logger.info("kept the system prompt's device context in {}: {} bytes", path, len(data))
 
     def clear(self) -> None:
         with self._no_reply_running():
@@ -605,6 +622,8 @@ class HailoBackend:
     def release(self) -> None:
         """clear_context, llm.release, vdevice.release — each tried, in this order, after any reply has stopped."""
         with self._no_reply_running():
+            if self._llm is not None:
+                self._keep_system_prompt_context(self._llm)
             steps: list[tuple[str, Callable[[], object]]] = []
             if self._llm is not None:
                 steps += [("clear_context", self._llm.clear_context), ("llm.release", self._llm.release)]
