@@ -79,7 +79,6 @@ def main() -> int:
         term.send("/save\r")
         time.sleep(0.2)  # the save has begun
         during_save = echo_seconds(term, "y")
-        term.expect("You: ")
         term.send("\x15/quit\r")
         started = time.perf_counter()
         term.wait_for_exit()

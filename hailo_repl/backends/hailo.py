@@ -38,8 +38,13 @@ Other facts from the same source that shape the code:
   leaves the template's first-prompt state as it was (minja_wrapper.cpp `m_is_first`, reset
   only by `LLM::Impl::clear_context` in llm.cpp): after it, a templated prompt would be
   rendered as a context's first (Qwen's default system prompt mid-context), so until the
-  next clear the prompts go as plain text, rendered here as minja_wrapper.cpp renders a
-  later prompt (pyhailort.py `LLM.generate`: a str is inserted as is).
+  next clear the prompts go as plain text, rendered by chat_template.py as minja_wrapper.cpp
+  renders a later prompt (pyhailort.py `LLM.generate`: a str is inserted as is). That text
+  path is used only on a HEF that has passed its self-check (hailo_selfcheck.py).
+- save_context() hands over the whole KV cache (llm_server.cpp `LLMServer::get_context`),
+  copied to and from Python with the GIL held (llm_api.cpp, pyhailort.py): seconds on a Pi.
+  So the chat saves only when that costs the user nothing (chat.py `keep_device_context`),
+  and the system prompt's context is kept as the model is released, never before a reply.
 """
 
 from __future__ import annotations
