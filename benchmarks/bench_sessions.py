@@ -42,15 +42,22 @@ def main() -> int:
                     {"role": "user", "content": f"question {turn} of chat {number}"},
                     {"role": "assistant", "content": reply},
                 ]
-            store.save(ChatRecord(new_session_id(), "Qwen2.5-1.5B-Instruct", "hailo", {}), messages)
+            store.save(ChatRecord(new_session_id(), "Qwen2.5-1.5B-Instruct", "hailo", {}), messages, None)
         index = store.directory / INDEX_NAME
         cold = median_ms(store.chats, before=lambda: index.unlink(missing_ok=True))
         warm = median_ms(store.chats)
         one = store.chats()[-1]
         record = ChatRecord(one.id, "Qwen2.5-1.5B-Instruct", "hailo", {})
-        _, kept = store.load(one.id)
-        after_save = median_ms(store.chats, before=lambda: store.save(record, kept))
-        save = median_ms(lambda: store.save(record, kept))
+        saved = store.load(one.id)
+        version = saved.version
+
+        def save_again() -> None:  # as autosave does: the file is checked against what was last written
+            nonlocal version
+            version = store.save(record, saved.messages, version)
+
+        after_save = median_ms(store.chats, before=save_again)
+        save = median_ms(save_again)
+        assert record.id == one.id  # saved in place, never as a new chat
         search = median_ms(lambda: store.search("question 3 of chat 999"), runs=3)
         size = sum(p.stat().st_size for p in store.directory.iterdir()) / 1e6
     print(f"{args.chats} chats of {args.turns} turns ({size:.1f} MB), median of 5 runs:")

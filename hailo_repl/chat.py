@@ -58,6 +58,7 @@ class Chat:
         self.store = store  # where the chat is saved after each turn (None: nowhere)
         self.session_id = new_session_id()
         self._created: str | None = None  # when the saved chat began, once saved or resumed
+        self._version: str | None = None  # the chat's file as this process last read or wrote it
         # After a resume or /load the backend has not read the history yet; until the next
         # reply sends it, the gauge shows what it will take (counted once, when first drawn).
         self._history_unsent = False
@@ -97,6 +98,7 @@ class Chat:
         self.backend.clear()  # first: a reply still running ends (and is kept) before the wipe
         self.messages = [{"role": "system", "content": self.system_prompt}]
         self.session_id, self._created, self._history_unsent = new_session_id(), None, False
+        self._version = None
 
     def resume(self, session_id: str) -> dict[str, Any]:
         """Continue the saved chat `session_id`; later turns are saved to it. Returns its saved fields.
@@ -105,17 +107,20 @@ class Chat:
         """
         if self.store is None:
             raise ConversationFileError("no saved chats here")
-        data, messages = self.store.load(session_id)
+        saved = self.store.load(session_id)
         self.keep_device_context()  # the chat it switches away from
-        self.replace_messages(messages)
-        self.session_id = session_id
+        self.replace_messages(saved.messages)
+        self.session_id, self._version = session_id, saved.version
         if isinstance(self.backend, KeepsContext):  # the model may load what it held instead of reading it
             self.backend.offer_context(self.store.context_path(session_id), for_model(self.messages))
-        self._created = data.get("created") if isinstance(data.get("created"), str) else None
-        return data
+        created = saved.fields.get("created")
+        self._created = created if isinstance(created, str) else None
+        return saved.fields
 
-    def autosave(self) -> None:
-        """Write the chat to its file, if history is on and something was said.
+    def autosave(self, notify: Callable[[str], None] = lambda line: None) -> None:
+        """Write the chat to its file, if history is on and something was said. If another
+        process saved to the same chat since this one read it, this one goes on as a new
+        chat, and `notify` says so.
 
         Raises ConversationFileError (one line) when the file cannot be written.
         """
@@ -129,8 +134,16 @@ class Chat:
         )
         if self._created:
             record.created = self._created
-        self.store.save(record, self.messages)
-        self._created = record.created
+        self._version = self.store.save(record, self.messages, self._version)
+        if record.id != self.session_id:
+            notify(
+                labelled(
+                    INFO,
+                    f"Chat {self.session_id} was changed by another hailo-repl since this one read it: "
+                    f"this conversation is saved as a new chat, {record.id}, and both keep their turns.",
+                )
+            )
+        self.session_id, self._created = record.id, record.created
         self._changes += 1
 
     def device_context_unsaved(self) -> bool:
@@ -164,7 +177,7 @@ class Chat:
         self.system_prompt = messages[0]["content"]
         self.messages = list(messages)
         self._history_unsent, self._unsent_tokens = _has_turns(self.messages), None
-        self.session_id, self._created = new_session_id(), None
+        self.session_id, self._created, self._version = new_session_id(), None, None
 
     def cut_off(self) -> bool:
         """Whether the last reply stopped before its end (max-tokens or Ctrl+C)."""
@@ -186,19 +199,19 @@ class Chat:
         index = self._last_question()
         return None if index is None else self.messages[index]["content"]
 
-    def undo(self) -> str | None:
+    def undo(self, notify: Callable[[str], None] = lambda line: None) -> str | None:
         """Drop the last user message and what answered it; return that message's text."""
         index = self._last_question()
         if index is None:
             return None
         text = self.messages[index]["content"]
         del self.messages[index:]
-        self._save_or_log()
+        self._save_or_log(notify)
         return text
 
-    def _save_or_log(self, notify: Callable[[str], None] = lambda line: None) -> None:
+    def _save_or_log(self, notify: Callable[[str], None]) -> None:
         try:
-            self.autosave()
+            self.autosave(notify)
         except ConversationFileError as error:
             notify(labelled(ERROR, str(error)))
 
@@ -252,6 +265,9 @@ class Chat:
                         continue
                     if cancel.is_set():
                         continue  # not shown, so not kept; the backend stops by itself within a token
+                    if len(raw) == self.params.max_tokens:  # a server that ignores max_tokens: stop it here
+                        notify(labelled(INFO, f"The reply went on past max-tokens ({len(raw)}); it was stopped there."))
+                        break
                     if not raw:
                         stats.time_to_first_token = time.perf_counter() - started
                     raw.append(piece)

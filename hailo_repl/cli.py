@@ -32,7 +32,7 @@ from hailo_repl.config_file import (
     scalar,
     write_init,
 )
-from hailo_repl.console import Console
+from hailo_repl.console import ArgumentParser, Console, no_wrap
 from hailo_repl.context import ContextOverflowError
 from hailo_repl.conversation import ConversationFileError
 from hailo_repl.dialogs import choose_model, download_with_progress
@@ -51,7 +51,7 @@ from hailo_repl.settings import (
     resolve,
 )
 from hailo_repl.signals import exit_on_termination, signals_held
-from hailo_repl.wrap import WordWrap
+from hailo_repl.wrap import WordWrap, wrap_text
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -99,12 +99,28 @@ def add_config_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's, except that a text of several lines (the subcommands' table) is wrapped
+    line by line, keeping its rows and columns."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" not in text:
+            return super()._fill_text(text, width, indent)
+        return "\n".join(indent + line for line in wrap_text(text, width - len(indent)).split("\n"))
+
+
+def subcommands_help() -> str:
+    """The subcommands, one a line, for the chat's --help (from SUBCOMMANDS, so none is left out)."""
+    rows = [f"  hailo-repl {name:<12} {getattr(command, 'help', '')}" for name, command in SUBCOMMANDS.items()]
+    return "\n".join(["subcommands (`hailo-repl NAME --help` for each; options may also come before the name):", *rows])
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="hailo-repl",
         description="Chat with an LLM on the Hailo-10H, or on the CPU with llama.cpp when no Hailo device is present.",
-        epilog="Also: hailo-repl config [--init] (the settings in effect, and where each came from); "
-        "hailo-repl completions bash|zsh|fish (a shell completion script).",
+        epilog=subcommands_help(),
+        formatter_class=HelpFormatter,
     )
     add_setting_flags(parser)
     add_config_flag(parser)
@@ -159,7 +175,7 @@ def show_config(settings: ResolvedSettings, path: Path) -> str:
 
 
 def config_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="hailo-repl config",
         description="Print the settings in effect and where each came from (flag, env, file, default); "
         "with --init, write a commented config file with every key at its default.",
@@ -191,7 +207,7 @@ def config_command(arguments: list[str]) -> int:
 def completions_parser() -> argparse.ArgumentParser:
     from hailo_repl.completions import SHELLS
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="hailo-repl completions",
         description='Print a completion script: eval "$(hailo-repl completions bash)" in ~/.bashrc; '
         "README.md says where each shell keeps them.",
@@ -298,6 +314,15 @@ def messages_from_stdin(single: bool) -> Iterator[str]:
             yield line.rstrip("\n")
 
 
+def with_piped_input(prompt: str) -> str:
+    """-p's message: what a pipe or a file on stdin holds, then the prompt, as `llm` and
+    `ollama run` take `git diff | hailo-repl -p "review this"` (a blank line between them)."""
+    if sys.stdin.isatty() or not sys.stdin.readable():
+        return prompt
+    piped = next(messages_from_stdin(single=True), "")
+    return f"{piped}\n\n{prompt}" if piped else prompt
+
+
 def print_model_names() -> None:
     """--list-models --quiet: the names --hef-path takes, one a line, for shell completion."""
     for row in list_models(include_gguf=False):
@@ -363,10 +388,41 @@ def chat_to_resume(args: argparse.Namespace, store: SessionStore) -> ChatSummary
     return None
 
 
+def subcommand_in(arguments: list[str]) -> tuple[str, list[str]] | None:
+    """The subcommand named in `arguments`, with the options before its name and those after,
+    as git, docker and pip take `hailo-repl --backend hailo doctor`; None for a chat. The chat's
+    parser tells a name from an option's value (`-p doctor` is a chat)."""
+    if not any(word in SUBCOMMANDS for word in arguments):
+        return None
+    finder = build_parser()
+    finder.add_argument("subcommand", nargs="?", help=argparse.SUPPRESS)
+    finder.add_argument("after", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    found, _ = finder.parse_known_args(arguments)
+    at = len(arguments) - len(found.after) - 1
+    if found.subcommand not in SUBCOMMANDS or arguments[at] != found.subcommand:
+        return None
+    return found.subcommand, arguments[:at] + arguments[at + 1 :]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    arguments = list(sys.argv[1:] if argv is None else argv)
-    if arguments and arguments[0] in SUBCOMMANDS:
-        return SUBCOMMANDS[arguments[0]](arguments[1:])
+    """hailo-repl's entry point: a chat or a subcommand. A reader that goes away (`| head`)
+    ends any of them quietly with 141, as other CLIs do."""
+    try:
+        try:
+            return run(list(sys.argv[1:] if argv is None else argv))
+        finally:
+            sys.stdout.flush()  # here, not at exit: a closed pipe is found where it can be handled
+    except BrokenPipeError:
+        with contextlib.suppress(OSError, ValueError):  # no error at exit's flush either
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
+def run(arguments: list[str]) -> int:
+    subcommand = subcommand_in(arguments)
+    if subcommand is not None:
+        name, rest = subcommand
+        return SUBCOMMANDS[name](rest)
     parser = build_parser()
     args = parser.parse_args(arguments)
     if args.quiet and not args.list_models:
@@ -383,6 +439,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigFileError, SettingError) as error:
         notices.fatal(str(error))
         return EXIT_USAGE
+    if not settings["word-wrap"]:
+        notices.wrap_width = no_wrap
     if args.show_config:
         print(show_config(settings, config_file))
         return EXIT_OK
@@ -432,7 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         started = time.perf_counter()
         backend.load()
         load_seconds = time.perf_counter() - started
-        inputs = [args.prompt] if args.prompt is not None else messages_from_stdin(args.single)
+        inputs = [with_piped_input(args.prompt)] if args.prompt is not None else messages_from_stdin(args.single)
         for index, text in enumerate(inputs):
             wrap = settings["word-wrap"] and sys.stdout.isatty()  # a pipe or a file gets the reply as it came
             run_turn(chat, text, notices, settings["verbose"], load_seconds if index == 0 else 0.0, wrap)
@@ -443,9 +501,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         notices.say("Interrupted.")
         return 130
-    except BrokenPipeError:  # the reader went away (`| head`): end quietly, as other CLIs do
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit's flush
-        return 128 + signal.SIGPIPE
+    except BrokenPipeError:  # the reader went away, not a bug: main() ends the run quietly
+        raise
     except Exception as error:  # a bug: one line here, the traceback in the log
         logger.exception("unexpected error")
         notices.fatal(f"unexpected {type(error).__name__}: {error} (details in {log_file()})")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import re
+import shlex
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,7 +192,43 @@ def words(*choices: str) -> Completer:
 
 
 def paths() -> Completer:
-    return PathCompleter(expanduser=True)
+    return ShellPathCompleter()
+
+
+def typed_path(argument: str) -> Path:
+    """The path in a command's argument, typed or pasted as terminals paste a dropped file:
+    'in quotes', "in quotes" or with backslash-escaped spaces (one word as a shell reads it).
+    Text that is not one such word (`my notes.txt`, `John's.txt`) is the path as it is."""
+    try:
+        words = shlex.split(argument)
+    except ValueError:  # a quote left open: an apostrophe in a name
+        words = []
+    return Path(words[0] if len(words) == 1 else argument.strip()).expanduser()
+
+
+class ShellPathCompleter(Completer):
+    """File names for a path as `typed_path` reads it: after an opening quote, or with
+    backslash-escaped spaces, the rest of a name is inserted quoted the same way."""
+
+    def __init__(self) -> None:
+        self.names = PathCompleter(expanduser=True)
+
+    def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterable[Completion]:
+        typed = document.text_before_cursor.lstrip()
+        quote = typed[:1] if typed[:1] in ("'", '"') else ""
+        escaped = not quote and "\\" in typed
+        path = typed[1:] if quote else typed
+        if quote == '"' or escaped:
+            path = re.sub(r"\\(.)", r"\1", path)
+        for found in self.names.get_completions(Document(path, len(path)), complete_event):
+            rest = found.text
+            if quote == "'":
+                rest = rest.replace("'", "'\\''")
+            elif quote == '"':
+                rest = re.sub(r'(["\\$`])', r"\\\1", rest)
+            elif escaped:
+                rest = re.sub(r"([^\w@%+=:,./-])", r"\\\1", rest)  # what shlex.quote would quote
+            yield Completion(rest, found.start_position, display=found.display)
 
 
 class SavedChatIds(Completer):
@@ -327,7 +365,7 @@ def retry(context: CommandContext, argument: str) -> Resend | None:
 
 @command("/undo", "remove the last question and its reply")
 def undo(context: CommandContext, argument: str) -> None:
-    if context.chat.undo() is None:
+    if context.chat.undo(notify=context.console.say) is None:
         context.console.say("Nothing to undo.")
     else:
         context.console.info("Removed the last exchange.")
@@ -344,7 +382,7 @@ def save(context: CommandContext, argument: str) -> None:
     messages, model = context.chat.messages, context.chat.backend.model_name
     try:
         if name.strip():
-            path = Path(name.strip()).expanduser()
+            path = typed_path(name)
             save_conversation(path, messages, model, replace_any=bool(force))
         else:
             path = save_new_conversation(context.sessions_dir, messages, model)
@@ -360,13 +398,14 @@ def load(context: CommandContext, argument: str) -> None:
     if not argument:
         context.console.say("Usage: /load <file>")
         return
+    path = typed_path(argument)
     try:
-        messages = load_conversation(Path(argument).expanduser())
+        messages = load_conversation(path)
     except ConversationFileError as error:
         context.console.error(str(error))
         return
     context.chat.replace_messages(messages)
-    context.console.info(f"Loaded {len(messages)} messages from {argument}")
+    context.console.info(f"Loaded {len(messages)} messages from {path}")
 
 
 def offered_models(context: CommandContext) -> list[str]:
@@ -487,7 +526,7 @@ def attach_file(context: CommandContext, argument: str) -> None:
     if not argument:
         context.console.say("Usage: /file <path>")
         return
-    path = Path(argument).expanduser()
+    path = typed_path(argument)
     chat = context.chat
     try:
         text = read_text_file(path)

@@ -18,11 +18,19 @@ from typing import Any
 import yaml
 
 from hailo_repl.config import config_dir
-from hailo_repl.private_files import private_dir, write_atomically
+from hailo_repl.private_files import (
+    FileTooLarge,
+    NotARegularFile,
+    private_dir,
+    read_text_limited,
+    update_lock,
+    write_atomically,
+)
 from hailo_repl.settings import SETTINGS, SETTINGS_TABLE, FileValue, Setting, SettingError, yaml_text
 
 CONFIG_ENV = "HAILO_REPL_CONFIG"
 CONFIG_NAME = "config.yaml"
+CONFIG_READ_LIMIT = 1 << 20  # bytes: a config file is a few kB; a system prompt in it may be long
 
 
 class ConfigFileError(Exception):
@@ -42,6 +50,18 @@ def _at(path: Path, mark: yaml.Mark | None) -> str:
     return f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
 
 
+def _yaml_error(path: Path, error: yaml.MarkedYAMLError, what: str = "") -> ConfigFileError:
+    """The error at the line where the broken construct opened (pyyaml's context mark: an
+    unclosed `[` is only noticed at the end of the file), with where it was noticed."""
+    opened, noticed = error.context_mark, error.problem_mark
+    if opened is None or error.context is None:
+        return ConfigFileError(f"{_at(path, noticed)}: {what}{error.problem}")
+    where = ""
+    if noticed is not None and (noticed.line, noticed.column) != (opened.line, opened.column):
+        where = f" (at line {noticed.line + 1}, column {noticed.column + 1})"
+    return ConfigFileError(f"{_at(path, opened)}: {what}{error.context} that starts here: {error.problem}{where}")
+
+
 def _unknown_key(key: object) -> str:
     close = difflib.get_close_matches(str(key), list(SETTINGS), n=1, cutoff=0.6)
     hint = f"did you mean '{close[0]}'?" if close else "`hailo-repl config` lists the keys"
@@ -54,7 +74,7 @@ def _mapping(path: Path, text: str) -> list[tuple[yaml.Node, yaml.Node]]:
     try:
         root = loader.get_single_node()
     except yaml.MarkedYAMLError as error:
-        raise ConfigFileError(f"{_at(path, error.problem_mark)}: not valid YAML: {error.problem}") from None
+        raise _yaml_error(path, error, "not valid YAML: ") from None
     except yaml.YAMLError as error:
         raise ConfigFileError(f"{path}: not valid YAML: {error}") from None
     finally:
@@ -83,7 +103,7 @@ def parse_config(path: Path, text: str) -> dict[str, FileValue]:
             key = _construct(key_node)
             value = _construct(value_node)
         except yaml.MarkedYAMLError as error:
-            raise ConfigFileError(f"{_at(path, error.problem_mark)}: {error.problem}") from None
+            raise _yaml_error(path, error) from None
         setting = SETTINGS.get(key) if isinstance(key, str) else None
         if setting is None:
             raise ConfigFileError(f"{_at(path, key_node.start_mark)}: {_unknown_key(key)}")
@@ -99,18 +119,29 @@ def parse_config(path: Path, text: str) -> dict[str, FileValue]:
 
 def load_config(path: Path, required: bool = False) -> dict[str, FileValue]:
     """The file's settings; a missing file has none, unless the user named it (`required`)."""
+    return parse_config(path, config_text(path, required))
+
+
+def config_text(path: Path, required: bool = False) -> str:
+    """The file's text ("" when it is missing and not `required`), read as /load reads a
+    chat: a regular file only (a FIFO would block), once, and no more than
+    CONFIG_READ_LIMIT (pyyaml takes minutes and gigabytes over a huge file)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return read_text_limited(path, CONFIG_READ_LIMIT)
     except FileNotFoundError:
         if required:
             raise ConfigFileError(
                 f"{path}: no such config file (`hailo-repl config --init --config {path}` writes one)"
             ) from None
-        return {}
+        return ""
+    except NotARegularFile as error:
+        raise ConfigFileError(f"{error}; the config file must be a file") from None
+    except FileTooLarge:
+        limit = f"{CONFIG_READ_LIMIT >> 20} MiB"
+        raise ConfigFileError(f"{path}: the config file is over {limit}, more than hailo-repl reads") from None
     except (OSError, UnicodeDecodeError) as error:
         reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
         raise ConfigFileError(f"{path}: cannot read the config file: {reason}") from None
-    return parse_config(path, text)
 
 
 # ---- writing ----------------------------------------------------------------------------
@@ -182,13 +213,22 @@ def with_key(path: Path, text: str, setting: Setting, value: Any) -> str:
 
 
 def save_setting(path: Path, setting: Setting, value: Any) -> None:
-    """Write one key into the file atomically, keeping its comments and other keys."""
+    """Write one key into the file atomically, keeping its comments and other keys; under the
+    file's lock, so two processes saving at once (each its own key) both keep theirs."""
     try:
-        text = path.read_text(encoding="utf-8") if path.exists() else ""
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigFileError(f"{path}: cannot read the config file: {error}") from None
+        with update_lock(path):
+            _save_setting_locked(path, setting, value)
+    except OSError as error:  # the lock's: a read-only folder, or another process stuck holding it
+        raise ConfigFileError(f"{path}: cannot write the config file: {error.strerror or error}") from None
+
+
+def _save_setting_locked(path: Path, setting: Setting, value: Any) -> None:
+    text = config_text(path)
     parse_config(path, text)  # a file with a mistake is reported as it is, not edited
     updated = with_key(path, text, setting, value)
+    if len(updated.encode("utf-8")) > CONFIG_READ_LIMIT:  # never a file the next start would refuse
+        limit = f"{CONFIG_READ_LIMIT >> 20} MiB"
+        raise ConfigFileError(f"{path}: with {setting.name} the config file would be over {limit}; not saved")
     try:
         saved = parse_config(path, updated).get(setting.name)
     except ConfigFileError:

@@ -1,9 +1,17 @@
-"""Saving and loading a conversation as JSON (private files, written whole)."""
+"""Saving and loading a conversation as JSON (private files, written whole).
+
+A chat file is what `read_chat_file` accepts: at most MAX_CHAT_FILE_BYTES of UTF-8 JSON, an
+object whose `messages` is a non-empty list of role/content messages. Loading, listing and
+resuming all read through it, and every writer encodes through `encode_chat`, which refuses
+a chat larger than the reader takes, so hailo-repl never writes a chat it will not read.
+"""
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +20,8 @@ from hailo_repl.private_files import (
     FileTooLarge,
     create_exclusively,
     not_regular,
-    read_text_limited,
-    write_atomically,
+    read_bytes_limited,
+    write_bytes_atomically,
 )
 
 ROLES = {"system", "user", "assistant"}
@@ -30,8 +38,34 @@ class NotAChatFile(ConversationFileError):
     """/save would replace a file that is not a saved chat; the user must say so."""
 
 
-def _document(messages: list[Message], model: str) -> str:
-    return json.dumps({"model": model, "messages": messages}, indent=2, ensure_ascii=False)
+@dataclass(frozen=True)
+class ChatFile:
+    """A chat file as read: all its fields, its messages checked, and its version."""
+
+    fields: dict[str, Any]
+    messages: list[Message]
+    version: str  # changes whenever the file's bytes do (see `version_of`)
+
+
+def version_of(data: bytes) -> str:
+    """What tells one state of a chat file from another: a digest of its bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def encode_chat(path: Path, document: dict[str, Any]) -> bytes:
+    """A chat's file as bytes; ConversationFileError (one line) when it would be larger than
+    hailo-repl reads back."""
+    data = json.dumps(document, indent=1, ensure_ascii=False).encode("utf-8")
+    if len(data) > MAX_CHAT_FILE_BYTES:
+        raise ConversationFileError(
+            f"Cannot save the chat to {path}: it would be larger than the {MAX_CHAT_FILE_BYTES >> 20} MiB "
+            "hailo-repl reads back (/undo drops the last exchange)"
+        )
+    return data
+
+
+def _document(path: Path, messages: list[Message], model: str) -> bytes:
+    return encode_chat(path, {"model": model, "messages": messages})
 
 
 def _reason(error: OSError) -> str:
@@ -46,8 +80,9 @@ def save_conversation(path: Path, messages: list[Message], model: str, replace_a
         raise ConversationFileError(f"Cannot save to {path}: {refused}")
     if not replace_any and path.exists() and not _is_chat_file(path):
         raise NotAChatFile(f"{path} exists and is not a saved chat; /save --force {path} replaces it")
+    data = _document(path, messages, model)
     try:
-        write_atomically(path, _document(messages, model))
+        write_bytes_atomically(path, data)
     except OSError as error:
         raise ConversationFileError(f"Cannot save to {path}: {_reason(error)}") from None
 
@@ -55,11 +90,11 @@ def save_conversation(path: Path, messages: list[Message], model: str, replace_a
 def save_new_conversation(directory: Path, messages: list[Message], model: str) -> Path:
     """Save under a new name in `directory`, never over another process's file; returns the path."""
     stem = f"chat-{datetime.datetime.now():%Y%m%d-%H%M%S}"
-    text = _document(messages, model)
+    data = _document(directory / f"{stem}.json", messages, model)
     for attempt in range(1, 1000):
         path = directory / (f"{stem}.json" if attempt == 1 else f"{stem}-{attempt}.json")
         try:
-            create_exclusively(path, text)
+            create_exclusively(path, data)
             return path
         except FileExistsError:
             continue
@@ -77,8 +112,14 @@ def _is_chat_file(path: Path) -> bool:
 
 
 def load_conversation(path: Path) -> list[Message]:
+    return read_chat_file(path).messages
+
+
+def read_chat_file(path: Path) -> ChatFile:
+    """The chat saved at `path`; ConversationFileError (one line, with the reason) when it is not one."""
     try:
-        data = json.loads(read_text_limited(path, MAX_CHAT_FILE_BYTES))
+        raw = read_bytes_limited(path, MAX_CHAT_FILE_BYTES)
+        data = json.loads(raw.decode("utf-8"))
     except OSError as error:
         raise ConversationFileError(f"Cannot read {path}: {_reason(error)}") from None
     except FileTooLarge as error:
@@ -90,7 +131,7 @@ def load_conversation(path: Path) -> list[Message]:
     messages = data.get("messages") if isinstance(data, dict) else None
     if not (isinstance(messages, list) and messages and all(_is_message(m) for m in messages)):
         raise ConversationFileError(f"{path} is not a saved conversation (no list of role/content messages)")
-    return [_message(m) for m in messages]
+    return ChatFile(data, [_message(m) for m in messages], version_of(raw))
 
 
 def _is_message(item: object) -> bool:

@@ -20,7 +20,7 @@ from hailo_repl import __version__, models
 from hailo_repl.backends import HAILORT_MISSING, LLAMA_EXTRA_MISSING
 from hailo_repl.backends.base import BackendError
 from hailo_repl.config import data_dir, device_contexts_dir, log_file
-from hailo_repl.console import CHECK_FAILED, CHECK_PASSED, Console
+from hailo_repl.console import CHECK_FAILED, CHECK_PASSED, ArgumentParser, Console
 
 MINIMUM_PYTHON = (3, 10)
 # The PCIe driver's kernel module: hailo1x_pci for the Hailo-10H (hailo_pci drives the Hailo-8).
@@ -246,7 +246,7 @@ def diagnose(console: Console, backend: str = "auto", machine: Machine | None = 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="hailo-repl doctor", description="Check what a chat needs, one line per check, each with what to do."
     )
     parser.add_argument(

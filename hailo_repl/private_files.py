@@ -7,6 +7,8 @@
 - A read refuses what is not a regular file before opening it (a FIFO would block, a
   device would never end) and stops at a size limit.
 - An append is one write() under an exclusive lock, so two processes never interleave.
+- A read-modify-write of a file replaced whole (a saved chat, the config file) runs under
+  `update_lock`, so two processes never both read the old file and each write their own.
 """
 
 from __future__ import annotations
@@ -16,11 +18,16 @@ import fcntl
 import os
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
+# A lock is held for one read-modify-write (milliseconds): waiting this long means the holder
+# is stuck (stopped mid-save, or on a hung network mount), and the caller says so.
+LOCK_WAIT_SECONDS = 10.0
+LOCK_POLL_SECONDS = 0.01
 
 
 def private_dir(path: Path) -> Path:
@@ -85,12 +92,12 @@ def write_bytes_atomically(path: Path, data: bytes) -> None:
         raise
 
 
-def create_exclusively(path: Path, text: str) -> None:
-    """Write `text` to a new file at `path` (0600) in one step; FileExistsError if it exists,
+def create_exclusively(path: Path, data: bytes) -> None:
+    """Write `data` to a new file at `path` (0600) in one step; FileExistsError if it exists,
     so two processes choosing the same name never overwrite each other."""
     handle, temp = _temporary_beside(path)
     try:
-        _write_all(handle, temp, text.encode("utf-8"))
+        _write_all(handle, temp, data)
         os.link(temp, path)  # fails if `path` exists; either the whole file appears or nothing
     finally:
         with contextlib.suppress(OSError):
@@ -124,8 +131,9 @@ def read_bytes_limited(path: Path, limit: int) -> bytes:
     _check_regular(path)
     with open(path, "rb") as file:
         _check_regular(path)  # swapped between the check and the open
-        data = file.read(limit + 1)
-    if len(data) > limit:
+        # A file already too large is refused unread (a listing of the chats meets it each time).
+        data = None if os.fstat(file.fileno()).st_size > limit else file.read(limit + 1)
+    if data is None or len(data) > limit:
         raise FileTooLarge(f"{path} is larger than {limit >> 20} MiB, more than hailo-repl reads")
     return data
 
@@ -151,3 +159,60 @@ def append_whole(path: Path, data: bytes) -> None:
                 written += os.write(fd, data[written:])
     finally:
         os.close(fd)
+
+
+def lock_path(path: Path) -> Path:
+    """The lock file of `path` (a symlink is followed, as writes follow it): `.NAME.lock` beside it."""
+    target = Path(os.path.realpath(path))
+    return target.with_name(f".{target.name}.lock")
+
+
+@contextlib.contextmanager
+def update_lock(path: Path) -> Iterator[None]:
+    """Hold `path`'s lock while the block reads, changes and rewrites `path`; another process
+    waits for it. The lock is a file of its own (a lock on `path` would stay on the inode
+    a rename replaces) that exists only while held, so nothing is left beside the chats.
+
+    OSError when the lock file cannot be made (a read-only folder), or TimeoutError when
+    another process holds it for more than LOCK_WAIT_SECONDS.
+    """
+    lock = lock_path(path)
+    fd = _acquire(lock)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock)  # before the unlock: a waiter then finds it gone and makes a new one
+        os.close(fd)
+
+
+def _acquire(lock: Path) -> int:
+    if not lock.parent.exists():
+        private_dir(lock.parent)
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+        try:
+            while not _try_flock(fd):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"another process has held {lock} for {LOCK_WAIT_SECONDS:g} s")
+                time.sleep(LOCK_POLL_SECONDS)
+            opened = os.fstat(fd)
+            try:
+                current = os.stat(lock)
+            except FileNotFoundError:
+                current = None
+        except BaseException:
+            os.close(fd)
+            raise
+        if current is not None and (current.st_dev, current.st_ino) == (opened.st_dev, opened.st_ino):
+            return fd
+        os.close(fd)  # the holder removed this one as it let go: take the lock file in its place
+
+
+def _try_flock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True

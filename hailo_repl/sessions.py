@@ -1,12 +1,20 @@
 """Saved chats: one JSON file per conversation, rewritten after every turn, and their list.
 
-Each chat is `<id>.json` in the sessions folder, written with `write_atomically` (0600,
-never half-written), so `/load` and `/save` read and write the same format and a file
-`/save` made is listed and resumed like the others (its id is its file name). Listing
-reads `.index.json`, a cache of each file's summary keyed by file name and checked
-against the file's size and modification time: a file changed by another hailo-repl
-is read again, a missing or broken index is rebuilt. Nothing depends on the index
-being current, so two chats running at once never lose each other's turns.
+Each chat is `<id>.json` in the sessions folder, written atomically (0600, never
+half-written), so `/load` and `/save` read and write the same format and a file `/save`
+made is listed and resumed like the others (its id is its file name). A file is listed
+only if it can be resumed: both read it with `read_chat_file`.
+
+Two hailo-repl processes may hold one chat (`--resume ID` twice, two terminals). A save
+is a read-modify-write under the chat's lock (private_files.update_lock): it rewrites
+the file only if the file is still what this process last read or wrote (its version).
+If another process saved a turn in between, this conversation is saved as a new chat
+instead, and the caller says so; neither process's turns are lost.
+
+Listing reads `.index.json`, a cache of each file's summary keyed by file name and
+checked against the file's size and modification time: a file changed by another
+hailo-repl is read again, and a missing or broken index, or a broken entry, is rebuilt
+from the files.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import datetime
 import json
 import os
 import secrets
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,11 +31,26 @@ from typing import Any
 from loguru import logger
 
 from hailo_repl.backends.base import Message
-from hailo_repl.conversation import ConversationFileError, load_conversation
-from hailo_repl.private_files import write_atomically
+from hailo_repl.conversation import (
+    MAX_CHAT_FILE_BYTES,
+    ChatFile,
+    ConversationFileError,
+    encode_chat,
+    read_chat_file,
+    version_of,
+)
+from hailo_repl.private_files import (
+    FileTooLarge,
+    read_bytes_limited,
+    read_text_limited,
+    update_lock,
+    write_atomically,
+    write_bytes_atomically,
+)
 
 INDEX_NAME = ".index.json"
 INDEX_VERSION = 1
+INDEX_FILE_LIMIT = 64 << 20  # ~250 bytes a chat: far more chats than anyone keeps
 FIRST_WORDS = 60  # characters of the first question shown in a listing
 ID_BYTES = 4  # 8 hex digits: unique enough among one user's chats, short to type
 
@@ -72,20 +96,38 @@ class ChatSummary:
         return f"{self.id:<10} {self.when()}  {self.model[:24]:<24} {self.turns:>3} turns  {self.first_words}"
 
 
+SUMMARY_TYPES = typing.get_type_hints(ChatSummary)  # what each field of an index entry must be
+
+
 class SessionNotFoundError(Exception):
     """No saved chat, or several, match what the user typed; the message says which."""
 
 
-def summarize(path: Path, data: dict[str, Any]) -> ChatSummary:
-    messages = [m for m in data.get("messages", []) if isinstance(m, dict)]
-    questions = [m.get("content", "") for m in messages if m.get("role") == "user"]
-    first = " ".join(str(questions[0]).split()) if questions else ""
+def summarize(path: Path, chat: ChatFile) -> ChatSummary:
+    questions = [m["content"] for m in chat.messages if m["role"] == "user"]
+    first = " ".join(questions[0].split()) if questions else ""
     if len(first) > FIRST_WORDS:
         first = first[: FIRST_WORDS - 1] + "…"
-    updated = data.get("updated") or datetime.datetime.fromtimestamp(
-        path.stat().st_mtime, datetime.timezone.utc
-    ).isoformat(timespec="seconds")
-    return ChatSummary(path.stem, str(updated), str(data.get("model", "?")), len(questions), first)
+    updated = chat.fields.get("updated")
+    if not isinstance(updated, str):
+        moment = datetime.datetime.fromtimestamp(path.stat().st_mtime, datetime.timezone.utc)
+        updated = moment.isoformat(timespec="seconds")
+    model = chat.fields.get("model")
+    return ChatSummary(path.stem, updated, model if isinstance(model, str) else "?", len(questions), first)
+
+
+def _summary_from_index(entry: object, name: str, stat: os.stat_result) -> ChatSummary | None:
+    """The summary the index keeps for file `name`, if the entry is well-formed and the file
+    has not changed since; None: read the file."""
+    if not isinstance(entry, dict) or (entry.get("size"), entry.get("mtime")) != (stat.st_size, stat.st_mtime_ns):
+        return None
+    fields = entry.get("summary")
+    if not isinstance(fields, dict) or set(fields) != set(SUMMARY_TYPES):
+        return None
+    if not all(type(fields[key]) is kind for key, kind in SUMMARY_TYPES.items()):  # `is`: a bool is no count
+        return None
+    summary = ChatSummary(**fields)
+    return summary if summary.id == name.removesuffix(".json") else None
 
 
 class SessionStore:
@@ -102,27 +144,43 @@ class SessionStore:
         """Where a backend that keeps its model's context (the Hailo device's) keeps the chat's."""
         return self.directory / f"{session_id}.ctx"
 
-    def save(self, record: ChatRecord, messages: list[Message]) -> None:
-        """Rewrite the chat's file whole; ConversationFileError (one line) if it cannot be written."""
-        if not self.writable:
-            return
-        record.updated = now_iso()
-        document = {**asdict(record), "messages": messages}
-        path = self.path_of(record.id)
-        try:
-            write_atomically(path, json.dumps(document, indent=1, ensure_ascii=False))
-        except OSError as error:
-            raise ConversationFileError(f"Cannot save the chat to {path}: {error.strerror or error}") from None
+    def save(self, record: ChatRecord, messages: list[Message], version: str | None) -> str | None:
+        """Rewrite the chat's file whole, if it is still at `version` (None: no file yet) or gone;
+        else another process has saved to it since, and the chat is saved under a new id
+        (record.id changes) beside it. Returns the version written (`version` when history is off).
 
-    def load(self, session_id: str) -> tuple[dict[str, Any], list[Message]]:
-        """A chat's saved fields (empty for an old /save file) and its messages."""
-        path = self.path_of(session_id)
-        messages = load_conversation(path)
+        ConversationFileError (one line) if it cannot be written.
+        """
+        if not self.writable:
+            return version
+        record.updated = now_iso()
+        while True:
+            path = self.path_of(record.id)
+            data = encode_chat(path, {**asdict(record), "messages": messages})
+            try:
+                with update_lock(path):
+                    on_disk = self._version_on_disk(path)
+                    if on_disk is None or on_disk == version:
+                        write_bytes_atomically(path, data)
+                        return version_of(data)
+            except OSError as error:
+                raise ConversationFileError(f"Cannot save the chat to {path}: {error.strerror or error}") from None
+            record.id, record.created, version = new_session_id(), record.updated, None
+
+    @staticmethod
+    def _version_on_disk(path: Path) -> str | None:
+        """The version of the file at `path`; None when there is none; "" when it cannot be
+        read (which no saved version equals: the chat is then saved beside it)."""
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            data = {}
-        return data, messages
+            return version_of(read_bytes_limited(path, MAX_CHAT_FILE_BYTES))
+        except FileNotFoundError:
+            return None
+        except (OSError, FileTooLarge):
+            return ""
+
+    def load(self, session_id: str) -> ChatFile:
+        """A saved chat (ConversationFileError, one line, if it cannot be read)."""
+        return read_chat_file(self.path_of(session_id))
 
     def _files(self) -> dict[str, os.stat_result]:
         try:
@@ -137,8 +195,8 @@ class SessionStore:
 
     def _read_index(self) -> dict[str, Any]:
         try:
-            index = json.loads((self.directory / INDEX_NAME).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            index = json.loads(read_text_limited(self.directory / INDEX_NAME, INDEX_FILE_LIMIT))
+        except (OSError, ValueError, FileTooLarge):
             return {}
         if not isinstance(index, dict) or index.get("version") != INDEX_VERSION:
             return {}
@@ -146,34 +204,24 @@ class SessionStore:
         return entries if isinstance(entries, dict) else {}
 
     def chats(self) -> list[ChatSummary]:
-        """Every saved chat, the most recently updated first."""
-        files = self._files()
+        """Every saved chat that can be resumed, the most recently updated first."""
         cached = self._read_index()
         entries: dict[str, Any] = {}
-        changed = set(cached) != set(files)
-        for name, stat in files.items():
-            entry = cached.get(name)
-            if isinstance(entry, dict) and entry.get("size") == stat.st_size and entry.get("mtime") == stat.st_mtime_ns:
-                entries[name] = entry
-                continue
-            changed = True
-            path = self.directory / name
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-                if not isinstance(data, dict) or not isinstance(data.get("messages"), list):
-                    continue
-                summary = summarize(path, data)
-            except (OSError, ValueError, UnicodeDecodeError):
-                continue  # not a chat (or being replaced right now): left out of the list
-            entries[name] = {"size": stat.st_size, "mtime": stat.st_mtime_ns, "summary": asdict(summary)}
-        if changed and self.writable:
-            self._write_index(entries)
         summaries = []
-        for entry in entries.values():
-            try:
-                summaries.append(ChatSummary(**entry["summary"]))
-            except (KeyError, TypeError):
-                continue
+        for name, stat in self._files().items():
+            summary = _summary_from_index(cached.get(name), name, stat)
+            if summary is not None:
+                entries[name] = cached[name]
+            else:
+                path = self.directory / name
+                try:
+                    summary = summarize(path, read_chat_file(path))
+                except (ConversationFileError, OSError):
+                    continue  # not a chat (or removed right now): left out of the list
+                entries[name] = {"size": stat.st_size, "mtime": stat.st_mtime_ns, "summary": asdict(summary)}
+            summaries.append(summary)
+        if entries != cached and self.writable:
+            self._write_index(entries)
         return sorted(summaries, key=lambda s: s.updated, reverse=True)
 
     def _write_index(self, entries: dict[str, Any]) -> None:
@@ -188,7 +236,7 @@ class SessionStore:
         found = []
         for summary in self.chats():
             try:
-                _, messages = self.load(summary.id)
+                messages = self.load(summary.id).messages
             except ConversationFileError:
                 continue
             if any(needle in m["content"].casefold() for m in messages if m["role"] != "system"):
@@ -206,6 +254,11 @@ class SessionStore:
         chats = self.chats()
         exact = [c for c in chats if c.id == prefix]
         matches = exact or [c for c in chats if c.id.startswith(prefix)]
+        if not matches and Path(prefix).name == prefix and self.path_of(prefix).is_file():
+            try:  # a file of that name that is not a chat: say why
+                self.load(prefix)
+            except ConversationFileError as error:
+                raise SessionNotFoundError(str(error)) from None
         if not matches:
             raise SessionNotFoundError(f"No saved chat has an id starting with '{prefix}' (--list-chats lists them)")
         if len(matches) > 1:

@@ -78,7 +78,7 @@ def test_undo_is_saved(store):
     talk(chat, "one", "two")
     chat.undo()
 
-    _, messages = store.load(chat.session_id)
+    messages = store.load(chat.session_id).messages
     assert [m["content"] for m in messages if m["role"] == "user"] == ["one"]
 
 
@@ -171,7 +171,7 @@ def test_resume_goes_on_in_the_same_file_and_the_gauge_counts_the_history_at_onc
 
     assert backend.prompts[0] == ["Be brief.", "Capital of France?", "Paris.", "Second city?"]
     assert resumed.usage().used == backend.context_used  # the backend's own count again
-    _, messages = store.load(first.session_id)
+    messages = store.load(first.session_id).messages
     assert [m["content"] for m in messages][-2:] == ["Second city?", "Lyon."]
     assert len(store.chats()) == 1
 
@@ -271,9 +271,9 @@ def test_load_of_a_file_continues_as_a_new_chat_and_leaves_the_current_one_saved
     context.run(f"/load {elsewhere}")
     talk(chat, "after the load")
 
-    _, kept = store.load(current)
+    kept = store.load(current).messages
     assert [m["content"] for m in kept][1:] == ["current question", "current answer"]
-    _, loaded = store.load(chat.session_id)
+    loaded = store.load(chat.session_id).messages
     assert chat.session_id != current
     assert [m["content"] for m in loaded if m["role"] == "user"] == ["from a file", "after the load"]
 

@@ -303,7 +303,7 @@ class RemoteBackend:
         try:
             trace = {"trace": connection.trace}
             with self.client.stream("POST", self.chat_path, json=body, extensions=trace) as response:
-                if response.is_error:
+                if not response.is_success:
                     response.read()
                     lines.put(self._status_error(response))
                     return
@@ -321,7 +321,7 @@ class RemoteBackend:
             )
         except httpx.HTTPError as error:
             raise self.failure(error) from None
-        if response.is_error:
+        if not response.is_success:
             raise self._status_error(response)
         data = self.json_object(response.text)
         if "error" in data:  # hailo-ollama answers a failure with HTTP 200 and {"error": …} (controller.cpp)
@@ -345,7 +345,20 @@ class RemoteBackend:
         return f"`hailo-repl --backend {self.name} --url {self.endpoint.url} --list-models` lists its models"
 
     def _status_error(self, response: httpx.Response) -> BackendError:
+        """Any answer but 2xx, in one line with what to check."""
         status = response.status_code
+        if response.has_redirect_location:
+            # Not followed (httpx's default): the API key goes to --url's server and nowhere else.
+            location = response.headers["location"][:300]
+            try:
+                target = str(response.request.url.join(location))
+            except httpx.InvalidURL:
+                target = location
+            return BackendError(
+                f"HTTP {status} from {response.request.url}: the server redirects to {target}; "
+                f"hailo-repl does not follow redirects (an API key goes only to the server --url names) — "
+                f"if the server has moved, give its new address with --url"
+            )
         if status in (401, 403):
             hint = f"check the API key ({self.key_hint})"
         elif status == 404:

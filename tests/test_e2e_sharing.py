@@ -1,0 +1,67 @@
+"""End-to-end: two REPLs left open on one saved chat (an SSH session and a desktop terminal)
+both keep every turn; the one that would overwrite the other's turn goes on as a new chat."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from terminal import Terminal, with_fakes
+
+pytestmark = pytest.mark.e2e
+
+PROMPT = "You: "
+QWEN = "Qwen2.5-1.5B-Instruct"
+CHAT_ID = "c0ffee00"
+
+
+def repl(tmp_path: Path, name: str, replies: list[list[str]]) -> Terminal:
+    script = tmp_path / f"{name}.json"
+    script.write_text(json.dumps({"replies": replies, "delay_ms": 20}))
+    env = with_fakes({key: os.environ[key] for key in ("HAILO_RESOURCES_DIR", "XDG_DATA_HOME", "XDG_STATE_HOME")})
+    return Terminal(["--hef-path", QWEN, "--resume", CHAT_ID], {**env, "HAILO_FAKE_SCRIPT": str(script)})
+
+
+def exchange(term: Terminal, text: str, answer: str) -> None:
+    term.send(text + "\r")
+    term.expect(answer)
+    term.expect(PROMPT)
+
+
+def test_two_repls_open_on_one_chat_keep_every_turn(isolated_home, hailo_resources, tmp_path):
+    hailo_resources(QWEN)
+    directory = isolated_home / "data" / "hailo-repl" / "sessions"
+    directory.mkdir(parents=True)
+    history = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Capital of France?"},
+        {"role": "assistant", "content": "Paris."},
+    ]
+    (directory / f"{CHAT_ID}.json").write_text(json.dumps({"model": QWEN, "messages": history}))
+
+    ssh = repl(tmp_path, "ssh", [["Rome."]])
+    desktop = repl(tmp_path, "desktop", [["Berlin."], ["Madrid."]])
+    for term in (ssh, desktop):
+        term.expect(f"Continuing chat {CHAT_ID}")
+        term.expect("Assistant: Paris.")  # the resumed turns shown, then the prompt
+        term.expect(PROMPT)
+
+    exchange(desktop, "Of Germany?", "Berlin.")
+    ssh.send("Of Italy?\r")
+    ssh.expect(f"Chat {CHAT_ID} was changed by another hailo-repl")  # said with the reply
+    ssh.expect(PROMPT)
+    exchange(desktop, "Of Spain?", "Madrid.")
+    for term in (ssh, desktop):
+        term.send("/quit\r")
+        assert term.wait_for_exit() == 0
+
+    chats = {p.stem: json.loads(p.read_text())["messages"] for p in directory.glob("[!.]*.json")}
+    turns = {chat: [m["content"] for m in messages[1:]] for chat, messages in chats.items()}
+    (forked,) = set(chats) - {CHAT_ID}
+    assert turns == {
+        CHAT_ID: ["Capital of France?", "Paris.", "Of Germany?", "Berlin.", "Of Spain?", "Madrid."],
+        forked: ["Capital of France?", "Paris.", "Of Italy?", "Rome."],
+    }
+    assert forked in " ".join(ssh.screen_text(4000).split())  # the new chat's id was given
