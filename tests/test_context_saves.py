@@ -228,3 +228,32 @@ def test_in_the_terminal_typing_after_a_reply_never_waits_on_a_save_and_quit_sav
     (chat_context,) = (data / "sessions").glob("*.ctx")
     (system_context,) = (data / "contexts").glob("*.ctx")
     assert chat_context.stat().st_size > 8_000_000 and system_context.stat().st_size > 8_000_000
+
+
+def test_a_load_with_a_remembered_verdict_leaves_jinja2_for_the_first_prompt(hailo_resources, tmp_path):
+    """jinja2 is imported when the template is first needed (a token count, a reply), not by the
+    load before the first prompt (launch time)."""
+    import subprocess
+    import sys
+
+    from terminal import FAKES
+
+    hef = hailo_resources(QWEN) / f"{QWEN}.hef"
+    program = f"""
+import sys
+sys.path.insert(0, {str(FAKES)!r})
+from pathlib import Path
+from hailo_repl.backends.hailo import HailoBackend, installed_hailort_version
+from hailo_repl.backends.hailo_context import hef_identity
+from hailo_repl.backends.hailo_selfcheck import DeviceFacts
+hef, facts = Path({str(hef)!r}), Path({str(tmp_path / "facts.json")!r})
+DeviceFacts(facts).remember(hef_identity(hef), installed_hailort_version(), "text_path", {{"passed": True}})
+backend = HailoBackend(hef, facts_file=facts)
+backend.load()
+loaded = "jinja2" in sys.modules
+backend.count_tokens([{{"role": "system", "content": "s"}}, {{"role": "user", "content": "u"}}])
+print(loaded, "jinja2" in sys.modules)
+backend.release()
+"""
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["False", "True"]

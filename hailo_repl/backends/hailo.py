@@ -155,19 +155,18 @@ def render_chatml(messages: Sequence[Mapping[str, object]], add_generation_promp
     return body + ("<|im_start|>assistant\n" if add_generation_prompt else "")
 
 
-def model_template(llm: Any) -> ChatTemplate | None:
-    """The HEF's own chat template (LLM.prompt_template()), or None when it cannot be used
-    (token counts are then estimated with ChatML, and nothing is sent as text)."""
+def compile_template(source: str | None) -> ChatTemplate | None:
+    """The HEF's own chat template, or None when it cannot be used (token counts are then
+    estimated with ChatML, and nothing is sent as text)."""
+    if not source:
+        return None
     try:
-        text = llm.prompt_template()
-        if not text:
-            return None
-        template = ChatTemplate(text)
+        template = ChatTemplate(source)
         template.probe  # noqa: B018  (HailoRT renders it as the LLM is made; it must render here too)
-        return template
     except Exception:
         logger.opt(exception=True).info("the HEF's chat template cannot be rendered here; estimating with ChatML")
         return None
+    return template
 
 
 # LLM() raises a bare status number (its constructor is not wrapped in pyhailort.py):
@@ -233,7 +232,8 @@ class HailoBackend:
         self._recovery_sequence: str | None = None
         self._timeout_error: type[Exception] = TimeoutError  # HailoRT's, once loaded
         self._thread_ended_error: type[Exception] = EOFError  # read() after HailoRT's token thread ended
-        self._template: ChatTemplate | None = None  # the HEF's own, once loaded, if it renders here
+        self._template_source: str | None = None  # LLM.prompt_template(), read as the model loads
+        self._compiled: tuple[ChatTemplate | None] | None = None  # compiled on first use (jinja2 loads then)
         self._facts = DeviceFacts(facts_file or (context_cache / DEVICE_FACTS_NAME if context_cache else None))
         # Whether prompts may go as text (after a loaded context): the HEF passed the self-check.
         self._text_path_ok = False
@@ -275,7 +275,11 @@ class HailoBackend:
             raise BackendError(f"Failed to load {self.hef_path} on the Hailo device: {reason}") from None
         self._llm = llm
         self._recovery_sequence = llm.get_generation_recovery_sequence()
-        self._template = model_template(llm)
+        try:
+            self._template_source, self._compiled = llm.prompt_template(), None
+        except Exception:
+            logger.opt(exception=True).info("prompt_template() failed; estimating with ChatML")
+            self._template_source, self._compiled = None, None
         self._capacity = llm.max_context_capacity()
         self._text_path_ok = self._facts.path is not None and self._text_path_checked(llm)
         self._usage = llm.get_context_usage_size()
@@ -286,12 +290,12 @@ class HailoBackend:
         """Whether this HEF has passed the self-check with this HailoRT (run and remembered on
         first use); the log says why not, once per load."""
         hef, hailort = hef_identity(self.hef_path), installed_hailort_version()
-        if self._template is None:
-            logger.info("sending whole message lists to {}: its chat template cannot be rendered here", self.model_name)
-            return False
         known = None if again else self._facts.get(hef, hailort, "text_path")
         self._checked_at_load = known is None
         if known is None:
+            if self._template is None:
+                logger.info("sending whole message lists to {}: its chat template cannot be rendered here", hef)
+                return False
             started = time.monotonic()
             verdict = run_self_check(llm, self._template)
             known = {"passed": verdict.passed, "detail": verdict.detail}
@@ -323,6 +327,13 @@ class HailoBackend:
                 self._held, self._template_first = [], True
             found = self._facts.get(hef_identity(self.hef_path), installed_hailort_version(), "text_path") or {}
             return Verdict(self._text_path_ok, str(found.get("detail", "")))
+
+    @property
+    def _template(self) -> ChatTemplate | None:
+        """The HEF's chat template, compiled when first needed: not before the first prompt."""
+        if self._compiled is None:
+            self._compiled = (compile_template(self._template_source),)
+        return self._compiled[0]
 
     @property
     def _model(self) -> Any:
@@ -532,7 +543,7 @@ class HailoBackend:
         resumed chat's, else the system prompt's (kept for this HEF). On any failure the context
         stays empty and all is sent."""
         offered, self._offered = self._offered, None
-        if not self._text_path_ok:  # the plain-text prompts after a load need the self-check passed
+        if not self._text_path_ok or self._template is None:  # text prompts need the check passed
             if offered is not None:
                 logger.info("not loading {}: {} has not passed the self-check", offered[0], self.model_name)
             return
