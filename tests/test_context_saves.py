@@ -216,6 +216,7 @@ def test_in_the_terminal_typing_after_a_reply_never_waits_on_a_save_and_quit_sav
     term.expect("typed at once")
     assert events(fake_log, "save_context") == []  # the reply ended and the keys echoed: no save in between
     term.send("\x15/quit\r")  # Ctrl+U clears the line first
+    term.expect(r"\[Info\] Saving the device context for a quick resume")  # why the exit takes seconds
     term.expect(pexpect.EOF, timeout=60)
     term.child.close()
     assert term.child.exitstatus == 0
