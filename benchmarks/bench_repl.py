@@ -5,8 +5,9 @@ Run from the repository root (hailo-repl installed with the `llama` extra, pexpe
     python benchmarks/bench_repl.py                    # labelled report on stdout
     python benchmarks/bench_repl.py --json             # report on stderr, one JSON object on stdout
     python benchmarks/bench_repl.py --interrupts 50    # Ctrl+C presses per backend (default 50)
+    python benchmarks/bench_repl.py --only c --launch-runs 15 --ratio-rounds 3   # launch vs a bare prompt
 
-Both parts drive the installed `hailo-repl` the way a user's terminal does: a pty
+The parts drive the installed `hailo-repl` the way a user's terminal does: a pty
 (pexpect) with TERM=xterm-256color, XDG_* dirs in a temporary directory, --no-history,
 and cursor-position requests (ESC[6n) answered as a terminal answers them, so the
 bottom toolbar is drawn. "hailo" is the hailo_platform double from tests/fakes (a
@@ -25,6 +26,14 @@ the real llama.cpp backend with the bundled SmolLM2-135M-Instruct.
     toolbar leaving "loading model…" (the model loads in the background), and, in
     separate spawns that type "hi" at once, launch to the first reply text and to the
     reply's end; also /quit to process exit.
+(c) Launch against a bare prompt_toolkit prompt, spawned in turn in the same run (the
+    same Python, the same pty driver): `hailo-repl --backend llama --no-history` to the
+    first "You:" on screen vs `PromptSession().prompt("You: ")`, and `hailo-repl
+    --list-models -q` (what shell completion runs) to its exit vs `python -c pass`;
+    medians and minimums per round and of all spawns, and their ratios (goal: launch
+    within 1.1x). Only (c): `python benchmarks/bench_repl.py --only c`.
+    Every part runs its children without PYTHONDONTWRITEBYTECODE: a user's Python
+    caches compiled modules, and without that cache every launch would compile hailo_repl.
 
 Engine figures (model load, TTFT, decode tok/s, filter throughput) are measured by
 benchmarks/bench_engine.py; this script does not run it.
@@ -38,6 +47,7 @@ import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -179,6 +189,9 @@ class Setup:
                 "HAILO_FAKE_LOG",
                 "NO_COLOR",
                 "HAILO_REPL_NOHISTORY",
+                # A user's Python caches compiled modules; without it every launch compiles hailo_repl
+                # (~30 ms) while prompt_toolkit's were compiled by pip, and (c) would compare unlike starts.
+                "PYTHONDONTWRITEBYTECODE",
             )
         }
         env.update(self.xdg)
@@ -479,6 +492,93 @@ def bench_launch(backend: str, setup: Setup, runs: int) -> dict:
     return result
 
 
+# --------------------------------------------------------------------------- (c)
+
+BARE_PROMPT = "from prompt_toolkit import PromptSession; PromptSession().prompt('You: ')"
+FIRST_FRAME = "You:"  # a bare prompt moves the cursor over the trailing space instead of writing it
+
+
+def time_to_prompt(command: list[str], env: dict) -> float:
+    """Seconds from spawn to "You:" on the screen; the process is then killed and reaped."""
+    started = time.perf_counter()
+    child = pexpect.spawn(command[0], command[1:], env=env, encoding="utf-8", dimensions=(40, 120), timeout=60)
+    child.delaybeforesend = None
+    try:
+        while True:  # answer cursor-position requests as a terminal does (terminal.py)
+            index = child.expect([terminal.CPR_REQUEST, FIRST_FRAME, pexpect.EOF, pexpect.TIMEOUT])
+            if index == 0:
+                child.send("\x1b[40;1R")
+                continue
+            if index != 1:
+                raise BenchError(f"no prompt from {command[-1]!r}; last output: {child.before!r}")
+            return time.perf_counter() - started
+    finally:
+        child.kill(9)  # at once, so no exit work overlaps the next spawn
+        child.close(force=True)
+
+
+def time_to_exit(command: list[str], env: dict) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, check=True)
+    return time.perf_counter() - started
+
+
+def bench_launch_ratio(setup: Setup, runs: int, rounds: int) -> dict:
+    """Launch to the first prompt, hailo-repl --backend llama vs a bare prompt_toolkit prompt, spawned in
+    turn in the same run; and `--list-models -q` (shell completion) vs a bare interpreter."""
+    env = {**setup.llama_env(), "TERM": "xterm-256color"}
+    if setup.code:  # another checkout's hailo_repl, ahead of the installed one
+        env["PYTHONPATH"] = str(setup.code)
+    sides = {
+        "hailo-repl": terminal.hailo_repl_command() + ["--backend", "llama", "--no-history"],
+        "bare PromptSession": [sys.executable, "-c", BARE_PROMPT],
+        "hailo-repl --list-models -q": terminal.hailo_repl_command() + ["--list-models", "-q"],
+        "bare python -c pass": [sys.executable, "-c", "pass"],
+    }
+    say(f"  {rounds} rounds of {runs} spawns per side, in turn; median (and min) per round, then of all spawns")
+    for name, command in sides.items():
+        say(f"    {name}: {' '.join(command)}")
+    time_to_prompt(sides["hailo-repl"], env)  # a first run to warm the file cache (and write the .pyc files)
+    result: dict = {"runs": runs, "rounds": []}
+    pooled: dict[str, list[float]] = {name: [] for name in sides}
+
+    def ratios(times: dict[str, list[float]], pick) -> tuple[float, float]:
+        launch = pick(times["hailo-repl"]) / pick(times["bare PromptSession"])
+        listing = pick(times["hailo-repl --list-models -q"]) / pick(times["bare python -c pass"])
+        return launch, listing
+
+    def report(label: str, times: dict[str, list[float]], show_each: bool) -> dict:
+        (launch, listing), (launch_min, listing_min) = ratios(times, statistics.median), ratios(times, min)
+        say(f"  {label}:")
+        for name, values in times.items():
+            each = f"  ({', '.join(f'{v * 1000:.0f}' for v in values)})" if show_each else ""
+            median, least = statistics.median(values) * 1000, min(values) * 1000
+            say(f"    {name:<28} median {median:6.0f} ms, min {least:4.0f}{each}")
+        say(f"    launch -> prompt, hailo-repl / bare PromptSession: {launch:.2f}x (minimums {launch_min:.2f}x)")
+        say(f"    --list-models -q / bare interpreter:               {listing:.2f}x (minimums {listing_min:.2f}x)")
+        return {
+            "median_ms": {name: statistics.median(values) * 1000 for name, values in times.items()},
+            "all_ms": {name: [round(v * 1000, 1) for v in values] for name, values in times.items()},
+            "launch_ratio": launch,
+            "launch_ratio_of_minimums": launch_min,
+            "list_models_ratio": listing,
+            "list_models_ratio_of_minimums": listing_min,
+        }
+
+    for number in range(1, rounds + 1):
+        times: dict[str, list[float]] = {name: [] for name in sides}
+        for _ in range(runs):
+            for name in ("hailo-repl", "bare PromptSession"):
+                times[name].append(time_to_prompt(sides[name], env))
+            for name in ("hailo-repl --list-models -q", "bare python -c pass"):
+                times[name].append(time_to_exit(sides[name], env))
+        for name, values in times.items():
+            pooled[name] += values
+        result["rounds"].append(report(f"round {number}", times, show_each=True))
+    result["all"] = report(f"all {rounds * runs} spawns per side", pooled, show_each=False)
+    return result
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -505,11 +605,14 @@ def main() -> int:
     parser.add_argument(
         "--backends", default="hailo,llama", help="comma-separated: hailo, llama (default: %(default)s)"
     )
-    parser.add_argument("--only", default="ab", help="which parts to run, 'a' or 'b' (default: ab)")
+    parser.add_argument("--only", default="abc", help="which parts to run: a, b, c (default: abc)")
+    parser.add_argument(
+        "--ratio-rounds", type=int, default=2, help="rounds of --launch-runs spawns per side in (c) (default: 2)"
+    )
     parser.add_argument(
         "--code",
         type=Path,
-        help="for hailo: run the hailo_repl package found in this folder (e.g. `git archive main hailo_repl` "
+        help="for hailo and (c): run the hailo_repl package found in this folder (e.g. `git archive main hailo_repl` "
         "unpacked) against the same double, to compare with another version",
     )
     args = parser.parse_args()
@@ -553,6 +656,10 @@ def main() -> int:
         if "b" in args.only:
             say(f"== (b) launch time, median of {args.launch_runs} ==")
             results["launch"] = {backend: bench_launch(backend, setup, args.launch_runs) for backend in backends}
+            say()
+        if "c" in args.only:
+            say(f"== (c) launch -> prompt vs a bare prompt_toolkit prompt, {args.ratio_rounds} rounds ==")
+            results["launch_ratio"] = bench_launch_ratio(setup, args.launch_runs, args.ratio_rounds)
             say()
     if args.json:
         print(json.dumps(results, indent=2), flush=True)

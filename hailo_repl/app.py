@@ -20,7 +20,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from loguru import logger
 from prompt_toolkit import PromptSession
 from prompt_toolkit.application import run_in_terminal
 from prompt_toolkit.completion import ThreadedCompleter
@@ -37,6 +36,7 @@ from hailo_repl.console import Console
 from hailo_repl.context import ContextOverflowError
 from hailo_repl.history import input_history
 from hailo_repl.keys import keys_welcome_text, load_input_bindings
+from hailo_repl.log import logger
 from hailo_repl.render import (
     ASSISTANT_PREFIX,
     USER_PREFIX,
@@ -169,9 +169,7 @@ class Repl:
         if self.resumed is not None:
             self.show_resumed(self.resumed)
         backend = self.chat.backend
-        started = time.perf_counter()
-        load = loop.run_in_executor(None, backend.load)
-        load.add_done_callback(lambda _: setattr(self, "load_seconds", time.perf_counter() - started))
+        load = asyncio.ensure_future(self._load(backend))
         load.add_done_callback(self._loaded)
         idle_saves = asyncio.ensure_future(self._keep_context_when_idle())
         try:
@@ -199,6 +197,16 @@ class Repl:
             self.console.error(str(error))
             return 1
         return self.exit_code
+
+    async def _load(self, backend: Backend) -> None:
+        """The model's load, in a thread. It starts when run() first waits: with a backend that loads
+        in the background, at the first prompt, after its first frame is drawn (the load's imports
+        hold the GIL and would hold that frame up)."""
+        started = time.perf_counter()
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, backend.load)
+        finally:
+            self.load_seconds = time.perf_counter() - started
 
     def show_resumed(self, chat: ChatSummary) -> None:
         """The last turns of a chat just resumed, so the user sees where it stopped."""

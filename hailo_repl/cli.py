@@ -14,15 +14,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from loguru import logger
-
-from hailo_repl import __version__, doctor
-from hailo_repl.backends import BackendChoice, open_backend, remote_backend
-from hailo_repl.backends.base import Backend, BackendError, GenerationParams
-from hailo_repl.chat import Chat
-from hailo_repl.config import device_contexts_dir, log_file, sessions_dir, setup_logging
+from hailo_repl import __version__
+from hailo_repl.config import device_contexts_dir, log_file, sessions_dir
 from hailo_repl.config_file import (
     CONFIG_ENV,
     CONFIG_NAME,
@@ -33,12 +28,8 @@ from hailo_repl.config_file import (
     write_init,
 )
 from hailo_repl.console import ArgumentParser, Console, no_wrap
-from hailo_repl.context import ContextOverflowError
-from hailo_repl.conversation import ConversationFileError
-from hailo_repl.dialogs import choose_model, download_with_progress
-from hailo_repl.models import ModelNotFoundError, check_gguf, list_models, models_dir
+from hailo_repl.log import logger, setup_logging
 from hailo_repl.servers import REMOTE_BACKENDS
-from hailo_repl.sessions import ChatSummary, SessionNotFoundError, SessionStore
 from hailo_repl.settings import (
     GENERATION_SETTINGS,
     SETTINGS_TABLE,
@@ -50,8 +41,16 @@ from hailo_repl.settings import (
     SwitchSetting,
     resolve,
 )
-from hailo_repl.signals import exit_on_termination, signals_held
 from hailo_repl.wrap import WordWrap, wrap_text
+
+# The chat's own modules (backends, chat, saved chats, signals) are imported where they are
+# used, so the quick answers (`--list-models -q` for shell completion, --show-config, --help)
+# start about as fast as a bare interpreter, and the doctor, httpx and jinja2 stay out of a chat.
+if TYPE_CHECKING:
+    from hailo_repl.backends import BackendChoice
+    from hailo_repl.backends.base import Backend
+    from hailo_repl.chat import Chat
+    from hailo_repl.sessions import ChatSummary, SessionStore
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -248,7 +247,19 @@ def completion_parser() -> argparse.ArgumentParser:
     return parser
 
 
-SUBCOMMANDS["doctor"] = Subcommand(doctor.main, "check what a chat needs, one line per check", doctor.build_parser)
+def doctor_command(arguments: list[str]) -> int:
+    from hailo_repl import doctor
+
+    return doctor.main(arguments)
+
+
+def doctor_parser() -> argparse.ArgumentParser:
+    from hailo_repl import doctor
+
+    return doctor.build_parser()
+
+
+SUBCOMMANDS["doctor"] = Subcommand(doctor_command, "check what a chat needs, one line per check", doctor_parser)
 SUBCOMMANDS["config"] = Subcommand(
     config_command, "print the settings in effect and their origins, or --init a file", config_parser
 )
@@ -258,6 +269,8 @@ SUBCOMMANDS["completions"] = Subcommand(
 
 
 def print_server_models(choice: BackendChoice) -> None:
+    from hailo_repl.backends import remote_backend
+
     backend = remote_backend(choice)
     try:
         print(f"Models on {backend.endpoint.url} ({backend.name}):")
@@ -268,6 +281,8 @@ def print_server_models(choice: BackendChoice) -> None:
 
 
 def print_model_list() -> None:
+    from hailo_repl.models import list_models, models_dir
+
     print(f"Models directory: {models_dir()}")
     for row in list_models():
         state = "installed" if row.path else "not downloaded"
@@ -325,6 +340,8 @@ def with_piped_input(prompt: str) -> str:
 
 def print_model_names() -> None:
     """--list-models --quiet: the names --hef-path takes, one a line, for shell completion."""
+    from hailo_repl.models import list_models
+
     for row in list_models(include_gguf=False):
         print(row.name)
 
@@ -332,6 +349,9 @@ def print_model_names() -> None:
 def backend_choice(settings: ResolvedSettings, api_key: str | None) -> BackendChoice:
     """The backend the settings ask for; SettingError (one line, exit 2) for a setting that
     does not fit it."""
+    from hailo_repl.backends import BackendChoice
+    from hailo_repl.models import check_gguf
+
     backend = settings["backend"]
 
     def where(name: str) -> str:
@@ -444,6 +464,17 @@ def run(arguments: list[str]) -> int:
     if args.show_config:
         print(show_config(settings, config_file))
         return EXIT_OK
+    # What a chat needs (not imported at the top: see there).
+    from hailo_repl.backends import open_backend
+    from hailo_repl.backends.base import BackendError, GenerationParams
+    from hailo_repl.chat import Chat
+    from hailo_repl.context import ContextOverflowError
+    from hailo_repl.conversation import ConversationFileError
+    from hailo_repl.dialogs import choose_model, download_with_progress
+    from hailo_repl.models import ModelNotFoundError
+    from hailo_repl.sessions import SessionNotFoundError, SessionStore
+    from hailo_repl.signals import exit_on_termination, signals_held
+
     setup_logging(to_file=settings["history"])  # --no-history: nothing of the chat on disk
     choice.context_cache = device_contexts_dir() if settings["history"] else None
     if args.list_models and choice.backend in REMOTE_BACKENDS:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 import shlex
 from collections.abc import Callable, Iterable
@@ -129,6 +128,8 @@ class CommandRegistry:
         return self.commands.get(word.lower()), argument.strip(), word
 
     def suggestion(self, word: str) -> str | None:
+        import difflib  # only for a mistyped command
+
         close = difflib.get_close_matches(word.lower(), list(self.commands), n=1, cutoff=0.5)
         return close[0] if close else None
 

@@ -1,13 +1,9 @@
-"""XDG locations of hailo-repl's files, and the log file."""
+"""XDG locations of hailo-repl's files."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-
-from loguru import logger
-
-from hailo_repl.private_files import append_whole, private_dir
 
 APP_NAME = "hailo-repl"
 
@@ -42,37 +38,3 @@ def device_contexts_dir() -> Path:
 
 def log_file() -> Path:
     return state_dir() / "hailo-repl.log"
-
-
-LOG_ROTATE_BYTES = 5 << 20  # then the log moves to hailo-repl.log.1 and a new one starts
-
-
-class _LogFile:
-    """loguru's sink for the log file: private (0600, in a 0700 folder), rotated at
-    LOG_ROTATE_BYTES, and silent when it cannot be written: a full disk or a read-only
-    home must never put a logging error on the chat's screen."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def write(self, message: str) -> None:
-        try:
-            if self.path.exists() and self.path.stat().st_size > LOG_ROTATE_BYTES:
-                os.replace(self.path, self.path.with_name(self.path.name + ".1"))
-            append_whole(self.path, message.encode("utf-8", errors="replace"))
-        except Exception:  # the log is never worth the chat
-            pass
-
-
-def setup_logging(to_file: bool = True) -> None:
-    """Logs go to the log file only (none with `to_file` False: --no-history writes nothing),
-    never to the terminal; without the values of variables in tracebacks (`diagnose`), so
-    what a user typed does not end up there."""
-    logger.remove()
-    if not to_file:
-        return
-    try:
-        private_dir(state_dir())
-    except OSError:
-        return  # a read-only home must not stop the chat
-    logger.add(_LogFile(log_file()), level="DEBUG", backtrace=False, diagnose=False, catch=False)

@@ -8,14 +8,11 @@ the value's span, which pyyaml's node marks give, is replaced, and nothing else 
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from hailo_repl.config import config_dir
 from hailo_repl.private_files import (
@@ -27,6 +24,9 @@ from hailo_repl.private_files import (
     write_atomically,
 )
 from hailo_repl.settings import SETTINGS, SETTINGS_TABLE, FileValue, Setting, SettingError, yaml_text
+
+if TYPE_CHECKING:
+    import yaml  # imported where used: a chat without a config file never needs it
 
 CONFIG_ENV = "HAILO_REPL_CONFIG"
 CONFIG_NAME = "config.yaml"
@@ -63,6 +63,8 @@ def _yaml_error(path: Path, error: yaml.MarkedYAMLError, what: str = "") -> Conf
 
 
 def _unknown_key(key: object) -> str:
+    import difflib  # only for a mistyped key
+
     close = difflib.get_close_matches(str(key), list(SETTINGS), n=1, cutoff=0.6)
     hint = f"did you mean '{close[0]}'?" if close else "`hailo-repl config` lists the keys"
     return f"unknown key '{key}' — {hint}"
@@ -70,6 +72,8 @@ def _unknown_key(key: object) -> str:
 
 def _mapping(path: Path, text: str) -> list[tuple[yaml.Node, yaml.Node]]:
     """The top-level key/value nodes of the file (none for an empty file)."""
+    import yaml
+
     loader = yaml.SafeLoader(text)
     try:
         root = loader.get_single_node()
@@ -88,6 +92,8 @@ def _mapping(path: Path, text: str) -> list[tuple[yaml.Node, yaml.Node]]:
 
 def _construct(node: yaml.Node) -> Any:
     """A node's value, as yaml.safe_load would give it."""
+    import yaml
+
     loader = yaml.SafeLoader("")
     try:
         return loader.construct_object(node, deep=True)
@@ -97,6 +103,8 @@ def _construct(node: yaml.Node) -> Any:
 
 def parse_config(path: Path, text: str) -> dict[str, FileValue]:
     """Every key of the file checked like its flag; ConfigFileError names file, line, column and key."""
+    import yaml
+
     values: dict[str, FileValue] = {}
     for key_node, value_node in _mapping(path, text):
         try:
@@ -119,7 +127,8 @@ def parse_config(path: Path, text: str) -> dict[str, FileValue]:
 
 def load_config(path: Path, required: bool = False) -> dict[str, FileValue]:
     """The file's settings; a missing file has none, unless the user named it (`required`)."""
-    return parse_config(path, config_text(path, required))
+    text = config_text(path, required)
+    return parse_config(path, text) if text else {}  # no file, nothing to parse: pyyaml stays unimported
 
 
 def config_text(path: Path, required: bool = False) -> str:
@@ -157,6 +166,8 @@ def _write(path: Path, text: str) -> None:
 def scalar(value: Any) -> str:
     """A value as one line of YAML: as pyyaml writes it, or double-quoted (JSON's escapes
     are YAML's) where pyyaml would need several lines."""
+    import yaml
+
     if isinstance(value, Path):
         value = str(value)
     if isinstance(value, str):

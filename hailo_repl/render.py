@@ -7,11 +7,6 @@ import asyncio
 from collections.abc import Callable, Mapping
 from enum import Enum
 
-from pygments import highlight
-from pygments.formatters import TerminalFormatter
-from pygments.lexers import TextLexer, get_lexer_by_name, guess_lexer
-from pygments.util import ClassNotFound
-
 from hailo_repl.backends.base import Message
 from hailo_repl.console import ERROR, Console, labelled
 from hailo_repl.context import split_turns
@@ -34,6 +29,12 @@ def color_wanted(choice: str, environ: Mapping[str, str]) -> bool:
 
 
 def highlight_code(code: str, language: str) -> str:
+    # pygments is imported at the first code block, not before the first prompt.
+    from pygments import highlight
+    from pygments.formatters import TerminalFormatter
+    from pygments.lexers import TextLexer, get_lexer_by_name, guess_lexer
+    from pygments.util import ClassNotFound
+
     try:
         lexer = get_lexer_by_name(language) if language else guess_lexer(code)
     except ClassNotFound:

@@ -22,13 +22,10 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import secrets
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-from loguru import logger
 
 from hailo_repl.backends.base import Message
 from hailo_repl.conversation import (
@@ -39,6 +36,7 @@ from hailo_repl.conversation import (
     read_chat_file,
     version_of,
 )
+from hailo_repl.log import logger
 from hailo_repl.private_files import (
     FileTooLarge,
     read_bytes_limited,
@@ -56,7 +54,7 @@ ID_BYTES = 4  # 8 hex digits: unique enough among one user's chats, short to typ
 
 
 def new_session_id() -> str:
-    return secrets.token_hex(ID_BYTES)
+    return os.urandom(ID_BYTES).hex()  # as secrets.token_hex, without importing it at start-up
 
 
 def now_iso() -> str:

@@ -1,14 +1,19 @@
-"""Shared fixtures: the hailo_platform double on sys.path, fake HEFs, the installed CLI, and
-llama-cpp-python's server."""
+"""Shared fixtures: the hailo_platform double on sys.path, fake HEFs, the CLI run in-process and
+installed, and llama-cpp-python's server."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import llama_server as llama_server_process
 import pytest
@@ -107,7 +112,68 @@ def fake_log(tmp_path, monkeypatch):
     return events
 
 
-def run_cli(*args: str, stdin: str | None = None, env: dict | None = None, fakes: bool = False, timeout: float = 180):
+def run_cli(*args: str, stdin: str | None = None, env: dict | None = None, fakes: bool = False):
+    """hailo-repl's main() run in this process as the installed command runs with no terminal:
+    stdin, stdout and stderr are UTF-8 pipes, the environment is this one plus `env`, and
+    hailo_platform is the double, imported afresh, only if it is on that environment's
+    PYTHONPATH (`fakes` puts it there). Returns what the process would have: its exit code,
+    stdout and stderr. Tests of what only a process has (signals, a pipe closed under it,
+    llama.cpp writing to file descriptor 2, the installed entry point) use run_installed."""
+    from hailo_repl.cli import main
+
+    environment = with_fakes() if fakes else dict(os.environ)
+    environment.update(env or {})
+    with _as_in_a_new_process(environment, stdin or "") as (stdout, stderr):
+        try:
+            code = main(list(args))
+        except SystemExit as exit:  # argparse's usage errors, --help, --version
+            code = exit.code if isinstance(exit.code, int) else int(exit.code is not None)
+    return subprocess.CompletedProcess(
+        ["hailo-repl", *args], code, stdout.getvalue().decode(), stderr.getvalue().decode()
+    )
+
+
+@contextlib.contextmanager
+def _as_in_a_new_process(environment: dict[str, str], stdin: str) -> Iterator[tuple[io.BytesIO, io.BytesIO]]:
+    """What main() reads or changes of its process, as a new process would have it, and put back
+    afterwards: the environment, the standard streams (yields what stdout and stderr received),
+    the handlers of the signals it handles, the log's sink, and hailo_platform (imported afresh,
+    or not at all)."""
+    from hailo_repl.log import setup_logging
+
+    saved_streams = sys.stdin, sys.stdout, sys.stderr
+    saved_handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    saved_double = {name: module for name, module in sys.modules.items() if name.split(".")[0] == "hailo_platform"}
+    for name in saved_double:
+        del sys.modules[name]
+    if str(FAKES) not in environment.get("PYTHONPATH", "").split(os.pathsep):
+        sys.modules["hailo_platform"] = None  # not installed: importing it raises ImportError
+    stdout, stderr = io.BytesIO(), io.BytesIO()
+    writers = (
+        io.TextIOWrapper(stdout, encoding="utf-8", write_through=True),
+        io.TextIOWrapper(stderr, encoding="utf-8", errors="backslashreplace", write_through=True),
+    )
+    sys.stdin = io.TextIOWrapper(io.BytesIO(stdin.encode()), encoding="utf-8")
+    sys.stdout, sys.stderr = writers
+    try:
+        with mock.patch.dict(os.environ, environment, clear=True):
+            yield stdout, stderr
+    finally:
+        for writer in writers:
+            writer.flush()
+            writer.detach()  # closing the wrapper would close what it wrote
+        sys.stdin, sys.stdout, sys.stderr = saved_streams
+        for signum, handler in saved_handlers.items():
+            signal.signal(signum, handler)
+        setup_logging(to_file=False)  # the run's log file is in a temporary home about to go
+        for name in [name for name in sys.modules if name.split(".")[0] == "hailo_platform"]:
+            del sys.modules[name]
+        sys.modules.update(saved_double)
+
+
+def run_installed(
+    *args: str, stdin: str | None = None, env: dict | None = None, fakes: bool = False, timeout: float = 180
+):
     """Run the installed hailo-repl with no terminal; returns CompletedProcess."""
     environment = with_fakes() if fakes else dict(os.environ)
     environment.update(env or {})

@@ -94,7 +94,11 @@ class OllamaDouble:
         self.disconnected = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="ollama-double", daemon=True)
+        # A short poll: shutdown() waits for serve_forever to look (0.5 s by default, at every test's end).
+        serving = {"poll_interval": 0.02}
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs=serving, name="ollama-double", daemon=True
+        )
 
     @property
     def url(self) -> str:

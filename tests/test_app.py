@@ -3,7 +3,7 @@
 import asyncio
 import os
 import signal
-import time
+import threading
 
 import pytest
 from prompt_toolkit.application import create_app_session
@@ -14,6 +14,10 @@ from scripted import ScriptedBackend
 from hailo_repl.app import Repl
 from hailo_repl.backends.base import BackendError, GenerationParams
 from hailo_repl.chat import Chat
+
+# After each chunk of keys, as a user pauses; keys that come sooner wait in the pipe for the
+# next prompt, as typeahead does.
+TYPING_PAUSE = 0.02
 
 
 def run_repl(backend, keys, history=False, after=None):
@@ -33,7 +37,7 @@ def run_repl(backend, keys, history=False, after=None):
                 for start in range(0, len(chunk), 8192):
                     pipe.send_text(chunk[start : start + 8192])
                     await asyncio.sleep(0.01)
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(TYPING_PAUSE)
             return await asyncio.wait_for(task, 30)
 
         code = asyncio.run(main())
@@ -157,29 +161,41 @@ def test_a_huge_paste_is_refused_with_one_line_not_a_hang(capsys):
     assert len(repl.chat.messages) == 1  # nothing half-added
 
 
-class FailingLoad(ScriptedBackend):
+class GatedLoad(ScriptedBackend):
+    """A load that ends when the test lets it (`loadable.set()`), so a message can be sure to come
+    while the model loads; then it fails with `error`, if one is given."""
+
+    def __init__(self, *replies, error=None):
+        super().__init__(*replies)
+        self.loadable = threading.Event()
+        self.error = error
+
     def load(self):
-        time.sleep(0.2)
-        raise BackendError("Failed to load model.gguf: not a model")
+        self.loadable.wait(30)
+        if self.error is not None:
+            raise self.error
+        super().load()
+
+
+def let_it_load(backend):
+    async def now():
+        backend.loadable.set()
+
+    return now
 
 
 def test_a_model_that_fails_to_load_ends_the_chat_with_one_line(capsys):
-    code, _ = run_repl(FailingLoad(), ["hello\r", lambda: asyncio.sleep(1)])  # a message waits for it
+    backend = GatedLoad(error=BackendError("Failed to load model.gguf: not a model"))
+    code, _ = run_repl(backend, ["hello\r", let_it_load(backend)])  # a message waits for it, then the load fails
     out = capsys.readouterr().out
     assert code == 1
     assert "[Error] Failed to load model.gguf: not a model" in out and "Traceback" not in out
     assert "Not sent (Ctrl+C)" not in out  # nobody pressed Ctrl+C
 
 
-class SlowLoad(ScriptedBackend):
-    def load(self):
-        time.sleep(0.5)
-        super().load()
-
-
 def test_a_message_sent_while_the_model_loads_waits_for_it(capsys):
-    backend = SlowLoad(["answer"])
-    code, repl = run_repl(backend, ["early\r", "/quit\r"])
+    backend = GatedLoad(["answer"])
+    code, repl = run_repl(backend, ["early\r", let_it_load(backend), "/quit\r"])
     out = capsys.readouterr().out
     assert code == 0
     assert "Waiting for the model to load" in out and "Assistant: answer" in out
@@ -199,21 +215,15 @@ def test_a_stray_sigint_at_the_prompt_does_not_swallow_the_next_message(capsys):
     assert "got it" in capsys.readouterr().out
 
 
-class VerySlowLoad(ScriptedBackend):
-    def load(self):
-        time.sleep(1.0)
-        super().load()
-
-
 def test_ctrl_c_while_waiting_for_the_model_says_the_message_was_not_sent(capsys):
-    backend = VerySlowLoad()
+    backend = GatedLoad()
 
     async def interrupt():
         await asyncio.sleep(0.2)
         os.kill(os.getpid(), signal.SIGINT)
-        await asyncio.sleep(1.2)
+        await asyncio.sleep(0.1)
 
-    code, _ = run_repl(backend, ["early\r", interrupt, "/quit\r"])
+    code, _ = run_repl(backend, ["early\r", interrupt, let_it_load(backend), "/quit\r"])
     out = capsys.readouterr().out
     assert code == 0 and backend.prompts == []
     assert "Not sent (Ctrl+C)" in out

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 from scripted import ScriptedBackend
-from terminal import hailo_repl_command
 
 from hailo_repl.backends.base import GenerationParams
 from hailo_repl.chat import Chat
@@ -31,11 +31,8 @@ def a_chat(store: SessionStore, question: str = "Capital of France?") -> str:
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    """The installed hailo-repl, without the hailo_platform double: the llama backend."""
-    env = {**os.environ, "PYTHONPATH": ""}
-    return subprocess.run(
-        [*hailo_repl_command(), *args], stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=120
-    )
+    """hailo-repl without the hailo_platform double: the llama backend."""
+    return run_cli(*args)
 
 
 # ---- files that are not chats --------------------------------------------------------------

@@ -1,4 +1,6 @@
-"""The installed `hailo-repl`, run as a user runs it without a terminal.
+"""`hailo-repl` as a user runs it without a terminal: main() in this process as a new process
+runs it (conftest.run_cli), and the installed command where the process is what is tested (a
+reply streaming through a pipe, SIGTERM, llama.cpp's own output, the entry point).
 
 The llama tests use the real llama.cpp with the bundled SmolLM2; the hailo tests put
 the hailo_platform double on PYTHONPATH so the real hailo backend code runs against it,
@@ -17,7 +19,7 @@ import threading
 import time
 
 import pytest
-from conftest import hailo_repl_command, run_cli
+from conftest import hailo_repl_command, run_cli, run_installed
 from terminal import with_fakes
 
 from hailo_repl.backends.hailo import render_chatml
@@ -92,7 +94,7 @@ def stop_later():
 
 @pytest.mark.llama
 def test_prompt_without_hailo_uses_llama_with_one_notice(isolated_home):
-    result = run_cli("-p", "What is the capital of France?", env=NO_HAILORT)
+    result = run_installed("-p", "What is the capital of France?", env=NO_HAILORT)
 
     assert result.returncode == 0, result.stderr
     (notice,) = stderr_lines(result)
@@ -103,7 +105,7 @@ def test_prompt_without_hailo_uses_llama_with_one_notice(isolated_home):
 
 @pytest.mark.llama
 def test_pipe_without_hailo_answers_every_line(isolated_home):
-    result = run_cli("--max-tokens", "24", stdin="Hi\nWhat did I just say?\n", env=NO_HAILORT)
+    result = run_installed("--max-tokens", "24", stdin="Hi\nWhat did I just say?\n", env=NO_HAILORT)
 
     assert result.returncode == 0, result.stderr
     assert len(stderr_lines(result)) == 1  # the notice, once, not per turn
@@ -115,7 +117,7 @@ def test_pipe_without_hailo_answers_every_line(isolated_home):
 
 def test_reply_streams_to_stdout_while_it_is_generated(isolated_home, hailo_resources, fake_script, stop_later):
     hailo_resources(QWEN)
-    fake_script([{"tokens": ["Alpha", " beta", " gamma", " delta", " epsilon"], "delay_ms": 300}])
+    fake_script([{"tokens": ["Alpha", " beta", " gamma", " delta", " epsilon"], "delay_ms": 150}])
     process = start_cli("-p", "hi")
     stop_later(process)
 
@@ -300,7 +302,7 @@ def test_verbose_prints_the_timing_block_on_stderr(isolated_home, hailo_resource
 
 @pytest.mark.llama
 def test_verbose_with_llama(isolated_home):
-    result = run_cli("--backend", "llama", "--max-tokens", "8", "--verbose", "-p", "hi")
+    result = run_installed("--backend", "llama", "--max-tokens", "8", "--verbose", "-p", "hi")
 
     assert result.returncode == 0, result.stderr
     for pattern in TIMING_LINES:
@@ -335,7 +337,7 @@ def test_help_shows_the_flags_and_defaults(isolated_home):
 
 
 def test_version(isolated_home):
-    result = run_cli("--version")
+    result = run_installed("--version")
     assert result.returncode == 0
     assert re.fullmatch(r"hailo-repl \d+\.\d+\.\d+\S*\n", result.stdout)
 
@@ -408,7 +410,7 @@ def test_no_device_with_backend_hailo(isolated_home, hailo_resources):
 def test_no_device_with_auto_backend_falls_back_to_llama(isolated_home, hailo_resources, fake_log):
     hailo_resources(QWEN)
 
-    result = run_cli("--max-tokens", "16", "-p", "hi", fakes=True, env={"HAILO_FAKE_NO_DEVICE": "1"})
+    result = run_installed("--max-tokens", "16", "-p", "hi", fakes=True, env={"HAILO_FAKE_NO_DEVICE": "1"})
 
     assert result.returncode == 0, result.stderr
     notice = assert_one_clean_line(result)
@@ -432,7 +434,7 @@ def test_backend_failure_mid_stream_keeps_what_was_streamed(isolated_home, hailo
 
 def test_sigterm_during_a_reply_aborts_and_releases(isolated_home, hailo_resources, fake_script, fake_log, stop_later):
     hailo_resources(QWEN)
-    fake_script([{"tokens": ["Tick"] + [" tock"] * 40, "delay_ms": 250}])
+    fake_script([{"tokens": ["Tick"] + [" tock"] * 40, "delay_ms": 100}])
     process = start_cli("-p", "hi")
     stop_later(process)
 

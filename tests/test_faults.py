@@ -16,7 +16,7 @@ import time
 import types
 
 import pytest
-from conftest import hailo_repl_command, run_cli
+from conftest import hailo_repl_command, run_cli, run_installed
 from terminal import Terminal, user_messages_sent, with_fakes
 
 QWEN = "Qwen2.5-1.5B-Instruct"
@@ -229,7 +229,7 @@ def test_load_refuses_fifos_devices_and_huge_files_at_once(device, tmp_path):
 def test_model_fifo_is_refused_at_once(isolated_home, tmp_path):
     fifo = tmp_path / "model.gguf"
     os.mkfifo(fifo)
-    result = run_cli("--model", str(fifo), "-p", "hi", timeout=30)
+    result = run_installed("--model", str(fifo), "-p", "hi", timeout=30)  # a hang fails in 30 s, not 300
     assert result.returncode == 2 and "FIFO" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -321,7 +321,7 @@ def test_a_log_that_cannot_be_written_never_reaches_the_terminal(device, isolate
 
 @pytest.mark.llama
 def test_verbose_adds_the_timing_block_not_llama_cpps_model_dump(isolated_home):
-    result = run_cli("--backend", "llama", "--max-tokens", "4", "--verbose", "-p", "hi", env={"PYTHONPATH": ""})
+    result = run_installed("--backend", "llama", "--max-tokens", "4", "--verbose", "-p", "hi", env={"PYTHONPATH": ""})
     assert result.returncode == 0, result.stderr
     assert "eval count:" in result.stderr
     assert "llama.cpp" not in result.stderr.replace("using llama.cpp on the CPU", "")

@@ -205,7 +205,7 @@ def test_a_hef_the_device_cannot_open_is_explained(hailo_resources):
 
 
 def test_a_stalled_device_is_announced_and_its_late_reply_still_shown(scripted_backend):
-    backend = scripted_backend({"replies": [{"tokens": ["late", " reply"], "stall_ms": 800, "stall_at": 0}]})
+    backend = scripted_backend({"replies": [{"tokens": ["late", " reply"], "stall_ms": 500, "stall_at": 0}]})
     backend.stall_notice_seconds = 0.2
     notices = []
     chat = Chat(backend, SYSTEM, GenerationParams())

@@ -284,8 +284,8 @@ def test_a_slow_first_token_says_we_wait_and_ctrl_c_still_stops_at_once(monkeypa
     from hailo_repl.backends import remote
 
     monkeypatch.setattr(remote, "WAIT_NOTICE_SECONDS", 0.2)
-    loading = ollama_reply(["Ready."] * 50, wait=1.0, delay=0.05)  # the server loads the model first
-    with OllamaDouble([ollama_reply(["Ready."], wait=1.0), loading]) as double:
+    loading = ollama_reply(["Ready."] * 50, wait=0.8, delay=0.05)  # the server loads the model first
+    with OllamaDouble([ollama_reply(["Ready."], wait=0.5), loading]) as double:
         chat = chat_on(double)
         notices: list[str] = []
         assert "".join(chat.reply("Hi", threading.Event(), notify=notices.append)) == "Ready."

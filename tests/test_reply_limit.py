@@ -4,14 +4,13 @@ that hailo-repl would refuse to read back."""
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from conftest import run_cli
 from scripted import ScriptedBackend
-from terminal import hailo_repl_command
 
 from hailo_repl.backends.base import GenerationParams
 from hailo_repl.chat import Chat
@@ -32,7 +31,8 @@ class EndlessServer:
         self.client_gone = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll: shutdown() waits for serve_forever to look (0.5 s by default).
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
 
     def __enter__(self) -> EndlessServer:
         self._thread.start()
@@ -96,13 +96,17 @@ class EndlessServer:
 @pytest.mark.parametrize(("backend", "api"), [("openai", "/v1"), ("ollama", "")])
 def test_a_server_that_ignores_max_tokens_is_stopped_there_and_the_reply_marked_truncated(isolated_home, backend, api):
     with EndlessServer() as server:
-        result = subprocess.run(
-            [*hailo_repl_command(), "--backend", backend, "--url", server.root + api, "--model", MODEL]
-            + ["--max-tokens", "20", "-p", "Tell me everything"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=120,
+        result = run_cli(
+            "--backend",
+            backend,
+            "--url",
+            server.root + api,
+            "--model",
+            MODEL,
+            "--max-tokens",
+            "20",
+            "-p",
+            "Tell me everything",
         )
         assert server.client_gone.wait(10), "the stream was never closed"
 

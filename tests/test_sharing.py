@@ -100,7 +100,7 @@ def test_a_turn_saved_by_another_process_meanwhile_is_kept_and_this_one_goes_on_
     saved_chat(isolated_home)
     # A reads the chat and starts its reply; it is stopped mid-reply while B continues the
     # same chat from start to end; then A finishes: both saved the chat as they read it.
-    first, first_log = start(tmp_path, "A", "Question A", delay_ms=1000)
+    first, first_log = start(tmp_path, "A", "Question A", delay_ms=400)  # stopped well before its 0.8 s reply ends
     try:
         deadline = time.monotonic() + 60
         while not has_generated(first_log):

@@ -9,10 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from loguru import logger
-
 from hailo_repl import models
 from hailo_repl.backends.base import Backend, BackendError
+from hailo_repl.log import logger
 from hailo_repl.servers import OLLAMA, OPENAI, REMOTE_BACKENDS, resolve_endpoint
 
 if TYPE_CHECKING:

@@ -59,8 +59,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from loguru import logger
-
 from hailo_repl.backends.base import (
     BackendError,
     GenerationParams,
@@ -80,6 +78,7 @@ from hailo_repl.backends.hailo_context import (
     write_context,
 )
 from hailo_repl.backends.hailo_selfcheck import DEVICE_FACTS_NAME, DeviceFacts, Verdict, run_self_check
+from hailo_repl.log import logger
 from hailo_repl.streaming import clean_response
 
 SHARED_VDEVICE_GROUP_ID = "SHARED"  # lets other Hailo apps use the chip at the same time

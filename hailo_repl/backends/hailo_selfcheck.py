@@ -21,10 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loguru import logger
-
 from hailo_repl.backends.base import Message
 from hailo_repl.backends.chat_template import ChatTemplate
+from hailo_repl.log import logger
 from hailo_repl.private_files import FileTooLarge, read_text_limited, write_atomically
 
 DEVICE_FACTS_NAME = "hailo-device-facts.json"  # beside the kept device contexts

@@ -15,7 +15,6 @@ Why it is built the way it is:
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import io
 import os
 import threading
@@ -23,9 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from loguru import logger
-
 from hailo_repl.backends.base import BackendError, GenerationParams, Message, ReplyStream, one_generation_at_a_time
+from hailo_repl.log import logger
 
 DEFAULT_CONTEXT_SIZE = 4096
 
@@ -58,6 +56,8 @@ _log_callback = None  # one process-wide thunk: llama.cpp may log after any back
 
 
 def _route_llama_log(llama_cpp: Any) -> None:
+    import ctypes  # as llama_cpp is, in the load: not before the first prompt
+
     global _log_callback
     if _log_callback is None:
         _log_callback = llama_cpp.llama_log_callback(_log_llama_warnings)

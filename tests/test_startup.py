@@ -1,0 +1,85 @@
+"""What is imported before the first prompt, in a fresh interpreter (not timed: the import rule
+behind a fast start; benchmarks/bench_repl.py --only c measures the start itself).
+
+A chat's first prompt needs prompt_toolkit and hailo-repl's own modules, nothing else: the
+doctor, httpx and the remote backends, jinja2, loguru (loaded at the first log message),
+pyyaml (only with a config file), pygments (at the first code block) and importlib.metadata
+would each add to the time before the prompt shows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+NOT_BEFORE_THE_FIRST_PROMPT = [
+    "hailo_repl.doctor",
+    "hailo_repl.backends.remote",
+    "hailo_repl.backends.ollama",
+    "hailo_repl.backends.openai",
+    "httpx",
+    "jinja2",
+    "loguru",
+    "yaml",
+    "pygments",
+    "importlib.metadata",
+    "urllib.request",
+]
+
+# main() as `hailo-repl --backend llama` runs it at a terminal, up to the REPL built as its first
+# frame needs it; the REPL's own loop (and the model's load, which it starts) is left out.
+UP_TO_THE_FIRST_PROMPT = """
+import json, sys
+import hailo_repl.app as app
+from hailo_repl.cli import main
+
+def build_the_repl(chat, settings, config_file, resumed=None):
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.output import DummyOutput
+    from prompt_toolkit.application import create_app_session
+    with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
+        app.Repl(chat, settings["history"], settings["verbose"], settings=settings.values, config_file=config_file)
+    print(json.dumps(sorted(sys.modules)))
+    return 0
+
+app.run_repl = build_the_repl
+sys.stdin.isatty = sys.stdout.isatty = lambda: True  # as at a terminal
+sys.exit(main(sys.argv[1:]))
+"""
+
+QUICK_ANSWER = """
+import json, sys
+from hailo_repl.cli import main
+main(sys.argv[1:])
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def modules_imported(script: str, *args: str) -> set[str]:
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, env=dict(os.environ), timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return set(json.loads(result.stdout.splitlines()[-1]))
+
+
+def loaded(modules: set[str], names: list[str]) -> list[str]:
+    return [name for name in names if name in modules]
+
+
+def test_the_first_prompt_of_a_chat_imports_only_what_it_needs(isolated_home):
+    modules = modules_imported(UP_TO_THE_FIRST_PROMPT, "--backend", "llama")
+
+    assert "hailo_repl.app" in modules and "hailo_repl.backends.llama" in modules  # it did get that far
+    assert loaded(modules, NOT_BEFORE_THE_FIRST_PROMPT) == []
+    assert "llama_cpp" not in modules  # the model loads behind the prompt
+
+
+def test_the_quiet_model_list_for_shell_completion_imports_no_chat(isolated_home, hailo_resources):
+    hailo_resources("Qwen2.5-1.5B-Instruct")
+    modules = modules_imported(QUICK_ANSWER, "--list-models", "-q")
+
+    chat_modules = ["prompt_toolkit", "asyncio", "hailo_repl.chat", "hailo_repl.backends", "hailo_repl.sessions"]
+    assert loaded(modules, chat_modules + NOT_BEFORE_THE_FIRST_PROMPT) == []
