@@ -54,6 +54,11 @@ from hailo_repl.toolbar import STYLE, ModelState, ToolbarState, toolbar_fragment
 from hailo_repl.wrap import WordWrap
 
 SETTLE_NOTICE_AFTER = 0.3  # seconds of waiting for the previous reply before saying so
+# No key pressed at the prompt for this long: keep the device context (Chat.keep_device_context).
+# It holds the GIL for seconds on a Pi, so a key pressed meanwhile waits: two minutes is longer
+# than reading a long reply takes, so the user has most likely stepped away; and it only guards
+# against a crash (quit saves anyway), whose cost is the resume reading the chat again.
+IDLE_SAVE_SECONDS = 120.0
 
 
 def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -105,6 +110,9 @@ class Repl:
         self.exit_code = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._worker: asyncio.Future[None] | None = None  # the thread of the last reply
+        self.idle_save_seconds = IDLE_SAVE_SECONDS
+        self._last_key = time.monotonic()  # or the last prompt's start
+        self._context_save: asyncio.Future[None] | None = None  # an idle save of the device context
         self.session: PromptSession[str] = PromptSession(
             message=[("class:prompt", USER_PREFIX)],
             history=input_history(data_dir() if history else None, warn=self.notice_from_any_thread),
@@ -118,6 +126,7 @@ class Repl:
             refresh_interval=0.5,
             vi_mode=self.settings["vi-mode"],
         )
+        self.session.app.key_processor.before_key_press += lambda _: setattr(self, "_last_key", time.monotonic())
 
     def wrap_width(self) -> int | None:
         """The terminal's width while word-wrap is on (read at each use: a resize applies at once)."""
@@ -162,6 +171,7 @@ class Repl:
         backend = self.chat.backend
         load = asyncio.ensure_future(self._load(backend))
         load.add_done_callback(self._loaded)
+        idle_saves = asyncio.ensure_future(self._keep_context_when_idle())
         try:
             with typeahead_mode():
                 if not backend.loads_in_background:
@@ -174,6 +184,7 @@ class Repl:
                         self.quit(signal.SIGINT)
                 await self._converse(load)
         finally:
+            idle_saves.cancel()
             await self._settle()
             if not load.done():
                 self.console.info("Waiting for the model to finish loading, to release it…")
@@ -234,8 +245,21 @@ class Repl:
         if self.quitting and app.is_running and app.future is not None and not app.future.done():
             app.exit(exception=EOFError)
 
+    async def _keep_context_when_idle(self) -> None:
+        """Keep the device context once nothing has happened at the prompt for idle_save_seconds."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(self.idle_save_seconds / 4, 5.0))
+            idle = time.monotonic() - self._last_key >= self.idle_save_seconds
+            prompt_up = self.session.app.is_running and self.model_state is ModelState.READY
+            if idle and prompt_up and (self._worker is None or self._worker.done()):
+                if self.chat.device_context_unsaved():
+                    self._context_save = loop.run_in_executor(None, self.chat.keep_device_context)
+                    await asyncio.shield(self._context_save)
+
     async def _converse(self, load: asyncio.Future[None]) -> None:
         while not self.quitting:
+            self._last_key = time.monotonic()
             self.session.editing_mode = EditingMode.VI if self.settings["vi-mode"] else EditingMode.EMACS
             try:
                 # handle_sigint=False: prompt_toolkit would remove our SIGINT handler on exit;
@@ -282,6 +306,7 @@ class Repl:
         self.console.info(f"Releasing {old.model_name} and loading {backend.model_name}…")
         self.model_state = ModelState.LOADING
         try:
+            await loop.run_in_executor(None, self.chat.keep_device_context)
             await loop.run_in_executor(None, old.release)
             await loop.run_in_executor(None, backend.load)
         except Exception as error:
@@ -334,6 +359,9 @@ class Repl:
         up to HailoRT's 2-minute request timeout), so with `interruptible` a Ctrl+C ends
         the wait instead: False then, and the thread is still running.
         """
+        if self._context_save is not None:  # an idle save that a key press came during
+            await asyncio.wait([self._context_save])
+            self._context_save = None
         worker = self._worker
         if worker is None:
             return True
