@@ -68,6 +68,11 @@ from hailo_repl.wrap import WordWrap
 
 CONTINUATION = " " * len(USER_PREFIX)  # the prompt's lines after the first
 SETTLE_NOTICE_AFTER = 0.3  # seconds of waiting for the previous reply before saying so
+# No key pressed at the prompt for this long: keep the device context (Chat.keep_device_context).
+# It holds the GIL for seconds on a Pi, so a key pressed meanwhile waits: two minutes is longer
+# than reading a long reply takes, so the user has most likely stepped away; and it only guards
+# against a crash (quit saves anyway), whose cost is the resume reading the chat again.
+IDLE_SAVE_SECONDS = 120.0
 
 
 def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -134,6 +139,9 @@ class Repl:
         self._prompt_in_reply = False  # the prompt on screen came up for a reply
         self._handling = False  # a message is being answered: Enter queues, Ctrl+C stops what runs
         self._draft: Document | str = ""  # the input line, kept while a queued message is sent
+        self.idle_save_seconds = IDLE_SAVE_SECONDS
+        self._last_key = time.monotonic()  # or the last prompt's start
+        self._context_save: asyncio.Future[None] | None = None  # an idle save of the device context
         self.session: PromptSession[str] = PromptSession(
             message=[("class:prompt", USER_PREFIX)],
             history=input_history(data_dir() if history else None, warn=self.notice_from_any_thread),
@@ -176,6 +184,7 @@ class Repl:
             HSplit([self.pane.rows(), prompt.container, ConditionalContainer(toolbar, shown)]),
             focused_element=prompt.current_window,
         )
+        self.session.app.key_processor.before_key_press += lambda _: setattr(self, "_last_key", time.monotonic())
 
     def wrap_width(self) -> int | None:
         """The terminal's width while word-wrap is on (read at each use: a resize applies at once)."""
@@ -223,6 +232,7 @@ class Repl:
         backend = self.chat.backend
         load = asyncio.ensure_future(self._load(backend))
         load.add_done_callback(self._loaded)
+        idle_saves = asyncio.ensure_future(self._keep_context_when_idle())
         try:
             with typeahead_mode():
                 if not backend.loads_in_background:
@@ -235,6 +245,7 @@ class Repl:
                         self.quit(signal.SIGINT)
                 await self._converse(load)
         finally:
+            idle_saves.cancel()
             await self._end_prompt()
             await self._settle()
             if not load.done():
@@ -300,8 +311,21 @@ class Repl:
         if self.quitting and app.is_running and app.future is not None and not app.future.done():
             app.exit(exception=EOFError)
 
+    async def _keep_context_when_idle(self) -> None:
+        """Keep the device context once nothing has happened at the prompt for idle_save_seconds."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(self.idle_save_seconds / 4, 5.0))
+            idle = time.monotonic() - self._last_key >= self.idle_save_seconds
+            prompt_up = self.session.app.is_running and self.model_state is ModelState.READY
+            if idle and prompt_up and (self._worker is None or self._worker.done()):
+                if self.chat.device_context_unsaved():
+                    self._context_save = loop.run_in_executor(None, self.chat.keep_device_context)
+                    await asyncio.shield(self._context_save)
+
     async def _converse(self, load: asyncio.Future[None]) -> None:
         while not self.quitting:
+            self._last_key = time.monotonic()
             try:
                 text = await self._next_message()
             except EOFError:
@@ -400,6 +424,7 @@ class Repl:
         self.console.info(f"Releasing {old.model_name} and loading {backend.model_name}…")
         self.model_state = ModelState.LOADING
         try:
+            await loop.run_in_executor(None, self.chat.keep_device_context)
             await loop.run_in_executor(None, old.release)
             await loop.run_in_executor(None, backend.load)
         except Exception as error:
@@ -452,6 +477,9 @@ class Repl:
         up to HailoRT's 2-minute request timeout), so with `interruptible` a Ctrl+C ends
         the wait instead: False then, and the thread is still running.
         """
+        if self._context_save is not None:  # an idle save that a key press came during
+            await asyncio.wait([self._context_save])
+            self._context_save = None
         worker = self._worker
         if worker is None:
             return True

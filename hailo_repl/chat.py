@@ -63,6 +63,9 @@ class Chat:
         # reply sends it, the gauge shows what it will take (counted once, when first drawn).
         self._history_unsent = False
         self._unsent_tokens: int | None = None
+        # Completed changes of the conversation, and how many of them the kept device context has seen.
+        self._changes = 0
+        self._context_kept_at = 0
 
     def usage(self) -> ContextUsage:
         backend = self.backend
@@ -105,6 +108,7 @@ class Chat:
         if self.store is None:
             raise ConversationFileError("no saved chats here")
         saved = self.store.load(session_id)
+        self.keep_device_context()  # the chat it switches away from
         self.replace_messages(saved.messages)
         self.session_id, self._version = session_id, saved.version
         if isinstance(self.backend, KeepsContext):  # the model may load what it held instead of reading it
@@ -140,8 +144,25 @@ class Chat:
                 )
             )
         self.session_id, self._created = record.id, record.created
-        if isinstance(self.backend, KeepsContext):
-            self.backend.save_context(self.store.context_path(self.session_id), for_model(self.messages))
+        self._changes += 1
+
+    def device_context_unsaved(self) -> bool:
+        """Whether keep_device_context() has something to do: the model's context changed since."""
+        keeps = isinstance(self.backend, KeepsContext) and self.store is not None and self.store.writable
+        return keeps and self._changes != self._context_kept_at and _has_turns(self.messages)
+
+    def keep_device_context(self) -> None:
+        """Save the model's context beside the saved chat, so a resume loads it instead of
+        reading the chat again (the Hailo device's: KeepsContext). On the device that holds the
+        GIL for seconds (hailo.py `save_context`), so the REPL calls this only when waiting costs
+        the user nothing: at quit, /save, before /model or /resume switches away, and when the
+        chat has been idle; never between a message and the next prompt. A crash loses only this
+        context: the resume then reads the chat again. Never raises."""
+        if not self.device_context_unsaved():
+            return
+        assert self.store is not None and isinstance(self.backend, KeepsContext)
+        self.backend.save_context(self.store.context_path(self.session_id), for_model(self.messages))
+        self._context_kept_at = self._changes
 
     def set_system_prompt(self, text: str) -> None:
         self.system_prompt = text

@@ -547,5 +547,10 @@ def run(arguments: list[str]) -> int:
         return EXIT_FAILURE
     finally:
         if backend is not None:
-            with signals_held():
+            with signals_held():  # SIGTERM and SIGHUP too: the device context is kept if there is time
+                if chat is not None and chat.device_context_unsaved():
+                    if interactive and args.prompt is None:  # the REPL: say why its exit waits (seconds on a Pi)
+                        with contextlib.suppress(OSError):
+                            notices.info("Saving the device context for a quick resume…")
+                    chat.keep_device_context()
                 (chat.backend if chat is not None else backend).release()  # /model may have replaced it

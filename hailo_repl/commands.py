@@ -391,6 +391,7 @@ def save(context: CommandContext, argument: str) -> None:
         context.console.error(str(error))
         return
     context.console.info(f"Saved {len(context.chat.messages)} messages to {path}")
+    context.chat.keep_device_context()  # and the device's context beside the chat, for a quick resume
 
 
 @command("/load", "continue a saved conversation", usage="<file>", arguments=paths())

@@ -19,7 +19,7 @@ from pathlib import Path
 from hailo_repl import __version__, models
 from hailo_repl.backends import HAILORT_MISSING, LLAMA_EXTRA_MISSING
 from hailo_repl.backends.base import BackendError
-from hailo_repl.config import data_dir, log_file
+from hailo_repl.config import data_dir, device_contexts_dir, log_file
 from hailo_repl.console import CHECK_FAILED, CHECK_PASSED, ArgumentParser, Console
 from hailo_repl.log import setup_logging
 
@@ -140,6 +140,43 @@ def check_models(findings: Findings, machine: Machine) -> None:
     findings.add(True, f"LLM HEFs in {directory}: {names}")
 
 
+def check_text_path(findings: Findings, machine: Machine) -> None:
+    """Load the HEF the chat would use and run its self-check again (hailo_selfcheck.py): may
+    prompts go as text after a loaded context? Then what saving and loading its context cost."""
+    if not findings.hailo_can_chat:
+        return  # the lines above say why
+    from hailo_repl.backends.hailo import HailoBackend, installed_hailort_version
+    from hailo_repl.backends.hailo_context import hef_identity
+    from hailo_repl.backends.hailo_selfcheck import DEVICE_FACTS_NAME, DeviceFacts
+
+    hef = findings.hefs[0]
+    backend = HailoBackend(hef, context_cache=device_contexts_dir())
+    try:
+        backend.load()
+        verdict = backend.self_check()
+    except BackendError as error:
+        findings.add(False, f"self-check of {hef.stem} not run: {error}")
+        return
+    finally:
+        backend.release()
+    if verdict.passed:
+        findings.add(True, f"{hef.stem}: prompts sent as text match the message lists ({verdict.detail})")
+    else:
+        findings.add(
+            False,
+            f"{hef.stem}: prompts sent as text do not match the message lists ({verdict.detail}); hailo-repl "
+            "sends whole message lists (a resumed chat is read again): please report this with hailort.log",
+        )
+    facts = DeviceFacts(device_contexts_dir() / DEVICE_FACTS_NAME)
+    seen = [
+        f"last {what} {figures['bytes']:,} bytes, {figures['device_ms']:,} ms on the device (GIL held), "
+        f"{figures['file_ms']:,} ms for the file ({figures['when']})"
+        for what in ("save", "load")
+        if (figures := facts.get(hef_identity(hef), installed_hailort_version(), what))
+    ]
+    findings.add(True, f"{hef.stem}'s device context: {'; '.join(seen) or 'no save or load seen yet'}")
+
+
 def check_llama(findings: Findings, machine: Machine) -> None:
     # find_spec, not import: importing llama_cpp takes a while and the doctor only asks.
     if importlib.util.find_spec("llama_cpp") is None:
@@ -182,7 +219,7 @@ def verdict(findings: Findings, backend: str) -> tuple[bool, str]:
     return False, f"no backend can chat{'' if backend == 'llama' else ' (hailo or llama)'}: fix the ✗ lines above"
 
 
-# In the order a chat needs them; each adds one line to the findings.
+# In the order a chat needs them; each adds its lines to the findings.
 CHECKS: list[Callable[[Findings, Machine], None]] = [
     check_python,
     check_hailort,
@@ -190,6 +227,7 @@ CHECKS: list[Callable[[Findings, Machine], None]] = [
     check_driver,
     check_vdevice,
     check_models,
+    check_text_path,
     check_llama,
     check_folders,
 ]
@@ -199,9 +237,10 @@ def diagnose(console: Console, backend: str = "auto", machine: Machine | None = 
     """Run every check, one line each, then the verdict; True if `backend` can chat."""
     findings = Findings()
     for check in CHECKS:
+        seen = len(findings.lines)
         check(findings, machine or Machine())
-        passed, text = findings.lines[-1]
-        console.say(f"{CHECK_PASSED if passed else CHECK_FAILED} {text}")
+        for passed, text in findings.lines[seen:]:
+            console.say(f"{CHECK_PASSED if passed else CHECK_FAILED} {text}")
     can_chat, line = verdict(findings, backend)
     console.say(f"{CHECK_PASSED if can_chat else CHECK_FAILED} {line}")
     return can_chat

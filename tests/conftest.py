@@ -21,6 +21,11 @@ from terminal import FAKES, hailo_repl_command, with_fakes
 
 if str(FAKES) not in sys.path:
     sys.path.insert(0, str(FAKES))  # in-process tests import the double as hailo_platform
+# A saved device context on the double is as large and as slow as a real one (112 MiB, seconds
+# with the GIL held): tests that are not about that cost keep it small (the installed program
+# the e2e tests run inherits these); those about it set the script's own keys.
+os.environ.setdefault("HAILO_FAKE_CONTEXT_BYTES", str(64 * 1024))
+os.environ.setdefault("HAILO_FAKE_CONVERT_MS_PER_MB", "0")
 
 
 @pytest.fixture
@@ -46,6 +51,7 @@ def hailo_resources(tmp_path, monkeypatch):
         return directory
 
     add.directory = directory
+    add.facts = tmp_path / "hailo-device-facts.json"  # what the device has shown (self-check, save figures)
     return add
 
 
@@ -66,14 +72,23 @@ def fake_script(tmp_path, monkeypatch):
 def loaded_hailo_backend(hailo_resources, fake_script):
     """Each call: a HailoBackend on the double whose device replies as `script` says, loaded as a
     new hailo-repl process loads it; all released afterwards."""
-    from hailo_repl.backends.hailo import HailoBackend
+    from hailo_repl.backends.hailo import HailoBackend, installed_hailort_version
+    from hailo_repl.backends.hailo_context import hef_identity
+    from hailo_repl.backends.hailo_selfcheck import DeviceFacts
 
     directory = hailo_resources("Qwen2.5-1.5B-Instruct")
     opened = []
 
-    def open_with(script, context_cache: Path | None = None) -> HailoBackend:
+    def open_with(script, context_cache: Path | None = None, passed_self_check: bool = True) -> HailoBackend:
+        """`passed_self_check`: as on a device where this HEF passed it before (else it runs at load)."""
         fake_script(script)
-        backend = HailoBackend(directory / "Qwen2.5-1.5B-Instruct.hef", context_cache=context_cache)
+        hef = directory / "Qwen2.5-1.5B-Instruct.hef"
+        if passed_self_check:
+            passed = {"passed": True, "detail": "as the test says"}
+            DeviceFacts(hailo_resources.facts).remember(
+                hef_identity(hef), installed_hailort_version(), "text_path", passed
+            )
+        backend = HailoBackend(hef, context_cache=context_cache, facts_file=hailo_resources.facts)
         backend.load()
         opened.append(backend)
         return backend

@@ -43,8 +43,28 @@ def test_a_ready_machine_passes_every_check(isolated_home, hailo_resources, mach
     assert line_about(lines, "driver") == "✓ driver hailo1x_pci loaded"
     assert lines[-1] == f"✓ hailo-repl will chat on the Hailo-10H with {QWEN}"
     events = [e["event"] for e in fake_log()]
-    assert events == ["vdevice_open", "vdevice_release"]  # opened in the shared group, and released
+    assert events[:2] == ["vdevice_open", "vdevice_release"]  # opened in the shared group, and released
     assert fake_log()[0]["group_id"] == "SHARED"
+    # Then the HEF's self-check, run once, and everything released again.
+    assert line_about(lines, "prompts sent as text") == (
+        f"✓ {QWEN}: prompts sent as text match the message lists "
+        "(context after the lists 85 tokens, after the texts 85; texts tokenize to 85)"
+    )
+    assert line_about(lines, "device context") == f"✓ {QWEN}'s device context: no save or load seen yet"
+    assert events.count("llm_open") == 1 and events.count("prefill") == 4
+    assert events[-2:] == ["llm_release", "vdevice_release"]
+
+
+def test_a_device_whose_text_path_differs_is_reported_and_later_chats_use_message_lists(
+    isolated_home, hailo_resources, machine, fake_script, tmp_path
+):
+    hailo_resources(QWEN)
+    fake_script({"replies": [["x"]], "template_drift": " (drift)"})  # the device renders a little more
+    can_chat, lines = doctor("hailo", machine)
+    assert can_chat  # the chat works all the same, on the message-list path
+    line = line_about(lines, "prompts sent as text")
+    assert line.startswith(f"✗ {QWEN}: prompts sent as text do not match the message lists (context after the lists ")
+    assert "hailo-repl sends whole message lists" in line
 
 
 def test_no_device(isolated_home, hailo_resources, monkeypatch, tmp_path):

@@ -59,6 +59,8 @@ def saved_chat(open_device, fake_log, store):
     chat = Chat(open_device(), SYSTEM, GenerationParams(), store)
     assert reply(chat, "Capital of France?") == "Paris."
     assert reply(chat, "Of Germany?") == "Berlin."
+    assert "save_context" not in [e["event"] for e in fake_log()]  # not between turns
+    chat.keep_device_context()  # as the process does when it ends
     chat.backend.release()
     last = generations(fake_log)[-1]
     return chat, last["held"] + last["inserted"] + "Berlin."
@@ -135,21 +137,21 @@ def test_a_context_that_does_not_fit_is_not_loaded_and_the_history_is_sent(
     assert any(line.startswith("not loading") and reason in line for line in log_lines), log_lines
 
 
-def test_a_new_chat_loads_the_system_prompt_read_once_per_hef(open_device, fake_log, tmp_path):
+def test_a_new_chat_loads_the_system_prompt_kept_per_hef(open_device, fake_log, tmp_path):
     cache = tmp_path / "contexts"
     first = Chat(open_device(cache), SYSTEM, GenerationParams())
     reply(first, "Hi")
+    hi = generations(fake_log)[-1]
+    assert hi["held"] == "" and hi["inserted"] == f"<system>{SYSTEM}</system><user>Hi</user><assistant>"
+    assert [e for e in fake_log() if e["event"] in ("prefill", "save_context")] == []  # nothing before the reply
+    first.backend.release()  # the system prompt is read alone and kept as the model is released
     (prefill,) = [e for e in fake_log() if e["event"] == "prefill"]
     assert prefill["inserted"] == f"<system>{SYSTEM}</system>"
-    hi = generations(fake_log)[-1]
-    assert hi["held"] + hi["inserted"] == f"<system>{SYSTEM}</system><user>Hi</user><assistant>"  # as one prompt
     (kept,) = cache.iterdir()
     assert stat.S_IMODE(kept.stat().st_mode) == 0o600 and stat.S_IMODE(cache.stat().st_mode) == 0o700
-    first.backend.release()
 
     second = Chat(open_device(cache), SYSTEM, GenerationParams())
     reply(second, "Hello")
-    assert len([e for e in fake_log() if e["event"] == "prefill"]) == 1  # not read again
     hello = generations(fake_log)[-1]
     assert hello["held"] == f"<system>{SYSTEM}</system>"
     assert second.last_stats.prompt_tokens == len(_tokenize("<user>Hello</user><assistant>"))
@@ -163,6 +165,7 @@ def test_a_new_chat_loads_the_system_prompt_read_once_per_hef(open_device, fake_
     other = Chat(second.backend, "Be brief.", GenerationParams())
     other.backend.clear()
     reply(other, "Hi")
+    other.backend.release()
     assert [e["inserted"] for e in fake_log() if e["event"] == "prefill"][-1] == "<system>Be brief.</system>"
     assert len(list(cache.iterdir())) == 2
 

@@ -38,8 +38,13 @@ Other facts from the same source that shape the code:
   leaves the template's first-prompt state as it was (minja_wrapper.cpp `m_is_first`, reset
   only by `LLM::Impl::clear_context` in llm.cpp): after it, a templated prompt would be
   rendered as a context's first (Qwen's default system prompt mid-context), so until the
-  next clear the prompts go as plain text, rendered here as minja_wrapper.cpp renders a
-  later prompt (pyhailort.py `LLM.generate`: a str is inserted as is).
+  next clear the prompts go as plain text, rendered by chat_template.py as minja_wrapper.cpp
+  renders a later prompt (pyhailort.py `LLM.generate`: a str is inserted as is). That text
+  path is used only on a HEF that has passed its self-check (hailo_selfcheck.py).
+- save_context() hands over the whole KV cache (llm_server.cpp `LLMServer::get_context`),
+  copied to and from Python with the GIL held (llm_api.cpp, pyhailort.py): seconds on a Pi.
+  So the chat saves only when that costs the user nothing (chat.py `keep_device_context`),
+  and the system prompt's context is kept as the model is released, never before a reply.
 """
 
 from __future__ import annotations
@@ -54,8 +59,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import jinja2.sandbox
-
 from hailo_repl.backends.base import (
     BackendError,
     GenerationParams,
@@ -64,6 +67,7 @@ from hailo_repl.backends.base import (
     ReplyStream,
     one_generation_at_a_time,
 )
+from hailo_repl.backends.chat_template import ChatTemplate
 from hailo_repl.backends.hailo_context import (
     ContextFileError,
     ContextTags,
@@ -73,6 +77,7 @@ from hailo_repl.backends.hailo_context import (
     tags_differ,
     write_context,
 )
+from hailo_repl.backends.hailo_selfcheck import DEVICE_FACTS_NAME, DeviceFacts, Verdict, run_self_check
 from hailo_repl.log import logger
 from hailo_repl.streaming import clean_response
 
@@ -149,27 +154,18 @@ def render_chatml(messages: Sequence[Mapping[str, object]], add_generation_promp
     return body + ("<|im_start|>assistant\n" if add_generation_prompt else "")
 
 
-Render = Callable[[Sequence[Mapping[str, object]], bool], str]  # (messages, add_generation_prompt) -> prompt
-
-
-def template_renderer(template_text: str) -> Render | None:
-    """The model's Jinja2 chat template as a function, or None if it does not render."""
-    try:
-        template = jinja2.sandbox.ImmutableSandboxedEnvironment().from_string(template_text)
-
-        def render(messages: Sequence[Mapping[str, object]], add_generation_prompt: bool) -> str:
-            return template.render(messages=list(messages), add_generation_prompt=add_generation_prompt)
-
-        render([{"role": "user", "content": "x"}], True)
-    except Exception:
-        logger.opt(exception=True).info("the HEF's chat template does not render; estimating with ChatML")
+def compile_template(source: str | None) -> ChatTemplate | None:
+    """The HEF's own chat template, or None when it cannot be used (token counts are then
+    estimated with ChatML, and nothing is sent as text)."""
+    if not source:
         return None
-    return render
-
-
-# minja_wrapper.cpp renders this message alone once (what a template adds by itself,
-# Qwen's default system prompt) and cuts that much off every later prompt of a context.
-TEMPLATE_PROBE = [{"role": "TMP", "content": "TMP"}]
+    try:
+        template = ChatTemplate(source)
+        template.probe  # noqa: B018  (HailoRT renders it as the LLM is made; it must render here too)
+    except Exception:
+        logger.opt(exception=True).info("the HEF's chat template cannot be rendered here; estimating with ChatML")
+        return None
+    return template
 
 
 # LLM() raises a bare status number (its constructor is not wrapped in pyhailort.py):
@@ -217,9 +213,17 @@ class HailoBackend:
     loads_in_background = False
     context_is_estimate = False
 
-    def __init__(self, hef_path: Path, vdevice: Any = None, context_cache: Path | None = None):
+    def __init__(
+        self,
+        hef_path: Path,
+        vdevice: Any = None,
+        context_cache: Path | None = None,
+        facts_file: Path | None = None,
+    ):
+        """`context_cache`: where system prompts' contexts are kept; `facts_file`: what the device
+        has shown (hailo_selfcheck.py), by default in `context_cache`. None: nowhere (--no-history)."""
         self.hef_path = Path(hef_path)
-        self.context_cache = context_cache  # where the system prompt's context is kept (None: nowhere)
+        self.context_cache = context_cache
         self.model_name = self.hef_path.stem
         self.last_prompt_tokens = 0
         self._vdevice = vdevice
@@ -227,14 +231,20 @@ class HailoBackend:
         self._recovery_sequence: str | None = None
         self._timeout_error: type[Exception] = TimeoutError  # HailoRT's, once loaded
         self._thread_ended_error: type[Exception] = EOFError  # read() after HailoRT's token thread ended
-        self._render: Render = render_chatml  # the model's chat template once loaded, if it renders
+        self._template_source: str | None = None  # LLM.prompt_template(), read as the model loads
+        self._compiled: tuple[ChatTemplate | None] | None = None  # compiled on first use (jinja2 loads then)
+        self._facts = DeviceFacts(facts_file or (context_cache / DEVICE_FACTS_NAME if context_cache else None))
+        # Whether prompts may go as text (after a loaded context): the HEF passed the self-check.
+        self._text_path_ok = False
+        self._checked_at_load = False  # whether load() ran the self-check (not a remembered verdict)
+        self._system_to_keep: list[Message] | None = None  # a system prompt whose context is not kept yet
+        self._saved: tuple[Path, str] | None = None  # the last context saved: (file, digest of its messages)
         # The conversation the device's context holds, its own last reply included;
         # None when unknown (a failed or aborted generation): the next turn then starts afresh.
         self._held: list[Message] | None = []
         # minja_wrapper.cpp's m_is_first: the next templated prompt would be rendered as a
         # context's first. Reset by clear_context() only, unset by a templated prompt.
         self._template_first = True
-        self._own_template = False  # whether _render is the HEF's own template (a load needs it)
         self._offered: tuple[Path, list[Message]] | None = None  # a resumed chat's saved context
         # Read on the generating thread only: on the device these calls wait behind a
         # running generation, holding the GIL, and the toolbar must never wait.
@@ -264,22 +274,65 @@ class HailoBackend:
             raise BackendError(f"Failed to load {self.hef_path} on the Hailo device: {reason}") from None
         self._llm = llm
         self._recovery_sequence = llm.get_generation_recovery_sequence()
-        self._render = self._model_template(llm)
-        self._own_template = self._render is not render_chatml
+        try:
+            self._template_source, self._compiled = llm.prompt_template(), None
+        except Exception:
+            logger.opt(exception=True).info("prompt_template() failed; estimating with ChatML")
+            self._template_source, self._compiled = None, None
         self._capacity = llm.max_context_capacity()
+        self._text_path_ok = self._facts.path is not None and self._text_path_checked(llm)
         self._usage = llm.get_context_usage_size()
         self._held = []
         self._template_first = True
 
-    @staticmethod
-    def _model_template(llm: Any) -> Render:
-        """The HEF's own chat template (LLM.prompt_template()), or ChatML when it cannot be used."""
-        try:
-            text = llm.prompt_template()
-        except Exception:
-            logger.opt(exception=True).info("prompt_template() failed; estimating with ChatML")
-            return render_chatml
-        return (template_renderer(text) if text else None) or render_chatml
+    def _text_path_checked(self, llm: Any, again: bool = False) -> bool:
+        """Whether this HEF has passed the self-check with this HailoRT (run and remembered on
+        first use); the log says why not, once per load."""
+        hef, hailort = hef_identity(self.hef_path), installed_hailort_version()
+        known = None if again else self._facts.get(hef, hailort, "text_path")
+        self._checked_at_load = known is None
+        if known is None:
+            if self._template is None:
+                logger.info("sending whole message lists to {}: its chat template cannot be rendered here", hef)
+                return False
+            started = time.monotonic()
+            verdict = run_self_check(llm, self._template)
+            known = {"passed": verdict.passed, "detail": verdict.detail}
+            self._facts.remember(hef, hailort, "text_path", known)
+            logger.info(
+                "self-check of {} with HailoRT {} ({:.1f} s): {}; {}",
+                self.model_name,
+                hailort,
+                time.monotonic() - started,
+                "passed" if verdict.passed else "FAILED",
+                verdict.detail,
+            )
+        if not known.get("passed"):
+            logger.info(
+                "sending whole message lists to {}: prompts sent as text did not match them in the self-check ({})",
+                self.model_name,
+                known.get("detail"),
+            )
+        return bool(known.get("passed"))
+
+    def self_check(self) -> Verdict:
+        """Run the self-check again on the loaded model and remember it (hailo-repl doctor)."""
+        with self._no_reply_running():
+            llm = self._model
+            if self._template is None:
+                return Verdict(False, "the HEF's chat template cannot be rendered here")
+            if not self._checked_at_load:
+                self._text_path_ok = self._text_path_checked(llm, again=True)
+                self._held, self._template_first = [], True
+            found = self._facts.get(hef_identity(self.hef_path), installed_hailort_version(), "text_path") or {}
+            return Verdict(self._text_path_ok, str(found.get("detail", "")))
+
+    @property
+    def _template(self) -> ChatTemplate | None:
+        """The HEF's chat template, compiled when first needed: not before the first prompt."""
+        if self._compiled is None:
+            self._compiled = (compile_template(self._template_source),)
+        return self._compiled[0]
 
     @property
     def _model(self) -> Any:
@@ -301,9 +354,9 @@ class HailoBackend:
     def _prompt_text(self, messages: Sequence[Message], continuing: bool) -> str:
         """`messages` as the device templates them: the first prompt of a context whole; a
         later one rendered after the probe, less what the probe renders alone (minja_wrapper.cpp)."""
-        if not continuing:
-            return self._render(messages, True)
-        return self._render([*TEMPLATE_PROBE, *messages], True)[len(self._render(TEMPLATE_PROBE, False)) :]
+        if self._template is None:
+            return render_chatml(messages)  # an estimate: ChatML has no text of its own to cut
+        return self._template.later(messages) if continuing else self._template.first(messages)
 
     def _prompt_tokens(self, messages: Sequence[Message], continuing: bool) -> int:
         return len(self._model.tokenize(self._prompt_text(messages, continuing)))
@@ -344,14 +397,15 @@ class HailoBackend:
         try:
             if self._unsent(messages) is None:
                 self._clear_context(llm)
-            prefilled = 0 if self._held else self._start_from_saved(llm, messages)
+            if not self._held:
+                self._start_from_saved(llm, messages)
             held = self._held or []
             new = messages[len(held) :]
             continuing = bool(held)
             # After a load the template still takes the next prompt for a first one: plain text then.
             prompt: str | list[Message] = self._prompt_text(new, True) if continuing and self._template_first else new
             self._held = None  # unknown until this generation has ended
-            self.last_prompt_tokens = prefilled + self._prompt_tokens(new, continuing)
+            self.last_prompt_tokens = self._prompt_tokens(new, continuing)
             pace = TokenPace()
             with llm.generate(prompt=prompt, **options) as generation:
                 self._template_first = self._template_first and isinstance(prompt, str)
@@ -444,45 +498,65 @@ class HailoBackend:
         return ContextTags(hef_identity(self.hef_path), installed_hailort_version(), messages_digest(messages))
 
     def save_context(self, path: Path, messages: Sequence[Message]) -> None:
-        """Keep the device's context in `path` when it holds exactly `messages` (a completed turn)."""
+        """Keep the device's context in `path` when it holds exactly `messages` (a completed turn).
+
+        HailoRT hands over the whole KV cache, whatever its fill (llm_server.cpp
+        `LLMServer::get_context`), as a list of ints that pyhailort.py `LLM.save_context` makes
+        bytes: seconds with the GIL held on a Pi, so the chat calls this only when waiting costs
+        the user nothing (chat.py). Size and time go to the log and the facts file."""
         if not self._busy.acquire(blocking=False):  # a reply runs (or a stalled one waits): not now
             return
         try:
             held = self._held
-            if self._llm is None or not held or held != list(messages):
-                return
+            if self._llm is None or not held or held != list(messages) or not self._text_path_ok:
+                return  # nothing complete to keep, or nothing a load could use
+            if self._saved == (path, messages_digest(held)):
+                return  # already there
             started = time.monotonic()
             data = self._llm.save_context()
+            read = time.monotonic()
             write_context(path, self._tags(held), data)
-            milliseconds = (time.monotonic() - started) * 1000
-            logger.info("saved the device context to {} ({} bytes, {:.0f} ms)", path, len(data), milliseconds)
+            self._saved = (path, messages_digest(held))
+            self._remember_figures("save", len(data), read - started, time.monotonic() - read)
+            logger.info(
+                "saved the device context to {}: {} bytes, {:.0f} ms from the device, {:.0f} ms to write",
+                path,
+                len(data),
+                (read - started) * 1000,
+                (time.monotonic() - read) * 1000,
+            )
         except Exception:  # the chat itself is saved; only a quicker resume is lost
             logger.exception("saving the device context to {} failed", path)
         finally:
             self._busy.release()
 
+    def _remember_figures(self, what: str, size: int, device_seconds: float, file_seconds: float) -> None:
+        figures = {"bytes": size, "device_ms": round(device_seconds * 1000), "file_ms": round(file_seconds * 1000)}
+        self._facts.remember(hef_identity(self.hef_path), installed_hailort_version(), what, figures)
+
     def offer_context(self, path: Path, messages: Sequence[Message]) -> None:
         self._offered = (path, list(messages))
 
-    def _start_from_saved(self, llm: Any, messages: list[Message]) -> int:
+    def _start_from_saved(self, llm: Any, messages: list[Message]) -> None:
         """Start the empty context from a saved one holding the beginning of `messages`: the
-        resumed chat's, else the system prompt's (made and kept on first use). Returns the
-        prompt tokens that cost; on any failure the context stays empty and all is sent."""
+        resumed chat's, else the system prompt's (kept for this HEF). On any failure the context
+        stays empty and all is sent."""
         offered, self._offered = self._offered, None
-        if not self._own_template:  # the plain-text prompts after a load need the HEF's template
+        if not self._text_path_ok or self._template is None:  # text prompts need the check passed
             if offered is not None:
-                logger.info("not loading {}: the HEF's chat template cannot be rendered here", offered[0])
-            return 0
+                logger.info("not loading {}: {} has not passed the self-check", offered[0], self.model_name)
+            return
         if offered is not None and self._load(llm, *offered, messages):
-            return 0
+            return
         if self.context_cache is None or len(messages) < 2 or messages[0]["role"] != "system":
-            return 0
-        return self._start_from_system_prompt(llm, messages, self.context_cache)
+            return
+        self._start_from_system_prompt(llm, messages, self.context_cache)
 
     def _load(self, llm: Any, path: Path, held: list[Message], messages: list[Message]) -> bool:
         """Load the context in `path` if it holds `held`, which `messages` go on from; the log says why not."""
         why: str | None = "the chat changed since it was saved"
         data = b""
+        started = loaded = time.monotonic()
         if len(messages) > len(held) and messages[: len(held)] == held:
             try:
                 tags, data = read_context(path)
@@ -491,7 +565,9 @@ class HailoBackend:
                 why = str(error)
         if why is None:
             try:
-                llm.load_context(data)
+                read = time.monotonic()
+                llm.load_context(data)  # pyhailort.py `LLM.load_context`: list(data), GIL held
+                loaded = time.monotonic()
             except Exception as error:
                 why = f"HailoRT refused it ({error or type(error).__name__})"
                 self._clear_context(llm)  # whatever a failed load left behind
@@ -499,35 +575,56 @@ class HailoBackend:
             logger.info("not loading {} (the model reads the messages instead): {}", path, why)
             return False
         self._held = list(held)
-        logger.info("loaded the device context of {} messages from {}", len(held), path)
+        self._saved = (path, messages_digest(held))
+        self._remember_figures("load", len(data), loaded - read, read - started)
+        logger.info(
+            "loaded the device context of {} messages from {}: {} bytes, {:.0f} ms to read, {:.0f} ms to the device",
+            len(held),
+            path,
+            len(data),
+            (read - started) * 1000,
+            (loaded - read) * 1000,
+        )
         return True
 
-    def _start_from_system_prompt(self, llm: Any, messages: list[Message], cache: Path) -> int:
-        """Load the system prompt's context kept for this HEF; on first use, read the system
-        prompt alone (a prefill: max_generated_tokens=0, llm_server.cpp `handle_generation_completion`
-        adds no token and no recovery sequence) and keep its context."""
+    def _start_from_system_prompt(self, llm: Any, messages: list[Message], cache: Path) -> None:
+        """Load the system prompt's context kept for this HEF. On first use the system prompt is
+        read with the first message as usual, and its context kept as the model is released
+        (keep_system_prompt_context): a save holds the GIL for seconds, never before a reply."""
         system = messages[:1]
+        if not self._load(llm, self._system_context_path(cache, system), system, messages):
+            self._system_to_keep = system
+
+    def _system_context_path(self, cache: Path, system: list[Message]) -> Path:
         key = hashlib.sha256(f"{hef_identity(self.hef_path)}\n{messages_digest(system)}".encode()).hexdigest()
-        path = cache / f"{self.model_name}-{key[:16]}.ctx"
-        if self._load(llm, path, system, messages):
-            return 0
-        prefix = self._render(system, False)
-        if prefix + self._prompt_text(messages[1:], True) != self._prompt_text(messages, False):
+        return cache / f"{self.model_name}-{key[:16]}.ctx"
+
+    def _keep_system_prompt_context(self, llm: Any) -> None:
+        """As the model is released (its context is lost then anyway): read the system prompt
+        used alone, a prefill (max_generated_tokens=0: llm_server.cpp `handle_generation_completion`
+        adds no token and no recovery sequence), and keep its context for the next new chat."""
+        system, self._system_to_keep = self._system_to_keep, None
+        if system is None or self.context_cache is None or self._template is None or not self._text_path_ok:
+            return
+        prefix = self._template.render(system, add_generation_prompt=False)
+        probe: list[Message] = [{"role": "user", "content": "x"}]
+        if prefix + self._template.later(probe) != self._template.first([*system, *probe]):
             logger.info("the chat template does not split after the system prompt: its context is not kept")
-            return 0
+            return
+        path = self._system_context_path(self.context_cache, system)
         try:
+            llm.clear_context()
             with llm.generate(prompt=prefix, max_generated_tokens=0):
                 pass
+            started = time.monotonic()
+            data = llm.save_context()
+            read = time.monotonic()
+            write_context(path, self._tags(system), data)
         except Exception:
-            logger.exception("reading the system prompt alone failed")
-            self._clear_context(llm)
-            return 0
-        self._held = system
-        try:
-            write_context(path, self._tags(system), llm.save_context())
-        except Exception:  # the context holds the system prompt all the same
             logger.exception("keeping the system prompt's context in {} failed", path)
-        return len(llm.tokenize(prefix))
+            return
+        self._remember_figures("save", len(data), read - started, time.monotonic() - read)
+        logger.info("kept the system prompt's device context in {}: {} bytes", path, len(data))
 
     def clear(self) -> None:
         with self._no_reply_running():
@@ -540,6 +637,8 @@ class HailoBackend:
     def release(self) -> None:
         """clear_context, llm.release, vdevice.release — each tried, in this order, after any reply has stopped."""
         with self._no_reply_running():
+            if self._llm is not None:
+                self._keep_system_prompt_context(self._llm)
             steps: list[tuple[str, Callable[[], object]]] = []
             if self._llm is not None:
                 steps += [("clear_context", self._llm.clear_context), ("llm.release", self._llm.release)]

@@ -9,11 +9,16 @@ Environment:
                        {"replies": [...], "delay_ms": N, "context_capacity": N,
                         "recovery_sequence": "...", "load_ms": N, "abort_tokens": N,
                         "request_timeout_ms": N, "prompt_template": "...",
-                        "load_status": N}.
+                        "load_status": N, "template_drift": "...",
+                        "context_bytes": N, "context_convert_ms_per_mb": N}.
   HAILO_FAKE_NO_DEVICE set → VDevice() fails as it does with no free device.
   HAILO_FAKE_VERSION   the HailoRT version to pretend to be (default 5.2.0); below
                        5.1.1, LLM has no get_context_usage_size/max_context_capacity,
                        as in HailoRT 5.0.1 and 5.1.0.
+  HAILO_FAKE_CONTEXT_BYTES, HAILO_FAKE_CONVERT_MS_PER_MB
+                       a saved context's size and the GIL-held ms a MB of its save and
+                       load, for every script (default: a Qwen2.5-1.5B KV cache, 112 MiB,
+                       at 30 ms/MB; see hailo_platform.genai).
   HAILO_FAKE_LOG       file that gets one JSON line per call that changes state
                        (generate, prefill, clear_context, save_context, load_context,
                        release), so tests of the installed program can check what

@@ -56,7 +56,12 @@ hef.cpp = hailort/libhailort/src/hef/hef.cpp. Each behaviour and where to re-che
   default system prompt, included); a later one loses that, and system messages and tools
   are refused on it (pyhailort.py `LLM.generate` note; minja_wrapper.cpp `render`) with
   HailoRTInvalidOperationException. Prompts and tools must be lists of dicts (pyhailort.py
-  `_convert_to_json_strings`), else HailoRTException.
+  `_convert_to_json_strings`), else HailoRTException. Rendering is
+  hailo_repl.backends.chat_template, the code the backend renders its text prompts with
+  (minja's options and polyfills). {"template_drift": "TEXT"} makes this device render each
+  message-list prompt with TEXT appended, as a device whose rendering differed from
+  hailo-repl's would: its text path and list path then disagree, which hailo-repl's
+  self-check must notice.
 - max_generated_tokens=0: the prompt is only prefilled. generate() itself waits for the
   empty answer (llm.cpp `LLMGenerator::Impl::generate`); the status is MAX_TOKENS_REACHED
   and, tokens being zero, neither a token nor the recovery sequence reaches the context
@@ -72,6 +77,15 @@ hef.cpp = hailort/libhailort/src/hef/hef.cpp. Each behaviour and where to re-che
   the context and leaves the template state as it was: after a load on a fresh LLM the
   next templated prompt is still rendered as a first one (a default system prompt in
   the middle of the context). The HEF's hash here is the MD5 of its bytes.
+- The size and cost of a saved context: get_context returns the whole KV cache whatever its
+  fill (llm_server.cpp `LLMServer::get_context`, the prefill model's cache buffers), and the
+  binding copies it into a Python list of ints that pyhailort.py makes bytes() (llm_api.cpp
+  `LLMWrapper::save_context`, marked TODO HRT-19106); load_context does list(data) and the
+  binding copies the list back: all with the GIL held. So a saved context here is
+  `context_bytes` long (default QWEN2_5_1_5B_CONTEXT_BYTES) and each save and load holds the
+  GIL for `context_convert_ms_per_mb` per MB of it. The environment's
+  HAILO_FAKE_CONTEXT_BYTES and HAILO_FAKE_CONVERT_MS_PER_MB set both for every script (the
+  test suite keeps them small); a script's own keys win.
 - LLM() (pyhailort.py `LLM.__init__` is outside ExceptionWrapper; llm_api.cpp
   `LLMWrapper::create` VALIDATE_EXPECTED) raises HailoRTStatusException whose text is the
   bare status: 13 no such file; 14 a file too short for the header that hef.cpp
@@ -97,8 +111,6 @@ import threading
 import time
 import zlib
 
-import jinja2.sandbox
-
 import hailo_platform
 from hailo_platform.pyhailort._pyhailort import HailoRTException, HailoRTStatusException
 from hailo_platform.pyhailort._pyhailort import LLMGeneratorCompletionStatus as Status
@@ -109,6 +121,7 @@ from hailo_platform.pyhailort.pyhailort import (
 )
 from hailo_platform.recorder import record
 from hailo_platform.vdevice import VDevice  # noqa: F401  (re-exported like the real genai)
+from hailo_repl.backends.chat_template import ChatTemplate
 
 DEFAULT_CAPACITY = 4096
 DEFAULT_REPLY = ["<text>", "Hello", " from", " the", " fake", " Hailo", "-", "10H", ".", "</text>", "<|im_end|>"]
@@ -122,11 +135,17 @@ CHATML_TEMPLATE = (
     "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endif %}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
-# minja_wrapper.cpp renders this alone once (its "system prompt", what a template adds
-# by itself) and cuts that many characters off every later prompt of a context.
-_PROBE = [{"role": "TMP", "content": "TMP"}]
 _WORDS = re.compile(r"\s*\w+|\s*[^\w\s]|\s+")
-_TEMPLATES = jinja2.sandbox.ImmutableSandboxedEnvironment()
+# A Qwen2.5-1.5B-Instruct context: 28 layers x 2 KV heads x 128 per head (hidden 1536 / 12
+# heads) x 2 (K and V) x 2 bytes (bf16) = 28,672 bytes a token (the model's config.json:
+# num_hidden_layers, num_key_value_heads, hidden_size / num_attention_heads, torch_dtype),
+# x 4096 tokens (DEFAULT_CAPACITY; the HEF's kv_cache_size is not known here)
+# = 117,440,512 bytes, 112 MiB. The dtype of the device's KV cache is not known either.
+QWEN2_5_1_5B_CONTEXT_BYTES = 28 * 2 * 128 * 2 * 2 * DEFAULT_CAPACITY
+# The GIL-held copies of a save (vector -> list, list -> bytes) or a load (bytes -> list,
+# list -> vector), per MB: list(bytes) + bytes(list) took 15.6 ms/MB on the x86 test machine
+# (loaded), doubled for a Pi 5: an estimate until a device is measured.
+DEFAULT_CONVERT_MS_PER_MB = 30.0
 # context_structure.hpp: LLMContextHeader, packed: magic, hailo_version_t (major, minor,
 # revision), protocol version, model_hash[HAILO_MAX_NAME_SIZE], payload size.
 CONTEXT_MAGIC = 0x01484546
@@ -171,6 +190,17 @@ class _Device:
         self.capacity = int(script.get("context_capacity", DEFAULT_CAPACITY))
         self.recovery = script.get("recovery_sequence", DEFAULT_RECOVERY)
         self.template = script.get("prompt_template", CHATML_TEMPLATE)
+        self.template_drift = script.get("template_drift", "")
+        self.renderer = None  # the template compiled, at the first message-list prompt
+        environ = os.environ
+        self.context_bytes = int(
+            script.get("context_bytes", environ.get("HAILO_FAKE_CONTEXT_BYTES", QWEN2_5_1_5B_CONTEXT_BYTES))
+        )
+        self.convert_ms_per_mb = float(
+            script.get(
+                "context_convert_ms_per_mb", environ.get("HAILO_FAKE_CONVERT_MS_PER_MB", DEFAULT_CONVERT_MS_PER_MB)
+            )
+        )
         self.stop_tokens = ["<|im_end|>"]
         self.context = []  # what the KV cache holds, as text pieces
         self.usage = 0
@@ -418,12 +448,10 @@ class LLM:
                 raise HailoRTInvalidOperationException("System role messages can only be provided on the first prompt")
             if not first and tools:
                 raise HailoRTInvalidOperationException("Tools can only be provided on the first prompt")
-            template = _TEMPLATES.from_string(device.template)
+            if device.renderer is None:
+                device.renderer = ChatTemplate(device.template)
             # A later prompt is rendered after the probe, then cut (minja_wrapper.cpp `render`).
-            rendered = prompt if first else _PROBE + prompt
-            text = template.render(messages=rendered, tools=tools, add_generation_prompt=True)
-            if not first:
-                text = text[len(template.render(messages=_PROBE, add_generation_prompt=False)) :]
+            text = (device.renderer.first if first else device.renderer.later)(prompt) + device.template_drift
             device.template_first = False
         held = "".join(device.context)
         device.append(text)
@@ -482,7 +510,11 @@ class LLM:
 
     def save_context(self):
         device = self._session("save_context")
-        payload = json.dumps({"usage": device.usage, "context": device.context}).encode()
+        state = json.dumps({"usage": device.usage, "context": device.context}).encode()
+        # The KV cache buffers come whole, whatever their fill: padding up to context_bytes.
+        padding = max(0, device.context_bytes - _CONTEXT_HEADER.size - 4 - len(state))
+        payload = struct.pack("<I", len(state)) + state + bytes(padding)
+        convert_ms = self._convert(device, _CONTEXT_HEADER.size + len(payload))
         header = _CONTEXT_HEADER.pack(
             CONTEXT_MAGIC,
             *(_version(hailo_platform.__version__) + (0, 0, 0))[:3],
@@ -490,8 +522,15 @@ class LLM:
             device.hef_hash.encode(),
             len(payload),
         )
-        record("save_context", size=_CONTEXT_HEADER.size + len(payload))
+        record("save_context", size=_CONTEXT_HEADER.size + len(payload), convert_ms=convert_ms)
         return header + payload
+
+    @staticmethod
+    def _convert(device, size):
+        """The binding's and pyhailort's copies of `size` bytes, GIL held; returns their ms."""
+        milliseconds = size / 1_000_000 * device.convert_ms_per_mb
+        _wait_holding_gil(milliseconds / 1000)
+        return round(milliseconds)
 
     def load_context(self, context_data):
         device = self._session("load_context")
@@ -507,9 +546,11 @@ class LLM:
             raise invalid
         if len(data) < _CONTEXT_HEADER.size + payload_size:
             raise invalid
-        saved = json.loads(data[_CONTEXT_HEADER.size : _CONTEXT_HEADER.size + payload_size])
+        convert_ms = self._convert(device, len(data))
+        (state_size,) = struct.unpack_from("<I", data, _CONTEXT_HEADER.size)
+        saved = json.loads(data[_CONTEXT_HEADER.size + 4 : _CONTEXT_HEADER.size + 4 + state_size])
         device.usage, device.context = saved["usage"], saved["context"]  # the template state stays as it was
-        record("load_context")
+        record("load_context", size=len(data), convert_ms=convert_ms)
 
     def prompt_template(self):
         return self._session("prompt_template").template

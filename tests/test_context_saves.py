@@ -1,0 +1,260 @@
+"""When the Hailo device's context is saved, and the self-check that decides whether it is used.
+
+A save holds the GIL for seconds on a Pi (HailoRT's bindings copy the whole KV cache into a
+list of ints): never between a message and the next prompt, only at quit, /save, before /model
+or /resume switches away, and when the chat is idle. The real hailo backend against the double.
+"""
+
+import asyncio
+import json
+import stat
+import threading
+
+import pexpect
+import pytest
+from loguru import logger
+from prompt_toolkit.application import create_app_session
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.output import DummyOutput
+from terminal import Terminal, with_fakes
+
+from hailo_repl.app import Repl
+from hailo_repl.backends.base import GenerationParams
+from hailo_repl.backends.hailo import HailoBackend
+from hailo_repl.backends.hailo_selfcheck import DeviceFacts
+from hailo_repl.chat import Chat
+from hailo_repl.sessions import SessionStore
+
+QWEN = "Qwen2.5-1.5B-Instruct"
+SYSTEM = "You are a helpful assistant."
+
+
+@pytest.fixture
+def log_lines():
+    lines: list[str] = []
+    sink = logger.add(lines.append, level="INFO", format="{message}")
+    yield lines
+    logger.remove(sink)
+
+
+def reply(chat, text):
+    return "".join(chat.reply(text, threading.Event()))
+
+
+def events(fake_log, name):
+    return [e for e in fake_log() if e["event"] == name]
+
+
+# ---- the self-check ----------------------------------------------------------------------------
+
+
+def test_a_hefs_first_use_checks_the_text_path_and_remembers_the_verdict(
+    loaded_hailo_backend, hailo_resources, fake_log, log_lines
+):
+    loaded_hailo_backend({"replies": [["x"]]}, passed_self_check=False)
+    prefills = events(fake_log, "prefill")
+    assert [type(e["prompt"]).__name__ for e in prefills] == ["list", "list", "str", "str"]  # both paths
+    assert [e["event"] for e in fake_log()][-1] == "clear_context"  # and a fresh context after it
+    assert any(line.startswith(f"self-check of {QWEN} with HailoRT 5.2.0") and "passed" in line for line in log_lines)
+    (entry,) = DeviceFacts(hailo_resources.facts).entries().values()
+    assert entry["text_path"]["passed"] is True
+    assert stat.S_IMODE(hailo_resources.facts.stat().st_mode) == 0o600
+
+    loaded_hailo_backend({"replies": [["x"]]}, passed_self_check=False)  # a later run: remembered
+    assert len(events(fake_log, "prefill")) == 4
+
+
+def test_when_the_text_path_disagrees_the_device_gets_message_lists_and_resumes_by_rereading(
+    loaded_hailo_backend, fake_log, log_lines, tmp_path
+):
+    script = {"replies": [["Paris."], ["Berlin."], ["Rome."]], "template_drift": " (drift)"}
+    store = SessionStore(tmp_path / "sessions")
+    chat = Chat(
+        loaded_hailo_backend(script, tmp_path / "contexts", passed_self_check=False), SYSTEM, GenerationParams(), store
+    )
+    verdicts = [line for line in log_lines if line.startswith("self-check")]
+    assert len(verdicts) == 1 and "FAILED" in verdicts[0]
+    why = [line for line in log_lines if line.startswith("sending whole message lists")]
+    assert len(why) == 1 and "did not match them in the self-check" in why[0]  # said once, with the figures
+
+    assert reply(chat, "Capital of France?") == "Paris."
+    assert len(events(fake_log, "prefill")) == 4  # the check's only: no system prompt read alone and kept
+    chat.keep_device_context()
+    assert events(fake_log, "save_context") == []  # a context no load could use is not saved
+    assert not store.context_path(chat.session_id).exists()
+    chat.backend.release()
+
+    resumed = Chat(
+        loaded_hailo_backend(script, tmp_path / "contexts", passed_self_check=False), SYSTEM, GenerationParams(), store
+    )
+    resumed.resume(chat.session_id)
+    assert reply(resumed, "Of Germany?") == "Paris."  # a new process: the script from its start
+    assert events(fake_log, "load_context") == []
+    last = events(fake_log, "generate")[-1]
+    assert [m["content"] for m in last["prompt"]] == [SYSTEM, "Capital of France?", "Paris.", "Of Germany?"]
+
+
+# ---- when the context is saved -------------------------------------------------------------------
+
+
+def test_saves_and_loads_log_their_size_and_time_and_keep_them_for_the_doctor(
+    loaded_hailo_backend, hailo_resources, fake_log, log_lines, tmp_path
+):
+    script = {"replies": [["Paris."], ["Berlin."]], "context_bytes": 300_000}
+    store = SessionStore(tmp_path / "sessions")
+    chat = Chat(loaded_hailo_backend(script), SYSTEM, GenerationParams(), store)
+    reply(chat, "Capital of France?")
+    chat.keep_device_context()
+    chat.keep_device_context()  # nothing new since: not saved again
+    (save,) = events(fake_log, "save_context")
+    assert save["size"] == 300_000
+    assert any(line.startswith("saved the device context") and "300000 bytes" in line for line in log_lines)
+    chat.backend.release()
+
+    resumed = Chat(loaded_hailo_backend(script), SYSTEM, GenerationParams(), store)
+    resumed.resume(chat.session_id)
+    reply(resumed, "Of Germany?")
+    assert any(line.startswith("loaded the device context") and "300000 bytes" in line for line in log_lines)
+    (entry,) = DeviceFacts(hailo_resources.facts).entries().values()
+    assert entry["save"]["bytes"] == entry["load"]["bytes"] == 300_000
+    assert {"device_ms", "file_ms", "when"} <= set(entry["save"]) & set(entry["load"])
+
+
+@pytest.fixture
+def repl_on_the_double(hailo_resources, fake_script, fake_log, isolated_home, tmp_path):
+    """Run a Repl (pipe input, no terminal) with the real hailo backend; returns (run, store)."""
+    directory = hailo_resources(QWEN)
+    hef = directory / f"{QWEN}.hef"
+    fake_script({"replies": [["Paris."], ["Berlin."], ["Rome."]]})
+    from hailo_repl.backends.hailo import installed_hailort_version
+    from hailo_repl.backends.hailo_context import hef_identity
+
+    passed = {"passed": True, "detail": "as the test says"}
+    DeviceFacts(hailo_resources.facts).remember(hef_identity(hef), installed_hailort_version(), "text_path", passed)
+    store = SessionStore(tmp_path / "sessions")
+
+    def run(steps, idle_seconds=60.0):
+        backend = HailoBackend(hef, facts_file=hailo_resources.facts)
+        chat = Chat(backend, SYSTEM, GenerationParams(), store)
+        with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
+            repl = Repl(chat, history=False)
+            repl.idle_save_seconds = idle_seconds
+
+            async def main():
+                task = asyncio.ensure_future(repl.run())
+                for step in steps:
+                    if callable(step):
+                        await step()
+                    else:
+                        pipe.send_text(step)
+                        await asyncio.sleep(0.3)
+                return await asyncio.wait_for(task, 30)
+
+            try:
+                return asyncio.run(main()), chat
+            finally:
+                backend.release()
+
+    return run
+
+
+def test_no_save_between_turns_and_one_when_the_chat_is_idle(repl_on_the_double, fake_log):
+    saves_then = []
+
+    async def note_saves():
+        saves_then.append(len(events(fake_log, "save_context")))
+
+    async def stay_idle():
+        await asyncio.sleep(1.5)
+
+    code, chat = repl_on_the_double(
+        ["Capital of France?\r", "Of Germany?\r", note_saves, stay_idle, note_saves, stay_idle, note_saves, "/quit\r"],
+        idle_seconds=0.5,
+    )
+    assert code == 0
+    assert [m["content"] for m in chat.messages[-2:]] == ["Of Germany?", "Berlin."]
+    assert saves_then == [0, 1, 1]  # none after two turns; one once idle; not again without a new turn
+
+
+def test_save_keeps_the_device_context_beside_the_chat(repl_on_the_double, fake_log):
+    code, chat = repl_on_the_double(["Capital of France?\r", "/save\r", "/quit\r"])
+    assert code == 0
+    assert len(events(fake_log, "save_context")) == 1
+    assert chat.store.context_path(chat.session_id).exists()
+
+
+def test_switching_chats_with_resume_keeps_the_one_left(repl_on_the_double, fake_log):
+    code, first = repl_on_the_double(["Capital of France?\r", "/quit\r"])
+    assert events(fake_log, "save_context") == []  # the Repl alone does not save at quit: the CLI does (below)
+    code, chat = repl_on_the_double(["Of Germany?\r", f"/resume {first.session_id}\r", "/quit\r"])
+    assert code == 0
+    (save,) = events(fake_log, "save_context")
+    assert chat.session_id == first.session_id  # resumed; the chat left was saved before it
+    assert chat.store.context_path([c.id for c in chat.store.chats() if c.id != first.session_id][0]).exists()
+
+
+# ---- in a real terminal: keystrokes never wait on a save; the save comes at quit -------------------
+
+
+@pytest.mark.e2e
+def test_in_the_terminal_typing_after_a_reply_never_waits_on_a_save_and_quit_saves(
+    isolated_home, hailo_resources, tmp_path, fake_log
+):
+    hailo_resources(QWEN)
+    script = tmp_path / "script.json"
+    # A context of 8 MB that takes 2 s to copy with the GIL held, as a real one takes seconds.
+    script.write_text(
+        json.dumps({"replies": [["Paris."]], "context_bytes": 8_000_000, "context_convert_ms_per_mb": 250})
+    )
+    environment = with_fakes({"HAILO_FAKE_SCRIPT": str(script), "HAILO_FAKE_LOG": str(tmp_path / "fake-hailo.jsonl")})
+    term = Terminal(["--hef-path", QWEN], environment)
+    term.expect("You: ")
+    term.send("Capital of France?\r")
+    term.expect("Paris.")
+    term.expect("You: ")
+    term.send("typed at once")
+    term.expect("typed at once")
+    assert events(fake_log, "save_context") == []  # the reply ended and the keys echoed: no save in between
+    term.send("\x15/quit\r")  # Ctrl+U clears the line first
+    term.expect(r"\[Info\] Saving the device context for a quick resume")  # why the exit takes seconds
+    term.expect(pexpect.EOF, timeout=60)
+    term.child.close()
+    assert term.child.exitstatus == 0
+    # At quit: the chat's context, then the system prompt's (kept per HEF for new chats), then release.
+    saves = events(fake_log, "save_context")
+    assert [(save["size"], save["convert_ms"]) for save in saves] == [(8_000_000, 2000)] * 2
+    names = [e["event"] for e in fake_log()]
+    assert names[-4:] == ["save_context", "clear_context", "llm_release", "vdevice_release"]
+    data = isolated_home / "data" / "hailo-repl"
+    (chat_context,) = (data / "sessions").glob("*.ctx")
+    (system_context,) = (data / "contexts").glob("*.ctx")
+    assert chat_context.stat().st_size > 8_000_000 and system_context.stat().st_size > 8_000_000
+
+
+def test_a_load_with_a_remembered_verdict_leaves_jinja2_for_the_first_prompt(hailo_resources, tmp_path):
+    """jinja2 is imported when the template is first needed (a token count, a reply), not by the
+    load before the first prompt (launch time)."""
+    import subprocess
+    import sys
+
+    from terminal import FAKES
+
+    hef = hailo_resources(QWEN) / f"{QWEN}.hef"
+    program = f"""
+import sys
+sys.path.insert(0, {str(FAKES)!r})
+from pathlib import Path
+from hailo_repl.backends.hailo import HailoBackend, installed_hailort_version
+from hailo_repl.backends.hailo_context import hef_identity
+from hailo_repl.backends.hailo_selfcheck import DeviceFacts
+hef, facts = Path({str(hef)!r}), Path({str(tmp_path / "facts.json")!r})
+DeviceFacts(facts).remember(hef_identity(hef), installed_hailort_version(), "text_path", {{"passed": True}})
+backend = HailoBackend(hef, facts_file=facts)
+backend.load()
+loaded = "jinja2" in sys.modules
+backend.count_tokens([{{"role": "system", "content": "s"}}, {{"role": "user", "content": "u"}}])
+print(loaded, "jinja2" in sys.modules)
+backend.release()
+"""
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["False", "True"]
