@@ -4,6 +4,7 @@ shows and is sent after the reply, and the scrollback holds the reply once, what
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 from terminal import Terminal, user_messages_sent, with_fakes
@@ -156,3 +157,18 @@ def test_an_error_mid_stream_leaves_the_scrollback_clean(pane):
 
 def _events(log):
     return [json.loads(line) for line in log.read_text().splitlines() if json.loads(line)["event"] == "generate"]
+
+
+def test_a_save_error_comes_after_the_replys_last_word(pane):
+    sessions = Path(os.environ["XDG_DATA_HOME"]) / "hailo-repl" / "sessions"
+    sessions.parent.mkdir(parents=True, exist_ok=True)
+    sessions.write_text("not a folder")  # every save of the chat fails
+    term = pane([["<text>", *words(30), "</text>"]], delay_ms=10)
+    term.send("tell me\r")
+    term.expect_screen(r"\[Error\] Cannot save the chat")
+    term.expect_reply_end()
+    rows = term.screen.scrollback()
+    error = next(i for i, row in enumerate(rows) if row.startswith("[Error] Cannot save"))
+    assert rows[error - 1].endswith("w29")  # the word the word-wrap held came first
+    assert joined_reply(term, "w0 w1") == "Assistant: " + reply_text(words(30))
+    quit_chat(term)
