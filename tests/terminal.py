@@ -5,6 +5,10 @@ terminal emulator answers at once. pexpect does not, and prompt_toolkit then nei
 draws the bottom toolbar nor leaves raw mode until a 1 s timeout after each prompt
 (so a Ctrl+C sent in that second would reach the next prompt as a key). `Terminal`
 answers those requests whenever it waits for output, as a terminal would.
+
+While a reply streams, the prompt is up and prompt_toolkit redraws only the cells that
+change, so text on screen need not be contiguous in the bytes: `Terminal.screen` (pyte)
+is what a terminal would show, scrollback included, and `expect_screen` waits on it.
 """
 
 from __future__ import annotations
