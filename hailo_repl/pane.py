@@ -35,7 +35,7 @@ from hailo_repl.context import ContextUsage
 LIVE_ROWS = 6  # the most rows of the reply's unfinished part shown at once
 # Seconds between two redraws for the reply's unfinished line (one per token costs a render each:
 # ~2.5 ms of CPU on a small machine); keys typed meanwhile are drawn at once as ever.
-LIVE_REDRAW_INTERVAL = 1 / 10
+LIVE_REDRAW_INTERVAL = 1 / 8
 SYNC_BEGIN, SYNC_END = "\x1b[?2026h", "\x1b[?2026l"  # synchronized output: the terminal shows the frame whole
 QUEUED_PREFIX = "queued: "
 
