@@ -147,7 +147,8 @@ class Terminal:
             self.pump(0.02)
 
     def expect_reply_end(self, timeout: float = 60) -> None:
-        """Wait until no reply streams: the toolbar (the last row) says neither 'generating' nor 'waiting'."""
+        """Wait until no reply streams: the toolbar (the last row) says neither "generating" nor "waiting"
+        (the terminal must be wide enough for the toolbar to show them: about 100 columns)."""
         deadline = time.monotonic() + timeout
         while REPLYING.search(self.screen.last_row()) or not TOOLBAR.search(self.screen.last_row()):
             if time.monotonic() > deadline:

@@ -135,7 +135,7 @@ def test_a_streamed_reply_with_cjk_wraps_at_40_columns_and_word_wrap_off_leaves_
         cols=40,
     )
     term.expect(PROMPT)
-    exchange(term, "hi", "半。")
+    exchange(term, "hi", "半。\r\n\r\n")  # the reply's end as written to the scrollback (a 40-column toolbar is cut)
     lines = reply_lines(term, "Assistant: ")
     assert all(cells(line) <= 40 for line in lines), lines
     words = " ".join(lines).split()
@@ -144,7 +144,7 @@ def test_a_streamed_reply_with_cjk_wraps_at_40_columns_and_word_wrap_off_leaves_
     assert "".join("".join(lines).split()) == "Assistant:" + "".join(english.split()) + chinese
 
     exchange(term, "/set word-wrap off", "word-wrap = false")
-    exchange(term, "again", "半。")
+    exchange(term, "again", "半。\r\n\r\n")
     raw = term.transcript.getvalue()
     last = ANSI_SEQUENCE.sub("", raw[raw.rindex("Assistant: ") :])
     assert "Assistant: " + english + " " + chinese in last.replace("\r", "")  # one line: the terminal folds it
