@@ -424,9 +424,18 @@ def subcommand_in(arguments: list[str]) -> tuple[str, list[str]] | None:
     return found.subcommand, arguments[:at] + arguments[at + 1 :]
 
 
+def streams_closed_at_start_as_devnull() -> None:
+    """A standard stream closed before the start (`<&-`, `>&-`) is None in Python: it reads as
+    empty and writes nowhere, as print() already treats it, instead of failing where first used."""
+    for name, mode in (("stdin", "r"), ("stdout", "w"), ("stderr", "w")):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, mode))  # noqa: SIM115 (the process's, until it ends)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """hailo-repl's entry point: a chat or a subcommand. A reader that goes away (`| head`)
     ends any of them quietly with 141, as other CLIs do."""
+    streams_closed_at_start_as_devnull()
     try:
         try:
             return run(list(sys.argv[1:] if argv is None else argv))

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 from conftest import hailo_repl_command
-from terminal import user_messages_sent
+from terminal import user_messages_sent, with_fakes
 
 from hailo_repl.cli import SUBCOMMANDS, main
 from hailo_repl.wrap import wrap_text
@@ -189,3 +189,25 @@ def test_empty_stdin_leaves_the_prompt_alone(isolated_home, hailo_resources, fak
     assert main(["-p", "hello"]) == 0
 
     assert user_messages_sent([e for e in fake_log() if e["event"] == "generate"]) == ["hello"]
+
+
+# ---- a standard stream closed before the start -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "redirect"),
+    [(["--list-chats"], ">&-"), (["config"], ">&-"), (["-p", "hi"], ">&-"), (["-p", "hi"], "<&-")],
+)
+def test_a_stream_closed_before_the_start_is_no_traceback(args, redirect, isolated_home, hailo_resources, fake_script):
+    hailo_resources(QWEN)
+    fake_script([{"tokens": ["Hi."]}])
+    result = subprocess.run(
+        ["sh", "-c", f'exec "$@" {redirect}', "sh", *hailo_repl_command(), *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        env=with_fakes(),
+        timeout=60,
+    )
+    assert (result.returncode, result.stderr) == (0, b"")
+    if redirect == "<&-":  # stdin closed: read as empty, the prompt alone is the message
+        assert result.stdout == b"Hi.\n"
