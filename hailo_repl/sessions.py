@@ -185,11 +185,16 @@ class SessionStore:
             entries = list(os.scandir(self.directory))
         except OSError:
             return {}
-        return {
-            entry.name: entry.stat()
-            for entry in entries
-            if entry.name.endswith(".json") and not entry.name.startswith(".") and entry.is_file()
-        }
+        files = {}
+        for entry in entries:
+            if not entry.name.endswith(".json") or entry.name.startswith("."):
+                continue
+            try:
+                if entry.is_file():
+                    files[entry.name] = entry.stat()
+            except OSError:  # a symlink loop, or removed since the scan: not a chat to list
+                continue
+        return files
 
     def _read_index(self) -> dict[str, Any]:
         try:
