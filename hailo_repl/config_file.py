@@ -18,6 +18,7 @@ from hailo_repl.config import config_dir
 from hailo_repl.private_files import (
     FileTooLarge,
     NotARegularFile,
+    not_regular,
     private_dir,
     read_text_limited,
     update_lock,
@@ -134,7 +135,10 @@ def load_config(path: Path, required: bool = False) -> dict[str, FileValue]:
 def config_text(path: Path, required: bool = False) -> str:
     """The file's text ("" when it is missing and not `required`), read as /load reads a
     chat: a regular file only (a FIFO would block), once, and no more than
-    CONFIG_READ_LIMIT (pyyaml takes minutes and gigabytes over a huge file)."""
+    CONFIG_READ_LIMIT (pyyaml takes minutes and gigabytes over a huge file). /dev/null
+    is no settings, as `--config /dev/null` means to pip and ssh users."""
+    if os.path.realpath(path) == os.devnull:
+        return ""
     try:
         return read_text_limited(path, CONFIG_READ_LIMIT)
     except FileNotFoundError:
@@ -226,6 +230,9 @@ def with_key(path: Path, text: str, setting: Setting, value: Any) -> str:
 def save_setting(path: Path, setting: Setting, value: Any) -> None:
     """Write one key into the file atomically, keeping its comments and other keys; under the
     file's lock, so two processes saving at once (each its own key) both keep theirs."""
+    refused = not_regular(path)
+    if refused is not None:  # before the lock, which would be made beside a FIFO or in /dev
+        raise ConfigFileError(f"{path}: {refused}; the config file must be a file")
     try:
         with update_lock(path):
             _save_setting_locked(path, setting, value)

@@ -79,3 +79,20 @@ def test_the_command_line_says_it_in_one_line_and_exits_2(tmp_path, isolated_hom
         assert main(args) == 2
         out, err = capsys.readouterr()
         assert out == "" and err == f"Error: {fifo}: it is a FIFO, not a file; the config file must be a file\n"
+
+
+@pytest.mark.parametrize("how", ["flag", "env", "symlink"])
+def test_dev_null_as_the_config_file_is_no_settings(how, tmp_path, isolated_home, capsys, monkeypatch):
+    """`--config /dev/null`, as pip and ssh users write it: every setting at its default."""
+    args = ["config", "--temperature", "0.4"]  # one line not at its default, so the origins are read
+    if how == "flag":
+        args += ["--config", os.devnull]
+    elif how == "env":
+        monkeypatch.setenv("HAILO_REPL_CONFIG", os.devnull)
+    else:
+        (tmp_path / "config.yaml").symlink_to(os.devnull)
+        args += ["--config", str(tmp_path / "config.yaml")]
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    origins = [line.rsplit("#", 1)[1].strip() for line in out.splitlines() if not line.startswith("#")]
+    assert err == "" and origins.count("flag") == 1 and set(origins) == {"flag", "default"}
