@@ -315,12 +315,25 @@ def run_turn(
         notices.say(chat.last_stats.verbose_block())
 
 
+# Characters of stdin read as one message (-p, --single): far more than any context holds, and a
+# stop for a pipe that pours without end (`yes | hailo-repl -p …`), which would fill the memory.
+STDIN_MESSAGE_LIMIT = 4_000_000
+
+
 def messages_from_stdin(single: bool) -> Iterator[str]:
     # Bytes that are not UTF-8 pass as lone surrogates; Chat.reply replaces them and says so.
     if isinstance(sys.stdin, io.TextIOWrapper):
         sys.stdin.reconfigure(errors="surrogateescape")
     if single:
-        text = sys.stdin.read().strip()
+        text = sys.stdin.read(STDIN_MESSAGE_LIMIT + 1)
+        if len(text) > STDIN_MESSAGE_LIMIT:
+            from hailo_repl.context import ContextOverflowError
+
+            raise ContextOverflowError(
+                f"stdin holds more than {STDIN_MESSAGE_LIMIT // 1_000_000} million characters, "
+                "far more than the context holds; nothing was sent"
+            )
+        text = text.strip()
         if text:
             yield text
         return

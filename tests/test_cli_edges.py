@@ -211,3 +211,27 @@ def test_a_stream_closed_before_the_start_is_no_traceback(args, redirect, isolat
     assert (result.returncode, result.stderr) == (0, b"")
     if redirect == "<&-":  # stdin closed: read as empty, the prompt alone is the message
         assert result.stdout == b"Hi.\n"
+
+
+@pytest.mark.timeout(60)
+def test_a_pipe_that_pours_without_end_is_one_line_not_a_hang(isolated_home, hailo_resources, fake_script):
+    hailo_resources(QWEN)
+    fake_script([{"tokens": ["Hi."]}])
+    pouring = subprocess.Popen(["yes"], stdout=subprocess.PIPE)  # never ends by itself
+    try:
+        result = subprocess.run(
+            hailo_repl_command() + ["-p", "hi"],
+            stdin=pouring.stdout,
+            capture_output=True,
+            text=True,
+            env=with_fakes(),
+            timeout=45,
+        )
+    finally:
+        pouring.kill()
+        pouring.wait()
+        pouring.stdout.close()
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == (
+        "Error: stdin holds more than 4 million characters, far more than the context holds; nothing was sent\n"
+    )
