@@ -315,8 +315,8 @@ def run_turn(
         notices.say(chat.last_stats.verbose_block())
 
 
-# Characters of stdin read as one message (-p, --single): far more than any context holds, and a
-# stop for a pipe that pours without end (`yes | hailo-repl -p …`), which would fill the memory.
+# Characters of stdin read as one message (-p, --single, a line): far more than any context holds,
+# and a stop for a pipe that pours without end (`yes | hailo-repl -p …`), which would fill the memory.
 STDIN_MESSAGE_LIMIT = 4_000_000
 
 
@@ -324,22 +324,17 @@ def messages_from_stdin(single: bool) -> Iterator[str]:
     # Bytes that are not UTF-8 pass as lone surrogates; Chat.reply replaces them and says so.
     if isinstance(sys.stdin, io.TextIOWrapper):
         sys.stdin.reconfigure(errors="surrogateescape")
-    if single:
-        text = sys.stdin.read(STDIN_MESSAGE_LIMIT + 1)
+    read = sys.stdin.read if single else sys.stdin.readline
+    while text := read(STDIN_MESSAGE_LIMIT + 1):
         if len(text) > STDIN_MESSAGE_LIMIT:
             from hailo_repl.context import ContextOverflowError
 
             raise ContextOverflowError(
-                f"stdin holds more than {STDIN_MESSAGE_LIMIT // 1_000_000} million characters, "
-                "far more than the context holds; nothing was sent"
+                f"stdin holds a message of more than {STDIN_MESSAGE_LIMIT // 1_000_000} million characters, "
+                "far more than the context holds; it was not sent"
             )
-        text = text.strip()
-        if text:
-            yield text
-        return
-    for line in sys.stdin:
-        if line.strip():
-            yield line.rstrip("\n")
+        if text.strip():
+            yield text.strip() if single else text.rstrip("\n")
 
 
 def with_piped_input(prompt: str) -> str:

@@ -232,6 +232,26 @@ def test_a_pipe_that_pours_without_end_is_one_line_not_a_hang(isolated_home, hai
         pouring.wait()
         pouring.stdout.close()
     assert result.returncode == 1 and result.stdout == ""
-    assert result.stderr == (
-        "Error: stdin holds more than 4 million characters, far more than the context holds; nothing was sent\n"
+    assert result.stderr == TOO_LONG
+
+
+TOO_LONG = (
+    "Error: stdin holds a message of more than 4 million characters, far more than the context holds; it was not sent\n"
+)
+
+
+@pytest.mark.parametrize("mode", [["--single"], []])
+def test_a_message_longer_than_stdin_holds_for_one_is_one_line(mode, isolated_home, hailo_resources, fake_script):
+    """--single reads stdin as one message, and without it each line is one: either is capped."""
+    hailo_resources(QWEN)
+    fake_script([{"tokens": ["Hi."]}])
+    result = subprocess.run(
+        hailo_repl_command() + mode,
+        input="hello\n" + "x" * 4_000_001 + "\nnever sent\n",
+        capture_output=True,
+        text=True,
+        env=with_fakes(),
+        timeout=60,
     )
+    assert result.returncode == 1 and result.stderr == TOO_LONG
+    assert result.stdout == ("" if mode else "Hi.\n")  # line by line, the lines before it were answered
