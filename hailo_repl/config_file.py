@@ -53,9 +53,11 @@ def _at(path: Path, mark: yaml.Mark | None) -> str:
 
 def _yaml_error(path: Path, error: yaml.MarkedYAMLError, what: str = "") -> ConfigFileError:
     """The error at the line where the broken construct opened (pyyaml's context mark: an
-    unclosed `[` is only noticed at the end of the file), with where it was noticed."""
+    unclosed `[` is only noticed at the end of the file), with where it was noticed. A block
+    mapping or list has nothing to close: its start (line 1 for the file's own mapping) is
+    not where it broke, so a stray `- 3` is named at its own line."""
     opened, noticed = error.context_mark, error.problem_mark
-    if opened is None or error.context is None:
+    if opened is None or error.context is None or error.context.startswith("while parsing a block"):
         return ConfigFileError(f"{_at(path, noticed)}: {what}{error.problem}")
     where = ""
     if noticed is not None and (noticed.line, noticed.column) != (opened.line, opened.column):

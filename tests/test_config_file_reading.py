@@ -35,6 +35,20 @@ PATH = Path("/home/u/.config/hailo-repl/config.yaml")
             "expected ',' or '}', but got '<stream end>' (at line 3, column 1)",
         ),
         ("temperature: 0.2\n  max-tokens: 3\n", f"{PATH}:2:13: not valid YAML: mapping values are not allowed here"),
+        (
+            "temperature: [0.2, 0.3\nmax-tokens: 3\n",  # noticed on the next line, opened on this one
+            f"{PATH}:1:14: not valid YAML: while parsing a flow sequence that starts here: "
+            "expected ',' or ']', but got ':' (at line 2, column 11)",
+        ),
+        # The file's own mapping opened at 1:1 and is not what broke: the line that did is named.
+        (
+            "model: x\ntemperature: 0.2\n- 3\nverbose: true\n",
+            f"{PATH}:3:1: not valid YAML: expected <block end>, but found '-'",
+        ),
+        (
+            'model: x\nsystem-prompt: "Be brief." always\n',
+            f"{PATH}:2:28: not valid YAML: expected <block end>, but found '<scalar>'",
+        ),
     ],
 )
 def test_a_yaml_error_names_the_line_where_the_broken_construct_opened(text, message):
