@@ -298,10 +298,17 @@ def run_turn(
     cancel = threading.Event()
     wrote = False
     wrapper = WordWrap(lambda: shutil.get_terminal_size().columns) if wrap else None
+
     # closing(): on SIGTERM the reply is closed here, so the device's generation ends
     # before the backend is released.
+    def notify(line: str) -> None:
+        if wrote:  # the words the wrap holds first: the line never lands inside the reply
+            sys.stdout.write(wrapper.feed("\n") if wrapper else "\n")
+            sys.stdout.flush()
+        notices.say(line)
+
     try:
-        with contextlib.closing(chat.reply(text, cancel, notify=notices.say)) as pieces:
+        with contextlib.closing(chat.reply(text, cancel, notify=notify)) as pieces:
             for piece in pieces:
                 sys.stdout.write(wrapper.feed(piece) if wrapper else piece)
                 sys.stdout.flush()
