@@ -39,6 +39,11 @@ the real llama.cpp backend with the bundled SmolLM2-135M-Instruct.
     write syscalls and bytes written (all threads; --no-history, no fake log), and the
     frames prompt_toolkit drew (each starts by hiding the cursor); per token and per reply,
     median of --replies. With --code, the same for another version (before/after).
+(e) Decode speed through the live pane: one REPL session on llama.cpp (100x30, --verbose,
+    temperature 0, the same system prompt and message as bench_engine (b)), /clear before
+    each reply so the prompt is evaluated afresh; its "eval rate" against raw
+    llama-cpp-python's on the same model and messages, in the same run, turns alternating
+    (goal: >= 0.99x). `python benchmarks/bench_repl.py --only e --decode-runs 5`.
 
 Engine figures (model load, TTFT, decode tok/s, filter throughput) are measured by
 benchmarks/bench_engine.py; this script does not run it.
@@ -649,6 +654,70 @@ def bench_output(setup: Setup, delay_ms: int, replies: int) -> dict:
     return result
 
 
+# --------------------------------------------------------------------------- (e)
+
+
+def bench_decode_through_pane(setup: Setup, runs: int, max_tokens: int) -> dict:
+    """The REPL's decode rate while the pane draws each token (its own --verbose "eval rate", the
+    same figure `-p --verbose` gives) against raw llama-cpp-python, alternating which goes first."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_engine import E2E_PROMPT, SYSTEM_PROMPT, bundled_gguf, run_raw
+    from llama_cpp import Llama
+
+    args = ["--backend", "llama", "--verbose", "--temperature", "0", "--max-tokens", str(max_tokens)]
+    args += ["--system-prompt", SYSTEM_PROMPT, "--no-history"]
+    term = Terminal(args, setup.llama_env(), rows=30, cols=100)
+    llm = Llama(model_path=str(bundled_gguf()), n_ctx=4096, n_threads=os.cpu_count(), verbose=False)
+    run_raw(llm, "Say hi.", 8)  # the first decode after loading allocates buffers
+    repl_rates: list[float] = []
+    raw_rates: list[float] = []
+    counts: list[int] = []  # tokens in each REPL reply (the raw ones are the same text at temperature 0)
+    try:
+        term.wait_for(TOOLBAR_READY, "the model to load (toolbar gauge)", timeout=300)
+        term.send_line("Say hi.")  # the REPL's warm-up, as the raw one's
+        term.wait_for(r"eval rate:\s+\S+", "the warm-up reply's timing block", timeout=300)
+        for index in range(runs):
+            for which in ("repl", "raw") if index % 2 == 0 else ("raw", "repl"):
+                if which == "raw":
+                    raw_rates.append(run_raw(llm, E2E_PROMPT, max_tokens)["decode_tok_s"])
+                    continue
+                term.send_line("/clear")
+                term.wait_for(r"Conversation cleared", "/clear's answer", timeout=60)
+                term.child.expect(pexpect.TIMEOUT, timeout=0.3)  # settle; what came so far is read
+                term.send_line(E2E_PROMPT)
+                term.wait_for(
+                    r"(?<!prompt )eval count:\s+(\d+).*?(?<!prompt )eval rate:\s+([\d.]+) tokens/s",
+                    "the timing block",
+                    timeout=300,
+                )
+                counts.append(int(term.child.match.group(1)))
+                repl_rates.append(float(term.child.match.group(2)))
+            say(
+                f"    run {index + 1}: hailo-repl {repl_rates[-1]:7.2f} tok/s ({counts[-1]} tokens), "
+                f"raw {raw_rates[-1]:7.2f} tok/s"
+            )
+        term.quit()
+    finally:
+        term.kill()
+        llm.close()
+    repl, raw = statistics.median(repl_rates), statistics.median(raw_rates)
+    result = {
+        "runs": runs,
+        "max_tokens": max_tokens,
+        "hailo_repl_tok_s": repl_rates,
+        "raw_tok_s": raw_rates,
+        "hailo_repl_median": repl,
+        "raw_median": raw,
+        "ratio": repl / raw if raw else float("nan"),
+        "ratio_best": max(repl_rates) / max(raw_rates) if raw_rates else float("nan"),
+    }
+    say(
+        f"    median of {runs}: hailo-repl {repl:.2f} tok/s, raw llama-cpp-python {raw:.2f} tok/s: "
+        f"ratio {result['ratio']:.3f} (best runs {result['ratio_best']:.3f})"
+    )
+    return result
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -675,11 +744,13 @@ def main() -> int:
     parser.add_argument(
         "--backends", default="hailo,llama", help="comma-separated: hailo, llama (default: %(default)s)"
     )
-    parser.add_argument("--only", default="abcd", help="which parts to run: a, b, c, d (default: abcd)")
+    parser.add_argument("--only", default="abcde", help="which parts to run: a, b, c, d, e (default: abcde)")
     parser.add_argument(
         "--ratio-rounds", type=int, default=2, help="rounds of --launch-runs spawns per side in (c) (default: 2)"
     )
     parser.add_argument("--replies", type=int, default=5, help="replies measured in (d) (default: %(default)s)")
+    parser.add_argument("--decode-runs", type=int, default=5, help="replies per side in (e) (default: %(default)s)")
+    parser.add_argument("--max-tokens", type=int, default=256, help="reply length in (e) (default: %(default)s)")
     parser.add_argument(
         "--code",
         type=Path,
@@ -735,6 +806,10 @@ def main() -> int:
         if "d" in args.only:
             say("== (d) the output path while a reply streams (hailo double, 100 x 30) ==")
             results["output"] = bench_output(setup, 10, args.replies)
+            say()
+        if "e" in args.only:
+            say("== (e) decode through the live pane (llama, 100 x 30) vs raw llama-cpp-python ==")
+            results["decode"] = bench_decode_through_pane(setup, args.decode_runs, args.max_tokens)
             say()
     if args.json:
         print(json.dumps(results, indent=2), flush=True)
