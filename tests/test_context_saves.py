@@ -9,6 +9,7 @@ import asyncio
 import json
 import stat
 import threading
+from pathlib import Path
 
 import pexpect
 import pytest
@@ -62,6 +63,21 @@ def test_a_hefs_first_use_checks_the_text_path_and_remembers_the_verdict(
 
     loaded_hailo_backend({"replies": [["x"]]}, passed_self_check=False)  # a later run: remembered
     assert len(events(fake_log, "prefill")) == 4
+
+
+def test_a_reasoning_hef_passes_though_its_context_holds_less_than_the_texts_tokenize_to(
+    loaded_hailo_backend, hailo_resources, log_lines
+):
+    """DeepSeek-R1-Distill's generation prompt ends in <think>: a prefill leaves that out of the
+    context on both paths alike (llm_server.cpp `handle_reasoning_generation_completion`), so
+    only lists against texts tells whether the texts are right."""
+    deepseek = (Path(__file__).parent / "data" / "chat_templates" / "DeepSeek-R1-Distill-Qwen.jinja").read_text()
+    script = {"replies": [["x"]], "prompt_template": deepseek, "reasoning_start": "<think>"}
+    loaded_hailo_backend(script, passed_self_check=False)
+    (verdict,) = [line for line in log_lines if line.startswith("self-check")]
+    assert "passed" in verdict, verdict
+    (entry,) = DeviceFacts(hailo_resources.facts).entries().values()
+    assert entry["text_path"]["passed"] is True
 
 
 def test_when_the_text_path_disagrees_the_device_gets_message_lists_and_resumes_by_rereading(
