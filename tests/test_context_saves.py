@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pexpect
 import pytest
-from loguru import logger
 from prompt_toolkit.application import create_app_session
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
@@ -28,14 +27,6 @@ from hailo_repl.sessions import SessionStore
 
 QWEN = "Qwen2.5-1.5B-Instruct"
 SYSTEM = "You are a helpful assistant."
-
-
-@pytest.fixture
-def log_lines():
-    lines: list[str] = []
-    sink = logger.add(lines.append, level="INFO", format="{message}")
-    yield lines
-    logger.remove(sink)
 
 
 def reply(chat, text):

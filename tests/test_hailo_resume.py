@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from hailo_platform.genai import _tokenize
-from loguru import logger
 
 from hailo_repl.backends.base import GenerationParams
 from hailo_repl.backends.hailo import HailoBackend
@@ -38,14 +37,6 @@ def open_device(loaded_hailo_backend):
         return loaded_hailo_backend(script, cache)
 
     return open_backend
-
-
-@pytest.fixture
-def log_lines():
-    lines: list[str] = []
-    sink = logger.add(lines.append, level="INFO", format="{message}")
-    yield lines
-    logger.remove(sink)
 
 
 def reply(chat, text):
