@@ -265,3 +265,25 @@ backend.release()
 """
     result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False", "True"]
+
+
+def test_a_self_check_that_could_not_run_is_not_remembered_as_failed(
+    loaded_hailo_backend, hailo_resources, monkeypatch, log_lines
+):
+    """A device call failing once (the device busy, a timeout) must not keep a HEF off the text
+    path for good: message lists this time, the check again at the next load."""
+    import hailo_platform.genai
+    from hailo_platform.pyhailort._pyhailort import HailoRTException
+
+    def busy(self, text):
+        raise HailoRTException("HAILO_TIMEOUT")
+
+    with monkeypatch.context() as once:
+        once.setattr(hailo_platform.genai.LLM, "tokenize", busy)
+        loaded_hailo_backend({"replies": [["x"]]}, passed_self_check=False)
+    assert any("FAILED" in line and "failed to run" in line for line in log_lines)
+    assert DeviceFacts(hailo_resources.facts).entries() == {}
+
+    loaded_hailo_backend({"replies": [["x"]]}, passed_self_check=False)
+    (entry,) = DeviceFacts(hailo_resources.facts).entries().values()
+    assert entry["text_path"]["passed"] is True

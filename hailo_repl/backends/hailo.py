@@ -237,6 +237,7 @@ class HailoBackend:
         # Whether prompts may go as text (after a loaded context): the HEF passed the self-check.
         self._text_path_ok = False
         self._checked_at_load = False  # whether load() ran the self-check (not a remembered verdict)
+        self._check_detail = ""  # the figures behind _text_path_ok, for the doctor
         self._system_to_keep: list[Message] | None = None  # a system prompt whose context is not kept yet
         self._saved: tuple[Path, str] | None = None  # the last context saved: (file, digest of its messages)
         # The conversation the device's context holds, its own last reply included;
@@ -298,7 +299,8 @@ class HailoBackend:
             started = time.monotonic()
             verdict = run_self_check(llm, self._template)
             known = {"passed": verdict.passed, "detail": verdict.detail}
-            self._facts.remember(hef, hailort, "text_path", known)
+            if verdict.ran:  # one that could not run is tried again at the next load
+                self._facts.remember(hef, hailort, "text_path", known)
             logger.info(
                 "self-check of {} with HailoRT {} ({:.1f} s): {}; {}",
                 self.model_name,
@@ -307,6 +309,7 @@ class HailoBackend:
                 "passed" if verdict.passed else "FAILED",
                 verdict.detail,
             )
+        self._check_detail = str(known.get("detail", ""))
         if not known.get("passed"):
             logger.info(
                 "sending whole message lists to {}: prompts sent as text did not match them in the self-check ({})",
@@ -324,8 +327,7 @@ class HailoBackend:
             if not self._checked_at_load:
                 self._text_path_ok = self._text_path_checked(llm, again=True)
                 self._held, self._template_first = [], True
-            found = self._facts.get(hef_identity(self.hef_path), installed_hailort_version(), "text_path") or {}
-            return Verdict(self._text_path_ok, str(found.get("detail", "")))
+            return Verdict(self._text_path_ok, self._check_detail)
 
     @property
     def _template(self) -> ChatTemplate | None:

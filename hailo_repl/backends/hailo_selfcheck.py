@@ -46,6 +46,7 @@ SELF_CHECK_CHAT: list[Message] = [
 class Verdict:
     passed: bool
     detail: str  # the figures compared, for the log and the doctor
+    ran: bool = True  # False: a device call failed (busy, timed out), the verdict is no verdict
 
 
 def _prefill(llm: Any, prompt: str | list[Message]) -> None:
@@ -69,7 +70,7 @@ def run_self_check(llm: Any, template: ChatTemplate) -> Verdict:
         by_text = llm.get_context_usage_size()
         tokenized = sum(len(llm.tokenize(text)) for text in texts)
     except Exception as error:
-        return Verdict(False, f"the check failed to run ({error or type(error).__name__})")
+        return Verdict(False, f"the check failed to run ({error or type(error).__name__})", ran=False)
     finally:
         llm.clear_context()
     detail = f"context after the lists {by_list} tokens, after the texts {by_text}; texts tokenize to {tokenized}"
