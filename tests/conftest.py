@@ -56,6 +56,17 @@ def hailo_resources(tmp_path, monkeypatch):
 
 
 @pytest.fixture
+def log_lines():
+    """hailo-repl's log messages (INFO and up) while the test runs."""
+    from loguru import logger
+
+    lines: list[str] = []
+    sink = logger.add(lines.append, level="INFO", format="{message}")
+    yield lines
+    logger.remove(sink)
+
+
+@pytest.fixture
 def fake_script(tmp_path, monkeypatch):
     """Write a HAILO_FAKE_SCRIPT for the double; returns the writer."""
 

@@ -9,10 +9,10 @@ import asyncio
 import json
 import stat
 import threading
+from pathlib import Path
 
 import pexpect
 import pytest
-from loguru import logger
 from prompt_toolkit.application import create_app_session
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
@@ -27,14 +27,6 @@ from hailo_repl.sessions import SessionStore
 
 QWEN = "Qwen2.5-1.5B-Instruct"
 SYSTEM = "You are a helpful assistant."
-
-
-@pytest.fixture
-def log_lines():
-    lines: list[str] = []
-    sink = logger.add(lines.append, level="INFO", format="{message}")
-    yield lines
-    logger.remove(sink)
 
 
 def reply(chat, text):
@@ -62,6 +54,21 @@ def test_a_hefs_first_use_checks_the_text_path_and_remembers_the_verdict(
 
     loaded_hailo_backend({"replies": [["x"]]}, passed_self_check=False)  # a later run: remembered
     assert len(events(fake_log, "prefill")) == 4
+
+
+def test_a_reasoning_hef_passes_though_its_context_holds_less_than_the_texts_tokenize_to(
+    loaded_hailo_backend, hailo_resources, log_lines
+):
+    """DeepSeek-R1-Distill's generation prompt ends in <think>: a prefill leaves that out of the
+    context on both paths alike (llm_server.cpp `handle_reasoning_generation_completion`), so
+    only lists against texts tells whether the texts are right."""
+    deepseek = (Path(__file__).parent / "data" / "chat_templates" / "DeepSeek-R1-Distill-Qwen.jinja").read_text()
+    script = {"replies": [["x"]], "prompt_template": deepseek, "reasoning_start": "<think>"}
+    loaded_hailo_backend(script, passed_self_check=False)
+    (verdict,) = [line for line in log_lines if line.startswith("self-check")]
+    assert "passed" in verdict, verdict
+    (entry,) = DeviceFacts(hailo_resources.facts).entries().values()
+    assert entry["text_path"]["passed"] is True
 
 
 def test_when_the_text_path_disagrees_the_device_gets_message_lists_and_resumes_by_rereading(
@@ -258,3 +265,25 @@ backend.release()
 """
     result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False", "True"]
+
+
+def test_a_self_check_that_could_not_run_is_not_remembered_as_failed(
+    loaded_hailo_backend, hailo_resources, monkeypatch, log_lines
+):
+    """A device call failing once (the device busy, a timeout) must not keep a HEF off the text
+    path for good: message lists this time, the check again at the next load."""
+    import hailo_platform.genai
+    from hailo_platform.pyhailort._pyhailort import HailoRTException
+
+    def busy(self, text):
+        raise HailoRTException("HAILO_TIMEOUT")
+
+    with monkeypatch.context() as once:
+        once.setattr(hailo_platform.genai.LLM, "tokenize", busy)
+        loaded_hailo_backend({"replies": [["x"]]}, passed_self_check=False)
+    assert any("FAILED" in line and "failed to run" in line for line in log_lines)
+    assert DeviceFacts(hailo_resources.facts).entries() == {}
+
+    loaded_hailo_backend({"replies": [["x"]]}, passed_self_check=False)
+    (entry,) = DeviceFacts(hailo_resources.facts).entries().values()
+    assert entry["text_path"]["passed"] is True

@@ -5,10 +5,11 @@ import json
 import os
 import stat
 import threading
+import time
+from pathlib import Path
 
 import pytest
 from hailo_platform.genai import _tokenize
-from loguru import logger
 
 from hailo_repl.backends.base import GenerationParams
 from hailo_repl.backends.hailo import HailoBackend
@@ -36,14 +37,6 @@ def open_device(loaded_hailo_backend):
         return loaded_hailo_backend(script, cache)
 
     return open_backend
-
-
-@pytest.fixture
-def log_lines():
-    lines: list[str] = []
-    sink = logger.add(lines.append, level="INFO", format="{message}")
-    yield lines
-    logger.remove(sink)
 
 
 def reply(chat, text):
@@ -175,3 +168,28 @@ def test_without_a_saved_chat_nothing_is_written(open_device, tmp_path):
     chat = Chat(open_device(), SYSTEM, GenerationParams(), store)
     reply(chat, "Hi")
     assert not (tmp_path / "sessions").exists()
+
+
+def test_a_system_prompt_kept_on_another_day_is_not_loaded_where_the_template_dates_it(
+    loaded_hailo_backend, fake_log, tmp_path, monkeypatch
+):
+    """Llama 3.x's system block holds today's date (strftime_now): a context kept yesterday holds
+    yesterday's, and a new chat today must read the system prompt as HailoRT renders it today."""
+    llama = (Path(__file__).parent / "data" / "chat_templates" / "Llama-3.2-Instruct.jinja").read_text()
+    script = {"replies": [["Paris."]], "prompt_template": llama}
+    cache = tmp_path / "contexts"
+
+    def new_chat_on(day):
+        monkeypatch.setattr(time, "localtime", lambda *when: time.strptime(day, "%Y-%m-%d"))
+        chat = Chat(loaded_hailo_backend(script, cache), SYSTEM, GenerationParams())
+        reply(chat, "Hi")
+        chat.backend.release()  # keeps the system prompt's context if it was not loaded
+        return generations(fake_log)[-1]
+
+    new_chat_on("2025-02-03")
+    same_day = new_chat_on("2025-02-03")
+    assert "Today Date: 03 Feb 2025" in same_day["held"]  # loaded
+    next_day = new_chat_on("2025-02-04")
+    assert next_day["held"] == "" and "Today Date: 04 Feb 2025" in next_day["inserted"]  # read again, today's date
+    assert "Today Date: 04 Feb 2025" in new_chat_on("2025-02-04")["held"]  # and kept again
+    assert len(list(cache.iterdir())) == 1  # in the same file

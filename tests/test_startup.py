@@ -14,6 +14,8 @@ import os
 import subprocess
 import sys
 
+from terminal import with_fakes
+
 NOT_BEFORE_THE_FIRST_PROMPT = [
     "hailo_repl.doctor",
     "hailo_repl.backends.remote",
@@ -57,9 +59,9 @@ print(json.dumps(sorted(sys.modules)))
 """
 
 
-def modules_imported(script: str, *args: str) -> set[str]:
+def modules_imported(script: str, *args: str, env: dict[str, str] | None = None) -> set[str]:
     result = subprocess.run(
-        [sys.executable, "-c", script, *args], capture_output=True, text=True, env=dict(os.environ), timeout=60
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, env=env or dict(os.environ), timeout=60
     )
     assert result.returncode == 0, result.stderr
     return set(json.loads(result.stdout.splitlines()[-1]))
@@ -75,6 +77,24 @@ def test_the_first_prompt_of_a_chat_imports_only_what_it_needs(isolated_home):
     assert "hailo_repl.app" in modules and "hailo_repl.backends.llama" in modules  # it did get that far
     assert loaded(modules, NOT_BEFORE_THE_FIRST_PROMPT) == []
     assert "llama_cpp" not in modules  # the model loads behind the prompt
+
+
+# As UP_TO_THE_FIRST_PROMPT, for the Hailo backend, whose model loads before the first prompt.
+UP_TO_THE_FIRST_HAILO_PROMPT = UP_TO_THE_FIRST_PROMPT.replace(
+    "    print(json.dumps(sorted(sys.modules)))", "    chat.backend.load()\n    print(json.dumps(sorted(sys.modules)))"
+)
+
+
+def test_the_first_prompt_on_the_hailo_device_compiles_no_chat_template(isolated_home, hailo_resources):
+    """jinja2 comes with the first prompt sent as text (or the self-check, once per HEF), not before."""
+    hailo_resources("Qwen2.5-1.5B-Instruct")
+    arguments = ("--backend", "hailo")
+    first_use = modules_imported(UP_TO_THE_FIRST_HAILO_PROMPT, *arguments, env=with_fakes())
+    assert "jinja2" in first_use  # the self-check compiled the HEF's template, and remembered its verdict
+    modules = modules_imported(UP_TO_THE_FIRST_HAILO_PROMPT, *arguments, env=with_fakes())
+
+    assert "hailo_repl.backends.hailo" in modules and "hailo_platform.genai" in modules  # it did get that far
+    assert loaded(modules, ["jinja2", "hailo_repl.doctor", "httpx", "yaml", "pygments"]) == []
 
 
 def test_the_quiet_model_list_for_shell_completion_imports_no_chat(isolated_home, hailo_resources):

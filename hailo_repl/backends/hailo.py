@@ -237,6 +237,7 @@ class HailoBackend:
         # Whether prompts may go as text (after a loaded context): the HEF passed the self-check.
         self._text_path_ok = False
         self._checked_at_load = False  # whether load() ran the self-check (not a remembered verdict)
+        self._check_detail = ""  # the figures behind _text_path_ok, for the doctor
         self._system_to_keep: list[Message] | None = None  # a system prompt whose context is not kept yet
         self._saved: tuple[Path, str] | None = None  # the last context saved: (file, digest of its messages)
         # The conversation the device's context holds, its own last reply included;
@@ -298,7 +299,8 @@ class HailoBackend:
             started = time.monotonic()
             verdict = run_self_check(llm, self._template)
             known = {"passed": verdict.passed, "detail": verdict.detail}
-            self._facts.remember(hef, hailort, "text_path", known)
+            if verdict.ran:  # one that could not run is tried again at the next load
+                self._facts.remember(hef, hailort, "text_path", known)
             logger.info(
                 "self-check of {} with HailoRT {} ({:.1f} s): {}; {}",
                 self.model_name,
@@ -307,6 +309,7 @@ class HailoBackend:
                 "passed" if verdict.passed else "FAILED",
                 verdict.detail,
             )
+        self._check_detail = str(known.get("detail", ""))
         if not known.get("passed"):
             logger.info(
                 "sending whole message lists to {}: prompts sent as text did not match them in the self-check ({})",
@@ -324,8 +327,7 @@ class HailoBackend:
             if not self._checked_at_load:
                 self._text_path_ok = self._text_path_checked(llm, again=True)
                 self._held, self._template_first = [], True
-            found = self._facts.get(hef_identity(self.hef_path), installed_hailort_version(), "text_path") or {}
-            return Verdict(self._text_path_ok, str(found.get("detail", "")))
+            return Verdict(self._text_path_ok, self._check_detail)
 
     @property
     def _template(self) -> ChatTemplate | None:
@@ -494,8 +496,12 @@ class HailoBackend:
         self._held = []
         self._template_first = True
 
-    def _tags(self, messages: Sequence[Message]) -> ContextTags:
-        return ContextTags(hef_identity(self.hef_path), installed_hailort_version(), messages_digest(messages))
+    def _tags(self, messages: Sequence[Message], rendered: str | None = None) -> ContextTags:
+        """`rendered`: the text the context holds, where the messages alone do not settle it."""
+        digest = messages_digest(messages)
+        if rendered is not None:
+            digest = hashlib.sha256(f"{digest}\n{rendered}".encode()).hexdigest()
+        return ContextTags(hef_identity(self.hef_path), installed_hailort_version(), digest)
 
     def save_context(self, path: Path, messages: Sequence[Message]) -> None:
         """Keep the device's context in `path` when it holds exactly `messages` (a completed turn).
@@ -552,15 +558,18 @@ class HailoBackend:
             return
         self._start_from_system_prompt(llm, messages, self.context_cache)
 
-    def _load(self, llm: Any, path: Path, held: list[Message], messages: list[Message]) -> bool:
-        """Load the context in `path` if it holds `held`, which `messages` go on from; the log says why not."""
+    def _load(
+        self, llm: Any, path: Path, held: list[Message], messages: list[Message], rendered: str | None = None
+    ) -> bool:
+        """Load the context in `path` if it holds `held` (rendered as `rendered`, if given), which
+        `messages` go on from; the log says why not."""
         why: str | None = "the chat changed since it was saved"
         data = b""
         started = loaded = time.monotonic()
         if len(messages) > len(held) and messages[: len(held)] == held:
             try:
                 tags, data = read_context(path)
-                why = tags_differ(tags, self._tags(held))
+                why = tags_differ(tags, self._tags(held, rendered))
             except ContextFileError as error:
                 why = str(error)
         if why is None:
@@ -592,8 +601,15 @@ class HailoBackend:
         read with the first message as usual, and its context kept as the model is released
         (keep_system_prompt_context): a save holds the GIL for seconds, never before a reply."""
         system = messages[:1]
-        if not self._load(llm, self._system_context_path(cache, system), system, messages):
+        # The text, not only the message: Llama 3.x puts today's date in it (strftime_now), so a
+        # context kept on another day is made again, as HailoRT would render it today.
+        rendered = self._system_text(system)
+        if not self._load(llm, self._system_context_path(cache, system), system, messages, rendered):
             self._system_to_keep = system
+
+    def _system_text(self, system: list[Message]) -> str:
+        assert self._template is not None
+        return self._template.render(system, add_generation_prompt=False)
 
     def _system_context_path(self, cache: Path, system: list[Message]) -> Path:
         key = hashlib.sha256(f"{hef_identity(self.hef_path)}\n{messages_digest(system)}".encode()).hexdigest()
@@ -606,7 +622,7 @@ class HailoBackend:
         system, self._system_to_keep = self._system_to_keep, None
         if system is None or self.context_cache is None or self._template is None or not self._text_path_ok:
             return
-        prefix = self._template.render(system, add_generation_prompt=False)
+        prefix = self._system_text(system)
         probe: list[Message] = [{"role": "user", "content": "x"}]
         if prefix + self._template.later(probe) != self._template.first([*system, *probe]):
             logger.info("the chat template does not split after the system prompt: its context is not kept")
@@ -619,7 +635,7 @@ class HailoBackend:
             started = time.monotonic()
             data = llm.save_context()
             read = time.monotonic()
-            write_context(path, self._tags(system), data)
+            write_context(path, self._tags(system, prefix), data)
         except Exception:
             logger.exception("keeping the system prompt's context in {} failed", path)
             return

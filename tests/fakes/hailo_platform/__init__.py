@@ -9,7 +9,7 @@ Environment:
                        {"replies": [...], "delay_ms": N, "context_capacity": N,
                         "recovery_sequence": "...", "load_ms": N, "abort_tokens": N,
                         "request_timeout_ms": N, "prompt_template": "...",
-                        "load_status": N, "template_drift": "...",
+                        "load_status": N, "template_drift": "...", "reasoning_start": "...",
                         "context_bytes": N, "context_convert_ms_per_mb": N}.
   HAILO_FAKE_NO_DEVICE set → VDevice() fails as it does with no free device.
   HAILO_FAKE_VERSION   the HailoRT version to pretend to be (default 5.2.0); below

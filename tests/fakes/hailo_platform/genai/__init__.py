@@ -67,6 +67,12 @@ hef.cpp = hailort/libhailort/src/hef/hef.cpp. Each behaviour and where to re-che
   and, tokens being zero, neither a token nor the recovery sequence reaches the context
   (llm_server.cpp `handle_generation_completion`, `zero_tokens_back`). It is logged as a
   "prefill" event, not a "generate", and takes no scripted reply.
+  {"reasoning_start": "TEXT"}: a reasoning HEF (its hailo-config's begin_of_reasoning_token_id,
+  e.g. DeepSeek-R1-Distill's "<think>", which its template puts at the end of the generation
+  prompt). A prefill-only prompt holding TEXT leaves only what comes before TEXT in the
+  context: the server prefills the rest apart and at the end restores the cache saved before
+  it (llm_server.cpp `handle_prefill_phase`, `handle_reasoning_generation_completion`), so the
+  context holds fewer tokens than tokenize() counts. A generation's reasoning is not modelled.
 - save_context()/load_context() (pyhailort.py; llm_server.cpp `LLMServer::get_context` and
   `set_context`; context_structure.hpp): the data is a packed header (magic 0x01484546,
   the HailoRT version as three u32, protocol version 0, the HEF's `hef.hash()` as a
@@ -191,6 +197,7 @@ class _Device:
         self.recovery = script.get("recovery_sequence", DEFAULT_RECOVERY)
         self.template = script.get("prompt_template", CHATML_TEMPLATE)
         self.template_drift = script.get("template_drift", "")
+        self.reasoning_start = script.get("reasoning_start", "")
         self.renderer = None  # the template compiled, at the first message-list prompt
         environ = os.environ
         self.context_bytes = int(
@@ -454,7 +461,10 @@ class LLM:
             text = (device.renderer.first if first else device.renderer.later)(prompt) + device.template_drift
             device.template_first = False
         held = "".join(device.context)
-        device.append(text)
+        if max_generated_tokens == 0 and device.reasoning_start and device.reasoning_start in text:
+            device.append(text[: text.index(device.reasoning_start)])
+        else:
+            device.append(text)
         record(
             "prefill" if max_generated_tokens == 0 else "generate",
             prompt=prompt,
