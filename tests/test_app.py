@@ -107,7 +107,8 @@ def test_ctrl_c_during_a_reply_stops_the_backend_and_keeps_the_partial_reply(cap
     backend = ScriptedBackend([f"w{i} " for i in range(200)], ["next answer"], delay=0.02)
 
     async def interrupt_after_a_few_tokens():
-        await asyncio.sleep(0.3)
+        while backend.produced < 3:  # the reply is streaming
+            await asyncio.sleep(0.01)
         os.kill(os.getpid(), signal.SIGINT)
         await asyncio.sleep(0.2)
 

@@ -179,7 +179,7 @@ def repl_on_the_double(hailo_resources, fake_script, fake_log, isolated_home, tm
 
 
 def test_no_save_between_turns_and_one_when_the_chat_is_idle(repl_on_the_double, fake_log):
-    IDLE = 0.4  # seconds; the product's is two minutes
+    IDLE = 0.3  # seconds; the product's is two minutes
     saves_then = []
 
     async def note_saves():
