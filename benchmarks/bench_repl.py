@@ -1,4 +1,4 @@
-"""REPL benchmarks for hailo-repl in a real pseudo-terminal: Ctrl+C-to-prompt latency and launch time.
+"""REPL benchmarks for hailo-repl in a real pseudo-terminal: Ctrl+C-to-prompt latency, launch time, output cost.
 
 Run from the repository root (hailo-repl installed with the `llama` extra, pexpect installed):
 
@@ -34,6 +34,11 @@ the real llama.cpp backend with the bundled SmolLM2-135M-Instruct.
     within 1.1x). Only (c): `python benchmarks/bench_repl.py --only c`.
     Every part runs its children without PYTHONDONTWRITEBYTECODE: a user's Python
     caches compiled modules, and without that cache every launch would compile hailo_repl.
+(d) The output path at 100 tok/s: one session on the double (10 ms a token), replies of
+    400 one-word tokens in 100x30; per reply, from /proc: the process's CPU time and its
+    write syscalls and bytes written (all threads; --no-history, no fake log), and the
+    frames prompt_toolkit drew (each starts by hiding the cursor); per token and per reply,
+    median of --replies. With --code, the same for another version (before/after).
 
 Engine figures (model load, TTFT, decode tok/s, filter throughput) are measured by
 benchmarks/bench_engine.py; this script does not run it.
@@ -88,6 +93,7 @@ class Terminal(terminal.Terminal):
     def __init__(self, args: list[str], env: dict, rows: int = 40, cols: int = 120, timeout: float = 120):
         self.started = time.perf_counter()
         super().__init__(args, env, rows=rows, cols=cols, timeout=timeout)
+        self.child.logfile_read = self.transcript  # no screen model: its CPU would be the benchmark's noise
 
     def wait_for(self, pattern: str, what: str, timeout: float | None = -1) -> None:
         index = self.expect(pattern, pexpect.EOF, pexpect.TIMEOUT, timeout=timeout)
@@ -251,7 +257,7 @@ def typing_slowest_echo(term: Terminal) -> float | None:
 def bench_interrupts(backend: str, setup: Setup, count: int) -> dict:
     if backend == "hailo":
         args, env, message = HAILO_ARGS, setup.hailo_env(setup.long_script), HAILO_MESSAGE
-        streamed = r"word4 "  # five tokens have streamed
+        streamed = r"word4"  # five tokens have streamed (a live prompt may draw the space apart)
         aborts_before = sum(e["event"] == "abort" for e in setup.fake_events())
     else:
         args, env, message = LLAMA_INTERRUPT_ARGS, setup.llama_env(), LLAMA_MESSAGE
@@ -277,15 +283,11 @@ def bench_interrupts(backend: str, setup: Setup, count: int) -> dict:
             term.wait_for(streamed, f"reply {number} to stream a few tokens")
             pressed = time.perf_counter()
             term.child.sendintr()
-            index = term.expect(INTERRUPTED, PROMPT, pexpect.EOF, pexpect.TIMEOUT, timeout=30)
+            # (No prompt pattern here: a live prompt is on screen while the reply streams.)
+            index = term.expect(INTERRUPTED, pexpect.EOF, pexpect.TIMEOUT, timeout=30)
             noted = time.perf_counter()
             if index != 0:
-                what = [
-                    "",
-                    "the prompt came back without [interrupted] (the reply had ended?)",
-                    "the process ended",
-                    "no [interrupted] within 30 s",
-                ][index]
+                what = ["", "the process ended", "no [interrupted] within 30 s"][index]
                 problems.append(f"interrupt {number}: {what}; last output: {term.tail()!r}")
                 break
             index = term.expect(PROMPT, pexpect.EOF, pexpect.TIMEOUT, timeout=30)
@@ -579,6 +581,74 @@ def bench_launch_ratio(setup: Setup, runs: int, rounds: int) -> dict:
     return result
 
 
+# --------------------------------------------------------------------------- (d)
+
+RENDER = "\x1b[?25l"  # prompt_toolkit hides the cursor at the start of every frame it draws
+OUTPUT_TOKENS = 400
+
+
+def process_io(pid: int) -> tuple[int, int]:
+    """(write syscalls, bytes written) of the process so far, all threads, from /proc."""
+    fields = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+    return int(fields["syscw"]), int(fields["wchar"])
+
+
+def bench_output(setup: Setup, delay_ms: int, replies: int) -> dict:
+    """One session, `replies` replies of OUTPUT_TOKENS tokens (a word each, a new paragraph every
+    60): what the terminal receives and the process spends per token while a reply streams."""
+    tokens = ["<text>"] + [f"word{i}" + ("\n\n" if i % 60 == 59 else " ") for i in range(OUTPUT_TOKENS)]
+    script = setup.root / f"output-{delay_ms}.json"
+    script.write_text(json.dumps({"replies": [tokens] * replies, "delay_ms": delay_ms}))
+    env = setup.hailo_env(script)
+    env.pop("HAILO_FAKE_LOG")  # its writes are not the terminal's
+    term = Terminal(HAILO_ARGS, env, rows=30, cols=100)
+    rows = []
+    try:
+        term.wait_for(TOOLBAR_READY, "the model to load (toolbar gauge)", timeout=300)
+        for number in range(replies):
+            term.child.expect(pexpect.TIMEOUT, timeout=0.3)  # settle; what came so far is read
+            before_cpu, (before_writes, before_bytes) = term.cpu_seconds(), process_io(term.child.pid)
+            start = len(term.transcript.getvalue())
+            started = time.perf_counter()
+            term.send_line(HAILO_MESSAGE)
+            term.wait_for(f"word{OUTPUT_TOKENS - 1}", f"reply {number + 1} to end", timeout=120)
+            term.child.expect(pexpect.TIMEOUT, timeout=0.3)
+            seconds = time.perf_counter() - started - 0.3
+            after_writes, after_bytes = process_io(term.child.pid)
+            writes, written = after_writes - before_writes, after_bytes - before_bytes
+            received = term.transcript.getvalue()[start:]
+            rows.append(
+                {
+                    "cpu_s": term.cpu_seconds() - before_cpu,
+                    "seconds": seconds,
+                    "writes": writes,
+                    "bytes": written,
+                    "renders": received.count(RENDER),
+                }
+            )
+        term.quit()
+    finally:
+        term.kill()
+    n = OUTPUT_TOKENS
+    result = {
+        "tokens_per_reply": n,
+        "delay_ms": delay_ms,
+        "replies": rows,
+        "renders_per_reply": statistics.median(r["renders"] for r in rows),
+        "bytes_per_token": statistics.median(r["bytes"] / n for r in rows),
+        "writes_per_token": statistics.median(r["writes"] / n for r in rows),
+        "cpu_s_per_reply": statistics.median(r["cpu_s"] for r in rows),
+        "reply_s": statistics.median(r["seconds"] for r in rows),
+    }
+    say(
+        f"    {n} tokens at {1000 // max(delay_ms, 1)} tok/s, median of {len(rows)} replies: "
+        f"{result['renders_per_reply']:.0f} renders, {result['bytes_per_token']:.1f} bytes and "
+        f"{result['writes_per_token']:.2f} writes per token, CPU {result['cpu_s_per_reply']:.2f} s per reply "
+        f"({result['reply_s']:.1f} s)"
+    )
+    return result
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -605,10 +675,11 @@ def main() -> int:
     parser.add_argument(
         "--backends", default="hailo,llama", help="comma-separated: hailo, llama (default: %(default)s)"
     )
-    parser.add_argument("--only", default="abc", help="which parts to run: a, b, c (default: abc)")
+    parser.add_argument("--only", default="abcd", help="which parts to run: a, b, c, d (default: abcd)")
     parser.add_argument(
         "--ratio-rounds", type=int, default=2, help="rounds of --launch-runs spawns per side in (c) (default: 2)"
     )
+    parser.add_argument("--replies", type=int, default=5, help="replies measured in (d) (default: %(default)s)")
     parser.add_argument(
         "--code",
         type=Path,
@@ -660,6 +731,10 @@ def main() -> int:
         if "c" in args.only:
             say(f"== (c) launch -> prompt vs a bare prompt_toolkit prompt, {args.ratio_rounds} rounds ==")
             results["launch_ratio"] = bench_launch_ratio(setup, args.launch_runs, args.ratio_rounds)
+            say()
+        if "d" in args.only:
+            say("== (d) the output path while a reply streams (hailo double, 100 x 30) ==")
+            results["output"] = bench_output(setup, 10, args.replies)
             say()
     if args.json:
         print(json.dumps(results, indent=2), flush=True)

@@ -1,30 +1,40 @@
 """The interactive chat: an asyncio loop driving one prompt_toolkit PromptSession.
 
 A reply runs in an executor thread through the backend protocol; its text crosses to
-the loop through an asyncio queue and is written while no prompt is on screen (a
-prompt redrawn under streaming text garbles partial lines). Ctrl+C during a reply is
-a SIGINT (only a prompt puts the terminal in raw mode): hailo_repl.signals routes it to
-the reply's cancel event, so the backend stops generating, and the loop goes back to
-the prompt at once.
+the loop through an asyncio queue. In a terminal the prompt for the next message is up
+while the reply streams: the reply goes into the scrollback above it line by line
+(hailo_repl.pane), the toolbar stays live, and what the user types shows; Ctrl+C is then
+a key that stops the reply (keys.load_reply_bindings). Where nothing can be redrawn
+(TERM=dumb) the reply is written as it comes, with no prompt on screen, and Ctrl+C is a
+SIGINT that hailo_repl.signals routes to the reply's cancel event. Either way the backend
+stops generating and the prompt is back at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, cast
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.application import run_in_terminal
+from prompt_toolkit.buffer import Buffer
 from prompt_toolkit.completion import ThreadedCompleter
+from prompt_toolkit.document import Document
 from prompt_toolkit.enums import EditingMode
+from prompt_toolkit.filters import Condition, is_done, renderer_height_is_known
 from prompt_toolkit.formatted_text import StyleAndTextTuples
+from prompt_toolkit.key_binding import merge_key_bindings
+from prompt_toolkit.layout import ConditionalContainer, Dimension, FormattedTextControl, HSplit, Layout, Window
+from prompt_toolkit.output.vt100 import Vt100_Output
+from prompt_toolkit.utils import is_dumb_terminal
 
 from hailo_repl import __version__
 from hailo_repl.backends.base import Backend, BackendError
@@ -35,13 +45,16 @@ from hailo_repl.config_file import config_path
 from hailo_repl.console import Console
 from hailo_repl.context import ContextOverflowError
 from hailo_repl.history import input_history
-from hailo_repl.keys import keys_welcome_text, load_input_bindings
+from hailo_repl.keys import EmptyLineInterrupt, keys_welcome_text, load_input_bindings, load_reply_bindings
 from hailo_repl.log import logger
+from hailo_repl.pane import ReplyPane
 from hailo_repl.render import (
     ASSISTANT_PREFIX,
     USER_PREFIX,
+    ConsoleScreen,
     ReplyEvent,
     ReplyRenderer,
+    ReplyScreen,
     color_wanted,
     recent_turns_text,
     show_reply,
@@ -49,10 +62,11 @@ from hailo_repl.render import (
 from hailo_repl.sessions import ChatSummary
 from hailo_repl.settings import GENERATION_SETTINGS, SETTINGS_TABLE, ResolvedSettings
 from hailo_repl.signals import CtrlC, route_to_loop
-from hailo_repl.terminal_modes import keep_pastes_bracketed, restore_typeahead_mode, typeahead_mode
+from hailo_repl.terminal_modes import keep_pastes_bracketed, restore_raw_mode, restore_typeahead_mode, typeahead_mode
 from hailo_repl.toolbar import STYLE, ModelState, ToolbarState, toolbar_fragments
 from hailo_repl.wrap import WordWrap
 
+CONTINUATION = " " * len(USER_PREFIX)  # the prompt's lines after the first
 SETTLE_NOTICE_AFTER = 0.3  # seconds of waiting for the previous reply before saying so
 # No key pressed at the prompt for this long: keep the device context (Chat.keep_device_context).
 # It holds the GIL for seconds on a Pi, so a key pressed meanwhile waits: two minutes is longer
@@ -74,6 +88,17 @@ def welcome_text(chat: Chat) -> str:
         f"{keys_welcome_text()}\n"
         f"Commands: {names}\n"
     )
+
+
+class _PaneStream(io.TextIOBase):
+    """The console's stream in a live terminal: above the prompt while one is up."""
+
+    def __init__(self, pane: ReplyPane):
+        self.pane = pane
+
+    def write(self, text: str) -> int:
+        self.pane.print(text)
+        return len(text)
 
 
 class Repl:
@@ -110,6 +135,10 @@ class Repl:
         self.exit_code = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._worker: asyncio.Future[None] | None = None  # the thread of the last reply
+        self._prompt: asyncio.Future[str] | None = None  # the prompt on screen, if one is
+        self._prompt_in_reply = False  # the prompt on screen came up for a reply
+        self._handling = False  # a message is being answered: Enter queues, Ctrl+C stops what runs
+        self._draft: Document | str = ""  # the input line, kept while a queued message is sent
         self.idle_save_seconds = IDLE_SAVE_SECONDS
         self._last_key = time.monotonic()  # or the last prompt's start
         self._context_save: asyncio.Future[None] | None = None  # an idle save of the device context
@@ -119,12 +148,41 @@ class Repl:
             enable_suspend=True,  # Ctrl+Z at the prompt suspends, as in a shell, instead of typing ^Z
             completer=ThreadedCompleter(CommandCompleter(BUILTINS, self)),
             complete_while_typing=False,
-            bottom_toolbar=self.toolbar,
-            key_bindings=load_input_bindings(),
-            prompt_continuation="     ",
+            prompt_continuation=CONTINUATION,
             style=STYLE,
             refresh_interval=0.5,
             vi_mode=self.settings["vi-mode"],
+        )
+        self.pane = ReplyPane(self.session.app)
+        replying = Condition(lambda: self._handling)
+        self.session.key_bindings = merge_key_bindings(
+            [
+                load_input_bindings(),
+                load_reply_bindings(replying, self._stop_reply, self._queue, self.pane.end_after),
+            ]
+        )
+        self._add_pane_and_toolbar(replying)
+        # The reply streams under a live prompt wherever prompt_toolkit redraws the screen.
+        self.live = isinstance(self.session.output, Vt100_Output) and not is_dumb_terminal()
+        if self.live and console is None:
+            self.console = Console(cast(TextIO, _PaneStream(self.pane)), wrap_width=self.wrap_width)
+
+    def _add_pane_and_toolbar(self, replying: Condition) -> None:
+        """The prompt's layout with the pane's rows above it and the toolbar below, drawn
+        during a reply even before the terminal has said where the cursor is (it may never
+        say: PROMPT_TOOLKIT_NO_CPR, some SSH clients); between replies, as prompt_toolkit
+        draws a bottom toolbar, once the height below the prompt is known."""
+        toolbar = Window(
+            FormattedTextControl(self.toolbar, style="class:bottom-toolbar.text"),
+            style="class:bottom-toolbar",
+            dont_extend_height=True,
+            height=Dimension(min=1),
+        )
+        shown = ~is_done & (renderer_height_is_known | replying | Condition(lambda: self._prompt_in_reply))
+        prompt = self.session.layout
+        self.session.app.layout = Layout(
+            HSplit([self.pane.rows(), prompt.container, ConditionalContainer(toolbar, shown)]),
+            focused_element=prompt.current_window,
         )
         self.session.app.key_processor.before_key_press += lambda _: setattr(self, "_last_key", time.monotonic())
 
@@ -141,7 +199,10 @@ class Repl:
         app = self.session.app
         if app.editing_mode is EditingMode.VI:
             state.vi_mode = app.vi_state.input_mode
-        if self.model_state is ModelState.READY:
+        if self.pane.streaming:  # the chat's own count waits for the reply's thread
+            state.usage = self.pane.usage(backend.context_used)
+            state.reply = self.pane.progress()
+        elif self.model_state is ModelState.READY:
             state.usage = self.chat.usage()
             state.tokens_per_second = self.chat.last_stats.tokens_per_second if self.chat.last_stats else None
         return toolbar_fragments(state)
@@ -156,7 +217,7 @@ class Repl:
             self._loop.call_soon_threadsafe(self._notice, text)
 
     def _notice(self, text: str) -> None:
-        if self.session.app.is_running:
+        if self.session.app.is_running and not self.live:
             run_in_terminal(lambda: self.console.info(text))
         else:
             self.console.info(text)
@@ -185,6 +246,7 @@ class Repl:
                 await self._converse(load)
         finally:
             idle_saves.cancel()
+            await self._end_prompt()
             await self._settle()
             if not load.done():
                 self.console.info("Waiting for the model to finish loading, to release it…")
@@ -234,8 +296,12 @@ class Repl:
 
     def _resumed(self) -> None:
         """SIGCONT after a Ctrl+Z and `fg`: the shell gave the terminal back in its own mode."""
-        if not self.session.app.is_running:  # a prompt restores its own raw mode
+        app = self.session.app
+        if not app.is_running:
             restore_typeahead_mode()
+        elif self.live:  # a prompt up while a reply streams (a stop from outside, not Ctrl+Z)
+            restore_raw_mode(app.input.fileno())
+            app.invalidate()
 
     def _exit_if_quitting(self) -> None:
         """End the prompt if the chat is quitting (also run as each prompt starts, for a
@@ -260,16 +326,11 @@ class Repl:
     async def _converse(self, load: asyncio.Future[None]) -> None:
         while not self.quitting:
             self._last_key = time.monotonic()
-            self.session.editing_mode = EditingMode.VI if self.settings["vi-mode"] else EditingMode.EMACS
             try:
-                # handle_sigint=False: prompt_toolkit would remove our SIGINT handler on exit;
-                # set_exception_handler=False: errors go to the log, not over the screen.
-                text = await self.session.prompt_async(
-                    pre_run=self._exit_if_quitting, handle_sigint=False, set_exception_handler=False
-                )
+                text = await self._next_message()
             except EOFError:
                 return
-            except KeyboardInterrupt:  # Ctrl+C on an empty line: never the end of a chat
+            except EmptyLineInterrupt:  # Ctrl+C on an empty line: never the end of a chat
                 self.console.info("Ctrl+D or /quit ends the chat.")
                 continue
             self.ctrl_c.prompt_started()
@@ -297,6 +358,63 @@ class Repl:
                 await self._reply(text, replace_last)
             elif self.ctrl_c.pressed and not self.quitting:
                 self.console.info("Not sent (Ctrl+C); Up brings the message back.")
+
+    def _start_prompt(self, in_reply: bool = False) -> asyncio.Future[str]:
+        """Put the prompt on screen, with the input line as it was left (`_draft`)."""
+        self.session.editing_mode = EditingMode.VI if self.settings["vi-mode"] else EditingMode.EMACS
+        self._prompt_in_reply = in_reply
+        default, self._draft = self._draft, ""
+        # handle_sigint=False: prompt_toolkit would remove our SIGINT handler on exit;
+        # set_exception_handler=False: errors go to the log, not over the screen.
+        self._prompt = asyncio.ensure_future(
+            self.session.prompt_async(
+                default=default, pre_run=self._exit_if_quitting, handle_sigint=False, set_exception_handler=False
+            )
+        )
+        return self._prompt
+
+    async def _next_message(self) -> str:
+        """What the user sends next: a message queued meanwhile (shown as if typed now, while
+        the prompt, if up, stays up with what is being typed), or what they type."""
+        self._handling = False
+        if self.pane.queued:
+            text = self.pane.queued.pop(0)
+            self.pane.echo([("class:prompt", USER_PREFIX), ("", text.replace("\n", "\n" + CONTINUATION))])
+        elif self.pane.ends_after:  # Ctrl+D during the reply
+            self.pane.ends_after = False
+            await self._end_prompt()
+            raise EOFError
+        else:
+            prompt, self._prompt = self._prompt or self._start_prompt(), None
+            text = await prompt
+        self._handling = True
+        return text
+
+    async def _end_prompt(self) -> None:
+        """Take the prompt off the screen, if one is up (the chat ends)."""
+        prompt, self._prompt = self._prompt, None
+        app = self.session.app
+        if prompt is None:
+            return
+        if app.future is not None and not app.future.done():
+            app.exit(exception=EOFError)
+        with contextlib.suppress(EOFError, EmptyLineInterrupt):
+            await prompt
+
+    def _queue(self, buffer: Buffer) -> None:
+        """Enter while a reply streams: the message waits for the reply's end (and is in the history now)."""
+        buffer.append_to_history()
+        self.pane.queue(buffer.text)
+        buffer.reset()
+
+    def _stop_reply(self, buffer: Buffer) -> None:
+        """Ctrl+C while a message is answered: stop the reply (or the wait before it); the
+        queued messages come back to the input line, before what is being typed, unsent."""
+        queued = self.pane.unqueue()
+        if queued:
+            typed = buffer.text
+            buffer.document = Document(queued + ("\n" + typed if typed else ""), len(queued))
+        self.ctrl_c()
 
     async def _switch_model(self, backend: Backend) -> None:
         """/model: release the model and load the other; the conversation stays. If the
@@ -385,6 +503,7 @@ class Repl:
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[tuple[ReplyEvent, str]] = asyncio.Queue()
         cancel = threading.Event()
+        usage_before = self.chat.usage() if self.live else None  # read before the reply's thread uses the backend
         self._worker = loop.run_in_executor(None, self._generate, text, replace_last, cancel, events, loop)
 
         def interrupt() -> None:
@@ -392,13 +511,20 @@ class Repl:
             events.put_nowait((ReplyEvent.INTERRUPTED, ""))
 
         ended = None
+        renderer = ReplyRenderer(self.color, self.reply_wrap(len(ASSISTANT_PREFIX)))
+        screen: ReplyScreen = ConsoleScreen(self.console, renderer)
+        if self.live:
+            screen = self.pane
+            assert usage_before is not None
+            self.pane.begin(usage_before)
+            if self._prompt is None:
+                self._start_prompt(in_reply=True)
         try:
             with self.ctrl_c.stopping(interrupt):
-                renderer = ReplyRenderer(self.color, self.reply_wrap(len(ASSISTANT_PREFIX)))
-                ended = await show_reply(events, renderer, self.console)
+                ended = await show_reply(events, renderer, self.console, screen)
         finally:
             cancel.set()  # if showing ended abnormally, the generation must end too
-            self.console.write("\n\n")
+            screen.end("")  # (a reply that ended abnormally: what came stays, then a blank line)
         stats = self.chat.last_stats
         if self.verbose and ended is ReplyEvent.DONE and stats is not None:  # DONE comes after the stats
             if len(self.chat.session_stats) == 1:

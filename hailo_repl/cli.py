@@ -298,10 +298,17 @@ def run_turn(
     cancel = threading.Event()
     wrote = False
     wrapper = WordWrap(lambda: shutil.get_terminal_size().columns) if wrap else None
+
     # closing(): on SIGTERM the reply is closed here, so the device's generation ends
     # before the backend is released.
+    def notify(line: str) -> None:
+        if wrote:  # the words the wrap holds first: the line never lands inside the reply
+            sys.stdout.write(wrapper.feed("\n") if wrapper else "\n")
+            sys.stdout.flush()
+        notices.say(line)
+
     try:
-        with contextlib.closing(chat.reply(text, cancel, notify=notices.say)) as pieces:
+        with contextlib.closing(chat.reply(text, cancel, notify=notify)) as pieces:
             for piece in pieces:
                 sys.stdout.write(wrapper.feed(piece) if wrapper else piece)
                 sys.stdout.flush()
@@ -315,18 +322,26 @@ def run_turn(
         notices.say(chat.last_stats.verbose_block())
 
 
+# Characters of stdin read as one message (-p, --single, a line): far more than any context holds,
+# and a stop for a pipe that pours without end (`yes | hailo-repl -p …`), which would fill the memory.
+STDIN_MESSAGE_LIMIT = 4_000_000
+
+
 def messages_from_stdin(single: bool) -> Iterator[str]:
     # Bytes that are not UTF-8 pass as lone surrogates; Chat.reply replaces them and says so.
     if isinstance(sys.stdin, io.TextIOWrapper):
         sys.stdin.reconfigure(errors="surrogateescape")
-    if single:
-        text = sys.stdin.read().strip()
-        if text:
-            yield text
-        return
-    for line in sys.stdin:
-        if line.strip():
-            yield line.rstrip("\n")
+    read = sys.stdin.read if single else sys.stdin.readline
+    while text := read(STDIN_MESSAGE_LIMIT + 1):
+        if len(text) > STDIN_MESSAGE_LIMIT:
+            from hailo_repl.context import ContextOverflowError
+
+            raise ContextOverflowError(
+                f"stdin holds a message of more than {STDIN_MESSAGE_LIMIT // 1_000_000} million characters, "
+                "far more than the context holds; it was not sent"
+            )
+        if text.strip():
+            yield text.strip() if single else text.rstrip("\n")
 
 
 def with_piped_input(prompt: str) -> str:
@@ -424,9 +439,18 @@ def subcommand_in(arguments: list[str]) -> tuple[str, list[str]] | None:
     return found.subcommand, arguments[:at] + arguments[at + 1 :]
 
 
+def streams_closed_at_start_as_devnull() -> None:
+    """A standard stream closed before the start (`<&-`, `>&-`) is None in Python: it reads as
+    empty and writes nowhere, as print() already treats it, instead of failing where first used."""
+    for name, mode in (("stdin", "r"), ("stdout", "w"), ("stderr", "w")):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, mode))  # noqa: SIM115 (the process's, until it ends)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """hailo-repl's entry point: a chat or a subcommand. A reader that goes away (`| head`)
     ends any of them quietly with 141, as other CLIs do."""
+    streams_closed_at_start_as_devnull()
     try:
         try:
             return run(list(sys.argv[1:] if argv is None else argv))

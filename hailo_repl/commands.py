@@ -199,12 +199,19 @@ def paths() -> Completer:
 def typed_path(argument: str) -> Path:
     """The path in a command's argument, typed or pasted as terminals paste a dropped file:
     'in quotes', "in quotes" or with backslash-escaped spaces (one word as a shell reads it).
+    A quote opened first and left open (as Tab completes a name in quotes) closes at the end.
     Text that is not one such word (`my notes.txt`, `John's.txt`) is the path as it is."""
-    try:
-        words = shlex.split(argument)
-    except ValueError:  # a quote left open: an apostrophe in a name
-        words = []
-    return Path(words[0] if len(words) == 1 else argument.strip()).expanduser()
+    text = argument.strip()
+    opening = text[:1] if text[:1] in ("'", '"') else ""
+    for candidate in (text, text + opening) if opening else (text,):
+        try:
+            words = shlex.split(candidate)
+        except ValueError:  # a quote left open: an apostrophe in a name
+            continue
+        if len(words) == 1:
+            return Path(words[0]).expanduser()
+        break
+    return Path(text).expanduser()
 
 
 class ShellPathCompleter(Completer):

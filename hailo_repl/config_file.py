@@ -18,6 +18,7 @@ from hailo_repl.config import config_dir
 from hailo_repl.private_files import (
     FileTooLarge,
     NotARegularFile,
+    not_regular,
     private_dir,
     read_text_limited,
     update_lock,
@@ -52,9 +53,11 @@ def _at(path: Path, mark: yaml.Mark | None) -> str:
 
 def _yaml_error(path: Path, error: yaml.MarkedYAMLError, what: str = "") -> ConfigFileError:
     """The error at the line where the broken construct opened (pyyaml's context mark: an
-    unclosed `[` is only noticed at the end of the file), with where it was noticed."""
+    unclosed `[` is only noticed at the end of the file), with where it was noticed. A block
+    mapping or list has nothing to close: its start (line 1 for the file's own mapping) is
+    not where it broke, so a stray `- 3` is named at its own line."""
     opened, noticed = error.context_mark, error.problem_mark
-    if opened is None or error.context is None:
+    if opened is None or error.context is None or error.context.startswith("while parsing a block"):
         return ConfigFileError(f"{_at(path, noticed)}: {what}{error.problem}")
     where = ""
     if noticed is not None and (noticed.line, noticed.column) != (opened.line, opened.column):
@@ -134,7 +137,10 @@ def load_config(path: Path, required: bool = False) -> dict[str, FileValue]:
 def config_text(path: Path, required: bool = False) -> str:
     """The file's text ("" when it is missing and not `required`), read as /load reads a
     chat: a regular file only (a FIFO would block), once, and no more than
-    CONFIG_READ_LIMIT (pyyaml takes minutes and gigabytes over a huge file)."""
+    CONFIG_READ_LIMIT (pyyaml takes minutes and gigabytes over a huge file). /dev/null
+    is no settings, as `--config /dev/null` means to pip and ssh users."""
+    if os.path.realpath(path) == os.devnull:
+        return ""
     try:
         return read_text_limited(path, CONFIG_READ_LIMIT)
     except FileNotFoundError:
@@ -226,6 +232,9 @@ def with_key(path: Path, text: str, setting: Setting, value: Any) -> str:
 def save_setting(path: Path, setting: Setting, value: Any) -> None:
     """Write one key into the file atomically, keeping its comments and other keys; under the
     file's lock, so two processes saving at once (each its own key) both keep theirs."""
+    refused = not_regular(path)
+    if refused is not None:  # before the lock, which would be made beside a FIFO or in /dev
+        raise ConfigFileError(f"{path}: {refused}; the config file must be a file")
     try:
         with update_lock(path):
             _save_setting_locked(path, setting, value)

@@ -3,9 +3,12 @@ line and the README's key table are written from."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from prompt_toolkit.filters import emacs_insert_mode, vi_insert_mode, vi_navigation_mode
+from prompt_toolkit.buffer import Buffer
+from prompt_toolkit.enums import DEFAULT_BUFFER
+from prompt_toolkit.filters import Filter, emacs_insert_mode, has_focus, vi_insert_mode, vi_navigation_mode
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 
 
@@ -17,7 +20,7 @@ class KeyHelp:
 
 
 KEYS = (
-    KeyHelp("Enter", "send the message"),
+    KeyHelp("Enter", "send the message; while a reply streams, queue it: it is sent when the reply ends"),
     KeyHelp(
         "Alt+Enter, Ctrl+J",
         "new line inside the message (a pasted block of lines stays one message)",
@@ -27,11 +30,11 @@ KEYS = (
     KeyHelp("Tab", "complete a command, a `/set` parameter, or a file path for `/save` and `/load`"),
     KeyHelp(
         "Ctrl+C",
-        "stop a streaming reply (what came stays, marked `[interrupted]`); at the prompt: clear the line; "
-        "it never ends the chat",
+        "stop a streaming reply (what came stays, marked `[interrupted]`; what you typed stays in the input "
+        "line, queued messages too, unsent); at the prompt: clear the line; it never ends the chat",
         brief="Ctrl+C stops a reply",
     ),
-    KeyHelp("Ctrl+D", "quit", brief="Ctrl+D or /quit ends the chat"),
+    KeyHelp("Ctrl+D", "quit (while a reply streams: once it ends)", brief="Ctrl+D or /quit ends the chat"),
     KeyHelp("Ctrl+Z", "suspend to the shell (`fg` comes back)"),
     KeyHelp(
         "Ctrl+X Ctrl+E, Ctrl+G",
@@ -39,6 +42,11 @@ KEYS = (
     ),
     KeyHelp("Esc, then v", "with `vi-mode` on (`--vi`): normal mode (the toolbar shows it), then the editor as above"),
 )
+
+
+class EmptyLineInterrupt(Exception):
+    """Ctrl+C on an empty line ends the prompt with this (not KeyboardInterrupt, which
+    asyncio would carry out of the prompt's task to the top of the event loop)."""
 
 
 def keys_help_text() -> str:
@@ -75,10 +83,41 @@ def load_input_bindings() -> KeyBindings:
         if event.current_buffer.text:
             event.current_buffer.reset()
         else:  # the REPL says how to quit: a burst of Ctrl+C to stop a reply must not end the chat
-            event.app.exit(exception=KeyboardInterrupt)
+            event.app.exit(exception=EmptyLineInterrupt)
 
     @bindings.add("c-@")  # Ctrl+Space sends NUL; by default it starts a selection that eats what is typed next
     def _ignore_nul(event: KeyPressEvent) -> None:
         pass
+
+    return bindings
+
+
+def load_reply_bindings(
+    replying: Filter,
+    stop: Callable[[Buffer], None],
+    queue: Callable[[Buffer], None],
+    end_after: Callable[[], None],
+) -> KeyBindings:
+    """The keys that mean something else while a reply streams under the prompt: Ctrl+C
+    stops the reply (`stop`), Enter queues the message (`queue`), Ctrl+D on an empty
+    line ends the chat once the reply has ended (`end_after`)."""
+    bindings = KeyBindings()
+    in_input = has_focus(DEFAULT_BUFFER)
+
+    @bindings.add("c-c", filter=replying)
+    def _stop_reply(event: KeyPressEvent) -> None:
+        stop(event.app.current_buffer)
+
+    @bindings.add("enter", filter=replying & in_input)
+    def _queue_message(event: KeyPressEvent) -> None:
+        if event.current_buffer.text.strip():
+            queue(event.current_buffer)
+
+    @bindings.add("c-d", filter=replying & in_input)
+    def _end_after_the_reply(event: KeyPressEvent) -> None:
+        if event.current_buffer.text:
+            event.current_buffer.delete()  # as Ctrl+D does on a line with text
+        else:
+            end_after()
 
     return bindings

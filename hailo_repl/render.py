@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from enum import Enum
+from typing import Protocol
 
 from hailo_repl.backends.base import Message
 from hailo_repl.console import ERROR, Console, labelled
@@ -107,6 +108,11 @@ class ReplyRenderer:
         self._code.append(line)
         return "", False
 
+    def break_line(self) -> str:
+        """A line break in the middle of the reply, for a line about it: the word the word-wrap
+        holds, then the break (a code block still held stays held)."""
+        return self.wrap.feed("\n") if self.wrap else "\n"
+
     def flush(self) -> str:
         """End of reply: whatever is held comes out as it is (an unclosed block unhighlighted)."""
         in_code = self._language is not None
@@ -138,27 +144,60 @@ class ReplyEvent(Enum):
     INTERRUPTED = "interrupted"  # Ctrl+C stopped it
 
 
+class ReplyScreen(Protocol):
+    """Where a streamed reply goes: the terminal as it is (ConsoleScreen), or the output
+    pane above a live prompt (pane.ReplyPane)."""
+
+    def piece(self, text: str) -> None:
+        """The next piece of the reply as the renderer gives it (possibly empty: held)."""
+
+    def notice(self, line: str, during_reply: bool) -> None:
+        """A line about the reply (turns dropped, a device stall, a save that failed)."""
+
+    def end(self, tail: str) -> None:
+        """The reply's last text (its end mark or error included), then a blank line."""
+
+
+class ConsoleScreen:
+    """A reply written straight to the console, for a terminal hailo-repl does not redraw."""
+
+    def __init__(self, console: Console, renderer: ReplyRenderer):
+        self.console = console
+        self.renderer = renderer
+        self._ended = False
+
+    def piece(self, text: str) -> None:
+        self.console.write(text)
+
+    def notice(self, line: str, during_reply: bool) -> None:
+        # The words the word-wrap holds come first: the line never lands inside the reply's text.
+        self.console.write((self.renderer.break_line() if during_reply else "") + line + "\n")
+
+    def end(self, tail: str) -> None:
+        if not self._ended:
+            self._ended = True
+            self.console.write(tail + "\n\n")
+
+
 async def show_reply(
-    events: asyncio.Queue[tuple[ReplyEvent, str]], renderer: ReplyRenderer, console: Console
+    events: asyncio.Queue[tuple[ReplyEvent, str]], renderer: ReplyRenderer, console: Console, screen: ReplyScreen
 ) -> ReplyEvent:
-    """Write the reply as its pieces arrive; returns how it ended (DONE, INTERRUPTED or ERROR)."""
+    """Show the reply as its pieces arrive; returns how it ended (DONE, INTERRUPTED or ERROR)."""
     started = False
     while True:
         kind, value = await events.get()
         if kind is ReplyEvent.NOTICE:
-            console.write(("\n" if started else "") + console.wrapped(value) + "\n")
+            screen.notice(console.wrapped(value), during_reply=started)
         elif kind is ReplyEvent.TEXT:
-            if not started:
-                console.write(ASSISTANT_PREFIX)
-                started = True
-            console.write(renderer.feed(value))
+            screen.piece(("" if started else ASSISTANT_PREFIX) + renderer.feed(value))
+            started = True
         else:
             tail = renderer.flush()
             if kind is ReplyEvent.INTERRUPTED:
                 tail += INTERRUPTED_NOTE
             elif kind is ReplyEvent.ERROR:
                 tail += ("\n" if started else "") + console.wrapped(labelled(ERROR, value))
-            console.write(tail)
+            screen.end(tail)
             return kind
 
 

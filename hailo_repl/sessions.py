@@ -45,6 +45,7 @@ from hailo_repl.private_files import (
     write_atomically,
     write_bytes_atomically,
 )
+from hailo_repl.streaming import terminal_safe
 
 INDEX_NAME = ".index.json"
 INDEX_VERSION = 1
@@ -91,7 +92,10 @@ class ChatSummary:
         return moment.astimezone().strftime("%Y-%m-%d %H:%M")
 
     def line(self) -> str:
-        return f"{self.id:<10} {self.when()}  {self.model[:24]:<24} {self.turns:>3} turns  {self.first_words}"
+        """The chat in one row of a listing, safe to print: what was typed, piped or put in a
+        file runs no escape sequence and breaks no row."""
+        row = f"{self.id:<10} {self.when()}  {self.model[:24]:<24} {self.turns:>3} turns  {self.first_words}"
+        return terminal_safe(row).replace("\n", " ").replace("\t", " ")
 
 
 SUMMARY_TYPES = typing.get_type_hints(ChatSummary)  # what each field of an index entry must be
@@ -185,11 +189,16 @@ class SessionStore:
             entries = list(os.scandir(self.directory))
         except OSError:
             return {}
-        return {
-            entry.name: entry.stat()
-            for entry in entries
-            if entry.name.endswith(".json") and not entry.name.startswith(".") and entry.is_file()
-        }
+        files = {}
+        for entry in entries:
+            if not entry.name.endswith(".json") or entry.name.startswith("."):
+                continue
+            try:
+                if entry.is_file():
+                    files[entry.name] = entry.stat()
+            except OSError:  # a symlink loop, or removed since the scan: not a chat to list
+                continue
+        return files
 
     def _read_index(self) -> dict[str, Any]:
         try:

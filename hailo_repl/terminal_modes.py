@@ -69,3 +69,12 @@ def keep_pastes_bracketed() -> None:
     if sys.stdout.isatty():
         sys.stdout.write(BRACKETED_PASTE_ON)
         sys.stdout.flush()
+
+
+def restore_raw_mode(fileno: int) -> None:
+    """The prompt's raw mode again, after a suspend in which the shell put the terminal back
+    in its own mode while the prompt was up (prompt_toolkit's own restore runs when it ends)."""
+    from prompt_toolkit.input.vt100 import raw_mode
+
+    with contextlib.suppress(OSError):
+        raw_mode(fileno).__enter__()

@@ -10,6 +10,7 @@ from prompt_toolkit.key_binding.vi_state import InputMode
 from prompt_toolkit.styles import Style
 
 from hailo_repl.context import ContextUsage
+from hailo_repl.pane import ReplyProgress
 
 BACKEND_LABELS = {
     "hailo": "Hailo-10H",
@@ -27,7 +28,10 @@ STYLE = Style.from_dict(
         "toolbar.ctx.full": "bg:#262626 #ff5f5f bold",
         "toolbar.status": "bg:#262626 #87afff",
         "toolbar.vi": "bg:#262626 #d7afff bold",
+        "toolbar.reply": "bg:#262626 #87afff",
         "prompt": "bold #5fafff",
+        "queued": "#808080",
+        "notice": "#d0d0d0",
     }
 )
 
@@ -46,6 +50,7 @@ class ToolbarState:
     usage: ContextUsage | None = None
     tokens_per_second: float | None = None
     vi_mode: InputMode | None = None  # None: emacs keys
+    reply: ReplyProgress | None = None  # while a reply streams (or messages wait for it)
 
 
 VI_MODE_LABELS = {
@@ -68,6 +73,22 @@ def toolbar_fragments(state: ToolbarState) -> StyleAndTextTuples:
         parts.append(("class:toolbar.ctx.full", "│ model failed to load "))
     if state.usage is not None and state.status is ModelState.READY:
         parts += [("", "│ "), (f"class:toolbar.ctx.{state.usage.level}", state.usage.short()), ("", " ")]
+    if state.reply is not None:
+        return parts + reply_fragments(state.reply)
     if state.tokens_per_second:
         parts.append(("", f"│ {state.tokens_per_second:.1f} tok/s "))
+    return parts
+
+
+def reply_fragments(reply: ReplyProgress) -> StyleAndTextTuples:
+    """│ 41.2 tok/s │ generating 3s │ 1 queued"""
+    parts: StyleAndTextTuples = []
+    if reply.tokens_per_second:
+        parts.append(("", f"│ {reply.tokens_per_second:.1f} tok/s "))
+    doing = "generating" if reply.first_token else "waiting for the first token"
+    parts.append(("class:toolbar.reply", f"│ {doing} {reply.seconds:.0f}s "))
+    if reply.queued:
+        parts.append(("class:toolbar.reply", f"│ {reply.queued} queued "))
+    if reply.ends_after:
+        parts.append(("class:toolbar.reply", "│ quits after the reply "))
     return parts

@@ -5,6 +5,10 @@ terminal emulator answers at once. pexpect does not, and prompt_toolkit then nei
 draws the bottom toolbar nor leaves raw mode until a 1 s timeout after each prompt
 (so a Ctrl+C sent in that second would reach the next prompt as a key). `Terminal`
 answers those requests whenever it waits for output, as a terminal would.
+
+While a reply streams, the prompt is up and prompt_toolkit redraws only the cells that
+change, so text on screen need not be contiguous in the bytes: `Terminal.screen` (pyte)
+is what a terminal would show, scrollback included, and `expect_screen` waits on it.
 """
 
 from __future__ import annotations
@@ -14,12 +18,16 @@ import os
 import re
 import shutil
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
 import pexpect
+import pyte
 
 CPR_REQUEST = r"\x1b\[6n"
+TOOLBAR = re.compile(r" · .* │ ")  # the toolbar's "model · backend │ …"
+REPLYING = re.compile(r"│ (generating|waiting for the first token) ")
 FAKES = Path(__file__).parent / "fakes"  # the hailo_platform double
 ANSI_SEQUENCE = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07]*\x07|[@-Z\\-_])")
 
@@ -57,6 +65,39 @@ def hailo_repl_command() -> list[str]:
     return [found]
 
 
+class ScreenModel:
+    """What a terminal shows of the program's output (pyte, with its scrollback), for checks
+    on the screen rather than on the bytes: a live prompt redraws only the cells that change."""
+
+    def __init__(self, rows: int, cols: int):
+        self.screen = pyte.HistoryScreen(cols, rows, history=100_000)
+        self.stream = pyte.Stream(self.screen)
+
+    def write(self, text: str) -> None:  # pexpect's logfile_read
+        self.stream.feed(text)
+
+    def flush(self) -> None:
+        pass
+
+    def resize(self, rows: int, cols: int) -> None:
+        self.screen.resize(rows, cols)
+
+    def _text(self, line) -> str:
+        return "".join(line[x].data for x in range(self.screen.columns)).rstrip()
+
+    def rows(self) -> list[str]:
+        """The screen's rows now, top to bottom."""
+        return [self._text(self.screen.buffer[y]) for y in range(self.screen.lines)]
+
+    def scrollback(self) -> list[str]:
+        """The rows scrolled off the top, then the screen's rows: everything, as a user scrolls back."""
+        return [self._text(line) for line in self.screen.history.top] + self.rows()
+
+    def last_row(self) -> str:
+        """The screen's last row with something on it."""
+        return next((row for row in reversed(self.rows()) if row.strip()), "")
+
+
 class Terminal:
     def __init__(self, args: list[str], env: dict, rows: int = 30, cols: int = 110, timeout: float = 120):
         command = hailo_repl_command()
@@ -71,7 +112,8 @@ class Terminal:
         )
         self.child.delaybeforesend = None  # keystrokes go at once, as typed
         self.transcript = io.StringIO()  # all the program wrote, for a failure to show
-        self.child.logfile_read = self.transcript
+        self.screen = ScreenModel(rows, cols)
+        self.child.logfile_read = _Both(self.transcript, self.screen)
 
     def expect(self, *patterns, timeout: float | None = -1) -> int:
         """Index of the first of `patterns` to appear (pexpect.EOF/TIMEOUT allowed).
@@ -93,6 +135,47 @@ class Terminal:
                 continue
             return index - 1
 
+    def expect_screen(self, pattern: str, timeout: float = 60) -> re.Match:
+        """Wait until `pattern` shows on the screen (the rows now, not the scrollback)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = re.search(pattern, "\n".join(self.screen.rows()))
+            if found:
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"waiting for {pattern!r} on screen: timed out; it showed:\n{self.screen_rows()}")
+            self.pump(0.02)
+
+    def expect_reply_end(self, timeout: float = 60) -> None:
+        """Wait until no reply streams: the toolbar (the last row) says neither "generating" nor "waiting"
+        (the terminal must be wide enough for the toolbar to show them: about 100 columns)."""
+        deadline = time.monotonic() + timeout
+        while REPLYING.search(self.screen.last_row()) or not TOOLBAR.search(self.screen.last_row()):
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"waiting for the reply to end: timed out; the screen showed:\n{self.screen_rows()}"
+                )
+            self.pump(0.02)
+
+    def pump(self, seconds: float) -> None:
+        """Read what the program writes for `seconds`, answering cursor-position requests."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                if self.child.expect([CPR_REQUEST, pexpect.TIMEOUT], timeout=left) == 0:
+                    self.child.send(f"\x1b[{self.rows};1R")
+            except pexpect.EOF:
+                return
+
+    def screen_rows(self) -> str:
+        return "\n".join(self.screen.rows())
+
+    def resize(self, rows: int, cols: int) -> None:
+        """The terminal's window resized (SIGWINCH to the program)."""
+        self.rows = rows
+        self.screen.resize(rows, cols)
+        self.child.setwinsize(rows, cols)
+
     def screen_text(self, size: int = 2000) -> str:
         """The last `size` characters the program wrote, escape sequences removed."""
         return ANSI_SEQUENCE.sub("", self.transcript.getvalue())[-size:]
@@ -112,3 +195,17 @@ class Terminal:
         self.expect(pexpect.EOF)
         self.child.close()
         return self.child.exitstatus
+
+
+class _Both:
+    """A file-like that writes to two: the transcript and the screen model."""
+
+    def __init__(self, *files):
+        self.files = files
+
+    def write(self, text: str) -> None:
+        for file in self.files:
+            file.write(text)
+
+    def flush(self) -> None:
+        pass

@@ -14,6 +14,7 @@ from scripted import ScriptedBackend
 from hailo_repl.app import Repl
 from hailo_repl.backends.base import BackendError, GenerationParams
 from hailo_repl.chat import Chat
+from hailo_repl.conversation import ConversationFileError
 
 # After each chunk of keys, as a user pauses; keys that come sooner wait in the pipe for the
 # next prompt, as typeahead does.
@@ -260,3 +261,23 @@ def test_set_save_in_the_repl_writes_the_users_config_file(home):
     assert repl.config_file == config
     assert config.read_text() == "temperature: 0.3\n"
     assert repl.chat.params.temperature == 0.3
+
+
+class UnwritableStore:
+    """A chat store whose every save fails, as on a full disk."""
+
+    writable = True
+
+    def save(self, record, messages, *version):
+        raise ConversationFileError("cannot write the chat: No space left on device")
+
+
+def test_a_save_error_during_a_reply_comes_after_its_last_word(capsys):
+    backend = ScriptedBackend(["Hello", " there"])
+    chat = Chat(backend, "sys", GenerationParams(), store=UnwritableStore())
+    with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
+        repl = Repl(chat, history=False)  # word-wrap on: "there" waits in the wrap for the reply's end
+        pipe.send_text("hi\r/quit\r")
+        assert asyncio.run(repl.run()) == 0
+    out = capsys.readouterr().out
+    assert "Assistant: Hello there\n[Error] cannot write the chat: No space left on device\n" in out

@@ -73,6 +73,28 @@ def test_a_json_file_that_is_not_a_chat_is_not_listed_continued_or_resumed(isola
         store.find("huge")
 
 
+def test_a_name_that_cannot_be_followed_is_left_out_of_the_list(isolated_home):
+    store = SessionStore(sessions(isolated_home))
+    real = a_chat(store)
+    (store.directory / "loop.json").symlink_to("loop.json")  # ELOOP on stat, on every listing
+    assert [c.id for c in store.chats()] == [real]
+    for args in (["--list-chats"], ["--resume", real[:4]], ["-c"]):
+        result = run(*args, *([] if args == ["--list-chats"] else ["--max-tokens", "1", "-p", "hi"]))
+        assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+
+
+def test_a_listing_runs_no_escape_sequence_from_a_chat(isolated_home):
+    store = SessionStore(sessions(isolated_home))
+    chat_id = a_chat(store, "a\x1b]0;owned\x07b \x1b[2J piped")  # `cat file | hailo-repl -p …` can start one
+    path = store.directory / f"{chat_id}.json"
+    document = json.loads(path.read_text())
+    path.write_text(json.dumps({**document, "model": "m\x1b[31m\nnext row"}))
+    listing = run("--list-chats")
+    assert listing.returncode == 0, listing.stderr
+    (row,) = listing.stdout.splitlines()  # the model's newline breaks no row
+    assert row.startswith(chat_id) and row.endswith("piped") and row.isprintable()  # no ESC, no BEL
+
+
 # ---- the index -----------------------------------------------------------------------------
 
 

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 from conftest import hailo_repl_command
-from terminal import user_messages_sent
+from terminal import user_messages_sent, with_fakes
 
 from hailo_repl.cli import SUBCOMMANDS, main
 from hailo_repl.wrap import wrap_text
@@ -189,3 +189,69 @@ def test_empty_stdin_leaves_the_prompt_alone(isolated_home, hailo_resources, fak
     assert main(["-p", "hello"]) == 0
 
     assert user_messages_sent([e for e in fake_log() if e["event"] == "generate"]) == ["hello"]
+
+
+# ---- a standard stream closed before the start -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "redirect"),
+    [(["--list-chats"], ">&-"), (["config"], ">&-"), (["-p", "hi"], ">&-"), (["-p", "hi"], "<&-")],
+)
+def test_a_stream_closed_before_the_start_is_no_traceback(args, redirect, isolated_home, hailo_resources, fake_script):
+    hailo_resources(QWEN)
+    fake_script([{"tokens": ["Hi."]}])
+    result = subprocess.run(
+        ["sh", "-c", f'exec "$@" {redirect}', "sh", *hailo_repl_command(), *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        env=with_fakes(),
+        timeout=60,
+    )
+    assert (result.returncode, result.stderr) == (0, b"")
+    if redirect == "<&-":  # stdin closed: read as empty, the prompt alone is the message
+        assert result.stdout == b"Hi.\n"
+
+
+@pytest.mark.timeout(60)
+def test_a_pipe_that_pours_without_end_is_one_line_not_a_hang(isolated_home, hailo_resources, fake_script):
+    hailo_resources(QWEN)
+    fake_script([{"tokens": ["Hi."]}])
+    pouring = subprocess.Popen(["yes"], stdout=subprocess.PIPE)  # never ends by itself
+    try:
+        result = subprocess.run(
+            hailo_repl_command() + ["-p", "hi"],
+            stdin=pouring.stdout,
+            capture_output=True,
+            text=True,
+            env=with_fakes(),
+            timeout=45,
+        )
+    finally:
+        pouring.kill()
+        pouring.wait()
+        pouring.stdout.close()
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == TOO_LONG
+
+
+TOO_LONG = (
+    "Error: stdin holds a message of more than 4 million characters, far more than the context holds; it was not sent\n"
+)
+
+
+@pytest.mark.parametrize("mode", [["--single"], []])
+def test_a_message_longer_than_stdin_holds_for_one_is_one_line(mode, isolated_home, hailo_resources, fake_script):
+    """--single reads stdin as one message, and without it each line is one: either is capped."""
+    hailo_resources(QWEN)
+    fake_script([{"tokens": ["Hi."]}])
+    result = subprocess.run(
+        hailo_repl_command() + mode,
+        input="hello\n" + "x" * 4_000_001 + "\nnever sent\n",
+        capture_output=True,
+        text=True,
+        env=with_fakes(),
+        timeout=60,
+    )
+    assert result.returncode == 1 and result.stderr == TOO_LONG
+    assert result.stdout == ("" if mode else "Hi.\n")  # line by line, the lines before it were answered

@@ -35,6 +35,20 @@ PATH = Path("/home/u/.config/hailo-repl/config.yaml")
             "expected ',' or '}', but got '<stream end>' (at line 3, column 1)",
         ),
         ("temperature: 0.2\n  max-tokens: 3\n", f"{PATH}:2:13: not valid YAML: mapping values are not allowed here"),
+        (
+            "temperature: [0.2, 0.3\nmax-tokens: 3\n",  # noticed on the next line, opened on this one
+            f"{PATH}:1:14: not valid YAML: while parsing a flow sequence that starts here: "
+            "expected ',' or ']', but got ':' (at line 2, column 11)",
+        ),
+        # The file's own mapping opened at 1:1 and is not what broke: the line that did is named.
+        (
+            "model: x\ntemperature: 0.2\n- 3\nverbose: true\n",
+            f"{PATH}:3:1: not valid YAML: expected <block end>, but found '-'",
+        ),
+        (
+            'model: x\nsystem-prompt: "Be brief." always\n',
+            f"{PATH}:2:28: not valid YAML: expected <block end>, but found '<scalar>'",
+        ),
     ],
 )
 def test_a_yaml_error_names_the_line_where_the_broken_construct_opened(text, message):
@@ -79,3 +93,20 @@ def test_the_command_line_says_it_in_one_line_and_exits_2(tmp_path, isolated_hom
         assert main(args) == 2
         out, err = capsys.readouterr()
         assert out == "" and err == f"Error: {fifo}: it is a FIFO, not a file; the config file must be a file\n"
+
+
+@pytest.mark.parametrize("how", ["flag", "env", "symlink"])
+def test_dev_null_as_the_config_file_is_no_settings(how, tmp_path, isolated_home, capsys, monkeypatch):
+    """`--config /dev/null`, as pip and ssh users write it: every setting at its default."""
+    args = ["config", "--temperature", "0.4"]  # one line not at its default, so the origins are read
+    if how == "flag":
+        args += ["--config", os.devnull]
+    elif how == "env":
+        monkeypatch.setenv("HAILO_REPL_CONFIG", os.devnull)
+    else:
+        (tmp_path / "config.yaml").symlink_to(os.devnull)
+        args += ["--config", str(tmp_path / "config.yaml")]
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    origins = [line.rsplit("#", 1)[1].strip() for line in out.splitlines() if not line.startswith("#")]
+    assert err == "" and origins.count("flag") == 1 and set(origins) == {"flag", "default"}

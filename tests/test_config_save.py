@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -38,3 +39,9 @@ def test_a_save_that_would_make_the_file_too_large_to_read_is_refused(tmp_path):
     assert config.read_text() == "temperature: 0.2\n"
     save_setting(config, SETTINGS["system-prompt"], "Be brief.")
     assert load_config(config)["system-prompt"].value == "Be brief."
+
+
+def test_saving_to_dev_null_is_one_line(tmp_path):
+    with pytest.raises(ConfigFileError) as raised:
+        save_setting(Path(os.devnull), SETTINGS["temperature"], 0.3)
+    assert str(raised.value) == f"{os.devnull}: it is a device, not a file; the config file must be a file"

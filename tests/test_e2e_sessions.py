@@ -43,7 +43,7 @@ def exchange(term: Terminal, text: str, answer: str) -> None:
     """Send `text`, see `answer` (a pattern), and the prompt back."""
     term.send(text + "\r")
     term.expect(answer)
-    term.expect(PROMPT)
+    term.expect_reply_end()
 
 
 def quit_chat(term: Terminal) -> None:
@@ -114,11 +114,11 @@ def test_history_then_resume_with_tab_inside_the_repl(env, tmp_path):
 
 
 def reply_lines(term: Terminal, start: str) -> list[str]:
-    """The lines the terminal received from `start` up to the next prompt, escapes removed."""
-    raw = term.transcript.getvalue()
-    text = raw[raw.rindex(start) :]
-    text = ANSI_SEQUENCE.sub("", text[: text.index(PROMPT)])
-    return [line for line in text.replace("\r", "").split("\n") if line.strip()]
+    """The terminal's rows from the last that begins with `start` up to the next prompt."""
+    rows = term.screen.scrollback()
+    first = max(index for index, row in enumerate(rows) if row.startswith(start))
+    end = next(index for index in range(first, len(rows)) if rows[index].startswith(PROMPT.strip()))
+    return [row for row in rows[first:end] if row.strip()]
 
 
 def cells(line: str) -> int:
@@ -135,7 +135,7 @@ def test_a_streamed_reply_with_cjk_wraps_at_40_columns_and_word_wrap_off_leaves_
         cols=40,
     )
     term.expect(PROMPT)
-    exchange(term, "hi", "半。")
+    exchange(term, "hi", "半。\r\n\r\n")  # the reply's end as written to the scrollback (a 40-column toolbar is cut)
     lines = reply_lines(term, "Assistant: ")
     assert all(cells(line) <= 40 for line in lines), lines
     words = " ".join(lines).split()
@@ -144,7 +144,7 @@ def test_a_streamed_reply_with_cjk_wraps_at_40_columns_and_word_wrap_off_leaves_
     assert "".join("".join(lines).split()) == "Assistant:" + "".join(english.split()) + chinese
 
     exchange(term, "/set word-wrap off", "word-wrap = false")
-    exchange(term, "again", "半。")
+    exchange(term, "again", "半。\r\n\r\n")
     raw = term.transcript.getvalue()
     last = ANSI_SEQUENCE.sub("", raw[raw.rindex("Assistant: ") :])
     assert "Assistant: " + english + " " + chinese in last.replace("\r", "")  # one line: the terminal folds it

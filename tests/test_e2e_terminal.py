@@ -79,7 +79,7 @@ def test_a_session_on_the_hailo_double(hailo_env, tmp_path):
     term.expect(r"ctx [1-9]\d*/4096")  # the gauge moved after the reply
 
     term.send("Tell me everything\r")
-    term.expect("word5 ")
+    term.expect_screen("word5 ")
     term.interrupt()
     term.expect(r"\[interrupted\]")
     term.expect(PROMPT)
@@ -242,7 +242,7 @@ def test_a_message_typed_while_a_reply_streams_is_sent_after_it(hailo_env, tmp_p
     )
     term.expect(PROMPT)
     term.send("first\r")
-    term.expect("t1 ")
+    term.expect_screen("t1 ")
     term.send("second\r")  # typed ahead, Enter included
     term.expect("t9 ")
     term.expect("Assistant: Typed ahead")
@@ -259,7 +259,7 @@ def test_a_block_pasted_while_a_reply_streams_stays_one_message(hailo_env, tmp_p
     term.send("first\r")
     term.expect(r"\x1b\[\?2004l")  # the prompt ended and turned bracketed paste off...
     term.expect(r"\x1b\[\?2004h")  # ...and the REPL turned it back on for the reply
-    term.expect("t1 ")
+    term.expect_screen("t1 ")
     term.send("\x1b[200~line one\rline two\x1b[201~\r")  # what a terminal sends for a paste
     term.expect("Assistant: Got it")
     term.expect(PROMPT)
@@ -305,7 +305,7 @@ def test_a_termination_signal_during_a_reply_stops_it_before_the_release(hailo_e
     term = hailo_terminal(env, tmp_path, {"replies": [["word "] * 400], "delay_ms": 20})
     term.expect(PROMPT)
     term.send("Tell me everything\r")
-    term.expect("word word word")
+    term.expect_screen("word word word")
     term.child.kill(signum)
     term.wait_for_exit()  # (its exit code is the signal tests' business)
     recorded = [e["event"] for e in events(log)]
@@ -319,7 +319,7 @@ def test_clear_right_after_ctrl_c_waits_for_the_abort(hailo_env, tmp_path):
     term = hailo_terminal(env, tmp_path, {"replies": [["word "] * 400, ["Fresh"]], "delay_ms": 100})
     term.expect(PROMPT)
     term.send("Tell me everything\r")
-    term.expect("word word")
+    term.expect_screen("word word")
     term.interrupt()
     term.expect(PROMPT)
     term.send("/clear\r")  # while the abort may still be on its way

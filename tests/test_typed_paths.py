@@ -83,5 +83,6 @@ def test_tab_completes_a_path_in_the_quoting_it_was_begun_in(tmp_path, monkeypat
     assert completions("/file my\\ n") == ["otes,\\ old.txt", "otes.txt"]
     assert completions(f"/load '{tmp_path}/my") == [" notes, old.txt", " notes.txt"]
 
-    escaped = "/file my\\ n" + completions("/file my\\ n")[0]
-    assert Context(tmp_path).run(escaped).startswith("[Info] my notes, old.txt: 1 characters")
+    for begun in ("/file my\\ n", "/file 'my n", '/file "my n'):  # Enter right after Tab attaches the file
+        completed = begun + completions(begun)[0]
+        assert Context(tmp_path).run(completed).startswith("[Info] my notes, old.txt: 1 characters"), completed

@@ -1,0 +1,257 @@
+"""The output pane: while a reply streams, the prompt for the next message stays up under it.
+
+The prompt (the input line and the live toolbar) is one prompt_toolkit application,
+not full screen, drawn at the bottom of what the chat has printed. Above it, the
+reply's unfinished line shows in "live rows"; each line the reply finishes goes into
+the terminal's scrollback, written as it is (so scrolling back, copying with the
+mouse and word-wrap work as when nothing else is drawn), in one write: erase the
+frame, write the line, draw the frame again, inside synchronized output so the
+terminal shows no half-drawn frame. (patch_stdout cannot do this: it holds text after
+the last newline, flushes every 0.2 s, and asks the cursor position after each write.)
+
+Keys typed meanwhile are the prompt's: the text shows and can be edited; Enter queues
+it, to be sent when the reply ends; Ctrl+C stops the reply (keys.load_reply_bindings).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from prompt_toolkit import print_formatted_text
+from prompt_toolkit.application import Application
+from prompt_toolkit.application.current import set_app
+from prompt_toolkit.filters import Condition, is_done
+from prompt_toolkit.formatted_text import FormattedText, StyleAndTextTuples
+from prompt_toolkit.layout import ConditionalContainer, Dimension, FormattedTextControl, Window
+from prompt_toolkit.output import Output
+from prompt_toolkit.renderer import print_formatted_text as print_formatted
+
+from hailo_repl.context import ContextUsage
+
+LIVE_ROWS = 6  # the most rows of the reply's unfinished part shown at once
+# Seconds between two redraws for the reply's unfinished line (one per token costs a render each:
+# ~2.5 ms of CPU on a small machine); keys typed meanwhile are drawn at once as ever.
+LIVE_REDRAW_INTERVAL = 1 / 8
+SYNC_BEGIN, SYNC_END = "\x1b[?2026h", "\x1b[?2026l"  # synchronized output: the terminal shows the frame whole
+QUEUED_PREFIX = "queued: "
+
+
+@dataclass
+class ReplyProgress:
+    """What the toolbar shows of the reply streaming now."""
+
+    first_token: bool  # False while waiting for it
+    seconds: float  # since the message was sent
+    tokens_per_second: float | None
+    queued: int  # messages waiting for the reply to end
+    ends_after: bool  # Ctrl+D was pressed: the chat ends after the reply (and the queued messages)
+
+
+@contextlib.contextmanager
+def one_write(output: Output) -> Iterator[None]:
+    """Everything written to `output` meanwhile reaches the terminal in one write (the
+    renderer flushes after each of its steps)."""
+    flush = output.flush
+    output.flush = lambda: None  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del output.flush  # the class's flush again
+        flush()
+
+
+class ReplyPane:
+    """The reply's way to the screen while the prompt is up (render.ReplyScreen), and what
+    the prompt shows of it: the live rows, the queued messages, the toolbar's progress."""
+
+    def __init__(self, app: Application[str]):
+        self.app = app
+        self.streaming = False
+        self.queued: list[str] = []
+        self.ends_after = False
+        self._live = ""  # the reply's text after the last line it finished
+        self._held_notices: list[str] = []  # lines about the reply, for after its last word
+        self._deferred: list[str | FormattedText] = []  # to commit once the terminal is the prompt's again
+        self._line = ""  # text printed (by the console) without its newline yet
+        self._started = 0.0
+        self._first_token: float | None = None
+        self._pieces = 0
+        self._usage_before: ContextUsage | None = None
+        self._last_redraw = 0.0  # (monotonic) when the reply last asked for a redraw
+        self._redraw_waiting = False
+        app.after_render += self._commit_deferred
+
+    # ---- the layout's parts ------------------------------------------------------------
+
+    def rows(self) -> ConditionalContainer:
+        """The live rows and the queued messages, above the input line (hidden once the prompt is done)."""
+        window = Window(
+            FormattedTextControl(self._fragments),
+            wrap_lines=True,
+            dont_extend_height=True,
+            height=lambda: Dimension(max=LIVE_ROWS + len(self._held_notices) + len(self.queued)),
+        )
+        shown = Condition(lambda: bool(self._live or self._held_notices or self.queued))
+        return ConditionalContainer(window, shown & ~is_done)
+
+    def _fragments(self) -> StyleAndTextTuples:
+        rows = list(self._rows())[-LIVE_ROWS - len(self._held_notices) - len(self.queued) :]
+        most = self.app.output.get_size().columns * LIVE_ROWS  # a line without word-wrap: its end shows
+        fragments: StyleAndTextTuples = []
+        for style, text in rows:
+            fragments.append((style, ("\n" if fragments else "") + text.expandtabs()[-most:]))
+        return fragments
+
+    def _rows(self) -> Iterator[tuple[str, str]]:
+        """The reply's unfinished line(s), the lines about it so far, the queued messages."""
+        if self._live:
+            yield from (("", line) for line in self._live.split("\n"))
+        yield from (("class:notice", line) for line in self._held_notices)
+        yield from (("class:queued", QUEUED_PREFIX + text.split("\n", 1)[0]) for text in self.queued)
+
+    # ---- a reply ---------------------------------------------------------------------------
+
+    def begin(self, usage_before: ContextUsage) -> None:
+        self.streaming = True
+        self._live, self._held_notices, self._pieces, self._first_token = "", [], 0, None
+        self._started = time.perf_counter()
+        self._usage_before = usage_before
+        self.app.erase_when_done = True  # a prompt ended mid-reply (a quit) leaves no frame behind
+
+    def piece(self, text: str) -> None:
+        """The next piece of the reply, as the renderer gives it (it may be empty: held)."""
+        if self._first_token is None:
+            self._first_token = time.perf_counter()
+        self._pieces += 1
+        self._live += text
+        finished, newline, self._live = self._live.rpartition("\n")
+        if newline:
+            self.commit(finished + newline)
+        elif text:  # (the toolbar's figures wait for the next word, or its refresh)
+            self._redraw_soon()
+
+    def _redraw_soon(self) -> None:
+        """Redraw for the reply now, or once LIVE_REDRAW_INTERVAL has passed since the last time."""
+        if self._redraw_waiting:
+            return
+        wait = self._last_redraw + LIVE_REDRAW_INTERVAL - time.monotonic()
+        if wait <= 0 or self.app.loop is None:
+            self._redraw_now()
+        else:
+            self._redraw_waiting = True
+            self.app.loop.call_later(wait, self._redraw_now)
+
+    def _redraw_now(self) -> None:
+        self._redraw_waiting = False
+        self._last_redraw = time.monotonic()
+        self.app.invalidate()
+
+    def notice(self, line: str, during_reply: bool) -> None:
+        """A line about the reply: before its first word at once; after it, shown under the
+        reply and kept for after its last word."""
+        if not during_reply:
+            self.commit(line + "\n")
+            return
+        self._held_notices.append(line)
+        self.app.invalidate()
+
+    def end(self, tail: str) -> None:
+        """The reply has ended: its rest, then the lines about it, then a blank line."""
+        if not self.streaming:
+            return
+        reply, notices = self._live, "".join(line + "\n" for line in self._held_notices)
+        self._live, self._held_notices = "", []
+        self.streaming = False
+        self.app.erase_when_done = False
+        # Asking where the frame now starts lets the idle prompt fill the screen down, as prompt_toolkit draws it.
+        self.commit(reply + tail + "\n" + notices + "\n", ask_position=True)
+
+    def progress(self) -> ReplyProgress:
+        now = time.perf_counter()
+        first = self._first_token
+        rate = (self._pieces - 1) / (now - first) if first is not None and self._pieces > 1 and now > first else None
+        return ReplyProgress(first is not None, now - self._started, rate, len(self.queued), self.ends_after)
+
+    def usage(self, used_now: int) -> ContextUsage | None:
+        """The context while the reply streams: the backend's count if it counts as it goes,
+        else the count before the reply plus what has come since (an estimate)."""
+        before = self._usage_before
+        if before is None:
+            return None
+        estimate = min(before.used + self._pieces, before.capacity)
+        if used_now >= estimate:
+            return ContextUsage(used_now, before.capacity, before.estimated)
+        return ContextUsage(estimate, before.capacity, True)
+
+    # ---- the queue ------------------------------------------------------------------------
+
+    def queue(self, text: str) -> None:
+        self.queued.append(text)
+        self.app.invalidate()
+
+    def end_after(self) -> None:
+        self.ends_after = True
+        self.app.invalidate()
+
+    def unqueue(self) -> str:
+        """The queued messages, taken back (Ctrl+C): their text, a line each."""
+        text = "\n".join(self.queued)
+        self.queued, self.ends_after = [], False
+        return text
+
+    # ---- writing above the prompt -------------------------------------------------------
+
+    def print(self, text: str) -> None:
+        """Text from hailo-repl itself (a command's lines, a notice): above the prompt if it is up
+        (there, a line shows once it is whole)."""
+        if not self.app.is_running:
+            text, self._line = self._line + text, ""
+            self.commit(text)
+            return
+        self._line += text
+        finished, newline, self._line = self._line.rpartition("\n")
+        if newline:
+            self.commit(finished + newline)
+
+    def echo(self, fragments: StyleAndTextTuples) -> None:
+        """A line as prompt_toolkit shows formatted text (a queued message, as the prompt shows it)."""
+        if not self.app.is_running:
+            print_formatted_text(FormattedText(fragments), style=self.app.style)
+            return
+        self.commit(FormattedText([*fragments, ("", "\n")]))
+
+    def commit(self, text: str | FormattedText, ask_position: bool = False) -> None:
+        """Put `text` (whole lines) into the scrollback, above the prompt if it is up."""
+        app = self.app
+        if not app.is_running:
+            sys.stdout.write(text if isinstance(text, str) else "".join(part[1] for part in text))
+            sys.stdout.flush()
+            return
+        if app._running_in_terminal or self._deferred:  # an editor or a suspend has the terminal now
+            self._deferred.append(text)
+            return
+        output = app.output
+        with one_write(output):
+            output.write_raw(SYNC_BEGIN)
+            app.renderer.erase()
+            if isinstance(text, str):
+                output.write_raw(text)
+            else:
+                print_formatted(output, text, app.renderer.style, color_depth=app.color_depth)
+            if ask_position:
+                app.renderer.request_absolute_cursor_position()
+            with set_app(app):
+                app.render_counter += 1  # (the controls' caches are per render)
+                app.renderer.render(app, app.layout)
+            output.write_raw(SYNC_END)
+        self._last_redraw = time.monotonic()
+
+    def _commit_deferred(self, app: Application[str]) -> None:
+        if self._deferred and not app._running_in_terminal and app.loop:
+            deferred, self._deferred = self._deferred, []
+            for text in deferred:
+                app.loop.call_soon(self.commit, text)

@@ -1,0 +1,174 @@
+"""The output pane in a real terminal (the installed hailo-repl in a pty, read through a
+pyte screen): while a reply streams the toolbar is the bottom line and changes, typed text
+shows and is sent after the reply, and the scrollback holds the reply once, whatever ends it."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from terminal import Terminal, user_messages_sent, with_fakes
+
+pytestmark = pytest.mark.e2e
+
+QWEN = "Qwen2.5-1.5B-Instruct"
+TOOLBAR = "Qwen2.5-1.5B-Instruct · Hailo-10H │ ctx"
+
+
+def words(count: int, start: int = 0) -> list[str]:
+    return [f"w{i} " for i in range(start, start + count)]
+
+
+def reply_text(tokens: list[str]) -> str:
+    return "".join(tokens).strip()
+
+
+@pytest.fixture
+def pane(isolated_home, hailo_resources, tmp_path):
+    """hailo-repl on the double with `replies` (and per-token `delay_ms`); returns (terminal, log)."""
+    hailo_resources(QWEN)
+    log = tmp_path / "fake.jsonl"
+
+    def start(replies, delay_ms: int, cols: int = 100) -> Terminal:
+        script = tmp_path / "script.json"
+        script.write_text(json.dumps({"replies": replies, "delay_ms": delay_ms}))
+        env = with_fakes(
+            {
+                "HAILO_FAKE_SCRIPT": str(script),
+                "HAILO_FAKE_LOG": str(log),
+                "HAILO_RESOURCES_DIR": os.environ["HAILO_RESOURCES_DIR"],
+                "XDG_DATA_HOME": os.environ["XDG_DATA_HOME"],
+                "XDG_STATE_HOME": os.environ["XDG_STATE_HOME"],
+            }
+        )
+        term = Terminal(["--hef-path", QWEN], env, rows=30, cols=cols)
+        term.expect_screen(TOOLBAR)
+        return term
+
+    start.log = log
+    return start
+
+
+def joined_reply(term: Terminal, first_words: str) -> str:
+    """The reply as the scrollback holds it: its rows from 'Assistant: <first_words>' to the
+    blank row after it, joined with spaces (word-wrap broke it into rows)."""
+    rows = term.screen.scrollback()
+    starts = [i for i, row in enumerate(rows) if row.startswith("Assistant: " + first_words)]
+    assert len(starts) == 1, f"the reply starts {len(starts)} times in the scrollback:\n" + "\n".join(rows)
+    end = next(i for i in range(starts[0] + 1, len(rows)) if not rows[i] or rows[i].startswith(("You:", "[")))
+    return " ".join(rows[starts[0] : end])
+
+
+def frames_left_behind(term: Terminal) -> list[str]:
+    """Toolbar rows and queued rows anywhere but the bottom frame."""
+    rows = term.screen.scrollback()
+    last = max(i for i, row in enumerate(rows) if row.strip())
+    return [row for row in rows[:last] if TOOLBAR in row or row.startswith("queued: ")]
+
+
+def quit_chat(term: Terminal) -> None:
+    term.send("/quit\r")
+    assert term.wait_for_exit() == 0
+
+
+@pytest.mark.parametrize("tokens_per_second", [5, 20, 100])
+def test_while_a_reply_streams_the_toolbar_is_live_and_typed_text_shows_then_is_sent(pane, tokens_per_second):
+    count = {5: 25, 20: 80, 100: 300}[tokens_per_second]
+    first = words(count)
+    term = pane([["<text>", *first, "</text>"], ["Second", " answer"]], delay_ms=1000 // tokens_per_second)
+    term.send("tell me\r")
+    term.expect_screen(r"w2 ")
+    bottom = term.screen.last_row()
+    assert TOOLBAR in bottom and "generating" in bottom
+    term.send("and then")
+    term.expect_screen(r"You: and then")  # typed text on screen while the reply streams
+    term.pump(0.6)
+    later = term.screen.last_row()
+    assert TOOLBAR in later and later != bottom  # the toolbar changed during the stream (ctx, tok/s, time)
+    assert f"w{count - 1}" not in term.screen_rows()  # still streaming
+    term.send("\r")
+    term.expect_screen(r"queued: and then")
+    term.expect_screen(r"│ 1 queued")
+    term.expect_screen(r"Assistant: Second answer")
+    term.expect_reply_end()
+    assert user_messages_sent(_events(pane.log)) == ["tell me", "and then"]
+    assert joined_reply(term, "w0 w1") == "Assistant: " + reply_text(first)
+    assert frames_left_behind(term) == []
+    quit_chat(term)
+
+
+def test_a_resize_during_a_reply_leaves_no_frame_behind(pane):
+    first = words(200)
+    term = pane([["<text>", *first, "</text>"]], delay_ms=10, cols=80)
+    term.send("tell me\r")
+    term.expect_screen(r"w30 ")
+    term.resize(30, 100)
+    term.expect_screen(r"w90 ")
+    term.expect_reply_end()
+    assert frames_left_behind(term) == []
+    assert joined_reply(term, "w0 w1").split() == ("Assistant: " + reply_text(first)).split()
+    quit_chat(term)
+
+
+def test_ctrl_c_retry_and_continue_leave_the_scrollback_clean(pane):
+    first, second = words(400), words(6, start=1000)
+    term = pane(
+        [["<text>", *first, "</text>"], ["Goes", " on"], ["<text>", *second, "</text>"]],
+        delay_ms=10,
+    )
+    term.send("tell me\r")
+    term.expect_screen(r"w40 ")
+    term.send("draft")
+    term.expect_screen("You: draft")
+    term.send("\x03")  # Ctrl+C: the reply stops, the typed text stays
+    term.expect_reply_end()
+    assert "[interrupted]" in "".join(term.screen.rows())  # (the mark is not word-wrapped: the edge may cut it)
+    assert "You: draft" in term.screen_rows()
+    term.send(" more")
+    term.expect_screen("You: draft more")  # typing goes on showing after the stop
+    interrupted = joined_reply(term, "w0 w1")
+    assert "".join(interrupted.split()).endswith("[interrupted]") and "w40" in interrupted
+    term.send("\x03")  # Ctrl+C again: the line is cleared
+    term.send("/continue\r")
+    term.expect_screen(r"Assistant: Goes on")
+    term.expect_reply_end()
+    term.send("/retry\r")
+    term.expect_screen(r"Assistant: w1000")
+    term.expect_reply_end()
+    assert frames_left_behind(term) == []
+    assert joined_reply(term, "w1000") == "Assistant: " + reply_text(second)
+    assert joined_reply(term, "Goes") == "Assistant: Goes on"
+    quit_chat(term)
+
+
+def test_an_error_mid_stream_leaves_the_scrollback_clean(pane):
+    failing = {"tokens": ["<text>", *words(60)], "fail_after": 30}
+    term = pane([failing, ["Fine"]], delay_ms=10)
+    term.send("tell me\r")
+    term.expect_screen(r"\[Error\]")
+    term.expect_reply_end()
+    reply = joined_reply(term, "w0 w1")
+    assert "w28" in reply and "w30" not in reply  # (the 30 tokens include <text>)
+    assert frames_left_behind(term) == []
+    term.send("again\r")
+    term.expect_screen(r"Assistant: Fine")
+    quit_chat(term)
+
+
+def _events(log):
+    return [json.loads(line) for line in log.read_text().splitlines() if json.loads(line)["event"] == "generate"]
+
+
+def test_a_save_error_comes_after_the_replys_last_word(pane):
+    sessions = Path(os.environ["XDG_DATA_HOME"]) / "hailo-repl" / "sessions"
+    sessions.parent.mkdir(parents=True, exist_ok=True)
+    sessions.write_text("not a folder")  # every save of the chat fails
+    term = pane([["<text>", *words(30), "</text>"]], delay_ms=10)
+    term.send("tell me\r")
+    term.expect_screen(r"\[Error\] Cannot save the chat")
+    term.expect_reply_end()
+    rows = term.screen.scrollback()
+    error = next(i for i, row in enumerate(rows) if row.startswith("[Error] Cannot save"))
+    assert rows[error - 1].endswith("w29")  # the word the word-wrap held came first
+    assert joined_reply(term, "w0 w1") == "Assistant: " + reply_text(words(30))
+    quit_chat(term)
