@@ -12,6 +12,8 @@ a reply was still streaming.
 from __future__ import annotations
 
 import json
+import select
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -173,7 +175,8 @@ def _handler_for(double: OllamaDouble) -> type[BaseHTTPRequestHandler]:
 
         def _stream(self, reply: Reply) -> None:
             try:
-                time.sleep(reply.wait)
+                if self._client_left_within(reply.wait):
+                    raise ConnectionResetError("the client went away while the server loaded")
                 self.send_response(reply.status)
                 self.send_header("Content-Type", "application/x-ndjson")
                 self.send_header("Transfer-Encoding", "chunked")
@@ -191,5 +194,11 @@ def _handler_for(double: OllamaDouble) -> type[BaseHTTPRequestHandler]:
                 double.disconnects += 1
                 double.disconnected.set()
                 self.close_connection = True
+
+        def _client_left_within(self, seconds: float) -> bool:
+            """Wait `seconds` before answering, as Ollama does while it loads a model; True as
+            soon as the client shuts the connection meanwhile (Ollama cancels the request then)."""
+            ready, _, _ = select.select([self.connection], [], [], seconds)
+            return bool(ready) and self.connection.recv(1, socket.MSG_PEEK) == b""
 
     return Handler

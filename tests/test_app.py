@@ -21,8 +21,15 @@ from hailo_repl.conversation import ConversationFileError
 TYPING_PAUSE = 0.02
 
 
-def run_repl(backend, keys, history=False, after=None):
-    """Type `keys` into a Repl; returns (exit code, the Repl, what it printed)."""
+async def prompt_up(repl):
+    """Until a prompt is up and waiting for keys."""
+    while not repl.session.app.is_running:
+        await asyncio.sleep(0.01)
+
+
+def run_repl(backend, keys, history=False):
+    """Type `keys` (strings; or steps, coroutine functions given the Repl) into a Repl; returns
+    (exit code, the Repl)."""
     chat = Chat(backend, "sys", GenerationParams())
     with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
         repl = Repl(chat, history=history)
@@ -31,7 +38,7 @@ def run_repl(backend, keys, history=False, after=None):
             task = asyncio.ensure_future(repl.run())
             for chunk in keys:
                 if callable(chunk):
-                    await chunk()
+                    await chunk(repl)
                     continue
                 # In pieces: a write larger than the OS pipe buffer would block this loop,
                 # which is also the pipe's reader.
@@ -107,8 +114,9 @@ def test_a_backend_error_is_one_line_and_the_chat_goes_on(capsys):
 def test_ctrl_c_during_a_reply_stops_the_backend_and_keeps_the_partial_reply(capsys):
     backend = ScriptedBackend([f"w{i} " for i in range(200)], ["next answer"], delay=0.02)
 
-    async def interrupt_after_a_few_tokens():
-        await asyncio.sleep(0.3)
+    async def interrupt_after_a_few_tokens(repl):
+        while backend.produced < 3:  # the reply is streaming
+            await asyncio.sleep(0.01)
         os.kill(os.getpid(), signal.SIGINT)
         await asyncio.sleep(0.2)
 
@@ -143,8 +151,8 @@ def test_toolbar_shows_model_backend_context_and_speed():
 
 
 def test_sigterm_ends_the_chat_cleanly():
-    async def terminate():
-        await asyncio.sleep(0.2)
+    async def terminate(repl):
+        await prompt_up(repl)
         os.kill(os.getpid(), signal.SIGTERM)
 
     code, _ = run_repl(ScriptedBackend(), [terminate])
@@ -179,7 +187,7 @@ class GatedLoad(ScriptedBackend):
 
 
 def let_it_load(backend):
-    async def now():
+    async def now(repl):
         backend.loadable.set()
 
     return now
@@ -205,8 +213,8 @@ def test_a_message_sent_while_the_model_loads_waits_for_it(capsys):
 def test_a_stray_sigint_at_the_prompt_does_not_swallow_the_next_message(capsys):
     backend = ScriptedBackend(["got it"])
 
-    async def stray_interrupt():
-        await asyncio.sleep(0.2)  # the prompt is up
+    async def stray_interrupt(repl):
+        await prompt_up(repl)
         os.kill(os.getpid(), signal.SIGINT)
         await asyncio.sleep(0.1)
 
@@ -219,13 +227,17 @@ def test_a_stray_sigint_at_the_prompt_does_not_swallow_the_next_message(capsys):
 def test_ctrl_c_while_waiting_for_the_model_says_the_message_was_not_sent(capsys):
     backend = GatedLoad()
 
-    async def interrupt():
-        await asyncio.sleep(0.2)
+    shown = []
+
+    async def interrupt(repl):
+        while "Waiting for the model to load" not in "".join(shown):  # the message waits for it
+            shown.append(capsys.readouterr().out)
+            await asyncio.sleep(0.01)
         os.kill(os.getpid(), signal.SIGINT)
         await asyncio.sleep(0.1)
 
     code, _ = run_repl(backend, ["early\r", interrupt, let_it_load(backend), "/quit\r"])
-    out = capsys.readouterr().out
+    out = "".join(shown) + capsys.readouterr().out
     assert code == 0 and backend.prompts == []
     assert "Not sent (Ctrl+C)" in out
 

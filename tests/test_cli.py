@@ -117,7 +117,7 @@ def test_pipe_without_hailo_answers_every_line(isolated_home):
 
 def test_reply_streams_to_stdout_while_it_is_generated(isolated_home, hailo_resources, fake_script, stop_later):
     hailo_resources(QWEN)
-    fake_script([{"tokens": ["Alpha", " beta", " gamma", " delta", " epsilon"], "delay_ms": 150}])
+    fake_script([{"tokens": ["Alpha", " beta", " gamma", " delta", " epsilon"], "delay_ms": 80}])
     process = start_cli("-p", "hi")
     stop_later(process)
 

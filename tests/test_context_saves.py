@@ -146,15 +146,35 @@ def repl_on_the_double(hailo_resources, fake_script, fake_log, isolated_home, tm
         with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
             repl = Repl(chat, history=False)
             repl.idle_save_seconds = idle_seconds
+            prompts = 0  # prompts started: a line sent has been handled once the next one is up
+            prompt_async = repl.session.prompt_async
+
+            def counted_prompt(*args, **kwargs):
+                nonlocal prompts
+                prompts += 1
+                return prompt_async(*args, **kwargs)
+
+            repl.session.prompt_async = counted_prompt
+
+            async def at_the_prompt(task, after):
+                """Wait (for an event, not a fixed time) until the prompt after the `after`-th is
+                up with no reply running, or the Repl has ended."""
+                while not task.done():
+                    worker = repl._worker
+                    if prompts > after and repl.session.app.is_running and (worker is None or worker.done()):
+                        return
+                    await asyncio.sleep(0.01)
 
             async def main():
                 task = asyncio.ensure_future(repl.run())
+                await asyncio.wait_for(at_the_prompt(task, 0), 30)
                 for step in steps:
                     if callable(step):
                         await step()
                     else:
+                        handled = prompts
                         pipe.send_text(step)
-                        await asyncio.sleep(0.3)
+                        await asyncio.wait_for(at_the_prompt(task, handled), 30)
                 return await asyncio.wait_for(task, 30)
 
             try:
@@ -166,17 +186,36 @@ def repl_on_the_double(hailo_resources, fake_script, fake_log, isolated_home, tm
 
 
 def test_no_save_between_turns_and_one_when_the_chat_is_idle(repl_on_the_double, fake_log):
+    IDLE = 0.3  # seconds; the product's is two minutes
     saves_then = []
 
     async def note_saves():
         saves_then.append(len(events(fake_log, "save_context")))
 
+    async def idle_until_a_save():
+        while not events(fake_log, "save_context"):
+            await asyncio.sleep(0.01)
+
     async def stay_idle():
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(1.5 * IDLE)  # six idle checks (one each IDLE / 4)
+
+    async def stay_less_than_idle():
+        await asyncio.sleep(IDLE / 2)  # two idle checks
 
     code, chat = repl_on_the_double(
-        ["Capital of France?\r", "Of Germany?\r", note_saves, stay_idle, note_saves, stay_idle, note_saves, "/quit\r"],
-        idle_seconds=0.5,
+        [
+            "Capital of France?\r",
+            stay_less_than_idle,
+            "Of Germany?\r",
+            stay_less_than_idle,
+            note_saves,
+            lambda: asyncio.wait_for(idle_until_a_save(), 10),
+            note_saves,
+            stay_idle,
+            note_saves,
+            "/quit\r",
+        ],
+        idle_seconds=IDLE,
     )
     assert code == 0
     assert [m["content"] for m in chat.messages[-2:]] == ["Of Germany?", "Berlin."]

@@ -135,7 +135,7 @@ def test_a_thread_that_died_with_tokens_queued_only_times_out(scripted_llm):
 def test_a_stalled_request_gives_no_token_and_then_times_out(scripted_llm):
     """session_wrapper.hpp:30 LONG_TIMEOUT (2 minutes) bounds each token request
     (TimeoutGuard in llm.cpp:742); after it the thread is dead as above."""
-    llm = scripted_llm({"replies": [{"tokens": ["late"], "stall_ms": 60_000}], "request_timeout_ms": 200})
+    llm = scripted_llm({"replies": [{"tokens": ["late"], "stall_ms": 60_000}], "request_timeout_ms": 120})
     with llm.generate(prompt=USER) as generation:
         with pytest.raises(HailoRTTimeout):
             generation.read(50)
@@ -146,7 +146,7 @@ def test_a_stalled_request_gives_no_token_and_then_times_out(scripted_llm):
 def test_an_abort_during_a_stall_waits_for_the_request(scripted_llm, fake_log):
     """session_wrapper.cpp:89 execute holds the session's mutex for a whole request, so
     the abort request (llm.cpp:941) waits for the stalled read request to end."""
-    llm = scripted_llm([{"tokens": ["late", "more"], "stall_ms": 300}])
+    llm = scripted_llm([{"tokens": ["late", "more"], "stall_ms": 150}])
     with llm.generate(prompt=USER):
         pass
     (abort,) = [e for e in fake_log() if e["event"] == "abort"]

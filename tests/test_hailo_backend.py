@@ -163,7 +163,7 @@ def test_a_reply_that_ended_by_itself_is_kept_on_the_device(backend, fake_log):
 
 
 def test_retry_cancelled_before_any_token_keeps_the_old_exchange(scripted_backend):
-    backend = scripted_backend({"replies": [["first"], {"tokens": ["second"], "prefill_ms": 300}]})
+    backend = scripted_backend({"replies": [["first"], {"tokens": ["second"], "prefill_ms": 150}]})
     chat = Chat(backend, SYSTEM, GenerationParams())
     reply(chat, "Q")
     cancel = threading.Event()
@@ -205,8 +205,8 @@ def test_a_hef_the_device_cannot_open_is_explained(hailo_resources):
 
 
 def test_a_stalled_device_is_announced_and_its_late_reply_still_shown(scripted_backend):
-    backend = scripted_backend({"replies": [{"tokens": ["late", " reply"], "stall_ms": 500, "stall_at": 0}]})
-    backend.stall_notice_seconds = 0.2
+    backend = scripted_backend({"replies": [{"tokens": ["late", " reply"], "stall_ms": 300, "stall_at": 0}]})
+    backend.stall_notice_seconds = 0.1
     notices = []
     chat = Chat(backend, SYSTEM, GenerationParams())
     assert "".join(chat.reply("hello?", threading.Event(), notices.append)) == "late reply"
@@ -215,9 +215,9 @@ def test_a_stalled_device_is_announced_and_its_late_reply_still_shown(scripted_b
 
 
 def test_a_token_thread_that_dies_is_reported_and_the_next_turn_starts_afresh(scripted_backend, fake_log):
-    # HailoRT gives up a request after its timeout (2 minutes; here 0.3 s), and its token thread ends.
+    # HailoRT gives up a request after its timeout (2 minutes; here 0.15 s), and its token thread ends.
     backend = scripted_backend(
-        {"replies": [{"tokens": ["never"], "stall_ms": 60_000}, ["fine"]], "request_timeout_ms": 300}
+        {"replies": [{"tokens": ["never"], "stall_ms": 60_000}, ["fine"]], "request_timeout_ms": 150}
     )
     chat = Chat(backend, SYSTEM, GenerationParams())
     with pytest.raises(BackendError, match="stopped generating"):
@@ -230,8 +230,8 @@ def test_a_token_thread_that_dies_is_reported_and_the_next_turn_starts_afresh(sc
 def test_a_thread_that_died_with_tokens_queued_is_given_up_after_hailorts_timeout(scripted_backend):
     # read() then times out for ever (llm.cpp signals no shutdown while tokens are queued).
     backend = scripted_backend({"replies": [{"tokens": ["a", "b", "c"], "fail_after": 2, "queued_at_death": True}]})
-    backend.stall_notice_seconds = 0.1
-    backend.stall_give_up_seconds = 0.3
+    backend.stall_notice_seconds = 0.05
+    backend.stall_give_up_seconds = 0.15
     notices = []
     chat = Chat(backend, SYSTEM, GenerationParams())
     shown = []
@@ -243,7 +243,7 @@ def test_a_thread_that_died_with_tokens_queued_is_given_up_after_hailorts_timeou
 
 def test_a_cancel_during_a_stall_waits_for_the_token_instead_of_aborting_mid_request(scripted_backend, fake_log):
     # An abort during a stalled request would wait for it with the GIL held, freezing the UI.
-    backend = scripted_backend({"replies": [{"tokens": ["late", " reply"], "stall_ms": 500, "stall_at": 0}]})
+    backend = scripted_backend({"replies": [{"tokens": ["late", " reply"], "stall_ms": 200, "stall_at": 0}]})
     cancel = threading.Event()
     cancel.set()
     assert list(backend.stream([{"role": "user", "content": "x"}], GenerationParams(), cancel)) == []

@@ -283,16 +283,16 @@ def test_remote_flags_without_a_remote_backend_are_usage_errors(isolated_home, a
 def test_a_slow_first_token_says_we_wait_and_ctrl_c_still_stops_at_once(monkeypatch):
     from hailo_repl.backends import remote
 
-    monkeypatch.setattr(remote, "WAIT_NOTICE_SECONDS", 0.2)
-    loading = ollama_reply(["Ready."] * 50, wait=0.8, delay=0.05)  # the server loads the model first
-    with OllamaDouble([ollama_reply(["Ready."], wait=0.5), loading]) as double:
+    monkeypatch.setattr(remote, "WAIT_NOTICE_SECONDS", 0.1)  # 5 s in use
+    loading = ollama_reply(["Ready."] * 50, wait=5.0, delay=0.05)  # the server loads the model first
+    with OllamaDouble([ollama_reply(["Ready."], wait=0.35), loading]) as double:
         chat = chat_on(double)
         notices: list[str] = []
         assert "".join(chat.reply("Hi", threading.Event(), notify=notices.append)) == "Ready."
         assert notices == [f"[Info] waiting for the server… (it may be loading {MODEL}; Ctrl+C stops)"]
 
         cancel = threading.Event()
-        threading.Timer(0.3, cancel.set).start()  # Ctrl+C before the first token
+        threading.Timer(0.15, cancel.set).start()  # Ctrl+C before the first token
         assert "".join(chat.reply("Again", cancel)) == ""
         assert double.disconnected.wait(10)
 
@@ -300,13 +300,13 @@ def test_a_slow_first_token_says_we_wait_and_ctrl_c_still_stops_at_once(monkeypa
 def test_a_server_that_stalls_is_reported_not_waited_for_forever(monkeypatch):
     from hailo_repl.backends import remote
 
-    monkeypatch.setattr(remote, "STALL_SECONDS", 0.5)  # 300 s in use
+    monkeypatch.setattr(remote, "STALL_SECONDS", 0.3)  # 300 s in use
     monkeypatch.setattr(remote, "WAIT_NOTICE_SECONDS", 0.1)
     stuck = ollama_reply(["never"], wait=3.0)
     with OllamaDouble([stuck]) as double:
         chat = chat_on(double)
         notices: list[str] = []
-        with pytest.raises(BackendError, match=r"sent nothing for 0\.5 s: check the server \(its log, its load\)"):
+        with pytest.raises(BackendError, match=r"sent nothing for 0\.3 s: check the server \(its log, its load\)"):
             "".join(chat.reply("Hi", threading.Event(), notify=notices.append))
 
     assert len(notices) == 1 and "waiting for the server" in notices[0]  # it said so before giving up

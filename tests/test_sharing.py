@@ -82,6 +82,16 @@ def has_generated(log: Path) -> bool:
     return log.exists() and any(json.loads(line)["event"] == "generate" for line in log.read_text().splitlines())
 
 
+def stop_once_replying(process: subprocess.Popen, log: Path) -> None:
+    """SIGSTOP the process as soon as its reply has started (it has read the chat, not saved it)."""
+    deadline = time.monotonic() + 60
+    while not has_generated(log):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"{log.stem} never started its reply"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGSTOP)
+
+
 def finish(process: subprocess.Popen) -> tuple[int, str]:
     _, stderr = process.communicate(timeout=120)
     return process.returncode, stderr
@@ -100,14 +110,9 @@ def test_a_turn_saved_by_another_process_meanwhile_is_kept_and_this_one_goes_on_
     saved_chat(isolated_home)
     # A reads the chat and starts its reply; it is stopped mid-reply while B continues the
     # same chat from start to end; then A finishes: both saved the chat as they read it.
-    first, first_log = start(tmp_path, "A", "Question A", delay_ms=400)  # stopped well before its 0.8 s reply ends
+    first, first_log = start(tmp_path, "A", "Question A", delay_ms=250)  # stopped well before its 0.5 s reply ends
     try:
-        deadline = time.monotonic() + 60
-        while not has_generated(first_log):
-            assert first.poll() is None, first.communicate()
-            assert time.monotonic() < deadline, "A never started its reply"
-            time.sleep(0.01)
-        first.send_signal(signal.SIGSTOP)
+        stop_once_replying(first, first_log)
         try:
             second, _ = start(tmp_path, "B", "Question B", delay_ms=0)
             second_code, second_err = finish(second)
@@ -144,11 +149,16 @@ def test_three_processes_continuing_one_chat_at_once_keep_every_turn(isolated_ho
     hailo_resources(QWEN)
     saved_chat(isolated_home)
     questions = ["Question A", "Question B", "Question C"]
-    # Each reply takes about a second, so the three overlap: all read the chat before any saves.
-    running = [
-        start(tmp_path, name, question, delay_ms=500)[0] for name, question in zip("ABC", questions, strict=True)
-    ]
-    results = [finish(process) for process in running]
+    # Each is stopped once its reply (half a second) has started, so the three overlap: all
+    # read the chat before any saves.
+    running = [start(tmp_path, name, question, delay_ms=250) for name, question in zip("ABC", questions, strict=True)]
+    try:
+        for process, log in running:
+            stop_once_replying(process, log)
+    finally:
+        for process, _ in running:
+            process.send_signal(signal.SIGCONT)
+    results = [finish(process) for process, _ in running]
 
     assert [code for code, _ in results] == [0, 0, 0], results
     chats = chats_on_disk(isolated_home)
@@ -191,6 +201,7 @@ from pathlib import Path
 from hailo_repl.config_file import save_setting
 from hailo_repl.settings import SETTINGS
 path, gate, key, *values = sys.argv[1:]
+print("at the gate", flush=True)
 while not Path(gate).exists():
     time.sleep(0.002)
 for value in values:
@@ -211,10 +222,15 @@ def test_processes_saving_settings_at_once_each_keep_their_key(tmp_path):
     config.write_text("# my settings\nvi-mode: true\n")
     gate = tmp_path / "go"
     savers = [
-        subprocess.Popen([sys.executable, "-c", SAVER, str(config), str(gate), key, *values], stderr=subprocess.PIPE)
+        subprocess.Popen(
+            [sys.executable, "-c", SAVER, str(config), str(gate), key, *values],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for key, values in SAVES.items()
     ]
-    time.sleep(0.5)  # all of them importing, then waiting at the gate
+    assert all(saver.stdout.readline() == "at the gate\n" for saver in savers)  # all imported, all waiting
     gate.touch()
     errors = [saver.communicate(timeout=120)[1] for saver in savers]
 

@@ -16,9 +16,11 @@ that says what to check.
 
 from __future__ import annotations
 
+import functools
 import json
 import queue
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -80,6 +82,13 @@ def server_error_text(data: Any) -> str:
 
 def token_count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """The certificates httpx would load for each client (certifi's, or SSL_CERT_FILE/DIR), loaded
+    once a process: reading the bundle takes tens of milliseconds, and each backend has a client."""
+    return httpx.create_ssl_context()
 
 
 def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:
@@ -266,6 +275,7 @@ class RemoteBackend:
                 headers={"Authorization": f"Bearer {key}"} if key else {},
                 timeout=httpx.Timeout(STALL_SECONDS, connect=CONNECT_SECONDS),
                 limits=httpx.Limits(max_keepalive_connections=0),  # one connection per request: see _Connection
+                verify=_tls_context(),
             )
         return self._client
 
