@@ -666,7 +666,10 @@ def bench_decode_through_pane(setup: Setup, runs: int, max_tokens: int) -> dict:
 
     args = ["--backend", "llama", "--verbose", "--temperature", "0", "--max-tokens", str(max_tokens)]
     args += ["--system-prompt", SYSTEM_PROMPT, "--no-history"]
-    term = Terminal(args, setup.llama_env(), rows=30, cols=100)
+    env = setup.llama_env()
+    if setup.code:  # another checkout's hailo_repl, ahead of the installed one
+        env["PYTHONPATH"] = str(setup.code)
+    term = Terminal(args, env, rows=30, cols=100)
     llm = Llama(model_path=str(bundled_gguf()), n_ctx=4096, n_threads=os.cpu_count(), verbose=False)
     run_raw(llm, "Say hi.", 8)  # the first decode after loading allocates buffers
     repl_rates: list[float] = []
@@ -754,7 +757,7 @@ def main() -> int:
     parser.add_argument(
         "--code",
         type=Path,
-        help="for hailo and (c): run the hailo_repl package found in this folder (e.g. `git archive main hailo_repl` "
+        help="for hailo, (c) and (e): run the hailo_repl package found in this folder (e.g. `git archive main hailo_repl` "
         "unpacked) against the same double, to compare with another version",
     )
     args = parser.parse_args()
