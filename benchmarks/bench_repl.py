@@ -757,8 +757,8 @@ def main() -> int:
     parser.add_argument(
         "--code",
         type=Path,
-        help="for hailo, (c) and (e): run the hailo_repl package found in this folder (e.g. `git archive main hailo_repl` "
-        "unpacked) against the same double, to compare with another version",
+        help="for hailo, (c) and (e): run the hailo_repl package found in this folder (e.g. `git archive main "
+        "hailo_repl` unpacked) against the same double, to compare with another version",
     )
     args = parser.parse_args()
     if args.json:
