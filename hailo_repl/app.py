@@ -142,6 +142,7 @@ class Repl:
         self.idle_save_seconds = IDLE_SAVE_SECONDS
         self._last_key = time.monotonic()  # or the last prompt's start
         self._context_save: asyncio.Future[None] | None = None  # an idle save of the device context
+        self._drawn = asyncio.Event()  # the prompt has been drawn at least once
         self.session: PromptSession[str] = PromptSession(
             message=[("class:prompt", USER_PREFIX)],
             history=input_history(data_dir() if history else None, warn=self.notice_from_any_thread),
@@ -185,6 +186,7 @@ class Repl:
             focused_element=prompt.current_window,
         )
         self.session.app.key_processor.before_key_press += lambda _: setattr(self, "_last_key", time.monotonic())
+        self.session.app.after_render += lambda _: self._drawn.set()
 
     def wrap_width(self) -> int | None:
         """The terminal's width while word-wrap is on (read at each use: a resize applies at once)."""
@@ -248,6 +250,7 @@ class Repl:
             idle_saves.cancel()
             await self._end_prompt()
             await self._settle()
+            self._drawn.set()  # a chat ended before its first frame: the load still runs, to be released
             if not load.done():
                 self.console.info("Waiting for the model to finish loading, to release it…")
             with contextlib.suppress(Exception):
@@ -261,9 +264,10 @@ class Repl:
         return self.exit_code
 
     async def _load(self, backend: Backend) -> None:
-        """The model's load, in a thread. It starts when run() first waits: with a backend that loads
-        in the background, at the first prompt, after its first frame is drawn (the load's imports
-        hold the GIL and would hold that frame up)."""
+        """The model's load, in a thread. With a backend that loads in the background it starts once
+        the first prompt's frame is drawn: the load's imports hold the GIL and would hold that frame up."""
+        if backend.loads_in_background:
+            await self._drawn.wait()
         started = time.perf_counter()
         try:
             await asyncio.get_running_loop().run_in_executor(None, backend.load)

@@ -12,7 +12,6 @@ from typing import Any, Protocol
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion, PathCompleter, WordCompleter
 from prompt_toolkit.document import Document
 
-from hailo_repl import clipboard
 from hailo_repl.backends import backend_for_model, model_names
 from hailo_repl.backends.base import Backend, BackendError, Message
 from hailo_repl.chat import CONTINUE_PROMPT, Chat, file_message
@@ -86,6 +85,8 @@ Choices = Callable[[CommandContext], list[str]]
 
 @dataclass
 class Command:
+    """One slash command: its name, help, handler and how to call it."""
+
     name: str
     help: str
     handler: Handler
@@ -97,6 +98,8 @@ class Command:
 
 @dataclass
 class CommandRegistry:
+    """The slash commands, by name and alias."""
+
     commands: dict[str, Command] = field(default_factory=dict)
 
     def command(
@@ -506,6 +509,8 @@ def copy(context: CommandContext, argument: str) -> None:
         context.console.say(found)
         return
     text, what = found
+    from hailo_repl import clipboard  # here: the first prompt does not need it
+
     how = clipboard.copy(text, context.console.write)
     context.console.info(f"Copied {what} ({len(text)} characters) to the clipboard ({how}).")
 

@@ -22,6 +22,8 @@ CHARACTERS_PER_TOKEN_AT_MOST = 16
 
 @dataclass(frozen=True)
 class ContextUsage:
+    """How much of the model's context the chat fills."""
+
     used: int
     capacity: int
     estimated: bool = False  # a guess (a server that does not count), shown with a "~"
@@ -58,6 +60,8 @@ class ContextOverflowError(Exception):
 
 @dataclass(frozen=True)
 class FittedHistory:
+    """The messages that fit the context, and how many old turns were left out."""
+
     messages: list[Message]
     dropped_turns: int
 

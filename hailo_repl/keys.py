@@ -14,6 +14,8 @@ from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 
 @dataclass(frozen=True)
 class KeyHelp:
+    """One line of the keys' help."""
+
     keys: str  # as a user reads them: "Alt+Enter, Ctrl+J"
     does: str  # what they do, for /help and the README
     brief: str = ""  # the few words the welcome line gives them, if it names them

@@ -122,6 +122,8 @@ def check_gguf(path: Path) -> None:
 
 @dataclass(frozen=True)
 class ModelListing:
+    """One model that --list-models shows: where it is, and whether it is registered."""
+
     name: str
     kind: str  # "hef" or "gguf"
     path: Path | None  # None when registered but not downloaded

@@ -32,6 +32,8 @@ DEFAULT_CONTEXT_SIZE = 4096  # a server's model's context when neither the serve
 
 @dataclass(frozen=True)
 class Endpoint:
+    """Where a remote engine listens, and the key it wants, if any."""
+
     url: str  # Ollama's server root, or an OpenAI-compatible API base ending in /v1
     api_key: str | None = None  # sent as `Authorization: Bearer …`
 

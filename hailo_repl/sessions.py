@@ -20,6 +20,7 @@ from the files.
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import os
 import typing
@@ -98,7 +99,11 @@ class ChatSummary:
         return terminal_safe(row).replace("\n", " ").replace("\t", " ")
 
 
-SUMMARY_TYPES = typing.get_type_hints(ChatSummary)  # what each field of an index entry must be
+@functools.cache
+def summary_types() -> dict[str, type]:
+    """What each field of an index entry must be; worked out when the index is first read, not at
+    start-up (get_type_hints evaluates every annotation)."""
+    return typing.get_type_hints(ChatSummary)
 
 
 class SessionNotFoundError(Exception):
@@ -124,9 +129,9 @@ def _summary_from_index(entry: object, name: str, stat: os.stat_result) -> ChatS
     if not isinstance(entry, dict) or (entry.get("size"), entry.get("mtime")) != (stat.st_size, stat.st_mtime_ns):
         return None
     fields = entry.get("summary")
-    if not isinstance(fields, dict) or set(fields) != set(SUMMARY_TYPES):
+    if not isinstance(fields, dict) or set(fields) != set(summary_types()):
         return None
-    if not all(type(fields[key]) is kind for key, kind in SUMMARY_TYPES.items()):  # `is`: a bool is no count
+    if not all(type(fields[key]) is kind for key, kind in summary_types().items()):  # `is`: a bool is no count
         return None
     summary = ChatSummary(**fields)
     return summary if summary.id == name.removesuffix(".json") else None

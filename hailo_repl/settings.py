@@ -33,7 +33,9 @@ def yaml_text(value: object) -> str:
     return "null" if value is None else str(value)
 
 
-@dataclass(frozen=True)
+# eq=False: each setting exists once, in SETTINGS_TABLE, so it equals only itself; and it spares
+# generating __eq__ and __hash__ for each kind at every start.
+@dataclass(frozen=True, eq=False)
 class Setting:
     """What every kind of setting has; the kinds below add their type's rules."""
 
@@ -81,8 +83,10 @@ class Setting:
         return f"({self.unset})" if value is None else yaml_text(value)
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, eq=False, kw_only=True)
 class NumberSetting(Setting):
+    """A setting whose value is a number within bounds."""
+
     whole: bool  # an int (True) or a float
     low: float  # the smallest value allowed (or the bound above which values are allowed)
     high: float | None  # the largest value allowed, or None for no limit
@@ -108,8 +112,10 @@ class NumberSetting(Setting):
         return value
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, eq=False, kw_only=True)
 class ChoiceSetting(Setting):
+    """A setting whose value is one of a few words."""
+
     choices: tuple[str, ...]
 
     @property
@@ -122,7 +128,7 @@ class ChoiceSetting(Setting):
         return text
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, eq=False, kw_only=True)
 class SwitchSetting(Setting):
     """On or off: `--name` and `--no-name` as flags, true or false in the file."""
 
@@ -144,7 +150,7 @@ class SwitchSetting(Setting):
         return self.parse(text)
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, eq=False, kw_only=True)
 class TextSetting(Setting):
     """Free text, or a path that `check` turns into its value (raising ValueError with the reason)."""
 

@@ -17,6 +17,8 @@ def _rate(tokens: int, seconds: float) -> str:
 
 @dataclass
 class ReplyStats:
+    """The counts and timings of one reply."""
+
     prompt_tokens: int = 0  # tokens evaluated as prompt (cached prefix excluded)
     generated_tokens: int = 0
     time_to_first_token: float = 0.0  # seconds from request to first token

@@ -44,6 +44,8 @@ class ModelState(Enum):
 
 @dataclass
 class ToolbarState:
+    """What the bottom toolbar shows."""
+
     model: str
     backend: str
     status: ModelState

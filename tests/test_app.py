@@ -193,6 +193,32 @@ def let_it_load(backend):
     return now
 
 
+class WatchesTheFirstFrame(ScriptedBackend):
+    """Notes whether the prompt had been drawn when its load began."""
+
+    def __init__(self):
+        super().__init__()
+        self.drawn = threading.Event()
+        self.drawn_before_load: bool | None = None
+
+    def load(self):
+        self.drawn_before_load = self.drawn.is_set()
+        super().load()
+
+
+def test_a_model_that_loads_behind_the_prompt_starts_loading_once_the_prompt_is_drawn():
+    """The load's imports hold the GIL (llama.cpp's take a fifth of a second): begun before the
+    first frame, they would hold the first prompt up."""
+    backend = WatchesTheFirstFrame()
+
+    async def watch_the_frames(repl):  # runs before the REPL does
+        repl.session.app.after_render += lambda _: backend.drawn.set()
+
+    code, _ = run_repl(backend, [watch_the_frames, "/quit\r"])
+    assert code == 0
+    assert backend.loaded.is_set() and backend.drawn_before_load is True
+
+
 def test_a_model_that_fails_to_load_ends_the_chat_with_one_line(capsys):
     backend = GatedLoad(error=BackendError("Failed to load model.gguf: not a model"))
     code, _ = run_repl(backend, ["hello\r", let_it_load(backend)])  # a message waits for it, then the load fails

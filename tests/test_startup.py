@@ -18,6 +18,7 @@ from terminal import with_fakes
 
 NOT_BEFORE_THE_FIRST_PROMPT = [
     "hailo_repl.doctor",
+    "hailo_repl.clipboard",
     "hailo_repl.backends.remote",
     "hailo_repl.backends.ollama",
     "hailo_repl.backends.openai",

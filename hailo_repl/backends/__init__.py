@@ -32,6 +32,8 @@ ModelDownloader = Callable[[str, Path], Path]  # (registered name, models direct
 
 @dataclass
 class BackendChoice:
+    """Which backend and model the flags and settings pick, before anything is opened."""
+
     backend: str = "auto"  # auto | hailo | llama | ollama | hailo-ollama | openai
     hef_path: str | None = None
     gguf_path: Path | None = None
