@@ -37,6 +37,11 @@ LIVE_ROWS = 6  # the most rows of the reply's unfinished part shown at once
 # ~2.5 ms of CPU on a small machine); keys typed meanwhile are drawn at once as ever.
 LIVE_REDRAW_INTERVAL = 1 / 8
 SYNC_BEGIN, SYNC_END = "\x1b[?2026h", "\x1b[?2026l"  # synchronized output: the terminal shows the frame whole
+# Erase from column 0 to the screen's end without "erase below" at the top-left corner: there
+# tmux moves the screen into the scrollback, and the frame starts there when it fills the
+# screen (a tall paste, many queued messages). So: erase this row, then
+# (cursor saved) erase below from the next row's start, and back.
+ERASE_FRAME_BELOW = "\x1b[K\x1b7\x1b[B\r\x1b[J\x1b8"
 QUEUED_PREFIX = "queued: "
 
 
@@ -49,6 +54,17 @@ class ReplyProgress:
     tokens_per_second: float | None
     queued: int  # messages waiting for the reply to end
     ends_after: bool  # Ctrl+D was pressed: the chat ends after the reply (and the queued messages)
+
+
+@contextlib.contextmanager
+def erasing_from_column_0(output: Output) -> Iterator[None]:
+    """The renderer's erase of its frame (which goes to column 0 of the frame's first row,
+    then erases below) meanwhile erases with ERASE_FRAME_BELOW."""
+    output.erase_down = lambda: output.write_raw(ERASE_FRAME_BELOW)  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del output.erase_down  # the class's again
 
 
 @contextlib.contextmanager
@@ -237,7 +253,8 @@ class ReplyPane:
         output = app.output
         with one_write(output):
             output.write_raw(SYNC_BEGIN)
-            app.renderer.erase()
+            with erasing_from_column_0(output):
+                app.renderer.erase()
             if isinstance(text, str):
                 output.write_raw(text)
             else:

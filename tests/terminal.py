@@ -65,12 +65,29 @@ def hailo_repl_command() -> list[str]:
     return [found]
 
 
+class _TmuxLikeScreen(pyte.HistoryScreen):
+    """pyte's screen, erasing as tmux does: "erase below" with the cursor at the top-left
+    corner moves the screen's rows into the scrollback (tmux screen_write_clearendofscreen)
+    instead of dropping them, so a program that erases its frame from there leaves a copy
+    of it in the scrollback."""
+
+    def erase_in_display(self, how: int = 0, *args, **kwargs) -> None:
+        if how == 0 and self.cursor.x == 0 and self.cursor.y == 0:
+            used = [y for y, row in enumerate(self.display) if row.strip()]
+            for y in range(max(used, default=-1) + 1):
+                row = type(self.buffer[y])(self.buffer[y].default)
+                row.update(self.buffer[y])
+                self.history.top.append(row)
+        super().erase_in_display(how, *args, **kwargs)
+
+
 class ScreenModel:
-    """What a terminal shows of the program's output (pyte, with its scrollback), for checks
-    on the screen rather than on the bytes: a live prompt redraws only the cells that change."""
+    """What a terminal shows of the program's output (pyte, with its scrollback, erasing as
+    tmux does), for checks on the screen rather than on the bytes: a live prompt redraws
+    only the cells that change."""
 
     def __init__(self, rows: int, cols: int):
-        self.screen = pyte.HistoryScreen(cols, rows, history=100_000)
+        self.screen = _TmuxLikeScreen(cols, rows, history=100_000)
         self.stream = pyte.Stream(self.screen)
 
     def write(self, text: str) -> None:  # pexpect's logfile_read

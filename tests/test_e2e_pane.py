@@ -172,3 +172,18 @@ def test_a_save_error_comes_after_the_replys_last_word(pane):
     assert rows[error - 1].endswith("w29")  # the word the word-wrap held came first
     assert joined_reply(term, "w0 w1") == "Assistant: " + reply_text(words(30))
     quit_chat(term)
+
+
+def test_a_paste_taller_than_the_terminal_during_a_reply_leaves_no_frame_behind(pane):
+    first = words(200)
+    term = pane([["<text>", *first, "</text>"]], delay_ms=20)
+    term.send("tell me\r")
+    term.expect_screen(r"w20 ")
+    pasted = "".join(f"pasted {i}\r" for i in range(40))  # more lines than the terminal's 30 rows (as tmux pastes)
+    term.send("\x1b[200~" + pasted + "\x1b[201~")
+    term.expect_screen(r"pasted 39")
+    term.expect_reply_end()
+    assert frames_left_behind(term) == []
+    assert joined_reply(term, "w0 w1") == "Assistant: " + reply_text(first)  # each line once
+    term.send("\x03")  # the pasted text is cleared, unsent
+    quit_chat(term)
