@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 CONFIG_ENV = "HAILO_REPL_CONFIG"
 CONFIG_NAME = "config.yaml"
 CONFIG_READ_LIMIT = 1 << 20  # bytes: a config file is a few kB; a system prompt in it may be long
+_READ_LIMIT_TEXT = f"{CONFIG_READ_LIMIT >> 20} MiB"  # as the refusals say it
 
 
 class ConfigFileError(Exception):
@@ -152,8 +153,8 @@ def config_text(path: Path, required: bool = False) -> str:
     except NotARegularFile as error:
         raise ConfigFileError(f"{error}; the config file must be a file") from None
     except FileTooLarge:
-        limit = f"{CONFIG_READ_LIMIT >> 20} MiB"
-        raise ConfigFileError(f"{path}: the config file is over {limit}, more than hailo-repl reads") from None
+        too_large = f"the config file is over {_READ_LIMIT_TEXT}, more than hailo-repl reads"
+        raise ConfigFileError(f"{path}: {too_large}") from None
     except (OSError, UnicodeDecodeError) as error:
         reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
         raise ConfigFileError(f"{path}: cannot read the config file: {reason}") from None
@@ -247,8 +248,8 @@ def _save_setting_locked(path: Path, setting: Setting, value: Any) -> None:
     parse_config(path, text)  # a file with a mistake is reported as it is, not edited
     updated = with_key(path, text, setting, value)
     if len(updated.encode("utf-8")) > CONFIG_READ_LIMIT:  # never a file the next start would refuse
-        limit = f"{CONFIG_READ_LIMIT >> 20} MiB"
-        raise ConfigFileError(f"{path}: with {setting.name} the config file would be over {limit}; not saved")
+        too_large = f"with {setting.name} the config file would be over {_READ_LIMIT_TEXT}; not saved"
+        raise ConfigFileError(f"{path}: {too_large}")
     try:
         saved = parse_config(path, updated).get(setting.name)
     except ConfigFileError:
