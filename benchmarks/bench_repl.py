@@ -129,9 +129,11 @@ class Terminal(terminal.Terminal):
         if self.child.isalive():
             self.child.close(force=True)
 
-    def cpu_seconds(self) -> float:
-        """utime + stime of the process (all its threads), from /proc."""
-        fields = Path(f"/proc/{self.child.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    def cpu_seconds(self, main_thread_only: bool = False) -> float:
+        """utime + stime of the process (all its threads), or of its main thread (the loop's), from /proc."""
+        pid = self.child.pid
+        stat = Path(f"/proc/{pid}/task/{pid}/stat" if main_thread_only else f"/proc/{pid}/stat")
+        fields = stat.read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def cpu_percent_over(self, seconds: float = 1.0) -> float:
@@ -262,11 +264,14 @@ def typing_slowest_echo(term: Terminal) -> float | None:
 def bench_interrupts(backend: str, setup: Setup, count: int) -> dict:
     if backend == "hailo":
         args, env, message = HAILO_ARGS, setup.hailo_env(setup.long_script), HAILO_MESSAGE
-        streamed = r"word4"  # five tokens have streamed (a live prompt may draw the space apart)
+        streamed: str | None = r"word4"  # five tokens have streamed (a live prompt may draw the space apart)
+        started = r"Assistant: "
         aborts_before = sum(e["event"] == "abort" for e in setup.fake_events())
     else:
         args, env, message = LLAMA_INTERRUPT_ARGS, setup.llama_env(), LLAMA_MESSAGE
-        streamed = r"\w+\W+\w+\W+\w+"  # three words have streamed
+        # The first word shows with the second frame (the word-wrap holds a word until its end; frames are
+        # 0.2 s apart: reply_channel), ~20 tokens in.
+        started, streamed = r"Assistant: \w", None
         aborts_before = 0
     say(f"  {backend}: hailo-repl {' '.join(args)}; message {message!r}; {count} interrupts in one session")
     term = Terminal(args, env)
@@ -283,9 +288,13 @@ def bench_interrupts(backend: str, setup: Setup, count: int) -> dict:
         term.wait_for(TOOLBAR_READY, "the model to load (toolbar gauge)", timeout=300)
         cpu["idle_prompt_percent"] = term.cpu_percent_over(1.0)
         for number in range(1, count + 1):
+            if backend == "llama":  # else the model copies its earlier cut-off answers, and ends where they did
+                term.send_line("/clear")
+                term.wait_for(r"Conversation cleared", "/clear's answer")
             term.send_line(message)
-            term.wait_for(r"Assistant: ", f"reply {number} to start")
-            term.wait_for(streamed, f"reply {number} to stream a few tokens")
+            term.wait_for(started, f"reply {number} to start")
+            if streamed:
+                term.wait_for(streamed, f"reply {number} to stream a few tokens")
             pressed = time.perf_counter()
             term.child.sendintr()
             # (No prompt pattern here: a live prompt is on screen while the reply streams.)
@@ -658,8 +667,10 @@ def bench_output(setup: Setup, delay_ms: int, replies: int) -> dict:
 
 
 def bench_decode_through_pane(setup: Setup, runs: int, max_tokens: int) -> dict:
-    """The REPL's decode rate while the pane draws each token (its own --verbose "eval rate", the
-    same figure `-p --verbose` gives) against raw llama-cpp-python, alternating which goes first."""
+    """The REPL's decode rate while the pane draws the reply (its own --verbose "eval rate", the
+    same figure `-p --verbose` gives) against raw llama-cpp-python, in pairs run one after the
+    other (alternating which goes first); and the CPU the REPL's loop thread (the drawing) used
+    in each reply: on two cores llama.cpp's threads fill, it is taken from decoding."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from bench_engine import E2E_PROMPT, SYSTEM_PROMPT, bundled_gguf, run_raw
     from llama_cpp import Llama
@@ -675,6 +686,8 @@ def bench_decode_through_pane(setup: Setup, runs: int, max_tokens: int) -> dict:
     repl_rates: list[float] = []
     raw_rates: list[float] = []
     counts: list[int] = []  # tokens in each REPL reply (the raw ones are the same text at temperature 0)
+    loop_cpu: list[float] = []  # seconds of CPU of the REPL's loop thread per reply
+    reply_seconds: list[float] = []
     try:
         term.wait_for(TOOLBAR_READY, "the model to load (toolbar gauge)", timeout=300)
         term.send_line("Say hi.")  # the REPL's warm-up, as the raw one's
@@ -687,23 +700,29 @@ def bench_decode_through_pane(setup: Setup, runs: int, max_tokens: int) -> dict:
                 term.send_line("/clear")
                 term.wait_for(r"Conversation cleared", "/clear's answer", timeout=60)
                 term.child.expect(pexpect.TIMEOUT, timeout=0.3)  # settle; what came so far is read
+                cpu_before, started = term.cpu_seconds(main_thread_only=True), time.perf_counter()
                 term.send_line(E2E_PROMPT)
                 term.wait_for(
                     r"(?<!prompt )eval count:\s+(\d+).*?(?<!prompt )eval rate:\s+([\d.]+) tokens/s",
                     "the timing block",
                     timeout=300,
                 )
+                loop_cpu.append(term.cpu_seconds(main_thread_only=True) - cpu_before)
+                reply_seconds.append(time.perf_counter() - started)
                 counts.append(int(term.child.match.group(1)))
                 repl_rates.append(float(term.child.match.group(2)))
             say(
-                f"    run {index + 1}: hailo-repl {repl_rates[-1]:7.2f} tok/s ({counts[-1]} tokens), "
-                f"raw {raw_rates[-1]:7.2f} tok/s"
+                f"    run {index + 1}: hailo-repl {repl_rates[-1]:7.2f} tok/s ({counts[-1]} tokens, loop thread "
+                f"{loop_cpu[-1]:.2f} s CPU in {reply_seconds[-1]:.2f} s), raw {raw_rates[-1]:7.2f} tok/s: "
+                f"{repl_rates[-1] / raw_rates[-1]:.3f}"
             )
         term.quit()
     finally:
         term.kill()
         llm.close()
     repl, raw = statistics.median(repl_rates), statistics.median(raw_rates)
+    pair_ratios = [a / b for a, b in zip(repl_rates, raw_rates, strict=True) if b]
+    loop_share = statistics.median(c / s for c, s in zip(loop_cpu, reply_seconds, strict=True))
     result = {
         "runs": runs,
         "max_tokens": max_tokens,
@@ -712,11 +731,19 @@ def bench_decode_through_pane(setup: Setup, runs: int, max_tokens: int) -> dict:
         "hailo_repl_median": repl,
         "raw_median": raw,
         "ratio": repl / raw if raw else float("nan"),
+        "pair_ratio_median": statistics.median(pair_ratios),
         "ratio_best": max(repl_rates) / max(raw_rates) if raw_rates else float("nan"),
+        "loop_thread_cpu_s": loop_cpu,
+        "loop_thread_share_median": loop_share,
     }
     say(
         f"    median of {runs}: hailo-repl {repl:.2f} tok/s, raw llama-cpp-python {raw:.2f} tok/s: "
-        f"ratio {result['ratio']:.3f} (best runs {result['ratio_best']:.3f})"
+        f"ratio {result['ratio']:.3f}; median of the pairs' ratios {result['pair_ratio_median']:.3f} "
+        f"(best runs {result['ratio_best']:.3f})"
+    )
+    say(
+        f"    the REPL's loop thread: median {statistics.median(loop_cpu):.3f} s CPU per reply, "
+        f"{loop_share * 100:.1f}% of the reply's time (send to timing block)"
     )
     return result
 

@@ -1,7 +1,7 @@
 """The interactive chat: an asyncio loop driving one prompt_toolkit PromptSession.
 
 A reply runs in an executor thread through the backend protocol; its text crosses to
-the loop through an asyncio queue. In a terminal the prompt for the next message is up
+the loop through a ReplyChannel, a few frames a second. In a terminal the prompt for the next message is up
 while the reply streams: the reply goes into the scrollback above it line by line
 (hailo_repl.pane), the toolbar stays live, and what the user types shows; Ctrl+C is then
 a key that stops the reply (keys.load_reply_bindings). Where nothing can be redrawn
@@ -52,13 +52,13 @@ from hailo_repl.render import (
     ASSISTANT_PREFIX,
     USER_PREFIX,
     ConsoleScreen,
-    ReplyEvent,
     ReplyRenderer,
     ReplyScreen,
     color_wanted,
     recent_turns_text,
     show_reply,
 )
+from hailo_repl.reply_channel import ReplyChannel, ReplyEvent
 from hailo_repl.sessions import ChatSummary
 from hailo_repl.settings import GENERATION_SETTINGS, SETTINGS_TABLE, ResolvedSettings
 from hailo_repl.signals import CtrlC, route_to_loop
@@ -73,6 +73,7 @@ SETTLE_NOTICE_AFTER = 0.3  # seconds of waiting for the previous reply before sa
 # than reading a long reply takes, so the user has most likely stepped away; and it only guards
 # against a crash (quit saves anyway), whose cost is the resume reading the chat again.
 IDLE_SAVE_SECONDS = 120.0
+TOOLBAR_REFRESH_SECONDS = 0.5  # the toolbar's clock and figures are never older than this
 
 
 def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -151,7 +152,6 @@ class Repl:
             complete_while_typing=False,
             prompt_continuation=CONTINUATION,
             style=STYLE,
-            refresh_interval=0.5,
             vi_mode=self.settings["vi-mode"],
         )
         self.pane = ReplyPane(self.session.app)
@@ -235,6 +235,7 @@ class Repl:
         load = asyncio.ensure_future(self._load(backend))
         load.add_done_callback(self._loaded)
         idle_saves = asyncio.ensure_future(self._keep_context_when_idle())
+        toolbar_refresh = asyncio.ensure_future(self._refresh_toolbar())
         try:
             with typeahead_mode():
                 if not backend.loads_in_background:
@@ -248,6 +249,7 @@ class Repl:
                 await self._converse(load)
         finally:
             idle_saves.cancel()
+            toolbar_refresh.cancel()
             await self._end_prompt()
             await self._settle()
             self._drawn.set()  # a chat ended before its first frame: the load still runs, to be released
@@ -314,6 +316,19 @@ class Repl:
         # future.done(): Enter may already have given the prompt its result.
         if self.quitting and app.is_running and app.future is not None and not app.future.done():
             app.exit(exception=EOFError)
+
+    async def _refresh_toolbar(self) -> None:
+        """Redraw the toolbar when no frame has for TOOLBAR_REFRESH_SECONDS. (Not prompt_toolkit's
+        refresh_interval: it redraws on top of a reply's frames, and each is taken from llama.cpp's
+        decoding: see reply_channel.)"""
+        app = self.session.app
+        while True:
+            wait = self.pane.drawn_at + TOOLBAR_REFRESH_SECONDS - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            app.invalidate()
+            await asyncio.sleep(TOOLBAR_REFRESH_SECONDS)
 
     async def _keep_context_when_idle(self) -> None:
         """Keep the device context once nothing has happened at the prompt for idle_save_seconds."""
@@ -505,14 +520,14 @@ class Repl:
 
     async def _reply(self, text: str, replace_last: bool = False) -> None:
         loop = asyncio.get_running_loop()
-        events: asyncio.Queue[tuple[ReplyEvent, str]] = asyncio.Queue()
+        events = ReplyChannel(loop)
         cancel = threading.Event()
         usage_before = self.chat.usage() if self.live else None  # read before the reply's thread uses the backend
-        self._worker = loop.run_in_executor(None, self._generate, text, replace_last, cancel, events, loop)
+        self._worker = loop.run_in_executor(None, self._generate, text, replace_last, cancel, events)
 
         def interrupt() -> None:
             cancel.set()
-            events.put_nowait((ReplyEvent.INTERRUPTED, ""))
+            events.put(ReplyEvent.INTERRUPTED)
 
         ended = None
         renderer = ReplyRenderer(self.color, self.reply_wrap(len(ASSISTANT_PREFIX)))
@@ -540,26 +555,21 @@ class Repl:
         text: str,
         replace_last: bool,
         cancel: threading.Event,
-        events: asyncio.Queue[tuple[ReplyEvent, str]],
-        loop: asyncio.AbstractEventLoop,
+        events: ReplyChannel,
     ) -> None:
         """The executor thread's part of a reply: run it, posting each event to the loop."""
-
-        def post(kind: ReplyEvent, value: str = "") -> None:
-            loop.call_soon_threadsafe(events.put_nowait, (kind, value))
-
-        notify: Callable[[str], None] = lambda line: post(ReplyEvent.NOTICE, line)  # noqa: E731
+        notify: Callable[[str], None] = lambda line: events.put(ReplyEvent.NOTICE, line)  # noqa: E731
         try:
             with contextlib.closing(self.chat.reply(text, cancel, notify=notify, replace_last=replace_last)) as pieces:
                 for piece in pieces:
                     if not cancel.is_set():  # else the reply ends within a token (closing it early would abort at once)
-                        post(ReplyEvent.TEXT, piece)
-            post(ReplyEvent.DONE)
+                        events.put_text(piece)
+            events.put(ReplyEvent.DONE)
         except (BackendError, ContextOverflowError) as error:
-            post(ReplyEvent.ERROR, str(error))
+            events.put(ReplyEvent.ERROR, str(error))
         except Exception as error:
             logger.exception("reply failed")
-            post(ReplyEvent.ERROR, f"unexpected {type(error).__name__}: {error} (details in {log_file()})")
+            events.put(ReplyEvent.ERROR, f"unexpected {type(error).__name__}: {error} (details in {log_file()})")
 
 
 def run_repl(chat: Chat, settings: ResolvedSettings, config_file: Path, resumed: ChatSummary | None = None) -> int:

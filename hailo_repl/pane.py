@@ -33,9 +33,6 @@ from prompt_toolkit.renderer import print_formatted_text as print_formatted
 from hailo_repl.context import ContextUsage
 
 LIVE_ROWS = 6  # the most rows of the reply's unfinished part shown at once
-# Seconds between two redraws for the reply's unfinished line (one per token costs a render each:
-# ~2.5 ms of CPU on a small machine); keys typed meanwhile are drawn at once as ever.
-LIVE_REDRAW_INTERVAL = 1 / 8
 SYNC_BEGIN, SYNC_END = "\x1b[?2026h", "\x1b[?2026l"  # synchronized output: the terminal shows the frame whole
 # Erase from column 0 to the screen's end without "erase below" at the top-left corner: there
 # tmux moves the screen into the scrollback, and the frame starts there when it fills the
@@ -97,9 +94,8 @@ class ReplyPane:
         self._first_token: float | None = None
         self._pieces = 0
         self._usage_before: ContextUsage | None = None
-        self._last_redraw = 0.0  # (monotonic) when the reply last asked for a redraw
-        self._redraw_waiting = False
-        app.after_render += self._commit_deferred
+        self.drawn_at = 0.0  # (monotonic) when a frame was last drawn
+        app.after_render += self._after_render
 
     # ---- the layout's parts ------------------------------------------------------------
 
@@ -138,33 +134,18 @@ class ReplyPane:
         self._usage_before = usage_before
         self.app.erase_when_done = True  # a prompt ended mid-reply (a quit) leaves no frame behind
 
-    def piece(self, text: str) -> None:
-        """The next piece of the reply, as the renderer gives it (it may be empty: held)."""
+    def piece(self, text: str, tokens: int) -> None:
+        """The reply's next text, as the renderer gives it (it may be empty: held), from `tokens`
+        tokens; it comes a frame at a time (reply_channel), so it is drawn at once."""
         if self._first_token is None:
             self._first_token = time.perf_counter()
-        self._pieces += 1
+        self._pieces += tokens
         self._live += text
         finished, newline, self._live = self._live.rpartition("\n")
         if newline:
             self.commit(finished + newline)
-        elif text:  # (the toolbar's figures wait for the next word, or its refresh)
-            self._redraw_soon()
-
-    def _redraw_soon(self) -> None:
-        """Redraw for the reply now, or once LIVE_REDRAW_INTERVAL has passed since the last time."""
-        if self._redraw_waiting:
-            return
-        wait = self._last_redraw + LIVE_REDRAW_INTERVAL - time.monotonic()
-        if wait <= 0 or self.app.loop is None:
-            self._redraw_now()
-        else:
-            self._redraw_waiting = True
-            self.app.loop.call_later(wait, self._redraw_now)
-
-    def _redraw_now(self) -> None:
-        self._redraw_waiting = False
-        self._last_redraw = time.monotonic()
-        self.app.invalidate()
+        else:  # (the toolbar's figures change too)
+            self.app.invalidate()
 
     def notice(self, line: str, during_reply: bool) -> None:
         """A line about the reply: before its first word at once; after it, shown under the
@@ -265,9 +246,10 @@ class ReplyPane:
                 app.render_counter += 1  # (the controls' caches are per render)
                 app.renderer.render(app, app.layout)
             output.write_raw(SYNC_END)
-        self._last_redraw = time.monotonic()
+        self.drawn_at = time.monotonic()
 
-    def _commit_deferred(self, app: Application[str]) -> None:
+    def _after_render(self, app: Application[str]) -> None:
+        self.drawn_at = time.monotonic()
         if self._deferred and not app._running_in_terminal and app.loop:
             deferred, self._deferred = self._deferred, []
             for text in deferred:

@@ -3,14 +3,13 @@ held until their closing fence and then printed highlighted by pygments."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping
-from enum import Enum
 from typing import Protocol
 
 from hailo_repl.backends.base import Message
 from hailo_repl.console import ERROR, Console, labelled
 from hailo_repl.context import split_turns
+from hailo_repl.reply_channel import ReplyChannel, ReplyEvent
 from hailo_repl.wrap import WordWrap
 
 FENCE = "```"
@@ -134,22 +133,13 @@ def code_blocks(reply: str) -> list[str]:
     return renderer.blocks
 
 
-class ReplyEvent(Enum):
-    """What the generating thread tells the loop, with a value where it has one."""
-
-    TEXT = "text"  # the next piece of the reply
-    NOTICE = "notice"  # a line about the reply (turns dropped to make room)
-    DONE = "done"  # the reply is complete
-    ERROR = "error"  # the reply failed; the value says why
-    INTERRUPTED = "interrupted"  # Ctrl+C stopped it
-
-
 class ReplyScreen(Protocol):
     """Where a streamed reply goes: the terminal as it is (ConsoleScreen), or the output
     pane above a live prompt (pane.ReplyPane)."""
 
-    def piece(self, text: str) -> None:
-        """The next piece of the reply as the renderer gives it (possibly empty: held)."""
+    def piece(self, text: str, tokens: int) -> None:
+        """The reply's next text as the renderer gives it (possibly empty: held), and how many
+        tokens it came in."""
 
     def notice(self, line: str, during_reply: bool) -> None:
         """A line about the reply (turns dropped, a device stall, a save that failed)."""
@@ -166,7 +156,7 @@ class ConsoleScreen:
         self.renderer = renderer
         self._ended = False
 
-    def piece(self, text: str) -> None:
+    def piece(self, text: str, tokens: int) -> None:
         self.console.write(text)
 
     def notice(self, line: str, during_reply: bool) -> None:
@@ -180,16 +170,16 @@ class ConsoleScreen:
 
 
 async def show_reply(
-    events: asyncio.Queue[tuple[ReplyEvent, str]], renderer: ReplyRenderer, console: Console, screen: ReplyScreen
+    events: ReplyChannel, renderer: ReplyRenderer, console: Console, screen: ReplyScreen
 ) -> ReplyEvent:
     """Show the reply as its pieces arrive; returns how it ended (DONE, INTERRUPTED or ERROR)."""
     started = False
     while True:
-        kind, value = await events.get()
+        kind, value, tokens = await events.get()
         if kind is ReplyEvent.NOTICE:
             screen.notice(console.wrapped(value), during_reply=started)
         elif kind is ReplyEvent.TEXT:
-            screen.piece(("" if started else ASSISTANT_PREFIX) + renderer.feed(value))
+            screen.piece(("" if started else ASSISTANT_PREFIX) + renderer.feed(value), tokens)
             started = True
         else:
             tail = renderer.flush()

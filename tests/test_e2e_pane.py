@@ -4,6 +4,7 @@ shows and is sent after the reply, and the scrollback holds the reply once, what
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ pytestmark = pytest.mark.e2e
 
 QWEN = "Qwen2.5-1.5B-Instruct"
 TOOLBAR = "Qwen2.5-1.5B-Instruct · Hailo-10H │ ctx"
+FRAME_START = "\x1b[?25l"  # prompt_toolkit hides the cursor at the start of every frame it draws
 
 
 def words(count: int, start: int = 0) -> list[str]:
@@ -186,4 +188,21 @@ def test_a_paste_taller_than_the_terminal_during_a_reply_leaves_no_frame_behind(
     assert frames_left_behind(term) == []
     assert joined_reply(term, "w0 w1") == "Assistant: " + reply_text(first)  # each line once
     term.send("\x03")  # the pasted text is cleared, unsent
+    quit_chat(term)
+
+
+def test_at_100_tokens_a_second_the_pane_draws_a_few_frames_a_second_not_one_per_token(pane):
+    """Every frame is CPU taken from llama.cpp's decoding (reply_channel): text comes a frame at a time."""
+    first = words(300)  # ~3 s at 100 tok/s, ~15 lines in 100 columns
+    term = pane([first], delay_ms=10)
+    start = len(term.transcript.getvalue())
+    sent = time.monotonic()
+    term.send("tell me\r")
+    term.expect_screen(r"w299")
+    term.expect_reply_end()
+    seconds = time.monotonic() - sent
+    frames = term.transcript.getvalue()[start:].count(FRAME_START)
+    # 5 frames a second at most, and a few around the reply (the Enter, its end, the next prompt)
+    assert frames <= 5 * seconds + 12, f"{frames} frames in {seconds:.1f} s"
+    assert joined_reply(term, "w0 w1") == "Assistant: " + reply_text(first)
     quit_chat(term)

@@ -1,0 +1,87 @@
+"""A reply's events on their way from the thread that generates it to the loop that shows it.
+
+The text is paced: what arrives within FRAME_INTERVAL of the last text shown is handed over
+together, with a count of its pieces, so the loop wakes and draws a few times a second
+instead of once per token. This is for llama.cpp on the CPU: its threads fill the cores,
+and every moment the loop spends drawing is taken from decoding. Measured on two cores
+(benchmarks/bench_repl.py part e): drawing a frame per token and committing each line
+took the loop 0.18 s of CPU in a 3 s reply, and the REPL decoded at 0.94x raw
+llama-cpp-python. The first text and every other event (the end, an error, Ctrl+C) are
+handed over at once, after any text before them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from enum import Enum
+
+# Seconds between two handovers of text: a frame costs ~2 ms of CPU here (a prompt_toolkit
+# render of the prompt's layout), so at 5 frames a second drawing takes ~1% of the time.
+FRAME_INTERVAL = 0.2
+
+
+class ReplyEvent(Enum):
+    """What the generating thread tells the loop, with a value where it has one."""
+
+    TEXT = "text"  # the reply's next pieces
+    NOTICE = "notice"  # a line about the reply (turns dropped to make room)
+    DONE = "done"  # the reply is complete
+    ERROR = "error"  # the reply failed; the value says why
+    INTERRUPTED = "interrupted"  # Ctrl+C stopped it
+
+
+class ReplyChannel:
+    """Events in order; put from any thread, taken by the loop's `get()`."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, frame_interval: float = FRAME_INTERVAL):
+        self._loop = loop
+        self._frame_interval = frame_interval
+        self._lock = threading.Lock()
+        # Waiting events; a TEXT one holds a list of pieces that grows until it is taken.
+        self._waiting: deque[tuple[ReplyEvent, str | list[str]]] = deque()
+        self._wakeup = asyncio.Event()  # (the loop's only)
+        self._next_frame = 0.0  # (loop time) no text is taken before this
+
+    def put_text(self, piece: str) -> None:
+        """The reply's next piece. Wakes the loop only when nothing was waiting: once a frame."""
+        with self._lock:
+            wake = not self._waiting
+            last = self._waiting[-1][1] if self._waiting and self._waiting[-1][0] is ReplyEvent.TEXT else None
+            if isinstance(last, list):
+                last.append(piece)
+            else:
+                self._waiting.append((ReplyEvent.TEXT, [piece]))
+        if wake:
+            self._loop.call_soon_threadsafe(self._wakeup.set)
+
+    def put(self, kind: ReplyEvent, value: str = "") -> None:
+        with self._lock:
+            self._waiting.append((kind, value))
+        self._loop.call_soon_threadsafe(self._wakeup.set)
+
+    async def get(self) -> tuple[ReplyEvent, str, int]:
+        """The next event, its value, and for TEXT the number of pieces joined in it."""
+        while True:
+            self._wakeup.clear()  # before looking: a put from now on wakes the wait below
+            now = self._loop.time()
+            with self._lock:
+                head = self._waiting[0] if self._waiting else None
+                ready = head is not None and (
+                    head[0] is not ReplyEvent.TEXT or len(self._waiting) > 1 or now >= self._next_frame
+                )
+                if ready:
+                    self._waiting.popleft()
+            if head is not None and ready:
+                kind, value = head
+                if isinstance(value, list):
+                    self._next_frame = now + self._frame_interval
+                    return kind, "".join(value), len(value)
+                return kind, value, 0
+            timer = self._loop.call_at(self._next_frame, self._wakeup.set) if head is not None else None
+            try:
+                await self._wakeup.wait()
+            finally:
+                if timer is not None:
+                    timer.cancel()
