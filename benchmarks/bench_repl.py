@@ -106,6 +106,13 @@ class Terminal(terminal.Terminal):
             reason = "the process ended" if index == 1 else "timed out"
             raise BenchError(f"waiting for {what}: {reason}; last output: {self.tail()!r}")
 
+    def settle(self, seconds: float = 0.3) -> None:
+        """Read what comes for `seconds` and forget it (pexpect keeps what a TIMEOUT read, and a
+        reply's last line comes twice: in the live rows, then committed)."""
+        deadline = time.perf_counter() + seconds
+        while (left := deadline - time.perf_counter()) > 0:  # (what a TIMEOUT read stays in pexpect's search)
+            self.child.expect([r"(?s).+", pexpect.TIMEOUT], timeout=left)
+
     def tail(self, size: int = 400) -> str:
         text = self.child.before if isinstance(self.child.before, str) else ""
         return text[-size:]
@@ -620,13 +627,13 @@ def bench_output(setup: Setup, delay_ms: int, replies: int) -> dict:
     try:
         term.wait_for(TOOLBAR_READY, "the model to load (toolbar gauge)", timeout=300)
         for number in range(replies):
-            term.child.expect(pexpect.TIMEOUT, timeout=0.3)  # settle; what came so far is read
+            term.settle()
             before_cpu, (before_writes, before_bytes) = term.cpu_seconds(), process_io(term.child.pid)
             start = len(term.transcript.getvalue())
             started = time.perf_counter()
             term.send_line(HAILO_MESSAGE)
             term.wait_for(f"word{OUTPUT_TOKENS - 1}", f"reply {number + 1} to end", timeout=120)
-            term.child.expect(pexpect.TIMEOUT, timeout=0.3)
+            term.settle()
             seconds = time.perf_counter() - started - 0.3
             after_writes, after_bytes = process_io(term.child.pid)
             writes, written = after_writes - before_writes, after_bytes - before_bytes
@@ -699,7 +706,7 @@ def bench_decode_through_pane(setup: Setup, runs: int, max_tokens: int) -> dict:
                     continue
                 term.send_line("/clear")
                 term.wait_for(r"Conversation cleared", "/clear's answer", timeout=60)
-                term.child.expect(pexpect.TIMEOUT, timeout=0.3)  # settle; what came so far is read
+                term.settle()
                 cpu_before, started = term.cpu_seconds(main_thread_only=True), time.perf_counter()
                 term.send_line(E2E_PROMPT)
                 term.wait_for(
