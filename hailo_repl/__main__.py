@@ -1,3 +1,3 @@
-from hailo_repl.cli import main
+from hailo_repl.entry import main
 
 raise SystemExit(main())

@@ -7,7 +7,6 @@ import contextlib
 import io
 import os
 import shutil
-import signal
 import sys
 import threading
 import time
@@ -28,6 +27,7 @@ from hailo_repl.config_file import (
     write_init,
 )
 from hailo_repl.console import ArgumentParser, Console, no_wrap
+from hailo_repl.entry import print_model_names, quiet_when_the_reader_goes
 from hailo_repl.log import logger, setup_logging
 from hailo_repl.servers import REMOTE_BACKENDS
 from hailo_repl.settings import (
@@ -353,14 +353,6 @@ def with_piped_input(prompt: str) -> str:
     return f"{piped}\n\n{prompt}" if piped else prompt
 
 
-def print_model_names() -> None:
-    """--list-models --quiet: the names --hef-path takes, one a line, for shell completion."""
-    from hailo_repl.models import list_models
-
-    for row in list_models(include_gguf=False):
-        print(row.name)
-
-
 def backend_choice(settings: ResolvedSettings, api_key: str | None) -> BackendChoice:
     """The backend the settings ask for; SettingError (one line, exit 2) for a setting that
     does not fit it."""
@@ -448,18 +440,10 @@ def streams_closed_at_start_as_devnull() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """hailo-repl's entry point: a chat or a subcommand. A reader that goes away (`| head`)
+    """A chat or a subcommand (hailo_repl.entry runs it). A reader that goes away (`| head`)
     ends any of them quietly with 141, as other CLIs do."""
     streams_closed_at_start_as_devnull()
-    try:
-        try:
-            return run(list(sys.argv[1:] if argv is None else argv))
-        finally:
-            sys.stdout.flush()  # here, not at exit: a closed pipe is found where it can be handled
-    except BrokenPipeError:
-        with contextlib.suppress(OSError, ValueError):  # no error at exit's flush either
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 128 + signal.SIGPIPE
+    return quiet_when_the_reader_goes(lambda: run(list(sys.argv[1:] if argv is None else argv)))
 
 
 def run(arguments: list[str]) -> int:
@@ -472,8 +456,7 @@ def run(arguments: list[str]) -> int:
     if args.quiet and not args.list_models:
         parser.error("argument -q/--quiet: only with --list-models")
     if args.quiet:
-        print_model_names()
-        return EXIT_OK
+        return print_model_names()
     if args.prompt is not None and not args.prompt.strip():
         parser.error("argument -p/--prompt: the message is empty")
     notices = Console(sys.stderr)  # stdout carries only replies

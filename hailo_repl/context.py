@@ -6,7 +6,7 @@ Pure functions only; the backends say how many tokens a conversation costs.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from hailo_repl.backends.base import Message
 
@@ -20,8 +20,7 @@ DROP_TO_PERCENT = 50
 CHARACTERS_PER_TOKEN_AT_MOST = 16
 
 
-@dataclass(frozen=True)
-class ContextUsage:
+class ContextUsage(NamedTuple):
     """How much of the model's context the chat fills."""
 
     used: int
@@ -58,8 +57,7 @@ class ContextOverflowError(Exception):
     """Even the system prompt and the newest message alone do not fit."""
 
 
-@dataclass(frozen=True)
-class FittedHistory:
+class FittedHistory(NamedTuple):
     """The messages that fit the context, and how many old turns were left out."""
 
     messages: list[Message]

@@ -11,9 +11,8 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from hailo_repl.backends.base import Message
 from hailo_repl.private_files import (
@@ -38,8 +37,7 @@ class NotAChatFile(ConversationFileError):
     """/save would replace a file that is not a saved chat; the user must say so."""
 
 
-@dataclass(frozen=True)
-class ChatFile:
+class ChatFile(NamedTuple):
     """A chat file as read: all its fields, its messages checked, and its version."""
 
     fields: dict[str, Any]

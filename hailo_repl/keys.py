@@ -4,7 +4,7 @@ line and the README's key table are written from."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from prompt_toolkit.buffer import Buffer
 from prompt_toolkit.enums import DEFAULT_BUFFER
@@ -12,8 +12,7 @@ from prompt_toolkit.filters import Filter, emacs_insert_mode, has_focus, vi_inse
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 
 
-@dataclass(frozen=True)
-class KeyHelp:
+class KeyHelp(NamedTuple):
     """One line of the keys' help."""
 
     keys: str  # as a user reads them: "Alt+Enter, Ctrl+J"

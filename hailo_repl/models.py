@@ -6,10 +6,8 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-
-from hailo_repl.private_files import not_regular
+from typing import NamedTuple
 
 RESOURCES_ROOT_DEFAULT = "/usr/local/hailo/resources"
 HAILO10H_ARCH = "hailo10h"
@@ -108,6 +106,8 @@ def bundled_gguf_path() -> Path | None:
 
 def check_gguf(path: Path) -> None:
     """Raise ValueError with a one-line reason unless `path` is a readable GGUF file."""
+    from hailo_repl.private_files import not_regular  # (not for shell completion's model names: hailo_repl.entry)
+
     reason = not_regular(path)  # opening a FIFO would wait for a writer for ever
     if reason is not None:
         raise ValueError(f"cannot read {path}: {reason}")
@@ -120,8 +120,7 @@ def check_gguf(path: Path) -> None:
         raise ValueError(f"{path} is not a GGUF model file")
 
 
-@dataclass(frozen=True)
-class ModelListing:
+class ModelListing(NamedTuple):
     """One model that --list-models shows: where it is, and whether it is registered."""
 
     name: str

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 OLLAMA = "ollama"
 HAILO_OLLAMA = "hailo-ollama"
@@ -30,8 +30,7 @@ OPENAI_DEFAULT_URL = "https://api.openai.com/v1"
 DEFAULT_CONTEXT_SIZE = 4096  # a server's model's context when neither the server nor --context-size says
 
 
-@dataclass(frozen=True)
-class Endpoint:
+class Endpoint(NamedTuple):
     """Where a remote engine listens, and the key it wants, if any."""
 
     url: str  # Ollama's server root, or an OpenAI-compatible API base ending in /v1

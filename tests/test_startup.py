@@ -52,10 +52,12 @@ sys.stdin.isatty = sys.stdout.isatty = lambda: True  # as at a terminal
 sys.exit(main(sys.argv[1:]))
 """
 
+# The installed command's entry point, as shell completion runs it.
 QUICK_ANSWER = """
 import json, sys
-from hailo_repl.cli import main
-main(sys.argv[1:])
+from hailo_repl.entry import main
+sys.argv[0] = "hailo-repl"
+main()
 print(json.dumps(sorted(sys.modules)))
 """
 
@@ -98,9 +100,12 @@ def test_the_first_prompt_on_the_hailo_device_compiles_no_chat_template(isolated
     assert loaded(modules, ["jinja2", "hailo_repl.doctor", "httpx", "yaml", "pygments"]) == []
 
 
-def test_the_quiet_model_list_for_shell_completion_imports_no_chat(isolated_home, hailo_resources):
+def test_the_quiet_model_list_for_completion_imports_neither_chat_nor_command_line(isolated_home, hailo_resources):
     hailo_resources("Qwen2.5-1.5B-Instruct")
     modules = modules_imported(QUICK_ANSWER, "--list-models", "-q")
 
     chat_modules = ["prompt_toolkit", "asyncio", "hailo_repl.chat", "hailo_repl.backends", "hailo_repl.sessions"]
     assert loaded(modules, chat_modules + NOT_BEFORE_THE_FIRST_PROMPT) == []
+    # nor the command line: each Tab after --hef-path runs it, so it starts about as a bare interpreter does
+    command_line = ["hailo_repl.cli", "argparse", "dataclasses", "hailo_repl.settings", "hailo_repl.config_file"]
+    assert loaded(modules, command_line) == []

@@ -1,0 +1,47 @@
+"""The `hailo-repl` command (and `python -m hailo_repl`): hailo_repl.cli, except for one question.
+
+Shell completion runs `hailo-repl --list-models --quiet` at each Tab after --hef-path, so that
+one is answered here with hailo_repl.models alone: through the command line (argparse, the
+settings table's dataclasses, the config file) it took 2.4 times a bare interpreter's start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Callable
+
+MODEL_NAMES_QUESTIONS = (["--list-models", "--quiet"], ["--list-models", "-q"])  # as completions/ ask
+
+
+def print_model_names() -> int:
+    """The names --hef-path takes, one a line."""
+    from hailo_repl.models import list_models
+
+    for row in list_models(include_gguf=False):
+        print(row.name)
+    return 0
+
+
+def quiet_when_the_reader_goes(run: Callable[[], int]) -> int:
+    """`run()`'s exit code; a reader that goes away (`| head`) ends it quietly with 141, as other CLIs do."""
+    try:
+        try:
+            return run()
+        finally:
+            if sys.stdout is not None:
+                sys.stdout.flush()  # here, not at exit: a closed pipe is found where it can be handled
+    except BrokenPipeError:
+        with contextlib.suppress(OSError, ValueError):  # no error at exit's flush either
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
+def main() -> int:
+    if sys.argv[1:] in MODEL_NAMES_QUESTIONS:
+        return quiet_when_the_reader_goes(print_model_names)
+    from hailo_repl.cli import main as command_line
+
+    return command_line()
