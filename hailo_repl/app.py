@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import io
 import os
 import signal
@@ -247,10 +248,18 @@ class Repl:
                         self.console.info("Ending the chat (Ctrl+C during the model load).")
                         self.quit(signal.SIGINT)
                 await self._converse(load)
+        except OSError as error:
+            if error.errno != errno.EIO:
+                raise
+            # The terminal went away (its window closed, the SSH link dropped): its SIGHUP ends the chat
+            # too, but a write may fail first. The reply's thread still finishes and saves the turn.
+            logger.info("the terminal went away ({}): the chat ends", error)
+            self.quit(signal.SIGHUP)
         finally:
             idle_saves.cancel()
             toolbar_refresh.cancel()
-            await self._end_prompt()
+            with contextlib.suppress(OSError):  # (a terminal that went away)
+                await self._end_prompt()
             await self._settle()
             self._drawn.set()  # a chat ended before its first frame: the load still runs, to be released
             if not load.done():

@@ -4,6 +4,7 @@ shows and is sent after the reply, and the scrollback holds the reply once, what
 
 import json
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -206,3 +207,17 @@ def test_at_100_tokens_a_second_the_pane_draws_a_few_frames_a_second_not_one_per
     assert frames <= 5 * seconds + 12, f"{frames} frames in {seconds:.1f} s"
     assert joined_reply(term, "w0 w1") == "Assistant: " + reply_text(first)
     quit_chat(term)
+
+
+def test_a_terminal_closed_during_a_reply_ends_the_chat_as_sighup_and_keeps_the_turn(pane, isolated_home):
+    term = pane([words(300)], delay_ms=50)
+    term.send("tell me\r")
+    term.expect_screen(r"w5 ")
+    os.close(term.child.child_fd)  # the window closes: the terminal is gone, SIGHUP comes
+    _, status = os.waitpid(term.child.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 128 + signal.SIGHUP
+    log = (Path(os.environ["XDG_STATE_HOME"]) / "hailo-repl" / "hailo-repl.log").read_text()
+    assert "unexpected" not in log and "Traceback" not in log
+    [saved] = (Path(os.environ["XDG_DATA_HOME"]) / "hailo-repl" / "sessions").glob("*.json")
+    reply = json.loads(saved.read_text())["messages"][-1]
+    assert reply["interrupted"] and reply["content"].startswith("w0 w1 w2 w3 w4 w5")
