@@ -248,12 +248,12 @@ class Repl:
                         self.console.info("Ending the chat (Ctrl+C during the model load).")
                         self.quit(signal.SIGINT)
                 await self._converse(load)
-        except OSError as error:
-            if error.errno != errno.EIO:
+        except OSError as write_error:
+            if write_error.errno != errno.EIO:
                 raise
             # The terminal went away (its window closed, the SSH link dropped): its SIGHUP ends the chat
             # too, but a write may fail first. The reply's thread still finishes and saves the turn.
-            logger.info("the terminal went away ({}): the chat ends", error)
+            logger.info("the terminal went away ({}): the chat ends", write_error)
             self.quit(signal.SIGHUP)
         finally:
             idle_saves.cancel()
