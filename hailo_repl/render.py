@@ -174,13 +174,17 @@ async def show_reply(
 ) -> ReplyEvent:
     """Show the reply as its pieces arrive; returns how it ended (DONE, INTERRUPTED or ERROR)."""
     started = False
+    word_shown = False
     while True:
         kind, value, tokens = await events.get()
         if kind is ReplyEvent.NOTICE:
             screen.notice(console.wrapped(value), during_reply=started)
         elif kind is ReplyEvent.TEXT:
-            screen.piece(("" if started else ASSISTANT_PREFIX) + renderer.feed(value), tokens)
-            started = True
+            text = renderer.feed(value)
+            screen.piece(("" if started else ASSISTANT_PREFIX) + text, tokens)
+            started, word_shown = True, word_shown or bool(text.strip())
+            if not word_shown:  # the word-wrap holds the first word until it ends: show it then, not a frame later
+                events.next_text_at_once()
         else:
             tail = renderer.flush()
             if kind is ReplyEvent.INTERRUPTED:

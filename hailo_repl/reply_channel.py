@@ -7,7 +7,8 @@ and every moment the loop spends drawing is taken from decoding. Measured on two
 (benchmarks/bench_repl.py part e): drawing a frame per token and committing each line
 took the loop 0.18 s of CPU in a 3 s reply, and the REPL decoded at 0.94x raw
 llama-cpp-python. The first text and every other event (the end, an error, Ctrl+C) are
-handed over at once, after any text before them.
+handed over at once, after any text before them; so is the text after one that showed nothing
+(render.show_reply: the word-wrap holds the first word until it ends).
 """
 
 from __future__ import annotations
@@ -60,6 +61,10 @@ class ReplyChannel:
         with self._lock:
             self._waiting.append((kind, value))
         self._loop.call_soon_threadsafe(self._wakeup.set)
+
+    def next_text_at_once(self) -> None:
+        """Hand the next text over as soon as it comes, not a frame after the last."""
+        self._next_frame = 0.0
 
     async def get(self) -> tuple[ReplyEvent, str, int]:
         """The next event, its value, and for TEXT the number of pieces joined in it."""

@@ -2,10 +2,14 @@
 CPU that grows with the token rate; the first text, the end and Ctrl+C are never held back."""
 
 import asyncio
+import io
 import threading
 import time
 
+from hailo_repl.console import Console
+from hailo_repl.render import ASSISTANT_PREFIX, ReplyRenderer, show_reply
 from hailo_repl.reply_channel import ReplyChannel, ReplyEvent
+from hailo_repl.wrap import WordWrap
 
 LONG = 30.0  # a frame interval no test could wait out: an event that waited for it would time out
 
@@ -88,3 +92,43 @@ def test_a_notice_keeps_its_place_among_the_text():
         (ReplyEvent.TEXT, " three", 1),
         (ReplyEvent.DONE, "", 0),
     ]
+
+
+def test_the_first_word_shows_when_it_ends_not_a_frame_later():
+    """The word-wrap holds a word until it ends: the text after a handover that showed nothing
+    comes at once (with the frames' pacing it came 0.2 s, ~20 llama.cpp tokens, later)."""
+
+    class Screen:  # what show_reply gave the screen
+        def __init__(self):
+            self.text = ""
+
+        def piece(self, text, tokens):
+            self.text += text
+
+        def notice(self, line, during_reply):
+            pass
+
+        def end(self, tail):
+            self.text += tail
+
+    async def main():
+        channel = ReplyChannel(asyncio.get_running_loop(), frame_interval=LONG)
+        screen = Screen()
+        renderer = ReplyRenderer(color=False, wrap=WordWrap(lambda: 80, len(ASSISTANT_PREFIX)))
+        showing = asyncio.ensure_future(show_reply(channel, renderer, Console(io.StringIO()), screen))
+        channel.put_text("Once")  # held: it may go on
+        channel_took = asyncio.get_running_loop().time()
+        while screen.text != ASSISTANT_PREFIX:
+            await asyncio.sleep(0.01)
+        channel.put_text(" upon")
+        while "Once" not in screen.text:  # a frame later would be LONG
+            assert asyncio.get_running_loop().time() - channel_took < 5, screen.text
+            await asyncio.sleep(0.01)
+        shown_then = screen.text
+        channel.put(ReplyEvent.DONE)
+        await asyncio.wait_for(showing, 5)
+        return shown_then, screen.text
+
+    shown_then, at_the_end = asyncio.run(main())
+    assert shown_then == ASSISTANT_PREFIX + "Once "
+    assert at_the_end.startswith(ASSISTANT_PREFIX + "Once upon")
