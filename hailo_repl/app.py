@@ -1,9 +1,9 @@
 """The interactive chat: an asyncio loop driving one prompt_toolkit PromptSession.
 
-A reply runs in an executor thread through the backend protocol; its text crosses to
-the loop through a ReplyChannel, a few frames a second. In a terminal the prompt for the next message is up
-while the reply streams: the reply goes into the scrollback above it line by line
-(hailo_repl.pane), the toolbar stays live, and what the user types shows; Ctrl+C is then
+A reply runs in an executor thread through the backend protocol; its text crosses to the
+loop through a ReplyChannel, a few frames a second. In a terminal the prompt for the next
+message is up while the reply streams: the reply goes into the scrollback above it line by
+line (hailo_repl.pane), the toolbar stays live, and what the user types shows; Ctrl+C is then
 a key that stops the reply (keys.load_reply_bindings). Where nothing can be redrawn
 (TERM=dumb) the reply is written as it comes, with no prompt on screen, and Ctrl+C is a
 SIGINT that hailo_repl.signals routes to the reply's cancel event. Either way the backend
