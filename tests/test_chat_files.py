@@ -73,13 +73,15 @@ def test_a_json_file_that_is_not_a_chat_is_not_listed_continued_or_resumed(isola
         store.find("huge")
 
 
-def test_a_name_that_cannot_be_followed_is_left_out_of_the_list(isolated_home):
+def test_a_name_that_cannot_be_followed_is_left_out_of_the_list(isolated_home, hailo_resources, fake_script):
+    hailo_resources("Qwen2.5-1.5B-Instruct")  # the double answers: the listing is tested, not a model
+    fake_script([{"tokens": ["Hi."]}])
     store = SessionStore(sessions(isolated_home))
     real = a_chat(store)
     (store.directory / "loop.json").symlink_to("loop.json")  # ELOOP on stat, on every listing
     assert [c.id for c in store.chats()] == [real]
     for args in (["--list-chats"], ["--resume", real[:4]], ["-c"]):
-        result = run(*args, *([] if args == ["--list-chats"] else ["--max-tokens", "1", "-p", "hi"]))
+        result = run_cli(*args, *([] if args == ["--list-chats"] else ["--max-tokens", "1", "-p", "hi"]), fakes=True)
         assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
 
 

@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import hailo_repl_command
+from conftest import hailo_repl_command, run_cli
 from terminal import user_messages_sent, with_fakes
 
 from hailo_repl.cli import SUBCOMMANDS, main
@@ -245,13 +245,6 @@ def test_a_message_longer_than_stdin_holds_for_one_is_one_line(mode, isolated_ho
     """--single reads stdin as one message, and without it each line is one: either is capped."""
     hailo_resources(QWEN)
     fake_script([{"tokens": ["Hi."]}])
-    result = subprocess.run(
-        hailo_repl_command() + mode,
-        input="hello\n" + "x" * 4_000_001 + "\nnever sent\n",
-        capture_output=True,
-        text=True,
-        env=with_fakes(),
-        timeout=60,
-    )
+    result = run_cli(*mode, stdin="hello\n" + "x" * 4_000_001 + "\nnever sent\n", fakes=True)
     assert result.returncode == 1 and result.stderr == TOO_LONG
     assert result.stdout == ("" if mode else "Hi.\n")  # line by line, the lines before it were answered
