@@ -99,12 +99,19 @@ def add_config_flag(parser: argparse.ArgumentParser) -> None:
 
 
 class HelpFormatter(argparse.HelpFormatter):
-    """argparse's, except that a text of several lines (the subcommands' table) is wrapped
-    line by line, keeping its rows and columns."""
+    """argparse's, except that a word is never broken (at its hyphens, or for its length: a path
+    such as ~/.local/share/hailo-repl/sessions stays whole, to be copied), and a text of several
+    lines (the subcommands' table) is wrapped line by line, keeping its rows and columns."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        import textwrap  # (argparse imports it where it wraps, too)
+
+        text = " ".join(text.split())
+        return textwrap.wrap(text, width, break_on_hyphens=False, break_long_words=False)
 
     def _fill_text(self, text: str, width: int, indent: str) -> str:
         if "\n" not in text:
-            return super()._fill_text(text, width, indent)
+            return "\n".join(indent + line for line in self._split_lines(text, width - len(indent)))
         return "\n".join(indent + line for line in wrap_text(text, width - len(indent)).split("\n"))
 
 
