@@ -8,7 +8,6 @@ the value's span, which pyyaml's node marks give, is replaced, and nothing else 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -173,6 +172,8 @@ def _write(path: Path, text: str) -> None:
 def scalar(value: Any) -> str:
     """A value as one line of YAML: as pyyaml writes it, or double-quoted (JSON's escapes
     are YAML's) where pyyaml would need several lines."""
+    import json
+
     import yaml
 
     if isinstance(value, Path):

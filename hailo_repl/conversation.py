@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import json
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -53,6 +52,8 @@ def version_of(data: bytes) -> str:
 def encode_chat(path: Path, document: dict[str, Any]) -> bytes:
     """A chat's file as bytes; ConversationFileError (one line) when it would be larger than
     hailo-repl reads back."""
+    import json  # at the first save or load, not before the first prompt
+
     data = json.dumps(document, indent=1, ensure_ascii=False).encode("utf-8")
     if len(data) > MAX_CHAT_FILE_BYTES:
         raise ConversationFileError(
@@ -115,6 +116,8 @@ def load_conversation(path: Path) -> list[Message]:
 
 def read_chat_file(path: Path) -> ChatFile:
     """The chat saved at `path`; ConversationFileError (one line, with the reason) when it is not one."""
+    import json
+
     try:
         raw = read_bytes_limited(path, MAX_CHAT_FILE_BYTES)
         data = json.loads(raw.decode("utf-8"))

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import datetime
 import functools
-import json
 import os
 import typing
 from dataclasses import asdict, dataclass, field
@@ -206,6 +205,8 @@ class SessionStore:
         return files
 
     def _read_index(self) -> dict[str, Any]:
+        import json  # at the first listing, not before the first prompt
+
         try:
             index = json.loads(read_text_limited(self.directory / INDEX_NAME, INDEX_FILE_LIMIT))
         except (OSError, ValueError, FileTooLarge):
@@ -237,6 +238,8 @@ class SessionStore:
         return sorted(summaries, key=lambda s: s.updated, reverse=True)
 
     def _write_index(self, entries: dict[str, Any]) -> None:
+        import json
+
         try:
             write_atomically(self.directory / INDEX_NAME, json.dumps({"version": INDEX_VERSION, "files": entries}))
         except OSError as error:  # a cache: listing still works without it
