@@ -111,7 +111,8 @@ class Terminal(terminal.Terminal):
         reply's last line comes twice: in the live rows, then committed)."""
         deadline = time.perf_counter() + seconds
         while (left := deadline - time.perf_counter()) > 0:  # (what a TIMEOUT read stays in pexpect's search)
-            self.child.expect([r"(?s).+", pexpect.TIMEOUT], timeout=left)
+            if self.child.expect([r"(?s).+", pexpect.TIMEOUT, pexpect.EOF], timeout=left) == 2:
+                raise BenchError(f"the program ended; last output: {self.tail()!r}")
 
     def tail(self, size: int = 400) -> str:
         text = self.child.before if isinstance(self.child.before, str) else ""

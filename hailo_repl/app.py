@@ -249,7 +249,7 @@ class Repl:
                         self.quit(signal.SIGINT)
                 await self._converse(load)
         except OSError as write_error:
-            if write_error.errno != errno.EIO:
+            if write_error.errno != errno.EIO or not self._terminal_gone():
                 raise
             # The terminal went away (its window closed, the SSH link dropped): its SIGHUP ends the chat
             # too, but a write may fail first. The reply's thread still finishes and saves the turn.
@@ -325,6 +325,16 @@ class Repl:
         # future.done(): Enter may already have given the prompt its result.
         if self.quitting and app.is_running and app.future is not None and not app.future.done():
             app.exit(exception=EOFError)
+
+    def _terminal_gone(self) -> bool:
+        """Whether the terminal has hung up: then even its settings cannot be read (EIO)."""
+        import termios
+
+        try:
+            termios.tcgetattr(self.session.output.fileno())
+        except (OSError, termios.error, ValueError, NotImplementedError):
+            return True
+        return False
 
     async def _refresh_toolbar(self) -> None:
         """Redraw the toolbar when no frame has for TOOLBAR_REFRESH_SECONDS. (Not prompt_toolkit's

@@ -34,7 +34,7 @@ def quiet_when_the_reader_goes(run: Callable[[], int]) -> int:
             if sys.stdout is not None:
                 sys.stdout.flush()  # here, not at exit: a closed pipe is found where it can be handled
     except BrokenPipeError:
-        with contextlib.suppress(OSError, ValueError):  # no error at exit's flush either
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # no error at exit's flush either
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + signal.SIGPIPE
 
