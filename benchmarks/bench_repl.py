@@ -578,13 +578,22 @@ def bench_launch_ratio(setup: Setup, runs: int, rounds: int) -> dict:
             each = f"  ({', '.join(f'{v * 1000:.0f}' for v in values)})" if show_each else ""
             median, least = statistics.median(values) * 1000, min(values) * 1000
             say(f"    {name:<28} median {median:6.0f} ms, min {least:4.0f}{each}")
-        say(f"    launch -> prompt, hailo-repl / bare PromptSession: {launch:.2f}x (minimums {launch_min:.2f}x)")
+        # Each hailo-repl spawn ran just before its bare one: the median of those pairs' ratios is
+        # the least moved by the machine's load drifting over the run.
+        paired = statistics.median(
+            hr / bare for hr, bare in zip(times["hailo-repl"], times["bare PromptSession"], strict=True)
+        )
+        say(
+            f"    launch -> prompt, hailo-repl / bare PromptSession: {launch:.2f}x (minimums {launch_min:.2f}x, "
+            f"median of pairs {paired:.2f}x)"
+        )
         say(f"    --list-models -q / bare interpreter:               {listing:.2f}x (minimums {listing_min:.2f}x)")
         return {
             "median_ms": {name: statistics.median(values) * 1000 for name, values in times.items()},
             "all_ms": {name: [round(v * 1000, 1) for v in values] for name, values in times.items()},
             "launch_ratio": launch,
             "launch_ratio_of_minimums": launch_min,
+            "launch_ratio_median_of_pairs": paired,
             "list_models_ratio": listing,
             "list_models_ratio_of_minimums": listing_min,
         }

@@ -45,6 +45,7 @@ from hailo_repl.config import data_dir, log_file, sessions_dir
 from hailo_repl.config_file import config_path
 from hailo_repl.console import Console
 from hailo_repl.context import ContextOverflowError
+from hailo_repl.entry import start_is_over
 from hailo_repl.history import input_history
 from hailo_repl.keys import EmptyLineInterrupt, keys_welcome_text, load_input_bindings, load_reply_bindings
 from hailo_repl.log import logger
@@ -187,7 +188,12 @@ class Repl:
             focused_element=prompt.current_window,
         )
         self.session.app.key_processor.before_key_press += lambda _: setattr(self, "_last_key", time.monotonic())
-        self.session.app.after_render += lambda _: self._drawn.set()
+        self.session.app.after_render += self._after_render
+
+    def _after_render(self, _app: object) -> None:
+        if not self._drawn.is_set():  # the first frame
+            start_is_over()
+            self._drawn.set()
 
     def wrap_width(self) -> int | None:
         """The terminal's width while word-wrap is on (read at each use: a resize applies at once)."""

@@ -27,7 +27,7 @@ from hailo_repl.config_file import (
     write_init,
 )
 from hailo_repl.console import ArgumentParser, Console, no_wrap
-from hailo_repl.entry import print_model_names, quiet_when_the_reader_goes
+from hailo_repl.entry import print_model_names, quiet_when_the_reader_goes, start_is_over
 from hailo_repl.log import logger, setup_logging
 from hailo_repl.servers import REMOTE_BACKENDS
 from hailo_repl.settings import (
@@ -231,7 +231,7 @@ def completions_command(arguments: list[str]) -> int:
     return EXIT_OK
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False, repr=False)  # one per name in SUBCOMMANDS; frozen would cost ~0.2 ms at every start
 class Subcommand:
     """A subcommand whose parser the shell completions can see (a plain function also works)."""
 
@@ -457,6 +457,7 @@ def run(arguments: list[str]) -> int:
     subcommand = subcommand_in(arguments)
     if subcommand is not None:
         name, rest = subcommand
+        start_is_over()
         return SUBCOMMANDS[name](rest)
     parser = build_parser()
     args = parser.parse_args(arguments)
@@ -529,7 +530,8 @@ def run(arguments: list[str]) -> int:
         if args.prompt is None and interactive:
             from hailo_repl.app import run_repl
 
-            return run_repl(chat, settings, config_file, resumed=resumed)
+            return run_repl(chat, settings, config_file, resumed=resumed)  # its first frame ends the start
+        start_is_over()
         if resumed is not None:
             notices.say(f"Continuing chat {resumed.id} ({resumed.turns} turns, {resumed.model}).")
         started = time.perf_counter()

@@ -33,9 +33,10 @@ def yaml_text(value: object) -> str:
     return "null" if value is None else str(value)
 
 
-# eq=False: each setting exists once, in SETTINGS_TABLE, so it equals only itself; and it spares
-# generating __eq__ and __hash__ for each kind at every start.
-@dataclass(frozen=True, eq=False)
+# Each setting exists once, in SETTINGS_TABLE, and nothing changes it: eq=False (it equals only
+# itself), and neither frozen nor a generated repr, which spares making those methods for each
+# kind at every start (~1.4 ms of the five kinds' ~2.9 ms on Python 3.11).
+@dataclass(eq=False, repr=False)
 class Setting:
     """What every kind of setting has; the kinds below add their type's rules."""
 
@@ -83,7 +84,7 @@ class Setting:
         return f"({self.unset})" if value is None else yaml_text(value)
 
 
-@dataclass(frozen=True, eq=False, kw_only=True)
+@dataclass(eq=False, repr=False, kw_only=True)
 class NumberSetting(Setting):
     """A setting whose value is a number within bounds."""
 
@@ -112,7 +113,7 @@ class NumberSetting(Setting):
         return value
 
 
-@dataclass(frozen=True, eq=False, kw_only=True)
+@dataclass(eq=False, repr=False, kw_only=True)
 class ChoiceSetting(Setting):
     """A setting whose value is one of a few words."""
 
@@ -128,7 +129,7 @@ class ChoiceSetting(Setting):
         return text
 
 
-@dataclass(frozen=True, eq=False, kw_only=True)
+@dataclass(eq=False, repr=False, kw_only=True)
 class SwitchSetting(Setting):
     """On or off: `--name` and `--no-name` as flags, true or false in the file."""
 
@@ -150,7 +151,7 @@ class SwitchSetting(Setting):
         return self.parse(text)
 
 
-@dataclass(frozen=True, eq=False, kw_only=True)
+@dataclass(eq=False, repr=False, kw_only=True)
 class TextSetting(Setting):
     """Free text, or a path that `check` turns into its value (raising ValueError with the reason)."""
 

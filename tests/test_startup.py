@@ -10,9 +10,11 @@ would each add to the time before the prompt shows.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
+import pytest
 from terminal import with_fakes
 
 NOT_BEFORE_THE_FIRST_PROMPT = [
@@ -107,3 +109,51 @@ def test_the_quiet_model_list_for_completion_imports_neither_chat_nor_command_li
     # nor the command line: each Tab after --hef-path runs it, so it starts about as a bare interpreter does
     command_line = ["hailo_repl.cli", "argparse", "dataclasses", "hailo_repl.settings", "hailo_repl.config_file"]
     assert loaded(modules, command_line) == []
+
+
+# The collector is off while the start runs (hailo_repl.entry) and must come back: a chat that
+# ran without it would keep every reference cycle it makes until it ends. Each script starts the
+# command in a fresh interpreter, as a shell does, and prints whether the collector was on when
+# the chat was built (the start) and when the first message was answered.
+COLLECTOR = """
+import gc, sys
+from hailo_repl.chat import Chat
+from hailo_repl.entry import main
+
+def noting(label, function):
+    def noted(*args, **kwargs):
+        print(label, gc.isenabled())
+        return function(*args, **kwargs)
+    return noted
+
+Chat.__init__ = noting("at the start:", Chat.__init__)
+Chat.reply = noting("at the reply:", Chat.reply)
+sys.argv = ["hailo-repl", *sys.argv[1:]]
+"""
+COLLECTOR_IN_A_PROMPT_RUN = COLLECTOR + "main()"
+COLLECTOR_IN_THE_REPL = (
+    COLLECTOR
+    + """
+from prompt_toolkit.application import create_app_session
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.output import DummyOutput
+
+sys.stdin.isatty = sys.stdout.isatty = lambda: True  # as at a terminal
+with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
+    pipe.send_text("hi\\r")
+    pipe.send_text("/quit\\r")
+    main()
+"""
+)
+
+
+@pytest.mark.parametrize("script", [COLLECTOR_IN_THE_REPL, COLLECTOR_IN_A_PROMPT_RUN], ids=["repl", "prompt"])
+def test_the_garbage_collector_is_off_for_the_start_and_on_for_the_chat(isolated_home, hailo_resources, script):
+    hailo_resources("Qwen2.5-1.5B-Instruct")
+    arguments = ["--backend", "hailo", "--no-history"] + (["-p", "hi"] if script == COLLECTOR_IN_A_PROMPT_RUN else [])
+    result = subprocess.run(
+        [sys.executable, "-c", script, *arguments], capture_output=True, text=True, env=with_fakes(), timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    noted = re.findall(r"at the \w+: \w+", result.stdout)  # (the REPL's lines carry terminal codes)
+    assert noted == ["at the start: False", "at the reply: True"], result.stdout
