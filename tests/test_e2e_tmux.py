@@ -1,0 +1,110 @@
+"""The output pane in tmux, which rewraps the lines on screen and in its history when the window's
+width changes (pyte, which test_e2e_pane.py reads through, does not): a resize in the middle of a
+reply must leave the reply once in the history and no copy of the prompt or the toolbar."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from terminal import hailo_repl_command, with_fakes
+
+pytestmark = pytest.mark.e2e
+
+QWEN = "Qwen2.5-1.5B-Instruct"
+TOOLBAR = f"{QWEN} · Hailo-10H │ ctx"
+REPLYING = re.compile(r"│ (generating|waiting for the first token) ")
+
+
+class Tmux:
+    """One tmux server of the test's own (its socket in the test's folder), one window running `command`."""
+
+    def __init__(self, folder: Path, command: list[str], env: dict[str, str], cols: int, rows: int):
+        self.socket = folder / "tmux.sock"
+        self.run("-f", "/dev/null", "new-session", "-d", "-x", str(cols), "-y", str(rows), shlex.join(command), env=env)
+        self.server_pid = int(self.run("display-message", "-p", "#{pid}"))
+
+    def run(self, *args: str, env: dict[str, str] | None = None) -> str:
+        done = subprocess.run(
+            ["tmux", "-S", str(self.socket), *args], env=env, capture_output=True, text=True, timeout=10, check=True
+        )
+        return done.stdout
+
+    def screen(self) -> list[str]:
+        return self.run("capture-pane", "-p").splitlines()
+
+    def history(self) -> list[str]:
+        """Everything the window holds, scrolled-off lines first, rows that tmux wrapped joined again."""
+        return self.run("capture-pane", "-p", "-J", "-S", "-", "-E", "-").rstrip("\n").splitlines()
+
+    def wait_for(self, found, what: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not found(self.screen()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"waiting for {what}: timed out; the screen showed:\n" + "\n".join(self.screen()))
+            time.sleep(0.02)
+
+    def type(self, text: str) -> None:
+        self.run("send-keys", "-l", text)
+
+    def resize(self, cols: int) -> None:
+        self.run("resize-window", "-x", str(cols))
+
+    def stop(self) -> None:
+        os.kill(self.server_pid, signal.SIGTERM)  # by its pid, as every test server here is stopped
+
+
+def bottom_row(rows: list[str]) -> str:
+    filled = [row for row in rows if row.strip()]
+    return filled[-1] if filled else ""
+
+
+@pytest.fixture
+def tmux_chat(isolated_home, hailo_resources, tmp_path):
+    hailo_resources(QWEN)
+    windows: list[Tmux] = []
+
+    def start(replies: list[list[str]], delay_ms: int, cols: int) -> Tmux:
+        script = tmp_path / "script.json"
+        script.write_text(json.dumps({"replies": replies, "delay_ms": delay_ms}))
+        env = with_fakes({**os.environ, "HAILO_FAKE_SCRIPT": str(script), "TERM": "xterm-256color"})
+        env.pop("TMUX", None)  # a server of its own even when the tests run inside tmux
+        window = Tmux(tmp_path, hailo_repl_command() + ["--hef-path", QWEN], env, cols=cols, rows=30)
+        windows.append(window)
+        window.wait_for(lambda rows: TOOLBAR in bottom_row(rows), "the first prompt and its toolbar")
+        return window
+
+    yield start
+    for window in windows:
+        window.stop()
+
+
+def test_a_resize_to_narrower_and_back_during_a_reply_leaves_it_once_and_no_frame(tmux_chat):
+    tokens = [f"w{i} " for i in range(300)]
+    window = tmux_chat([["<text>", *tokens, "</text>"]], delay_ms=15, cols=100)
+    window.type("tell me")
+    window.run("send-keys", "Enter")
+    window.wait_for(lambda rows: "w20 " in "\n".join(rows), "the reply to start")
+    window.resize(60)
+    window.wait_for(lambda rows: "w120 " in "\n".join(rows), "more of the reply, 60 columns wide")
+    window.resize(100)
+    # The speed shows only at the end of a toolbar wider than 60 columns: the chat has drawn at 100 again.
+    window.wait_for(
+        lambda rows: re.search(r"\d tok/s", bottom_row(rows)) and not REPLYING.search(bottom_row(rows)),
+        "the reply to end",
+    )
+
+    history = window.history()
+    words = " ".join(history).split()
+    assert [word for word in words if re.fullmatch(r"w\d+", word)] == [token.strip() for token in tokens]
+    assert words.count("Assistant:") == 1
+    last = max(i for i, row in enumerate(history) if row.strip())
+    left_behind = [row for row in history[:last] if TOOLBAR in row or row.startswith("You: tell")]
+    assert left_behind == ["You: tell me"], "\n".join(history)
