@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hailo_repl import models
+from hailo_repl.entry import start_is_over
 
 
 def choose_model(names: list[str]) -> str:
@@ -26,6 +27,7 @@ def download_with_progress(notify: Callable[[str], None]) -> Callable[[str, Path
     on a terminal."""
 
     def download(name: str, directory: Path) -> Path:
+        start_is_over()  # minutes of work, with a progress bar redrawn all along: the collector runs again
         notify(f"{name} is registered but not downloaded; downloading it to {directory}")
         if not sys.stderr.isatty():
             return models.download_model(name, directory)

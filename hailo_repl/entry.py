@@ -46,10 +46,11 @@ def quiet_when_the_reader_goes(run: Callable[[], int]) -> int:
 
 
 def start_is_over() -> None:
-    """The REPL's first frame is drawn, or a run that is not the REPL begins its work: what the start
-    made lives as long as the process, so later collections leave it out (gc.freeze), and the
-    collector runs again. A run that ends soon after its start (a listing, --show-config) ends
-    without it. Nothing happens where main() did not stop the collector (tests call cli.main)."""
+    """The REPL's first frame is drawn, a run that is not the REPL begins its work, or a model's
+    download begins (hailo_repl.dialogs): what the start made lives as long as the process, so later
+    collections leave it out (gc.freeze), and the collector runs again. A run that ends soon after
+    its start (a listing, --show-config) ends without it. Nothing happens where main() did not stop
+    the collector (tests call cli.main)."""
     if not gc.isenabled():
         gc.freeze()
         gc.enable()
