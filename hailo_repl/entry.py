@@ -1,8 +1,9 @@
 """The `hailo-repl` command (and `python -m hailo_repl`): hailo_repl.cli, except for one question.
 
 Shell completion runs `hailo-repl --list-models --quiet` at each Tab after --hef-path, so that
-one is answered here with hailo_repl.models alone: through the command line (argparse, the
-settings table's dataclasses, the config file) it took 2.4 times a bare interpreter's start.
+one is answered here with hailo_repl.model_names alone: through the command line (argparse, the
+settings table's dataclasses, the config file) it took 2.4 times a bare interpreter's start. This
+module imports only what Python's own start has (os, sys, gc) for the same reason.
 
 Python's cyclic garbage collector is off from here until the start is over (`start_is_over`):
 before the first prompt it ran ~70 times, 9–16 ms of a 140 ms start (timed with gc.callbacks
@@ -12,22 +13,23 @@ classes, the settings table, the prompt.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import os
-import signal
 import sys
-from collections.abc import Callable
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, which mypy knows by its name, without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 MODEL_NAMES_QUESTIONS = (["--list-models", "--quiet"], ["--list-models", "-q"])  # as completions/ ask
 
 
 def print_model_names() -> int:
     """The names --hef-path takes, one a line."""
-    from hailo_repl.models import list_models
+    from hailo_repl.model_names import downloaded_llm_names, hef_names, models_directory
 
-    for row in list_models(include_gguf=False):
-        print(row.name)
+    for name in hef_names(downloaded_llm_names(models_directory())):
+        print(name)
     return 0
 
 
@@ -40,6 +42,9 @@ def quiet_when_the_reader_goes(run: Callable[[], int]) -> int:
             if sys.stdout is not None:
                 sys.stdout.flush()  # here, not at exit: a closed pipe is found where it can be handled
     except BrokenPipeError:
+        import contextlib
+        import signal
+
         with contextlib.suppress(OSError, ValueError, AttributeError):  # no error at exit's flush either
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + signal.SIGPIPE

@@ -9,14 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-RESOURCES_ROOT_DEFAULT = "/usr/local/hailo/resources"
-HAILO10H_ARCH = "hailo10h"
-HEF_SUFFIX = ".hef"
-
-# The models hailo-apps registers for its LLM apps (resources_config.yaml: llm_chat and agent).
-REGISTERED_MODELS = ("Qwen2.5-1.5B-Instruct", "Qwen2.5-Coder-1.5B-Instruct")
-# "Instruct" files that are not text LLMs: speech, vision encoder, vision-language.
-NON_LLM_PREFIXES = ("Whisper", "clip_vit", "Qwen2-VL")
+from hailo_repl.model_names import HEF_SUFFIX, REGISTERED_MODELS, downloaded_llm_names, hef_names, models_directory
 
 # Hailo's Gen-AI Model Zoo; HAILO_MODEL_ZOO_URL points elsewhere (a mirror, or a test server).
 MODEL_ZOO_URL_DEFAULT = "https://dev-public.hailo.ai/v5.1.1/blob"
@@ -30,27 +23,13 @@ class ModelNotFoundError(Exception):
     """Resolution or discovery failed; the message is one line plus what to check."""
 
 
-def resources_root() -> Path:
-    return Path(os.environ.get("HAILO_RESOURCES_DIR") or RESOURCES_ROOT_DEFAULT)
-
-
 def models_dir() -> Path:
-    return resources_root() / "models" / HAILO10H_ARCH
-
-
-def is_llm_hef(path: Path) -> bool:
-    """Registered names, or the Instruct heuristic minus known non-LLM families."""
-    stem = path.stem
-    if stem in REGISTERED_MODELS:
-        return True
-    return "Instruct" in stem and not stem.startswith(NON_LLM_PREFIXES)
+    return Path(models_directory())
 
 
 def find_downloaded_llm_models(directory: Path | None = None) -> list[Path]:
     directory = directory or models_dir()
-    if not directory.is_dir():
-        return []
-    return sorted(p for p in directory.glob(f"*{HEF_SUFFIX}") if p.is_file() and is_llm_hef(p))
+    return [directory / f"{name}{HEF_SUFFIX}" for name in downloaded_llm_names(str(directory))]
 
 
 NO_MODELS_MESSAGE = (
@@ -132,9 +111,11 @@ class ModelListing(NamedTuple):
 def list_models(directory: Path | None = None, include_gguf: bool = True) -> list[ModelListing]:
     """Registered and found HEFs, then (unless left out, as shell completion does) the bundled GGUF."""
     directory = directory or models_dir()
-    found = {p.stem: p for p in find_downloaded_llm_models(directory)}
-    rows = [ModelListing(name, "hef", found.get(name), True) for name in REGISTERED_MODELS]
-    rows += [ModelListing(stem, "hef", path, False) for stem, path in found.items() if stem not in REGISTERED_MODELS]
+    found = downloaded_llm_names(str(directory))
+    rows = []
+    for name in hef_names(found):
+        path = directory / f"{name}{HEF_SUFFIX}" if name in found else None
+        rows.append(ModelListing(name, "hef", path, name in REGISTERED_MODELS))
     if include_gguf:
         rows.append(ModelListing(BUNDLED_MODEL_NAME, "gguf", bundled_gguf_path(), True))
     return rows
