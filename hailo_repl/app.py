@@ -191,9 +191,13 @@ class Repl:
         self.session.app.after_render += self._after_render
 
     def _after_render(self, _app: object) -> None:
-        if not self._drawn.is_set():  # the first frame
-            start_is_over()
-            self._drawn.set()
+        if not self._drawn.is_set():
+            self._first_frame()
+
+    def _first_frame(self) -> None:
+        """The first prompt is up: what waited for it (a model's load, the collector) goes on."""
+        start_is_over()
+        self._drawn.set()
 
     def wrap_width(self) -> int | None:
         """The terminal's width while word-wrap is on (read at each use: a resize applies at once)."""
@@ -246,6 +250,7 @@ class Repl:
         try:
             with typeahead_mode():
                 if not backend.loads_in_background:
+                    start_is_over()  # seconds of loading: the few ms the collector would save are nothing
                     # The load holds the GIL: a Ctrl+C meanwhile is handled only once it ends.
                     self.console.info(f"Loading {backend.model_name}… (Ctrl+C ends the chat once it has loaded)")
                     await asyncio.wait([load])
@@ -253,6 +258,11 @@ class Repl:
                     if self.ctrl_c.pressed and not self.quitting:
                         self.console.info("Ending the chat (Ctrl+C during the model load).")
                         self.quit(signal.SIGINT)
+                if is_dumb_terminal():
+                    # prompt_toolkit then prompts through an application of its own (PromptSession.
+                    # prompt_async → _dumb_prompt), whose frames this one never sees; the prompt is
+                    # plain text, up as soon as it is asked for.
+                    self._first_frame()
                 await self._converse(load)
         except OSError as write_error:
             if write_error.errno != errno.EIO or not self._terminal_gone():

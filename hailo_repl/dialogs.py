@@ -16,6 +16,8 @@ def choose_model(names: list[str]) -> str:
     """A numbered choice among the models (installed HEFs, or a server's), arrow keys and digits."""
     from prompt_toolkit.shortcuts import choice
 
+    start_is_over()  # a person's choice: the start is no longer what is waited for
+
     return choice(
         message="Several models are available. Which one?",
         options=[(name, name) for name in names],  # choice() numbers them

@@ -235,6 +235,23 @@ def test_a_session_on_llama_cpp_with_smollm2(isolated_home):
     assert term.wait_for_exit() == 0
 
 
+@pytest.mark.llama
+def test_a_dumb_terminal_gets_plain_lines_and_a_model_that_loads_behind_the_prompt(isolated_home):
+    """TERM=dumb: nothing is redrawn (no frames, no toolbar); llama.cpp, which loads behind the first
+    prompt, still loads and answers (it waited for a frame that a dumb terminal never draws)."""
+    term = Terminal(
+        ["--backend", "llama", "--temperature", "0", "--max-tokens", "16", "--no-history"], {"TERM": "dumb"}
+    )
+    term.expect(PROMPT)
+    term.send("Say hi.\r")
+    term.expect("Assistant: ", timeout=60)
+    term.expect(PROMPT, timeout=60)
+    term.send("/quit\r")
+    assert term.wait_for_exit() == 0
+    written = term.transcript.getvalue()
+    assert "\x1b[?25l" not in written and "llama.cpp CPU" not in written  # no frame, no toolbar
+
+
 def test_a_message_typed_while_a_reply_streams_is_sent_after_it(hailo_env, tmp_path):
     env, log = hailo_env
     term = hailo_terminal(

@@ -4,6 +4,7 @@ reply must leave the reply once in the history and no copy of the prompt or the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -29,7 +30,12 @@ class Tmux:
     def __init__(self, folder: Path, command: list[str], env: dict[str, str], cols: int, rows: int):
         self.socket = folder / "tmux.sock"
         self.run("-f", "/dev/null", "new-session", "-d", "-x", str(cols), "-y", str(rows), shlex.join(command), env=env)
-        self.server_pid = int(self.run("display-message", "-p", "#{pid}"))
+        try:
+            self.server_pid = int(self.run("display-message", "-p", "#{pid}"))
+        except Exception:
+            with contextlib.suppress(Exception):
+                self.run("kill-server")  # the server of this socket, as stop() cannot know its pid
+            raise
 
     def run(self, *args: str, env: dict[str, str] | None = None) -> str:
         done = subprocess.run(

@@ -111,78 +111,112 @@ def test_the_quiet_model_list_for_completion_imports_nothing_a_bare_interpreter_
     assert modules - bare <= {"hailo_repl", "hailo_repl.entry", "hailo_repl.model_names", "gc", "__future__"}
 
 
-# The collector is off while the start runs (hailo_repl.entry) and must come back: a chat that
-# ran without it would keep every reference cycle it makes until it ends. Each script starts the
-# command in a fresh interpreter, as a shell does, and prints whether the collector was on when
-# the chat was built (the start) and when the first message was answered.
+# The collector is off while the start runs (hailo_repl.entry) and must come back, with what the
+# start made frozen out of later collections: a chat that ran without it would keep every
+# reference cycle it makes until it ends. Each script starts the command in a fresh interpreter,
+# as a shell does, and notes the collector's state at points of the run ("at the reply: on").
 COLLECTOR = """
 import gc, sys
 from hailo_repl.chat import Chat
 from hailo_repl.entry import main
 
+def state():
+    return "on, start frozen" if gc.isenabled() and gc.get_freeze_count() else "on" if gc.isenabled() else "off"
+
 def noting(label, function):
     def noted(*args, **kwargs):
-        print(label, gc.isenabled())
+        print(f"at the {label}: {state()}")
         return function(*args, **kwargs)
     return noted
 
-Chat.__init__ = noting("at the start:", Chat.__init__)
-Chat.reply = noting("at the reply:", Chat.reply)
+Chat.__init__ = noting("start", Chat.__init__)
+Chat.reply = noting("reply", Chat.reply)
 sys.argv = ["hailo-repl", *sys.argv[1:]]
 """
-COLLECTOR_IN_A_PROMPT_RUN = COLLECTOR + "main()"
-COLLECTOR_IN_THE_REPL = (
-    COLLECTOR
-    + """
+AT_A_TERMINAL = """
 from prompt_toolkit.application import create_app_session
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
-sys.stdin.isatty = sys.stdout.isatty = lambda: True  # as at a terminal
+sys.stdin.isatty = sys.stdout.isatty = lambda: True
 with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
     pipe.send_text("hi\\r")
     pipe.send_text("/quit\\r")
     main()
 """
-)
-
-
+# The REPL's first prompt ends the start where the model loads behind it (llama.cpp, a server):
+# the double's backend is told it loads so, which spares loading llama.cpp here.
+BEHIND_THE_PROMPT = """
+from hailo_repl.backends.hailo import HailoBackend
+HailoBackend.loads_in_background = True
+"""
+# A model that loads before the prompt (the Hailo's) takes seconds: the start ends before it.
+BEFORE_THE_PROMPT = """
+from hailo_repl.backends.hailo import HailoBackend
+HailoBackend.load = noting("load", HailoBackend.load)
+"""
+# The doctor, as one subcommand.
+IN_A_SUBCOMMAND = """
+from hailo_repl import doctor
+doctor.main = noting("subcommand", lambda arguments: 0)
+"""
 # A registered model not downloaded yet is fetched before the chat starts: minutes of work. The
 # download is the zoo's file written where it goes (no server: what is checked is the collector).
-COLLECTOR_IN_A_DOWNLOAD = (
-    COLLECTOR
-    + """
+IN_A_DOWNLOAD = """
 import hailo_repl.models as models
 
 def fetched(name, directory, report=None):
-    print("at the download:", gc.isenabled())
     path = directory / f"{name}.hef"
     path.write_bytes(b"HEF")
     return path
 
-models.download_model = fetched
-main()
+models.download_model = noting("download", fetched)
 """
-)
-PROMPT = ["--backend", "hailo", "--no-history", "-p", "hi"]
+# Several models and no --hef-path at a terminal: the picker asks which (the first is chosen).
+IN_THE_PICKER = """
+import prompt_toolkit.shortcuts
+prompt_toolkit.shortcuts.choice = noting("picker", lambda message, options: options[0][0])
+"""
+REPL = ["--backend", "hailo", "--no-history"]
+PROMPT = [*REPL, "-p", "hi"]
+STARTED = "at the start: off"
+ON = "on, start frozen"
+
+
+QWEN, LLAMA = "Qwen2.5-1.5B-Instruct", "Llama-3.2-3B-Instruct"
 
 
 @pytest.mark.parametrize(
-    ("script", "arguments", "noted_then"),
+    ("script", "arguments", "environment", "installed", "noted_then"),
     [
-        (COLLECTOR_IN_THE_REPL, ["--backend", "hailo", "--no-history"], ["at the start: False", "at the reply: True"]),
-        (COLLECTOR_IN_A_PROMPT_RUN, PROMPT, ["at the start: False", "at the reply: True"]),
-        (COLLECTOR_IN_A_DOWNLOAD, ["--hef-path", "Qwen2.5-Coder-1.5B-Instruct", *PROMPT], ["at the download: True"]),
+        (BEHIND_THE_PROMPT + AT_A_TERMINAL, REPL, {}, [QWEN], [STARTED, f"at the reply: {ON}"]),
+        (BEHIND_THE_PROMPT + AT_A_TERMINAL, REPL, {"TERM": "dumb"}, [QWEN], [STARTED, f"at the reply: {ON}"]),
+        (BEFORE_THE_PROMPT + AT_A_TERMINAL, REPL, {}, [QWEN], [STARTED, f"at the load: {ON}", f"at the reply: {ON}"]),
+        ("main()", PROMPT, {}, [QWEN], [STARTED, f"at the reply: {ON}"]),
+        (IN_A_SUBCOMMAND + "main()", ["doctor"], {}, [QWEN], [f"at the subcommand: {ON}"]),
+        (
+            IN_A_DOWNLOAD + "main()",
+            ["--hef-path", "Qwen2.5-Coder-1.5B-Instruct", *PROMPT],
+            {},
+            [QWEN],
+            [f"at the download: {ON}"],
+        ),
+        (IN_THE_PICKER + AT_A_TERMINAL, REPL, {}, [QWEN, LLAMA], [f"at the picker: {ON}"]),
     ],
-    ids=["repl", "prompt", "download"],
+    ids=["repl", "repl-term-dumb", "repl-model-loaded-first", "prompt", "subcommand", "download", "picker"],
 )
 def test_the_garbage_collector_is_off_for_the_start_and_on_for_the_chat(
-    isolated_home, hailo_resources, script, arguments, noted_then
+    isolated_home, hailo_resources, script, arguments, environment, installed, noted_then
 ):
-    hailo_resources("Qwen2.5-1.5B-Instruct")
+    for name in installed:
+        hailo_resources(name)
     result = subprocess.run(
-        [sys.executable, "-c", script, *arguments], capture_output=True, text=True, env=with_fakes(), timeout=60
+        [sys.executable, "-c", COLLECTOR + script, *arguments],
+        capture_output=True,
+        text=True,
+        env=with_fakes({**os.environ, **environment}),
+        timeout=30,
     )
     assert result.returncode == 0, result.stderr
-    noted = re.findall(r"at the \w+: \w+", result.stdout)  # (the REPL's lines carry terminal codes)
+    noted = re.findall(r"at the \w+: (?:on, start frozen|on|off)", result.stdout)  # (the REPL's lines carry codes)
     assert noted[: len(noted_then)] == noted_then, result.stdout
