@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -67,6 +66,8 @@ def _split_host_port(hostport: str) -> tuple[str, str | None]:
     if hostport.startswith("["):
         host, _, rest = hostport[1:].partition("]")
         return host, rest[1:] if rest.startswith(":") else None
+    import ipaddress  # here: ~1 ms of every start otherwise, for remote backends only
+
     try:
         ipaddress.IPv6Address(hostport)
         return hostport, None  # a bare IPv6 address has colons but no port
