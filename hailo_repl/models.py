@@ -111,11 +111,8 @@ class ModelListing(NamedTuple):
 def list_models(directory: Path | None = None, include_gguf: bool = True) -> list[ModelListing]:
     """Registered and found HEFs, then (unless left out, as shell completion does) the bundled GGUF."""
     directory = directory or models_dir()
-    found = downloaded_llm_names(str(directory))
-    rows = []
-    for name in hef_names(found):
-        path = directory / f"{name}{HEF_SUFFIX}" if name in found else None
-        rows.append(ModelListing(name, "hef", path, name in REGISTERED_MODELS))
+    found = {path.stem: path for path in find_downloaded_llm_models(directory)}
+    rows = [ModelListing(name, "hef", found.get(name), name in REGISTERED_MODELS) for name in hef_names(list(found))]
     if include_gguf:
         rows.append(ModelListing(BUNDLED_MODEL_NAME, "gguf", bundled_gguf_path(), True))
     return rows

@@ -15,13 +15,12 @@ import time
 from pathlib import Path
 
 import pytest
-from terminal import hailo_repl_command, with_fakes
+from terminal import REPLYING, hailo_repl_command, with_fakes
 
 pytestmark = pytest.mark.e2e
 
 QWEN = "Qwen2.5-1.5B-Instruct"
 TOOLBAR = f"{QWEN} · Hailo-10H │ ctx"
-REPLYING = re.compile(r"│ (generating|waiting for the first token) ")
 
 
 class Tmux:
