@@ -38,6 +38,18 @@ def file_message(name: str, text: str) -> str:
     return f"[File {name}]\n{text.rstrip()}\n[End of file {name}]"
 
 
+class ShownUpTo:
+    """Where an interrupted reply is cut: at what the terminal had shown of it.
+
+    Chat.reply sets `produced` (the raw pieces behind the text yielded so far) before each
+    yield; the engine records it with each text event, and at an interrupt sets `keep` to the
+    figure of the last event the terminal showed. Tokens decoded after that are not kept."""
+
+    def __init__(self) -> None:
+        self.produced = 0
+        self.keep: int | None = None  # None: all that came
+
+
 def for_model(messages: list[Message]) -> list[Message]:
     """Messages as backends take them: role and content only (no 'interrupted' or 'truncated' flag)."""
     return [{"role": m["role"], "content": m["content"]} for m in messages]
@@ -221,6 +233,7 @@ class Chat:
         cancel: threading.Event,
         notify: Callable[[str], None] = lambda line: None,
         replace_last: bool = False,
+        shown: ShownUpTo | None = None,
     ) -> ReplyStream:
         """Send `text` as the user's turn; yield the reply's displayable text as it streams.
 
@@ -228,7 +241,7 @@ class Chat:
         one is flagged. With `replace_last` (/retry) the new exchange takes the last
         one's place. If nothing comes back, the conversation stays as it was. Raises
         ContextOverflowError when the message cannot fit at all, and BackendError
-        when the backend fails.
+        when the backend fails. With `shown`, an interrupted reply keeps only what was shown.
         """
         text = self._valid_unicode(text, notify)
         before = list(self.messages)
@@ -273,9 +286,13 @@ class Chat:
                     raw.append(piece)
                     visible = display.feed(piece)
                     if visible:
+                        if shown is not None:
+                            shown.produced = len(raw)
                         yield visible
             tail = display.flush()
             if tail:
+                if shown is not None:
+                    shown.produced = len(raw)
                 yield tail
             finished = True
         finally:
@@ -285,8 +302,10 @@ class Chat:
             self.last_stats = stats
             if raw:
                 self.session_stats.append(stats)
-            content = clean_response("".join(raw))
-            if finished and not cancel.is_set():
+            interrupted = not finished or cancel.is_set()
+            kept = raw[: shown.keep] if interrupted and shown is not None and shown.keep is not None else raw
+            content = clean_response("".join(kept))
+            if not interrupted:
                 answer = Message(role="assistant", content=content)
                 if len(raw) >= self.params.max_tokens:
                     answer["truncated"] = True  # stopped by max-tokens: /continue may go on

@@ -1,22 +1,18 @@
-"""Command line: flags, backend choice, one-shot and line-by-line modes, exit codes."""
+"""Command line: the flags and settings, the subcommands, exit codes; the chat itself is hailo_repl.cli_chat."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import os
-import shutil
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hailo_repl import __version__
-from hailo_repl.config import device_contexts_dir, log_file, sessions_dir
+from hailo_repl.cli_chat import EXIT_OK, backend_choice, run_chat
+from hailo_repl.config import sessions_dir
 from hailo_repl.config_file import (
     CONFIG_ENV,
     CONFIG_NAME,
@@ -26,12 +22,9 @@ from hailo_repl.config_file import (
     scalar,
     write_init,
 )
-from hailo_repl.console import ArgumentParser, Console, no_wrap
-from hailo_repl.entry import print_model_names, quiet_when_the_reader_goes, start_is_over
-from hailo_repl.log import logger, setup_logging
-from hailo_repl.servers import REMOTE_BACKENDS
+from hailo_repl.console import ArgumentParser, Console
+from hailo_repl.model_names import print_model_names
 from hailo_repl.settings import (
-    GENERATION_SETTINGS,
     SETTINGS_TABLE,
     ChoiceSetting,
     NumberSetting,
@@ -41,19 +34,11 @@ from hailo_repl.settings import (
     SwitchSetting,
     resolve,
 )
-from hailo_repl.wrap import WordWrap, wrap_text
+from hailo_repl.startup import quiet_when_the_reader_goes, start_is_over
+from hailo_repl.wrap import wrap_text
 
-# The chat's own modules (backends, chat, saved chats, signals) are imported where they are
-# used, so the quick answers (`--list-models -q` for shell completion, --show-config, --help)
-# start about as fast as a bare interpreter, and the doctor, httpx and jinja2 stay out of a chat.
-if TYPE_CHECKING:
-    from hailo_repl.backends import BackendChoice
-    from hailo_repl.backends.base import Backend
-    from hailo_repl.chat import Chat
-    from hailo_repl.sessions import ChatSummary, SessionStore
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
+# The chat itself (hailo_repl.cli_chat) imports its modules where they are used, so the quick
+# answers (--show-config, --help) start about as fast as a bare interpreter.
 EXIT_USAGE = 2  # a bad flag, config file or environment variable, as argparse exits
 
 # `hailo-repl NAME ARGS…`: commands other than the chat, each with its own parser.
@@ -275,153 +260,6 @@ SUBCOMMANDS["completions"] = Subcommand(
 )
 
 
-def print_server_models(choice: BackendChoice) -> None:
-    from hailo_repl.backends import remote_backend
-
-    backend = remote_backend(choice)
-    try:
-        print(f"Models on {backend.endpoint.url} ({backend.name}):")
-        for name in backend.list_models():
-            print(name)
-    finally:
-        backend.release()
-
-
-def print_model_list() -> None:
-    from hailo_repl.models import list_models, models_dir
-
-    print(f"Models directory: {models_dir()}")
-    for row in list_models():
-        state = "installed" if row.path else "not downloaded"
-        tag = "registered" if row.registered else "found"
-        where = f"  {row.path}" if row.path else ""
-        print(f"{row.name:<32} {row.kind:<5} {tag:<10} {state}{where}")
-
-
-def run_turn(
-    chat: Chat, text: str, notices: Console, verbose: bool, load_seconds: float = 0.0, wrap: bool = False
-) -> None:
-    """Stream one reply to stdout (word-wrapped with `wrap`); the timing block goes to stderr with --verbose."""
-    cancel = threading.Event()
-    wrote = False
-    wrapper = WordWrap(lambda: shutil.get_terminal_size().columns) if wrap else None
-
-    # closing(): on SIGTERM the reply is closed here, so the device's generation ends
-    # before the backend is released.
-    def notify(line: str) -> None:
-        if wrote:  # the words the wrap holds first: the line never lands inside the reply
-            sys.stdout.write(wrapper.feed("\n") if wrapper else "\n")
-            sys.stdout.flush()
-        notices.say(line)
-
-    try:
-        with contextlib.closing(chat.reply(text, cancel, notify=notify)) as pieces:
-            for piece in pieces:
-                sys.stdout.write(wrapper.feed(piece) if wrapper else piece)
-                sys.stdout.flush()
-                wrote = True
-    finally:
-        if wrote:
-            sys.stdout.write((wrapper.flush() if wrapper else "") + "\n")
-            sys.stdout.flush()
-    if verbose and chat.last_stats:
-        chat.last_stats.load = load_seconds
-        notices.say(chat.last_stats.verbose_block())
-
-
-# Characters of stdin read as one message (-p, --single, a line): far more than any context holds,
-# and a stop for a pipe that pours without end (`yes | hailo-repl -p …`), which would fill the memory.
-STDIN_MESSAGE_LIMIT = 4_000_000
-
-
-def messages_from_stdin(single: bool) -> Iterator[str]:
-    # Bytes that are not UTF-8 pass as lone surrogates; Chat.reply replaces them and says so.
-    if isinstance(sys.stdin, io.TextIOWrapper):
-        sys.stdin.reconfigure(errors="surrogateescape")
-    read = sys.stdin.read if single else sys.stdin.readline
-    while text := read(STDIN_MESSAGE_LIMIT + 1):
-        if len(text) > STDIN_MESSAGE_LIMIT:
-            from hailo_repl.context import ContextOverflowError
-
-            raise ContextOverflowError(
-                f"stdin holds a message of more than {STDIN_MESSAGE_LIMIT // 1_000_000} million characters, "
-                "far more than the context holds; it was not sent"
-            )
-        if text.strip():
-            yield text.strip() if single else text.rstrip("\n")
-
-
-def with_piped_input(prompt: str) -> str:
-    """-p's message: what a pipe or a file on stdin holds, then the prompt, as `llm` and
-    `ollama run` take `git diff | hailo-repl -p "review this"` (a blank line between them)."""
-    if sys.stdin.isatty() or not sys.stdin.readable():
-        return prompt
-    piped = next(messages_from_stdin(single=True), "")
-    return f"{piped}\n\n{prompt}" if piped else prompt
-
-
-def backend_choice(settings: ResolvedSettings, api_key: str | None) -> BackendChoice:
-    """The backend the settings ask for; SettingError (one line, exit 2) for a setting that
-    does not fit it."""
-    from hailo_repl.backends import BackendChoice
-    from hailo_repl.models import check_gguf
-
-    backend = settings["backend"]
-
-    def where(name: str) -> str:
-        return f"{name} ({settings.origins[name]})"
-
-    if backend in REMOTE_BACKENDS:
-        if settings["hef-path"]:
-            raise SettingError(f"{where('hef-path')}: a HEF runs on the Hailo backend, not with backend {backend}")
-        return BackendChoice(
-            backend=backend,
-            model_name=settings["model"],
-            url=settings["url"],
-            api_key=api_key,
-            context_size=settings["context-size"],
-            environ=os.environ,
-        )
-    for name in ("url", "context-size"):  # from a config file they may wait for a remote backend
-        if settings[name] is not None and settings.origins[name] == "flag":
-            raise SettingError(f"{where(name)}: needs backend ollama, hailo-ollama or openai")
-    if api_key is not None:
-        raise SettingError("api-key (flag): needs backend ollama, hailo-ollama or openai")
-    model = settings["model"]
-    if model is None:
-        return BackendChoice(backend=backend, hef_path=settings["hef-path"])
-    if backend == "hailo":
-        raise SettingError(
-            f"{where('model')}: a GGUF model runs on the llama backend, not with backend hailo "
-            f"({settings.origins['backend']})"
-        )
-    if not model.strip():
-        raise SettingError(f"{where('model')}: needs the path of a .gguf file (or a server's model name)")
-    gguf_path = Path(model).expanduser()
-    try:
-        check_gguf(gguf_path)
-    except ValueError as error:
-        raise SettingError(f"{where('model')}: {error}") from None
-    return BackendChoice(backend=backend, hef_path=settings["hef-path"], gguf_path=gguf_path)
-
-
-def print_chat_list(store: SessionStore) -> None:
-    chats = store.chats()
-    if not chats:
-        print(f"No saved chats in {store.directory}")
-    for chat in chats:
-        print(chat.line())
-
-
-def chat_to_resume(args: argparse.Namespace, store: SessionStore) -> ChatSummary | None:
-    """The saved chat -c or --resume names (SessionNotFoundError if none or several match)."""
-    if getattr(args, "continue"):
-        return store.latest()
-    if args.resume is not None:
-        return store.find(args.resume)
-    return None
-
-
 def subcommand_in(arguments: list[str]) -> tuple[str, list[str]] | None:
     """The subcommand named in `arguments`, with the options before its name and those after,
     as git, docker and pip take `hailo-repl --backend hailo doctor`; None for a chat. The chat's
@@ -467,99 +305,13 @@ def run(arguments: list[str]) -> int:
         return print_model_names()
     if args.prompt is not None and not args.prompt.strip():
         parser.error("argument -p/--prompt: the message is empty")
-    notices = Console(sys.stderr)  # stdout carries only replies
     try:
         settings, config_file = settings_in_effect(args)
         choice = backend_choice(settings, args.api_key)
     except (ConfigFileError, SettingError) as error:
-        notices.fatal(str(error))
+        Console(sys.stderr).fatal(str(error))
         return EXIT_USAGE
-    if not settings["word-wrap"]:
-        notices.wrap_width = no_wrap
     if args.show_config:
         print(show_config(settings, config_file))
         return EXIT_OK
-    # What a chat needs (not imported at the top: see there).
-    from hailo_repl.backends import open_backend
-    from hailo_repl.backends.base import BackendError, GenerationParams
-    from hailo_repl.chat import Chat
-    from hailo_repl.context import ContextOverflowError
-    from hailo_repl.conversation import ConversationFileError
-    from hailo_repl.dialogs import choose_model, download_with_progress
-    from hailo_repl.models import ModelNotFoundError
-    from hailo_repl.sessions import SessionNotFoundError, SessionStore
-    from hailo_repl.signals import exit_on_termination, signals_held
-
-    setup_logging(to_file=settings["history"])  # --no-history: nothing of the chat on disk
-    choice.context_cache = device_contexts_dir() if settings["history"] else None
-    if args.list_models and choice.backend in REMOTE_BACKENDS:
-        try:
-            print_server_models(choice)
-        except BackendError as error:
-            notices.fatal(str(error))
-            return EXIT_FAILURE
-        return EXIT_OK
-    if args.list_models:
-        print_model_list()
-        return EXIT_OK
-    store = SessionStore(sessions_dir(), writable=settings["history"])
-    if args.list_chats:
-        print_chat_list(store)
-        return EXIT_OK
-    exit_on_termination()
-    try:
-        resumed = chat_to_resume(args, store)
-    except SessionNotFoundError as error:
-        notices.fatal(str(error))
-        return EXIT_FAILURE
-
-    interactive = sys.stdin.isatty() and sys.stdout.isatty()
-    backend: Backend | None = None
-    chat: Chat | None = None
-    try:
-        backend = open_backend(
-            choice,
-            notify=notices.say,
-            choose_model=choose_model if interactive else None,
-            download=download_with_progress(notices.say),
-        )
-        params = GenerationParams(**{setting.attribute: settings[setting.name] for setting in GENERATION_SETTINGS})
-        chat = Chat(backend, settings["system-prompt"], params, store)
-        if resumed is not None:
-            chat.resume(resumed.id)
-        if args.prompt is None and interactive:
-            from hailo_repl.app import run_repl
-
-            return run_repl(chat, settings, config_file, resumed=resumed)  # its first frame ends the start
-        start_is_over()
-        if resumed is not None:
-            notices.say(f"Continuing chat {resumed.id} ({resumed.turns} turns, {resumed.model}).")
-        started = time.perf_counter()
-        backend.load()
-        load_seconds = time.perf_counter() - started
-        inputs = [with_piped_input(args.prompt)] if args.prompt is not None else messages_from_stdin(args.single)
-        for index, text in enumerate(inputs):
-            wrap = settings["word-wrap"] and sys.stdout.isatty()  # a pipe or a file gets the reply as it came
-            run_turn(chat, text, notices, settings["verbose"], load_seconds if index == 0 else 0.0, wrap)
-        return EXIT_OK
-    except (BackendError, ModelNotFoundError, ContextOverflowError, ConversationFileError) as error:
-        notices.fatal(str(error))
-        return EXIT_FAILURE
-    except KeyboardInterrupt:
-        notices.say("Interrupted.")
-        return 130
-    except BrokenPipeError:  # the reader went away, not a bug: main() ends the run quietly
-        raise
-    except Exception as error:  # a bug: one line here, the traceback in the log
-        logger.exception("unexpected error")
-        notices.fatal(f"unexpected {type(error).__name__}: {error} (details in {log_file()})")
-        return EXIT_FAILURE
-    finally:
-        if backend is not None:
-            with signals_held():  # SIGTERM and SIGHUP too: the device context is kept if there is time
-                if chat is not None and chat.device_context_unsaved():
-                    if interactive and args.prompt is None:  # the REPL: say why its exit waits (seconds on a Pi)
-                        with contextlib.suppress(OSError):
-                            notices.info("Saving the device context for a quick resume…")
-                    chat.keep_device_context()
-                (chat.backend if chat is not None else backend).release()  # /model may have replaced it
+    return run_chat(args, settings, config_file, choice)

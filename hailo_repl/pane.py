@@ -127,7 +127,7 @@ class ReplyPane:
 
     # ---- a reply ---------------------------------------------------------------------------
 
-    def begin(self, usage_before: ContextUsage) -> None:
+    def begin(self, usage_before: ContextUsage | None) -> None:
         self.streaming = True
         self._live, self._held_notices, self._pieces, self._first_token = "", [], 0, None
         self._started = time.perf_counter()

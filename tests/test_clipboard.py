@@ -14,6 +14,7 @@ from hailo_repl.backends.base import GenerationParams
 from hailo_repl.chat import Chat
 from hailo_repl.commands import BUILTINS
 from hailo_repl.console import Console
+from hailo_repl.engine.local import LocalEngine
 from hailo_repl.render import ReplyRenderer
 
 TEXT = "Grüße, 世界 🎉\nsecond line"
@@ -77,6 +78,8 @@ REPLY = "Two ways:\n```python\nprint('one')\n```\nor\n```sh\necho two\n```\nDone
 class Context:
     def __init__(self):
         self.chat = Chat(ScriptedBackend([REPLY]), "Be brief.", GenerationParams())
+        self.engine = LocalEngine(self.chat)
+        self.store = self.chat.store
         self.console = Console(io.StringIO())
 
     def run(self, text):

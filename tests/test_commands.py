@@ -12,6 +12,7 @@ from hailo_repl.backends.base import GenerationParams
 from hailo_repl.chat import Chat
 from hailo_repl.commands import BUILTINS, CommandCompleter, Quit
 from hailo_repl.console import Console
+from hailo_repl.engine.local import LocalEngine
 from hailo_repl.settings import SETTINGS_TABLE
 
 
@@ -88,6 +89,8 @@ class FakeRepl:
 
     def __init__(self, tmp_path):
         self.chat = Chat(ScriptedBackend(default=["fine ", "thanks"], capacity=1000), "be kind", GenerationParams())
+        self.engine = LocalEngine(self.chat)
+        self.store = self.chat.store
         self.console = RecordingConsole()
         self.said = self.console.said
         self.sessions_dir = tmp_path / "sessions"

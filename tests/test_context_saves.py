@@ -23,6 +23,7 @@ from hailo_repl.backends.base import GenerationParams
 from hailo_repl.backends.hailo import HailoBackend
 from hailo_repl.backends.hailo_selfcheck import DeviceFacts
 from hailo_repl.chat import Chat
+from hailo_repl.engine.local import LocalEngine
 from hailo_repl.sessions import SessionStore
 
 QWEN = "Qwen2.5-1.5B-Instruct"
@@ -144,8 +145,8 @@ def repl_on_the_double(hailo_resources, fake_script, fake_log, isolated_home, tm
         backend = HailoBackend(hef, facts_file=hailo_resources.facts)
         chat = Chat(backend, SYSTEM, GenerationParams(), store)
         with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
-            repl = Repl(chat, history=False)
-            repl.idle_save_seconds = idle_seconds
+            repl = Repl(LocalEngine(chat), history=False, store=store)
+            repl.engine.idle_save_seconds = idle_seconds
             prompts = 0  # prompts started: a line sent has been handled once the next one is up
             prompt_async = repl.session.prompt_async
 
@@ -160,8 +161,8 @@ def repl_on_the_double(hailo_resources, fake_script, fake_log, isolated_home, tm
                 """Wait (for an event, not a fixed time) until the prompt after the `after`-th is
                 up with no reply running, or the Repl has ended."""
                 while not task.done():
-                    worker = repl._worker
-                    if prompts > after and repl.session.app.is_running and (worker is None or worker.done()):
+                    turn = repl.turns.turn
+                    if prompts > after and repl.session.app.is_running and (turn is None or turn.is_finished()):
                         return
                     await asyncio.sleep(0.01)
 

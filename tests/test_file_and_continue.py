@@ -10,11 +10,14 @@ from hailo_repl.backends.base import GenerationParams
 from hailo_repl.chat import CONTINUE_PROMPT, Chat
 from hailo_repl.commands import BUILTINS, CommandCompleter, Send
 from hailo_repl.console import Console
+from hailo_repl.engine.local import LocalEngine
 
 
 class Context:
     def __init__(self, backend, max_tokens=20):
         self.chat = Chat(backend, "be kind", GenerationParams(max_tokens=max_tokens))
+        self.engine = LocalEngine(self.chat)
+        self.store = self.chat.store
         self.console = Console(io.StringIO())
 
     def run(self, text):

@@ -14,6 +14,7 @@ from hailo_repl.chat import Chat
 from hailo_repl.commands import BUILTINS, CommandCompleter
 from hailo_repl.console import Console
 from hailo_repl.conversation import save_conversation
+from hailo_repl.engine.local import LocalEngine
 from hailo_repl.sessions import INDEX_NAME, SessionNotFoundError, SessionStore
 
 
@@ -212,6 +213,8 @@ def test_a_read_only_store_writes_nothing(tmp_path):
 class Context:
     def __init__(self, chat):
         self.chat = chat
+        self.engine = LocalEngine(self.chat)
+        self.store = self.chat.store
         self.console = Console(__import__("io").StringIO())
         self.sessions_dir = chat.store.directory
         self.shown = []

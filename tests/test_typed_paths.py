@@ -15,6 +15,7 @@ from hailo_repl.backends.base import GenerationParams
 from hailo_repl.chat import Chat, file_message
 from hailo_repl.commands import BUILTINS, CommandCompleter
 from hailo_repl.console import Console
+from hailo_repl.engine.local import LocalEngine
 
 NAME = "my notes.txt"
 
@@ -22,6 +23,8 @@ NAME = "my notes.txt"
 class Context:
     def __init__(self, tmp_path):
         self.chat = Chat(ScriptedBackend(default=["Ok."], capacity=2000), "be kind", GenerationParams(max_tokens=20))
+        self.engine = LocalEngine(self.chat)
+        self.store = self.chat.store
         self.console = Console(io.StringIO())
         self.sessions_dir = tmp_path / "sessions"
 

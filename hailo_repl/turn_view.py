@@ -1,0 +1,93 @@
+"""A turn as the REPL shows it: started on the engine, its events drawn (in the pane above a
+live prompt, or straight to the console), Ctrl+C turned into an interrupt that names the last
+text shown; and the waits around it (the turn before, a /model switch)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from hailo_repl.commands_base import SwitchModel
+from hailo_repl.engine.api import Turn, TurnCompleted, TurnEnd, TurnMode
+from hailo_repl.render import ASSISTANT_PREFIX, ConsoleScreen, ReplyRenderer, ReplyScreen, ShownReply, show_reply
+
+if TYPE_CHECKING:
+    from hailo_repl.app import Repl
+
+SETTLE_NOTICE_AFTER = 0.3  # seconds of waiting for the previous reply before saying so
+
+
+class TurnView:
+    def __init__(self, repl: Repl):
+        self.repl = repl
+        self.turn: Turn | None = None  # the last turn, until it has settled
+
+    async def reply(self, text: str, mode: TurnMode = TurnMode.MESSAGE) -> None:
+        repl = self.repl
+        turn = self.turn = repl.engine.start_turn(text, mode)
+        shown = ShownReply()
+
+        def interrupt() -> None:
+            repl.engine.interrupt(turn.id, shown.seq)  # what is kept is what was shown
+            turn.stop_showing()  # the display ends now, without waiting for the engine
+
+        ended: TurnCompleted | None = None
+        renderer = ReplyRenderer(repl.color, repl.reply_wrap(len(ASSISTANT_PREFIX)))
+        screen: ReplyScreen = ConsoleScreen(repl.console, renderer)
+        if repl.live:
+            screen = repl.pane
+            repl.pane.begin(repl.toolbar.usage)
+            if not repl.prompt.up:
+                repl.prompt.start(in_reply=True)
+        try:
+            with repl.ctrl_c.stopping(interrupt):
+                ended = await show_reply(turn, renderer, repl.console, screen, shown)
+        finally:
+            if ended is None:  # showing ended abnormally: the generation must end too
+                interrupt()
+            screen.end("")  # (a reply that ended abnormally: what came stays, then a blank line)
+        stats = ended.stats
+        if repl.verbose and ended.reason in (TurnEnd.DONE, TurnEnd.TRUNCATED, TurnEnd.EMPTY) and stats is not None:
+            repl.console.say(stats.verbose_block() + "\n")
+
+    async def settle(self, interruptible: bool = False) -> bool:
+        """Wait for the previous reply's thread, so the conversation is complete again.
+
+        A device stops only at its next token (after a prompt evaluation, or a stall of
+        up to HailoRT's 2-minute request timeout), so with `interruptible` a Ctrl+C ends
+        the wait instead: False then, and the thread is still running.
+        """
+        repl = self.repl
+        await repl.engine.context_saved()  # an idle save that a key press came during
+        if self.turn is None:
+            return True
+        worker = self.turn.finished
+        done, _ = await asyncio.wait([worker], timeout=SETTLE_NOTICE_AFTER)
+        if not done and interruptible:
+            repl.console.info("Waiting for the previous reply to end on the device… (Ctrl+C to go back)")
+            waiting = asyncio.ensure_future(asyncio.shield(worker))
+            with repl.ctrl_c.stopping(waiting.cancel):
+                await asyncio.wait([waiting])
+            if not worker.done():
+                return False
+        elif not done:
+            repl.console.info("Waiting for the previous reply to end, to release the model…")
+            await asyncio.wait([worker])
+        self.turn = None
+        return True
+
+    async def switch_model(self, switch: SwitchModel) -> None:
+        """/model: the engine releases the model and loads the other; the conversation stays. If
+        the other fails to load, the chat goes back to the one it had."""
+        repl = self.repl
+        old = repl.engine.status().model
+        repl.console.info(f"Releasing {old} and loading {switch.model}…")
+        switched = await asyncio.get_running_loop().run_in_executor(None, repl.engine.switch_model, switch.name)
+        if switched.error is None:
+            repl.console.info(f"Now chatting with {switch.model}; the conversation goes on.")
+            return
+        repl.console.error(f"{switched.error} — going on with {old}")
+        if switched.fatal is not None:
+            repl.console.error(switched.fatal)
+            repl.exit_code = 1
+            repl.quit()
