@@ -47,7 +47,7 @@ class TurnEnd(Enum):
     TRUNCATED = "truncated"  # stopped by max-tokens: /continue may go on
     INTERRUPTED = "interrupted"
     ERROR = "error"
-    EMPTY = "empty"  # nothing came back: the conversation is as it was
+    EMPTY = "empty"  # nothing came back
 
 
 class ChatChange(Enum):
