@@ -17,7 +17,6 @@ import contextlib
 import errno
 import os
 import signal
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
@@ -42,7 +41,13 @@ from hailo_repl.render import USER_PREFIX, color_wanted, recent_turns_text
 from hailo_repl.settings import SETTINGS_TABLE, ResolvedSettings
 from hailo_repl.signals import CtrlC, route_to_loop
 from hailo_repl.startup import start_is_over
-from hailo_repl.terminal_modes import keep_pastes_bracketed, restore_raw_mode, restore_typeahead_mode, typeahead_mode
+from hailo_repl.terminal_modes import (
+    keep_pastes_bracketed,
+    restore_raw_mode,
+    restore_typeahead_mode,
+    terminal_gone,
+    typeahead_mode,
+)
 from hailo_repl.toolbar import STYLE
 from hailo_repl.turn_view import TurnView
 from hailo_repl.view import PaneStream, Toolbar, lay_out, welcome_text
@@ -50,8 +55,6 @@ from hailo_repl.wrap import WordWrap
 
 if TYPE_CHECKING:
     from hailo_repl.sessions import ChatSummary, SessionStore
-
-TOOLBAR_REFRESH_SECONDS = 0.5  # the toolbar's clock and figures are never older than this
 
 
 def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -167,7 +170,7 @@ class Repl:
         load = asyncio.ensure_future(self._load(status.loads_in_background))
         load.add_done_callback(self._loaded)
         idle_saves = asyncio.ensure_future(self.engine.keep_context_when_idle())
-        toolbar_refresh = asyncio.ensure_future(self._refresh_toolbar())
+        toolbar_refresh = asyncio.ensure_future(self.toolbar.keep_fresh())
         try:
             with typeahead_mode():
                 if not status.loads_in_background:
@@ -186,7 +189,7 @@ class Repl:
                     self._first_frame()
                 await self._converse(load)
         except OSError as write_error:
-            if write_error.errno != errno.EIO or not self._terminal_gone():
+            if write_error.errno != errno.EIO or not terminal_gone(self.session.output):
                 raise
             # The terminal went away (its window closed, the SSH link dropped): its SIGHUP ends the chat
             # too, but a write may fail first. The reply's thread still finishes and saves the turn.
@@ -249,29 +252,6 @@ class Repl:
             restore_raw_mode(app.input.fileno())
             app.invalidate()
 
-    def _terminal_gone(self) -> bool:
-        """Whether the terminal has hung up: then even its settings cannot be read (EIO)."""
-        import termios
-
-        try:
-            termios.tcgetattr(self.session.output.fileno())
-        except (OSError, termios.error, ValueError, NotImplementedError):
-            return True
-        return False
-
-    async def _refresh_toolbar(self) -> None:
-        """Redraw the toolbar when no frame has for TOOLBAR_REFRESH_SECONDS. (Not prompt_toolkit's
-        refresh_interval: it redraws on top of a reply's frames, and each is taken from llama.cpp's
-        decoding: see reply_channel.)"""
-        app = self.session.app
-        while True:
-            wait = self.pane.drawn_at + TOOLBAR_REFRESH_SECONDS - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-                continue
-            app.invalidate()
-            await asyncio.sleep(TOOLBAR_REFRESH_SECONDS)
-
     async def _converse(self, load: asyncio.Future[None]) -> None:
         while not self.quitting:
             self.engine.note_activity()
@@ -297,13 +277,13 @@ class Repl:
                 except Quit:
                     return
                 if isinstance(outcome, SwitchModel):
-                    if await self._model_ready(load):
+                    if await self.turns.model_ready(load):
                         await self.turns.switch_model(outcome)
                     continue
                 if not isinstance(outcome, Send):
                     continue
                 text, mode = outcome.text, TurnMode.RETRY if isinstance(outcome, Resend) else TurnMode.CONTINUE
-            if await self._model_ready(load):
+            if await self.turns.model_ready(load):
                 await self.turns.reply(text, mode)
             elif self.ctrl_c.pressed and not self.quitting:
                 self.console.info("Not sent (Ctrl+C); Up brings the message back.")
@@ -321,16 +301,6 @@ class Repl:
             logger.exception("command {} failed", word)
             self.console.error(f"{word} failed: {error} (details in {log_file()})")
             return None
-
-    async def _model_ready(self, load: asyncio.Future[None]) -> bool:
-        """Wait for the model if it is still loading. False if it failed to load, or a
-        Ctrl+C (or a quit) came since the prompt."""
-        if not load.done():
-            self.console.info("Waiting for the model to load… (Ctrl+C to go back)")
-            waiting = asyncio.ensure_future(asyncio.shield(load))
-            with self.ctrl_c.stopping(waiting.cancel):
-                await asyncio.wait([waiting])
-        return not self.ctrl_c.pressed and load.exception() is None
 
 
 def run_repl(

@@ -50,6 +50,17 @@ class TurnView:
         if repl.verbose and ended.reason in (TurnEnd.DONE, TurnEnd.TRUNCATED, TurnEnd.EMPTY) and stats is not None:
             repl.console.say(stats.verbose_block() + "\n")
 
+    async def model_ready(self, load: asyncio.Future[None]) -> bool:
+        """Wait for the model if it is still loading. False if it failed to load, or a
+        Ctrl+C (or a quit) came since the prompt."""
+        repl = self.repl
+        if not load.done():
+            repl.console.info("Waiting for the model to load… (Ctrl+C to go back)")
+            waiting = asyncio.ensure_future(asyncio.shield(load))
+            with repl.ctrl_c.stopping(waiting.cancel):
+                await asyncio.wait([waiting])
+        return not repl.ctrl_c.pressed and load.exception() is None
+
     async def settle(self, interruptible: bool = False) -> bool:
         """Wait for the previous reply's thread, so the conversation is complete again.
 

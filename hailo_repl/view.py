@@ -3,7 +3,9 @@ toolbar), the toolbar's figures as the engine's events left them, and the welcom
 
 from __future__ import annotations
 
+import asyncio
 import io
+import time
 from collections.abc import Callable
 
 from prompt_toolkit import PromptSession
@@ -39,6 +41,9 @@ class PaneStream(io.TextIOBase):
         return len(text)
 
 
+TOOLBAR_REFRESH_SECONDS = 0.5  # the toolbar's clock and figures are never older than this
+
+
 class Toolbar:
     """The toolbar's figures, from the engine's events (the loop never asks the engine for them),
     and the reply's progress from the pane while one streams."""
@@ -63,6 +68,19 @@ class Toolbar:
             return
         if self.session.app.is_running:
             self.session.app.invalidate()
+
+    async def keep_fresh(self) -> None:
+        """Redraw the toolbar when no frame has for TOOLBAR_REFRESH_SECONDS. (Not prompt_toolkit's
+        refresh_interval: it redraws on top of a reply's frames, and each is taken from llama.cpp's
+        decoding: see reply_channel.)"""
+        app = self.session.app
+        while True:
+            wait = self.pane.drawn_at + TOOLBAR_REFRESH_SECONDS - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            app.invalidate()
+            await asyncio.sleep(TOOLBAR_REFRESH_SECONDS)
 
     def __call__(self) -> StyleAndTextTuples:
         state = ToolbarState(self.model, self.backend, self.state)
