@@ -31,7 +31,7 @@ from hailo_repl.commands import BUILTINS, CommandCompleter, Quit, Resend, Send, 
 from hailo_repl.config import data_dir, log_file, sessions_dir
 from hailo_repl.config_file import config_path
 from hailo_repl.console import Console
-from hailo_repl.engine.api import Engine, EngineError, Event, TurnMode
+from hailo_repl.engine.api import EngineError, Event, TurnMode
 from hailo_repl.history import input_history
 from hailo_repl.keys import EmptyLineInterrupt, load_input_bindings, load_reply_bindings
 from hailo_repl.log import logger
@@ -54,6 +54,7 @@ from hailo_repl.view import PaneStream, Toolbar, lay_out, welcome_text
 from hailo_repl.wrap import WordWrap
 
 if TYPE_CHECKING:
+    from hailo_repl.engine.api import Engine
     from hailo_repl.sessions import ChatSummary, SessionStore
 
 

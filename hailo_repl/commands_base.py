@@ -13,9 +13,9 @@ from prompt_toolkit.completion import CompleteEvent, Completer, Completion, Path
 from prompt_toolkit.document import Document
 
 from hailo_repl.console import Console
-from hailo_repl.engine.api import Engine
 
 if TYPE_CHECKING:
+    from hailo_repl.engine.api import Engine
     from hailo_repl.sessions import ChatSummary, SessionStore
 
 

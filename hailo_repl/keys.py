@@ -31,7 +31,7 @@ KEYS = (
     KeyHelp("Tab", "complete a command, a `/set` parameter, or a file path for `/save` and `/load`"),
     KeyHelp(
         "Ctrl+C",
-        "stop a streaming reply (what came stays, marked `[interrupted]`; what you typed stays in the input "
+        "stop a streaming reply (what was shown stays, marked `[interrupted]`; what you typed stays in the input "
         "line, queued messages too, unsent); at the prompt: clear the line; it never ends the chat",
         brief="Ctrl+C stops a reply",
     ),

@@ -8,11 +8,12 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from hailo_repl.commands_base import SwitchModel
-from hailo_repl.engine.api import Turn, TurnCompleted, TurnEnd, TurnMode
+from hailo_repl.engine.api import TurnCompleted, TurnEnd, TurnMode
 from hailo_repl.render import ASSISTANT_PREFIX, ConsoleScreen, ReplyRenderer, ReplyScreen, ShownReply, show_reply
 
 if TYPE_CHECKING:
     from hailo_repl.app import Repl
+    from hailo_repl.engine.api import Turn
 
 SETTLE_NOTICE_AFTER = 0.3  # seconds of waiting for the previous reply before saying so
 
