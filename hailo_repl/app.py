@@ -27,7 +27,7 @@ from prompt_toolkit.key_binding import merge_key_bindings
 from prompt_toolkit.output.vt100 import Vt100_Output
 from prompt_toolkit.utils import is_dumb_terminal
 
-from hailo_repl.commands import BUILTINS, CommandCompleter, Quit, Resend, Send, SwitchModel, is_command
+from hailo_repl.commands import BUILTINS, CommandCompleter, Quit, Send, SwitchModel, is_command
 from hailo_repl.config import data_dir, log_file, sessions_dir
 from hailo_repl.config_file import config_path
 from hailo_repl.console import Console
@@ -283,7 +283,7 @@ class Repl:
                     continue
                 if not isinstance(outcome, Send):
                     continue
-                text, mode = outcome.text, TurnMode.RETRY if isinstance(outcome, Resend) else TurnMode.CONTINUE
+                text, mode = outcome.text, outcome.mode
             if await self.turns.model_ready(load):
                 await self.turns.reply(text, mode)
             elif self.ctrl_c.pressed and not self.quitting:

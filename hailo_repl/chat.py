@@ -191,11 +191,6 @@ class Chat:
         self._history_unsent, self._unsent_tokens = _has_turns(self.messages), None
         self.session_id, self._created, self._version = new_session_id(), None, None
 
-    def cut_off(self) -> bool:
-        """Whether the last reply stopped before its end (max-tokens or Ctrl+C)."""
-        last = self.messages[-1]
-        return last["role"] == "assistant" and bool(last.get("truncated") or last.get("interrupted"))
-
     def attach(self, name: str, text: str) -> None:
         """Put a file's text into the next message (/file)."""
         self.attachments.append(file_message(name, text))

@@ -7,12 +7,13 @@ import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion, PathCompleter, WordCompleter
 from prompt_toolkit.document import Document
 
 from hailo_repl.console import Console
+from hailo_repl.engine.api import TurnMode
 
 if TYPE_CHECKING:
     from hailo_repl.engine.api import Engine
@@ -43,10 +44,13 @@ class Send:
     """A command's answer: send `text` as the next message (/continue)."""
 
     text: str
+    mode: ClassVar[TurnMode] = TurnMode.CONTINUE
 
 
 class Resend(Send):
     """A command's answer: send `text` again, in place of the last exchange (/retry)."""
+
+    mode = TurnMode.RETRY
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import Any
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 
-from hailo_repl.backends.base import Message
+from hailo_repl.backends.base import Message, cut_off
 from hailo_repl.chat import CONTINUE_PROMPT
 from hailo_repl.commands_base import CommandContext, Resend, Send, SwitchModel, typed_path, words
 from hailo_repl.config_file import ConfigFileError, save_setting
@@ -276,7 +276,7 @@ def continue_reply(context: CommandContext, argument: str) -> Send | None:
     if last["role"] != "assistant":
         context.console.say("No reply to continue yet.")
         return None
-    if not (last.get("truncated") or last.get("interrupted")):  # (Chat.cut_off)
+    if not cut_off(last):
         context.console.say("The last reply is complete; /continue goes on with one cut off by max-tokens.")
         return None
     return Send(CONTINUE_PROMPT)

@@ -88,7 +88,7 @@ class Toolbar:
         if app.editing_mode is EditingMode.VI:
             state.vi_mode = app.vi_state.input_mode
         if self.pane.streaming:  # the engine's count comes with the reply's end: until then, an estimate
-            state.usage = self.pane.usage(0)
+            state.usage = self.pane.usage()
             state.reply = self.pane.progress()
         elif self.state is ModelState.READY:
             state.usage = self.usage
