@@ -253,8 +253,8 @@ class LocalEngine:
     def start_turn(self, text: str, mode: TurnMode = TurnMode.MESSAGE) -> LocalTurn:
         """Answer `text` in an executor thread (call from the running loop)."""
         loop = asyncio.get_running_loop()
-        turn = LocalTurn(next(self._turn_ids), ReplyChannel(loop, turn=0))
-        turn.channel.turn = turn.id
+        turn_id = next(self._turn_ids)
+        turn = LocalTurn(turn_id, ReplyChannel(loop, turn=turn_id))
         turn.finished = loop.run_in_executor(None, self._work, turn, text, mode)
         self._turn = turn
         return turn
@@ -264,18 +264,21 @@ class LocalEngine:
         channel = turn.channel
 
         def post(event: TurnEvent) -> None:
-            if isinstance(event, TurnText):
-                if (
-                    not turn.cancel.is_set()
-                ):  # else the reply ends within a token (closing it early would abort at once)
-                    channel.put_text(event.text, event.seq)
+            # After an interrupt no text is shown: the reply ends within a token (closing it early
+            # would abort at once, holding the GIL on a Hailo).
+            if isinstance(event, TurnText) and not turn.cancel.is_set():
+                channel.put_text(event.text, event.seq)
             elif isinstance(event, TurnNotice):
                 channel.put(ReplyEvent.NOTICE, event.line, event.seq)
 
-        completed = self._answer(turn.id, text, mode, turn.cancel, turn.shown, post)
-        channel.put(
-            ReplyEvent.ERROR if completed.reason is TurnEnd.ERROR else ReplyEvent.DONE, completed, completed.seq
-        )
+        try:
+            completed = self._answer(turn.id, text, mode, turn.cancel, turn.shown, post)
+        except BaseException as error:  # a bug here: the screen still gets its end
+            logger.exception("turn failed")
+            channel.put(ReplyEvent.ERROR, f"unexpected {type(error).__name__}: {error} (details in {log_file()})")
+            raise
+        end = ReplyEvent.ERROR if completed.reason is TurnEnd.ERROR else ReplyEvent.DONE
+        channel.put(end, completed, completed.seq)
         return completed
 
     def run_turn(
@@ -334,13 +337,18 @@ class LocalEngine:
             stats.load = self.load_seconds  # the first reply's --verbose block counts the load
         if reason is not TurnEnd.ERROR:
             reason = ops.turn_end(chat, cancel.is_set())
-        usage = chat.usage()
+        try:
+            usage: ContextUsage | None = chat.usage()
+        except Exception:  # the turn is over whatever the count does
+            logger.exception("the context's usage after a turn")
+            usage = None
         completed = TurnCompleted(seq(), turn, reason, error, stats, usage, chat.session_id)
         self.turns.add(completed)
         if chat.session_id != chat_before:  # another process saved it meanwhile: a new chat now
             self._emit(ChatChanged(seq(), chat.session_id, ChatChange.FORKED))
         self._emit(completed)
-        self._emit(UsageChanged(seq(), usage))
+        if usage is not None:
+            self._emit(UsageChanged(seq(), usage))
         return completed
 
     # ---- the chat ------------------------------------------------------------------------------
