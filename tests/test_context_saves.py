@@ -327,3 +327,21 @@ def test_a_self_check_that_could_not_run_is_not_remembered_as_failed(
     loaded_hailo_backend({"replies": [["x"]]}, passed_self_check=False)
     (entry,) = DeviceFacts(hailo_resources.facts).entries().values()
     assert entry["text_path"]["passed"] is True
+
+
+def test_the_engine_says_it_is_busy_keeping_the_context_before_it_starts(loaded_hailo_backend, fake_log, tmp_path):
+    """The save holds the GIL for seconds: a terminal hears it first (the engine's state event)."""
+    from hailo_repl.engine.api import Busy, EngineState, ModelState
+
+    backend = loaded_hailo_backend({"replies": [["Paris."]]})
+    engine = LocalEngine(Chat(backend, SYSTEM, GenerationParams(), SessionStore(tmp_path / "sessions")))
+    engine.model_state = ModelState.READY  # (the fixture loaded it)
+    states = []
+    engine.subscribe(lambda event: states.append(event) if isinstance(event, EngineState) else None)
+    engine.run_turn("Capital of France?", lambda event: None)
+    assert events(fake_log, "save_context") == []
+    engine.keep_context()
+    assert len(events(fake_log, "save_context")) == 1
+    assert [state.busy for state in states] == [Busy.SAVING_CONTEXT, None]
+    engine.keep_context()  # nothing changed since: nothing to do, nothing said
+    assert len(events(fake_log, "save_context")) == 1 and len(states) == 2

@@ -216,9 +216,14 @@ class LocalEngine:
     # ---- the device context ------------------------------------------------------------------
 
     def keep_context(self) -> None:
-        """Keep the device context if the chat changed since (blocks for seconds on a Hailo)."""
+        """Keep the device context if the chat changed since (blocks for seconds on a Hailo, said
+        first as busy: a turn asked for meanwhile waits)."""
         if self.chat.device_context_unsaved():
-            self.chat.keep_device_context()
+            self._state(self.model_state, Busy.SAVING_CONTEXT)
+            try:
+                self.chat.keep_device_context()
+            finally:
+                self._state(self.model_state)
 
     def note_activity(self) -> None:
         """The user is at the terminal (a key, a new prompt): the idle save waits."""
@@ -234,7 +239,7 @@ class LocalEngine:
             turn_running = self._turn is not None and not self._turn.is_finished()
             if idle and self.model_state is ModelState.READY and not turn_running:
                 if self.chat.device_context_unsaved():
-                    self._context_save = loop.run_in_executor(None, self.chat.keep_device_context)
+                    self._context_save = loop.run_in_executor(None, self.keep_context)
                     await asyncio.shield(self._context_save)
 
     async def context_saved(self) -> None:
@@ -247,6 +252,7 @@ class LocalEngine:
         """Keep the device context and release the model (blocks)."""
         self.keep_context()
         self.chat.backend.release()
+        self._listeners.clear()  # (the terminal is gone too)
 
     # ---- turns -------------------------------------------------------------------------------
 
