@@ -145,3 +145,21 @@ def test_a_model_that_fails_to_load_ends_the_chat_with_its_line(isolated_home, c
     assert code == 1 and "[Error] no model at /nowhere.gguf" in out
     assert not any(call[0] == "start_turn" for call in engine.calls)
     assert ("quit",) not in engine.calls  # releasing is the command line's, after the REPL
+
+
+def test_messages_typed_during_a_reply_go_after_it_one_turn_each_in_order(isolated_home, capsys):
+    engine = FakeEngine(["one ", "two ", "three"], ["second answer"], ["third answer"], delay=0.05)
+
+    async def typed_during_the_first_reply(repl):
+        while not engine.turns:
+            await asyncio.sleep(0.005)
+        assert not engine.turns[0].is_finished()
+
+    code, _ = run_repl(
+        engine, ["first\r", typed_during_the_first_reply, "second\r", "third\r", "/context\r", "/quit\r"]
+    )
+    out = capsys.readouterr().out
+    turns = [call[1] for call in engine.calls if call[0] == "start_turn"]
+    assert code == 0 and turns == ["first", "second", "third"]
+    assert out.index("one two three") < out.index("second answer") < out.index("third answer")
+    assert "120/1000 (12%)" in out  # /context: the engine's count
