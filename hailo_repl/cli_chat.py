@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hailo_repl.cli_settings import EXIT_FAILURE, EXIT_OK
 from hailo_repl.config import device_contexts_dir, log_file, sessions_dir
 from hailo_repl.console import Console
 from hailo_repl.log import logger, setup_logging
@@ -30,9 +31,6 @@ if TYPE_CHECKING:
     from hailo_repl.backends.base import Backend
     from hailo_repl.engine.api import Engine, TurnCompleted, TurnEvent
     from hailo_repl.sessions import ChatSummary, SessionStore
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
 
 
 def print_server_models(choice: BackendChoice) -> None:
