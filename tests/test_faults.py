@@ -12,6 +12,7 @@ import os
 import signal
 import stat
 import subprocess
+import sys
 import time
 import types
 
@@ -145,10 +146,7 @@ def test_two_processes_appending_to_one_history_never_interleave(tmp_path):
         "h = SafeFileHistory(Path(sys.argv[1]), print)\n"
         "for i in range(40): h.store_string('\\n'.join([sys.argv[2] * 200] * 60))\n"
     )
-    processes = [
-        subprocess.Popen([hailo_repl_command()[0].replace("hailo-repl", "python"), "-c", writer, str(history), tag])
-        for tag in ("a", "b")
-    ]
+    processes = [subprocess.Popen([sys.executable, "-c", writer, str(history), tag]) for tag in ("a", "b")]
     assert [p.wait(timeout=60) for p in processes] == [0, 0]
     from hailo_repl.history import SafeFileHistory
 
