@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +27,26 @@ if str(FAKES) not in sys.path:
 # the e2e tests run inherits these); those about it set the script's own keys.
 os.environ.setdefault("HAILO_FAKE_CONTEXT_BYTES", str(64 * 1024))
 os.environ.setdefault("HAILO_FAKE_CONVERT_MS_PER_MB", "0")
+
+# The Debian package of each program a test runs (@pytest.mark.needs).
+PACKAGES = {"bash": "bash", "zsh": "zsh", "fish": "fish", "tmux": "tmux"}
+
+
+def running_in_ci() -> bool:
+    """CI=true (as CI services and .ci/run set it): every test must run there."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test marked `needs("zsh")` is skipped where zsh is missing, its reason naming the package
+    to install; in CI it fails instead, so a CI machine without it cannot pass by skipping."""
+    for marker in item.iter_markers("needs"):
+        for program in marker.args:
+            if shutil.which(program) is None:
+                install = f"sudo apt install {PACKAGES.get(program, program)}"
+                if running_in_ci():
+                    pytest.fail(f"{program} is not installed, and CI runs every test ({install})", pytrace=False)
+                pytest.skip(f"{program} is not installed ({install})")
 
 
 @pytest.fixture

@@ -121,22 +121,26 @@ def zsh_completions(line: str, env: dict, workdir: Path) -> set[str]:
     return set(out.read_text().split())
 
 
+@pytest.mark.needs("bash")
 @pytest.mark.parametrize(("line", "expected"), CASES)
 def test_bash_completes(line, expected, shell_env):
     assert bash_completions(line, *shell_env) == expected
 
 
+@pytest.mark.needs("fish")
 @pytest.mark.parametrize(("line", "expected"), CASES)
 def test_fish_completes(line, expected, shell_env):
     assert fish_completions(line, *shell_env) == expected
 
 
 @pytest.mark.e2e
+@pytest.mark.needs("zsh")
 @pytest.mark.parametrize(("line", "expected"), CASES)
 def test_zsh_completes(line, expected, shell_env):
     assert zsh_completions(line, *shell_env) == expected
 
 
+@pytest.mark.needs("bash", "fish")
 def test_path_settings_complete_file_names(shell_env):
     env, workdir = shell_env
     (workdir / "tiny.gguf").write_bytes(b"GGUF")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from terminal import REPLYING, hailo_repl_command, with_fakes
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.needs("tmux")]
 
 QWEN = "Qwen2.5-1.5B-Instruct"
 TOOLBAR = f"{QWEN} · Hailo-10H │ ctx"
