@@ -181,10 +181,14 @@ def double_terminal(isolated_home, hailo_resources, fake_log, tmp_path):
     hailo_resources(QWEN)
     scripts = itertools.count()
 
-    def env(script: dict, **more: str) -> dict[str, str]:
+    def changes(script: dict, **more: str) -> dict[str, str]:
+        """What the environment needs beside this process's: the double and its script."""
         path = tmp_path / f"script-{next(scripts)}.json"
         path.write_text(json.dumps(script))
-        return with_fakes({**os.environ, "HAILO_FAKE_SCRIPT": str(path), **more})
+        return {"PYTHONPATH": with_fakes()["PYTHONPATH"], "HAILO_FAKE_SCRIPT": str(path), **more}
+
+    def env(script: dict, **more: str) -> dict[str, str]:
+        return {**os.environ, **changes(script, **more)}
 
     def start(
         script: dict | None = None,
@@ -196,7 +200,7 @@ def double_terminal(isolated_home, hailo_resources, fake_log, tmp_path):
         **more_env: str,
     ) -> Terminal:
         model = ["--hef-path", hef] if hef else []
-        environment = env(script or {"replies": [["Hello", " there"]]}, **more_env)
+        environment = changes(script or {"replies": [["Hello", " there"]]}, **more_env)
         return Terminal([*model, *args], environment, rows=rows, cols=cols, timeout=timeout)
 
     start.log = fake_log

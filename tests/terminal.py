@@ -136,10 +136,13 @@ class Terminal:
     def __init__(self, args: list[str], env: dict, rows: int = 30, cols: int = 110, timeout: float = 120):
         command = hailo_repl_command()
         self.rows = rows
+        # The terminal's size is its own: not $COLUMNS and $LINES from the tests' environment
+        # (pytest-xdist's workers have 80 and 24 there), unless the test gives them.
+        inherited = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
         self.child = pexpect.spawn(
             command[0],
             command[1:] + args,
-            env={**os.environ, "TERM": "xterm-256color", **env},
+            env={**inherited, "TERM": "xterm-256color", **env},
             encoding="utf-8",
             dimensions=(rows, cols),
             timeout=timeout,
