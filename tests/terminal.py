@@ -22,7 +22,7 @@ import signal
 import sys
 import sysconfig
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pexpect
@@ -194,6 +194,15 @@ class Terminal:
                     f"waiting for the reply to end: timed out; the screen showed:\n{self.screen_rows()}"
                 )
             self.pump(0.02)
+
+    def wait_until(self, condition: Callable[[], object], what: str, timeout: float = 60) -> None:
+        """Read what the program writes (answering cursor-position requests) until `condition()`
+        holds: an event in the double's log, a terminal mode; an AssertionError after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"waiting for {what}: timed out; the screen showed:\n{self.screen_rows()}")
+            self.pump(0.01)
 
     def pump(self, seconds: float) -> None:
         """Read what the program writes for `seconds`, answering cursor-position requests."""
