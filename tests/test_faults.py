@@ -222,7 +222,11 @@ def test_after_a_suspend_the_terminal_mode_between_prompts_comes_back(device):
     attributes[3] |= termios.ICANON | termios.ECHO
     termios.tcsetattr(term.child.child_fd, termios.TCSANOW, attributes)
     term.child.kill(signal.SIGCONT)
-    time.sleep(0.3)
+
+    def own_mode_back() -> bool:  # hailo-repl's: no echo, key by key
+        return not termios.tcgetattr(term.child.child_fd)[3] & (termios.ICANON | termios.ECHO)
+
+    term.wait_until(own_mode_back, "hailo-repl's terminal mode after SIGCONT", timeout=10)
     term.send("typed ahead\r")  # sent once the reply ends, not echoed into it
     term.expect("sent")
     assert "typed ahead" not in term.screen_text(size=100_000).split("word3 ")[1].split("You:")[0]
