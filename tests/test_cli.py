@@ -109,7 +109,8 @@ def test_pipe_without_hailo_answers_every_line(isolated_home):
 
 def test_reply_streams_to_stdout_while_it_is_generated(isolated_home, hailo_resources, fake_script, stop_later):
     hailo_resources(QWEN)
-    fake_script([{"tokens": ["Alpha", " beta", " gamma", " delta", " epsilon"], "delay_ms": 80}])
+    # The last word comes 2 s late: the reply is still being generated while the test looks.
+    fake_script([{"tokens": ["Alpha", " beta", " gamma", " delta", " epsilon"], "stall_at": 4, "stall_ms": 2000}])
     process = start_cli("-p", "hi")
     stop_later(process)
 
