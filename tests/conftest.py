@@ -29,6 +29,19 @@ if str(FAKES) not in sys.path:
 os.environ.setdefault("HAILO_FAKE_CONTEXT_BYTES", str(64 * 1024))
 os.environ.setdefault("HAILO_FAKE_CONVERT_MS_PER_MB", "0")
 
+
+def _logging_as_a_hailo_repl_process_has_it() -> None:
+    """Every hailo-repl process sets up its log before anything logs (no sink on the terminal);
+    the tests' process too, so a test run alone logs as one run after others does (loguru's
+    default sink, added on whatever sys.stderr is when it first loads, is never used: the llama
+    backend's load redirects stderr into the log, and a sink on that looped)."""
+    from hailo_repl.log import setup_logging
+
+    setup_logging(to_file=False)
+
+
+_logging_as_a_hailo_repl_process_has_it()
+
 # The Debian package of each program a test runs (@pytest.mark.needs).
 PACKAGES = {"bash": "bash", "zsh": "zsh", "fish": "fish", "tmux": "tmux"}
 
