@@ -27,7 +27,7 @@ from hailo_repl.sessions import SessionStore
 
 QWEN = "Qwen2.5-1.5B-Instruct"
 CHAT_ID = "c0ffee00"
-STALL_MS = 3000  # a reply's last token this late: time for the test to stop the process before it saves
+STALL_MS = 2000  # a reply's last token this late: time for the test to stop the process before it saves
 HISTORY = [
     {"role": "system", "content": "Be brief."},
     {"role": "user", "content": "Capital of France?"},
