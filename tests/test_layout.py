@@ -16,15 +16,22 @@ TERMINAL_LIBRARIES = ["prompt_toolkit", "pygments"]
 ENGINE_ALONE = """
 import sys
 from pathlib import Path
-sys.path.insert(0, "tests")
-from scripted import ScriptedBackend
 from hailo_repl.backends.base import GenerationParams
 from hailo_repl.chat import Chat
 from hailo_repl.engine.local import LocalEngine
 from hailo_repl.sessions import SessionStore
 import hailo_repl.engine.api, hailo_repl.engine.ops, hailo_repl.engine.turns
 
-engine = LocalEngine(Chat(ScriptedBackend(["Hi"]), "sys", GenerationParams(), SessionStore(Path(sys.argv[1]))))
+class Backend:  # the backend protocol, answering "Hi" (tests/scripted.py imports the commands)
+    name, model_name, last_prompt_tokens, loads_in_background = "llama", "m", 1, True
+    context_used, context_capacity, context_is_estimate = 0, 4096, False
+    def load(self): pass
+    def stream(self, messages, params, cancel): yield "Hi"
+    def count_tokens(self, messages): return sum(len(m["content"].split()) for m in messages)
+    def clear(self): pass
+    def release(self): pass
+
+engine = LocalEngine(Chat(Backend(), "sys", GenerationParams(), SessionStore(Path(sys.argv[1]))))
 engine.load()
 assert engine.run_turn("hello", lambda event: None).reason.value == "done"
 engine.clear()
