@@ -241,7 +241,8 @@ if TYPE_CHECKING:
             ...
 
         def load(self) -> None:
-            """Load the model (blocks; raises what the load raised)."""
+            """Load the model (blocks). EngineError LOAD_FAILED with the line to show; anything
+            else it raises is a bug."""
             ...
 
         def start_turn(self, text: str, mode: TurnMode = TurnMode.MESSAGE) -> Turn:
