@@ -93,7 +93,7 @@ class FakeEngine:
         self.listeners.append(listener)
 
     def status(self):
-        return Status(self.model, "llama", self.state, "chat-1", True, 0.0, params={"temperature": 0.7})
+        return Status(self.model, "llama", self.state, "chat-1", True, {"temperature": 0.7})
 
     def load(self):
         self.calls.append(("load",))

@@ -118,7 +118,7 @@ def test_a_terminal_arriving_mid_turn_gets_the_recent_turns_and_the_turn_so_far(
     backend.allow(1)
     worker.join(10)
     after = engine.snapshot()
-    assert after.turn is None and after.events == []
+    assert after.turn is None and after.events == ()
     assert [m["content"] for m in after.recent][-2:] == ["tell me", "one two three four"]
 
 

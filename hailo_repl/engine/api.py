@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -23,15 +22,44 @@ from hailo_repl.stats import ReplyStats
 # ---- events ---------------------------------------------------------------------------------
 
 
+if TYPE_CHECKING:
+    from typing_extensions import dataclass_transform
+else:
+
+    def dataclass_transform() -> Callable[[type], type]:
+        return lambda cls: cls
+
+
+@dataclass_transform()
 class Record:
-    """A base for the dataclasses here, made without their generated __eq__ and __repr__: each
-    generated method is compiled as the class is defined, and this module is on the path to the
-    first prompt (12 dataclasses: ~4 ms of a ~130 ms start with them, ~2 ms without)."""
+    """The base of this module's records: fields from the class's annotations (a base's first),
+    defaults from its class attributes (immutable ones), set by one __init__ for all. (A dataclass
+    compiles its methods as its class is defined, and this module is on the path to the first
+    prompt: its 12 dataclasses took ~2 ms of a ~130 ms start, these take ~0.1 ms.)"""
+
+    _names: tuple[str, ...] = ()  # the fields, in order (set for each subclass)
+
+    def __init_subclass__(cls) -> None:
+        names: list[str] = []
+        for klass in reversed(cls.__mro__):
+            names += [name for name in vars(klass).get("__annotations__", {}) if not name.startswith("_")]
+        cls._names = tuple(dict.fromkeys(names))
+
+    def __init__(self, *values: object, **named: object) -> None:
+        if len(values) > len(self._names):
+            raise TypeError(f"{type(self).__name__}() takes {len(self._names)} fields, not {len(values)}")
+        for name, value in zip(self._names, values, strict=False):
+            setattr(self, name, value)
+        for name in self._names[len(values) :]:
+            if name in named:
+                setattr(self, name, named.pop(name))
+            elif not hasattr(type(self), name):  # (else the class's default is read through the instance)
+                raise TypeError(f"{type(self).__name__}() needs {name}")
+        if named:
+            raise TypeError(f"{type(self).__name__}() has no field {', '.join(named)}")
 
     def __repr__(self) -> str:
-        from dataclasses import fields
-
-        shown = ", ".join(f"{field.name}={getattr(self, field.name)!r}" for field in fields(self))  # type: ignore[arg-type]
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._names)
         return f"{type(self).__name__}({shown})"
 
 
@@ -72,12 +100,10 @@ class ChatChange(Enum):
     PARAMS = "params"
 
 
-@dataclass(eq=False, repr=False)  # (cheaper to define at each start: see Record)
 class Event(Record):
     seq: int  # per chat, growing; 0 for what the terminal makes itself (its own end of a turn shown)
 
 
-@dataclass(eq=False, repr=False)  # (cheaper to define at each start: see Record)
 class EngineState(Event):
     state: ModelState
     model: str
@@ -86,19 +112,16 @@ class EngineState(Event):
     error: str | None = None  # the load's, when it failed
 
 
-@dataclass(eq=False, repr=False)  # (cheaper to define at each start: see Record)
 class UsageChanged(Event):
     usage: ContextUsage
 
 
-@dataclass(eq=False, repr=False)  # (cheaper to define at each start: see Record)
 class TurnStarted(Event):
     turn: int
     mode: TurnMode
     question: str
 
 
-@dataclass(eq=False, repr=False)  # (cheaper to define at each start: see Record)
 class TurnText(Event):
     """The reply's next displayable text (filtered: no think tags), from `pieces` tokens; paced a
     few frames a second (reply_channel). `seq` is its last piece's."""
@@ -108,7 +131,6 @@ class TurnText(Event):
     pieces: int
 
 
-@dataclass(eq=False, repr=False)  # (cheaper to define at each start: see Record)
 class TurnNotice(Event):
     """A labelled line about the turn ([Context] turns dropped, a stall, a save that failed)."""
 
@@ -116,7 +138,6 @@ class TurnNotice(Event):
     line: str
 
 
-@dataclass(eq=False, repr=False)  # (cheaper to define at each start: see Record)
 class TurnCompleted(Event):
     turn: int
     reason: TurnEnd
@@ -126,7 +147,6 @@ class TurnCompleted(Event):
     chat: str = ""  # the chat's id (a fork may have changed it)
 
 
-@dataclass(eq=False, repr=False)  # (cheaper to define at each start: see Record)
 class ChatChanged(Event):
     chat: str
     why: ChatChange
@@ -157,19 +177,17 @@ class EngineError(Exception):
         self.line = line
 
 
-@dataclass(eq=False, repr=False)  # (cheaper to define at each start: see Record)
 class Status(Record):
     model: str
     backend: str
     state: ModelState
     chat: str  # the chat's id
     loads_in_background: bool  # False: the load holds the whole process, so it comes before the prompt
+    params: dict[str, object]  # the generation settings, by name
     load_seconds: float = 0.0
     context_unsaved: bool = False  # the device context changed since it was kept (quit keeps it)
-    params: dict[str, object] = field(default_factory=dict)  # the generation settings, by name
 
 
-@dataclass(eq=False, repr=False)  # (cheaper to define at each start: see Record)
 class Attached(Record):
     """A file put into the next message (/file)."""
 
@@ -179,7 +197,6 @@ class Attached(Record):
     share: int  # percent of the context
 
 
-@dataclass(eq=False, repr=False)  # (cheaper to define at each start: see Record)
 class Switched(Record):
     """How /model went: `error` is None when the chat now goes on with the new model; else it
     goes on with the old one, unless `fatal` (the old one failed to load again too)."""
@@ -188,7 +205,6 @@ class Switched(Record):
     fatal: str | None = None
 
 
-@dataclass(eq=False, repr=False)  # (cheaper to define at each start: see Record)
 class Snapshot(Record):
     """What a terminal arriving now is shown: the chat's recent turns, and the turn in flight
     so far (its events since it started)."""
@@ -198,7 +214,7 @@ class Snapshot(Record):
     recent: list[Message]
     turn: int | None = None
     question: str = ""
-    events: list[Event] = field(default_factory=list)
+    events: tuple[Event, ...] = ()
 
 
 # The protocols are for the type checker (and the reader) only: a Protocol class takes ~3.5 ms to

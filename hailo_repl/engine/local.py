@@ -130,9 +130,9 @@ class LocalEngine:
             self.model_state,
             self.chat.session_id,
             backend.loads_in_background,
+            {name: getattr(params, setting.attribute) for name, setting in ops.GENERATION.items()},
             self.load_seconds,
-            context_unsaved=self.chat.device_context_unsaved(),
-            params={name: getattr(params, setting.attribute) for name, setting in ops.GENERATION.items()},
+            self.chat.device_context_unsaved(),
         )
 
     def usage(self) -> ContextUsage:

@@ -71,7 +71,7 @@ class TurnBuffer:
         recent = [message for past in turns[-RECENT_TURNS:] for message in past]
         if turn is None:
             return Snapshot(chat, seq, recent)
-        return Snapshot(chat, seq, recent, turn.turn, turn.question, joined(events[1:]))
+        return Snapshot(chat, seq, recent, turn.turn, turn.question, tuple(joined(events[1:])))
 
 
 def joined(events: list[Event]) -> list[Event]:
