@@ -43,7 +43,7 @@ from hailo_repl.chat import Chat
 from hailo_repl.commands import BUILTINS, CommandCompleter, Quit, Resend, Send, SwitchModel, is_command
 from hailo_repl.config import data_dir, log_file, sessions_dir
 from hailo_repl.config_file import config_path
-from hailo_repl.console import Console
+from hailo_repl.console import INFO, Console, labelled
 from hailo_repl.context import ContextOverflowError
 from hailo_repl.entry import start_is_over
 from hailo_repl.history import input_history
@@ -227,13 +227,18 @@ class Repl:
         if self._loop is None:
             self.console.info(text)
         else:
-            self._loop.call_soon_threadsafe(self._notice, text)
+            self._loop.call_soon_threadsafe(self._say, labelled(INFO, text))
 
-    def _notice(self, text: str) -> None:
+    def _say_each(self, lines: list[str]) -> None:
+        for line in lines:
+            self._say(line)
+
+    def _say(self, line: str) -> None:
+        """A line (labelled), drawn above the prompt if one is up."""
         if self.session.app.is_running and not self.live:
-            run_in_terminal(lambda: self.console.info(text))
+            run_in_terminal(lambda: self.console.say(line))
         else:
-            self.console.info(text)
+            self.console.say(line)
 
     async def run(self) -> int:
         loop = self._loop = asyncio.get_running_loop()
@@ -579,6 +584,8 @@ class Repl:
         finally:
             cancel.set()  # if showing ended abnormally, the generation must end too
             screen.end("")  # (a reply that ended abnormally: what came stays, then a blank line)
+        # Lines that came after the reply's end (its save's, or an interrupted one's): once its thread is done.
+        self._worker.add_done_callback(lambda _: self._say_each(events.notices_left()))
         stats = self.chat.last_stats
         if self.verbose and ended is ReplyEvent.DONE and stats is not None:  # DONE comes after the stats
             if len(self.chat.session_stats) == 1:
@@ -592,14 +599,24 @@ class Repl:
         cancel: threading.Event,
         events: ReplyChannel,
     ) -> None:
-        """The executor thread's part of a reply: run it, posting each event to the loop."""
+        """The executor thread's part of a reply: run it, posting each event to the loop. The
+        reply is shown ended before it is saved (a save may wait for a lock); the save's lines
+        come after it (_reply)."""
         notify: Callable[[str], None] = lambda line: events.put(ReplyEvent.NOTICE, line)  # noqa: E731
+        ended = threading.Event()
+
+        def end() -> None:
+            ended.set()
+            events.put(ReplyEvent.DONE)
+
         try:
-            with contextlib.closing(self.chat.reply(text, cancel, notify=notify, replace_last=replace_last)) as pieces:
+            reply = self.chat.reply(text, cancel, notify=notify, replace_last=replace_last, ended=end)
+            with contextlib.closing(reply) as pieces:
                 for piece in pieces:
                     if not cancel.is_set():  # else the reply ends within a token (closing it early would abort at once)
                         events.put_text(piece)
-            events.put(ReplyEvent.DONE)
+            if not ended.is_set():
+                events.put(ReplyEvent.DONE)
         except (BackendError, ContextOverflowError) as error:
             events.put(ReplyEvent.ERROR, str(error))
         except Exception as error:

@@ -541,7 +541,7 @@ def run(arguments: list[str]) -> int:
         for index, text in enumerate(inputs):
             wrap = settings["word-wrap"] and sys.stdout.isatty()  # a pipe or a file gets the reply as it came
             run_turn(chat, text, notices, settings["verbose"], load_seconds if index == 0 else 0.0, wrap)
-        return EXIT_OK
+        return EXIT_FAILURE if chat.unsaved else EXIT_OK  # (its [Error] line said why)
     except (BackendError, ModelNotFoundError, ContextOverflowError, ConversationFileError) as error:
         notices.fatal(str(error))
         return EXIT_FAILURE
