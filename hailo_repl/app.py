@@ -40,10 +40,19 @@ from prompt_toolkit.utils import is_dumb_terminal
 from hailo_repl import __version__
 from hailo_repl.backends.base import Backend, BackendError
 from hailo_repl.chat import Chat
-from hailo_repl.commands import BUILTINS, CommandCompleter, Quit, Resend, Send, SwitchModel, is_command
+from hailo_repl.commands import (
+    BUILTINS,
+    CommandCompleter,
+    OffTheLoop,
+    Quit,
+    Resend,
+    Send,
+    SwitchModel,
+    is_command,
+)
 from hailo_repl.config import data_dir, log_file, sessions_dir
 from hailo_repl.config_file import config_path
-from hailo_repl.console import INFO, Console, labelled
+from hailo_repl.console import ERROR, INFO, Console, labelled
 from hailo_repl.context import ContextOverflowError
 from hailo_repl.entry import start_is_over
 from hailo_repl.history import input_history
@@ -410,6 +419,9 @@ class Repl:
                     if await self._model_ready(load):
                         await self._switch_model(outcome.backend)
                     continue
+                if isinstance(outcome, OffTheLoop):
+                    self._off_the_loop(outcome, text.split()[0])
+                    continue
                 if not isinstance(outcome, Send):
                     continue
                 text, replace_last = outcome.text, isinstance(outcome, Resend)
@@ -505,7 +517,19 @@ class Repl:
             self.console.info(f"Now chatting with {backend.model_name}; the conversation goes on.")
         self.model_state = ModelState.READY
 
-    def _run_command(self, text: str) -> Send | SwitchModel | None:
+    def _off_the_loop(self, command: OffTheLoop, word: str) -> None:
+        """Run a command's file reading in a thread; its text comes above the prompt when done."""
+
+        def done(work: asyncio.Future[str]) -> None:
+            try:
+                self._say(work.result())
+            except Exception as error:
+                logger.opt(exception=error).error("command {} failed", word)
+                self._say(labelled(ERROR, f"{word} failed: {error} (details in {log_file()})"))
+
+        asyncio.get_running_loop().run_in_executor(None, command.work).add_done_callback(done)
+
+    def _run_command(self, text: str) -> Send | SwitchModel | OffTheLoop | None:
         entry, argument, word = BUILTINS.parse(text)
         if entry is None:
             self.console.say(BUILTINS.unknown_message(word))

@@ -11,7 +11,7 @@ from scripted import ScriptedBackend
 
 from hailo_repl.backends.base import GenerationParams
 from hailo_repl.chat import Chat
-from hailo_repl.commands import BUILTINS, CommandCompleter
+from hailo_repl.commands import BUILTINS, CommandCompleter, OffTheLoop
 from hailo_repl.console import Console
 from hailo_repl.conversation import save_conversation
 from hailo_repl.sessions import INDEX_NAME, SessionNotFoundError, SessionStore
@@ -221,7 +221,9 @@ class Context:
 
     def run(self, text):
         entry, argument, _ = BUILTINS.parse(text)
-        entry.handler(self, argument)
+        outcome = entry.handler(self, argument)
+        if isinstance(outcome, OffTheLoop):  # the REPL runs it in a thread
+            self.console.say(outcome.work())
         output = self.console.stream.getvalue()
         self.console.stream.truncate(0)
         self.console.stream.seek(0)
