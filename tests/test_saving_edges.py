@@ -376,3 +376,50 @@ def test_no_write_makes_folders_through_a_symlink(tmp_path):
     with pytest.raises(OSError):
         private_files.write_atomically(folder_link / "chat.json", "text")
     assert not (tmp_path / "usb").exists()
+
+
+@pytest.mark.e2e
+def test_in_the_terminal_a_reply_ends_on_screen_while_its_save_waits_for_a_held_lock(isolated_home, hailo_resources):
+    from terminal import Terminal, with_fakes
+
+    hailo_resources(QWEN)
+    script = isolated_home / "script.json"
+    script.write_text(json.dumps({"replies": [["First", " answer."], ["Second", " answer", " at", " last."]]}))
+    env = with_fakes(
+        {
+            "HAILO_RESOURCES_DIR": os.environ["HAILO_RESOURCES_DIR"],
+            "XDG_DATA_HOME": os.environ["XDG_DATA_HOME"],
+            "XDG_STATE_HOME": os.environ["XDG_STATE_HOME"],
+            "HAILO_FAKE_SCRIPT": str(script),
+        }
+    )
+    term = Terminal(["--hef-path", QWEN], env)
+    term.expect("You: ")
+    term.send("one\r")
+    term.expect("First answer.")
+    term.expect_reply_end()
+    (path,) = [p for p in sessions(isolated_home).glob("*.json") if not p.name.startswith(".")]
+    holder = subprocess.Popen(  # another process stuck in a save of this chat, for longer than the test
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from hailo_repl.private_files import update_lock\n"
+            "with update_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)",
+            str(path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        term.send("two\r")
+        # Within the lock's 10 s wait: the last word (held by the word-wrap until the reply's
+        # end) is on screen, and the toolbar says the reply is over.
+        term.expect_screen("Second answer at last.", timeout=5)
+        term.expect_reply_end(timeout=5)
+    finally:
+        holder.kill()
+        holder.wait()
+    term.send("/quit\r")
+    assert term.wait_for_exit() == 0
+    assert [m["content"] for m in json.loads(path.read_text())["messages"]][-2:] == ["two", "Second answer at last."]
