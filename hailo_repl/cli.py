@@ -315,16 +315,21 @@ def run_turn(
             sys.stdout.flush()
         notices.say(line)
 
+    def end_the_reply() -> None:  # before the save, which may wait seconds for a lock
+        nonlocal wrote
+        if wrote:
+            sys.stdout.write((wrapper.flush() if wrapper else "") + "\n")
+            sys.stdout.flush()
+            wrote = False
+
     try:
-        with contextlib.closing(chat.reply(text, cancel, notify=notify)) as pieces:
+        with contextlib.closing(chat.reply(text, cancel, notify=notify, ended=end_the_reply)) as pieces:
             for piece in pieces:
                 sys.stdout.write(wrapper.feed(piece) if wrapper else piece)
                 sys.stdout.flush()
                 wrote = True
     finally:
-        if wrote:
-            sys.stdout.write((wrapper.flush() if wrapper else "") + "\n")
-            sys.stdout.flush()
+        end_the_reply()
     if verbose and chat.last_stats:
         chat.last_stats.load = load_seconds
         notices.say(chat.last_stats.verbose_block())

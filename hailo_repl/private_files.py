@@ -148,7 +148,10 @@ def writable_target(path: Path) -> Path:
     if not os.path.lexists(path.parent):
         private_dir(path.parent)  # (mkdir stops at a dangling symlink on the way: FileExistsError)
     target = Path(os.path.realpath(path))
-    if not target.parent.is_dir():
+    folder = target.parent
+    if not folder.is_dir():
+        if os.path.exists(folder):
+            raise NotADirectoryError(errno.ENOTDIR, f"{folder} is not a folder")
         raise FileNotFoundError(errno.ENOENT, f"{path} leads to {target}, whose folder does not exist")
     return target
 

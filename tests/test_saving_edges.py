@@ -5,6 +5,7 @@ replaced between turns, a save that fails everywhere. Nothing said in a turn is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import io
 import json
@@ -12,6 +13,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -153,14 +155,10 @@ def a_chat_of_ours(home: Path) -> Path:
     return path
 
 
-def test_a_lock_held_past_the_wait_keeps_the_turn_in_a_new_chat(
-    isolated_home, hailo_resources, fake_script, monkeypatch
-):
-    hailo_resources(QWEN)
-    fake_script([["a2"]])
-    path = a_chat_of_ours(isolated_home)
-    before = path.read_bytes()
-    holder = subprocess.Popen(  # a hailo-repl stopped mid-save, or on a hung mount
+@contextlib.contextmanager
+def lock_held_by_another_process(path: Path) -> Iterator[None]:
+    """A process stuck in a save of `path` (stopped with Ctrl+Z, a hung mount) for as long as the block runs."""
+    holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
@@ -173,13 +171,25 @@ def test_a_lock_held_past_the_wait_keeps_the_turn_in_a_new_chat(
     )
     try:
         assert holder.stdout.readline() == "held\n"
-        monkeypatch.setattr(private_files, "LOCK_WAIT_SECONDS", 0.3)
-        result = run_cli("--backend", "hailo", "--resume", CHAT_ID, "-p", "q2", fakes=True)
+        yield
     finally:
-        holder.kill()
+        holder.kill()  # by the pid it recorded
         holder.wait()
 
+
+def test_a_lock_held_past_the_wait_keeps_the_turn_in_a_new_chat(
+    isolated_home, hailo_resources, fake_script, monkeypatch
+):
+    hailo_resources(QWEN)
+    fake_script([["a2"]])
+    path = a_chat_of_ours(isolated_home)
+    before = path.read_bytes()
+    monkeypatch.setattr(private_files, "LOCK_WAIT_SECONDS", 0.3)
+    with lock_held_by_another_process(path):
+        result = run_cli("--backend", "hailo", "--resume", CHAT_ID, "-p", "q2", fakes=True)
+
     assert result.returncode == 0, result.stderr
+    assert result.stdout == "a2\n"  # the reply's line ended before the save, and nothing after it
     assert path.read_bytes() == before
     (new_id,) = set(chats_on_disk(isolated_home)) - {CHAT_ID}
     assert [m["content"] for m in chats_on_disk(isolated_home)[new_id]["messages"]] == ["sys", "q1", "a1", "q2", "a2"]
@@ -223,8 +233,10 @@ def test_p_exits_1_when_its_turn_could_not_be_saved_anywhere(isolated_home, hail
     result = run_cli("--backend", "hailo", "-p", "q", fakes=True)
 
     assert result.returncode == 1
-    assert result.stdout.strip() == "a"  # the reply itself was shown
-    assert "[Error] Cannot save the chat to" in result.stderr
+    assert result.stdout == "a\n"  # the reply itself was shown, whole
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"[Error] Cannot save the chat to {sessions(isolated_home)}/")
+    assert line.endswith(f": {sessions(isolated_home)} is not a folder")
 
 
 def test_a_pipe_exits_1_when_the_disk_is_full_and_0_once_a_later_turn_saves_them_all(
@@ -394,32 +406,21 @@ def test_in_the_terminal_a_reply_ends_on_screen_while_its_save_waits_for_a_held_
         }
     )
     term = Terminal(["--hef-path", QWEN], env)
-    term.expect("You: ")
-    term.send("one\r")
-    term.expect("First answer.")
-    term.expect_reply_end()
-    (path,) = [p for p in sessions(isolated_home).glob("*.json") if not p.name.startswith(".")]
-    holder = subprocess.Popen(  # another process stuck in a save of this chat, for longer than the test
-        [
-            sys.executable,
-            "-c",
-            "import sys, time; from pathlib import Path; from hailo_repl.private_files import update_lock\n"
-            "with update_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)",
-            str(path),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
     try:
-        assert holder.stdout.readline() == "held\n"
-        term.send("two\r")
-        # Within the lock's 10 s wait: the last word (held by the word-wrap until the reply's
-        # end) is on screen, and the toolbar says the reply is over.
-        term.expect_screen("Second answer at last.", timeout=5)
-        term.expect_reply_end(timeout=5)
+        term.expect("You: ")
+        term.send("one\r")
+        term.expect("First answer.")
+        term.expect_reply_end()
+        (path,) = [p for p in sessions(isolated_home).glob("*.json") if not p.name.startswith(".")]
+        with lock_held_by_another_process(path):
+            term.send("two\r")
+            # Within the lock's 10 s wait: the last word (held by the word-wrap until the reply's
+            # end) is on screen, and the toolbar says the reply is over.
+            term.expect_screen("Second answer at last.", timeout=5)
+            term.expect_reply_end(timeout=5)
+        term.send("/quit\r")
+        assert term.wait_for_exit() == 0
     finally:
-        holder.kill()
-        holder.wait()
-    term.send("/quit\r")
-    assert term.wait_for_exit() == 0
+        if term.child.isalive():  # (a failure above) stopped by its pid, not left behind
+            term.child.terminate(force=True)
     assert [m["content"] for m in json.loads(path.read_text())["messages"]][-2:] == ["two", "Second answer at last."]
