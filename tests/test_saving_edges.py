@@ -424,3 +424,19 @@ def test_in_the_terminal_a_reply_ends_on_screen_while_its_save_waits_for_a_held_
         if term.child.isalive():  # (a failure above) stopped by its pid, not left behind
             term.child.terminate(force=True)
     assert [m["content"] for m in json.loads(path.read_text())["messages"]][-2:] == ["two", "Second answer at last."]
+
+
+def test_a_folder_where_the_config_files_lock_goes_is_named_as_the_lock(tmp_path):
+    """The other file saved under a lock: /set --save's config file."""
+    from hailo_repl.config_file import ConfigFileError, save_setting
+    from hailo_repl.settings import SETTINGS
+
+    config = tmp_path / "config.yaml"
+    lock = tmp_path / ".config.yaml.lock"
+    lock.mkdir()
+    with pytest.raises(ConfigFileError) as refused:
+        save_setting(config, SETTINGS["temperature"], 0.3)
+    assert str(refused.value) == (
+        f"{config}: cannot write the config file: a folder sits where its lock file goes, {lock}; remove it"
+    )
+    assert not config.exists()
