@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -390,6 +391,15 @@ def test_no_write_makes_folders_through_a_symlink(tmp_path):
     assert not (tmp_path / "usb").exists()
 
 
+def first_chat_saved(home: Path, within: float = 30) -> Path:
+    deadline = time.monotonic() + within
+    while not (saved := [p for p in sessions(home).glob("*.json") if not p.name.startswith(".")]):
+        assert time.monotonic() < deadline, "the first turn was never saved"
+        time.sleep(0.01)
+    (path,) = saved
+    return path
+
+
 @pytest.mark.e2e
 def test_in_the_terminal_a_reply_ends_on_screen_while_its_save_waits_for_a_held_lock(isolated_home, hailo_resources):
     from terminal import Terminal, with_fakes
@@ -411,7 +421,7 @@ def test_in_the_terminal_a_reply_ends_on_screen_while_its_save_waits_for_a_held_
         term.send("one\r")
         term.expect("First answer.")
         term.expect_reply_end()
-        (path,) = [p for p in sessions(isolated_home).glob("*.json") if not p.name.startswith(".")]
+        path = first_chat_saved(isolated_home)  # (saved once the reply is on screen, not before)
         with lock_held_by_another_process(path):
             term.send("two\r")
             # Within the lock's 10 s wait: the last word (held by the word-wrap until the reply's
