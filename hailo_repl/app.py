@@ -568,7 +568,8 @@ class Repl:
             return True
         done, _ = await asyncio.wait([worker], timeout=SETTLE_NOTICE_AFTER)
         if not done and interruptible:
-            self.console.info("Waiting for the previous reply to end on the device… (Ctrl+C to go back)")
+            waiting_for = "to be saved" if self.chat.saving else "to end on the device"
+            self.console.info(f"Waiting for the previous reply {waiting_for}… (Ctrl+C to go back)")
             waiting = asyncio.ensure_future(asyncio.shield(worker))
             with self.ctrl_c.stopping(waiting.cancel):
                 await asyncio.wait([waiting])

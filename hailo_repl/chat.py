@@ -61,6 +61,7 @@ class Chat:
         self._version: str | None = None  # the chat's file as this process last read or wrote it
         self._saved_as = SavedAs()  # what the resumed chat's file holds that this version does not write itself
         self.unsaved = False  # the last save failed: the conversation's latest turns are in no file
+        self.saving = False  # a save is under way (it may wait up to LOCK_WAIT_SECONDS for another process)
         # After a resume or /load the backend has not read the history yet; until the next
         # reply sends it, the gauge shows what it will take (counted once, when first drawn).
         self._history_unsent = False
@@ -139,8 +140,11 @@ class Chat:
         )
         if self._created:
             record.created = self._created
-        self.unsaved = True  # until the file is written
-        saved = self.store.save(record, self.messages, self._version, kept.newer_format)
+        self.unsaved = self.saving = True  # until the file is written
+        try:
+            saved = self.store.save(record, self.messages, self._version, kept.newer_format)
+        finally:
+            self.saving = False
         self._version, self.unsaved = saved.version, False
         if saved.moved is not None:
             notify(labelled(INFO, saved.moved))

@@ -406,7 +406,9 @@ def test_in_the_terminal_a_reply_ends_on_screen_while_its_save_waits_for_a_held_
 
     hailo_resources(QWEN)
     script = isolated_home / "script.json"
-    script.write_text(json.dumps({"replies": [["First", " answer."], ["Second", " answer", " at", " last."]]}))
+    script.write_text(
+        json.dumps({"replies": [["First", " answer."], ["Second", " answer", " at", " last."], ["Third", " one."]]})
+    )
     env = with_fakes(
         {
             "HAILO_RESOURCES_DIR": os.environ["HAILO_RESOURCES_DIR"],
@@ -428,12 +430,21 @@ def test_in_the_terminal_a_reply_ends_on_screen_while_its_save_waits_for_a_held_
             # end) is on screen, and the toolbar says the reply is over.
             term.expect_screen("Second answer at last.", timeout=5)
             term.expect_reply_end(timeout=5)
+            term.send("three\r")  # waits for that save, and says what for
+            term.expect("Waiting for the previous reply to be saved… \\(Ctrl\\+C to go back\\)", timeout=5)
+        term.expect("Third one.")  # the lock let go: the save ends, the next message goes
+        term.expect_reply_end()
         term.send("/quit\r")
         assert term.wait_for_exit() == 0
     finally:
         if term.child.isalive():  # (a failure above) stopped by its pid, not left behind
             term.child.terminate(force=True)
-    assert [m["content"] for m in json.loads(path.read_text())["messages"]][-2:] == ["two", "Second answer at last."]
+    assert [m["content"] for m in json.loads(path.read_text())["messages"]][3:] == [
+        "two",
+        "Second answer at last.",
+        "three",
+        "Third one.",
+    ]
 
 
 def test_a_folder_where_the_config_files_lock_goes_is_named_as_the_lock(tmp_path):
