@@ -401,44 +401,23 @@ def first_chat_saved(home: Path, within: float = 30) -> Path:
 
 
 @pytest.mark.e2e
-def test_in_the_terminal_a_reply_ends_on_screen_while_its_save_waits_for_a_held_lock(isolated_home, hailo_resources):
-    from terminal import Terminal, with_fakes
-
-    hailo_resources(QWEN)
-    script = isolated_home / "script.json"
-    script.write_text(
-        json.dumps({"replies": [["First", " answer."], ["Second", " answer", " at", " last."], ["Third", " one."]]})
-    )
-    env = with_fakes(
-        {
-            "HAILO_RESOURCES_DIR": os.environ["HAILO_RESOURCES_DIR"],
-            "XDG_DATA_HOME": os.environ["XDG_DATA_HOME"],
-            "XDG_STATE_HOME": os.environ["XDG_STATE_HOME"],
-            "HAILO_FAKE_SCRIPT": str(script),
-        }
-    )
-    term = Terminal(["--hef-path", QWEN], env)
-    try:
-        term.expect("You: ")
-        term.send("one\r")
-        term.expect("First answer.")
-        term.expect_reply_end()
-        path = first_chat_saved(isolated_home)  # (saved once the reply is on screen, not before)
-        with lock_held_by_another_process(path):
-            term.send("two\r")
-            # Within the lock's 10 s wait: the last word (held by the word-wrap until the reply's
-            # end) is on screen, and the toolbar says the reply is over.
-            term.expect_screen("Second answer at last.", timeout=5)
-            term.expect_reply_end(timeout=5)
-            term.send("three\r")  # waits for that save, and says what for
-            term.expect("Waiting for the previous reply to be saved… \\(Ctrl\\+C to go back\\)", timeout=5)
-        term.expect("Third one.")  # the lock let go: the save ends, the next message goes
-        term.expect_reply_end()
-        term.send("/quit\r")
-        assert term.wait_for_exit() == 0
-    finally:
-        if term.child.isalive():  # (a failure above) stopped by its pid, not left behind
-            term.child.terminate(force=True)
+def test_in_the_terminal_a_reply_ends_on_screen_while_its_save_waits_for_a_held_lock(double_terminal, isolated_home):
+    replies = [["First", " answer."], ["Second", " answer", " at", " last."], ["Third", " one."]]
+    term = double_terminal({"replies": replies})
+    term.expect("You: ")
+    term.exchange("one", "First answer.")
+    path = first_chat_saved(isolated_home)  # (saved once the reply is on screen, not before)
+    with lock_held_by_another_process(path):
+        term.send("two\r")
+        # Within the lock's 10 s wait: the last word (held by the word-wrap until the reply's
+        # end) is on screen, and the toolbar says the reply is over.
+        term.expect_screen("Second answer at last.", timeout=5)
+        term.expect_reply_end(timeout=5)
+        term.send("three\r")  # waits for that save, and says what for
+        term.expect("Waiting for the previous reply to be saved… \\(Ctrl\\+C to go back\\)", timeout=5)
+    term.expect("Third one.")  # the lock let go: the save ends, the next message goes
+    term.expect_reply_end()
+    assert term.quit() == 0
     assert [m["content"] for m in json.loads(path.read_text())["messages"]][3:] == [
         "two",
         "Second answer at last.",
