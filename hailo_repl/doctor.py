@@ -267,8 +267,9 @@ def verdict(findings: Findings) -> tuple[bool, str]:
     llama = f"llama.cpp on the CPU with {gguf.name if gguf else models.BUNDLED_MODEL_NAME}"
     if backend in ("auto", "hailo") and findings.hailo_can_chat and gguf is None:
         return True, f"hailo-repl will chat on {hailo}"
-    if backend == "hailo":
-        return False, "the hailo backend cannot chat: fix the ✗ lines above"
+    if backend == "hailo" or (backend == "auto" and findings.choice.hef_path and gguf is None):
+        asked = " (--hef-path asks for it: no fallback to llama.cpp)" if backend == "auto" else ""
+        return False, f"the hailo backend cannot chat{asked}: fix the ✗ lines above"
     if findings.llama_ready:
         return True, f"hailo-repl will chat on {llama}"
     return False, f"no backend can chat{'' if backend == 'llama' else ' (hailo or llama)'}: fix the ✗ lines above"

@@ -39,6 +39,13 @@ def test_hef_path_names_the_hef_the_doctor_checks(isolated_home, hailo_resources
     assert code == 1
     assert "✗ Failed to resolve HEF path: Missing-Model." in out
 
+    # As a chat does, a HEF named with the auto backend asks for the Hailo: llama.cpp is no fallback then.
+    code, out, _ = same_result(either_side(["--hef-path", "Missing-Model"]), fakes=True)
+    assert code == 1
+    assert out.splitlines()[-1] == (
+        "✗ the hailo backend cannot chat (--hef-path asks for it: no fallback to llama.cpp): fix the ✗ lines above"
+    )
+
 
 def test_model_names_the_gguf_the_llama_check_reads(isolated_home, tmp_path):
     gguf = tmp_path / "my-model.gguf"
