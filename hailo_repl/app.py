@@ -576,7 +576,8 @@ class Repl:
             if not worker.done():
                 return False
         elif not done:
-            self.console.info("Waiting for the previous reply to end, to release the model…")
+            waiting_for = "to be saved" if self.chat.saving else "to end, to release the model"
+            self.console.info(f"Waiting for the previous reply {waiting_for}…")
             await asyncio.wait([worker])
         self._worker = None
         return True
