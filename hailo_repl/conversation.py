@@ -157,10 +157,15 @@ def read_chat_file(path: Path) -> ChatFile:
     except ValueError:
         raise ConversationFileError(f"{path} is not a saved conversation (not valid JSON)") from None
     messages = data.get("messages") if isinstance(data, dict) else None
+    own_format = isinstance(data, dict) and newer_format(data) is None
+    if isinstance(messages, list) and not own_format:
+        # A later format's file is read, never rewritten: the messages this version can tell are
+        # shown and go on in a new chat; its other kinds (a role this version has not) stay in the file.
+        messages = [m for m in messages if _is_message(m)]
     if not (isinstance(messages, list) and messages and all(_is_message(m) for m in messages)):
         raise ConversationFileError(f"{path} is not a saved conversation (no list of role/content messages)")
-    keep = newer_format(data) is None  # a newer format's keys may mean what this version cannot tell
-    return ChatFile(data, [_message(m, keep) for m in messages], version_of(raw))
+    # A later format's message keys may mean what this version cannot tell: those are not kept.
+    return ChatFile(data, [_message(m, own_format) for m in messages], version_of(raw))
 
 
 def _is_message(item: object) -> bool:

@@ -118,6 +118,32 @@ def test_a_chat_of_a_newer_major_format_is_listed_and_resumed_but_never_rewritte
     assert [m["content"] for m in new["messages"]] == ["sys", "q1", "a1", "q2", "a2"]
 
 
+def test_a_newer_formats_messages_of_a_kind_this_version_has_not_are_left_in_its_file(
+    isolated_home, hailo_resources, fake_script
+):
+    hailo_resources(QWEN)
+    fake_script([["a2"]])
+    path = a_later_versions_chat(isolated_home, chat_format=CHAT_FORMAT + 1)
+    document = json.loads(path.read_text())
+    document["messages"].insert(2, {"role": "tool", "content": '{"weather": "sunny"}', "name": "weather"})
+    path.write_text(json.dumps(document))
+    before = path.read_bytes()
+
+    assert CHAT_ID in run_cli("--list-chats").stdout
+    result = run_cli("--backend", "hailo", "--resume", CHAT_ID, "-p", "q2", fakes=True)
+
+    assert result.returncode == 0, result.stderr
+    assert path.read_bytes() == before
+    (new_id,) = set(chats_on_disk(isolated_home)) - {CHAT_ID}
+    new = chats_on_disk(isolated_home)[new_id]
+    assert [(m["role"], m["content"]) for m in new["messages"]][1:] == [
+        ("user", "q1"),
+        ("assistant", "a1"),
+        ("user", "q2"),
+        ("assistant", "a2"),
+    ]
+
+
 def test_every_chat_file_written_says_its_format(isolated_home, hailo_resources, fake_script, tmp_path):
     hailo_resources(QWEN)
     fake_script([["a"]])
