@@ -27,10 +27,10 @@ from prompt_toolkit.key_binding import merge_key_bindings
 from prompt_toolkit.output.vt100 import Vt100_Output
 from prompt_toolkit.utils import is_dumb_terminal
 
-from hailo_repl.commands import BUILTINS, CommandCompleter, Quit, Send, SwitchModel, is_command
+from hailo_repl.commands import BUILTINS, CommandCompleter, OffTheLoop, Quit, Send, SwitchModel, is_command
 from hailo_repl.config import data_dir, log_file, sessions_dir
 from hailo_repl.config_file import config_path
-from hailo_repl.console import Console
+from hailo_repl.console import ERROR, INFO, Console, labelled
 from hailo_repl.engine.api import EngineError, Event, TurnMode
 from hailo_repl.history import input_history
 from hailo_repl.keys import EmptyLineInterrupt, load_input_bindings, load_reply_bindings
@@ -150,7 +150,7 @@ class Repl:
         if self._loop is None:
             self.console.info(text)
         else:
-            self._loop.call_soon_threadsafe(self.prompt.notice, text)
+            self._loop.call_soon_threadsafe(self.prompt.say, labelled(INFO, text))
 
     def _take_event(self, event: Event) -> None:
         """An engine event, from any thread: to the toolbar, on the loop (none once the loop has closed)."""
@@ -281,6 +281,9 @@ class Repl:
                     if await self.turns.model_ready(load):
                         await self.turns.switch_model(outcome)
                     continue
+                if isinstance(outcome, OffTheLoop):
+                    self._off_the_loop(outcome, text.split()[0])
+                    continue
                 if not isinstance(outcome, Send):
                     continue
                 text, mode = outcome.text, outcome.mode
@@ -289,7 +292,19 @@ class Repl:
             elif self.ctrl_c.pressed and not self.quitting:
                 self.console.info("Not sent (Ctrl+C); Up brings the message back.")
 
-    def _run_command(self, text: str) -> Send | SwitchModel | None:
+    def _off_the_loop(self, command: OffTheLoop, word: str) -> None:
+        """Run a command's file reading in a thread; its text comes above the prompt when done."""
+
+        def done(work: asyncio.Future[str]) -> None:
+            try:
+                self.prompt.say(work.result())
+            except Exception as error:
+                logger.opt(exception=error).error("command {} failed", word)
+                self.prompt.say(labelled(ERROR, f"{word} failed: {error} (details in {log_file()})"))
+
+        asyncio.get_running_loop().run_in_executor(None, command.work).add_done_callback(done)
+
+    def _run_command(self, text: str) -> Send | SwitchModel | OffTheLoop | None:
         entry, argument, word = BUILTINS.parse(text)
         if entry is None:
             self.console.say(BUILTINS.unknown_message(word))

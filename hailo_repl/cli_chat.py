@@ -60,10 +60,17 @@ def run_turn(engine: Engine, text: str, notices: Console, verbose: bool, wrap: b
     """Stream one reply to stdout (word-wrapped with `wrap`); the timing block goes to stderr with --verbose.
     The turn runs on this thread: SIGTERM's SystemExit or Ctrl+C ends it there, the reply kept
     interrupted, before the backend is released."""
-    from hailo_repl.engine.api import TurnEnd, TurnNotice, TurnText
+    from hailo_repl.engine.api import TurnCompleted, TurnEnd, TurnNotice, TurnText
 
     wrote = False
     wrapper = WordWrap(lambda: shutil.get_terminal_size().columns) if wrap else None
+
+    def end_the_reply() -> None:  # at its TurnCompleted: before the save, which may wait seconds for a lock
+        nonlocal wrote
+        if wrote:
+            sys.stdout.write((wrapper.flush() if wrapper else "") + "\n")
+            sys.stdout.flush()
+            wrote = False
 
     def show(event: TurnEvent) -> None:
         nonlocal wrote
@@ -76,13 +83,13 @@ def run_turn(engine: Engine, text: str, notices: Console, verbose: bool, wrap: b
                 sys.stdout.write(wrapper.feed("\n") if wrapper else "\n")
                 sys.stdout.flush()
             notices.say(event.line)
+        elif isinstance(event, TurnCompleted):
+            end_the_reply()
 
     try:
         completed = engine.run_turn(text, show)
     finally:
-        if wrote:
-            sys.stdout.write((wrapper.flush() if wrapper else "") + "\n")
-            sys.stdout.flush()
+        end_the_reply()
     if verbose and completed.reason is not TurnEnd.ERROR and completed.stats is not None:
         notices.say(completed.stats.verbose_block())
     return completed
@@ -254,7 +261,7 @@ def run_chat(args: argparse.Namespace, settings: ResolvedSettings, config_file: 
             if completed.reason is TurnEnd.ERROR:
                 notices.fatal(completed.error or "the reply failed")
                 return EXIT_FAILURE
-        return EXIT_OK
+        return EXIT_FAILURE if engine.status().unsaved else EXIT_OK  # (its [Error] line said why)
     except (BackendError, ModelNotFoundError, ContextOverflowError, EngineError) as error:
         notices.fatal(str(error))
         return EXIT_FAILURE

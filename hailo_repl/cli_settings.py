@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from hailo_repl.config_file import (
 )
 from hailo_repl.console import ArgumentParser, Console
 from hailo_repl.settings import (
+    SETTINGS,
     SETTINGS_TABLE,
     ChoiceSetting,
     NumberSetting,
@@ -48,10 +49,10 @@ def _setting_type(setting: Setting) -> Callable[[str], Any]:
     return parse
 
 
-def add_setting_flags(parser: argparse.ArgumentParser) -> None:
-    """A flag for every setting, from the table. A flag not given is left out of the
-    namespace (SUPPRESS), so the environment and the config file can fill it in."""
-    for setting in SETTINGS_TABLE:
+def add_setting_flags(parser: argparse.ArgumentParser, only: Sequence[str] | None = None) -> None:
+    """A flag for every setting (or those named in `only`), from the table. A flag not given is
+    left out of the namespace (SUPPRESS), so the environment and the config file can fill it in."""
+    for setting in SETTINGS_TABLE if only is None else [SETTINGS[name] for name in only]:
         names = [f"--{setting.name}", *setting.flags]
         default = setting.unset if setting.default is None else setting.shown(setting.default)
         allowed = f"; {setting.allowed}" if isinstance(setting, NumberSetting) else ""  # choices show themselves

@@ -10,14 +10,24 @@ from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 
 from hailo_repl import commands_chat as chat
-from hailo_repl.commands_base import CommandContext, Quit, Resend, Send, SwitchModel, paths, words
+from hailo_repl.commands_base import CommandContext, OffTheLoop, Quit, Resend, Send, SwitchModel, paths, words
 from hailo_repl.engine.api import EngineError
 from hailo_repl.keys import keys_help_text
 
-__all__ = ["BUILTINS", "CommandCompleter", "CommandContext", "Quit", "Resend", "Send", "SwitchModel", "is_command"]
+__all__ = [
+    "BUILTINS",
+    "CommandCompleter",
+    "CommandContext",
+    "OffTheLoop",
+    "Quit",
+    "Resend",
+    "Send",
+    "SwitchModel",
+    "is_command",
+]
 
 # handler(context, the text after the command's name) -> None, or what the REPL must do next
-Handler = Callable[[CommandContext, str], Send | SwitchModel | None]
+Handler = Callable[[CommandContext, str], Send | SwitchModel | OffTheLoop | None]
 # A command's argument completer: fixed, or made from the running chat (the saved chats' ids)
 Arguments = Completer | Callable[[CommandContext], Completer]
 # The words a command's argument may be, asked for as the user presses Tab (a server's models).

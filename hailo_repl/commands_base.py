@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -60,6 +60,14 @@ class SwitchModel:
 
     name: str
     model: str
+
+
+@dataclass
+class OffTheLoop:
+    """A command's answer: `work` reads files (every saved chat), so the REPL runs it in a
+    thread, with the prompt up meanwhile, and says the text it returns once it is done."""
+
+    work: Callable[[], str]
 
 
 def words(*choices: str) -> Completer:

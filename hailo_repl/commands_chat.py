@@ -11,11 +11,11 @@ from prompt_toolkit.document import Document
 
 from hailo_repl.backends.base import Message, cut_off
 from hailo_repl.chat import CONTINUE_PROMPT
-from hailo_repl.commands_base import CommandContext, Resend, Send, SwitchModel, typed_path, words
+from hailo_repl.commands_base import CommandContext, OffTheLoop, Resend, Send, SwitchModel, typed_path, words
 from hailo_repl.config_file import ConfigFileError, save_setting
 from hailo_repl.engine.api import EngineError
 from hailo_repl.render import code_blocks
-from hailo_repl.sessions import SessionNotFoundError
+from hailo_repl.sessions import SessionNotFoundError, SessionStore
 from hailo_repl.settings import GENERATION_SETTINGS, LIVE_SETTINGS, SETTINGS, Setting, SettingError
 
 HISTORY_ROWS = 20  # chats /history lists
@@ -185,20 +185,25 @@ class SavedChatIds(Completer):
                 yield Completion(chat.id, -len(typed), display_meta=f"{chat.when()}  {chat.first_words}")
 
 
-def history(context: CommandContext, argument: str) -> None:
+def history(context: CommandContext, argument: str) -> OffTheLoop | None:
     store = context.store
     if store is None:
         context.console.say("No saved chats here.")
-        return
-    chats = store.search(argument) if argument else store.chats()
+        return None
+    # A search reads every chat (59 MB for 5,000: a second), a listing those the index has not seen.
+    return OffTheLoop(lambda: history_text(store, argument))
+
+
+def history_text(store: SessionStore, text: str) -> str:
+    """/history's answer: the saved chats, or those containing `text`, the newest first."""
+    chats = store.search(text) if text else store.chats()
     if not chats:
-        context.console.say(f"No saved chat contains '{argument}'." if argument else "No saved chats yet.")
-        return
+        return f"No saved chat contains '{text}'." if text else "No saved chats yet."
     rows = [chat.line() for chat in chats[:HISTORY_ROWS]]
     more = len(chats) - len(rows)
     if more > 0:
         rows.append(f"… and {more} more (hailo-repl --list-chats lists them all)")
-    context.console.say("\n".join(rows))
+    return "\n".join(rows)
 
 
 def resume(context: CommandContext, argument: str) -> None:

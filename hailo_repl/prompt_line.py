@@ -35,13 +35,17 @@ class PromptLine:
     def up(self) -> bool:
         return self._prompt is not None
 
-    def notice(self, text: str) -> None:
-        """An [Info] line (on the loop), above the prompt if one is up."""
+    def say(self, line: str) -> None:
+        """A line (labelled; on the loop), drawn above the prompt if one is up."""
         repl = self.repl
         if self.session.app.is_running and not repl.live:
-            run_in_terminal(lambda: repl.console.info(text))
+            run_in_terminal(lambda: repl.console.say(line))
         else:
-            repl.console.info(text)
+            repl.console.say(line)
+
+    def say_each(self, lines: list[str]) -> None:
+        for line in lines:
+            self.say(line)
 
     def start(self, in_reply: bool = False) -> asyncio.Future[str]:
         """Put the prompt on screen, with the input line as it was left (`_draft`)."""

@@ -47,6 +47,8 @@ class TurnView:
             if ended is None:  # showing ended abnormally: the generation must end too
                 interrupt()
             screen.end("")  # (a reply that ended abnormally: what came stays, then a blank line)
+        # Lines that came after the reply's end (its save's, or an interrupted one's): once the turn is done.
+        turn.finished.add_done_callback(lambda _: repl.prompt.say_each(turn.late_notices()))
         stats = ended.stats
         if repl.verbose and ended.reason in (TurnEnd.DONE, TurnEnd.TRUNCATED, TurnEnd.EMPTY) and stats is not None:
             repl.console.say(stats.verbose_block() + "\n")
@@ -76,14 +78,16 @@ class TurnView:
         worker = self.turn.finished
         done, _ = await asyncio.wait([worker], timeout=SETTLE_NOTICE_AFTER)
         if not done and interruptible:
-            repl.console.info("Waiting for the previous reply to end on the device… (Ctrl+C to go back)")
+            waiting_for = "to be saved" if repl.engine.status().saving else "to end on the device"
+            repl.console.info(f"Waiting for the previous reply {waiting_for}… (Ctrl+C to go back)")
             waiting = asyncio.ensure_future(asyncio.shield(worker))
             with repl.ctrl_c.stopping(waiting.cancel):
                 await asyncio.wait([waiting])
             if not worker.done():
                 return False
         elif not done:
-            repl.console.info("Waiting for the previous reply to end, to release the model…")
+            waiting_for = "to be saved" if repl.engine.status().saving else "to end, to release the model"
+            repl.console.info(f"Waiting for the previous reply {waiting_for}…")
             await asyncio.wait([worker])
         self.turn = None
         return True

@@ -186,6 +186,8 @@ class Status(Record):
     params: dict[str, object]  # the generation settings, by name
     load_seconds: float = 0.0
     context_unsaved: bool = False  # the device context changed since it was kept (quit keeps it)
+    saving: bool = False  # the chat is being saved (a save may wait seconds for another process's lock)
+    unsaved: bool = False  # the last save failed: the latest turns are in no file
 
 
 class Attached(Record):
@@ -242,6 +244,11 @@ if TYPE_CHECKING:
         finished: asyncio.Future[TurnCompleted]  # the engine's end of the turn: the reply kept and saved
 
         def is_finished(self) -> bool: ...
+
+        def late_notices(self) -> list[str]:
+            """The lines about the turn that came after its end was shown (its save's), once it
+            is finished; said once."""
+            ...
 
     class Engine(Protocol):
         """What the terminal may ask of a chat. Requests return at once, except those said to block

@@ -80,6 +80,9 @@ class LocalTurn:
     def is_finished(self) -> bool:
         return self.finished.done()
 
+    def late_notices(self) -> list[str]:
+        return self.channel.notices_left()
+
 
 class LocalEngine:
     """The chat, its model and the turn in flight, in this process (engine.api.Engine)."""
@@ -133,6 +136,8 @@ class LocalEngine:
             {name: getattr(params, setting.attribute) for name, setting in ops.GENERATION.items()},
             self.load_seconds,
             self.chat.device_context_unsaved(),
+            self.chat.saving,
+            self.chat.unsaved,
         )
 
     def usage(self) -> ContextUsage:
@@ -276,16 +281,16 @@ class LocalEngine:
                 channel.put_text(event.text, event.seq)
             elif isinstance(event, TurnNotice):
                 channel.put(ReplyEvent.NOTICE, event.line, event.seq)
+            elif isinstance(event, TurnCompleted):
+                end = ReplyEvent.ERROR if event.reason is TurnEnd.ERROR else ReplyEvent.DONE
+                channel.put(end, event, event.seq)
 
         try:
-            completed = self._answer(turn.id, text, mode, turn.cancel, turn.shown, post)
+            return self._answer(turn.id, text, mode, turn.cancel, turn.shown, post)
         except BaseException as error:  # a bug here: the screen still gets its end
             logger.exception("turn failed")
             channel.put(ReplyEvent.ERROR, f"unexpected {type(error).__name__}: {error} (details in {log_file()})")
             raise
-        end = ReplyEvent.ERROR if completed.reason is TurnEnd.ERROR else ReplyEvent.DONE
-        channel.put(end, completed, completed.seq)
-        return completed
 
     def run_turn(
         self, text: str, on_event: Callable[[TurnEvent], None], mode: TurnMode = TurnMode.MESSAGE
@@ -293,9 +298,7 @@ class LocalEngine:
         """Answer `text` on this thread (-p, pipes), each event to `on_event` as it comes. A
         signal's exception raised meanwhile (SIGTERM's SystemExit, Ctrl+C) ends the reply,
         kept interrupted, and goes on up."""
-        completed = self._answer(next(self._turn_ids), text, mode, threading.Event(), None, on_event)
-        on_event(completed)
-        return completed
+        return self._answer(next(self._turn_ids), text, mode, threading.Event(), None, on_event)
 
     def interrupt(self, turn: int, shown_seq: int) -> None:
         """Stop `turn`, keeping its reply up to the text event `shown_seq` the terminal showed."""
@@ -314,47 +317,62 @@ class LocalEngine:
         shown: ShownUpTo | None,
         post: Callable[[TurnEvent], None],
     ) -> TurnCompleted:
+        """Run a turn, each event to `post` as it comes. Its TurnCompleted comes as soon as the
+        reply has ended and is kept, before the chat is saved (a save may wait seconds for a lock);
+        the save's lines, and a ChatChanged if it went on as a new chat, come after it."""
         chat, seq, shown = self.chat, self.turns.next_seq, shown or ShownUpTo()
         started = TurnStarted(seq(), turn, mode, text)
         self.turns.begin(started)
         self._emit(started)
         chat_before = chat.session_id
+        completed: TurnCompleted | None = None
 
         def notify(line: str) -> None:
             notice = TurnNotice(seq(), turn, line)
             self.turns.add(notice)
             post(notice)
 
-        reason, error = TurnEnd.DONE, None
+        def end(error: str | None = None) -> None:
+            nonlocal completed
+            completed = self._completed(turn, seq(), error, cancel.is_set())
+            post(completed)
+
         try:
             replace_last = mode is TurnMode.RETRY
-            with contextlib.closing(chat.reply(text, cancel, notify, replace_last, shown)) as pieces:
+            with contextlib.closing(chat.reply(text, cancel, notify, replace_last, shown, ended=end)) as pieces:
                 for piece in pieces:
                     event = TurnText(seq(), turn, piece, 1)
                     self.turns.add(event, raw=shown.produced)
                     post(event)
         except (BackendError, ContextOverflowError) as failure:
-            reason, error = TurnEnd.ERROR, str(failure)
+            end(str(failure))
         except Exception as failure:
             logger.exception("reply failed")
-            reason, error = TurnEnd.ERROR, f"unexpected {type(failure).__name__}: {failure} (details in {log_file()})"
+            end(f"unexpected {type(failure).__name__}: {failure} (details in {log_file()})")
+        if completed is None:  # (a reply closed early by its reader)
+            end()
+        assert completed is not None
+        if chat.session_id != chat_before:  # another process saved it meanwhile: a new chat now
+            self._emit(ChatChanged(seq(), chat.session_id, ChatChange.FORKED))
+        return completed
+
+    def _completed(self, turn: int, seq: int, error: str | None, interrupted: bool) -> TurnCompleted:
+        """How the turn ended, with the reply's stats and the context's fill after it."""
+        chat = self.chat
         stats = chat.last_stats
         if stats is not None and chat.session_stats[:1] == [stats]:
             stats.load = self.load_seconds  # the first reply's --verbose block counts the load
-        if reason is not TurnEnd.ERROR:
-            reason = ops.turn_end(chat, cancel.is_set())
+        reason = TurnEnd.ERROR if error is not None else ops.turn_end(chat, interrupted)
         try:
             usage: ContextUsage | None = chat.usage()
         except Exception:  # the turn is over whatever the count does
             logger.exception("the context's usage after a turn")
             usage = None
-        completed = TurnCompleted(seq(), turn, reason, error, stats, usage, chat.session_id)
+        completed = TurnCompleted(seq, turn, reason, error, stats, usage, chat.session_id)
         self.turns.add(completed)
-        if chat.session_id != chat_before:  # another process saved it meanwhile: a new chat now
-            self._emit(ChatChanged(seq(), chat.session_id, ChatChange.FORKED))
         self._emit(completed)
         if usage is not None:
-            self._emit(UsageChanged(seq(), usage))
+            self._emit(UsageChanged(self.turns.next_seq(), usage))
         return completed
 
     # ---- the chat ------------------------------------------------------------------------------
