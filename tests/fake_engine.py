@@ -69,16 +69,22 @@ class FakeTurn:
     def is_finished(self):
         return self.finished.done()
 
+    def late_notices(self):
+        return self.late
+
+    late: list[str] = []  # lines about the turn after its end (a save's)
+
 
 class FakeEngine:
     """Replies from `replies` (lists of pieces, `delay` seconds apart); `calls` records every request."""
 
-    def __init__(self, *replies, delay=0.0, load_error=None, switch=None, finish_late=0.0):
+    def __init__(self, *replies, delay=0.0, load_error=None, switch=None, finish_late=0.0, late_notices=()):
         self.replies = list(replies)
         self.delay = delay
         self.load_error = load_error
         self.switch = switch or Switched()
         self.finish_late = finish_late
+        self.late_notices = list(late_notices)
         self.calls = []
         self.listeners = []
         self.model, self.state = "fake-model", ModelState.LOADING
@@ -108,6 +114,7 @@ class FakeEngine:
         self.calls.append(("start_turn", text, mode))
         pieces = self.replies.pop(0) if self.replies else ["ok"]
         turn = FakeTurn(len(self.turns) + 1, pieces, self.delay, self.finish_late)
+        turn.late = self.late_notices
         self.turns.append(turn)
         turn.finished.add_done_callback(lambda done: self._emit(done.result()))
         return turn

@@ -163,3 +163,12 @@ def test_messages_typed_during_a_reply_go_after_it_one_turn_each_in_order(isolat
     assert code == 0 and turns == ["first", "second", "third"]
     assert out.index("one two three") < out.index("second answer") < out.index("third answer")
     assert "120/1000 (12%)" in out  # /context: the engine's count
+
+
+def test_lines_about_a_turn_after_its_end_come_once_it_is_finished(isolated_home, capsys):
+    """A save's line (it may wait seconds for a lock) comes after the reply's end, not inside it."""
+    engine = FakeEngine(["Hello", " there"], late_notices=["[Error] Cannot save the chat: disk full"])
+    code, _ = run_repl(engine, ["hi\r", "/quit\r"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "Assistant: Hello there\n\n[Error] Cannot save the chat: disk full\n" in out
