@@ -17,6 +17,7 @@ import io
 import os
 import re
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Mapping
@@ -63,6 +64,21 @@ def hailo_repl_command() -> list[str]:
     if not found:
         raise RuntimeError("hailo-repl is not installed: pip install -e '.[llama,test]'")
     return [found]
+
+
+def exit_code_of(pid: int, timeout: float) -> int:
+    """The exit code of child process `pid` once it ends; if it has not within `timeout`, it is
+    killed (by its pid) and the test fails."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ended, status = os.waitpid(pid, os.WNOHANG)
+        if ended:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError(f"process {pid} had not ended after {timeout} s: killed")
+        time.sleep(0.02)
 
 
 class _TmuxLikeScreen(pyte.HistoryScreen):
