@@ -40,7 +40,7 @@ import sys
 import hailo_repl.app as app
 from hailo_repl.cli import main
 
-def build_the_repl(chat, settings, config_file, resumed=None):
+def build_the_repl(chat, settings, config_file, resumed=None, on_hang_up=None):
     from prompt_toolkit.input import create_pipe_input
     from prompt_toolkit.output import DummyOutput
     from prompt_toolkit.application import create_app_session
