@@ -143,15 +143,17 @@ class InstanceLock:
             if blocking is None and not register:
                 return bool(waited_for)
             if blocking is None:
+                mine = Holder(self.pid, self.started, device)
                 try:
                     with self._entries() as entries:
                         blocking = self._blocking(entries, device, chat)
                         if blocking is None:
-                            self._mine = Holder(self.pid, self.started, device)
-                            entries[:] = [h for h in entries if h.pid != self.pid] + [self._mine]
-                            return bool(waited_for)
+                            entries[:] = [h for h in entries if h.pid != self.pid] + [mine]
                 except (OSError, TimeoutError) as error:
                     logger.warning("the lock file {} cannot be used ({}): not waiting for others", self.path, error)
+                    return bool(waited_for)
+                if blocking is None:
+                    self._mine = mine
                     return bool(waited_for)
             if blocking not in waited_for:
                 logger.info("waiting for {}", blocking)
