@@ -54,6 +54,17 @@ def wait_until(found, what: str, timeout: float = 30):
     return result
 
 
+def stop_if_running(pid: int) -> None:
+    """Kill child `pid` if it has not ended; one already waited for is left alone (its pid may
+    be another process's by now)."""
+    try:
+        if os.waitpid(pid, os.WNOHANG) == (0, 0):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
 @pytest.fixture
 def double(isolated_home, hailo_resources, tmp_path):
     """Starts hailo-repl on the double in a pty (`chat`) or with pipes (`piped`); every process
@@ -91,11 +102,7 @@ def double(isolated_home, hailo_resources, tmp_path):
     chat.events = lambda: [json.loads(line)["event"] for line in log.read_text().splitlines()]
     yield chat
     for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
+        stop_if_running(pid)
 
 
 def hang_up_mid_reply(term: Terminal) -> str:
@@ -169,3 +176,26 @@ def test_a_stale_lock_is_taken_over_without_a_wait(double, stale):
     assert process.returncode == 0 and out == "Hello\n"
     assert "waiting" not in err and "in use" not in err
     assert not lock_file().exists()  # the stale entry went with this process's own
+
+
+@pytest.mark.llama
+@pytest.mark.parametrize("term_name", ["xterm-256color", "dumb"])
+def test_a_hang_up_on_llama_cpp_lets_the_reply_end_and_saves_it_whole(isolated_home, term_name):
+    """llama.cpp holds no device, so it registers only once its terminal hangs up; with TERM=dumb the
+    reply is written as it comes, without the pane."""
+    term = Terminal(["--backend", "llama", "--temperature", "0", "--max-tokens", "200"], {"TERM": term_name})
+    pid = term.child.pid
+    try:
+        term.expect(PROMPT)
+        assert not lock_file().exists()  # a chat on the CPU holds nothing while it runs
+        term.send("Write a long story about a dragon.\r")
+        term.expect(r"Assistant: \S+ \S+ \S+", timeout=60)
+        os.close(term.child.child_fd)  # the terminal is gone
+        [holder] = wait_until(lambda: lock_holders(), "the hung-up process to say it is finishing")
+        assert holder["pid"] == pid and holder["finishing"] and holder["device"] is None
+        assert exit_code_of(pid, timeout=120) == 128 + signal.SIGHUP
+    finally:
+        stop_if_running(pid)
+    reply = saved_chat(holder["chat"])["messages"][-1]
+    assert reply["role"] == "assistant" and "interrupted" not in reply and len(reply["content"].split()) > 20
+    assert not lock_file().exists()
