@@ -33,7 +33,7 @@ from hailo_repl.log import logger
 from hailo_repl.private_files import read_text_limited, update_lock, write_atomically
 
 HAILO = "hailo"  # the Hailo-10H, which one process at a time opens
-DEVICE_NAMES = {HAILO: "the Hailo-10H"}
+DEVICE_NAMES = {HAILO: "The Hailo-10H"}
 POLL_SECONDS = 0.2  # how often a waiting process looks again (the holder's end is not announced)
 FILE_LIMIT = 1 << 20  # a few hundred bytes a process
 
@@ -98,18 +98,22 @@ class Holder:
             )
         device = DEVICE_NAMES.get(self.device or "", "The device")
         return (
-            f"{device[0].upper()}{device[1:]} is in use by hailo-repl pid {self.pid} (a chat in another "
-            "terminal); waiting until it ends… (Ctrl+C gives up)"
+            f"{device} is in use by hailo-repl pid {self.pid} (a chat in another terminal); "
+            "waiting until it ends… (Ctrl+C gives up)"
         )
 
 
 def _holder(entry: object) -> Holder | None:
+    """An entry of the file as a Holder; None for one this version cannot read."""
     if not isinstance(entry, dict):
         return None
-    try:
-        return Holder(**entry)
-    except TypeError:
+    pid, started, device, chat = (entry.get(key) for key in ("pid", "started", "device", "chat"))
+    finishing = entry.get("finishing", False)
+    if type(pid) is not int or not (started is None or type(started) is int) or type(finishing) is not bool:
         return None
+    if not all(value is None or isinstance(value, str) for value in (device, chat)):
+        return None
+    return Holder(pid, started, device, chat, finishing)
 
 
 class InstanceLock:

@@ -124,7 +124,10 @@ def test_stale_entries_are_dropped_at_once_without_a_word(path, sleeper):
     assert [e["pid"] for e in entries(path)] == [os.getpid()]
 
 
-@pytest.mark.parametrize("content", ["{not json", '{"holders": 3}', "[1, 2]", '{"holders": [{"pid": "x"}, 7]}'])
+GARBLED = ["{not json", '{"holders": 3}', "[1, 2]", '{"holders": [{"pid": "x", "started": 1, "device": "hailo"}, 7]}']
+
+
+@pytest.mark.parametrize("content", GARBLED)
 def test_a_garbled_lock_file_is_taken_as_empty_and_rewritten(path, content):
     path.parent.mkdir(parents=True)
     path.write_text(content)
