@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from hailo_repl.backends import BackendChoice
     from hailo_repl.backends.base import Backend
     from hailo_repl.chat import Chat
+    from hailo_repl.instance_lock import InstanceLock
     from hailo_repl.sessions import ChatSummary, SessionStore
 
 EXIT_OK = 0
@@ -492,7 +493,6 @@ def run(arguments: list[str]) -> int:
     from hailo_repl.context import ContextOverflowError
     from hailo_repl.conversation import ConversationFileError
     from hailo_repl.dialogs import choose_model, download_with_progress
-    from hailo_repl.instance_lock import HAILO, InstanceLock
     from hailo_repl.models import ModelNotFoundError
     from hailo_repl.sessions import SessionNotFoundError, SessionStore
     from hailo_repl.signals import exit_on_termination, signals_held
@@ -517,20 +517,34 @@ def run(arguments: list[str]) -> int:
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     backend: Backend | None = None
     chat: Chat | None = None
-    lock = InstanceLock(instance_lock_file())
     holds = settings["history"]  # --no-history writes nothing, the lock file included: it only waits
+    lock: InstanceLock | None = None  # made once needed: most chats on the CPU never need it
+
+    def instance_lock() -> InstanceLock:
+        nonlocal lock
+        if lock is None:
+            from hailo_repl.instance_lock import InstanceLock
+
+            lock = InstanceLock(instance_lock_file())
+        return lock
+
+    def claim_hailo() -> None:
+        from hailo_repl.instance_lock import HAILO
+
+        instance_lock().take(HAILO, say=notices.info, register=holds)
+
     try:
         if chat_asked_for(args) is not None:  # a reply that a hung-up process finishes there: resume it whole
-            lock.take(None, chat_asked_for(args), notices.info, register=False)
+            instance_lock().take(None, chat_asked_for(args), notices.info, register=False)
         resumed = chat_to_resume(args, store)
         backend = open_backend(
             choice,
             notify=notices.say,
             choose_model=choose_model if interactive else None,
             download=download_with_progress(notices.say),
-            claim_hailo=lambda: lock.take(HAILO, say=notices.info, register=holds),
+            claim_hailo=claim_hailo,
         )
-        if backend.name != HAILO:  # auto went on with llama.cpp
+        if lock is not None and backend.name != "hailo":  # auto went on with llama.cpp
             lock.release()
         params = GenerationParams(**{setting.attribute: settings[setting.name] for setting in GENERATION_SETTINGS})
         chat = Chat(backend, settings["system-prompt"], params, store)
@@ -541,7 +555,7 @@ def run(arguments: list[str]) -> int:
 
             def finishing(chat: Chat = chat) -> None:  # the terminal hung up mid-reply
                 if holds:
-                    lock.finishing(chat.session_id)
+                    instance_lock().finishing(chat.session_id)
 
             # Its first frame ends the start.
             return run_repl(chat, settings, config_file, resumed=resumed, on_hang_up=finishing)
@@ -583,4 +597,5 @@ def run(arguments: list[str]) -> int:
                             notices.info("Saving the device context for a quick resume…")
                     chat.keep_device_context()
                 (chat.backend if chat is not None else backend).release()  # /model may have replaced it
-        lock.release()  # once the device is free: a process waiting for it opens it next
+        if lock is not None:
+            lock.release()  # once the device is free: a process waiting for it opens it next
