@@ -220,6 +220,11 @@ class Terminal:
     def send(self, text: str) -> None:
         self.child.send(text)
 
+    def close_window(self) -> None:
+        """The terminal's window closes mid-chat: its side of the pty goes (the program gets SIGHUP).
+        Through the file object, so that nothing closes the descriptor's number again later."""
+        self.child.ptyproc.fileobj.close()
+
     def interrupt(self) -> None:
         """Ctrl+C as typed: the tty's interrupt character (SIGINT unless a prompt is up)."""
         self.child.sendintr()

@@ -109,7 +109,7 @@ def hang_up_mid_reply(term: Terminal) -> str:
     """Close `term`'s window during its reply; returns the chat its process says it is finishing."""
     term.send("tell me\r")
     term.expect_screen(r"w3 ")
-    os.close(term.child.child_fd)  # the terminal is gone: SIGHUP
+    term.close_window()  # the terminal is gone: SIGHUP
     [holder] = wait_until(
         lambda: [h for h in lock_holders() if h["pid"] == term.child.pid and h["finishing"]],
         "the hung-up process to say it is finishing",
@@ -190,7 +190,7 @@ def test_a_hang_up_on_llama_cpp_lets_the_reply_end_and_saves_it_whole(isolated_h
         assert not lock_file().exists()  # a chat on the CPU holds nothing while it runs
         term.send("Write a long story about a dragon.\r")
         term.expect(r"Assistant: \S+ \S+ \S+", timeout=60)
-        os.close(term.child.child_fd)  # the terminal is gone
+        term.close_window()  # the terminal is gone
         [holder] = wait_until(lambda: lock_holders(), "the hung-up process to say it is finishing")
         assert holder["pid"] == pid and holder["finishing"] and holder["device"] is None
         assert exit_code_of(pid, timeout=120) == 128 + signal.SIGHUP

@@ -218,7 +218,7 @@ def test_a_terminal_closed_during_a_reply_lets_it_finish_saves_it_whole_then_rel
     term = pane([tokens], delay_ms=50)
     term.send("tell me\r")
     term.expect_screen(r"w5 ")
-    os.close(term.child.child_fd)  # the window closes: the terminal is gone, SIGHUP comes
+    term.close_window()  # the window closes: the terminal is gone, SIGHUP comes
     assert exit_code_of(term.child.pid, timeout=30) == 128 + signal.SIGHUP
     log = (Path(os.environ["XDG_STATE_HOME"]) / "hailo-repl" / "hailo-repl.log").read_text()
     assert "unexpected" not in log and "Traceback" not in log
