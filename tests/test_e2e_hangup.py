@@ -77,9 +77,9 @@ def double(isolated_home, hailo_resources, tmp_path):
         script = tmp_path / f"script-{time.monotonic_ns()}.json"
         script.write_text(json.dumps({"replies": replies, "delay_ms": delay_ms}))
         keep = ("HAILO_RESOURCES_DIR", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CONFIG_HOME")
-        return with_fakes(
-            {"HAILO_FAKE_SCRIPT": str(script), "HAILO_FAKE_LOG": str(log)} | {k: os.environ[k] for k in keep}
-        )
+        device = str(tmp_path / "hailo-device")  # one process at a time has it, as the real one
+        double = {"HAILO_FAKE_SCRIPT": str(script), "HAILO_FAKE_LOG": str(log), "HAILO_FAKE_EXCLUSIVE": device}
+        return with_fakes(double | {k: os.environ[k] for k in keep})
 
     def chat(replies: list, *args: str, delay_ms: int = 0) -> Terminal:
         term = Terminal(["--hef-path", QWEN, *args], env(replies, delay_ms), cols=200, timeout=30)
