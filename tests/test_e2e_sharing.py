@@ -20,7 +20,11 @@ CHAT_ID = "c0ffee00"
 def repl(tmp_path: Path, name: str, replies: list[list[str]]) -> Terminal:
     script = tmp_path / f"{name}.json"
     script.write_text(json.dumps({"replies": replies, "delay_ms": 20}))
-    env = with_fakes({key: os.environ[key] for key in ("HAILO_RESOURCES_DIR", "XDG_DATA_HOME", "XDG_STATE_HOME")})
+    env = with_fakes({key: os.environ[key] for key in ("HAILO_RESOURCES_DIR", "XDG_DATA_HOME")})
+    # Each its own state folder, so its own lock file: on one the second would wait for the first to
+    # release the Hailo (instance_lock). Two chats open on one saved chat are as here on llama.cpp
+    # or a server; the double shares the device.
+    env["XDG_STATE_HOME"] = str(tmp_path / f"state-{name}")
     return Terminal(["--hef-path", QWEN, "--resume", CHAT_ID], {**env, "HAILO_FAKE_SCRIPT": str(script)})
 
 
