@@ -58,12 +58,6 @@ if TYPE_CHECKING:
     from hailo_repl.sessions import ChatSummary, SessionStore
 
 
-def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-    """An error in a callback or a forgotten task: to the log file, never over the chat."""
-    error = context.get("exception")
-    logger.opt(exception=error).error("event loop: {}", context.get("message", "error"))
-
-
 class Repl:
     """The chat's lifecycle: load the model, prompt, run commands and replies, quit.
 
@@ -96,6 +90,7 @@ class Repl:
         self.color = color_wanted(self.settings["color"], os.environ)
         self.ctrl_c = CtrlC()
         self.quitting = False
+        self.hung_up = False  # the terminal went away (SIGHUP, or EIO while drawing)
         self.exit_code = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drawn = asyncio.Event()  # the prompt has been drawn at least once
@@ -163,7 +158,7 @@ class Repl:
         loop = self._loop = asyncio.get_running_loop()
         self.engine.subscribe(self._take_event)
         route_to_loop(loop, self.ctrl_c, terminate=self.quit, resumed=self._resumed)
-        loop.set_exception_handler(_log_loop_error)
+        loop.set_exception_handler(self._loop_error)
         status = self.engine.status()
         self.console.say(welcome_text(status, [entry.name for entry in BUILTINS.unique()]))
         if self.resumed is not None:
@@ -190,11 +185,8 @@ class Repl:
                     self._first_frame()
                 await self._converse(load)
         except OSError as write_error:
-            if write_error.errno != errno.EIO or not terminal_gone(self.session.output):
+            if not self.hung_up_at(write_error):
                 raise
-            # The terminal went away (its window closed, the SSH link dropped): its SIGHUP ends the chat
-            # too, but a write may fail first. The reply's thread still finishes and saves the turn.
-            logger.info("the terminal went away ({}): the chat ends", write_error)
             self.quit(signal.SIGHUP)
         finally:
             idle_saves.cancel()
@@ -236,13 +228,53 @@ class Repl:
             self.quit()
 
     def quit(self, signum: int | None = None) -> None:
-        """A signal (SIGTERM, SIGHUP; SIGINT during a load) or a failed load: stop any reply
-        and leave the prompt; cleanup follows in run(), which returns 128+signum."""
-        if signum is not None and not self.quitting:
+        """A signal (SIGTERM, SIGHUP; SIGINT during a load) or a failed load: leave the prompt;
+        cleanup follows in run(), which returns 128+signum. A hang-up (SIGHUP: the terminal or
+        the SSH link is gone) lets a turn in flight run to its end in the engine, to be saved
+        whole; anything else stops it (saved interrupted), even one left running by a hang-up."""
+        if signum is not None and (not self.quitting or signum != signal.SIGHUP):
             self.exit_code = 128 + signum
         self.quitting = True
-        self.ctrl_c()
+        if signum == signal.SIGHUP:
+            self._hang_up()
+        else:
+            self.ctrl_c()
+            self.turns.stop_left_running()
         self.prompt.exit_if_quitting()
+
+    def _hang_up(self) -> None:
+        """Nothing can be shown any more: stop showing the turn, but tell the engine, which
+        finishes it (run() waits for that); any other wait (for the model, for a turn stopped
+        before) ends."""
+        if self.hung_up:
+            return
+        self.hung_up = True
+        if self.turns.stop_showing_for_good():
+            logger.info("the terminal hung up during a reply: it runs to its end, then the chat ends")
+            self.engine.hang_up()
+        else:
+            logger.info("the terminal hung up: the chat ends")
+            self.ctrl_c()
+
+    def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """An error in a callback or a forgotten task: to the log file, never over the chat; a
+        redraw that finds the terminal gone is a hang-up."""
+        error = context.get("exception")
+        if isinstance(error, OSError) and self.hung_up_at(error):
+            self.quit(signal.SIGHUP)
+            return
+        logger.opt(exception=error).error("event loop: {}", context.get("message", "error"))
+
+    def hung_up_at(self, write_error: OSError) -> bool:
+        """Whether a write failed because the terminal went away (its window closed, the SSH link
+        dropped): its SIGHUP may come after the first failed write, or not at all."""
+        if write_error.errno != errno.EIO or not self._terminal_gone():
+            return False
+        logger.info("the terminal went away ({})", write_error)
+        return True
+
+    def _terminal_gone(self) -> bool:
+        return terminal_gone(self.session.output)
 
     def _resumed(self) -> None:
         """SIGCONT after a Ctrl+Z and `fg`: the shell gave the terminal back in its own mode."""

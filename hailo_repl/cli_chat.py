@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hailo_repl.cli_settings import EXIT_FAILURE, EXIT_OK
-from hailo_repl.config import device_contexts_dir, log_file, sessions_dir
+from hailo_repl.config import device_contexts_dir, instance_lock_file, log_file, sessions_dir
 from hailo_repl.console import Console
 from hailo_repl.log import logger, setup_logging
 from hailo_repl.servers import REMOTE_BACKENDS
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from hailo_repl.backends import BackendChoice
     from hailo_repl.backends.base import Backend
     from hailo_repl.engine.api import Engine, TurnCompleted, TurnEvent
+    from hailo_repl.instance_lock import InstanceLock
     from hailo_repl.sessions import ChatSummary, SessionStore
 
 
@@ -179,6 +180,12 @@ def print_chat_list(store: SessionStore) -> None:
         print(chat.line())
 
 
+def chat_asked_for(args: argparse.Namespace) -> str | None:
+    """The chat -c or --resume asks for, before it is found: '' for the latest (any chat), the
+    id or its beginning, or None for a new chat."""
+    return "" if getattr(args, "continue") else args.resume
+
+
 def chat_to_resume(args: argparse.Namespace, store: SessionStore) -> ChatSummary | None:
     """The saved chat -c or --resume names (SessionNotFoundError if none or several match)."""
     if getattr(args, "continue"):
@@ -224,24 +231,44 @@ def run_chat(args: argparse.Namespace, settings: ResolvedSettings, config_file: 
         print_chat_list(store)
         return EXIT_OK
     exit_on_termination()
-    try:
-        resumed = chat_to_resume(args, store)
-    except SessionNotFoundError as error:
-        notices.fatal(str(error))
-        return EXIT_FAILURE
-
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     backend: Backend | None = None
     engine: LocalEngine | None = None
+    holds = settings["history"]  # --no-history writes nothing, the lock file included: it only waits
+    lock: InstanceLock | None = None  # made once needed: most chats on the CPU never need it
+
+    def instance_lock() -> InstanceLock:
+        nonlocal lock
+        if lock is None:
+            from hailo_repl.instance_lock import InstanceLock
+
+            lock = InstanceLock(instance_lock_file())
+        return lock
+
+    def claim_hailo() -> None:
+        from hailo_repl.instance_lock import HAILO
+
+        instance_lock().take(HAILO, say=notices.info, register=holds)
+
+    def finishing(chat_id: str) -> None:  # the terminal hung up mid-reply: the engine finishes it
+        if holds:
+            instance_lock().finishing(chat_id)
+
     try:
+        if chat_asked_for(args) is not None:  # a reply that a hung-up process finishes there: resume it whole
+            instance_lock().take(None, chat_asked_for(args), notices.info, register=False)
+        resumed = chat_to_resume(args, store)
         backend = open_backend(
             choice,
             notify=notices.say,
             choose_model=choose_model if interactive else None,
             download=download_with_progress(notices.say),
+            claim_hailo=claim_hailo,
         )
+        if lock is not None and backend.name != "hailo":  # auto went on with llama.cpp
+            lock.release()
         params = GenerationParams(**{setting.attribute: settings[setting.name] for setting in GENERATION_SETTINGS})
-        engine = LocalEngine(Chat(backend, settings["system-prompt"], params, store))
+        engine = LocalEngine(Chat(backend, settings["system-prompt"], params, store), on_hang_up=finishing)
         if resumed is not None:
             engine.resume(resumed.id)
         if args.prompt is None and interactive:
@@ -262,7 +289,7 @@ def run_chat(args: argparse.Namespace, settings: ResolvedSettings, config_file: 
                 notices.fatal(completed.error or "the reply failed")
                 return EXIT_FAILURE
         return EXIT_FAILURE if engine.status().unsaved else EXIT_OK  # (its [Error] line said why)
-    except (BackendError, ModelNotFoundError, ContextOverflowError, EngineError) as error:
+    except (BackendError, ModelNotFoundError, ContextOverflowError, EngineError, SessionNotFoundError) as error:
         notices.fatal(str(error))
         return EXIT_FAILURE
     except KeyboardInterrupt:
@@ -285,3 +312,5 @@ def run_chat(args: argparse.Namespace, settings: ResolvedSettings, config_file: 
                         with contextlib.suppress(OSError):
                             notices.info("Saving the device context for a quick resume…")
                     engine.quit()  # (the model /model switched to, if it did)
+        if lock is not None:
+            lock.release()  # once the device is free: a process waiting for it opens it next

@@ -5,6 +5,7 @@ text shown; and the waits around it (the turn before, a /model switch)."""
 from __future__ import annotations
 
 import asyncio
+import signal
 from typing import TYPE_CHECKING
 
 from hailo_repl.commands_base import SwitchModel
@@ -22,13 +23,17 @@ class TurnView:
     def __init__(self, repl: Repl):
         self.repl = repl
         self.turn: Turn | None = None  # the last turn, until it has settled
+        self._showing: asyncio.Future[TurnCompleted] | None = None  # the turn on screen, if one is
+        self._stopped = False  # the turn on screen was interrupted
 
     async def reply(self, text: str, mode: TurnMode = TurnMode.MESSAGE) -> None:
         repl = self.repl
         turn = self.turn = repl.engine.start_turn(text, mode)
         shown = ShownReply()
+        self._stopped = False
 
         def interrupt() -> None:
+            self._stopped = True
             repl.engine.interrupt(turn.id, shown.seq)  # what is kept is what was shown
             turn.stop_showing()  # the display ends now, without waiting for the engine
 
@@ -40,18 +45,43 @@ class TurnView:
             repl.pane.begin(repl.toolbar.usage)
             if not repl.prompt.up:
                 repl.prompt.start(in_reply=True)
+        showing = self._showing = asyncio.ensure_future(show_reply(turn, renderer, repl.console, screen, shown))
         try:
             with repl.ctrl_c.stopping(interrupt):
-                ended = await show_reply(turn, renderer, repl.console, screen, shown)
+                await asyncio.wait([showing])
+            ended = None if showing.cancelled() else showing.result()
+        except OSError as write_error:
+            if not repl.hung_up_at(write_error):
+                raise
+            repl.quit(signal.SIGHUP)
         finally:
-            if ended is None:  # showing ended abnormally: the generation must end too
-                interrupt()
-            screen.end("")  # (a reply that ended abnormally: what came stays, then a blank line)
+            self._showing = None
+            if not repl.hung_up:
+                showing.cancel()
+                if ended is None:  # showing ended abnormally: the generation must end too
+                    interrupt()
+                screen.end("")  # (a reply that ended abnormally: what came stays, then a blank line)
+        if repl.hung_up or ended is None:
+            return
         # Lines that came after the reply's end (its save's, or an interrupted one's): once the turn is done.
         turn.finished.add_done_callback(lambda _: repl.prompt.say_each(turn.late_notices()))
         stats = ended.stats
         if repl.verbose and ended.reason in (TurnEnd.DONE, TurnEnd.TRUNCATED, TurnEnd.EMPTY) and stats is not None:
             repl.console.say(stats.verbose_block() + "\n")
+
+    def stop_showing_for_good(self) -> bool:
+        """The terminal is gone: stop showing the turn on screen, if one is (not interrupted);
+        whether one was."""
+        if self._showing is None or self._stopped:
+            return False
+        self._showing.cancel()
+        return True
+
+    def stop_left_running(self) -> None:
+        """SIGTERM: a turn left running by a hang-up stops too, kept as far as it came (no
+        terminal shows it: all of it)."""
+        if self.turn is not None and not self.turn.is_finished():
+            self.repl.engine.interrupt(self.turn.id, None)
 
     async def model_ready(self, load: asyncio.Future[None]) -> bool:
         """Wait for the model if it is still loading. False if it failed to load, or a
@@ -86,8 +116,9 @@ class TurnView:
             if not worker.done():
                 return False
         elif not done:
-            waiting_for = "to be saved" if repl.engine.status().saving else "to end, to release the model"
-            repl.console.info(f"Waiting for the previous reply {waiting_for}…")
+            if not repl.hung_up:
+                waiting_for = "to be saved" if repl.engine.status().saving else "to end, to release the model"
+                repl.console.info(f"Waiting for the previous reply {waiting_for}…")
             await asyncio.wait([worker])
         self.turn = None
         return True

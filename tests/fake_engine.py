@@ -125,6 +125,9 @@ class FakeEngine:
     def interrupt(self, turn, shown_seq):
         self.calls.append(("interrupt", turn, shown_seq))
 
+    def hang_up(self):
+        self.calls.append(("hang_up",))
+
     def clear(self):
         self.calls.append(("clear",))
 

@@ -279,8 +279,14 @@ if TYPE_CHECKING:
             comes, TurnCompleted last. An exception raised meanwhile ends the turn, kept interrupted."""
             ...
 
-        def interrupt(self, turn: int, shown_seq: int) -> None:
-            """Stop `turn`; what is kept is its text up to the TurnText event `shown_seq` (0: none)."""
+        def interrupt(self, turn: int, shown_seq: int | None) -> None:
+            """Stop `turn`; what is kept is its text up to the TurnText event `shown_seq` (0: none;
+            None: all that came, when no terminal shows it)."""
+            ...
+
+        def hang_up(self) -> None:
+            """The terminal is gone: the turn in flight runs to its end, kept whole and saved
+            (not interrupted); quit() then keeps the device context and releases the model."""
             ...
 
         def clear(self) -> None: ...

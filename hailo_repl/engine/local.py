@@ -87,8 +87,11 @@ class LocalTurn:
 class LocalEngine:
     """The chat, its model and the turn in flight, in this process (engine.api.Engine)."""
 
-    def __init__(self, chat: Chat):
+    def __init__(self, chat: Chat, on_hang_up: Callable[[str], None] = lambda chat: None):
         self.chat = chat
+        # The terminal hung up during a turn, which goes on to its end: told the chat's id (the
+        # command line notes in the lock file that this process finishes a reply there).
+        self.on_hang_up = on_hang_up
         self.model_state = ModelState.LOADING
         self.load_seconds = 0.0
         self.turns = TurnBuffer()
@@ -300,13 +303,23 @@ class LocalEngine:
         kept interrupted, and goes on up."""
         return self._answer(next(self._turn_ids), text, mode, threading.Event(), None, on_event)
 
-    def interrupt(self, turn: int, shown_seq: int) -> None:
-        """Stop `turn`, keeping its reply up to the text event `shown_seq` the terminal showed."""
+    def interrupt(self, turn: int, shown_seq: int | None) -> None:
+        """Stop `turn`, keeping its reply up to the text event `shown_seq` the terminal showed
+        (None: all of it, when no terminal shows it)."""
         current = self._turn
         if current is None or current.id != turn or current.cancel.is_set():
             return
-        current.shown.keep = self.turns.raw_shown(turn, shown_seq)
+        if shown_seq is not None:
+            current.shown.keep = self.turns.raw_shown(turn, shown_seq)
         current.cancel.set()
+
+    def hang_up(self) -> None:
+        """The terminal is gone (SIGHUP, or EIO while drawing): the turn in flight is not stopped
+        but runs to its end, kept whole and saved; quit() then keeps the device context and
+        releases the model, as at any end."""
+        current = self._turn
+        if current is not None and not current.is_finished() and not current.cancel.is_set():
+            self.on_hang_up(self.chat.session_id)
 
     def _answer(
         self,
