@@ -27,10 +27,10 @@ from prompt_toolkit.key_binding import merge_key_bindings
 from prompt_toolkit.output.vt100 import Vt100_Output
 from prompt_toolkit.utils import is_dumb_terminal
 
-from hailo_repl.commands import BUILTINS, CommandCompleter, OffTheLoop, Quit, Send, SwitchModel, is_command
-from hailo_repl.config import data_dir, log_file, sessions_dir
+from hailo_repl.commands import BUILTINS, CommandCompleter, OffTheLoop, Quit, Send, SwitchModel, is_command, run_command
+from hailo_repl.config import data_dir, sessions_dir
 from hailo_repl.config_file import config_path
-from hailo_repl.console import ERROR, INFO, Console, labelled
+from hailo_repl.console import INFO, Console, labelled
 from hailo_repl.engine.api import EngineError, Event, TurnMode
 from hailo_repl.history import input_history
 from hailo_repl.keys import EmptyLineInterrupt, load_input_bindings, load_reply_bindings
@@ -50,7 +50,7 @@ from hailo_repl.terminal_modes import (
 )
 from hailo_repl.toolbar import STYLE
 from hailo_repl.turn_view import TurnView
-from hailo_repl.view import PaneStream, Toolbar, lay_out, welcome_text
+from hailo_repl.view import PaneStream, Toolbar, lay_out, resumed_lines, welcome_text
 from hailo_repl.wrap import WordWrap
 
 if TYPE_CHECKING:
@@ -216,10 +216,8 @@ class Repl:
 
     def show_resumed(self, chat: ChatSummary) -> None:
         """The last turns of a chat just resumed, so the user sees where it stopped."""
-        model = self.engine.status().model
-        self.console.info(f"Continuing chat {chat.id} from {chat.when()} ({chat.turns} turns, {chat.model}).")
-        if chat.model != model:
-            self.console.info(f"It was saved with {chat.model}; it goes on with {model}.")
+        for line in resumed_lines(chat, self.engine.status().model):
+            self.console.info(line)
         self.console.write(recent_turns_text(self.engine.messages(), self.color, self.reply_wrap))
 
     def _loaded(self, load: asyncio.Future[None]) -> None:
@@ -306,7 +304,7 @@ class Repl:
             mode = TurnMode.MESSAGE
             if is_command(text):
                 try:
-                    outcome = self._run_command(text)
+                    outcome = run_command(self, text)
                 except Quit:
                     return
                 if isinstance(outcome, SwitchModel):
@@ -314,7 +312,7 @@ class Repl:
                         await self.turns.switch_model(outcome)
                     continue
                 if isinstance(outcome, OffTheLoop):
-                    self._off_the_loop(outcome, text.split()[0])
+                    self.prompt.say_when_done(outcome.work, text.split()[0])
                     continue
                 if not isinstance(outcome, Send):
                     continue
@@ -323,32 +321,6 @@ class Repl:
                 await self.turns.reply(text, mode)
             elif self.ctrl_c.pressed and not self.quitting:
                 self.console.info("Not sent (Ctrl+C); Up brings the message back.")
-
-    def _off_the_loop(self, command: OffTheLoop, word: str) -> None:
-        """Run a command's file reading in a thread; its text comes above the prompt when done."""
-
-        def done(work: asyncio.Future[str]) -> None:
-            try:
-                self.prompt.say(work.result())
-            except Exception as error:
-                logger.opt(exception=error).error("command {} failed", word)
-                self.prompt.say(labelled(ERROR, f"{word} failed: {error} (details in {log_file()})"))
-
-        asyncio.get_running_loop().run_in_executor(None, command.work).add_done_callback(done)
-
-    def _run_command(self, text: str) -> Send | SwitchModel | OffTheLoop | None:
-        entry, argument, word = BUILTINS.parse(text)
-        if entry is None:
-            self.console.say(BUILTINS.unknown_message(word))
-            return None
-        try:
-            return entry.handler(self, argument)
-        except Quit:
-            raise
-        except Exception as error:
-            logger.exception("command {} failed", word)
-            self.console.error(f"{word} failed: {error} (details in {log_file()})")
-            return None
 
 
 def run_repl(

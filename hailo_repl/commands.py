@@ -11,8 +11,10 @@ from prompt_toolkit.document import Document
 
 from hailo_repl import commands_chat as chat
 from hailo_repl.commands_base import CommandContext, OffTheLoop, Quit, Resend, Send, SwitchModel, paths, words
+from hailo_repl.config import log_file
 from hailo_repl.engine.api import EngineError
 from hailo_repl.keys import keys_help_text
+from hailo_repl.log import logger
 
 __all__ = [
     "BUILTINS",
@@ -24,6 +26,7 @@ __all__ = [
     "Send",
     "SwitchModel",
     "is_command",
+    "run_command",
 ]
 
 # handler(context, the text after the command's name) -> None, or what the REPL must do next
@@ -102,6 +105,23 @@ class CommandRegistry:
 
 def is_command(text: str) -> bool:
     return text.lstrip().startswith("/")
+
+
+def run_command(context: CommandContext, text: str) -> Send | SwitchModel | OffTheLoop | None:
+    """Run the command `text` names (Quit goes up); an unknown one, or one that fails, is one
+    line (a failure's traceback goes to the log)."""
+    entry, argument, word = BUILTINS.parse(text)
+    if entry is None:
+        context.console.say(BUILTINS.unknown_message(word))
+        return None
+    try:
+        return entry.handler(context, argument)
+    except Quit:
+        raise
+    except Exception as error:
+        logger.exception("command {} failed", word)
+        context.console.error(f"{word} failed: {error} (details in {log_file()})")
+        return None
 
 
 class CommandCompleter(Completer):

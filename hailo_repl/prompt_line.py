@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from prompt_toolkit.application import run_in_terminal
@@ -12,7 +13,10 @@ from prompt_toolkit.buffer import Buffer
 from prompt_toolkit.document import Document
 from prompt_toolkit.enums import EditingMode
 
+from hailo_repl.config import log_file
+from hailo_repl.console import ERROR, labelled
 from hailo_repl.keys import EmptyLineInterrupt
+from hailo_repl.log import logger
 from hailo_repl.render import USER_PREFIX
 
 if TYPE_CHECKING:
@@ -46,6 +50,18 @@ class PromptLine:
     def say_each(self, lines: list[str]) -> None:
         for line in lines:
             self.say(line)
+
+    def say_when_done(self, work: Callable[[], str], word: str) -> None:
+        """Run a command's file reading in a thread (the prompt stays up); say its text when done."""
+
+        def done(work: asyncio.Future[str]) -> None:
+            try:
+                self.say(work.result())
+            except Exception as error:
+                logger.opt(exception=error).error("command {} failed", word)
+                self.say(labelled(ERROR, f"{word} failed: {error} (details in {log_file()})"))
+
+        asyncio.get_running_loop().run_in_executor(None, work).add_done_callback(done)
 
     def start(self, in_reply: bool = False) -> asyncio.Future[str]:
         """Put the prompt on screen, with the input line as it was left (`_draft`)."""

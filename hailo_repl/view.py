@@ -7,6 +7,7 @@ import asyncio
 import io
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.enums import EditingMode
@@ -21,6 +22,9 @@ from hailo_repl.keys import keys_welcome_text
 from hailo_repl.pane import ReplyPane
 from hailo_repl.toolbar import ToolbarState, toolbar_fragments
 
+if TYPE_CHECKING:
+    from hailo_repl.sessions import ChatSummary
+
 
 def welcome_text(status: Status, command_names: list[str]) -> str:
     return (
@@ -28,6 +32,14 @@ def welcome_text(status: Status, command_names: list[str]) -> str:
         f"{keys_welcome_text()}\n"
         f"Commands: {' '.join(command_names)}\n"
     )
+
+
+def resumed_lines(chat: ChatSummary, model: str) -> list[str]:
+    """What is said of a chat just resumed, before its last turns show."""
+    lines = [f"Continuing chat {chat.id} from {chat.when()} ({chat.turns} turns, {chat.model})."]
+    if chat.model != model:
+        lines.append(f"It was saved with {chat.model}; it goes on with {model}.")
+    return lines
 
 
 class PaneStream(io.TextIOBase):
