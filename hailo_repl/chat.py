@@ -147,9 +147,14 @@ class Chat:
         self._changes += 1
 
     def device_context_unsaved(self) -> bool:
-        """Whether keep_device_context() has something to do: the model's context changed since."""
-        keeps = isinstance(self.backend, KeepsContext) and self.store is not None and self.store.writable
-        return keeps and self._changes != self._context_kept_at and _has_turns(self.messages)
+        """Whether keep_device_context() has something to do: the model's context changed since, and
+        the backend would keep it (a save the user may wait for: say so before)."""
+        backend = self.backend
+        if not isinstance(backend, KeepsContext) or self.store is None or not self.store.writable:
+            return False
+        if self._changes == self._context_kept_at or not _has_turns(self.messages):
+            return False
+        return backend.context_to_keep(for_model(self.messages))
 
     def keep_device_context(self) -> None:
         """Save the model's context beside the saved chat, so a resume loads it instead of
@@ -157,12 +162,13 @@ class Chat:
         GIL for seconds (hailo.py `save_context`), so the REPL calls this only when waiting costs
         the user nothing: at quit, /save, before /model or /resume switches away, and when the
         chat has been idle; never between a message and the next prompt. A crash loses only this
-        context: the resume then reads the chat again. Never raises."""
+        context: the resume then reads the chat again. A save skipped or failed is not counted
+        as kept, so the next occasion (quit at the latest) tries again. Never raises."""
         if not self.device_context_unsaved():
             return
         assert self.store is not None and isinstance(self.backend, KeepsContext)
-        self.backend.save_context(self.store.context_path(self.session_id), for_model(self.messages))
-        self._context_kept_at = self._changes
+        if self.backend.save_context(self.store.context_path(self.session_id), for_model(self.messages)):
+            self._context_kept_at = self._changes
 
     def set_system_prompt(self, text: str) -> None:
         self.system_prompt = text

@@ -492,6 +492,11 @@ def run(arguments: list[str]) -> int:
 
     setup_logging(to_file=settings["history"])  # --no-history: nothing of the chat on disk
     choice.context_cache = device_contexts_dir() if settings["history"] else None
+    from hailo_repl.backends.hailo_keeping import keeping_policy
+
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    chatting = interactive and args.prompt is None  # the REPL: -p and pipes keep no device context
+    choice.keeping = keeping_policy(settings.values, chatting, sessions_dir(), device_contexts_dir())
     if args.list_models and choice.backend in REMOTE_BACKENDS:
         try:
             print_server_models(choice)
@@ -513,7 +518,6 @@ def run(arguments: list[str]) -> int:
         notices.fatal(str(error))
         return EXIT_FAILURE
 
-    interactive = sys.stdin.isatty() and sys.stdout.isatty()
     backend: Backend | None = None
     chat: Chat | None = None
     try:

@@ -146,8 +146,8 @@ def check_text_path(findings: Findings, machine: Machine) -> None:
     if not findings.hailo_can_chat:
         return  # the lines above say why
     from hailo_repl.backends.hailo import HailoBackend, installed_hailort_version
-    from hailo_repl.backends.hailo_context import hef_identity
-    from hailo_repl.backends.hailo_selfcheck import DEVICE_FACTS_NAME, DeviceFacts
+    from hailo_repl.backends.hailo_keeping import DeviceFigures
+    from hailo_repl.backends.hailo_selfcheck import DEVICE_FACTS_NAME, DeviceFacts, device_key, renderer_fingerprint
 
     hef = findings.hefs[0]
     backend = HailoBackend(hef, context_cache=device_contexts_dir())
@@ -159,22 +159,24 @@ def check_text_path(findings: Findings, machine: Machine) -> None:
         return
     finally:
         backend.release()
+    checked = f"HailoRT {installed_hailort_version()}, renderer {renderer_fingerprint()}"
     if verdict.passed:
-        findings.add(True, f"{hef.stem}: prompts sent as text match the message lists ({verdict.detail})")
+        findings.add(True, f"{hef.stem}: prompts sent as text match the message lists ({verdict.detail}; {checked})")
     else:
         findings.add(
             False,
-            f"{hef.stem}: prompts sent as text do not match the message lists ({verdict.detail}); hailo-repl "
-            "sends whole message lists (a resumed chat is read again): please report this with hailort.log",
+            f"{hef.stem}: prompts sent as text do not match the message lists ({verdict.detail}; {checked}); "
+            "hailo-repl sends whole message lists (a resumed chat is read again): please report this with hailort.log",
         )
-    facts = DeviceFacts(device_contexts_dir() / DEVICE_FACTS_NAME)
+    entry = DeviceFacts(device_contexts_dir() / DEVICE_FACTS_NAME).entry(device_key(hef, installed_hailort_version()))
     seen = [
         f"last {what} {figures['bytes']:,} bytes, {figures['device_ms']:,} ms on the device (GIL held), "
         f"{figures['file_ms']:,} ms for the file ({figures['when']})"
         for what in ("save", "load")
-        if (figures := facts.get(hef_identity(hef), installed_hailort_version(), what))
+        if isinstance(figures := entry.get(what), dict)
     ]
-    findings.add(True, f"{hef.stem}'s device context: {'; '.join(seen) or 'no save or load seen yet'}")
+    measured = DeviceFigures.from_facts(entry).summary()
+    findings.add(True, f"{hef.stem}'s device context: {measured}; {'; '.join(seen) or 'no save or load seen yet'}")
 
 
 def check_llama(findings: Findings, machine: Machine) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pexpect
 import pytest
+from conftest import remember_device
 from prompt_toolkit.application import create_app_session
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
@@ -45,15 +46,22 @@ def test_a_hefs_first_use_checks_the_text_path_and_remembers_the_verdict(
 ):
     loaded_hailo_backend({"replies": [["x"]]}, passed_self_check=False)
     prefills = events(fake_log, "prefill")
-    assert [type(e["prompt"]).__name__ for e in prefills] == ["list", "list", "str", "str"]  # both paths
+    # The lists twice (the device is deterministic), the texts, then a long text for the prefill rate.
+    assert [type(e["prompt"]).__name__ for e in prefills] == ["list"] * 4 + ["str"] * 3
+    assert len(events(fake_log, "save_context")) == 4  # what the device holds, after each; and a save timed
+    assert len(events(fake_log, "load_context")) == 1  # a load timed, from a file
     assert [e["event"] for e in fake_log()][-1] == "clear_context"  # and a fresh context after it
     assert any(line.startswith(f"self-check of {QWEN} with HailoRT 5.2.0") and "passed" in line for line in log_lines)
-    (entry,) = DeviceFacts(hailo_resources.facts).entries().values()
+    (key, entry), *others = DeviceFacts(hailo_resources.facts).entries().items()
+    assert others == [] and "renderer" in key and "jinja2" in key  # the verdict holds for this renderer only
     assert entry["text_path"]["passed"] is True
+    assert entry["save"]["bytes"] == entry["load"]["bytes"] > 0
+    assert entry["prefill"]["long"][0] > entry["prefill"]["short"][0] + 64  # enough apart to give a rate
     assert stat.S_IMODE(hailo_resources.facts.stat().st_mode) == 0o600
+    assert list(hailo_resources.facts.parent.glob("*.ctx")) == []  # the timed file is gone
 
     loaded_hailo_backend({"replies": [["x"]]}, passed_self_check=False)  # a later run: remembered
-    assert len(events(fake_log, "prefill")) == 4
+    assert len(events(fake_log, "prefill")) == 7
 
 
 def test_a_reasoning_hef_passes_though_its_context_holds_less_than_the_texts_tokenize_to(
@@ -85,9 +93,10 @@ def test_when_the_text_path_disagrees_the_device_gets_message_lists_and_resumes_
     assert len(why) == 1 and "did not match them in the self-check" in why[0]  # said once, with the figures
 
     assert reply(chat, "Capital of France?") == "Paris."
-    assert len(events(fake_log, "prefill")) == 4  # the check's only: no system prompt read alone and kept
+    assert len(events(fake_log, "prefill")) == 7  # the check's only: no system prompt read alone and kept
+    checked = len(events(fake_log, "save_context"))  # the check's own
     chat.keep_device_context()
-    assert events(fake_log, "save_context") == []  # a context no load could use is not saved
+    assert len(events(fake_log, "save_context")) == checked  # a context no load could use is not saved
     assert not store.context_path(chat.session_id).exists()
     chat.backend.release()
 
@@ -95,8 +104,9 @@ def test_when_the_text_path_disagrees_the_device_gets_message_lists_and_resumes_
         loaded_hailo_backend(script, tmp_path / "contexts", passed_self_check=False), SYSTEM, GenerationParams(), store
     )
     resumed.resume(chat.session_id)
+    timed = len(events(fake_log, "load_context"))  # the first check's, timing a load
     assert reply(resumed, "Of Germany?") == "Paris."  # a new process: the script from its start
-    assert events(fake_log, "load_context") == []
+    assert len(events(fake_log, "load_context")) == timed
     last = events(fake_log, "generate")[-1]
     assert [m["content"] for m in last["prompt"]] == [SYSTEM, "Capital of France?", "Paris.", "Of Germany?"]
 
@@ -133,11 +143,7 @@ def repl_on_the_double(hailo_resources, fake_script, fake_log, isolated_home, tm
     directory = hailo_resources(QWEN)
     hef = directory / f"{QWEN}.hef"
     fake_script({"replies": [["Paris."], ["Berlin."], ["Rome."]]})
-    from hailo_repl.backends.hailo import installed_hailort_version
-    from hailo_repl.backends.hailo_context import hef_identity
-
-    passed = {"passed": True, "detail": "as the test says"}
-    DeviceFacts(hailo_resources.facts).remember(hef_identity(hef), installed_hailort_version(), "text_path", passed)
+    remember_device(hef, hailo_resources.facts)
     store = SessionStore(tmp_path / "sessions")
 
     def run(steps, idle_seconds=60.0):
@@ -246,7 +252,9 @@ def test_switching_chats_with_resume_keeps_the_one_left(repl_on_the_double, fake
 def test_in_the_terminal_typing_after_a_reply_never_waits_on_a_save_and_quit_saves(
     isolated_home, hailo_resources, tmp_path, fake_log
 ):
-    hailo_resources(QWEN)
+    hef = hailo_resources(QWEN) / f"{QWEN}.hef"
+    # A device that has shown that loading a kept context beats reading it again.
+    remember_device(hef, isolated_home / "data" / "hailo-repl" / "contexts" / "hailo-device-facts.json")
     script = tmp_path / "script.json"
     # A context of 8 MB that takes 2 s to copy with the GIL held, as a real one takes seconds.
     script.write_text(
@@ -291,10 +299,9 @@ import sys
 sys.path.insert(0, {str(FAKES)!r})
 from pathlib import Path
 from hailo_repl.backends.hailo import HailoBackend, installed_hailort_version
-from hailo_repl.backends.hailo_context import hef_identity
-from hailo_repl.backends.hailo_selfcheck import DeviceFacts
+from hailo_repl.backends.hailo_selfcheck import DeviceFacts, device_key
 hef, facts = Path({str(hef)!r}), Path({str(tmp_path / "facts.json")!r})
-DeviceFacts(facts).remember(hef_identity(hef), installed_hailort_version(), "text_path", {{"passed": True}})
+DeviceFacts(facts).remember(device_key(hef, installed_hailort_version()), "text_path", {{"passed": True}})
 backend = HailoBackend(hef, facts_file=facts)
 backend.load()
 loaded = "jinja2" in sys.modules

@@ -50,6 +50,7 @@ Other facts from the same source that shape the code:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import math
 import re
@@ -77,7 +78,14 @@ from hailo_repl.backends.hailo_context import (
     tags_differ,
     write_context,
 )
-from hailo_repl.backends.hailo_selfcheck import DEVICE_FACTS_NAME, DeviceFacts, Verdict, run_self_check
+from hailo_repl.backends.hailo_keeping import (
+    DeviceFigures,
+    KeepingPolicy,
+    make_room,
+    memory_allows,
+    with_prefill_sample,
+)
+from hailo_repl.backends.hailo_selfcheck import DEVICE_FACTS_NAME, DeviceFacts, Verdict, device_key, run_self_check
 from hailo_repl.log import logger
 from hailo_repl.streaming import clean_response
 
@@ -219,11 +227,15 @@ class HailoBackend:
         vdevice: Any = None,
         context_cache: Path | None = None,
         facts_file: Path | None = None,
+        keeping: KeepingPolicy | None = None,
     ):
         """`context_cache`: where system prompts' contexts are kept; `facts_file`: what the device
-        has shown (hailo_selfcheck.py), by default in `context_cache`. None: nowhere (--no-history)."""
+        has shown (hailo_selfcheck.py), by default in `context_cache`. None: nowhere (--no-history).
+        `keeping`: which contexts may be kept, within what budget (hailo_keeping.py)."""
         self.hef_path = Path(hef_path)
         self.context_cache = context_cache
+        self.keeping = keeping or KeepingPolicy(cache_directory=context_cache)
+        self._key = ""  # device_key: whose facts, set as the model loads
         self.model_name = self.hef_path.stem
         self.last_prompt_tokens = 0
         self._vdevice = vdevice
@@ -281,30 +293,38 @@ class HailoBackend:
             logger.opt(exception=True).info("prompt_template() failed; estimating with ChatML")
             self._template_source, self._compiled = None, None
         self._capacity = llm.max_context_capacity()
+        self._key = device_key(self.hef_path, installed_hailort_version())
         self._text_path_ok = self._facts.path is not None and self._text_path_checked(llm)
         self._usage = llm.get_context_usage_size()
         self._held = []
         self._template_first = True
 
     def _text_path_checked(self, llm: Any, again: bool = False) -> bool:
-        """Whether this HEF has passed the self-check with this HailoRT (run and remembered on
-        first use); the log says why not, once per load."""
-        hef, hailort = hef_identity(self.hef_path), installed_hailort_version()
-        known = None if again else self._facts.get(hef, hailort, "text_path")
+        """Whether this HEF has passed the self-check with this HailoRT and renderer (run and
+        remembered on first use, where contexts may be kept: -p and pipes skip it); the log says
+        why not, once per load."""
+        known = None if again else self._facts.get(self._key, "text_path")
+        if known is None and not again and not self.keeping.keep_chats:
+            logger.info("sending whole message lists to {}: not checked yet, and nothing is kept here", self.model_name)
+            return False
         self._checked_at_load = known is None
         if known is None:
             if self._template is None:
-                logger.info("sending whole message lists to {}: its chat template cannot be rendered here", hef)
+                logger.info(
+                    "sending whole message lists to {}: its chat template cannot be rendered here", self.model_name
+                )
                 return False
             started = time.monotonic()
-            verdict = run_self_check(llm, self._template)
+            verdict = run_self_check(llm, self._template, self._facts.path.parent if self._facts.path else None)
             known = {"passed": verdict.passed, "detail": verdict.detail}
             if verdict.ran:  # one that could not run is tried again at the next load
-                self._facts.remember(hef, hailort, "text_path", known)
+                self._facts.remember(self._key, "text_path", known)
+                for name, figures in verdict.figures.items():
+                    self._facts.remember(self._key, name, figures)
             logger.info(
                 "self-check of {} with HailoRT {} ({:.1f} s): {}; {}",
                 self.model_name,
-                hailort,
+                installed_hailort_version(),
                 time.monotonic() - started,
                 "passed" if verdict.passed else "FAILED",
                 verdict.detail,
@@ -409,6 +429,7 @@ class HailoBackend:
             self._held = None  # unknown until this generation has ended
             self.last_prompt_tokens = self._prompt_tokens(new, continuing)
             pace = TokenPace()
+            started = time.monotonic()
             with llm.generate(prompt=prompt, **options) as generation:
                 self._template_first = self._template_first and isinstance(prompt, str)
                 for token in self._read_tokens(generation, cancel, pace):
@@ -416,6 +437,8 @@ class HailoBackend:
                         reply.append(token)
                     yield token
                 ended_by_itself = generation.generation_status.name != "GENERATING"
+                if pace.count:
+                    self._note_prefill(self.last_prompt_tokens, (pace.first - started) * 1000)
                 if not ended_by_itself:
                     # Leaving `with` aborts, holding the GIL for a token-time or two: the
                     # UI thread draws the prompt first, and the abort is timed to wait little.
@@ -503,56 +526,104 @@ class HailoBackend:
             digest = hashlib.sha256(f"{digest}\n{rendered}".encode()).hexdigest()
         return ContextTags(hef_identity(self.hef_path), installed_hailort_version(), digest)
 
-    def save_context(self, path: Path, messages: Sequence[Message]) -> None:
-        """Keep the device's context in `path` when it holds exactly `messages` (a completed turn).
+    def _figures(self) -> DeviceFigures:
+        return DeviceFigures.from_facts(self._facts.entry(self._key))
+
+    def _note_prefill(self, tokens: int, milliseconds: float) -> None:
+        """A prompt's time to first token, kept where it widens the range of prefills seen: the
+        marginal rate between the shortest and the longest decides whether a load pays."""
+        samples = with_prefill_sample(self._facts.get(self._key, "prefill"), tokens, milliseconds)
+        if samples is not None and self._facts.path is not None:
+            self._facts.remember(self._key, "prefill", samples)
+
+    def _keeping_pays(self, tokens: int) -> bool:
+        """Whether a context of `tokens` is worth keeping: the device's figures say a load beats
+        reading them again (hailo_keeping.py `DeviceFigures.load_wins`; unmeasured: no)."""
+        return self._text_path_ok and self._figures().load_wins(tokens)
+
+    def context_to_keep(self, messages: Sequence[Message]) -> bool:
+        held = self._held
+        if not self.keeping.keep_chats or self._llm is None or not held or held != list(messages):
+            return False
+        return self._keeping_pays(self._usage)
+
+    def save_context(self, path: Path, messages: Sequence[Message]) -> bool:
+        """Keep the device's context in `path` when it holds exactly `messages` (a completed turn)
+        and keeping it pays (context_to_keep); within the budget, the oldest kept contexts go.
 
         HailoRT hands over the whole KV cache, whatever its fill (llm_server.cpp
         `LLMServer::get_context`), as a list of ints that pyhailort.py `LLM.save_context` makes
         bytes: seconds with the GIL held on a Pi, so the chat calls this only when waiting costs
         the user nothing (chat.py). Size and time go to the log and the facts file."""
         if not self._busy.acquire(blocking=False):  # a reply runs (or a stalled one waits): not now
-            return
+            return False
         try:
             held = self._held
-            if self._llm is None or not held or held != list(messages) or not self._text_path_ok:
-                return  # nothing complete to keep, or nothing a load could use
+            if self._llm is None or not held or held != list(messages) or not self.context_to_keep(messages):
+                return True  # nothing complete to keep, or nothing a load would pay for
             if self._saved == (path, messages_digest(held)):
-                return  # already there
-            started = time.monotonic()
-            data = self._llm.save_context()
-            read = time.monotonic()
-            write_context(path, self._tags(held), data)
-            self._saved = (path, messages_digest(held))
-            self._remember_figures("save", len(data), read - started, time.monotonic() - read)
-            logger.info(
-                "saved the device context to {}: {} bytes, {:.0f} ms from the device, {:.0f} ms to write",
-                path,
-                len(data),
-                (read - started) * 1000,
-                (time.monotonic() - read) * 1000,
-            )
-        except Exception:  # the chat itself is saved; only a quicker resume is lost
-            logger.exception("saving the device context to {} failed", path)
+                return True  # already there
+            return self._write_context(path, self._tags(held))
         finally:
             self._busy.release()
 
+    def _write_context(self, path: Path, tags: ContextTags) -> bool:
+        """Save the device's context to `path` within the budget and the memory available; False
+        when it was not kept (the log says why). The caller holds the generation lock."""
+        llm = self._model
+        figures = self._figures()
+        expected = figures.context_bytes or 0
+        policy = self.keeping
+        if policy.chat_directory is None and path.parent != policy.cache_directory:
+            policy = dataclasses.replace(policy, chat_directory=path.parent)
+        if not make_room(policy, expected, replacing=path):
+            logger.info("not keeping the device context: {} bytes exceed the device-context budget", expected)
+            return True  # it never will fit: not worth a retry
+        if not memory_allows(expected, "saving"):
+            return False
+        try:
+            started = time.monotonic()
+            data = llm.save_context()
+            read = time.monotonic()
+            write_context(path, tags, data)
+        except Exception:  # the chat itself is saved; only a quicker resume is lost
+            logger.exception("saving the device context to {} failed", path)
+            return False
+        written = time.monotonic()
+        self._saved = (path, tags.messages)
+        make_room(policy, 0)  # another process may have kept some meanwhile
+        self._remember_figures("save", len(data), read - started, written - read)
+        logger.info(
+            "saved the device context to {}: {} bytes, {:.0f} ms from the device, {:.0f} ms to write",
+            path,
+            len(data),
+            (read - started) * 1000,
+            (written - read) * 1000,
+        )
+        return True
+
     def _remember_figures(self, what: str, size: int, device_seconds: float, file_seconds: float) -> None:
         figures = {"bytes": size, "device_ms": round(device_seconds * 1000), "file_ms": round(file_seconds * 1000)}
-        self._facts.remember(hef_identity(self.hef_path), installed_hailort_version(), what, figures)
+        self._facts.remember(self._key, what, figures)
 
     def offer_context(self, path: Path, messages: Sequence[Message]) -> None:
         self._offered = (path, list(messages))
 
     def _start_from_saved(self, llm: Any, messages: list[Message]) -> None:
         """Start the empty context from a saved one holding the beginning of `messages`: the
-        resumed chat's, else the system prompt's (kept for this HEF). On any failure the context
-        stays empty and all is sent."""
+        resumed chat's, else the system prompt's (kept for this HEF), where the device's figures
+        say loading it beats reading what it holds (this runs between Enter and the first token).
+        On any failure the context stays empty and all is sent."""
         offered, self._offered = self._offered, None
         if not self._text_path_ok or self._template is None:  # text prompts need the check passed
             if offered is not None:
                 logger.info("not loading {}: {} has not passed the self-check", offered[0], self.model_name)
             return
-        if offered is not None and self._load(llm, *offered, messages):
+        if not self._figures().measured:
+            if offered is not None:
+                logger.info("not loading {}: the device's load and prefill times are not measured yet", offered[0])
+            return
+        if offered is not None and self._load_pays(offered[1], None) and self._load(llm, *offered, messages):
             return
         if self.context_cache is None or len(messages) < 2 or messages[0]["role"] != "system":
             return
@@ -564,10 +635,12 @@ class HailoBackend:
         """Load the context in `path` if it holds `held` (rendered as `rendered`, if given), which
         `messages` go on from; the log says why not."""
         why: str | None = "the chat changed since it was saved"
-        data = b""
+        data: bytes | memoryview = b""
         started = loaded = time.monotonic()
         if len(messages) > len(held) and messages[: len(held)] == held:
             try:
+                if not memory_allows(path.stat().st_size if path.exists() else 0, "loading"):
+                    raise ContextFileError("too little memory available")
                 tags, data = read_context(path)
                 why = tags_differ(tags, self._tags(held, rendered))
             except ContextFileError as error:
@@ -604,8 +677,19 @@ class HailoBackend:
         # The text, not only the message: Llama 3.x puts today's date in it (strftime_now), so a
         # context kept on another day is made again, as HailoRT would render it today.
         rendered = self._system_text(system)
+        if not self._load_pays(system, rendered):
+            return
         if not self._load(llm, self._system_context_path(cache, system), system, messages, rendered):
             self._system_to_keep = system
+
+    def _load_pays(self, held: list[Message], rendered: str | None) -> bool:
+        """Whether loading a context of `held` (as `rendered`) beats prefilling it; the log says why not."""
+        text = rendered if rendered is not None else self._prompt_text(held, continuing=False)
+        tokens = len(self._model.tokenize(text))
+        if self._keeping_pays(tokens):
+            return True
+        logger.info("reading {} tokens again instead of loading their context: {}", tokens, self._figures().summary())
+        return False
 
     def _system_text(self, system: list[Message]) -> str:
         assert self._template is not None
@@ -620,9 +704,9 @@ class HailoBackend:
         used alone, a prefill (max_generated_tokens=0: llm_server.cpp `handle_generation_completion`
         adds no token and no recovery sequence), and keep its context for the next new chat."""
         system, self._system_to_keep = self._system_to_keep, None
-        if system is None or self.context_cache is None or self._template is None or not self._text_path_ok:
+        if system is None or self.context_cache is None or self._template is None or not self.keeping.keep_chats:
             return
-        prefix = self._system_text(system)
+        prefix = self._system_text(system)  # _load_pays said a load of it pays, or it was not kept
         probe: list[Message] = [{"role": "user", "content": "x"}]
         if prefix + self._template.later(probe) != self._template.first([*system, *probe]):
             logger.info("the chat template does not split after the system prompt: its context is not kept")
@@ -632,15 +716,10 @@ class HailoBackend:
             llm.clear_context()
             with llm.generate(prompt=prefix, max_generated_tokens=0):
                 pass
-            started = time.monotonic()
-            data = llm.save_context()
-            read = time.monotonic()
-            write_context(path, self._tags(system, prefix), data)
         except Exception:
-            logger.exception("keeping the system prompt's context in {} failed", path)
+            logger.exception("reading the system prompt alone, to keep its context in {}, failed", path)
             return
-        self._remember_figures("save", len(data), read - started, time.monotonic() - read)
-        logger.info("kept the system prompt's device context in {}: {} bytes", path, len(data))
+        self._write_context(path, self._tags(system, prefix))
 
     def clear(self) -> None:
         with self._no_reply_running():

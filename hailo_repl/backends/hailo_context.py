@@ -60,20 +60,21 @@ def write_context(path: Path, tags: ContextTags, data: bytes) -> None:
     write_bytes_atomically(path, content)
 
 
-def read_context(path: Path) -> tuple[ContextTags, bytes]:
-    """A context file's tags and HailoRT's bytes; ContextFileError when there is none to use."""
+def read_context(path: Path) -> tuple[ContextTags, memoryview]:
+    """A context file's tags and HailoRT's bytes, a view into the file's one copy in memory (a
+    context is tens to hundreds of MB: no slice copies it); ContextFileError when there is none to use."""
     try:
         raw = read_bytes_limited(path, CONTEXT_FILE_LIMIT)
     except FileNotFoundError:
         raise ContextFileError(f"no saved device context ({path.name})") from None
     except (OSError, FileTooLarge) as error:
         raise ContextFileError(f"cannot read {path}: {error}") from None
-    head, _, data = raw[len(MAGIC) :].partition(b"\n")
+    end = raw.find(b"\n", len(MAGIC))
     try:
-        if not raw.startswith(MAGIC):
+        if not raw.startswith(MAGIC) or end < 0:
             raise ValueError("not a hailo-repl context file")
-        tags = json.loads(head)
-        return ContextTags(**{field.name: str(tags[field.name]) for field in fields(ContextTags)}), data
+        tags = json.loads(raw[len(MAGIC) : end])
+        return ContextTags(**{f.name: str(tags[f.name]) for f in fields(ContextTags)}), memoryview(raw)[end + 1 :]
     except (ValueError, KeyError, TypeError) as error:
         raise ContextFileError(f"{path} is damaged ({error})") from None
 

@@ -208,12 +208,20 @@ class _Device:
                 "context_convert_ms_per_mb", environ.get("HAILO_FAKE_CONVERT_MS_PER_MB", DEFAULT_CONVERT_MS_PER_MB)
             )
         )
+        self.prefill_ms_per_token = float(script.get("prefill_ms_per_token", 0))
+        self.prefill_frame_tokens = int(script.get("prefill_frame_tokens", 1))
         self.stop_tokens = ["<|im_end|>"]
         self.context = []  # what the KV cache holds, as text pieces
         self.usage = 0
         self.template_first = True  # minja_wrapper.cpp m_is_first: the next templated prompt is a first one
         self.reply_index = 0
         self.live_completion = None
+
+    def prefill_ms(self, tokens):
+        """A prompt's prefill: whole frames of prefill_frame_tokens (pre_process.cpp
+        `prefill_input_tokens_count`), each at the per-token rate."""
+        frames = math.ceil(tokens / self.prefill_frame_tokens)
+        return frames * self.prefill_frame_tokens * self.prefill_ms_per_token
 
     def append(self, text, tokens=None):
         self.context.append(text)
@@ -226,7 +234,7 @@ class _Device:
 
 
 class LLMGeneratorCompletion:
-    def __init__(self, device, reply, max_tokens):
+    def __init__(self, device, reply, max_tokens, prompt_tokens=0):
         script = device.script
         options = reply if isinstance(reply, dict) else {}
         tokens = list(reply["tokens"] if isinstance(reply, dict) else reply)
@@ -250,7 +258,8 @@ class LLMGeneratorCompletion:
         self._death_index, self._death_time = len(self._outputs), math.inf
         request_start = started
         for index in range(len(self._outputs)):
-            ready = request_start + self._delay + (options.get("prefill_ms", 0) / 1000 if index == 0 else 0)
+            prefill = (options.get("prefill_ms", 0) + device.prefill_ms(prompt_tokens)) / 1000 if index == 0 else 0
+            ready = request_start + self._delay + prefill
             ready += stall if index == stall_at else 0
             if ready - request_start > request_timeout:  # the request times out: the thread dies
                 self._death_index, self._death_time = index, request_start + request_timeout
@@ -480,7 +489,7 @@ class LLM:
         if max_generated_tokens != 0:
             reply = replies[device.reply_index % len(replies)]
             device.reply_index += 1
-        completion = LLMGeneratorCompletion(device, reply, max_generated_tokens)
+        completion = LLMGeneratorCompletion(device, reply, max_generated_tokens, len(_tokenize(text)))
         device.live_completion = completion
         if max_generated_tokens == 0:
             completion.read(DEFAULT_REQUEST_TIMEOUT_MS)  # llm.cpp waits for the empty answer itself
