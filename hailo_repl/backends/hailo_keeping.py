@@ -155,8 +155,9 @@ class DeviceFigures:
                 return None
             return float(figures.get("device_ms", 0)) + float(figures.get("file_ms", 0))
 
-        save = facts.get("save") if isinstance(facts.get("save"), dict) else {}
-        size = save.get("bytes") if isinstance(save, dict) else None
+        seen = (facts.get("save"), facts.get("load"))
+        sizes = [figures.get("bytes") for figures in seen if isinstance(figures, dict)]
+        size = next((size for size in sizes if isinstance(size, int)), None)
         return cls(
             context_bytes=int(size) if isinstance(size, int) else None,
             save_ms=milliseconds("save"),
