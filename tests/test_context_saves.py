@@ -333,3 +333,68 @@ def test_a_self_check_that_could_not_run_is_not_remembered_as_failed(
     loaded_hailo_backend({"replies": [["x"]]}, passed_self_check=False)
     (entry,) = DeviceFacts(hailo_resources.facts).entries().values()
     assert entry["text_path"]["passed"] is True
+
+
+# ---- the self-check sees what the device holds, whitespace included ---------------------------------
+
+
+@pytest.mark.parametrize("drift", ["\n", "\n\n", "  ", " (drift)"])
+def test_a_device_that_renders_a_space_or_a_line_end_differently_fails_the_check(
+    loaded_hailo_backend, hailo_resources, log_lines, drift
+):
+    """A newline more or less is one token either way in Qwen's and Llama's vocabularies (and in
+    the double's): counting tokens cannot see it, comparing what the device holds does."""
+    loaded_hailo_backend({"replies": [["x"]], "template_drift": drift}, passed_self_check=False)
+    (verdict,) = [line for line in log_lines if line.startswith("self-check")]
+    assert "FAILED" in verdict and "NOT the same as after the lists" in verdict, verdict
+    (entry,) = DeviceFacts(hailo_resources.facts).entries().values()
+    assert entry["text_path"]["passed"] is False
+
+
+def test_a_device_whose_saved_context_varies_run_to_run_is_checked_by_counts_and_says_so(
+    loaded_hailo_backend, hailo_resources, log_lines
+):
+    loaded_hailo_backend({"replies": [["x"]], "nondeterministic_context": True}, passed_self_check=False)
+    (verdict,) = [line for line in log_lines if line.startswith("self-check")]
+    assert "passed" in verdict and "compared token counts only" in verdict and "two identical runs" in verdict
+
+
+def test_a_verdict_holds_for_the_renderer_it_was_reached_with(loaded_hailo_backend, hailo_resources, fake_log):
+    """A new chat_template.py or jinja2 renders anew: the check runs again."""
+    from hailo_repl.backends.hailo import installed_hailort_version
+    from hailo_repl.backends.hailo_selfcheck import device_key
+
+    hef = hailo_resources.directory / f"{QWEN}.hef"
+    key = device_key(hef, installed_hailort_version())
+    other_renderer = key.rsplit("| renderer ", 1)[0] + "| renderer 0123456789ab jinja2 3.0.0"
+    DeviceFacts(hailo_resources.facts).remember(other_renderer, "text_path", {"passed": True, "detail": "then"})
+    loaded_hailo_backend({"replies": [["x"]]}, passed_self_check=False)
+    assert len(events(fake_log, "prefill")) == 7  # checked again
+    entries = DeviceFacts(hailo_resources.facts).entries()
+    assert set(entries) == {other_renderer, key} and entries[key]["text_path"]["passed"] is True
+
+
+def test_a_device_failing_at_the_checks_last_clear_gives_no_verdict_and_no_raw_error(
+    loaded_hailo_backend, hailo_resources, monkeypatch, log_lines, fake_log
+):
+    import hailo_platform.genai
+    from hailo_platform.pyhailort._pyhailort import HailoRTException
+
+    real_clear = hailo_platform.genai.LLM.clear_context
+    clears = []
+
+    def fails_at_the_end(self):
+        clears.append(1)
+        if len(clears) == 5:  # the last: before the lists, twice again, before the long text, then at the end
+            raise HailoRTException("HAILO_INTERNAL_FAILURE")
+        real_clear(self)
+
+    with monkeypatch.context() as once:
+        once.setattr(hailo_platform.genai.LLM, "clear_context", fails_at_the_end)
+        backend = loaded_hailo_backend({"replies": [["x"]]}, passed_self_check=False)  # does not raise
+    assert any("failed to run (clear_context: HAILO_INTERNAL_FAILURE)" in line for line in log_lines)
+    assert DeviceFacts(hailo_resources.facts).entries() == {}  # no verdict: checked again next time
+    chat = Chat(backend, SYSTEM, GenerationParams())
+    reply(chat, "Hi")  # the context the check left is cleared first, and the whole chat sent as a list
+    (last,) = events(fake_log, "generate")
+    assert last["held"] == "" and isinstance(last["prompt"], list)

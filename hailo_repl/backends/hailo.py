@@ -296,7 +296,8 @@ class HailoBackend:
         self._key = device_key(self.hef_path, installed_hailort_version())
         self._text_path_ok = self._facts.path is not None and self._text_path_checked(llm)
         self._usage = llm.get_context_usage_size()
-        self._held = []
+        # A context not empty now (a self-check whose last clear failed): the first turn clears it.
+        self._held = [] if self._usage == 0 else None
         self._template_first = True
 
     def _text_path_checked(self, llm: Any, again: bool = False) -> bool:

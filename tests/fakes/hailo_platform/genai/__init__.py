@@ -464,11 +464,13 @@ class LLM:
                 raise HailoRTInvalidOperationException("System role messages can only be provided on the first prompt")
             if not first and tools:
                 raise HailoRTInvalidOperationException("Tools can only be provided on the first prompt")
+            # minja_wrapper.cpp `render` unsets m_is_first before it renders: a render that
+            # fails leaves the next prompt taken for a later one all the same.
+            device.template_first = False
             if device.renderer is None:
                 device.renderer = ChatTemplate(device.template)
             # A later prompt is rendered after the probe, then cut (minja_wrapper.cpp `render`).
             text = (device.renderer.first if first else device.renderer.later)(prompt) + device.template_drift
-            device.template_first = False
         held = "".join(device.context)
         if max_generated_tokens == 0 and device.reasoning_start and device.reasoning_start in text:
             device.append(text[: text.index(device.reasoning_start)])
@@ -527,9 +529,21 @@ class LLM:
         self._session("clear_context").reset()  # during a generation too: silently, as the server does
         record("clear_context")
 
+    def _no_live_generation(self, call):
+        """save_context and load_context use the session outside its mutex (llm.cpp
+        `LLM::Impl::save_context`/`load_context`, unlike SessionWrapper::execute): next to a live
+        generation they would interleave with its token thread, and a save waits for its answer
+        with no timeout (hailo_session.hpp). Undefined on the device: an error here."""
+        if self._llm is not None and self._llm.live_completion is not None:
+            raise AssertionError(f"fake hailo_platform: {call}() during a generation is undefined on the real device")
+
     def save_context(self):
+        self._no_live_generation("save_context")
         device = self._session("save_context")
-        state = json.dumps({"usage": device.usage, "context": device.context}).encode()
+        context = {"usage": device.usage, "context": device.context}
+        if device.script.get("nondeterministic_context"):  # a device whose saved state differs run to run
+            context["nonce"] = os.urandom(8).hex()
+        state = json.dumps(context).encode()
         # The KV cache buffers come whole, whatever their fill: padding up to context_bytes.
         padding = max(0, device.context_bytes - _CONTEXT_HEADER.size - 4 - len(state))
         payload = struct.pack("<I", len(state)) + state + bytes(padding)
@@ -542,7 +556,9 @@ class LLM:
             len(payload),
         )
         record("save_context", size=_CONTEXT_HEADER.size + len(payload), convert_ms=convert_ms)
-        return header + payload
+        # llm_api.cpp returns a std::vector<uint8_t> that pybind11 makes a list of ints (8 bytes an
+        # element), which pyhailort.py `LLM.save_context` makes bytes: both in memory at once.
+        return bytes(list(header + payload))
 
     @staticmethod
     def _convert(device, size):
@@ -552,8 +568,9 @@ class LLM:
         return round(milliseconds)
 
     def load_context(self, context_data):
+        self._no_live_generation("load_context")
         device = self._session("load_context")
-        data = bytes(context_data)
+        data = bytes(list(context_data))  # pyhailort.py `LLM.load_context`: list(context_data), then the vector
         invalid = HailoRTInvalidArgumentException("Invalid argument. See hailort.log for more information")
         if len(data) < _CONTEXT_HEADER.size:
             raise invalid
