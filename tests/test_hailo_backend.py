@@ -94,6 +94,20 @@ def test_the_recovery_sequence_is_not_shown(scripted_backend):
     assert pieces == ["w", "w", "w"]
 
 
+@pytest.mark.parametrize("recovery", ["\n\n<|im_end|>", "<|endoftext|><|im_end|>"])
+def test_a_recovery_sequence_of_several_tokens_is_not_shown_either(scripted_backend, recovery):
+    """HailoRT sends it one token a read (llm_server.cpp `handle_read_request`)."""
+    backend = scripted_backend({"replies": [["Hi", "\n", "w"] * 5], "recovery_sequence": recovery})
+    pieces = list(backend.stream([{"role": "user", "content": "x"}], GenerationParams(max_tokens=7), threading.Event()))
+    assert "".join(pieces) == "Hi\nwHi\nwHi"  # a newline of the reply itself still shows
+
+
+def test_a_reply_ending_like_the_start_of_the_recovery_sequence_keeps_its_end(scripted_backend):
+    backend = scripted_backend({"replies": [["Hi", "\n\n"]], "recovery_sequence": "\n\n<|im_end|>"})
+    pieces = list(backend.stream([{"role": "user", "content": "x"}], GenerationParams(max_tokens=9), threading.Event()))
+    assert "".join(pieces) == "Hi\n\n"
+
+
 def test_temperature_zero_means_greedy_decoding(backend, fake_log):
     list(backend.stream([{"role": "user", "content": "x"}], GenerationParams(temperature=0.0), threading.Event()))
     event = [e for e in fake_log() if e["event"] == "generate"][-1]
@@ -412,3 +426,25 @@ def test_the_abort_is_timed_just_before_the_next_token_and_after_the_prompt():
     assert pace.seconds_until_abort(now=0.2) == pytest.approx(0.08)
     # too soon for the prompt to be drawn: the moment before the token after
     assert pace.seconds_until_abort(now=0.25) == pytest.approx(0.13)
+
+
+def test_a_users_literal_think_on_a_reasoning_hef_makes_the_next_turn_start_afresh(scripted_backend, fake_log):
+    """The device splits the prompt at the first reasoning token, the user's own included, and once
+    the reply ends keeps only what came before it: the rest of that message is gone from it."""
+    from pathlib import Path
+
+    deepseek = (Path(__file__).parent / "data" / "chat_templates" / "DeepSeek-R1-Distill-Qwen.jinja").read_text()
+    backend = scripted_backend(
+        {"replies": [["Fine."], ["A tag."], ["Sure."]], "prompt_template": deepseek, "reasoning_start": "<think>"}
+    )
+    chat = Chat(backend, "Be brief.", GenerationParams())
+    reply(chat, "How are you?")
+    reply(chat, "What does <think> do in a prompt?")
+    reply(chat, "Thanks")
+    events = fake_log()
+    generations = [e for e in events if e["event"] == "generate"]
+    assert generations[1]["held"] != ""  # an ordinary turn goes on from what the device holds
+    assert [e["event"] for e in events][-2:] == ["clear_context", "generate"]  # after the literal one: afresh
+    assert generations[2]["held"] == ""
+    sent = [m["content"] for m in generations[2]["prompt"]]
+    assert sent[-3:] == ["What does <think> do in a prompt?", "A tag.", "Thanks"]

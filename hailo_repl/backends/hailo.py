@@ -89,6 +89,8 @@ from hailo_repl.backends.hailo_selfcheck import DEVICE_FACTS_NAME, DeviceFacts, 
 from hailo_repl.log import logger
 from hailo_repl.streaming import clean_response
 
+# DeepSeek-R1-Distill's begin_of_reasoning token, with which its template ends a generation prompt.
+REASONING_START = "<think>"
 SHARED_VDEVICE_GROUP_ID = "SHARED"  # lets other Hailo apps use the chip at the same time
 POLL_MS = 5  # longest a read() may hold the GIL (see _read_tokens)
 POLL_GAP = 0.001  # seconds between polls with the GIL released
@@ -187,6 +189,39 @@ LOAD_STATUS_WORDS = {
     "{hailort} from Hailo's Model Zoo GenAI)",
     "93": "the HEF was compiled for another Hailo device (use a Hailo-10H HEF)",
 }
+
+
+class RecoveryFilter:
+    """Keeps the recovery sequence out of a reply. HailoRT sends it after a reply stopped by
+    max_generated_tokens, one token a read, the last with the final status (llm_server.cpp
+    `LLMServer::handle_read_request`, m_recovery.delivery_queue): pieces that could begin it are
+    held back until they either make it whole as the generation ends (dropped) or do not."""
+
+    def __init__(self, sequence: str):
+        self.sequence = sequence
+        self.held: list[str] = []
+
+    def feed(self, piece: str, ended: bool) -> list[str]:
+        """What to pass on after `piece`; `ended`: the generation's status is final with it."""
+        if not piece:
+            return []
+        candidate = "".join(self.held) + piece
+        if self.sequence and self.sequence.startswith(candidate):
+            if candidate == self.sequence and ended:
+                self.held = []
+                return []
+            self.held.append(piece)
+            return []
+        passed, self.held = self.held, []
+        if self.sequence and self.sequence.startswith(piece):
+            self.held = [piece]
+            return passed
+        return [*passed, piece]
+
+    def flush(self) -> list[str]:
+        """The pieces held when the generation ended without completing the sequence: the reply's."""
+        held, self.held = self.held, []
+        return held
 
 
 class TokenPace:
@@ -452,12 +487,25 @@ class HailoBackend:
             logger.exception("hailo generation failed")
             raise BackendError(f"Hailo generation failed: {error or type(error).__name__}") from None
         finally:
-            if ended_by_itself:  # the device holds the prompt and the whole reply
+            if ended_by_itself and self._splits_at_reasoning(new):
+                self._held = None  # it kept only what came before the user's own "<think>": start afresh
+            elif ended_by_itself:  # the device holds the prompt and the whole reply
                 self._held = messages + [{"role": "assistant", "content": clean_response("".join(reply))}]
             try:
                 self._usage = llm.get_context_usage_size()
             except Exception:  # a failed device must not hide the error being raised
                 logger.exception("reading the context usage failed")
+
+    def _splits_at_reasoning(self, sent: Sequence[Message]) -> bool:
+        """Whether a message sent holds a literal REASONING_START on a reasoning HEF (its template
+        ends a generation prompt in it): the device then keeps only what came before it once the
+        generation ends (llm_server.cpp `handle_prefill_phase` looks for the reasoning token in the
+        whole prompt; `handle_reasoning_generation_completion` restores the cache saved there)."""
+        if not any(REASONING_START in m["content"] for m in sent):
+            return False
+        template = self._template
+        probe: list[Message] = [{"role": "user", "content": "x"}]
+        return REASONING_START in (template.first(probe) if template is not None else render_chatml(probe))
 
     def _read_tokens(self, generation: Any, cancel: threading.Event, pace: TokenPace) -> Iterator[str]:
         """The generation's text pieces (and Notices), read in short polls so the UI thread can run.
@@ -474,6 +522,7 @@ class HailoBackend:
         """
         last_token = time.monotonic()
         noticed = False
+        recovery = RecoveryFilter(self._recovery_sequence or "")
         while generation.generation_status.name == "GENERATING":
             try:
                 token = generation.read(POLL_MS)
@@ -502,8 +551,8 @@ class HailoBackend:
             pace.arrived(last_token)
             if cancel.is_set():
                 return
-            if token and token != self._recovery_sequence:
-                yield token
+            yield from recovery.feed(token, ended=generation.generation_status.name != "GENERATING")
+        yield from recovery.flush()
 
     @contextlib.contextmanager
     def _no_reply_running(self) -> Iterator[None]:

@@ -178,6 +178,11 @@ def _load_script():
     return {"replies": script} if isinstance(script, list) else script
 
 
+def _pieces(text):
+    """Text as the device's tokens would read back: a special token such as <|im_end|> whole."""
+    return re.findall(r"<\|[^|]*\|>|\s*\w+|\s*[^\w\s]|\s+", text)
+
+
 def _tokenize(text):
     return [zlib.crc32(piece.encode()) % 151_000 for piece in _WORDS.findall(text)]
 
@@ -242,11 +247,18 @@ class LLMGeneratorCompletion:
         self._delay = (options.get("delay_ms") or script.get("delay_ms", 0)) / 1000
         self._abort_tokens = int(script.get("abort_tokens", DEFAULT_ABORT_TOKENS))
         # What the token thread will put in the queue: (text, status) pairs.
+        self._recovery_from = None  # where the recovery sequence's tokens start, if they come
         if max_tokens == 0:  # only the prefill: nothing comes back, nothing is appended
             self._outputs = [("", Status.MAX_TOKENS_REACHED)]
+            self._recovery_from = 0  # (an empty one)
         elif max_tokens is not None and len(tokens) >= max_tokens:
             self._outputs = [(t, Status.GENERATING) for t in tokens[:max_tokens]]
-            self._outputs.append((device.recovery, Status.MAX_TOKENS_REACHED))
+            # One read a token of the recovery sequence, the last with the status (llm_server.cpp
+            # `handle_read_request`, m_recovery.delivery_queue).
+            recovery = _pieces(device.recovery) or [""]
+            self._outputs += [(piece, Status.GENERATING) for piece in recovery[:-1]]
+            self._outputs.append((recovery[-1], Status.MAX_TOKENS_REACHED))
+            self._recovery_from = max_tokens
         else:
             self._outputs = [(t, Status.GENERATING) for t in tokens] or [("", Status.GENERATING)]
             self._outputs[-1] = (self._outputs[-1][0], Status.LOGICAL_END_OF_GENERATION)
@@ -271,6 +283,7 @@ class LLMGeneratorCompletion:
             self._death_index = fail_after
             self._death_time = self._ready[fail_after - 1] if fail_after else started
         self._queued_at_death = bool(options.get("queued_at_death"))
+        self._reasoning_cut = None  # (context, usage) before the first reasoning token, on a reasoning HEF
         self._read = 0  # outputs read by the client
         self._generated = 0  # outputs the device has generated (appended to its context)
         self._status = Status.GENERATING  # the client's view, updated by read() only
@@ -282,11 +295,24 @@ class LLMGeneratorCompletion:
         """The token thread's progress up to `moment`: outputs land in the context."""
         while self._generated < self._death_index and self._ready[self._generated] <= moment:
             text, status = self._outputs[self._generated]
-            if status is Status.MAX_TOKENS_REACHED:
+            if self._recovery_from is not None and self._generated >= self._recovery_from:
                 self._device.append(text)  # the recovery sequence
             else:
                 self._device.append(text, tokens=1)
             self._generated += 1
+            if status is not Status.GENERATING and self._reasoning_cut is not None:
+                self._roll_back_reasoning()
+
+    def _roll_back_reasoning(self):
+        """A reasoning HEF at the end of a generation (llm_server.cpp
+        `handle_reasoning_generation_completion`): the cache goes back to before the first reasoning
+        token of the prompt, the user's own literal one included, and only what the reply says
+        after its end-of-reasoning token is kept (as the next prompt's prefix)."""
+        context, usage = self._reasoning_cut
+        replied = "".join(text for text, _ in self._outputs[: self._recovery_from])
+        after = replied.split("</think>", 1)[1] if "</think>" in replied else ""
+        self._device.context = context + ([after] if after else [])
+        self._device.usage = usage + len(_tokenize(after))
 
     def _thread_running(self, moment):
         return self._generated < self._death_index and moment < self._death_time
@@ -472,8 +498,14 @@ class LLM:
             # A later prompt is rendered after the probe, then cut (minja_wrapper.cpp `render`).
             text = (device.renderer.first if first else device.renderer.later)(prompt) + device.template_drift
         held = "".join(device.context)
-        if max_generated_tokens == 0 and device.reasoning_start and device.reasoning_start in text:
-            device.append(text[: text.index(device.reasoning_start)])
+        reasoning_cut = None
+        if device.reasoning_start and device.reasoning_start in text:
+            before_reasoning = text[: text.index(device.reasoning_start)]
+            if max_generated_tokens == 0:
+                device.append(before_reasoning)
+            else:  # what the context keeps once the generation completes
+                reasoning_cut = (device.context + [before_reasoning], device.usage + len(_tokenize(before_reasoning)))
+                device.append(text)
         else:
             device.append(text)
         record(
@@ -492,6 +524,7 @@ class LLM:
             reply = replies[device.reply_index % len(replies)]
             device.reply_index += 1
         completion = LLMGeneratorCompletion(device, reply, max_generated_tokens, len(_tokenize(text)))
+        completion._reasoning_cut = reasoning_cut
         device.live_completion = completion
         if max_generated_tokens == 0:
             completion.read(DEFAULT_REQUEST_TIMEOUT_MS)  # llm.cpp waits for the empty answer itself
