@@ -30,6 +30,8 @@ from hailo_repl.sessions import ChatRecord, SessionStore, new_session_id
 from hailo_repl.stats import ReplyStats
 from hailo_repl.streaming import StreamingTextFilter, clean_response
 
+# Said before a save of the model's context that the user may wait for (seconds on the Hailo).
+KEEPING_DEVICE_CONTEXT = "Keeping the device context for a quick resume…"
 CONTINUE_PROMPT = "Continue exactly where your last reply stopped, without repeating any of it."
 
 
@@ -100,15 +102,16 @@ class Chat:
         self.session_id, self._created, self._history_unsent = new_session_id(), None, False
         self._version = None
 
-    def resume(self, session_id: str) -> dict[str, Any]:
+    def resume(self, session_id: str, notify: Callable[[str], None] | None = None) -> dict[str, Any]:
         """Continue the saved chat `session_id`; later turns are saved to it. Returns its saved fields.
+        `notify` says when the device context of the chat left is kept first.
 
         Raises ConversationFileError when it cannot be read.
         """
         if self.store is None:
             raise ConversationFileError("no saved chats here")
         saved = self.store.load(session_id)
-        self.keep_device_context()  # the chat it switches away from
+        self.keep_device_context(notify)  # the chat it switches away from
         self.replace_messages(saved.messages)
         self.session_id, self._version = session_id, saved.version
         if isinstance(self.backend, KeepsContext):  # the model may load what it held instead of reading it
@@ -156,16 +159,19 @@ class Chat:
             return False
         return backend.context_to_keep(for_model(self.messages))
 
-    def keep_device_context(self) -> None:
+    def keep_device_context(self, notify: Callable[[str], None] | None = None) -> None:
         """Save the model's context beside the saved chat, so a resume loads it instead of
         reading the chat again (the Hailo device's: KeepsContext). On the device that holds the
         GIL for seconds (hailo.py `save_context`), so the REPL calls this only when waiting costs
         the user nothing: at quit, /save, before /model or /resume switches away, and when the
         chat has been idle; never between a message and the next prompt. A crash loses only this
         context: the resume then reads the chat again. A save skipped or failed is not counted
-        as kept, so the next occasion (quit at the latest) tries again. Never raises."""
+        as kept, so the next occasion (quit at the latest) tries again. `notify` gets
+        KEEPING_DEVICE_CONTEXT first, when there is a save to wait for. Never raises."""
         if not self.device_context_unsaved():
             return
+        if notify is not None:
+            notify(KEEPING_DEVICE_CONTEXT)
         assert self.store is not None and isinstance(self.backend, KeepsContext)
         if self.backend.save_context(self.store.context_path(self.session_id), for_model(self.messages)):
             self._context_kept_at = self._changes

@@ -482,7 +482,7 @@ def run(arguments: list[str]) -> int:
     # What a chat needs (not imported at the top: see there).
     from hailo_repl.backends import open_backend
     from hailo_repl.backends.base import BackendError, GenerationParams
-    from hailo_repl.chat import Chat
+    from hailo_repl.chat import KEEPING_DEVICE_CONTEXT, Chat
     from hailo_repl.context import ContextOverflowError
     from hailo_repl.conversation import ConversationFileError
     from hailo_repl.dialogs import choose_model, download_with_progress
@@ -562,8 +562,8 @@ def run(arguments: list[str]) -> int:
         if backend is not None:
             with signals_held():  # SIGTERM and SIGHUP too: the device context is kept if there is time
                 if chat is not None and chat.device_context_unsaved():
-                    if interactive and args.prompt is None:  # the REPL: say why its exit waits (seconds on a Pi)
+                    if chatting:  # the REPL: say why its exit waits (seconds on a Pi); -p and pipes keep none
                         with contextlib.suppress(OSError):
-                            notices.info("Saving the device context for a quick resume…")
+                            notices.info(KEEPING_DEVICE_CONTEXT)
                     chat.keep_device_context()
                 (chat.backend if chat is not None else backend).release()  # /model may have replaced it

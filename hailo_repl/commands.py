@@ -401,7 +401,7 @@ def save(context: CommandContext, argument: str) -> None:
         context.console.error(str(error))
         return
     context.console.info(f"Saved {len(context.chat.messages)} messages to {path}")
-    context.chat.keep_device_context()  # and the device's context beside the chat, for a quick resume
+    context.chat.keep_device_context(context.console.info)  # and the device's context, for a quick resume
 
 
 @command("/load", "continue a saved conversation", usage="<file>", arguments=paths())
@@ -466,7 +466,7 @@ def resume(context: CommandContext, argument: str) -> None:
         return
     try:
         found = store.find(argument)
-        context.chat.resume(found.id)
+        context.chat.resume(found.id, notify=context.console.info)
     except (SessionNotFoundError, ConversationFileError) as error:
         context.console.error(str(error))
         return

@@ -6,9 +6,11 @@ or /resume switches away, and when the chat is idle. The real hailo backend agai
 """
 
 import asyncio
+import io
 import json
 import stat
 import threading
+import time
 from pathlib import Path
 
 import pexpect
@@ -19,11 +21,12 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 from terminal import Terminal, with_fakes
 
-from hailo_repl.app import Repl
+from hailo_repl.app import SENT_AFTER_THE_SAVE, Repl
 from hailo_repl.backends.base import GenerationParams
 from hailo_repl.backends.hailo import HailoBackend
 from hailo_repl.backends.hailo_selfcheck import DeviceFacts
-from hailo_repl.chat import Chat
+from hailo_repl.chat import KEEPING_DEVICE_CONTEXT, Chat
+from hailo_repl.console import Console
 from hailo_repl.sessions import SessionStore
 
 QWEN = "Qwen2.5-1.5B-Instruct"
@@ -146,11 +149,11 @@ def repl_on_the_double(hailo_resources, fake_script, fake_log, isolated_home, tm
     remember_device(hef, hailo_resources.facts)
     store = SessionStore(tmp_path / "sessions")
 
-    def run(steps, idle_seconds=60.0):
+    def run(steps, idle_seconds=60.0, console=None):
         backend = HailoBackend(hef, facts_file=hailo_resources.facts)
         chat = Chat(backend, SYSTEM, GenerationParams(), store)
         with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
-            repl = Repl(chat, history=False)
+            repl = Repl(chat, history=False, console=console)
             repl.idle_save_seconds = idle_seconds
             prompts = 0  # prompts started: a line sent has been handled once the next one is up
             prompt_async = repl.session.prompt_async
@@ -228,11 +231,49 @@ def test_no_save_between_turns_and_one_when_the_chat_is_idle(repl_on_the_double,
     assert saves_then == [0, 1, 1]  # none after two turns; one once idle; not again without a new turn
 
 
-def test_save_keeps_the_device_context_beside_the_chat(repl_on_the_double, fake_log):
-    code, chat = repl_on_the_double(["Capital of France?\r", "/save\r", "/quit\r"])
+def test_save_keeps_the_device_context_beside_the_chat_and_says_so_first(repl_on_the_double, fake_log):
+    said = io.StringIO()
+    code, chat = repl_on_the_double(["Capital of France?\r", "/save\r", "/quit\r"], console=Console(said))
     assert code == 0
     assert len(events(fake_log, "save_context")) == 1
     assert chat.store.context_path(chat.session_id).exists()
+    assert f"[Info] {KEEPING_DEVICE_CONTEXT}" in said.getvalue()
+
+
+def test_an_idle_save_says_so_before_it_and_a_message_sent_meanwhile_goes_after_it(repl_on_the_double, fake_log):
+    """The save holds the GIL for seconds on a Pi: the line comes first, and a message entered
+    while it runs is told why it waits, then sent."""
+    said = io.StringIO()
+    saving = threading.Event()
+    real_keep = Chat.keep_device_context
+
+    def slow_keep(self, notify=None):
+        saving.set()
+        time.sleep(0.5)  # the GIL is free here, so the line is read meanwhile, as after save_context returns
+        real_keep(self, notify)
+
+    async def idle_until_the_save_runs():
+        while not saving.is_set():
+            await asyncio.sleep(0.01)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Chat, "keep_device_context", slow_keep)
+        code, chat = repl_on_the_double(
+            [
+                "Capital of France?\r",
+                lambda: asyncio.wait_for(idle_until_the_save_runs(), 10),
+                "Of Germany?\r",
+                "/quit\r",
+            ],
+            idle_seconds=0.2,
+            console=Console(said),
+        )
+    assert code == 0
+    text = said.getvalue()
+    assert text.index(KEEPING_DEVICE_CONTEXT) < text.index(SENT_AFTER_THE_SAVE)
+    assert [m["content"] for m in chat.messages[-2:]] == ["Of Germany?", "Berlin."]  # sent after it
+    names = [e["event"] for e in fake_log()]
+    assert names.index("save_context") < names.index("generate", names.index("save_context"))
 
 
 def test_switching_chats_with_resume_keeps_the_one_left(repl_on_the_double, fake_log):
@@ -270,7 +311,7 @@ def test_in_the_terminal_typing_after_a_reply_never_waits_on_a_save_and_quit_sav
     term.expect("typed at once")
     assert events(fake_log, "save_context") == []  # the reply ended and the keys echoed: no save in between
     term.send("\x15/quit\r")  # Ctrl+U clears the line first
-    term.expect(r"\[Info\] Saving the device context for a quick resume")  # why the exit takes seconds
+    term.expect(r"\[Info\] Keeping the device context for a quick resume")  # why the exit takes seconds
     term.expect(pexpect.EOF, timeout=60)
     term.child.close()
     assert term.child.exitstatus == 0

@@ -221,8 +221,10 @@ def test_a_long_chat_is_kept_and_resumed_from_its_context_where_the_figures_say_
         store,
     )
     resumed.resume(long.session_id)
-    reply(resumed, "And then?")
+    said = []
+    reply(resumed, "And then?", notify=said.append)
     assert before_each_generate(fake_log)[-1][-1] == "load_context"  # loaded: it beat reading ~300 tokens
+    assert said == ["[Info] Loading the kept device context…"]  # said before the GIL is held for it
 
 
 def test_a_prefill_sample_from_a_reply_widens_the_measured_range(loaded_hailo_backend, hailo_resources, tmp_path):
@@ -251,3 +253,35 @@ def test_remember_device_makes_loads_pay(tmp_path):
         DeviceFacts(tmp_path / "facts.json").entry(device_key(hef, installed_hailort_version()))
     )
     assert figures.measured and figures.load_wins(1) and not DeviceFigures().load_wins(10_000)
+
+
+# ---- memory ------------------------------------------------------------------------------------------
+
+
+def test_a_context_file_is_read_into_one_buffer_and_handed_on_as_a_view_of_it(tmp_path):
+    from hailo_repl.backends.hailo_context import ContextTags, read_context, write_context
+
+    tags = ContextTags("hef", "5.2.0", "digest")
+    data = bytes(range(256)) * 1000
+    write_context(tmp_path / "a.ctx", tags, data)
+    read_tags, view = read_context(tmp_path / "a.ctx")
+    assert read_tags == tags and view == data
+    assert isinstance(view, memoryview) and isinstance(view.obj, bytes) and len(view.obj) > len(data)  # no copy
+
+
+def test_a_resume_with_too_little_memory_for_the_load_reads_the_chat_again(
+    loaded_hailo_backend, keeping, fake_log, tmp_path, monkeypatch, log_lines
+):
+    store = SessionStore(tmp_path / "sessions")
+    script = {"replies": [["Yes."], ["Again."]], "context_bytes": CONTEXT_BYTES}
+    chat = Chat(loaded_hailo_backend(script, keeping=keeping()), SYSTEM, GenerationParams(), store)
+    reply(chat, LONG)
+    chat.keep_device_context()
+    chat.backend.release()
+    monkeypatch.setattr(hailo_keeping, "available_memory", lambda: 5 * CONTEXT_BYTES)  # below 11x the context
+    resumed = Chat(loaded_hailo_backend(script, keeping=keeping()), SYSTEM, GenerationParams(), store)
+    resumed.resume(chat.session_id)
+    reply(resumed, "And then?")
+    assert "load_context" not in names(fake_log)
+    assert any(line.startswith("not loading the device context: it would take about") for line in log_lines)
+    assert [m["content"] for m in [e for e in fake_log() if e["event"] == "generate"][-1]["prompt"]][-1] == "And then?"

@@ -89,6 +89,7 @@ from hailo_repl.backends.hailo_selfcheck import DEVICE_FACTS_NAME, DeviceFacts, 
 from hailo_repl.log import logger
 from hailo_repl.streaming import clean_response
 
+LOADING_NOTICE = "Loading the kept device context…"
 # DeepSeek-R1-Distill's begin_of_reasoning token, with which its template ends a generation prompt.
 REASONING_START = "<think>"
 SHARED_VDEVICE_GROUP_ID = "SHARED"  # lets other Hailo apps use the chip at the same time
@@ -455,8 +456,11 @@ class HailoBackend:
         try:
             if self._unsent(messages) is None:
                 self._clear_context(llm)
-            if not self._held:
-                self._start_from_saved(llm, messages)
+            start = None if self._held else self._saved_start(messages)
+            if start is not None:
+                yield Notice(LOADING_NOTICE)  # seconds with the GIL held: say so first
+                if not self._load(llm, start[0], start[1], messages, start[2]) and start[2] is not None:
+                    self._system_to_keep = start[1]  # the system prompt's: kept again at release
             held = self._held or []
             new = messages[len(held) :]
             continuing = bool(held)
@@ -659,25 +663,35 @@ class HailoBackend:
     def offer_context(self, path: Path, messages: Sequence[Message]) -> None:
         self._offered = (path, list(messages))
 
-    def _start_from_saved(self, llm: Any, messages: list[Message]) -> None:
-        """Start the empty context from a saved one holding the beginning of `messages`: the
-        resumed chat's, else the system prompt's (kept for this HEF), where the device's figures
-        say loading it beats reading what it holds (this runs between Enter and the first token).
-        On any failure the context stays empty and all is sent."""
+    def _saved_start(self, messages: list[Message]) -> tuple[Path, list[Message], str | None] | None:
+        """The kept context to start the empty one from: the resumed chat's, else the system
+        prompt's (kept for this HEF), where the device's figures say loading it beats reading what
+        it holds (this runs between Enter and the first token). As (file, the messages it holds,
+        their rendered text where the messages alone do not settle it); None: read them all."""
         offered, self._offered = self._offered, None
         if not self._text_path_ok or self._template is None:  # text prompts need the check passed
             if offered is not None:
                 logger.info("not loading {}: {} has not passed the self-check", offered[0], self.model_name)
-            return
+            return None
         if not self._figures().measured:
             if offered is not None:
                 logger.info("not loading {}: the device's load and prefill times are not measured yet", offered[0])
-            return
-        if offered is not None and self._load_pays(offered[1], None) and self._load(llm, *offered, messages):
-            return
+            return None
+        if offered is not None and self._load_pays(offered[1], None):
+            return offered[0], offered[1], None
         if self.context_cache is None or len(messages) < 2 or messages[0]["role"] != "system":
-            return
-        self._start_from_system_prompt(llm, messages, self.context_cache)
+            return None
+        system = messages[:1]
+        # The text, not only the message: Llama 3.x puts today's date in it (strftime_now), so a
+        # context kept on another day is made again, as HailoRT would render it today.
+        rendered = self._system_text(system)
+        if not self._load_pays(system, rendered):
+            return None
+        path = self._system_context_path(self.context_cache, system)
+        if not path.exists():  # kept as the model is released (keep_system_prompt_context)
+            self._system_to_keep = system
+            return None
+        return path, system, rendered
 
     def _load(
         self, llm: Any, path: Path, held: list[Message], messages: list[Message], rendered: str | None = None
@@ -718,19 +732,6 @@ class HailoBackend:
             (loaded - read) * 1000,
         )
         return True
-
-    def _start_from_system_prompt(self, llm: Any, messages: list[Message], cache: Path) -> None:
-        """Load the system prompt's context kept for this HEF. On first use the system prompt is
-        read with the first message as usual, and its context kept as the model is released
-        (keep_system_prompt_context): a save holds the GIL for seconds, never before a reply."""
-        system = messages[:1]
-        # The text, not only the message: Llama 3.x puts today's date in it (strftime_now), so a
-        # context kept on another day is made again, as HailoRT would render it today.
-        rendered = self._system_text(system)
-        if not self._load_pays(system, rendered):
-            return
-        if not self._load(llm, self._system_context_path(cache, system), system, messages, rendered):
-            self._system_to_keep = system
 
     def _load_pays(self, held: list[Message], rendered: str | None) -> bool:
         """Whether loading a context of `held` (as `rendered`) beats prefilling it; the log says why not."""

@@ -54,10 +54,10 @@ def messages_digest(messages: Sequence[Mapping[str, object]]) -> str:
 def write_context(path: Path, tags: ContextTags, data: bytes) -> None:
     """The tags, then HailoRT's bytes, written whole (0600); OSError on failure, and
     FileTooLarge for a file `read_context` would refuse (it is not written)."""
-    content = MAGIC + json.dumps(asdict(tags)).encode() + b"\n" + data
-    if len(content) > CONTEXT_FILE_LIMIT:
+    head = MAGIC + json.dumps(asdict(tags)).encode() + b"\n"
+    if len(head) + len(data) > CONTEXT_FILE_LIMIT:
         raise FileTooLarge(f"{path} would be larger than {CONTEXT_FILE_LIMIT >> 20} MiB, more than hailo-repl reads")
-    write_bytes_atomically(path, content)
+    write_bytes_atomically(path, head, data)  # not joined: that would copy the whole context once more
 
 
 def read_context(path: Path) -> tuple[ContextTags, memoryview]:
