@@ -441,6 +441,9 @@ def switch_model(context: CommandContext, argument: str) -> SwitchModel | None:
         return None
 
 
+INSTANT_RESUME = "  (resumes instantly)"
+
+
 @command("/history", "list the saved chats, or those containing TEXT", usage="[text]")
 def history(context: CommandContext, argument: str) -> None:
     store = context.chat.store
@@ -451,7 +454,10 @@ def history(context: CommandContext, argument: str) -> None:
     if not chats:
         context.console.say(f"No saved chat contains '{argument}'." if argument else "No saved chats yet.")
         return
-    rows = [chat.line() for chat in chats[:HISTORY_ROWS]]
+    # A chat whose device context is kept (the Hailo's, hailo_keeping.py) resumes without being read again.
+    rows = [
+        chat.line() + (INSTANT_RESUME if store.context_path(chat.id).exists() else "") for chat in chats[:HISTORY_ROWS]
+    ]
     more = len(chats) - len(rows)
     if more > 0:
         rows.append(f"… and {more} more (hailo-repl --list-chats lists them all)")
