@@ -70,7 +70,7 @@ def check_hailort(findings: Findings, machine: Machine) -> None:
     except ImportError as error:
         findings.add(False, f"{HAILORT_MISSING} ({error}); in a virtualenv, create it with --system-site-packages")
         return
-    from hailo_repl.backends.hailo import hailort_too_old, installed_hailort_version
+    from hailo_repl.backends.hailo_device import hailort_too_old, installed_hailort_version
 
     too_old = hailort_too_old()
     if too_old:
@@ -119,7 +119,7 @@ def check_vdevice(findings: Findings, machine: Machine) -> None:
     if not findings.hailort_ready:
         findings.add(False, "VDevice not tried: HailoRT is missing or too old (above)")
         return
-    from hailo_repl.backends.hailo import SHARED_VDEVICE_GROUP_ID, open_vdevice
+    from hailo_repl.backends.hailo_device import SHARED_VDEVICE_GROUP_ID, open_vdevice
 
     try:
         vdevice = open_vdevice()
@@ -145,7 +145,8 @@ def check_text_path(findings: Findings, machine: Machine) -> None:
     prompts go as text after a loaded context? Then what saving and loading its context cost."""
     if not findings.hailo_can_chat:
         return  # the lines above say why
-    from hailo_repl.backends.hailo import HailoBackend, installed_hailort_version
+    from hailo_repl.backends.hailo import HailoBackend
+    from hailo_repl.backends.hailo_device import installed_hailort_version
     from hailo_repl.backends.hailo_keeping import DeviceFigures
     from hailo_repl.backends.hailo_selfcheck import DEVICE_FACTS_NAME, DeviceFacts, device_key, renderer_fingerprint
 

@@ -83,7 +83,7 @@ def remember_device(hef: Path, facts: Path, passed: bool = True, loads_pay: bool
     """Write the facts a device would have shown: the self-check's verdict and, with `loads_pay`,
     figures by which loading any kept context beats reading it again (a load of 1 ms, a prefill
     of 1 s a token)."""
-    from hailo_repl.backends.hailo import installed_hailort_version
+    from hailo_repl.backends.hailo_device import installed_hailort_version
     from hailo_repl.backends.hailo_selfcheck import DeviceFacts, device_key
 
     key = device_key(hef, installed_hailort_version())

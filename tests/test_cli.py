@@ -22,7 +22,7 @@ import pytest
 from conftest import hailo_repl_command, run_cli, run_installed
 from terminal import with_fakes
 
-from hailo_repl.backends.hailo import render_chatml
+from hailo_repl.backends.hailo_device import render_chatml
 
 QWEN = "Qwen2.5-1.5B-Instruct"
 CODER = "Qwen2.5-Coder-1.5B-Instruct"

@@ -339,7 +339,8 @@ def test_a_load_with_a_remembered_verdict_leaves_jinja2_for_the_first_prompt(hai
 import sys
 sys.path.insert(0, {str(FAKES)!r})
 from pathlib import Path
-from hailo_repl.backends.hailo import HailoBackend, installed_hailort_version
+from hailo_repl.backends.hailo import HailoBackend
+from hailo_repl.backends.hailo_device import installed_hailort_version
 from hailo_repl.backends.hailo_selfcheck import DeviceFacts, device_key
 hef, facts = Path({str(hef)!r}), Path({str(tmp_path / "facts.json")!r})
 DeviceFacts(facts).remember(device_key(hef, installed_hailort_version()), "text_path", {{"passed": True}})
@@ -402,7 +403,7 @@ def test_a_device_whose_saved_context_varies_run_to_run_is_checked_by_counts_and
 
 def test_a_verdict_holds_for_the_renderer_it_was_reached_with(loaded_hailo_backend, hailo_resources, fake_log):
     """A new chat_template.py or jinja2 renders anew: the check runs again."""
-    from hailo_repl.backends.hailo import installed_hailort_version
+    from hailo_repl.backends.hailo_device import installed_hailort_version
     from hailo_repl.backends.hailo_selfcheck import device_key
 
     hef = hailo_resources.directory / f"{QWEN}.hef"

@@ -242,7 +242,7 @@ def test_a_prefill_sample_from_a_reply_widens_the_measured_range(loaded_hailo_ba
 
 def test_remember_device_makes_loads_pay(tmp_path):
     """The tests' shortcut (conftest.remember_device) gives figures the rule reads as 'load'."""
-    from hailo_repl.backends.hailo import installed_hailort_version
+    from hailo_repl.backends.hailo_device import installed_hailort_version
     from hailo_repl.backends.hailo_keeping import DeviceFigures
     from hailo_repl.backends.hailo_selfcheck import device_key
 

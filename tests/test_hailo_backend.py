@@ -220,7 +220,7 @@ def test_a_hef_the_device_cannot_open_is_explained(hailo_resources):
 
 def test_a_stalled_device_is_announced_and_its_late_reply_still_shown(scripted_backend):
     backend = scripted_backend({"replies": [{"tokens": ["late", " reply"], "stall_ms": 300, "stall_at": 0}]})
-    backend.stall_notice_seconds = 0.1
+    backend.reader.stall_notice_seconds = 0.1
     notices = []
     chat = Chat(backend, SYSTEM, GenerationParams())
     assert "".join(chat.reply("hello?", threading.Event(), notices.append)) == "late reply"
@@ -244,8 +244,8 @@ def test_a_token_thread_that_dies_is_reported_and_the_next_turn_starts_afresh(sc
 def test_a_thread_that_died_with_tokens_queued_is_given_up_after_hailorts_timeout(scripted_backend):
     # read() then times out for ever (llm.cpp signals no shutdown while tokens are queued).
     backend = scripted_backend({"replies": [{"tokens": ["a", "b", "c"], "fail_after": 2, "queued_at_death": True}]})
-    backend.stall_notice_seconds = 0.05
-    backend.stall_give_up_seconds = 0.15
+    backend.reader.stall_notice_seconds = 0.05
+    backend.reader.stall_give_up_seconds = 0.15
     notices = []
     chat = Chat(backend, SYSTEM, GenerationParams())
     shown = []
@@ -408,7 +408,7 @@ def test_prompt_tokens_are_counted_as_the_device_templates_them(scripted_backend
 
 
 def test_a_template_that_does_not_render_falls_back_to_chatml(scripted_backend):
-    from hailo_repl.backends.hailo import render_chatml
+    from hailo_repl.backends.hailo_device import render_chatml
 
     backend = scripted_backend({"replies": [["x"]], "prompt_template": "{% for message in %}"})
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hi"}]
@@ -416,7 +416,7 @@ def test_a_template_that_does_not_render_falls_back_to_chatml(scripted_backend):
 
 
 def test_the_abort_is_timed_just_before_the_next_token_and_after_the_prompt():
-    from hailo_repl.backends.hailo import ABORT_AFTER_PROMPT_SECONDS, TokenPace
+    from hailo_repl.backends.hailo_stream import ABORT_AFTER_PROMPT_SECONDS, TokenPace
 
     pace = TokenPace()
     assert pace.seconds_until_abort(now=5.0) == pytest.approx(ABORT_AFTER_PROMPT_SECONDS)  # no pace known yet

@@ -84,7 +84,8 @@ def open_backend(
         )
         return _llama_backend(None)
 
-    from hailo_repl.backends.hailo import HailoBackend, open_vdevice
+    from hailo_repl.backends.hailo import HailoBackend
+    from hailo_repl.backends.hailo_device import open_vdevice
 
     try:
         vdevice = open_vdevice()

@@ -167,6 +167,26 @@ def run_self_check(llm: Any, template: ChatTemplate, scratch: Path | None = None
     return Verdict(same and by_list == by_text > 0, detail, figures=figures)
 
 
+def check_and_remember(llm: Any, template: ChatTemplate, facts: DeviceFacts, key: str, model: str) -> Verdict:
+    """Run the self-check (its scratch file beside the facts) and keep its verdict and figures
+    under `key`, unless it could not run (then it runs again at the next load); the log says it."""
+    started = time.monotonic()
+    verdict = run_self_check(llm, template, facts.path.parent if facts.path else None)
+    if verdict.ran:
+        facts.remember(key, "text_path", {"passed": verdict.passed, "detail": verdict.detail})
+        for name, figures in verdict.figures.items():
+            facts.remember(key, name, figures)
+    logger.info(
+        "self-check of {} with {} ({:.1f} s): {}; {}",
+        model,
+        key.split(" | ")[1],
+        time.monotonic() - started,
+        "passed" if verdict.passed else "FAILED",
+        verdict.detail,
+    )
+    return verdict
+
+
 @functools.cache
 def renderer_fingerprint() -> str:
     """What renders the text prompts: chat_template.py's source and jinja2's version. A verdict
