@@ -115,7 +115,7 @@ def main() -> int:
             )
         plain, first_use, later = bench_new_chat(hef, directory)
         print("== a new chat's first turn: prompt tokens evaluated ==")
-        print(f"  without a cache {plain}; first use {first_use}; later {later} (kept only where loading beats reading)")
+        print(f"  without a cache {plain}; first use {first_use}; later {later} (kept where a load pays)")
     return 0
 
 
