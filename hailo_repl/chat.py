@@ -32,6 +32,7 @@ from hailo_repl.streaming import StreamingTextFilter, clean_response
 
 # Said before a save of the model's context that the user may wait for (seconds on the Hailo).
 KEEPING_DEVICE_CONTEXT = "Keeping the device context for a quick resume…"
+NOT_KEPT = "The device context was not kept this time (the log says why); it is tried again later."
 CONTINUE_PROMPT = "Continue exactly where your last reply stopped, without repeating any of it."
 
 
@@ -167,7 +168,8 @@ class Chat:
         chat has been idle; never between a message and the next prompt. A crash loses only this
         context: the resume then reads the chat again. A save skipped or failed is not counted
         as kept, so the next occasion (quit at the latest) tries again. `notify` gets
-        KEEPING_DEVICE_CONTEXT first, when there is a save to wait for. Never raises."""
+        KEEPING_DEVICE_CONTEXT first, when there is a save to wait for, and NOT_KEPT after one that
+        did not happen (memory short, the disk full). Never raises."""
         if not self.device_context_unsaved():
             return
         if notify is not None:
@@ -175,6 +177,8 @@ class Chat:
         assert self.store is not None and isinstance(self.backend, KeepsContext)
         if self.backend.save_context(self.store.context_path(self.session_id), for_model(self.messages)):
             self._context_kept_at = self._changes
+        elif notify is not None:
+            notify(NOT_KEPT)
 
     def set_system_prompt(self, text: str) -> None:
         self.system_prompt = text

@@ -13,7 +13,7 @@ from hailo_repl.backends import hailo_keeping
 from hailo_repl.backends.base import GenerationParams
 from hailo_repl.backends.hailo_keeping import KeepingPolicy, make_room
 from hailo_repl.backends.hailo_selfcheck import DeviceFacts
-from hailo_repl.chat import Chat
+from hailo_repl.chat import KEEPING_DEVICE_CONTEXT, NOT_KEPT, Chat
 from hailo_repl.sessions import SessionStore
 
 QWEN = "Qwen2.5-1.5B-Instruct"
@@ -135,9 +135,11 @@ def test_a_save_that_did_not_happen_is_not_counted_and_is_tried_again(
             once.setattr(hailo_platform.genai.LLM, "save_context", disk_full)
         else:
             once.setattr(hailo_keeping, "available_memory", lambda: 1000)
-        chat.keep_device_context()
+        said = []
+        chat.keep_device_context(said.append)  # as /save asks for it
         if why == "a reply runs":
             backend._busy.release()
+    assert said == [KEEPING_DEVICE_CONTEXT, NOT_KEPT]  # the user asked: one line says it was not
     assert not store.context_path(chat.session_id).exists()
     assert chat.device_context_unsaved()  # so quit (or the next idle moment) tries again
     if why == "memory is short":

@@ -10,7 +10,9 @@ Environment:
                         "recovery_sequence": "...", "load_ms": N, "abort_tokens": N,
                         "request_timeout_ms": N, "prompt_template": "...",
                         "load_status": N, "template_drift": "...", "reasoning_start": "...",
-                        "context_bytes": N, "context_convert_ms_per_mb": N}.
+                        "context_bytes": N, "context_convert_ms_per_mb": N,
+                        "prefill_ms_per_token": N, "prefill_frame_tokens": N,
+                        "nondeterministic_context": bool}.
   HAILO_FAKE_NO_DEVICE set → VDevice() fails as it does with no free device.
   HAILO_FAKE_VERSION   the HailoRT version to pretend to be (default 5.2.0); below
                        5.1.1, LLM has no get_context_usage_size/max_context_capacity,

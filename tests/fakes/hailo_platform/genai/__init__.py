@@ -42,7 +42,11 @@ hef.cpp = hailort/libhailort/src/hef/hef.cpp. Each behaviour and where to re-che
   for the request in flight, then silently resets the context; the generation goes on.
 - MAX_TOKENS_REACHED is checked before the stop sequence (llm_server.cpp
   get_current_generation_status), so a reply ending exactly at the limit reports it; the
-  recovery sequence then comes as the last token (handle_generation_completion).
+  recovery sequence then comes one token a read, the last with the status
+  (handle_generation_completion, `handle_read_request`'s m_recovery.delivery_queue).
+- Prefill time: {"prefill_ms_per_token": R, "prefill_frame_tokens": F}: a prompt's first
+  token comes after whole frames of F tokens at R ms a token (pre_process.cpp
+  `prefill_input_tokens_count`; default no cost), so the backend's self-check can measure it.
 - Arguments (llm.cpp `LLM::Impl::validate_generator_params`): temperature > 0, top_p in
   [0, 1], top_k >= 1, frequency_penalty != 0, else HailoRTInvalidArgumentException.
 - A str prompt is inserted as is, no template (pyhailort.py `LLM.generate` docstring;
@@ -61,7 +65,8 @@ hef.cpp = hailort/libhailort/src/hef/hef.cpp. Each behaviour and where to re-che
   (minja's options and polyfills). {"template_drift": "TEXT"} makes this device render each
   message-list prompt with TEXT appended, as a device whose rendering differed from
   hailo-repl's would: its text path and list path then disagree, which hailo-repl's
-  self-check must notice.
+  self-check must notice. A render that fails raises HailoRTException (minja_wrapper.cpp
+  turns any render error into HAILO_INTERNAL_FAILURE), with m_is_first already unset.
 - max_generated_tokens=0: the prompt is only prefilled. generate() itself waits for the
   empty answer (llm.cpp `LLMGenerator::Impl::generate`); the status is MAX_TOKENS_REACHED
   and, tokens being zero, neither a token nor the recovery sequence reaches the context
@@ -72,7 +77,10 @@ hef.cpp = hailort/libhailort/src/hef/hef.cpp. Each behaviour and where to re-che
   prompt). A prefill-only prompt holding TEXT leaves only what comes before TEXT in the
   context: the server prefills the rest apart and at the end restores the cache saved before
   it (llm_server.cpp `handle_prefill_phase`, `handle_reasoning_generation_completion`), so the
-  context holds fewer tokens than tokenize() counts. A generation's reasoning is not modelled.
+  context holds fewer tokens than tokenize() counts. A generation's prompt holding TEXT (the
+  user's own literal one included: the first occurrence counts) leaves, once it completes,
+  the context as before TEXT plus what the reply says after "</think>"
+  (`handle_reasoning_generation_completion`).
 - save_context()/load_context() (pyhailort.py; llm_server.cpp `LLMServer::get_context` and
   `set_context`; context_structure.hpp): the data is a packed header (magic 0x01484546,
   the HailoRT version as three u32, protocol version 0, the HEF's `hef.hash()` as a
@@ -89,7 +97,11 @@ hef.cpp = hailort/libhailort/src/hef/hef.cpp. Each behaviour and where to re-che
   `LLMWrapper::save_context`, marked TODO HRT-19106); load_context does list(data) and the
   binding copies the list back: all with the GIL held. So a saved context here is
   `context_bytes` long (default QWEN2_5_1_5B_CONTEXT_BYTES) and each save and load holds the
-  GIL for `context_convert_ms_per_mb` per MB of it. The environment's
+  GIL for `context_convert_ms_per_mb` per MB of it, and the data really goes through a list
+  of ints (8 bytes a byte in memory). save_context/load_context beside a live generation
+  are refused (llm.cpp uses the session outside its mutex for them; a save waits with no
+  timeout, hailo_session.hpp): AssertionError. {"nondeterministic_context": true}: a saved
+  context that differs between identical runs. The environment's
   HAILO_FAKE_CONTEXT_BYTES and HAILO_FAKE_CONVERT_MS_PER_MB set both for every script (the
   test suite keeps them small); a script's own keys win.
 - LLM() (pyhailort.py `LLM.__init__` is outside ExceptionWrapper; llm_api.cpp
@@ -127,7 +139,7 @@ from hailo_platform.pyhailort.pyhailort import (
 )
 from hailo_platform.recorder import record
 from hailo_platform.vdevice import VDevice  # noqa: F401  (re-exported like the real genai)
-from hailo_repl.backends.chat_template import ChatTemplate
+from hailo_repl.backends.chat_template import ChatTemplate, TemplateError
 
 DEFAULT_CAPACITY = 4096
 DEFAULT_REPLY = ["<text>", "Hello", " from", " the", " fake", " Hailo", "-", "10H", ".", "</text>", "<|im_end|>"]
@@ -493,10 +505,13 @@ class LLM:
             # minja_wrapper.cpp `render` unsets m_is_first before it renders: a render that
             # fails leaves the next prompt taken for a later one all the same.
             device.template_first = False
-            if device.renderer is None:
-                device.renderer = ChatTemplate(device.template)
-            # A later prompt is rendered after the probe, then cut (minja_wrapper.cpp `render`).
-            text = (device.renderer.first if first else device.renderer.later)(prompt) + device.template_drift
+            try:
+                if device.renderer is None:
+                    device.renderer = ChatTemplate(device.template)
+                # A later prompt is rendered after the probe, then cut (minja_wrapper.cpp `render`).
+                text = (device.renderer.first if first else device.renderer.later)(prompt) + device.template_drift
+            except TemplateError:  # minja_wrapper.cpp turns any render failure into this
+                raise HailoRTException("libhailort failed with error: 8 (HAILO_INTERNAL_FAILURE)") from None
         held = "".join(device.context)
         reasoning_cut = None
         if device.reasoning_start and device.reasoning_start in text:
