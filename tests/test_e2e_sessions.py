@@ -8,6 +8,7 @@ import signal
 from pathlib import Path
 
 import pytest
+from conftest import remember_device
 from prompt_toolkit.utils import get_cwidth
 from terminal import ANSI_SEQUENCE, Terminal, device_messages, with_fakes
 
@@ -81,7 +82,10 @@ def test_sigkill_during_a_reply_loses_only_that_reply_and_c_shows_the_last_turns
     assert contents[-2:] == ["Third question", "Still here."]
 
 
-def test_history_then_resume_with_tab_inside_the_repl(env, tmp_path):
+def test_history_then_resume_with_tab_inside_the_repl(env, tmp_path, hailo_resources):
+    # A device whose figures say loading a kept context beats reading it again.
+    facts = Path(env["XDG_DATA_HOME"]) / "hailo-repl" / "contexts" / "hailo-device-facts.json"
+    remember_device(hailo_resources.directory / f"{QWEN}.hef", facts)
     first = repl(env, tmp_path, [["About", " tea."]])
     first.expect(PROMPT)
     exchange(first, "Tell me about tea", "About tea.")
