@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import remember_device
 from terminal import Terminal, device_messages, with_fakes
 from terminal import user_messages_sent as newest_user_messages
 
@@ -317,8 +318,11 @@ def test_ctrl_c_while_waiting_for_a_stalled_device_gives_the_prompt_back(hailo_e
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
-def test_a_termination_signal_during_a_reply_stops_it_before_the_release(hailo_env, tmp_path, signum):
+def test_a_termination_signal_during_a_reply_stops_it_before_the_release(hailo_env, hailo_resources, tmp_path, signum):
     env, log = hailo_env
+    # A device whose figures say a load pays: the system prompt's context is worth keeping at the end.
+    facts = Path(env["XDG_DATA_HOME"]) / "hailo-repl" / "contexts" / "hailo-device-facts.json"
+    remember_device(hailo_resources.directory / "Qwen2.5-1.5B-Instruct.hef", facts)
     term = hailo_terminal(env, tmp_path, {"replies": [["word "] * 400], "delay_ms": 20})
     term.expect(PROMPT)
     term.send("Tell me everything\r")
