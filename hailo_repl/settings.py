@@ -251,7 +251,7 @@ SETTINGS_TABLE: tuple[Setting, ...] = (
         "device-context-budget",
         help="MiB of disk the Hailo device contexts kept for a quick resume may take together (each is the "
         "whole KV cache, ~112 MiB for Qwen2.5-1.5B); the oldest go first; 0 keeps none",
-        default=512,
+        default=512,  # four Qwen2.5-1.5B contexts
         whole=True,
         low=0,
         high=None,

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from hailo_repl.log import logger
+from hailo_repl.settings import default_of
 
 CONTEXT_SUFFIX = ".ctx"
-DEFAULT_BUDGET_MIB = 512  # four Qwen2.5-1.5B contexts (112 MiB each)
 # Peak memory of a save or a load, in context sizes: the binding's vector, the list of ints
 # (8 bytes a byte on 64-bit CPython, small ints being shared objects), the bytes, and one copy
 # for the file. llm_api.cpp `LLMWrapper::save_context` (vector -> list), pyhailort.py
@@ -46,7 +46,7 @@ class KeepingPolicy:
     (sessions/<id>.ctx beside <id>.json); `cache_directory`: the system prompts' contexts."""
 
     keep_chats: bool = True  # False: keep none (-p and pipes, unless a setting says so)
-    budget_bytes: int = DEFAULT_BUDGET_MIB << 20
+    budget_bytes: int = default_of("device-context-budget") << 20
     chat_directory: Path | None = None
     cache_directory: Path | None = None
 
