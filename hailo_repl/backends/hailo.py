@@ -1,40 +1,26 @@
 """The Hailo-10H backend: HailoRT's `hailo_platform.genai.LLM` on a shared VDevice.
 
-What the device keeps decides the design. In HailoRT (hailo-ai/hailort v5.2.0,
-hailort/libhailort/bindings/python/platform/hailo_platform/pyhailort/pyhailort.py,
-`LLM.generate` docstring; template state in
-hailort/libhailort/src/genai/llm/minja_wrapper/minja_wrapper.cpp) "the conversation
-context is automatically maintained between calls": every generate() appends its
-templated prompt and its reply to the on-device KV cache, and system messages are
-refused after the first prompt of a context. So this backend remembers what the
-device holds (its own replies included, by content) and sends only the messages
-after that; when the conversation no longer starts with it (a dropped turn, /undo,
-/retry, /load, /system, a failed generation) it clears the context and sends the
-whole conversation once.
+What the device keeps decides the design. In HailoRT (hailo-ai/hailort v5.2.0, pyhailort.py
+`LLM.generate` docstring; template state in minja_wrapper.cpp) "the conversation context is
+automatically maintained between calls": every generate() appends its templated prompt and its
+reply to the on-device KV cache, and system messages are refused after a context's first prompt.
+So this backend remembers what the device holds (its own replies included, by content) and
+sends only the messages after that; when the conversation no longer starts with it (a dropped
+turn, /undo, /retry, /load, /system, a failed or stopped generation: what an abort leaves,
+llm.cpp `LLMGeneratorCompletion::Impl::abort`, is not known) it clears the context and sends
+the whole conversation once. A full context is only a warning there (the cache slides): the
+caller keeps usage within capacity with `count_tokens`. One request reaches the device at a
+time (session_wrapper.cpp `SessionWrapper::execute`) and a clear during a reply would empty it
+mid-reply (llm_server.cpp handle_clear_context_request): clear() and release() stop the reply
+first; release goes clear_context(), llm.release(), vdevice.release().
 
-Other facts from the same source that shape the code:
-- A full context is only a warning on the device (the KV cache slides), so the
-  caller must keep usage within capacity; `count_tokens` gives it what to check.
-- Only one generation may exist at a time, and one request reaches the device at a time
-  (session_wrapper.cpp `SessionWrapper::execute`); the server's clear_context takes its
-  generation lock only per token (llm_server.cpp handle_clear_context_request): a clear
-  during a reply would empty the context mid-reply. clear() and release() stop the reply first.
-- The bindings (llm_api.cpp) hold the GIL in every call, a read() waiting included: the model
-  loads before the prompt is shown, and replies are read in short polls (hailo_stream.py).
-- Release order on every exit path: clear_context(), llm.release(), vdevice.release().
-- What the device holds after an abort (llm.cpp `LLMGeneratorCompletion::Impl::abort`: tokens
-  generated meanwhile, read or not, and the recovery sequence) is not known here, so the next
-  turn starts afresh.
-- save_context()/load_context() keep the context in a file (hailo_saves.py), where the
-  device's own figures say a load beats reading again (hailo_keeping.py). A load leaves the
-  template's first-prompt state as it was (minja_wrapper.cpp `m_is_first`, reset only by
-  `LLM::Impl::clear_context` in llm.cpp): after it, a templated prompt would be rendered as a
-  context's first (Qwen's default system prompt mid-context), so until the next clear the
-  prompts go as plain text, rendered by chat_template.py as minja_wrapper.cpp renders a later
-  prompt (pyhailort.py `LLM.generate`: a str is inserted as is), on a HEF that has passed its
-  self-check (hailo_selfcheck.py) only.
-
-The device and the HEF: hailo_device.py; reading a reply: hailo_stream.py.
+A loaded context (hailo_saves.py, where hailo_keeping.py says it pays) leaves the template's
+first-prompt state as it was (minja_wrapper.cpp `m_is_first`, reset only by llm.cpp
+`LLM::Impl::clear_context`), so until the next clear prompts go as text rendered by
+chat_template.py as minja renders a later prompt (a str is inserted as is), on a HEF that has
+passed its self-check (hailo_selfcheck.py) only. The bindings (llm_api.cpp) hold the GIL in
+every call: the model loads before the prompt is shown, and replies are read in short polls
+(hailo_stream.py). The device and the HEF: hailo_device.py.
 """
 
 from __future__ import annotations
@@ -318,10 +304,9 @@ class HailoBackend:
         if not self._busy.acquire(blocking=False):  # a reply runs (or a stalled one waits): not now
             return False
         try:
-            held = self._held
-            if self._llm is None or not held or held != list(messages) or not self.context_to_keep(messages):
+            if not self.context_to_keep(messages):
                 return True  # nothing complete to keep, or nothing a load would pay for
-            return self.kept.save(self._llm, path, held)
+            return self.kept.save(self._llm, path, list(messages))
         finally:
             self._busy.release()
 
