@@ -93,7 +93,9 @@ def hailo_resources(tmp_path, monkeypatch):
 @pytest.fixture
 def log_lines():
     """hailo-repl's log messages (INFO and up) while the test runs."""
-    from loguru import logger
+    # hailo-repl's logger: its first use applies the set-up pending (which removes every sink), so
+    # the sink is added after it, not removed by the test's first log line.
+    from hailo_repl.log import logger
 
     lines: list[str] = []
     sink = logger.add(lines.append, level="INFO", format="{message}")
