@@ -17,10 +17,12 @@ import contextlib
 import errno
 import os
 import signal
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from prompt_toolkit import PromptSession
+from prompt_toolkit.application import run_in_terminal
 from prompt_toolkit.completion import ThreadedCompleter
 from prompt_toolkit.filters import Condition
 from prompt_toolkit.key_binding import merge_key_bindings
@@ -31,7 +33,7 @@ from hailo_repl.commands import BUILTINS, CommandCompleter, OffTheLoop, Quit, Se
 from hailo_repl.config import data_dir, sessions_dir
 from hailo_repl.config_file import config_path
 from hailo_repl.console import INFO, Console, labelled
-from hailo_repl.engine.api import EngineError, Event, TurnMode
+from hailo_repl.engine.api import EngineError, EngineNotice, Event, TurnMode
 from hailo_repl.history import input_history
 from hailo_repl.keys import EmptyLineInterrupt, load_input_bindings, load_reply_bindings
 from hailo_repl.log import logger
@@ -93,6 +95,7 @@ class Repl:
         self.hung_up = False  # the terminal went away (SIGHUP, or EIO while drawing)
         self.exit_code = 0
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0  # (its thread's ident)
         self._drawn = asyncio.Event()  # the prompt has been drawn at least once
         self.session: PromptSession[str] = PromptSession(
             message=[("class:prompt", USER_PREFIX)],
@@ -148,14 +151,33 @@ class Repl:
             self._loop.call_soon_threadsafe(self.prompt.say, labelled(INFO, text))
 
     def _take_event(self, event: Event) -> None:
-        """An engine event, from any thread: to the toolbar, on the loop (none once the loop has closed)."""
+        """An engine event, from any thread, taken on the loop: at once when it comes on the loop's
+        own thread (a line before a save that holds the GIL must show first), else as the loop's
+        next callback (none once the loop has closed)."""
         loop = self._loop
-        if loop is not None:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self.toolbar.take, event)
+        if loop is None:
+            return
+        if threading.get_ident() == self._loop_thread:
+            self._on_event(event)
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._on_event, event)
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, EngineNotice):
+            self.prompt.say(event.line)
+        self.toolbar.take(event)
+
+    async def _say_first(self, line: str) -> None:
+        """A line drawn now, above the prompt if one is up (before what holds the GIL next)."""
+        if self.session.app.is_running and not self.live:
+            await run_in_terminal(lambda: self.console.say(line))
+        else:
+            self.console.say(line)
 
     async def run(self) -> int:
         loop = self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self.engine.subscribe(self._take_event)
         route_to_loop(loop, self.ctrl_c, terminate=self.quit, resumed=self._resumed)
         loop.set_exception_handler(self._loop_error)
@@ -165,7 +187,7 @@ class Repl:
             self.show_resumed(self.resumed)
         load = asyncio.ensure_future(self._load(status.loads_in_background))
         load.add_done_callback(self._loaded)
-        idle_saves = asyncio.ensure_future(self.engine.keep_context_when_idle())
+        idle_saves = asyncio.ensure_future(self.engine.keep_context_when_idle(self._say_first))
         toolbar_refresh = asyncio.ensure_future(self.toolbar.keep_fresh())
         try:
             with typeahead_mode():

@@ -205,7 +205,7 @@ def run_chat(args: argparse.Namespace, settings: ResolvedSettings, config_file: 
     # What a chat needs (not imported at the top: see there).
     from hailo_repl.backends import open_backend
     from hailo_repl.backends.base import BackendError, GenerationParams
-    from hailo_repl.chat import Chat
+    from hailo_repl.chat import KEEPING_DEVICE_CONTEXT, Chat
     from hailo_repl.context import ContextOverflowError
     from hailo_repl.dialogs import choose_model, download_with_progress
     from hailo_repl.engine.api import EngineError, TurnEnd
@@ -216,6 +216,11 @@ def run_chat(args: argparse.Namespace, settings: ResolvedSettings, config_file: 
 
     setup_logging(to_file=settings["history"])  # --no-history: nothing of the chat on disk
     choice.context_cache = device_contexts_dir() if settings["history"] else None
+    from hailo_repl.backends.hailo_keeping import keeping_policy
+
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    chatting = interactive and args.prompt is None  # the REPL: -p and pipes keep no device context
+    choice.keeping = keeping_policy(settings.values, chatting, sessions_dir(), device_contexts_dir())
     if args.list_models and choice.backend in REMOTE_BACKENDS:
         try:
             print_server_models(choice)
@@ -231,7 +236,6 @@ def run_chat(args: argparse.Namespace, settings: ResolvedSettings, config_file: 
         print_chat_list(store)
         return EXIT_OK
     exit_on_termination()
-    interactive = sys.stdin.isatty() and sys.stdout.isatty()
     backend: Backend | None = None
     engine: LocalEngine | None = None
     holds = settings["history"]  # --no-history writes nothing, the lock file included: it only waits
@@ -307,10 +311,10 @@ def run_chat(args: argparse.Namespace, settings: ResolvedSettings, config_file: 
                 if engine is None:
                     backend.release()
                 else:
-                    if engine.status().context_unsaved and interactive and args.prompt is None:
+                    if engine.status().context_unsaved and chatting:
                         # the REPL: say why its exit waits (seconds on a Pi)
                         with contextlib.suppress(OSError):
-                            notices.info("Saving the device context for a quick resume…")
+                            notices.info(KEEPING_DEVICE_CONTEXT)
                     engine.quit()  # (the model /model switched to, if it did)
         if lock is not None:
             lock.release()  # once the device is free: a process waiting for it opens it next

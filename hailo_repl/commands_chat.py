@@ -19,6 +19,7 @@ from hailo_repl.sessions import SessionNotFoundError, SessionStore
 from hailo_repl.settings import GENERATION_SETTINGS, LIVE_SETTINGS, SETTINGS, Setting, SettingError
 
 HISTORY_ROWS = 20  # chats /history lists
+INSTANT_RESUME = "  (resumes instantly)"
 SAVE = "--save"
 GENERATION_NAMES = {setting.name for setting in GENERATION_SETTINGS}
 
@@ -199,7 +200,10 @@ def history_text(store: SessionStore, text: str) -> str:
     chats = store.search(text) if text else store.chats()
     if not chats:
         return f"No saved chat contains '{text}'." if text else "No saved chats yet."
-    rows = [chat.line() for chat in chats[:HISTORY_ROWS]]
+    # A chat whose device context is kept (the Hailo's, hailo_keeping.py) resumes without being read again.
+    rows = [
+        chat.line() + (INSTANT_RESUME if store.context_path(chat.id).exists() else "") for chat in chats[:HISTORY_ROWS]
+    ]
     more = len(chats) - len(rows)
     if more > 0:
         rows.append(f"… and {more} more (hailo-repl --list-chats lists them all)")

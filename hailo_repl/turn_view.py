@@ -9,7 +9,7 @@ import signal
 from typing import TYPE_CHECKING
 
 from hailo_repl.commands_base import SwitchModel
-from hailo_repl.engine.api import TurnCompleted, TurnEnd, TurnMode
+from hailo_repl.engine.api import Busy, TurnCompleted, TurnEnd, TurnMode
 from hailo_repl.render import ASSISTANT_PREFIX, ConsoleScreen, ReplyRenderer, ReplyScreen, ShownReply, show_reply
 
 if TYPE_CHECKING:
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from hailo_repl.engine.api import Turn
 
 SETTLE_NOTICE_AFTER = 0.3  # seconds of waiting for the previous reply before saying so
+SENT_AFTER_THE_SAVE = "Your message goes as soon as the device context is kept."
 
 
 class TurnView:
@@ -102,7 +103,9 @@ class TurnView:
         the wait instead: False then, and the thread is still running.
         """
         repl = self.repl
-        await repl.engine.context_saved()  # an idle save that a key press came during
+        if repl.engine.status().busy is Busy.SAVING_CONTEXT:  # an idle save that a key press came during
+            repl.console.info(SENT_AFTER_THE_SAVE)
+        await repl.engine.context_saved()
         if self.turn is None:
             return True
         worker = self.turn.finished

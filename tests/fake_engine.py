@@ -178,7 +178,7 @@ class FakeEngine:
     def note_activity(self):
         pass
 
-    async def keep_context_when_idle(self):
+    async def keep_context_when_idle(self, say_first):
         await asyncio.Event().wait()  # (never idle here)
 
     async def context_saved(self):

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import remember_qwen_where_keeping_pays
 from terminal import Terminal, exit_code_of
 
 pytestmark = pytest.mark.e2e
@@ -207,7 +208,8 @@ def test_at_100_tokens_a_second_the_pane_draws_a_few_frames_a_second_not_one_per
     assert term.quit() == 0
 
 
-def test_a_terminal_closed_during_a_reply_lets_it_finish_saves_it_whole_then_releases(pane, isolated_home):
+def test_a_terminal_closed_during_a_reply_lets_it_finish_saves_it_whole_then_releases(pane, hailo_resources):
+    remember_qwen_where_keeping_pays(hailo_resources)  # so that there is a device context to keep
     tokens = words(60)  # 3 s at 20 tokens a second
     term = pane([tokens], delay_ms=50)
     term.send("tell me\r")

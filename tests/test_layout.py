@@ -56,9 +56,10 @@ def test_the_engine_side_imports_nothing_of_the_terminal(tmp_path):
     assert not {"hailo_repl.app", "hailo_repl.render", "hailo_repl.pane", "hailo_repl.toolbar"} & modules
 
 
-def imports_of(path: Path, module: str) -> set[str]:
+def imports_of(path: Path, module: str, modules: set[str]) -> set[str]:
     """The hailo_repl modules `path` imports, anywhere in it (a function's import too), except
-    under `if TYPE_CHECKING:`, which never runs."""
+    under `if TYPE_CHECKING:`, which never runs. `from package import submodule` imports the
+    submodule, as `import package.submodule` does: the package is an edge only for a name of its own."""
     tree = ast.parse(path.read_text())
     found: set[str] = set()
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
@@ -74,8 +75,8 @@ def imports_of(path: Path, module: str) -> set[str]:
                 if child.level:
                     parts = package.split(".")
                     base = ".".join(parts[: len(parts) - child.level + 1] + ([base] if base else []))
-                found.add(base)
-                found.update(f"{base}.{alias.name}" for alias in child.names)
+                for alias in child.names:
+                    found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base)
             visit(child)
 
     visit(tree)
@@ -88,7 +89,8 @@ def module_graph() -> dict[str, set[str]]:
         parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
         name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
         modules[name] = path
-    return {name: imports_of(path, name) & set(modules) - {name} for name, path in modules.items()}
+    names = set(modules)
+    return {name: imports_of(path, name, names) & names - {name} for name, path in modules.items()}
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:

@@ -10,7 +10,7 @@ published analogue (docs/design.md, "The engine seam").
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -112,6 +112,12 @@ class EngineState(Event):
     error: str | None = None  # the load's, when it failed
 
 
+class EngineNotice(Event):
+    """A labelled line about the engine's own work (keeping the device context), not a turn's."""
+
+    line: str
+
+
 class UsageChanged(Event):
     usage: ContextUsage
 
@@ -188,6 +194,7 @@ class Status(Record):
     context_unsaved: bool = False  # the device context changed since it was kept (quit keeps it)
     saving: bool = False  # the chat is being saved (a save may wait seconds for another process's lock)
     unsaved: bool = False  # the last save failed: the latest turns are in no file
+    busy: Busy | None = None  # keeping the device context or switching models: a turn waits
 
 
 class Attached(Record):
@@ -334,8 +341,9 @@ if TYPE_CHECKING:
             """The user is at the terminal (a key, a new prompt): the idle save of the device context waits."""
             ...
 
-        async def keep_context_when_idle(self) -> None:
-            """Keep the device context when the user has been away a while (a task on the terminal's loop)."""
+        async def keep_context_when_idle(self, say_first: Callable[[str], Awaitable[None]]) -> None:
+            """Keep the device context when the user has been away a while (a task on the terminal's
+            loop); `say_first` shows the line about it before the save holds the GIL."""
             ...
 
         async def context_saved(self) -> None:

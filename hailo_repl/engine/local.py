@@ -13,13 +13,14 @@ import contextlib
 import itertools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from hailo_repl.backends import backend_for_model, model_names
 from hailo_repl.backends.base import Backend, BackendError, Message
-from hailo_repl.chat import Chat, ShownUpTo
+from hailo_repl.chat import KEEPING_DEVICE_CONTEXT, Chat, ShownUpTo
 from hailo_repl.config import log_file
+from hailo_repl.console import INFO, labelled
 from hailo_repl.context import ContextOverflowError, ContextUsage
 from hailo_repl.conversation import ConversationFileError, load_conversation
 from hailo_repl.engine import ops
@@ -29,6 +30,7 @@ from hailo_repl.engine.api import (
     ChatChange,
     ChatChanged,
     EngineError,
+    EngineNotice,
     EngineState,
     ErrorCode,
     Event,
@@ -101,6 +103,7 @@ class LocalEngine:
         self._turn: LocalTurn | None = None
         self._active_at = time.monotonic()  # the user's last key or prompt
         self._context_save: asyncio.Future[None] | None = None  # an idle save of the device context
+        self._busy: Busy | None = None
         self._switch_to: tuple[str, Backend] | None = None  # /model's backend, checked, not loaded yet
 
     # ---- events ------------------------------------------------------------------------
@@ -113,7 +116,7 @@ class LocalEngine:
             listener(event)
 
     def _state(self, state: ModelState, busy: Busy | None = None, error: str | None = None) -> None:
-        self.model_state = state
+        self.model_state, self._busy = state, busy
         backend = self.chat.backend
         self._emit(EngineState(self.turns.next_seq(), state, backend.model_name, backend.name, busy, error))
 
@@ -141,6 +144,7 @@ class LocalEngine:
             self.chat.device_context_unsaved(),
             self.chat.saving,
             self.chat.unsaved,
+            Busy.SAVING_CONTEXT if self._context_save is not None and not self._context_save.done() else self._busy,
         )
 
     def usage(self) -> ContextUsage:
@@ -201,7 +205,7 @@ class LocalEngine:
         old = self.chat.backend
         self._state(ModelState.LOADING, Busy.SWITCHING_MODEL)
         try:
-            self.chat.keep_device_context()
+            self.chat.keep_device_context(self._notice)
             old.release()
             backend.load()
         except Exception as error:
@@ -223,23 +227,30 @@ class LocalEngine:
 
     # ---- the device context ------------------------------------------------------------------
 
-    def keep_context(self) -> None:
-        """Keep the device context if the chat changed since (blocks for seconds on a Hailo, said
-        first as busy: a turn asked for meanwhile waits)."""
+    def keep_context(self, say: bool = True) -> None:
+        """Keep the device context if the chat changed since and keeping it pays (blocks for
+        seconds on a Hailo): said first as busy, and with `say` as a line (KEEPING_DEVICE_CONTEXT),
+        and one after if it could not be kept."""
         if self.chat.device_context_unsaved():
             self._state(self.model_state, Busy.SAVING_CONTEXT)
             try:
-                self.chat.keep_device_context()
+                self.chat.keep_device_context(self._notice if say else None)
             finally:
                 self._state(self.model_state)
+
+    def _notice(self, text: str) -> None:
+        """A line about the engine's own work (keeping the device context): to the terminal now,
+        on the thread that does it (the line before a save must come before the save)."""
+        self._emit(EngineNotice(self.turns.next_seq(), labelled(INFO, text)))
 
     def note_activity(self) -> None:
         """The user is at the terminal (a key, a new prompt): the idle save waits."""
         self._active_at = time.monotonic()
 
-    async def keep_context_when_idle(self) -> None:
+    async def keep_context_when_idle(self, say_first: Callable[[str], Awaitable[None]]) -> None:
         """Keep the device context once the user has done nothing for idle_save_seconds, no turn
-        running and the model ready (run as a task on the terminal's loop)."""
+        running and the model ready (run as a task on the terminal's loop). The save holds the GIL
+        for seconds on a Pi: `say_first` has the terminal show its line before it starts."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(min(self.idle_save_seconds / 4, 5.0))
@@ -247,7 +258,8 @@ class LocalEngine:
             turn_running = self._turn is not None and not self._turn.is_finished()
             if idle and self.model_state is ModelState.READY and not turn_running:
                 if self.chat.device_context_unsaved():
-                    self._context_save = loop.run_in_executor(None, self.keep_context)
+                    await say_first(labelled(INFO, KEEPING_DEVICE_CONTEXT))
+                    self._context_save = loop.run_in_executor(None, self.keep_context, False)
                     await asyncio.shield(self._context_save)
 
     async def context_saved(self) -> None:
@@ -257,8 +269,8 @@ class LocalEngine:
             self._context_save = None
 
     def quit(self) -> None:
-        """Keep the device context and release the model (blocks)."""
-        self.keep_context()
+        """Keep the device context and release the model (blocks; the terminal has said so)."""
+        self.keep_context(say=False)
         self.chat.backend.release()
         self._listeners.clear()  # (the terminal is gone too)
 
@@ -392,7 +404,7 @@ class LocalEngine:
 
     def resume(self, chat_id: str) -> None:
         try:
-            self.chat.resume(chat_id)  # (it keeps the device context of the chat it leaves)
+            self.chat.resume(chat_id, self._notice)  # (it keeps the device context of the chat it leaves)
         except ConversationFileError as error:
             raise EngineError(ErrorCode.BAD_FILE, str(error)) from None
         self._changed(ChatChange.RESUMED)
