@@ -215,6 +215,9 @@ class Repl:
         if self.pane.streaming:  # the chat's own count waits for the reply's thread
             state.usage = self.pane.usage(backend.context_used)
             state.reply = self.pane.progress()
+        elif self._worker is not None and not self._worker.done():
+            # A stopped reply's thread ends within a token: its figures come then (_reply), not the last reply's.
+            state.usage = self.pane.usage(backend.context_used)
         elif self.model_state is ModelState.READY:
             state.usage = self.chat.usage()
             state.tokens_per_second = self.chat.last_stats.tokens_per_second if self.chat.last_stats else None
@@ -559,6 +562,7 @@ class Repl:
         cancel = threading.Event()
         usage_before = self.chat.usage() if self.live else None  # read before the reply's thread uses the backend
         self._worker = loop.run_in_executor(None, self._generate, text, replace_last, cancel, events)
+        self._worker.add_done_callback(lambda _: self.session.app.invalidate())  # the toolbar: this reply's figures
 
         def interrupt() -> None:
             cancel.set()

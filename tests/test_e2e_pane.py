@@ -4,6 +4,7 @@ shows and is sent after the reply, and the scrollback holds the reply once, what
 
 import json
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -221,3 +222,27 @@ def test_a_terminal_closed_during_a_reply_ends_the_chat_as_sighup_and_keeps_the_
     [saved] = (Path(os.environ["XDG_DATA_HOME"]) / "hailo-repl" / "sessions").glob("*.json")
     reply = json.loads(saved.read_text())["messages"][-1]
     assert reply["interrupted"] and reply["content"].startswith("w0 w1 w2 w3 w4 w5")
+
+
+def test_after_a_stopped_reply_the_toolbar_shows_its_speed_not_the_previous_ones(pane):
+    fast = {"tokens": ["<text>", *words(40), "</text>"], "delay_ms": 2}
+    slow = {"tokens": ["<text>", *words(300, start=100), "</text>"], "delay_ms": 60}
+    term = pane([fast, slow], delay_ms=2)
+    term.send("first\r")
+    term.expect_screen(r"w39")
+    term.expect_reply_end()
+    previous = re.search(r"│ [\d.]+ tok/s", term.screen.last_row())[0]
+    term.send("second\r")
+    term.expect_screen(r"w108 ")
+    term.send("\x03")
+    term.expect_reply_end()
+    toolbars = []
+    for _ in range(25):  # the toolbar is redrawn at least every 0.5 s
+        toolbars.append(term.screen.last_row())
+        term.pump(0.05)
+    term.send("/stats\r")
+    last = term.expect_screen(r"Last reply: +(\d+) tokens, .* ([\d.]+) tok/s")
+    assert 5 < int(last[1]) < 300  # the stopped reply's
+    assert not [row for row in toolbars if previous in row]
+    assert f"│ {last[2]} tok/s" in toolbars[-1], toolbars[-1]
+    quit_chat(term)
