@@ -141,7 +141,6 @@ class Repl:
         self._prompt: asyncio.Future[str] | None = None  # the prompt on screen, if one is
         self._prompt_in_reply = False  # the prompt on screen came up for a reply
         self._handling = False  # a message is being answered: Enter queues, Ctrl+C stops what runs
-        self._draft: Document | str = ""  # the input line, kept while a queued message is sent
         self.idle_save_seconds = IDLE_SAVE_SECONDS
         self._last_key = time.monotonic()  # or the last prompt's start
         self._context_save: asyncio.Future[None] | None = None  # an idle save of the device context
@@ -417,10 +416,10 @@ class Repl:
                 self.console.info("Not sent (Ctrl+C); Up brings the message back.")
 
     def _start_prompt(self, in_reply: bool = False) -> asyncio.Future[str]:
-        """Put the prompt on screen, with the input line as it was left (`_draft`)."""
+        """Put the prompt on screen, with the next message a Ctrl+C gave back in its input line."""
         self.session.editing_mode = EditingMode.VI if self.settings["vi-mode"] else EditingMode.EMACS
         self._prompt_in_reply = in_reply
-        default, self._draft = self._draft, ""
+        default = self.pane.take_given_back()
         # handle_sigint=False: prompt_toolkit would remove our SIGINT handler on exit;
         # set_exception_handler=False: errors go to the log, not over the screen.
         self._prompt = asyncio.ensure_future(
@@ -465,12 +464,14 @@ class Repl:
         buffer.reset()
 
     def _stop_reply(self, buffer: Buffer) -> None:
-        """Ctrl+C while a message is answered: stop the reply (or the wait before it); the
-        queued messages come back to the input line, before what is being typed, unsent."""
+        """Ctrl+C while a message is answered: stop the reply (or the wait before it). The queued
+        messages come back unsent, each on its own (a command never merges with text): the first
+        in the input line, the others and then what was being typed in the next prompts' input line."""
         queued = self.pane.unqueue()
         if queued:
-            typed = buffer.text
-            buffer.document = Document(queued + ("\n" + typed if typed else ""), len(queued))
+            buffer.append_to_history()  # what was being typed: Up brings it back too
+            self.pane.give_back(queued[1:] + ([buffer.text] if buffer.text else []))
+            buffer.document = Document(queued[0], len(queued[0]))
         self.ctrl_c()
 
     async def _switch_model(self, backend: Backend) -> None:

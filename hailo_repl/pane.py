@@ -40,6 +40,7 @@ SYNC_BEGIN, SYNC_END = "\x1b[?2026h", "\x1b[?2026l"  # synchronized output: the 
 # (cursor saved) erase below from the next row's start, and back.
 ERASE_FRAME_BELOW = "\x1b[K\x1b7\x1b[B\r\x1b[J\x1b8"
 QUEUED_PREFIX = "queued: "
+GIVEN_BACK_PREFIX = "next: "
 
 
 @dataclass
@@ -85,6 +86,9 @@ class ReplyPane:
         self.app = app
         self.streaming = False
         self.queued: list[str] = []
+        # Queued messages a Ctrl+C gave back, after the one it put in the input line: each comes
+        # back, unsent, in the input line of a next prompt (take_given_back), one at a time.
+        self.given_back: list[str] = []
         self.ends_after = False
         self._live = ""  # the reply's text after the last line it finished
         self._held_notices: list[str] = []  # lines about the reply, for after its last word
@@ -105,13 +109,13 @@ class ReplyPane:
             FormattedTextControl(self._fragments),
             wrap_lines=True,
             dont_extend_height=True,
-            height=lambda: Dimension(max=LIVE_ROWS + len(self._held_notices) + len(self.queued)),
+            height=lambda: Dimension(max=LIVE_ROWS + len(self._held_notices) + len(self.queued) + len(self.given_back)),
         )
-        shown = Condition(lambda: bool(self._live or self._held_notices or self.queued))
+        shown = Condition(lambda: bool(self._live or self._held_notices or self.queued or self.given_back))
         return ConditionalContainer(window, shown & ~is_done)
 
     def _fragments(self) -> StyleAndTextTuples:
-        rows = list(self._rows())[-LIVE_ROWS - len(self._held_notices) - len(self.queued) :]
+        rows = list(self._rows())[-LIVE_ROWS - len(self._held_notices) - len(self.queued) - len(self.given_back) :]
         most = self.app.output.get_size().columns * LIVE_ROWS  # a line without word-wrap: its end shows
         fragments: StyleAndTextTuples = []
         for style, text in rows:
@@ -119,11 +123,12 @@ class ReplyPane:
         return fragments
 
     def _rows(self) -> Iterator[tuple[str, str]]:
-        """The reply's unfinished line(s), the lines about it so far, the queued messages."""
+        """The reply's unfinished line(s), the lines about it so far, the queued messages, those given back."""
         if self._live:
             yield from (("", line) for line in self._live.split("\n"))
         yield from (("class:notice", line) for line in self._held_notices)
         yield from (("class:queued", QUEUED_PREFIX + text.split("\n", 1)[0]) for text in self.queued)
+        yield from (("class:queued", GIVEN_BACK_PREFIX + text.split("\n", 1)[0]) for text in self.given_back)
 
     # ---- a reply ---------------------------------------------------------------------------
 
@@ -194,11 +199,19 @@ class ReplyPane:
         self.ends_after = True
         self.app.invalidate()
 
-    def unqueue(self) -> str:
-        """The queued messages, taken back (Ctrl+C): their text, a line each."""
-        text = "\n".join(self.queued)
-        self.queued, self.ends_after = [], False
-        return text
+    def unqueue(self) -> list[str]:
+        """The queued messages, taken back (Ctrl+C), each as it was queued."""
+        queued, self.queued, self.ends_after = self.queued, [], False
+        return queued
+
+    def give_back(self, texts: list[str]) -> None:
+        """Messages for the input line of the next prompts, one at a time, before any given back earlier."""
+        self.given_back[:0] = texts
+        self.app.invalidate()
+
+    def take_given_back(self) -> str:
+        """The next message given back, for a prompt's input line ("" if none waits)."""
+        return self.given_back.pop(0) if self.given_back else ""
 
     # ---- writing above the prompt -------------------------------------------------------
 

@@ -246,3 +246,33 @@ def test_after_a_stopped_reply_the_toolbar_shows_its_speed_not_the_previous_ones
     assert not [row for row in toolbars if previous in row]
     assert f"│ {last[2]} tok/s" in toolbars[-1], toolbars[-1]
     quit_chat(term)
+
+
+def test_ctrl_c_gives_each_queued_message_back_on_its_own_and_a_command_stays_a_command(pane):
+    term = pane([["<text>", *words(300), "</text>"], ["Fresh", " start"]], delay_ms=30)
+    term.send("tell me\r")
+    term.expect_screen(r"w5 ")
+    term.send("/clear\r")
+    term.expect_screen(r"queued: /clear")
+    term.send("hello after\x1b\rclear\r")  # (two lines: one message)
+    term.expect_screen(r"queued: hello after")
+    term.send("draft")
+    term.expect_screen(r"You: draft")
+    term.send("\x03")
+    term.expect_reply_end()
+    # Nothing more is sent: the first queued message is in the input line, the others wait their turn.
+    term.expect_screen(r"next: hello after\nnext: draft\nYou: /clear\n")
+    term.send("\r")
+    term.expect_screen(r"\[Info\] Conversation cleared\.")
+    term.expect_screen(r"next: draft\nYou: hello after\n +clear\n")
+    term.send("\r")
+    term.expect_screen(r"Assistant: Fresh start")
+    term.expect_reply_end()
+    term.expect_screen(r"\nYou: draft\n")
+    shown = "\n".join(term.screen.scrollback())
+    assert "Unknown command" not in shown and "next: " not in shown.rsplit("Assistant: Fresh start", 1)[1]
+    generations = _events(pane.log)
+    assert user_messages_sent(generations) == ["tell me", "hello after\nclear"]
+    assert "tell me" not in generations[-1]["held"] + generations[-1]["inserted"]  # /clear ran before it
+    term.send("\x03")
+    quit_chat(term)
