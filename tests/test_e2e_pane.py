@@ -33,7 +33,7 @@ def pane(isolated_home, hailo_resources, tmp_path):
     hailo_resources(QWEN)
     log = tmp_path / "fake.jsonl"
 
-    def start(replies, delay_ms: int, cols: int = 100) -> Terminal:
+    def start(replies, delay_ms: int, cols: int = 100, args: tuple[str, ...] = ()) -> Terminal:
         script = tmp_path / "script.json"
         script.write_text(json.dumps({"replies": replies, "delay_ms": delay_ms}))
         env = with_fakes(
@@ -45,7 +45,7 @@ def pane(isolated_home, hailo_resources, tmp_path):
                 "XDG_STATE_HOME": os.environ["XDG_STATE_HOME"],
             }
         )
-        term = Terminal(["--hef-path", QWEN], env, rows=30, cols=cols)
+        term = Terminal(["--hef-path", QWEN, *args], env, rows=30, cols=cols)
         term.expect_screen(TOOLBAR)
         return term
 
@@ -275,4 +275,36 @@ def test_ctrl_c_gives_each_queued_message_back_on_its_own_and_a_command_stays_a_
     assert user_messages_sent(generations) == ["tell me", "hello after\nclear"]
     assert "tell me" not in generations[-1]["held"] + generations[-1]["inserted"]  # /clear ran before it
     term.send("\x03")
+    quit_chat(term)
+
+
+def test_without_word_wrap_the_live_rows_show_the_newest_wide_characters(pane):
+    groups = [f"{i:03d}漢字かな交じり文" for i in range(120)]  # 19 cells each, no space: one line
+    stalled = {"tokens": ["<text>", *groups, "</text>"], "stall_at": 61, "stall_ms": 6000}
+    term = pane([stalled], delay_ms=5, args=("--no-word-wrap",))
+    term.send("tell me\r")
+    term.expect_screen(r"Assistant: 000漢字")
+    term.expect_screen(r"059漢字かな交じり文\n", timeout=20)  # the newest text, at the end of the last live row
+    above_the_input = term.screen.rows()[term.screen.rows().index("You:") - 1]
+    assert above_the_input.endswith("059漢字かな交じり文")
+    term.send("\x03")
+    term.expect_reply_end()
+    quit_chat(term)
+
+
+def test_long_queued_messages_take_a_row_each_and_none_is_cut_off(pane):
+    term = pane([["<text>", *words(400), "</text>"], ["a"], ["b"], ["c"]], delay_ms=50)
+    term.send("tell me\r")
+    term.expect_screen(r"w3 ")
+    for name in ("ONE", "TWO", "END"):
+        term.send(f"{name} " + "long message " * 19 + f"{name}-end\r")  # 270 characters: 3 rows at 100 columns
+    term.expect_screen(r"│ 3 queued")
+    term.pump(0.3)
+    rows = term.screen.rows()
+    prompt = rows.index("You:")
+    assert [row[:12] for row in rows[prompt - 3 : prompt]] == ["queued: ONE ", "queued: TWO ", "queued: END "]
+    assert all(row.endswith("…") and len(row) == 100 for row in rows[prompt - 3 : prompt])
+    term.send("\x03")
+    term.expect_reply_end()
+    term.send("\x03")  # (the first queued message, given back to the input line)
     quit_chat(term)
