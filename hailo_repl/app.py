@@ -265,7 +265,14 @@ class Repl:
                     # prompt_async → _dumb_prompt), whose frames this one never sees; the prompt is
                     # plain text, up as soon as it is asked for.
                     self._first_frame()
-                await self._converse(load)
+                try:
+                    await self._converse(load)
+                finally:
+                    # A prompt still up (a queued /quit, a signal) ends in its own raw mode, before the
+                    # shell's mode is back: the answer to its last cursor-position request is read,
+                    # not echoed on the screen.
+                    with contextlib.suppress(OSError):  # (a terminal that went away)
+                        await self._end_prompt()
         except OSError as write_error:
             if write_error.errno != errno.EIO or not self._terminal_gone():
                 raise
@@ -276,8 +283,6 @@ class Repl:
         finally:
             idle_saves.cancel()
             toolbar_refresh.cancel()
-            with contextlib.suppress(OSError):  # (a terminal that went away)
-                await self._end_prompt()
             await self._settle()
             self._drawn.set()  # a chat ended before its first frame: the load still runs, to be released
             if not load.done():
@@ -453,6 +458,7 @@ class Repl:
         if prompt is None:
             return
         if app.future is not None and not app.future.done():
+            app.erase_when_done = not app.current_buffer.text  # an empty "You: " left behind says nothing
             app.exit(exception=EOFError)
         with contextlib.suppress(EOFError, EmptyLineInterrupt):
             await prompt

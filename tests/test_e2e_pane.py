@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from terminal import Terminal, user_messages_sent, with_fakes
+from terminal import CPR_REQUEST, Terminal, user_messages_sent, with_fakes
 
 pytestmark = pytest.mark.e2e
 
@@ -308,3 +308,23 @@ def test_long_queued_messages_take_a_row_each_and_none_is_cut_off(pane):
     term.expect_reply_end()
     term.send("\x03")  # (the first queued message, given back to the input line)
     quit_chat(term)
+
+
+def test_a_queued_quit_leaves_no_cursor_report_and_no_empty_prompt_on_the_screen(pane):
+    term = pane([["<text>", *words(40), "</text>"]], delay_ms=20)
+    term.send("tell me\r")
+    term.expect_screen(r"w3 ")
+    term.send("/quit\r")
+    term.expect_screen(r"queued: /quit")
+    # The reply's end asks where the cursor is; a terminal answers soon, but not always before
+    # the chat has ended (here: 0.3 s later, as over a slow link).
+    term.child.expect(CPR_REQUEST)
+    asked = len(term.transcript.getvalue())
+    time.sleep(0.3)
+    term.send(f"\x1b[{term.rows};1R")
+    assert term.wait_for_exit() == 0
+    after = term.transcript.getvalue()[asked:]
+    assert "^[[" not in after and not re.search(r"\d;1R", after), repr(after)  # the answer, echoed
+    rows = [row for row in term.screen.scrollback() if row.strip()]
+    end = rows.index("You: /quit")
+    assert rows[end + 1 :] == ["[Info] Saving the device context for a quick resume…"], rows[end:]
