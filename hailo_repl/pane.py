@@ -102,6 +102,14 @@ class ReplyPane:
         self.drawn_at = 0.0  # (monotonic) when a frame was last drawn
         self._rows_cache: tuple[tuple[int, int] | None, list[tuple[str, str]]] = (None, [])
         app.after_render += self._after_render
+        # While a reply streams the frame stays as tall as what it shows. A cursor report (a resize
+        # asks for one) makes prompt_toolkit's frame reach the screen's bottom, in blank rows; a
+        # smaller size next (a storm of resizes) would push those rows, and the frame above them,
+        # into the scrollback: tmux moves rows above the cursor there when the screen shrinks.
+        report = app.renderer.report_absolute_cursor_row
+        app.renderer.report_absolute_cursor_row = lambda row: report(  # type: ignore[method-assign]
+            app.output.get_size().rows if self.streaming else row
+        )
 
     # ---- the layout's parts ------------------------------------------------------------
 

@@ -76,12 +76,12 @@ def tmux_chat(isolated_home, hailo_resources, tmp_path):
     hailo_resources(QWEN)
     windows: list[Tmux] = []
 
-    def start(replies: list[list[str]], delay_ms: int, cols: int) -> Tmux:
+    def start(replies: list[list[str]], delay_ms: int, cols: int, args: tuple[str, ...] = ()) -> Tmux:
         script = tmp_path / "script.json"
         script.write_text(json.dumps({"replies": replies, "delay_ms": delay_ms}))
         env = with_fakes({**os.environ, "HAILO_FAKE_SCRIPT": str(script), "TERM": "xterm-256color"})
         env.pop("TMUX", None)  # a server of its own even when the tests run inside tmux
-        window = Tmux(tmp_path, hailo_repl_command() + ["--hef-path", QWEN], env, cols=cols, rows=30)
+        window = Tmux(tmp_path, hailo_repl_command() + ["--hef-path", QWEN, *args], env, cols=cols, rows=30)
         windows.append(window)
         window.wait_for(lambda rows: TOOLBAR in bottom_row(rows), "the first prompt and its toolbar")
         return window
@@ -112,4 +112,32 @@ def test_a_resize_to_narrower_and_back_during_a_reply_leaves_it_once_and_no_fram
     assert words.count("Assistant:") == 1
     last = max(i for i, row in enumerate(history) if row.strip())
     left_behind = [row for row in history[:last] if TOOLBAR in row or row.startswith("You: tell")]
+    assert left_behind == ["You: tell me"], "\n".join(history)
+
+
+STORM = [(60, 20), (300, 80), (20, 6), (100, 30), (33, 7), (250, 70), (21, 9), (100, 30), (45, 12), (100, 30)] * 3
+
+
+def test_a_storm_of_resizes_during_a_long_reply_leaves_each_line_once_and_no_frame_or_gap(tmux_chat):
+    lines = [f"L{i:04d} alpha beta\n" for i in range(1000)]
+    window = tmux_chat([["<text>", *lines, "</text>"]], delay_ms=5, cols=100, args=("--max-tokens", "1100"))
+    window.type("tell me")
+    window.run("send-keys", "Enter")
+    window.wait_for(lambda rows: re.search(r"^L\d{4} ", "\n".join(rows), re.M), "the reply to start")
+    for cols, rows in STORM:  # as a window manager drags a window: a size every 0.1 s
+        window.run("resize-window", "-x", str(cols), "-y", str(rows))
+        time.sleep(0.1)
+    window.wait_for(
+        lambda rows: re.search(r"\d tok/s", bottom_row(rows)) and not REPLYING.search(bottom_row(rows)),
+        "the reply to end",
+        timeout=60,
+    )
+
+    history = window.history()
+    shown = [row for row in history if re.fullmatch(r"(Assistant: )?L\d{4} alpha beta", row)]
+    assert [row.removeprefix("Assistant: ") for row in shown] == [line.strip() for line in lines]
+    first = history.index("Assistant: L0000 alpha beta")
+    last = history.index("L0999 alpha beta")
+    assert history[first : last + 1] == shown, "\n".join(row for row in history[first : last + 1] if row not in shown)
+    left_behind = [row for row in history[: last + 1] if TOOLBAR in row or row.startswith("You:")]
     assert left_behind == ["You: tell me"], "\n".join(history)
