@@ -55,11 +55,11 @@ def pane(isolated_home, hailo_resources, tmp_path):
 
 def joined_reply(term: Terminal, first_words: str) -> str:
     """The reply as the scrollback holds it: its rows from 'Assistant: <first_words>' to the
-    blank row after it, joined with spaces (word-wrap broke it into rows)."""
+    blank row after it (or an [Info] or [Error] line), joined with spaces (word-wrap broke it into rows)."""
     rows = term.screen.scrollback()
     starts = [i for i, row in enumerate(rows) if row.startswith("Assistant: " + first_words)]
     assert len(starts) == 1, f"the reply starts {len(starts)} times in the scrollback:\n" + "\n".join(rows)
-    end = next(i for i in range(starts[0] + 1, len(rows)) if not rows[i] or rows[i].startswith(("You:", "[")))
+    end = next(i for i in range(starts[0] + 1, len(rows)) if not rows[i] or rows[i].startswith(("You:", "[I", "[E")))
     return " ".join(rows[starts[0] : end])
 
 
@@ -126,7 +126,7 @@ def test_ctrl_c_retry_and_continue_leave_the_scrollback_clean(pane):
     term.expect_screen("You: draft")
     term.send("\x03")  # Ctrl+C: the reply stops, the typed text stays
     term.expect_reply_end()
-    assert "[interrupted]" in "".join(term.screen.rows())  # (the mark is not word-wrapped: the edge may cut it)
+    assert "[interrupted]" in term.screen_rows()  # (word-wrapped: whole, on the reply's last row or the next)
     assert "You: draft" in term.screen_rows()
     term.send(" more")
     term.expect_screen("You: draft more")  # typing goes on showing after the stop
