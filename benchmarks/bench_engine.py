@@ -28,7 +28,6 @@ import json
 import os
 import random
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,10 @@ from pathlib import Path
 from loguru import logger
 
 from hailo_repl.streaming import StreamingTextFilter, clean_response
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from terminal import hailo_repl_command  # noqa: E402  (the hailo-repl beside this Python, as the tests run it)
 
 SYSTEM_PROMPT = "You are a helpful assistant. Be concise and clear in your responses."
 E2E_PROMPT = "Write a long story about a dragon."
@@ -187,11 +190,6 @@ def bench_wrap(tokens: list[str], runs: int) -> dict:
 
 
 # --------------------------------------------------------------------------- (b)
-
-
-def hailo_repl_command() -> list[str]:
-    exe = shutil.which("hailo-repl")
-    return [exe] if exe else [sys.executable, "-m", "hailo_repl"]
 
 
 def _seconds(text: str) -> float:
@@ -483,7 +481,7 @@ def saved_turns(turns: int) -> list[dict]:
 def bench_loaded_chat(lengths: list[int], runs: int) -> dict:
     import tempfile
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "fakes"))
+    sys.path.insert(0, str(ROOT / "tests" / "fakes"))
     from hailo_repl.backends.base import GenerationParams
     from hailo_repl.backends.hailo import HailoBackend
     from hailo_repl.chat import Chat

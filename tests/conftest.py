@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +19,7 @@ from unittest import mock
 
 import llama_server as llama_server_process
 import pytest
-from terminal import FAKES, hailo_repl_command, with_fakes
+from terminal import FAKES, QWEN, Terminal, hailo_repl_command, user_messages_sent, with_fakes
 
 if str(FAKES) not in sys.path:
     sys.path.insert(0, str(FAKES))  # in-process tests import the double as hailo_platform
@@ -26,6 +28,39 @@ if str(FAKES) not in sys.path:
 # the e2e tests run inherits these); those about it set the script's own keys.
 os.environ.setdefault("HAILO_FAKE_CONTEXT_BYTES", str(64 * 1024))
 os.environ.setdefault("HAILO_FAKE_CONVERT_MS_PER_MB", "0")
+
+
+def _logging_as_a_hailo_repl_process_has_it() -> None:
+    """Every hailo-repl process sets up its log before anything logs (no sink on the terminal);
+    the tests' process too, so a test run alone logs as one run after others does (loguru's
+    default sink, added on whatever sys.stderr is when it first loads, is never used: the llama
+    backend's load redirects stderr into the log, and a sink on that looped)."""
+    from hailo_repl.log import setup_logging
+
+    setup_logging(to_file=False)
+
+
+_logging_as_a_hailo_repl_process_has_it()
+
+# The Debian package of each program a test runs (@pytest.mark.needs).
+PACKAGES = {"bash": "bash", "zsh": "zsh", "fish": "fish", "tmux": "tmux"}
+
+
+def running_in_ci() -> bool:
+    """CI=true (as CI services and .ci/run set it): every test must run there."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test marked `needs("zsh")` is skipped where zsh is missing, its reason naming the package
+    to install; in CI it fails instead, so a CI machine without it cannot pass by skipping."""
+    for marker in item.iter_markers("needs"):
+        for program in marker.args:
+            if shutil.which(program) is None:
+                install = f"sudo apt install {PACKAGES.get(program, program)}"
+                if running_in_ci():
+                    pytest.fail(f"{program} is not installed, and CI runs every test ({install})", pytrace=False)
+                pytest.skip(f"{program} is not installed ({install})")
 
 
 @pytest.fixture
@@ -109,18 +144,81 @@ def loaded_hailo_backend(hailo_resources, fake_script):
         backend.release()
 
 
+class FakeLog:
+    """What the double did (its HAILO_FAKE_LOG, one JSON event a line), read afresh at each call."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __call__(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines()]
+
+    def named(self, name: str) -> list[dict]:
+        """The events called `name` ("generate", "abort", "save_context"…), in order."""
+        return [event for event in self() if event["event"] == name]
+
+    def names(self) -> list[str]:
+        return [event["event"] for event in self()]
+
+    def user_messages_sent(self) -> list[str]:
+        """The newest user message of each generate() the double saw."""
+        return user_messages_sent(self.named("generate"))
+
+
 @pytest.fixture
 def fake_log(tmp_path, monkeypatch):
-    """HAILO_FAKE_LOG for the double; returns a reader of the recorded events."""
+    """HAILO_FAKE_LOG for the double (in this process and in those it starts); its reader."""
     path = tmp_path / "fake-hailo.jsonl"
     monkeypatch.setenv("HAILO_FAKE_LOG", str(path))
+    return FakeLog(path)
 
-    def events() -> list[dict]:
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines()]
 
-    return events
+@pytest.fixture(autouse=True)
+def _terminals_closed():
+    """Each Terminal a test opened is closed at its end, and what it started stopped, even when
+    the test failed before it quit."""
+    yield
+    Terminal.close_all()
+
+
+@pytest.fixture
+def double_terminal(isolated_home, hailo_resources, fake_log, tmp_path):
+    """Starts the installed hailo-repl in a pseudo-terminal on the hailo_platform double:
+    `double_terminal(script, *args, hef=QWEN, rows=30, cols=110, timeout=120, **env)`, where
+    `script` is the double's HAILO_FAKE_SCRIPT (replies, delays, stalls…), `args` more command-line
+    arguments, `hef` the --hef-path (None: none given) and `env` more environment. `.log` reads
+    what the double did (fake_log); `.env(script)` is the environment for a run with no terminal.
+    The terminals are closed at the test's end."""
+    hailo_resources(QWEN)
+    scripts = itertools.count()
+
+    def changes(script: dict, **more: str) -> dict[str, str]:
+        """What the environment needs beside this process's: the double and its script."""
+        path = tmp_path / f"script-{next(scripts)}.json"
+        path.write_text(json.dumps(script))
+        return {"PYTHONPATH": with_fakes()["PYTHONPATH"], "HAILO_FAKE_SCRIPT": str(path), **more}
+
+    def env(script: dict, **more: str) -> dict[str, str]:
+        return {**os.environ, **changes(script, **more)}
+
+    def start(
+        script: dict | None = None,
+        *args: str,
+        hef: str | None = QWEN,
+        rows: int = 30,
+        cols: int = 110,
+        timeout: float = 120,
+        **more_env: str,
+    ) -> Terminal:
+        model = ["--hef-path", hef] if hef else []
+        environment = changes(script or {"replies": [["Hello", " there"]]}, **more_env)
+        return Terminal([*model, *args], environment, rows=rows, cols=cols, timeout=timeout)
+
+    start.log = fake_log
+    start.env = env
+    return start
 
 
 def run_cli(*args: str, stdin: str | None = None, env: dict | None = None, fakes: bool = False):

@@ -1,9 +1,18 @@
-"""The one scripted backend for tests: it follows the backend protocol and replies from a script."""
+"""The one scripted backend for tests (it follows the backend protocol and replies from a script),
+and the one harness that runs slash commands on a chat as the REPL does."""
 
 from __future__ import annotations
 
+import io
 import threading
 import time
+from pathlib import Path
+
+from hailo_repl.backends.base import GenerationParams
+from hailo_repl.chat import Chat
+from hailo_repl.commands import BUILTINS
+from hailo_repl.console import Console
+from hailo_repl.settings import SETTINGS_TABLE
 
 
 class ScriptedBackend:
@@ -53,3 +62,43 @@ class ScriptedBackend:
 
     def release(self):
         pass
+
+
+class RecordingConsole(Console):
+    """A Console writing to a buffer, that also keeps each text said (labels included, unwrapped)."""
+
+    def __init__(self):
+        super().__init__(io.StringIO())
+        self.said: list[str] = []
+
+    def say(self, text):
+        self.said.append(text)
+        super().say(text)
+
+
+class CommandHarness:
+    """What a command may use of the running chat (commands.CommandContext), around `chat` (by
+    default a Chat on a ScriptedBackend). `run("/copy 2")` parses and runs the command as the REPL
+    does and returns what it wrote since the last run; `outcome` is what its handler returned (a
+    Send, a Resend…), `said` each text it said, and `shown` the ids of the chats it resumed."""
+
+    def __init__(self, chat: Chat | None = None, sessions_dir: Path | None = None, config_file: Path | None = None):
+        self.chat = chat if chat is not None else Chat(ScriptedBackend(), "be kind", GenerationParams())
+        self.console = RecordingConsole()
+        self.said = self.console.said
+        self.sessions_dir = sessions_dir
+        self.settings = {setting.name: setting.default for setting in SETTINGS_TABLE}
+        self.config_file = config_file
+        self.shown: list[str] = []
+        self.outcome = None
+
+    def show_resumed(self, chat):
+        self.shown.append(chat.id)
+
+    def run(self, text: str) -> str:
+        entry, argument, _ = BUILTINS.parse(text)
+        buffer = self.console.stream
+        buffer.seek(0)
+        buffer.truncate()
+        self.outcome = entry.handler(self, argument)
+        return buffer.getvalue()

@@ -13,19 +13,24 @@ is what a terminal would show, scrollback included, and `expect_screen` waits on
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
 import shutil
+import signal
 import sys
+import sysconfig
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pexpect
 import pyte
 
 CPR_REQUEST = r"\x1b\[6n"
+PROMPT = "You: "
+QWEN = "Qwen2.5-1.5B-Instruct"  # the model the e2e tests run on the double
 TOOLBAR = re.compile(r" · .* │ ")  # the toolbar's "model · backend │ …"
 REPLYING = re.compile(r"│ (generating|waiting for the first token) ")
 FAKES = Path(__file__).parent / "fakes"  # the hailo_platform double
@@ -55,10 +60,12 @@ def user_messages_sent(generations: list[dict]) -> list[str]:
 
 
 def hailo_repl_command() -> list[str]:
-    """The installed console script next to this Python (not a pyenv shim), as a user runs it."""
-    script = Path(sys.executable).parent / "hailo-repl"
-    if script.exists():
-        return [str(script)]
+    """The installed console script of this Python (beside it in a virtualenv, else in its scripts
+    folder; not a pyenv shim), as a user runs it. Never a path made from another by string surgery."""
+    for folder in (Path(sys.executable).parent, Path(sysconfig.get_path("scripts"))):
+        script = folder / "hailo-repl"
+        if script.exists():
+            return [str(script)]
     found = shutil.which("hailo-repl")
     if not found:
         raise RuntimeError("hailo-repl is not installed: pip install -e '.[llama,test]'")
@@ -116,13 +123,26 @@ class ScreenModel:
 
 
 class Terminal:
+    """The installed hailo-repl in a pseudo-terminal. Every Terminal a test opens is closed when the
+    test ends, passed or failed (`close_all`, called by an autouse fixture in conftest.py)."""
+
+    opened: list[Terminal] = []  # not yet closed by close_all
+
+    @classmethod
+    def close_all(cls) -> None:
+        while cls.opened:
+            cls.opened.pop().close()
+
     def __init__(self, args: list[str], env: dict, rows: int = 30, cols: int = 110, timeout: float = 120):
         command = hailo_repl_command()
         self.rows = rows
+        # The terminal's size is its own: not $COLUMNS and $LINES from the tests' environment
+        # (pytest-xdist's workers have 80 and 24 there), unless the test gives them.
+        inherited = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
         self.child = pexpect.spawn(
             command[0],
             command[1:] + args,
-            env={**os.environ, "TERM": "xterm-256color", **env},
+            env={**inherited, "TERM": "xterm-256color", **env},
             encoding="utf-8",
             dimensions=(rows, cols),
             timeout=timeout,
@@ -131,6 +151,7 @@ class Terminal:
         self.transcript = io.StringIO()  # all the program wrote, for a failure to show
         self.screen = ScreenModel(rows, cols)
         self.child.logfile_read = _Both(self.transcript, self.screen)
+        Terminal.opened.append(self)
 
     def expect(self, *patterns, timeout: float | None = -1) -> int:
         """Index of the first of `patterns` to appear (pexpect.EOF/TIMEOUT allowed).
@@ -174,6 +195,15 @@ class Terminal:
                 )
             self.pump(0.02)
 
+    def wait_until(self, condition: Callable[[], object], what: str, timeout: float = 60) -> None:
+        """Read what the program writes (answering cursor-position requests) until `condition()`
+        holds: an event in the double's log, a terminal mode; an AssertionError after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"waiting for {what}: timed out; the screen showed:\n{self.screen_rows()}")
+            self.pump(0.01)
+
     def pump(self, seconds: float) -> None:
         """Read what the program writes for `seconds`, answering cursor-position requests."""
         deadline = time.monotonic() + seconds
@@ -212,6 +242,43 @@ class Terminal:
         self.expect(pexpect.EOF)
         self.child.close()
         return self.child.exitstatus
+
+    def exchange(self, text: str, answer: str) -> None:
+        """Send `text`, see `answer` (a pattern), and wait until the reply has ended."""
+        self.send(text + "\r")
+        self.expect(answer)
+        self.expect_reply_end()
+
+    def quit(self) -> int | None:
+        """End the chat with /quit; its exit status."""
+        self.send("/quit\r")
+        return self.wait_for_exit()
+
+    def close(self) -> None:
+        """Stop the program if it still runs, and what it started: the pty made it the leader of
+        its own process group, whose id is its recorded pid."""
+        if not self.child.closed:
+            # SIGHUP (hailo-repl's clean end), SIGKILL if that fails. OSError: the test closed the
+            # terminal's side itself (a window closing); the group's check below stops the rest.
+            with contextlib.suppress(OSError):
+                self.child.close(force=True)
+        if _process_group_alive(self.child.pid):  # (the pid stays reserved while its group lives)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.child.pid, signal.SIGKILL)
+
+
+def _process_group_alive(group: int) -> bool:
+    """Whether a process (not a zombie) is in process group `group` (/proc/PID/stat's 5th field)."""
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/stat") as file:
+                    state, _parent, process_group = file.read().rsplit(")", 1)[1].split()[:3]
+            except OSError:
+                continue  # it ended meanwhile
+            if int(process_group) == group and state != "Z":
+                return True
+    return False
 
 
 class _Both:

@@ -31,14 +31,6 @@ RELEASE_ORDER = ["clear_context", "llm_release", "vdevice_release"]
 NO_HAILORT = {"PYTHONPATH": ""}  # the double stays off the path: no Hailo at all
 
 
-def names(events) -> list[str]:
-    return [event["event"] for event in events]
-
-
-def generates(events) -> list[dict]:
-    return [event for event in events if event["event"] == "generate"]
-
-
 def stderr_lines(result) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.strip()]
 
@@ -117,7 +109,8 @@ def test_pipe_without_hailo_answers_every_line(isolated_home):
 
 def test_reply_streams_to_stdout_while_it_is_generated(isolated_home, hailo_resources, fake_script, stop_later):
     hailo_resources(QWEN)
-    fake_script([{"tokens": ["Alpha", " beta", " gamma", " delta", " epsilon"], "delay_ms": 80}])
+    # The last word comes 2 s late: the reply is still being generated while the test looks.
+    fake_script([{"tokens": ["Alpha", " beta", " gamma", " delta", " epsilon"], "stall_at": 4, "stall_ms": 2000}])
     process = start_cli("-p", "hi")
     stop_later(process)
 
@@ -142,7 +135,7 @@ def test_pipe_runs_a_two_turn_conversation_on_the_device(isolated_home, hailo_re
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["Hello there.", "You said Hi."]
     events = fake_log()
-    first, second = generates(events)
+    first, second = fake_log.named("generate")
     # The system prompt read first, alone (and kept for the next chat), then the message.
     assert first["held"] + first["inserted"] == render_chatml(
         [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, {"role": "user", "content": "Hi"}]
@@ -150,7 +143,7 @@ def test_pipe_runs_a_two_turn_conversation_on_the_device(isolated_home, hailo_re
     # The device still holds turn 1: send only the new message, and never wipe it in between.
     assert second["inserted"] == render_chatml([{"role": "user", "content": "What did I just say?"}])
     at = [index for index, event in enumerate(events) if event["event"] == "generate"]
-    assert "clear_context" not in names(events)[at[0] : at[1]]
+    assert "clear_context" not in fake_log.names()[at[0] : at[1]]
     assert second["usage_before_reply"] > first["usage_before_reply"]
 
 
@@ -170,7 +163,7 @@ def test_hef_path_by_name_runs_the_hailo_backend(isolated_home, hailo_resources,
     events = fake_log()
     assert events[0] == {"event": "vdevice_open", "group_id": "SHARED"}
     assert {"event": "llm_open", "hef": f"{QWEN}.hef"} in events
-    assert names(events)[-3:] == RELEASE_ORDER
+    assert fake_log.names()[-3:] == RELEASE_ORDER
 
 
 def test_hef_path_takes_a_full_path(isolated_home, hailo_resources, fake_log, tmp_path):
@@ -204,8 +197,8 @@ def test_without_hef_path_and_several_models_no_terminal_says_which_to_pass(isol
     line = assert_one_clean_line(result)
     assert QWEN in line and CODER in line and "--hef-path" in line
     assert result.stdout == ""
-    assert "llm_open" not in names(fake_log())
-    assert names(fake_log())[-1] == "vdevice_release"
+    assert "llm_open" not in fake_log.names()
+    assert fake_log.names()[-1] == "vdevice_release"
 
 
 def test_without_any_model_says_none_are_downloaded(isolated_home, hailo_resources, fake_log):
@@ -217,7 +210,7 @@ def test_without_any_model_says_none_are_downloaded(isolated_home, hailo_resourc
     line = assert_one_clean_line(result)
     assert "No downloaded LLM models found" in line
     assert "--hef-path" in line or "hailo-download-resources" in line  # how to get one
-    assert names(fake_log())[-1] == "vdevice_release"
+    assert fake_log.names()[-1] == "vdevice_release"
 
 
 class _Zoo(http.server.BaseHTTPRequestHandler):
@@ -391,7 +384,7 @@ def test_unresolvable_hef_path(isolated_home, hailo_resources, fake_log):
     assert result.returncode == 1
     assert "Failed to resolve HEF path: nosuch" in assert_one_clean_line(result)
     assert result.stdout == ""
-    assert names(fake_log())[-1] == "vdevice_release"
+    assert fake_log.names()[-1] == "vdevice_release"
 
 
 def test_no_device_with_backend_hailo(isolated_home, hailo_resources):
@@ -416,7 +409,7 @@ def test_no_device_with_auto_backend_falls_back_to_llama(isolated_home, hailo_re
     notice = assert_one_clean_line(result)
     assert "llama.cpp" in notice and "SmolLM2-135M-Instruct" in notice
     assert result.stdout.strip()
-    assert "generate" not in names(fake_log())
+    assert "generate" not in fake_log.names()
 
 
 def test_backend_failure_mid_stream_keeps_what_was_streamed(isolated_home, hailo_resources, fake_script, fake_log):
@@ -429,7 +422,7 @@ def test_backend_failure_mid_stream_keeps_what_was_streamed(isolated_home, hailo
     assert result.stdout.startswith("First second")
     assert "third" not in result.stdout
     assert assert_one_clean_line(result).startswith("Error: ")
-    assert names(fake_log())[-3:] == RELEASE_ORDER
+    assert fake_log.names()[-3:] == RELEASE_ORDER
 
 
 def test_sigterm_during_a_reply_aborts_and_releases(isolated_home, hailo_resources, fake_script, fake_log, stop_later):
@@ -445,7 +438,7 @@ def test_sigterm_during_a_reply_aborts_and_releases(isolated_home, hailo_resourc
     assert process.returncode == 128 + signal.SIGTERM  # exited by itself, not killed
     assert "Traceback" not in err.decode()
     assert out.count(b"tock") < 40
-    events = names(fake_log())
+    events = fake_log.names()
     assert "abort" in events
     # Then, there being time, the system prompt's context is kept (read alone and saved), and the release.
     assert events[events.index("abort") + 1 :] == ["clear_context", "prefill", "save_context", *RELEASE_ORDER]
@@ -458,7 +451,7 @@ def test_temperature_zero_is_greedy_decoding(isolated_home, hailo_resources, fak
 
     assert result.returncode == 0, result.stderr
     assert result.stdout == "Hello from the fake Hailo-10H.\n"
-    (event,) = generates(fake_log())
+    (event,) = fake_log.named("generate")
     assert event["do_sample"] is False
     assert event["temperature"] is None
 
@@ -469,7 +462,7 @@ def test_sampling_settings_reach_the_device(isolated_home, hailo_resources, fake
     result = run_cli("--temperature", "1.5", "--max-tokens", "7", "-p", "hi", fakes=True)
 
     assert result.returncode == 0, result.stderr
-    (event,) = generates(fake_log())
+    (event,) = fake_log.named("generate")
     assert event["do_sample"] is True
     assert event["temperature"] == 1.5
     assert event["max_generated_tokens"] == 7
@@ -484,4 +477,4 @@ def test_an_old_hailort_is_named_with_the_version_it_needs(isolated_home, hailo_
     line = assert_one_clean_line(result)
     assert line.startswith("Error: HailoRT 5.0.1 is installed; hailo-repl needs HailoRT 5.1.1 or later")
     assert "--backend llama" in line
-    assert names(fake_log())[-1] == "vdevice_release"
+    assert fake_log.names()[-1] == "vdevice_release"

@@ -1,19 +1,16 @@
 """/copy: the OSC 52 bytes (plain, tmux, screen), a local clipboard tool, and what is copied."""
 
 import base64
-import io
 import os
 import re
 import stat
 import threading
 
-from scripted import ScriptedBackend
+from scripted import CommandHarness, ScriptedBackend
 
 from hailo_repl import clipboard
 from hailo_repl.backends.base import GenerationParams
 from hailo_repl.chat import Chat
-from hailo_repl.commands import BUILTINS
-from hailo_repl.console import Console
 from hailo_repl.render import ReplyRenderer
 
 TEXT = "Grüße, 世界 🎉\nsecond line"
@@ -74,20 +71,6 @@ def test_over_ssh_no_local_tool_is_used(tmp_path, monkeypatch):
 REPLY = "Two ways:\n```python\nprint('one')\n```\nor\n```sh\necho two\n```\nDone."
 
 
-class Context:
-    def __init__(self):
-        self.chat = Chat(ScriptedBackend([REPLY]), "Be brief.", GenerationParams())
-        self.console = Console(io.StringIO())
-
-    def run(self, text):
-        entry, argument, _ = BUILTINS.parse(text)
-        entry.handler(self, argument)
-        out = self.console.stream.getvalue()
-        self.console.stream.seek(0)
-        self.console.stream.truncate()
-        return out
-
-
 def copied(output):
     (encoded,) = re.findall(r"\x1b\]52;c;([A-Za-z0-9+/=]*)\x07", output)
     return base64.b64decode(encoded).decode("utf-8")
@@ -96,7 +79,7 @@ def copied(output):
 def test_copy_the_last_reply_a_numbered_code_block_or_all(monkeypatch):
     for variable in ("TMUX", "STY", "WAYLAND_DISPLAY", "DISPLAY"):
         monkeypatch.delenv(variable, raising=False)
-    context = Context()
+    context = CommandHarness(Chat(ScriptedBackend([REPLY]), "Be brief.", GenerationParams()))
     assert context.run("/copy") == "No reply to copy yet.\n"
     list(context.chat.reply("How do I print?", threading.Event()))
 
@@ -116,7 +99,7 @@ def test_copy_the_last_reply_a_numbered_code_block_or_all(monkeypatch):
 def test_copy_reads_a_block_number_as_every_number_is_read(monkeypatch):
     for variable in ("TMUX", "STY", "WAYLAND_DISPLAY", "DISPLAY"):
         monkeypatch.delenv(variable, raising=False)
-    context = Context()
+    context = CommandHarness(Chat(ScriptedBackend([REPLY]), "Be brief.", GenerationParams()))
     list(context.chat.reply("How do I print?", threading.Event()))
     assert copied(context.run("/copy ٢")) == "echo two"  # Arabic-Indic 2, as /set takes it
     for not_a_number in ("²", "①", "1.5", "x"):  # (² and ① are digits to str.isdigit(), which int() refuses)

@@ -6,13 +6,11 @@ import threading
 import pytest
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
-from scripted import ScriptedBackend
+from scripted import CommandHarness, ScriptedBackend
 
 from hailo_repl.backends.base import GenerationParams
 from hailo_repl.chat import Chat
 from hailo_repl.commands import BUILTINS, CommandCompleter, Quit
-from hailo_repl.console import Console
-from hailo_repl.settings import SETTINGS_TABLE
 
 
 def completions(text):
@@ -72,36 +70,11 @@ def test_parse_splits_command_and_argument():
     assert BUILTINS.parse("/EXIT")[0].name == "/quit"
 
 
-class RecordingConsole(Console):
-    """Keeps each line said, labels included, instead of writing it."""
-
-    def __init__(self):
-        super().__init__()
-        self.said = []
-
-    def say(self, text):
-        self.said.append(text)
-
-
-class FakeRepl:
-    """What a command may use (commands.CommandContext)."""
-
-    def __init__(self, tmp_path):
-        self.chat = Chat(ScriptedBackend(default=["fine ", "thanks"], capacity=1000), "be kind", GenerationParams())
-        self.console = RecordingConsole()
-        self.said = self.console.said
-        self.sessions_dir = tmp_path / "sessions"
-        self.settings = {setting.name: setting.default for setting in SETTINGS_TABLE}
-        self.config_file = tmp_path / "config" / "config.yaml"
-
-    def run(self, text):
-        entry, argument, word = BUILTINS.parse(text)
-        return entry.handler(self, argument)
-
-
 @pytest.fixture
 def repl(tmp_path):
-    return FakeRepl(tmp_path)
+    """What a command may use (commands.CommandContext)."""
+    chat = Chat(ScriptedBackend(default=["fine ", "thanks"], capacity=1000), "be kind", GenerationParams())
+    return CommandHarness(chat, sessions_dir=tmp_path / "sessions", config_file=tmp_path / "config" / "config.yaml")
 
 
 def talk(repl, text):
@@ -122,10 +95,12 @@ def test_set_validates_and_names_the_range(repl):
 
 
 def test_undo_and_retry(repl):
-    assert repl.run("/retry") is None and repl.said[-1] == "Nothing to retry yet."
+    repl.run("/retry")
+    assert repl.outcome is None and repl.said[-1] == "Nothing to retry yet."
     talk(repl, "hi")
     talk(repl, "how are you")
-    resend = repl.run("/retry")
+    repl.run("/retry")
+    resend = repl.outcome
     assert resend.text == "how are you"
     # /retry changes nothing until the new reply arrives, which then takes the old one's place
     assert [m["content"] for m in repl.chat.messages] == ["be kind", "hi", "fine thanks", "how are you", "fine thanks"]

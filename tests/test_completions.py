@@ -98,9 +98,12 @@ def fish_completions(line: str, env: dict, workdir: Path) -> set[str]:
 
 def zsh_completions(line: str, env: dict, workdir: Path) -> set[str]:
     """An interactive zsh in a pty with compinit and the script on fpath; Tab is pressed
-    and a compadd wrapper writes every candidate zsh's completion system adds to a file."""
-    out = workdir.parent / "zsh-candidates.txt"
+    and a compadd wrapper writes every candidate zsh's completion system adds to a file.
+    Tab is bound to Tab's own widget followed by a mark in another file: once the mark is
+    there, zsh has added all of that Tab's candidates."""
+    out, finished = workdir.parent / "zsh-candidates.txt", workdir.parent / "zsh-tab-done"
     out.unlink(missing_ok=True)
+    finished.unlink(missing_ok=True)
     zsh = pexpect.spawn("zsh", ["-f", "-i"], env={**env, "TERM": "dumb"}, cwd=str(workdir), encoding="utf-8")
     try:
         zsh.sendline(f"PS1='> '; fpath=({shlex.quote(str(COMPLETIONS))} $fpath); autoload -Uz compinit; compinit -u -D")
@@ -108,35 +111,43 @@ def zsh_completions(line: str, env: dict, workdir: Path) -> set[str]:
             'compadd() { local -a found; builtin compadd -O found "$@"; '
             f'print -rl -- $found >> {shlex.quote(str(out))}; builtin compadd "$@"; }}'
         )
+        zsh.sendline(
+            f"tab_then_mark() {{ zle expand-or-complete; : >> {shlex.quote(str(finished))}; }}; "
+            "zle -N tab_then_mark; bindkey '^I' tab_then_mark"
+        )
         zsh.sendline("print set''up done")
         zsh.expect("setup done", timeout=30)
         zsh.send(line + "\t")
         deadline = time.monotonic() + 30
-        while not out.exists() and time.monotonic() < deadline:
-            zsh.expect([pexpect.TIMEOUT, pexpect.EOF], timeout=0.1)
-        zsh.expect([pexpect.TIMEOUT, pexpect.EOF], timeout=1)  # the rest of one Tab's candidates
+        while not finished.exists() and time.monotonic() < deadline:
+            zsh.expect([pexpect.TIMEOUT, pexpect.EOF], timeout=0.05)
     finally:
         zsh.close(force=True)
+    assert finished.exists(), f"zsh's Tab never finished for {line!r}"
     assert out.exists(), f"zsh offered nothing for {line!r}"
     return set(out.read_text().split())
 
 
+@pytest.mark.needs("bash")
 @pytest.mark.parametrize(("line", "expected"), CASES)
 def test_bash_completes(line, expected, shell_env):
     assert bash_completions(line, *shell_env) == expected
 
 
+@pytest.mark.needs("fish")
 @pytest.mark.parametrize(("line", "expected"), CASES)
 def test_fish_completes(line, expected, shell_env):
     assert fish_completions(line, *shell_env) == expected
 
 
 @pytest.mark.e2e
+@pytest.mark.needs("zsh")
 @pytest.mark.parametrize(("line", "expected"), CASES)
 def test_zsh_completes(line, expected, shell_env):
     assert zsh_completions(line, *shell_env) == expected
 
 
+@pytest.mark.needs("bash", "fish")
 def test_path_settings_complete_file_names(shell_env):
     env, workdir = shell_env
     (workdir / "tiny.gguf").write_bytes(b"GGUF")

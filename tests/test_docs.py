@@ -59,6 +59,15 @@ def test_the_readme_is_a_front_page_not_the_manual():
         assert section in headings
 
 
+def test_the_benchmarks_page_is_one_table_each_row_with_a_command_that_exists():
+    rows = [line for line in (ROOT / "docs" / "benchmarks.md").read_text().splitlines() if line.startswith("|")]
+    header, rule, *figures = rows
+    assert header.startswith("| What | Goal | Latest |") and set(rule) <= set("|-") and figures
+    for row in figures:
+        script = re.search(r"`python (benchmarks/bench_\w+\.py)[^`]*` \|$", row)
+        assert script and (ROOT / script[1]).exists(), row
+
+
 def test_the_anchor_rule_is_githubs():
     assert github_anchor("What hailo-repl promises") == "what-hailo-repl-promises"
     assert github_anchor("Copying over SSH") == "copying-over-ssh"

@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import pytest
 from ollama_double import OllamaDouble, hailo_ollama_reply, ollama_reply
-from terminal import Terminal, device_messages, with_fakes
+from terminal import Terminal, device_messages
 
 pytestmark = pytest.mark.e2e
 
@@ -101,19 +100,9 @@ def test_model_switches_the_running_chat_on_a_server(isolated_home):
     assert [m["content"] for m in last["messages"][1:]] == ["Who are you?", "I am Qwen.", "And now?"]
 
 
-def test_model_on_the_hailo_releases_the_hef_and_loads_the_other(isolated_home, hailo_resources, tmp_path):
-    hailo_resources("Qwen2.5-1.5B-Instruct", "Qwen2.5-Coder-1.5B-Instruct")
-    script, log = tmp_path / "script.json", tmp_path / "fake.jsonl"
-    script.write_text(json.dumps({"replies": [["Hello"]]}))  # each model the double loads starts the script anew
-    env = with_fakes(
-        {
-            **xdg_env(),
-            "HAILO_FAKE_SCRIPT": str(script),
-            "HAILO_FAKE_LOG": str(log),
-            "HAILO_RESOURCES_DIR": os.environ["HAILO_RESOURCES_DIR"],
-        }
-    )
-    term = Terminal(["--hef-path", "Qwen2.5-1.5B-Instruct"], env)
+def test_model_on_the_hailo_releases_the_hef_and_loads_the_other(double_terminal, fake_log, hailo_resources):
+    hailo_resources("Qwen2.5-Coder-1.5B-Instruct")
+    term = double_terminal({"replies": [["Hello"]]})  # each model the double loads starts the script anew
     term.expect(PROMPT)
     term.send("Hi\r")
     term.expect("Assistant: Hello")
@@ -125,14 +114,12 @@ def test_model_on_the_hailo_releases_the_hef_and_loads_the_other(isolated_home, 
     term.send("Write code\r")
     term.expect("Assistant: Hello")
     term.expect(PROMPT)
-    term.send("/quit\r")
-    assert term.wait_for_exit() == 0
+    assert term.quit() == 0
 
-    recorded = [json.loads(line) for line in log.read_text().splitlines()]
-    names = [e["event"] for e in recorded]
+    recorded, names = fake_log(), fake_log.names()
     coder = names.index("llm_open", names.index("llm_release"))
     assert recorded[coder]["hef"] == "Qwen2.5-Coder-1.5B-Instruct.hef"
     assert names.index("vdevice_release") < coder  # the first model was released before the other loaded
-    last = [e for e in recorded if e["event"] == "generate"][-1]
+    last = fake_log.named("generate")[-1]
     held = device_messages(last["held"] + last["inserted"])
     assert [content for role, content in held if role != "system"] == ["Hi", "Hello", "Write code"]

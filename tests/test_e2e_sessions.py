@@ -8,47 +8,21 @@ import signal
 from pathlib import Path
 
 import pytest
+from conftest import FakeLog
 from prompt_toolkit.utils import get_cwidth
-from terminal import ANSI_SEQUENCE, Terminal, device_messages, with_fakes
+from terminal import ANSI_SEQUENCE, PROMPT, Terminal, device_messages
 
 pytestmark = pytest.mark.e2e
 
-PROMPT = "You: "
-QWEN = "Qwen2.5-1.5B-Instruct"
-
 
 @pytest.fixture
-def env(isolated_home, hailo_resources):
-    hailo_resources(QWEN)
-    return with_fakes(
-        {
-            "HAILO_RESOURCES_DIR": os.environ["HAILO_RESOURCES_DIR"],
-            "XDG_DATA_HOME": os.environ["XDG_DATA_HOME"],
-            "XDG_STATE_HOME": os.environ["XDG_STATE_HOME"],
-        }
-    )
+def repl(double_terminal):
+    """`repl(replies, *args, **options)`: hailo-repl on the double, 20 ms a token (double_terminal)."""
 
+    def start(replies, *args: str, **options) -> Terminal:
+        return double_terminal({"replies": replies, "delay_ms": 20}, *args, **options)
 
-def script_file(tmp_path, replies) -> Path:
-    script = tmp_path / f"script-{len(list(tmp_path.glob('script-*')))}.json"
-    script.write_text(json.dumps({"replies": replies, "delay_ms": 20}))
-    return script
-
-
-def repl(env, tmp_path, replies, *args) -> Terminal:
-    return Terminal(["--hef-path", QWEN, *args], {**env, "HAILO_FAKE_SCRIPT": str(script_file(tmp_path, replies))})
-
-
-def exchange(term: Terminal, text: str, answer: str) -> None:
-    """Send `text`, see `answer` (a pattern), and the prompt back."""
-    term.send(text + "\r")
-    term.expect(answer)
-    term.expect_reply_end()
-
-
-def quit_chat(term: Terminal) -> None:
-    term.send("/quit\r")
-    assert term.wait_for_exit() == 0
+    return start
 
 
 def saved_chats() -> list[Path]:
@@ -56,10 +30,10 @@ def saved_chats() -> list[Path]:
     return sorted(p for p in directory.glob("*.json") if not p.name.startswith("."))
 
 
-def test_sigkill_during_a_reply_loses_only_that_reply_and_c_shows_the_last_turns(env, tmp_path):
-    term = repl(env, tmp_path, [["The", " first", " answer."], [f"w{i} " for i in range(500)]])
+def test_sigkill_during_a_reply_loses_only_that_reply_and_c_shows_the_last_turns(repl):
+    term = repl([["The", " first", " answer."], [f"w{i} " for i in range(500)]])
     term.expect(PROMPT)
-    exchange(term, "First question", "first answer")
+    term.exchange("First question", "first answer")
     term.send("Second question\r")
     term.expect("w5 ")
     os.kill(term.child.pid, signal.SIGKILL)
@@ -69,46 +43,45 @@ def test_sigkill_during_a_reply_loses_only_that_reply_and_c_shows_the_last_turns
     contents = [m["content"] for m in json.loads(path.read_text())["messages"]]
     assert contents[1:] == ["First question", "The first answer."]
 
-    again = repl(env, tmp_path, [["Still", " here."]], "-c")
+    again = repl([["Still", " here."]], "-c")
     again.expect(f"Continuing chat {path.stem}")
     again.expect("You: First question")
     again.expect("Assistant: The first answer.")
     again.expect(PROMPT)
     again.expect(r"ctx [1-9]\d*/4096")  # the gauge counts the resumed history before any reply
-    exchange(again, "Third question", "Still here.")
-    quit_chat(again)
+    again.exchange("Third question", "Still here.")
+    assert again.quit() == 0
     contents = [m["content"] for m in json.loads(path.read_text())["messages"]]
     assert contents[-2:] == ["Third question", "Still here."]
 
 
-def test_history_then_resume_with_tab_inside_the_repl(env, tmp_path):
-    first = repl(env, tmp_path, [["About", " tea."]])
+def test_history_then_resume_with_tab_inside_the_repl(repl, tmp_path):
+    first = repl([["About", " tea."]])
     first.expect(PROMPT)
-    exchange(first, "Tell me about tea", "About tea.")
-    quit_chat(first)
+    first.exchange("Tell me about tea", "About tea.")
+    assert first.quit() == 0
     (tea,) = saved_chats()
 
-    log = tmp_path / "device.jsonl"
-    term = repl({**env, "HAILO_FAKE_LOG": str(log)}, tmp_path, [["About", " coffee."], ["More", " tea."]])
+    log = FakeLog(tmp_path / "device.jsonl")  # this run's alone
+    term = repl([["About", " coffee."], ["More", " tea."]], HAILO_FAKE_LOG=str(log.path))
     term.expect(PROMPT)
-    exchange(term, "And coffee?", "About coffee.")
-    exchange(term, "/history tea", f"{tea.stem} .*Tell me about tea")
+    term.exchange("And coffee?", "About coffee.")
+    term.exchange("/history tea", f"{tea.stem} .*Tell me about tea")
     term.send(f"/resume {tea.stem[:3]}\t")
     term.expect(tea.stem[3:])  # Tab completed the id
     term.send("\r")
     term.expect(f"Continuing chat {tea.stem}")
     term.expect("You: Tell me about tea")
     term.expect(PROMPT)
-    exchange(term, "Go on", "More tea.")
-    quit_chat(term)
+    term.exchange("Go on", "More tea.")
+    assert term.quit() == 0
 
     tea_chat = [m["content"] for m in json.loads(tea.read_text())["messages"]]
     assert tea_chat[1:] == ["Tell me about tea", "About tea.", "Go on", "More tea."]
     assert len(saved_chats()) == 2  # the coffee chat stays saved on its own
     # The device loaded the tea chat's context, kept by the first run, and read only "Go on".
-    recorded = [json.loads(line) for line in log.read_text().splitlines()]
-    go_on = [e for e in recorded if e["event"] == "generate"][-1]
-    assert [e["event"] for e in recorded].count("load_context") == 2  # the system prompt's, then the chat's
+    go_on = log.named("generate")[-1]
+    assert log.names().count("load_context") == 2  # the system prompt's, then the chat's
     assert [content for _, content in device_messages(go_on["held"])][1:] == ["Tell me about tea", "About tea."]
     assert device_messages(go_on["inserted"]) == [("user", "Go on")]
 
@@ -125,17 +98,13 @@ def cells(line: str) -> int:
     return sum(get_cwidth(c) for c in line)
 
 
-def test_a_streamed_reply_with_cjk_wraps_at_40_columns_and_word_wrap_off_leaves_it(env, tmp_path):
+def test_a_streamed_reply_with_cjk_wraps_at_40_columns_and_word_wrap_off_leaves_it(repl):
     english = "Python is a programming language used for many things including web servers."
     chinese = "中文文本没有空格所以每个字都可以换行不会被切成两半。"
     tokens = [piece for word in english.split(" ") for piece in (word, " ")] + list(chinese)
-    term = Terminal(
-        ["--hef-path", QWEN],
-        {**env, "HAILO_FAKE_SCRIPT": str(script_file(tmp_path, [tokens, tokens]))},
-        cols=40,
-    )
+    term = repl([tokens, tokens], cols=40)
     term.expect(PROMPT)
-    exchange(term, "hi", "半。\r\n\r\n")  # the reply's end as written to the scrollback (a 40-column toolbar is cut)
+    term.exchange("hi", "半。\r\n\r\n")  # the reply's end as written to the scrollback (a 40-column toolbar is cut)
     lines = reply_lines(term, "Assistant: ")
     assert all(cells(line) <= 40 for line in lines), lines
     words = " ".join(lines).split()
@@ -143,16 +112,16 @@ def test_a_streamed_reply_with_cjk_wraps_at_40_columns_and_word_wrap_off_leaves_
         assert word in words, lines
     assert "".join("".join(lines).split()) == "Assistant:" + "".join(english.split()) + chinese
 
-    exchange(term, "/set word-wrap off", "word-wrap = false")
-    exchange(term, "again", "半。\r\n\r\n")
+    term.exchange("/set word-wrap off", "word-wrap = false")
+    term.exchange("again", "半。\r\n\r\n")
     raw = term.transcript.getvalue()
     last = ANSI_SEQUENCE.sub("", raw[raw.rindex("Assistant: ") :])
     assert "Assistant: " + english + " " + chinese in last.replace("\r", "")  # one line: the terminal folds it
-    quit_chat(term)
+    assert term.quit() == 0
 
 
-def test_own_lines_wrap_at_word_boundaries_at_60_columns(env, tmp_path):
-    term = Terminal(["--hef-path", QWEN], {**env, "HAILO_FAKE_SCRIPT": str(script_file(tmp_path, [["ok"]]))}, cols=60)
+def test_own_lines_wrap_at_word_boundaries_at_60_columns(repl):
+    term = repl([["ok"]], cols=60)
     term.expect(PROMPT)
     term.send("/help\r")
     term.expect("Commands:\r\n")  # /help's first line (the welcome's has commands after it)
@@ -169,15 +138,13 @@ def test_own_lines_wrap_at_word_boundaries_at_60_columns(env, tmp_path):
     shown = " ".join(lines)  # a word cut at the edge would read "Alt+En ter" here
     for word in ("(Alt+Enter", "Ctrl+C", "/history", "/resume", "conversation"):
         assert f" {word} " in shown
-    quit_chat(term)
+    assert term.quit() == 0
 
 
-def test_p_on_a_terminal_wraps_too(env, tmp_path):
+def test_p_on_a_terminal_wraps_too(repl):
     words = "Python is a programming language used for many things including web servers and data."
     tokens = [piece for word in words.split(" ") for piece in (" " + word,)]
-    term = Terminal(
-        ["--hef-path", QWEN, "-p", "hi"], {**env, "HAILO_FAKE_SCRIPT": str(script_file(tmp_path, [tokens]))}, cols=40
-    )
+    term = repl([tokens], "-p", "hi", cols=40)
     assert term.wait_for_exit() == 0
     lines = ANSI_SEQUENCE.sub("", term.transcript.getvalue()).replace("\r", "").split("\n")
     reply = [line for line in lines if line.strip() and "Continuing" not in line]
@@ -186,18 +153,18 @@ def test_p_on_a_terminal_wraps_too(env, tmp_path):
 
 
 @pytest.mark.parametrize("tmux", [False, True])
-def test_copy_writes_osc52_to_the_terminal(env, tmp_path, tmux):
+def test_copy_writes_osc52_to_the_terminal(repl, tmux):
     reply = ["Use", " this:\n", "```sh\n", "echo", " 'héllo 世界'\n", "```\n", "Done."]
     more = {"TMUX": "/tmp/tmux-1000/default,99,0"} if tmux else {}
     for variable in ("DISPLAY", "WAYLAND_DISPLAY", "STY"):
         more[variable] = ""
-    term = Terminal(["--hef-path", QWEN], {**env, **more, "HAILO_FAKE_SCRIPT": str(script_file(tmp_path, [reply]))})
+    term = repl([reply], **more)
     term.expect(PROMPT)
     term.send("give me code\r")
     term.expect(r"```sh .*\[1\]")  # the block's number on its fence line
     term.expect(PROMPT)
-    exchange(term, "/copy 1", r"Copied code block 1 of the last reply \(15 characters\)")
-    quit_chat(term)
+    term.exchange("/copy 1", r"Copied code block 1 of the last reply \(15 characters\)")
+    assert term.quit() == 0
 
     raw = term.transcript.getvalue()
     encoded = base64.b64encode("echo 'héllo 世界'".encode()).decode()
@@ -210,19 +177,19 @@ def test_copy_writes_osc52_to_the_terminal(env, tmp_path, tmux):
         assert "\x1bPtmux;" not in raw and "(OSC 52)" in raw
 
 
-def test_file_and_continue_in_the_repl(env, tmp_path):
+def test_file_and_continue_in_the_repl(repl, tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text("The meeting is on Tuesday.\n")
     replies = [["One", " two", " three", " four", " five", " six"], ["seven", " eight."]]
-    term = repl(env, tmp_path, replies, "--max-tokens", "4")
+    term = repl(replies, "--max-tokens", "4")
     term.expect(PROMPT)
-    exchange(term, "/continue", "No reply to continue yet.")
+    term.exchange("/continue", "No reply to continue yet.")
     term.send(f"/file {tmp_path}/no\t")
     term.expect("tes.txt")  # Tab completed the path
-    exchange(term, "", r"notes.txt: 27 characters, about \d+ tokens")  # Enter sends the completed /file
-    exchange(term, "When is it?", "One two three four")
-    exchange(term, "/continue", "seven eight.")
-    quit_chat(term)
+    term.exchange("", r"notes.txt: 27 characters, about \d+ tokens")  # Enter sends the completed /file
+    term.exchange("When is it?", "One two three four")
+    term.exchange("/continue", "seven eight.")
+    assert term.quit() == 0
     (chat,) = saved_chats()
     messages = json.loads(chat.read_text())["messages"]
     assert messages[1]["content"].startswith("[File notes.txt]\nThe meeting is on Tuesday.\n[End of file notes.txt]")

@@ -4,34 +4,16 @@ both keep every turn; the one that would overwrite the other's turn goes on as a
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
-from terminal import Terminal, with_fakes
+from terminal import PROMPT, QWEN
 
 pytestmark = pytest.mark.e2e
 
-PROMPT = "You: "
-QWEN = "Qwen2.5-1.5B-Instruct"
 CHAT_ID = "c0ffee00"
 
 
-def repl(tmp_path: Path, name: str, replies: list[list[str]]) -> Terminal:
-    script = tmp_path / f"{name}.json"
-    script.write_text(json.dumps({"replies": replies, "delay_ms": 20}))
-    env = with_fakes({key: os.environ[key] for key in ("HAILO_RESOURCES_DIR", "XDG_DATA_HOME", "XDG_STATE_HOME")})
-    return Terminal(["--hef-path", QWEN, "--resume", CHAT_ID], {**env, "HAILO_FAKE_SCRIPT": str(script)})
-
-
-def exchange(term: Terminal, text: str, answer: str) -> None:
-    term.send(text + "\r")
-    term.expect(answer)
-    term.expect(PROMPT)
-
-
-def test_two_repls_open_on_one_chat_keep_every_turn(isolated_home, hailo_resources, tmp_path):
-    hailo_resources(QWEN)
+def test_two_repls_open_on_one_chat_keep_every_turn(isolated_home, double_terminal):
     directory = isolated_home / "data" / "hailo-repl" / "sessions"
     directory.mkdir(parents=True)
     history = [
@@ -41,21 +23,20 @@ def test_two_repls_open_on_one_chat_keep_every_turn(isolated_home, hailo_resourc
     ]
     (directory / f"{CHAT_ID}.json").write_text(json.dumps({"model": QWEN, "messages": history}))
 
-    ssh = repl(tmp_path, "ssh", [["Rome."]])
-    desktop = repl(tmp_path, "desktop", [["Berlin."], ["Madrid."]])
+    ssh = double_terminal({"replies": [["Rome."]], "delay_ms": 20}, "--resume", CHAT_ID)
+    desktop = double_terminal({"replies": [["Berlin."], ["Madrid."]], "delay_ms": 20}, "--resume", CHAT_ID)
     for term in (ssh, desktop):
         term.expect(f"Continuing chat {CHAT_ID}")
         term.expect("Assistant: Paris.")  # the resumed turns shown, then the prompt
         term.expect(PROMPT)
 
-    exchange(desktop, "Of Germany?", "Berlin.")
+    desktop.exchange("Of Germany?", "Berlin.")
     ssh.send("Of Italy?\r")
     ssh.expect(f"Chat {CHAT_ID} was changed by another hailo-repl")  # said with the reply
     ssh.expect(PROMPT)
-    exchange(desktop, "Of Spain?", "Madrid.")
+    desktop.exchange("Of Spain?", "Madrid.")
     for term in (ssh, desktop):
-        term.send("/quit\r")
-        assert term.wait_for_exit() == 0
+        assert term.quit() == 0
 
     chats = {p.stem: json.loads(p.read_text())["messages"] for p in directory.glob("[!.]*.json")}
     turns = {chat: [m["content"] for m in messages[1:]] for chat, messages in chats.items()}

@@ -5,7 +5,6 @@ reply must leave the reply once in the history and no copy of the prompt or the 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shlex
@@ -15,11 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
-from terminal import REPLYING, hailo_repl_command, with_fakes
+from terminal import QWEN, REPLYING, hailo_repl_command
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.needs("tmux")]
 
-QWEN = "Qwen2.5-1.5B-Instruct"
 TOOLBAR = f"{QWEN} · Hailo-10H │ ctx"
 
 
@@ -72,15 +70,15 @@ def bottom_row(rows: list[str]) -> str:
 
 
 @pytest.fixture
-def tmux_chat(isolated_home, hailo_resources, tmp_path):
-    hailo_resources(QWEN)
+def tmux_chat(double_terminal, tmp_path):
+    """hailo-repl on the double (the environment double_terminal gives), in a tmux window."""
     windows: list[Tmux] = []
 
     def start(replies: list[list[str]], delay_ms: int, cols: int, args: tuple[str, ...] = ()) -> Tmux:
-        script = tmp_path / "script.json"
-        script.write_text(json.dumps({"replies": replies, "delay_ms": delay_ms}))
-        env = with_fakes({**os.environ, "HAILO_FAKE_SCRIPT": str(script), "TERM": "xterm-256color"})
-        env.pop("TMUX", None)  # a server of its own even when the tests run inside tmux
+        env = double_terminal.env({"replies": replies, "delay_ms": delay_ms}, TERM="xterm-256color")
+        # A server of its own even when the tests run inside tmux, and a window of its own size.
+        for name in ("TMUX", "COLUMNS", "LINES"):
+            env.pop(name, None)
         window = Tmux(tmp_path, hailo_repl_command() + ["--hef-path", QWEN, *args], env, cols=cols, rows=30)
         windows.append(window)
         window.wait_for(lambda rows: TOOLBAR in bottom_row(rows), "the first prompt and its toolbar")

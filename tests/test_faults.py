@@ -12,58 +12,35 @@ import os
 import signal
 import stat
 import subprocess
+import sys
 import time
 import types
 
 import pytest
 from conftest import hailo_repl_command, run_cli, run_installed
-from terminal import Terminal, user_messages_sent, with_fakes
+from terminal import PROMPT, QWEN, Terminal
 
-QWEN = "Qwen2.5-1.5B-Instruct"
-PROMPT = "You: "
 LONG_REPLY = [f"word{i} " for i in range(600)]
 HOSTILE = "\x1b]52;c;c3RvbGVu\x07\x1b[2J\x1b[31m"  # write the clipboard, clear the screen, turn red
 
 
 @pytest.fixture
-def device(isolated_home, hailo_resources, tmp_path):
-    """Starts hailo-repl on the double with a script; returns (start, home)."""
-    hailo_resources(QWEN)
-    log = tmp_path / "fake.jsonl"
-
-    def script_env(script: dict) -> dict:
-        path = tmp_path / f"script-{time.monotonic_ns()}.json"
-        path.write_text(json.dumps(script))
-        return with_fakes(
-            {
-                "HAILO_FAKE_SCRIPT": str(path),
-                "HAILO_FAKE_LOG": str(log),
-                **{k: os.environ[k] for k in ("HAILO_RESOURCES_DIR", "XDG_DATA_HOME", "XDG_STATE_HOME")},
-            }
-        )
+def device(double_terminal):
+    """Starts hailo-repl on the double with a script: `device(script, *args, **env)`; `device.env(script)`
+    is the environment for a run with no terminal, `device.log` what the double did."""
 
     def start(script: dict | None = None, *args: str, **more_env: str) -> Terminal:
-        env = script_env(script or {"replies": [["Hello", " there"]]})
         # Wide: the lines these tests match name long temporary paths, and hailo-repl wraps at the edge.
-        return Terminal(["--hef-path", QWEN, *args], {**env, **more_env}, cols=400, timeout=30)
+        return double_terminal(script, *args, cols=400, timeout=30, **more_env)
 
-    start.env = script_env
-    start.log = log
+    start.env = double_terminal.env
+    start.log = double_terminal.log
     return start
 
 
 def raw(term: Terminal) -> str:
     """Everything the program wrote, escape sequences included."""
     return term.transcript.getvalue()
-
-
-def quit_cleanly(term: Terminal) -> None:
-    term.send("/quit\r")
-    assert term.wait_for_exit() == 0
-
-
-def events(log) -> list[dict]:
-    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
 def data_dir(home) -> os.PathLike:
@@ -99,7 +76,7 @@ def test_save_never_replaces_a_device_a_fifo_or_a_file_that_is_not_a_chat(device
     assert stat.S_IMODE(chat.stat().st_mode) == 0o600
     term.send(f"/save --force {notes}\r")
     term.expect(r"\[Info\] Saved 1 messages")
-    quit_cleanly(term)
+    assert term.quit() == 0
     assert json.loads(notes.read_text())["messages"][0]["role"] == "system"
 
 
@@ -132,7 +109,7 @@ def test_a_history_file_that_cannot_be_used_is_said_once_and_the_chat_goes_on(de
     term.expect("first")
     term.send("two\r")
     term.expect("second")
-    quit_cleanly(term)
+    assert term.quit() == 0
     screen = term.screen_text(size=100_000)
     assert screen.count("Input history is off for this chat") == 1
     assert "Traceback" not in screen and "Loading history failed" not in screen
@@ -145,10 +122,7 @@ def test_two_processes_appending_to_one_history_never_interleave(tmp_path):
         "h = SafeFileHistory(Path(sys.argv[1]), print)\n"
         "for i in range(40): h.store_string('\\n'.join([sys.argv[2] * 200] * 60))\n"
     )
-    processes = [
-        subprocess.Popen([hailo_repl_command()[0].replace("hailo-repl", "python"), "-c", writer, str(history), tag])
-        for tag in ("a", "b")
-    ]
+    processes = [subprocess.Popen([sys.executable, "-c", writer, str(history), tag]) for tag in ("a", "b")]
     assert [p.wait(timeout=60) for p in processes] == [0, 0]
     from hailo_repl.history import SafeFileHistory
 
@@ -172,7 +146,7 @@ def test_a_burst_of_ctrl_c_during_a_reply_never_ends_the_chat(device, gap):
     term.expect(PROMPT)
     term.send("are you there?\r")
     term.expect("still here")
-    quit_cleanly(term)
+    assert term.quit() == 0
 
 
 # ---- freezing ---------------------------------------------------------------------------
@@ -223,7 +197,7 @@ def test_load_refuses_fifos_devices_and_huge_files_at_once(device, tmp_path):
     term.expect(r"\[Error\] Cannot read /dev/zero: .*device")
     term.send(f"/load {huge}\r")
     term.expect(r"\[Error\] .*huge\.json is larger than 32 MiB")
-    quit_cleanly(term)
+    assert term.quit() == 0
 
 
 def test_model_fifo_is_refused_at_once(isolated_home, tmp_path):
@@ -248,11 +222,15 @@ def test_after_a_suspend_the_terminal_mode_between_prompts_comes_back(device):
     attributes[3] |= termios.ICANON | termios.ECHO
     termios.tcsetattr(term.child.child_fd, termios.TCSANOW, attributes)
     term.child.kill(signal.SIGCONT)
-    time.sleep(0.3)
+
+    def own_mode_back() -> bool:  # hailo-repl's: no echo, key by key
+        return not termios.tcgetattr(term.child.child_fd)[3] & (termios.ICANON | termios.ECHO)
+
+    term.wait_until(own_mode_back, "hailo-repl's terminal mode after SIGCONT", timeout=10)
     term.send("typed ahead\r")  # sent once the reply ends, not echoed into it
     term.expect("sent")
     assert "typed ahead" not in term.screen_text(size=100_000).split("word3 ")[1].split("You:")[0]
-    quit_cleanly(term)
+    assert term.quit() == 0
 
 
 # ---- hostile text on screen -------------------------------------------------------------
@@ -274,7 +252,7 @@ def test_text_from_files_commands_and_the_model_reaches_the_screen_without_escap
     term.expect(r"\[Error\] Cannot read /no/such")
     term.send("hi\r")
     term.expect("oktxt")
-    quit_cleanly(term)
+    assert term.quit() == 0
     written = raw(term)
     assert "\x1b]52" not in written and "\x1b[2J" not in written and "\x1b[31m" not in written
     assert "\u202e" not in written
@@ -296,13 +274,13 @@ def test_bytes_that_are_not_utf8_on_stdin_are_replaced_and_every_line_answered(d
         hailo_repl_command() + ["--hef-path", QWEN],
         input=b"caf\xe9 au lait\nsecond line\n",
         capture_output=True,
-        env={**os.environ, **device.env({"replies": [["one"], ["two"]]})},
+        env=device.env({"replies": [["one"], ["two"]]}),
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.decode().splitlines() == ["one", "two"]
     assert result.stderr.decode().count("not UTF-8") == 1
-    first, second = [e["inserted"] for e in events(device.log) if e["event"] == "generate"]
+    first, second = [e["inserted"] for e in device.log.named("generate")]
     assert "caf\ufffd au lait" in first and "second line" in second
 
 
@@ -329,7 +307,7 @@ def test_verbose_adds_the_timing_block_not_llama_cpps_model_dump(isolated_home):
 
 
 def test_a_reader_that_goes_away_ends_the_run_quietly(device):
-    env = {**os.environ, **device.env({"replies": [LONG_REPLY], "delay_ms": 2})}
+    env = device.env({"replies": [LONG_REPLY], "delay_ms": 2})
     process = subprocess.Popen(
         hailo_repl_command() + ["--hef-path", QWEN, "-p", "hi"],
         stdout=subprocess.PIPE,
@@ -357,7 +335,7 @@ def test_history_chats_and_log_are_private_whatever_the_umask(device, isolated_h
         term.expect("fine")
         term.send("/save\r")
         term.expect(r"\[Info\] Saved")
-        quit_cleanly(term)
+        assert term.quit() == 0
     finally:
         os.umask(previous)
     written = [p for p in (isolated_home / "data").rglob("*")] + [p for p in (isolated_home / "state").rglob("*")]
@@ -395,7 +373,7 @@ def test_the_repl_ends_on_sigterm_and_sighup_with_128_plus_n_and_releases(device
     term.expect(PROMPT)
     term.child.kill(signum)
     assert term.wait_for_exit() == 128 + signum
-    assert [e["event"] for e in events(device.log)][-3:] == ["clear_context", "llm_release", "vdevice_release"]
+    assert device.log.names()[-3:] == ["clear_context", "llm_release", "vdevice_release"]
 
 
 @pytest.mark.e2e
@@ -410,7 +388,7 @@ def test_settings_that_would_make_every_message_fail_are_refused(device):
     term.expect(r"\[Info\] temperature = 0\.0\r")
     term.send("still works\r")
     term.expect("fine")
-    quit_cleanly(term)
+    assert term.quit() == 0
 
 
 @pytest.mark.e2e
@@ -419,8 +397,8 @@ def test_ctrl_z_and_ctrl_space_never_reach_the_message(device):
     term.expect(PROMPT)
     term.send("ab\x1acd\x00ef\r")
     term.expect("ok")
-    quit_cleanly(term)
-    assert user_messages_sent([e for e in events(device.log) if e["event"] == "generate"]) == ["abcdef"]
+    assert term.quit() == 0
+    assert device.log.user_messages_sent() == ["abcdef"]
 
 
 @pytest.mark.e2e
@@ -430,7 +408,7 @@ def test_ctrl_c_during_a_hailo_load_ends_the_chat_once_it_has_loaded(device):
     term.interrupt()
     term.expect(r"Ending the chat \(Ctrl\+C during the model load\)")
     assert term.wait_for_exit() == 128 + signal.SIGINT
-    assert [e["event"] for e in events(device.log)][-1] == "vdevice_release"
+    assert device.log.names()[-1] == "vdevice_release"
 
 
 # ---- rows that already held -------------------------------------------------------------
@@ -450,7 +428,7 @@ def test_a_huge_paste_is_refused_in_one_line_and_the_chat_goes_on(device):
     term.expect(r"\[Error\] the message needs \d+ tokens", timeout=120)
     term.send("short\r")
     term.expect("fine")
-    quit_cleanly(term)
+    assert term.quit() == 0
 
 
 @pytest.mark.e2e
@@ -463,7 +441,7 @@ def test_corrupt_wrong_and_binary_chat_files_are_one_line_each(device, tmp_path)
     for name, reason in (("corrupt", "not valid JSON"), ("wrong", "no list of role"), ("binary", "not text")):
         term.send(f"/load {tmp_path / name}.json\r")
         term.expect(rf"\[Error\] .*{name}\.json is not a saved conversation \({reason}")
-    quit_cleanly(term)
+    assert term.quit() == 0
     assert "Traceback" not in term.screen_text(size=100_000)
 
 
@@ -480,7 +458,7 @@ def test_sigterm_and_sighup_during_load_and_reply_release_the_device(device, whe
         term.expect("word3 ")
     term.child.kill(signum)
     assert term.wait_for_exit() == 128 + signum
-    assert [e["event"] for e in events(device.log)][-3:] == ["clear_context", "llm_release", "vdevice_release"]
+    assert device.log.names()[-3:] == ["clear_context", "llm_release", "vdevice_release"]
 
 
 @pytest.mark.e2e
@@ -496,5 +474,5 @@ def test_a_device_failing_mid_reply_then_retry_and_undo(device):
     term.expect(r"\[Info\] Removed the last exchange")
     term.send("/context\r")
     term.expect(r"Context: \[")
-    quit_cleanly(term)
+    assert term.quit() == 0
     assert "Traceback" not in term.screen_text(size=100_000)

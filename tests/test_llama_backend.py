@@ -1,6 +1,7 @@
 """The llama backend with the real llama.cpp and the bundled SmolLM2 model."""
 
 import threading
+import time
 
 import pytest
 
@@ -72,10 +73,22 @@ def test_cancel_during_prompt_evaluation_aborts_it(backend):
     long_text = "The quick brown fox jumps over the lazy dog. " * 300  # ~3000 tokens, several batches
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": long_text}]
     cancel = threading.Event()
-    timer = threading.Timer(0.2, cancel.set)
-    timer.start()
-    pieces = list(backend.stream(messages, GenerationParams(max_tokens=16), cancel))
-    timer.join()
+    done = threading.Event()
+
+    def cancel_once_evaluating() -> None:
+        """Ctrl+C once llama.cpp has evaluated the prompt's first batch (not after a time, which a
+        fast CPU could outrun)."""
+        while backend._llama.n_tokens == 0 and not done.is_set():
+            time.sleep(0.001)
+        cancel.set()
+
+    watcher = threading.Thread(target=cancel_once_evaluating)
+    watcher.start()
+    try:
+        pieces = list(backend.stream(messages, GenerationParams(max_tokens=16), cancel))
+    finally:
+        done.set()
+        watcher.join()
     assert pieces == []
     assert backend._llama.n_tokens < backend.count_tokens(messages)  # evaluation stopped part-way
     again = list(

@@ -7,12 +7,11 @@ import threading
 import pytest
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
-from scripted import ScriptedBackend
+from scripted import CommandHarness, ScriptedBackend
 
 from hailo_repl.backends.base import GenerationParams
 from hailo_repl.chat import Chat
 from hailo_repl.commands import BUILTINS, CommandCompleter
-from hailo_repl.console import Console
 from hailo_repl.conversation import save_conversation
 from hailo_repl.sessions import INDEX_NAME, SessionNotFoundError, SessionStore
 
@@ -209,29 +208,14 @@ def test_a_read_only_store_writes_nothing(tmp_path):
     assert reading.chats()[0].turns == 1
 
 
-class Context:
-    def __init__(self, chat):
-        self.chat = chat
-        self.console = Console(__import__("io").StringIO())
-        self.sessions_dir = chat.store.directory
-        self.shown = []
-
-    def show_resumed(self, chat):
-        self.shown.append(chat.id)
-
-    def run(self, text):
-        entry, argument, _ = BUILTINS.parse(text)
-        entry.handler(self, argument)
-        output = self.console.stream.getvalue()
-        self.console.stream.truncate(0)
-        self.console.stream.seek(0)
-        return output
+def harness(chat) -> CommandHarness:
+    return CommandHarness(chat, sessions_dir=chat.store.directory)
 
 
 def test_history_lists_and_searches_and_resume_switches(store):
     first = new_chat(store, ["About tea."])
     talk(first, "tea please")
-    context = Context(new_chat(store, ["About coffee."]))
+    context = harness(new_chat(store, ["About coffee."]))
     talk(context.chat, "coffee please")
 
     listing = context.run("/history")
@@ -250,7 +234,7 @@ def test_history_lists_and_searches_and_resume_switches(store):
 def test_tab_completes_saved_chat_ids_with_their_first_words(store):
     chat = new_chat(store)
     talk(chat, "what is a transformer")
-    context = Context(new_chat(store))
+    context = harness(new_chat(store))
 
     completer = CommandCompleter(BUILTINS, context)
     found = list(completer.get_completions(Document("/resume "), CompleteEvent(completion_requested=True)))
@@ -267,7 +251,7 @@ def test_load_of_a_file_continues_as_a_new_chat_and_leaves_the_current_one_saved
     elsewhere = tmp_path / "shared.json"
     save_conversation(elsewhere, [{"role": "user", "content": "from a file"}], "m")
 
-    context = Context(chat)
+    context = harness(chat)
     context.run(f"/load {elsewhere}")
     talk(chat, "after the load")
 

@@ -27,6 +27,7 @@ from hailo_repl.sessions import SessionStore
 
 QWEN = "Qwen2.5-1.5B-Instruct"
 CHAT_ID = "c0ffee00"
+STALL_MS = 2000  # a reply's last token this late: time for the test to stop the process before it saves
 HISTORY = [
     {"role": "system", "content": "Be brief."},
     {"role": "user", "content": "Capital of France?"},
@@ -55,17 +56,19 @@ def chats_on_disk(home: Path) -> dict[str, list[dict]]:
     }
 
 
-def script_file(tmp_path: Path, name: str, tokens: list[str], delay_ms: int) -> Path:
+def script_file(tmp_path: Path, name: str, tokens: list[str], stall_ms: int) -> Path:
+    """A reply whose last token comes `stall_ms` late."""
     path = tmp_path / f"{name}.json"
-    path.write_text(json.dumps([{"tokens": tokens, "delay_ms": delay_ms}]))
+    path.write_text(json.dumps([{"tokens": tokens, "stall_at": len(tokens) - 1, "stall_ms": stall_ms}]))
     return path
 
 
-def start(tmp_path: Path, name: str, question: str, delay_ms: int) -> tuple[subprocess.Popen, Path]:
-    """`hailo-repl --resume CHAT_ID -p QUESTION` on the double; returns it and its device log."""
+def start(tmp_path: Path, name: str, question: str, stall_ms: int = 0) -> tuple[subprocess.Popen, Path]:
+    """`hailo-repl --resume CHAT_ID -p QUESTION` on the double, its reply's last token `stall_ms`
+    late (so it saves no sooner); returns it and its device log."""
     log = tmp_path / f"{name}.jsonl"
     env = with_fakes()
-    env["HAILO_FAKE_SCRIPT"] = str(script_file(tmp_path, name, [f"Reply {name}", "."], delay_ms))
+    env["HAILO_FAKE_SCRIPT"] = str(script_file(tmp_path, name, [f"Reply {name}", "."], stall_ms))
     env["HAILO_FAKE_LOG"] = str(log)
     process = subprocess.Popen(
         [*hailo_repl_command(), "--resume", CHAT_ID, "-p", question],
@@ -110,11 +113,11 @@ def test_a_turn_saved_by_another_process_meanwhile_is_kept_and_this_one_goes_on_
     saved_chat(isolated_home)
     # A reads the chat and starts its reply; it is stopped mid-reply while B continues the
     # same chat from start to end; then A finishes: both saved the chat as they read it.
-    first, first_log = start(tmp_path, "A", "Question A", delay_ms=250)  # stopped well before its 0.5 s reply ends
+    first, first_log = start(tmp_path, "A", "Question A", stall_ms=STALL_MS)  # stopped well before its reply ends
     try:
         stop_once_replying(first, first_log)
         try:
-            second, _ = start(tmp_path, "B", "Question B", delay_ms=0)
+            second, _ = start(tmp_path, "B", "Question B")
             second_code, second_err = finish(second)
         finally:
             first.send_signal(signal.SIGCONT)
@@ -149,9 +152,11 @@ def test_three_processes_continuing_one_chat_at_once_keep_every_turn(isolated_ho
     hailo_resources(QWEN)
     saved_chat(isolated_home)
     questions = ["Question A", "Question B", "Question C"]
-    # Each is stopped once its reply (half a second) has started, so the three overlap: all
-    # read the chat before any saves.
-    running = [start(tmp_path, name, question, delay_ms=250) for name, question in zip("ABC", questions, strict=True)]
+    # Each is stopped once its reply has started, seconds before it can end and save, so the
+    # three overlap: all read the chat before any saves.
+    running = [
+        start(tmp_path, name, question, stall_ms=STALL_MS) for name, question in zip("ABC", questions, strict=True)
+    ]
     try:
         for process, log in running:
             stop_once_replying(process, log)
@@ -162,12 +167,12 @@ def test_three_processes_continuing_one_chat_at_once_keep_every_turn(isolated_ho
 
     assert [code for code, _ in results] == [0, 0, 0], results
     chats = chats_on_disk(isolated_home)
-    # Every question is in exactly one chat, after the history it was asked in; every chat
-    # but the one first saved was said to be new.
+    # Every question is in exactly one chat, after the history it was asked in; the three
+    # overlapped, so the two that saved after the first went on as new chats and said so.
     assert all(len(found) == 1 for found in where_each_question_is(chats, questions).values()), chats
     assert all(messages[: len(HISTORY)] == HISTORY for messages in chats.values())
     notices = sum("saved as a new chat" in " ".join(err.split()) for _, err in results)
-    assert len(chats) == 1 + notices
+    assert (len(chats), notices) == (3, 2), results
 
 
 def test_two_chats_open_on_one_saved_chat_both_keep_their_turns(tmp_path):

@@ -2,6 +2,7 @@
 
 import unicodedata
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -40,6 +41,31 @@ def test_a_tag_prefix_at_the_end_of_the_stream_is_shown_as_text():
 
 def test_an_unclosed_tool_call_stays_hidden():
     assert stream(["ok <tool_call>{", "secret"]) == "ok "
+
+
+def test_a_closing_tag_split_in_two_ends_the_hidden_block():
+    assert stream(["ok<tool_call>x</tool", "_call> after"]) == "ok after"
+    assert stream(["ok<tool_response>42</", "tool_response>!"]) == "ok!"
+
+
+@pytest.mark.parametrize("cut", range(1, len("</tool_call>")))
+def test_a_closing_tag_split_at_any_point_ends_the_hidden_block(cut):
+    closing = "</tool_call>"
+    assert stream(["Sure.<tool_call>{}", closing[:cut], closing[cut:] + " Done."]) == "Sure. Done."
+
+
+def test_a_closing_tag_one_character_a_token_ends_the_hidden_block():
+    assert stream(["a<tool_call>secret", *"</tool_call>", "b"]) == "ab"
+
+
+def test_the_text_after_a_split_closing_tag_shows_with_the_token_that_completes_it():
+    text_filter = StreamingTextFilter()
+    assert text_filter.feed("ok<tool_call>x</tool") == "ok"
+    assert text_filter.feed("_call> after") == " after"  # at once, not at the end of the reply
+
+
+def test_a_split_piece_that_only_looks_like_the_closing_tag_keeps_the_block_hidden():
+    assert stream(["ok<tool_call>x</tool", "_cat> still hidden </tool_c", "ll> more", "</tool_call>end"]) == "okend"
 
 
 def test_terminal_control_sequences_are_neutralised():

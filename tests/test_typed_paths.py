@@ -3,35 +3,23 @@ backslash-escaped spaces; Tab completes it in the same quoting."""
 
 from __future__ import annotations
 
-import io
 import json
 
 import pytest
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
-from scripted import ScriptedBackend
+from scripted import CommandHarness, ScriptedBackend
 
 from hailo_repl.backends.base import GenerationParams
 from hailo_repl.chat import Chat, file_message
 from hailo_repl.commands import BUILTINS, CommandCompleter
-from hailo_repl.console import Console
 
 NAME = "my notes.txt"
 
 
-class Context:
-    def __init__(self, tmp_path):
-        self.chat = Chat(ScriptedBackend(default=["Ok."], capacity=2000), "be kind", GenerationParams(max_tokens=20))
-        self.console = Console(io.StringIO())
-        self.sessions_dir = tmp_path / "sessions"
-
-    def run(self, text: str) -> str:
-        entry, argument, _ = BUILTINS.parse(text)
-        entry.handler(self, argument)
-        said = self.console.stream.getvalue()
-        self.console.stream.seek(0)
-        self.console.stream.truncate()
-        return said
+def harness(tmp_path) -> CommandHarness:
+    chat = Chat(ScriptedBackend(default=["Ok."], capacity=2000), "be kind", GenerationParams(max_tokens=20))
+    return CommandHarness(chat, sessions_dir=tmp_path / "sessions")
 
 
 def as_pasted(path) -> list[str]:
@@ -44,7 +32,7 @@ def as_pasted(path) -> list[str]:
 def test_file_takes_a_quoted_or_escaped_path(form, tmp_path):
     path = tmp_path / NAME
     path.write_text("alpha beta\n")
-    context = Context(tmp_path)
+    context = harness(tmp_path)
     said = context.run(f"/file {as_pasted(path)[form]}")
     assert said.startswith(f"[Info] {NAME}: 11 characters"), said
     assert context.chat.attachments == [file_message(NAME, "alpha beta\n")]
@@ -54,7 +42,7 @@ def test_file_takes_a_quoted_or_escaped_path(form, tmp_path):
 def test_save_and_load_take_a_quoted_or_escaped_path(form, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a quote taken as part of the name makes a folder here, not elsewhere
     path = tmp_path / "my chat.json"
-    context = Context(tmp_path)
+    context = harness(tmp_path)
     said = context.run(f"/save {as_pasted(path)[form]}")
     assert said == f"[Info] Saved 1 messages to {path}\n"
     assert json.loads(path.read_text())["messages"][0]["content"] == "be kind"
@@ -65,7 +53,7 @@ def test_save_and_load_take_a_quoted_or_escaped_path(form, tmp_path, monkeypatch
 def test_a_name_with_an_apostrophe_is_taken_as_typed(tmp_path):
     path = tmp_path / "John's notes.txt"
     path.write_text("hello\n")
-    assert Context(tmp_path).run(f"/file {path}").startswith("[Info] John's notes.txt: 6 characters")
+    assert harness(tmp_path).run(f"/file {path}").startswith("[Info] John's notes.txt: 6 characters")
 
 
 def completions(text: str) -> list[str]:
@@ -85,4 +73,4 @@ def test_tab_completes_a_path_in_the_quoting_it_was_begun_in(tmp_path, monkeypat
 
     for begun in ("/file my\\ n", "/file 'my n", '/file "my n'):  # Enter right after Tab attaches the file
         completed = begun + completions(begun)[0]
-        assert Context(tmp_path).run(completed).startswith("[Info] my notes, old.txt: 1 characters"), completed
+        assert harness(tmp_path).run(completed).startswith("[Info] my notes, old.txt: 1 characters"), completed
