@@ -53,7 +53,7 @@ def main() -> int:
 
         def save_again() -> None:  # as autosave does: the file is checked against what was last written
             nonlocal version
-            version = store.save(record, saved.messages, version)
+            version = store.save(record, saved.messages, version).version
 
         after_save = median_ms(store.chats, before=save_again)
         save = median_ms(save_again)

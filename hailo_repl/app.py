@@ -40,10 +40,19 @@ from prompt_toolkit.utils import is_dumb_terminal
 from hailo_repl import __version__
 from hailo_repl.backends.base import Backend, BackendError
 from hailo_repl.chat import Chat
-from hailo_repl.commands import BUILTINS, CommandCompleter, Quit, Resend, Send, SwitchModel, is_command
+from hailo_repl.commands import (
+    BUILTINS,
+    CommandCompleter,
+    OffTheLoop,
+    Quit,
+    Resend,
+    Send,
+    SwitchModel,
+    is_command,
+)
 from hailo_repl.config import data_dir, log_file, sessions_dir
 from hailo_repl.config_file import config_path
-from hailo_repl.console import Console
+from hailo_repl.console import ERROR, INFO, Console, labelled
 from hailo_repl.context import ContextOverflowError
 from hailo_repl.entry import start_is_over
 from hailo_repl.history import input_history
@@ -64,6 +73,7 @@ from hailo_repl.reply_channel import ReplyChannel, ReplyEvent
 from hailo_repl.sessions import ChatSummary
 from hailo_repl.settings import GENERATION_SETTINGS, SETTINGS_TABLE, ResolvedSettings
 from hailo_repl.signals import CtrlC, route_to_loop
+from hailo_repl.stats import ReplyStats
 from hailo_repl.terminal_modes import keep_pastes_bracketed, restore_raw_mode, restore_typeahead_mode, typeahead_mode
 from hailo_repl.toolbar import STYLE, ModelState, ToolbarState, toolbar_fragments
 from hailo_repl.wrap import WordWrap
@@ -138,6 +148,7 @@ class Repl:
         self.exit_code = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._worker: asyncio.Future[None] | None = None  # the thread of the last reply
+        self._stats_before: ReplyStats | None = None  # chat.last_stats as that reply began
         self._prompt: asyncio.Future[str] | None = None  # the prompt on screen, if one is
         self._prompt_in_reply = False  # the prompt on screen came up for a reply
         self._handling = False  # a message is being answered: Enter queues, Ctrl+C stops what runs
@@ -214,8 +225,8 @@ class Repl:
         if self.pane.streaming:  # the chat's own count waits for the reply's thread
             state.usage = self.pane.usage(backend.context_used)
             state.reply = self.pane.progress()
-        elif self._worker is not None and not self._worker.done():
-            # A stopped reply's thread ends within a token: its figures come then (_reply), not the last reply's.
+        elif self._worker is not None and not self._worker.done() and self.chat.last_stats is self._stats_before:
+            # A stopped reply's thread ends within a token: its figures come then, not the last reply's.
             state.usage = self.pane.usage(backend.context_used)
         elif self.model_state is ModelState.READY:
             state.usage = self.chat.usage()
@@ -229,13 +240,18 @@ class Repl:
         if self._loop is None:
             self.console.info(text)
         else:
-            self._loop.call_soon_threadsafe(self._notice, text)
+            self._loop.call_soon_threadsafe(self._say, labelled(INFO, text))
 
-    def _notice(self, text: str) -> None:
+    def _say_each(self, lines: list[str]) -> None:
+        for line in lines:
+            self._say(line)
+
+    def _say(self, line: str) -> None:
+        """A line (labelled), drawn above the prompt if one is up."""
         if self.session.app.is_running and not self.live:
-            run_in_terminal(lambda: self.console.info(text))
+            run_in_terminal(lambda: self.console.say(line))
         else:
-            self.console.info(text)
+            self.console.say(line)
 
     async def run(self) -> int:
         loop = self._loop = asyncio.get_running_loop()
@@ -412,6 +428,9 @@ class Repl:
                     if await self._model_ready(load):
                         await self._switch_model(outcome.backend)
                     continue
+                if isinstance(outcome, OffTheLoop):
+                    self._off_the_loop(outcome, text.split()[0])
+                    continue
                 if not isinstance(outcome, Send):
                     continue
                 text, replace_last = outcome.text, isinstance(outcome, Resend)
@@ -510,7 +529,19 @@ class Repl:
             self.console.info(f"Now chatting with {backend.model_name}; the conversation goes on.")
         self.model_state = ModelState.READY
 
-    def _run_command(self, text: str) -> Send | SwitchModel | None:
+    def _off_the_loop(self, command: OffTheLoop, word: str) -> None:
+        """Run a command's file reading in a thread; its text comes above the prompt when done."""
+
+        def done(work: asyncio.Future[str]) -> None:
+            try:
+                self._say(work.result())
+            except Exception as error:
+                logger.opt(exception=error).error("command {} failed", word)
+                self._say(labelled(ERROR, f"{word} failed: {error} (details in {log_file()})"))
+
+        asyncio.get_running_loop().run_in_executor(None, command.work).add_done_callback(done)
+
+    def _run_command(self, text: str) -> Send | SwitchModel | OffTheLoop | None:
         entry, argument, word = BUILTINS.parse(text)
         if entry is None:
             self.console.say(BUILTINS.unknown_message(word))
@@ -549,14 +580,16 @@ class Repl:
             return True
         done, _ = await asyncio.wait([worker], timeout=SETTLE_NOTICE_AFTER)
         if not done and interruptible:
-            self.console.info("Waiting for the previous reply to end on the device… (Ctrl+C to go back)")
+            waiting_for = "to be saved" if self.chat.saving else "to end on the device"
+            self.console.info(f"Waiting for the previous reply {waiting_for}… (Ctrl+C to go back)")
             waiting = asyncio.ensure_future(asyncio.shield(worker))
             with self.ctrl_c.stopping(waiting.cancel):
                 await asyncio.wait([waiting])
             if not worker.done():
                 return False
         elif not done:
-            self.console.info("Waiting for the previous reply to end, to release the model…")
+            waiting_for = "to be saved" if self.chat.saving else "to end, to release the model"
+            self.console.info(f"Waiting for the previous reply {waiting_for}…")
             await asyncio.wait([worker])
         self._worker = None
         return True
@@ -568,6 +601,7 @@ class Repl:
         events = ReplyChannel(loop)
         cancel = threading.Event()
         usage_before = self.chat.usage() if self.live else None  # read before the reply's thread uses the backend
+        self._stats_before = self.chat.last_stats
         self._worker = loop.run_in_executor(None, self._generate, text, replace_last, cancel, events)
         self._worker.add_done_callback(lambda _: self.session.app.invalidate())  # the toolbar: this reply's figures
 
@@ -590,6 +624,8 @@ class Repl:
         finally:
             cancel.set()  # if showing ended abnormally, the generation must end too
             screen.end("")  # (a reply that ended abnormally: what came stays, then a blank line)
+        # Lines that came after the reply's end (its save's, or an interrupted one's): once its thread is done.
+        self._worker.add_done_callback(lambda _: self._say_each(events.notices_left()))
         stats = self.chat.last_stats
         if self.verbose and ended is ReplyEvent.DONE and stats is not None:  # DONE comes after the stats
             if len(self.chat.session_stats) == 1:
@@ -603,14 +639,24 @@ class Repl:
         cancel: threading.Event,
         events: ReplyChannel,
     ) -> None:
-        """The executor thread's part of a reply: run it, posting each event to the loop."""
+        """The executor thread's part of a reply: run it, posting each event to the loop. The
+        reply is shown ended before it is saved (a save may wait for a lock); the save's lines
+        come after it (_reply)."""
         notify: Callable[[str], None] = lambda line: events.put(ReplyEvent.NOTICE, line)  # noqa: E731
+        ended = threading.Event()
+
+        def end() -> None:
+            ended.set()
+            events.put(ReplyEvent.DONE)
+
         try:
-            with contextlib.closing(self.chat.reply(text, cancel, notify=notify, replace_last=replace_last)) as pieces:
+            reply = self.chat.reply(text, cancel, notify=notify, replace_last=replace_last, ended=end)
+            with contextlib.closing(reply) as pieces:
                 for piece in pieces:
                     if not cancel.is_set():  # else the reply ends within a token (closing it early would abort at once)
                         events.put_text(piece)
-            events.put(ReplyEvent.DONE)
+            if not ended.is_set():
+                events.put(ReplyEvent.DONE)
         except (BackendError, ContextOverflowError) as error:
             events.put(ReplyEvent.ERROR, str(error))
         except Exception as error:

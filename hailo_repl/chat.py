@@ -25,8 +25,8 @@ from hailo_repl.backends.base import (
 )
 from hailo_repl.console import CONTEXT, ERROR, INFO, labelled
 from hailo_repl.context import ContextOverflowError, ContextUsage, fit_history, split_turns
-from hailo_repl.conversation import ConversationFileError
-from hailo_repl.sessions import ChatRecord, SessionStore, new_session_id
+from hailo_repl.conversation import ConversationFileError, newer_format
+from hailo_repl.sessions import ChatRecord, SessionStore, new_session_id, unknown_fields
 from hailo_repl.stats import ReplyStats
 from hailo_repl.streaming import StreamingTextFilter, clean_response
 
@@ -59,6 +59,9 @@ class Chat:
         self.session_id = new_session_id()
         self._created: str | None = None  # when the saved chat began, once saved or resumed
         self._version: str | None = None  # the chat's file as this process last read or wrote it
+        self._saved_as = SavedAs()  # what the resumed chat's file holds that this version does not write itself
+        self.unsaved = False  # the last save failed: the conversation's latest turns are in no file
+        self.saving = False  # a save is under way (it may wait up to LOCK_WAIT_SECONDS for another process)
         # After a resume or /load the backend has not read the history yet; until the next
         # reply sends it, the gauge shows what it will take (counted once, when first drawn).
         self._history_unsent = False
@@ -98,7 +101,7 @@ class Chat:
         self.backend.clear()  # first: a reply still running ends (and is kept) before the wipe
         self.messages = [{"role": "system", "content": self.system_prompt}]
         self.session_id, self._created, self._history_unsent = new_session_id(), None, False
-        self._version = None
+        self._version, self._saved_as = None, SavedAs()
 
     def resume(self, session_id: str) -> dict[str, Any]:
         """Continue the saved chat `session_id`; later turns are saved to it. Returns its saved fields.
@@ -111,6 +114,7 @@ class Chat:
         self.keep_device_context()  # the chat it switches away from
         self.replace_messages(saved.messages)
         self.session_id, self._version = session_id, saved.version
+        self._saved_as = SavedAs.of(saved.fields, dataclasses.asdict(self.params))
         if isinstance(self.backend, KeepsContext):  # the model may load what it held instead of reading it
             self.backend.offer_context(self.store.context_path(session_id), for_model(self.messages))
         created = saved.fields.get("created")
@@ -126,23 +130,26 @@ class Chat:
         """
         if self.store is None or not self.store.writable or not _has_turns(self.messages):
             return
+        kept = self._saved_as
         record = ChatRecord(
             id=self.session_id,
             model=self.backend.model_name,
             backend=self.backend.name,
-            settings=dataclasses.asdict(self.params),
+            settings=kept.settings | dataclasses.asdict(self.params),
+            kept=kept.fields,
         )
         if self._created:
             record.created = self._created
-        self._version = self.store.save(record, self.messages, self._version)
-        if record.id != self.session_id:
-            notify(
-                labelled(
-                    INFO,
-                    f"Chat {self.session_id} was changed by another hailo-repl since this one read it: "
-                    f"this conversation is saved as a new chat, {record.id}, and both keep their turns.",
-                )
-            )
+        self.unsaved = self.saving = True  # until the file is written
+        try:
+            saved = self.store.save(record, self.messages, self._version, kept.newer_format)
+        finally:
+            self.saving = False
+        self._version, self.unsaved = saved.version, False
+        if saved.moved is not None:
+            notify(labelled(INFO, saved.moved))
+            if kept.newer_format is not None:  # the new chat is this version's own
+                self._saved_as = SavedAs()
         self.session_id, self._created = record.id, record.created
         self._changes += 1
 
@@ -178,6 +185,7 @@ class Chat:
         self.messages = list(messages)
         self._history_unsent, self._unsent_tokens = _has_turns(self.messages), None
         self.session_id, self._created, self._version = new_session_id(), None, None
+        self._saved_as = SavedAs()
 
     def cut_off(self) -> bool:
         """Whether the last reply stopped before its end (max-tokens or Ctrl+C)."""
@@ -221,8 +229,11 @@ class Chat:
         cancel: threading.Event,
         notify: Callable[[str], None] = lambda line: None,
         replace_last: bool = False,
+        ended: Callable[[], None] = lambda: None,
     ) -> ReplyStream:
         """Send `text` as the user's turn; yield the reply's displayable text as it streams.
+        `ended` is called once the reply has ended (not by an error) and is kept, before it is
+        saved: a save can wait seconds for a lock, and showing the reply's end need not.
 
         The reply, complete or not, is kept in the conversation; an interrupted
         one is flagged. With `replace_last` (/retry) the new exchange takes the last
@@ -296,6 +307,8 @@ class Chat:
             else:
                 # Nothing came back: no question without an answer, nothing /retry replaced lost.
                 self.messages = before
+            if finished or cancel.is_set():
+                ended()
             if self.messages is not before:
                 self._save_or_log(notify)
 
@@ -323,6 +336,26 @@ class Chat:
             f"Session:     {len(self.session_stats)} replies, {tokens} tokens in {seconds:.1f} s, "
             f"mean time to first token {mean_ttft * 1000:.0f} ms"
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class SavedAs:
+    """What a resumed chat's file holds besides what this version writes: fields and settings
+    a later hailo-repl added (written back as they were), or the format of a later one whose
+    file is never rewritten (`newer_format`; the chat then goes on as a new one, without them)."""
+
+    fields: dict[str, Any] = dataclasses.field(default_factory=dict)
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+    newer_format: str | None = None
+
+    @classmethod
+    def of(cls, saved: dict[str, Any], own_settings: dict[str, Any]) -> SavedAs:
+        newer = newer_format(saved)
+        if newer is not None:
+            return cls(newer_format=newer)
+        settings = saved.get("settings")
+        unknown = {k: v for k, v in settings.items() if k not in own_settings} if isinstance(settings, dict) else {}
+        return cls(unknown_fields(saved), unknown)
 
 
 def _has_turns(messages: list[Message]) -> bool:

@@ -32,6 +32,7 @@ from hailo_repl.log import logger, setup_logging
 from hailo_repl.servers import REMOTE_BACKENDS
 from hailo_repl.settings import (
     GENERATION_SETTINGS,
+    SETTINGS,
     SETTINGS_TABLE,
     ChoiceSetting,
     NumberSetting,
@@ -73,10 +74,10 @@ def _setting_type(setting: Setting) -> Callable[[str], Any]:
     return parse
 
 
-def add_setting_flags(parser: argparse.ArgumentParser) -> None:
-    """A flag for every setting, from the table. A flag not given is left out of the
-    namespace (SUPPRESS), so the environment and the config file can fill it in."""
-    for setting in SETTINGS_TABLE:
+def add_setting_flags(parser: argparse.ArgumentParser, only: Sequence[str] | None = None) -> None:
+    """A flag for every setting (or those named in `only`), from the table. A flag not given is
+    left out of the namespace (SUPPRESS), so the environment and the config file can fill it in."""
+    for setting in SETTINGS_TABLE if only is None else [SETTINGS[name] for name in only]:
         names = [f"--{setting.name}", *setting.flags]
         default = setting.unset if setting.default is None else setting.shown(setting.default)
         allowed = f"; {setting.allowed}" if isinstance(setting, NumberSetting) else ""  # choices show themselves
@@ -314,16 +315,21 @@ def run_turn(
             sys.stdout.flush()
         notices.say(line)
 
+    def end_the_reply() -> None:  # before the save, which may wait seconds for a lock
+        nonlocal wrote
+        if wrote:
+            sys.stdout.write((wrapper.flush() if wrapper else "") + "\n")
+            sys.stdout.flush()
+            wrote = False
+
     try:
-        with contextlib.closing(chat.reply(text, cancel, notify=notify)) as pieces:
+        with contextlib.closing(chat.reply(text, cancel, notify=notify, ended=end_the_reply)) as pieces:
             for piece in pieces:
                 sys.stdout.write(wrapper.feed(piece) if wrapper else piece)
                 sys.stdout.flush()
                 wrote = True
     finally:
-        if wrote:
-            sys.stdout.write((wrapper.flush() if wrapper else "") + "\n")
-            sys.stdout.flush()
+        end_the_reply()
     if verbose and chat.last_stats:
         chat.last_stats.load = load_seconds
         notices.say(chat.last_stats.verbose_block())
@@ -541,7 +547,7 @@ def run(arguments: list[str]) -> int:
         for index, text in enumerate(inputs):
             wrap = settings["word-wrap"] and sys.stdout.isatty()  # a pipe or a file gets the reply as it came
             run_turn(chat, text, notices, settings["verbose"], load_seconds if index == 0 else 0.0, wrap)
-        return EXIT_OK
+        return EXIT_FAILURE if chat.unsaved else EXIT_OK  # (its [Error] line said why)
     except (BackendError, ModelNotFoundError, ContextOverflowError, ConversationFileError) as error:
         notices.fatal(str(error))
         return EXIT_FAILURE

@@ -133,11 +133,25 @@ def fit_history(
     if fitting == len(turns):
         return FittedHistory(list(messages), 0)
     if fitting == 0:
-        raise ContextOverflowError(
-            f"the message needs {count_tokens(newest(1))} tokens plus {reserve} for the reply, "
-            f"but the context holds {capacity}; shorten it, "
-            f"or allow a shorter reply (--max-tokens, /set max-tokens)"
-        )
+        system_tokens = count_tokens(system) if system else 0
+        raise ContextOverflowError(_what_does_not_fit(system_tokens, count_tokens(newest(1)), reserve, capacity))
     goal = reserve + (capacity - reserve) * DROP_TO_PERCENT // 100  # read at each call: the benchmark tries 100
     kept = most_turns_within(goal, fitting) or 1  # the newest turn alone, past the goal, if it fits at all
     return FittedHistory(newest(kept), len(turns) - kept)
+
+
+SHORTER_REPLY = "allow a shorter reply (--max-tokens, /set max-tokens)"
+
+
+def _what_does_not_fit(system: int, newest_turn: int, reserve: int, capacity: int) -> str:
+    """Why the system prompt and the newest message (`newest_turn` tokens with it) cannot fit,
+    naming the one that is too long: the system prompt alone may be."""
+    if system + reserve > capacity:
+        fix = "shorten it (--system-prompt, /system)" + ("" if system >= capacity else f", or {SHORTER_REPLY}")
+        needs = f"the system prompt needs {system} tokens plus {reserve} for the reply"
+        return f"{needs}, but the context holds {capacity}; {fix}"
+    besides = f" besides the system prompt's {system}" if system else ""
+    return (
+        f"the message needs {newest_turn - system} tokens{besides}, plus {reserve} for the reply, "
+        f"but the context holds {capacity}; shorten it, or {SHORTER_REPLY}"
+    )

@@ -3,6 +3,11 @@
 Setting up a Hailo-10H is where time goes (driver, permissions, HailoRT version, HEFs,
 another process holding the device), so each step a chat depends on is checked in the
 order it is needed. Exit code 0 when the chosen backend can chat, else 1.
+
+It checks what a chat with the same options would use: the settings in effect (flags,
+environment, config file) that a check reads (DOCTOR_SETTINGS: the backend, its HEF, GGUF
+or server, history), taken before or after `doctor`. A chat's option that no check reads
+(`--temperature`, `-p`) is refused with a line that says so.
 """
 
 from __future__ import annotations
@@ -17,11 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hailo_repl import __version__, models
-from hailo_repl.backends import HAILORT_MISSING, LLAMA_EXTRA_MISSING
+from hailo_repl.backends import HAILORT_MISSING, LLAMA_EXTRA_MISSING, BackendChoice
 from hailo_repl.backends.base import BackendError
 from hailo_repl.config import data_dir, device_contexts_dir, log_file
-from hailo_repl.console import CHECK_FAILED, CHECK_PASSED, ArgumentParser, Console
+from hailo_repl.console import CHECK_FAILED, CHECK_PASSED, ArgumentParser, Console, no_wrap
 from hailo_repl.log import setup_logging
+from hailo_repl.servers import REMOTE_BACKENDS
+from hailo_repl.streaming import terminal_safe
 
 MINIMUM_PYTHON = (3, 10)
 # The PCIe driver's kernel module: hailo1x_pci for the Hailo-10H (hailo_pci drives the Hailo-8).
@@ -40,11 +47,14 @@ class Machine:
 class Findings:
     """What the checks found out, for the verdict: which backend can chat."""
 
+    choice: BackendChoice = field(default_factory=BackendChoice)  # what the chat would use
+    history: bool = True  # whether the chat would write its files
     lines: list[tuple[bool, str]] = field(default_factory=list)
     hailort_ready: bool = False
     vdevice_opens: bool = False
     hefs: list[Path] = field(default_factory=list)
     llama_ready: bool = False
+    server_ready: str | None = None  # the remote model the server has (a remote backend)
 
     def add(self, passed: bool, text: str) -> bool:
         self.lines.append((passed, text))
@@ -132,6 +142,15 @@ def check_vdevice(findings: Findings, machine: Machine) -> None:
 
 def check_models(findings: Findings, machine: Machine) -> None:
     directory = models.models_dir()
+    named = findings.choice.hef_path
+    if named:  # --hef-path: the HEF the chat would load (a registered one missing is downloaded by the chat)
+        try:
+            findings.hefs = [models.resolve_hef_path(named, directory)]
+        except models.ModelNotFoundError as error:
+            findings.add(False, str(error))
+            return
+        findings.add(True, f"LLM HEF {findings.hefs[0]} (--hef-path {named})")
+        return
     findings.hefs = models.find_downloaded_llm_models(directory)
     if not findings.hefs:
         findings.add(False, models.NO_MODELS_MESSAGE.format(dir=directory))
@@ -182,6 +201,10 @@ def check_llama(findings: Findings, machine: Machine) -> None:
     if importlib.util.find_spec("llama_cpp") is None:
         findings.add(False, f"llama.cpp fallback unavailable: {LLAMA_EXTRA_MISSING}")
         return
+    gguf = findings.choice.gguf_path  # --model: checked as a GGUF file with the other settings
+    if gguf is not None:
+        findings.llama_ready = findings.add(True, f"llama.cpp ready with {gguf} (--model)")
+        return
     gguf = models.bundled_gguf_path()
     if gguf is None:
         findings.add(False, f"{models.BUNDLED_MODEL_NAME} is not installed: {LLAMA_EXTRA_MISSING}")
@@ -197,7 +220,33 @@ def _writable(directory: Path) -> bool:
     return False
 
 
+def check_server(findings: Findings, machine: Machine) -> None:
+    """A remote backend's server: does it answer, and has it the model the chat would use?"""
+    from hailo_repl.backends import remote_backend
+
+    backend = remote_backend(findings.choice)
+    where = f"{backend.endpoint.url} ({backend.name})"
+    try:
+        names = backend.list_models()
+    except BackendError as error:
+        findings.add(False, str(error))
+        return
+    finally:
+        backend.release()
+    wanted = findings.choice.model_name
+    if not names:
+        findings.add(False, f"{where} answers but has no models")
+    elif wanted and wanted not in names:
+        findings.add(False, f"{where} has no model {wanted}; it has {', '.join(names)}")
+    else:
+        findings.add(True, f"{where} answers; models: {', '.join(names)}")
+        findings.server_ready = wanted or names[0]
+
+
 def check_folders(findings: Findings, machine: Machine) -> None:
+    if not findings.history:
+        findings.add(True, "history off: a chat writes nothing, so no folder needs to be writable")
+        return
     folders = {"history": data_dir(), "sessions": data_dir() / "sessions", "log": log_file().parent}
     blocked = [f"{label} {path}" for label, path in folders.items() if not _writable(path)]
     if blocked:
@@ -206,14 +255,21 @@ def check_folders(findings: Findings, machine: Machine) -> None:
     findings.add(True, "history, sessions and log folders writable")
 
 
-def verdict(findings: Findings, backend: str) -> tuple[bool, str]:
-    """Whether `backend` (auto, hailo or llama) can chat, and the line saying so."""
+def verdict(findings: Findings) -> tuple[bool, str]:
+    """Whether the chosen backend (auto, hailo, llama or a server) can chat, and the line saying so."""
+    backend = findings.choice.backend
+    if backend in REMOTE_BACKENDS:
+        if findings.server_ready:
+            return True, f"hailo-repl will chat on the {backend} server with {findings.server_ready}"
+        return False, f"the {backend} backend cannot chat: fix the ✗ lines above"
     hailo = f"the Hailo-10H with {findings.hefs[0].stem}" if findings.hefs else "the Hailo-10H"
-    llama = f"llama.cpp on the CPU with {models.BUNDLED_MODEL_NAME}"
-    if backend in ("auto", "hailo") and findings.hailo_can_chat:
+    gguf = findings.choice.gguf_path
+    llama = f"llama.cpp on the CPU with {gguf.name if gguf else models.BUNDLED_MODEL_NAME}"
+    if backend in ("auto", "hailo") and findings.hailo_can_chat and gguf is None:
         return True, f"hailo-repl will chat on {hailo}"
-    if backend == "hailo":
-        return False, "the hailo backend cannot chat: fix the ✗ lines above"
+    if backend == "hailo" or (backend == "auto" and findings.choice.hef_path and gguf is None):
+        asked = " (--hef-path asks for it: no fallback to llama.cpp)" if backend == "auto" else ""
+        return False, f"the hailo backend cannot chat{asked}: fix the ✗ lines above"
     if findings.llama_ready:
         return True, f"hailo-repl will chat on {llama}"
     return False, f"no backend can chat{'' if backend == 'llama' else ' (hailo or llama)'}: fix the ✗ lines above"
@@ -233,33 +289,93 @@ CHECKS: list[Callable[[Findings, Machine], None]] = [
 ]
 
 
-def diagnose(console: Console, backend: str = "auto", machine: Machine | None = None) -> bool:
-    """Run every check, one line each, then the verdict; True if `backend` can chat."""
-    findings = Findings()
-    for check in CHECKS:
+# With a remote backend, the server is what a chat needs (no device, no llama.cpp).
+REMOTE_CHECKS: list[Callable[[Findings, Machine], None]] = [check_python, check_server, check_folders]
+
+# The settings a check reads; the chat's other options mean nothing here and are refused.
+DOCTOR_SETTINGS = ("backend", "hef-path", "model", "url", "context-size", "history", "verbose", "color", "word-wrap")
+
+
+def diagnose(
+    console: Console,
+    backend: str = "auto",
+    machine: Machine | None = None,
+    choice: BackendChoice | None = None,
+    history: bool = True,
+    colour: bool = False,
+) -> bool:
+    """Run every check, one line each, then the verdict; True if the backend (`choice`, else
+    `backend` with its default model) can chat. With `colour`, ✓ is green and ✗ red."""
+    findings = Findings(choice or BackendChoice(backend=backend), history)
+    checks = REMOTE_CHECKS if findings.choice.backend in REMOTE_BACKENDS else CHECKS
+    for check in checks:
         seen = len(findings.lines)
         check(findings, machine or Machine())
         for passed, text in findings.lines[seen:]:
-            console.say(f"{CHECK_PASSED if passed else CHECK_FAILED} {text}")
-    can_chat, line = verdict(findings, backend)
-    console.say(f"{CHECK_PASSED if can_chat else CHECK_FAILED} {line}")
+            _say(console, passed, text, colour)
+    can_chat, line = verdict(findings)
+    _say(console, can_chat, line, colour)
     return can_chat
 
 
+def _say(console: Console, passed: bool, text: str, colour: bool) -> None:
+    mark = CHECK_PASSED if passed else CHECK_FAILED
+    line = console.wrapped(terminal_safe(f"{mark} {text}"))  # (a path or a server's answer runs no escape)
+    if colour:
+        line = f"\x1b[{32 if passed else 31}m{mark}\x1b[0m{line[len(mark) :]}"
+    console.write(line + "\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from hailo_repl.cli import add_config_flag, add_setting_flags
+
     parser = ArgumentParser(
-        prog="hailo-repl doctor", description="Check what a chat needs, one line per check, each with what to do."
+        prog="hailo-repl doctor",
+        description="Check what a chat with these options needs, one line per check, each with what to do. "
+        "The backend decides the exit code. Options may also come before `doctor`.",
     )
-    parser.add_argument(
-        "--backend",
-        choices=["auto", "hailo", "llama"],
-        default="auto",
-        help="the backend whose readiness decides the exit code (default: %(default)s)",
-    )
+    add_setting_flags(parser, only=DOCTOR_SETTINGS)
+    add_config_flag(parser)
+    parser.add_argument("--api-key", help="with a remote backend, the key sent to its server")
     return parser
 
 
+def refuse_what_no_check_reads(parser: argparse.ArgumentParser, unknown: list[str]) -> None:
+    """A chat's option among `unknown` is named as meaningless here; anything else is argparse's error."""
+    from hailo_repl.cli import build_parser as chat_parser
+
+    chat_options = chat_parser()._option_string_actions  # every spelling of every chat option
+    for word in unknown:
+        option = word.split("=", 1)[0]
+        if option in chat_options:
+            parser.error(f"{option} means nothing to the doctor: it checks what a chat needs, it does not chat")
+    parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+
+
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    from hailo_repl.cli import EXIT_USAGE, backend_choice, settings_in_effect
+    from hailo_repl.config_file import ConfigFileError
+    from hailo_repl.render import color_wanted
+    from hailo_repl.settings import SETTINGS, SettingError
+
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        refuse_what_no_check_reads(parser, unknown)
     setup_logging(to_file=False)  # nothing but the check lines on the terminal
-    return 0 if diagnose(Console(), args.backend) else 1
+    console = Console()
+    try:
+        settings, config_file = settings_in_effect(args)
+        choice = backend_choice(settings, args.api_key)
+    except (ConfigFileError, SettingError) as error:
+        Console(sys.stderr).fatal(str(error))
+        return EXIT_USAGE
+    if not settings["word-wrap"]:
+        console.wrap_width = no_wrap
+    if settings["verbose"]:
+        rows = [
+            f"  {name}: {SETTINGS[name].shown(settings[name])}  # {settings.origins[name]}" for name in DOCTOR_SETTINGS
+        ]
+        console.say("\n".join([f"The checks use (config file {config_file}):", *rows]))
+    colour = color_wanted(settings["color"], os.environ) and (settings["color"] == "always" or sys.stdout.isatty())
+    return 0 if diagnose(console, choice=choice, history=settings["history"], colour=colour) else 1

@@ -236,8 +236,8 @@ class ReplyPane:
             return
         self._line += text
         finished, newline, self._line = self._line.rpartition("\n")
-        if newline:
-            self.commit(finished + newline)
+        if newline:  # (between replies the toolbar shows once the frame's new place is known: ask it)
+            self.commit(finished + newline, ask_position=not self.streaming)
 
     def echo(self, fragments: StyleAndTextTuples) -> None:
         """A line as prompt_toolkit shows formatted text (a queued message, as the prompt shows it)."""

@@ -4,6 +4,8 @@
 - A write goes to a temporary file that is renamed over the target, so a crash leaves the
   old file or the new one, never half of one. A symlink is followed (the link stays a
   link); anything that is not a regular file (a device, a FIFO, a folder) is refused.
+  Missing folders are made only on the path as given, never through a symlink: a link
+  whose target's folder is gone is an error, not a new folder wherever it points.
 - A read refuses what is not a regular file before opening it (a FIFO would block, a
   device would never end) and stops at a size limit.
 - An append is one write() under an exclusive lock, so two processes never interleave.
@@ -14,6 +16,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import stat
@@ -38,6 +41,19 @@ def private_dir(path: Path) -> Path:
     return path
 
 
+def _kind(mode: int) -> str | None:
+    """What a file of `mode` is, in words, when it is not a regular file; None when it is."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
 def not_regular(path: Path) -> str | None:
     """Why `path` cannot hold a file's text (a device, a FIFO, a folder…), or None when it
     is a regular file or absent. Symlinks are followed."""
@@ -45,15 +61,30 @@ def not_regular(path: Path) -> str | None:
         mode = path.stat().st_mode
     except FileNotFoundError:
         return None
-    if stat.S_ISREG(mode):
+    kind = _kind(mode)
+    if kind in (None, "a folder", "not a regular file"):
+        return kind and f"it is {kind}"
+    return f"it is {kind}, not a file"
+
+
+def not_a_file_at(path: Path) -> str | None:
+    """What sits at `path` when it is neither a regular file nor a symlink to one, in words
+    ("a folder", "a symlink to /dev/null, a device", "a symlink to x.json, which does not
+    exist"); None when it is one, or when nothing is there."""
+    try:
+        own = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):  # (a file where a folder on the way should be)
         return None
-    if stat.S_ISDIR(mode):
-        return "it is a folder"
-    if stat.S_ISFIFO(mode):
-        return "it is a FIFO, not a file"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "it is a device, not a file"
-    return "it is not a regular file"
+    if not stat.S_ISLNK(own.st_mode):
+        return _kind(own.st_mode)
+    link = f"a symlink to {os.readlink(path)}"
+    try:
+        kind = _kind(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return f"{link}, which does not exist"
+    except OSError as error:  # a loop of links, a target it may not look into
+        return f"{link}, which cannot be followed ({error.strerror or error})"
+    return None if kind is None else f"{link}, {kind}"
 
 
 class FileTooLarge(Exception):
@@ -62,6 +93,12 @@ class FileTooLarge(Exception):
 
 class NotARegularFile(OSError):
     """The path is a device, a FIFO, a folder or a socket: hailo-repl reads and writes only files."""
+
+
+class LockUnavailable(OSError):
+    """`update_lock` cannot have the lock: another process has held it past LOCK_WAIT_SECONDS,
+    or something that is not a lock file (a folder, a symlink) sits at its path. The message
+    names the lock."""
 
 
 def _check_regular(path: Path) -> None:
@@ -80,7 +117,7 @@ def write_atomically(path: Path, text: str) -> None:
 
 def write_bytes_atomically(path: Path, data: bytes) -> None:
     """`write_atomically` for bytes."""
-    target = Path(os.path.realpath(path))  # a symlink is followed: the link stays a link
+    target = writable_target(path)
     _check_regular(target)
     handle, temp = _temporary_beside(target)
     try:
@@ -104,8 +141,23 @@ def create_exclusively(path: Path, data: bytes) -> None:
             os.unlink(temp)
 
 
+def writable_target(path: Path) -> Path:
+    """Where a write to `path` lands: a symlink is followed (the link stays a link). Missing
+    folders of `path` as given are made (0700); never through a link (a dangling symlink on
+    the way, or a link whose target's folder is gone: FileNotFoundError naming both)."""
+    if not os.path.lexists(path.parent):
+        private_dir(path.parent)  # (mkdir stops at a dangling symlink on the way: FileExistsError)
+    target = Path(os.path.realpath(path))
+    folder = target.parent
+    if not folder.is_dir():
+        if os.path.exists(folder):
+            raise NotADirectoryError(errno.ENOTDIR, f"{folder} is not a folder")
+        raise FileNotFoundError(errno.ENOENT, f"{path} leads to {target}, whose folder does not exist")
+    return target
+
+
 def _temporary_beside(target: Path) -> tuple[int, str]:
-    if not target.parent.exists():
+    if not os.path.lexists(target.parent):
         private_dir(target.parent)
     return tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)  # 0600
 
@@ -162,8 +214,9 @@ def append_whole(path: Path, data: bytes) -> None:
 
 
 def lock_path(path: Path) -> Path:
-    """The lock file of `path` (a symlink is followed, as writes follow it): `.NAME.lock` beside it."""
-    target = Path(os.path.realpath(path))
+    """The lock file of `path` (a symlink is followed, as writes follow it): `.NAME.lock` beside
+    it. Its folder is made as a write's would be (writable_target), never through a link."""
+    target = writable_target(path)
     return target.with_name(f".{target.name}.lock")
 
 
@@ -173,8 +226,8 @@ def update_lock(path: Path) -> Iterator[None]:
     waits for it. The lock is a file of its own (a lock on `path` would stay on the inode
     a rename replaces) that exists only while held, so nothing is left beside the chats.
 
-    OSError when the lock file cannot be made (a read-only folder), or TimeoutError when
-    another process holds it for more than LOCK_WAIT_SECONDS.
+    OSError when the lock file cannot be made (a read-only folder), or LockUnavailable when
+    another process holds it for more than LOCK_WAIT_SECONDS or something else sits in its place.
     """
     lock = lock_path(path)
     fd = _acquire(lock)
@@ -187,15 +240,13 @@ def update_lock(path: Path) -> Iterator[None]:
 
 
 def _acquire(lock: Path) -> int:
-    if not lock.parent.exists():
-        private_dir(lock.parent)
     deadline = time.monotonic() + LOCK_WAIT_SECONDS
     while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+        fd = _open_lock(lock)
         try:
             while not _try_flock(fd):
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"another process has held {lock} for {LOCK_WAIT_SECONDS:g} s")
+                    raise LockUnavailable(f"another process has held {lock} for {LOCK_WAIT_SECONDS:g} s")
                 time.sleep(LOCK_POLL_SECONDS)
             opened = os.fstat(fd)
             try:
@@ -208,6 +259,19 @@ def _acquire(lock: Path) -> int:
         if current is not None and (current.st_dev, current.st_ino) == (opened.st_dev, opened.st_ino):
             return fd
         os.close(fd)  # the holder removed this one as it let go: take the lock file in its place
+
+
+def _open_lock(lock: Path) -> int:
+    try:
+        return os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+    except OSError as error:
+        if os.path.islink(lock):  # never followed (O_NOFOLLOW), whatever it points to
+            there: str | None = f"a symlink to {os.readlink(lock)}"
+        else:
+            there = not_a_file_at(lock)
+        if there is None:
+            raise  # the folder's fault (read-only, full): said as it is
+        raise LockUnavailable(error.errno, f"{there} sits where its lock file goes, {lock}; remove it") from None
 
 
 def _try_flock(fd: int) -> bool:

@@ -62,6 +62,14 @@ class ReplyChannel:
             self._waiting.append((kind, value))
         self._loop.call_soon_threadsafe(self._wakeup.set)
 
+    def notices_left(self) -> list[str]:
+        """The lines about the reply that came after the loop stopped taking events (a save's,
+        after DONE; any after Ctrl+C); the rest of what waits is dropped."""
+        with self._lock:
+            left = [value for kind, value in self._waiting if kind is ReplyEvent.NOTICE]
+            self._waiting.clear()
+        return [line for line in left if isinstance(line, str)]
+
     def next_text_at_once(self) -> None:
         """Hand the next text over as soon as it comes, not a frame after the last."""
         self._next_frame = 0.0

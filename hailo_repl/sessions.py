@@ -9,7 +9,10 @@ Two hailo-repl processes may hold one chat (`--resume ID` twice, two terminals).
 is a read-modify-write under the chat's lock (private_files.update_lock): it rewrites
 the file only if the file is still what this process last read or wrote (its version).
 If another process saved a turn in between, this conversation is saved as a new chat
-instead, and the caller says so; neither process's turns are lost.
+instead, and the caller says so; neither process's turns are lost. So it is when the file
+cannot be rewritten as it stands: its lock held past the wait or blocked by something in
+its place, the file replaced by a folder or a symlink that leads to no file, or a newer
+hailo-repl's format (conversation.CHAT_FORMAT), which is never rewritten.
 
 Listing reads `.index.json`, a cache of each file's summary keyed by file name and
 checked against the file's size and modification time: a file changed by another
@@ -25,10 +28,11 @@ import os
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from hailo_repl.backends.base import Message
 from hailo_repl.conversation import (
+    CHAT_FORMAT,
     MAX_CHAT_FILE_BYTES,
     ChatFile,
     ConversationFileError,
@@ -39,6 +43,8 @@ from hailo_repl.conversation import (
 from hailo_repl.log import logger
 from hailo_repl.private_files import (
     FileTooLarge,
+    LockUnavailable,
+    not_a_file_at,
     read_bytes_limited,
     read_text_limited,
     update_lock,
@@ -72,6 +78,28 @@ class ChatRecord:
     settings: dict[str, Any]
     created: str = field(default_factory=now_iso)
     updated: str = field(default_factory=now_iso)
+    # Top-level fields a later hailo-repl wrote that this one does not know: written back as they were.
+    kept: dict[str, Any] = field(default_factory=dict)
+
+    def document(self, messages: list[Message]) -> dict[str, Any]:
+        """The chat file's content."""
+        own = asdict(self)
+        del own["kept"]
+        return {"format": CHAT_FORMAT, **self.kept, **own, "messages": messages}
+
+
+def unknown_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """The top-level fields of a chat file that this version does not write itself."""
+    known = {"format", "messages", *(f for f in ChatRecord.__dataclass_fields__ if f != "kept")}
+    return {key: value for key, value in fields.items() if key not in known}
+
+
+class Saved(NamedTuple):
+    """What a save did: the version written, and if the chat had to be saved under a new id
+    (record.id), the line that says why."""
+
+    version: str | None
+    moved: str | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +131,32 @@ def summary_types() -> dict[str, type]:
     """What each field of an index entry must be; worked out when the index is first read, not at
     start-up (get_type_hints evaluates every annotation)."""
     return typing.get_type_hints(ChatSummary)
+
+
+CHANGED = "was changed by another hailo-repl since this one read it"
+
+
+def _replaced(path: Path) -> str | None:
+    """Why the chat file at `path` cannot be rewritten in place when something that leads to
+    no regular file is there (a folder, a symlink to a device or to nothing), else None."""
+    there = not_a_file_at(path)
+    return None if there is None else f"was replaced by {there} ({path})"
+
+
+def _why_not_rewritten(path: Path, version: str | None) -> str | None:
+    """None when the file at `path` is still at `version` (None: when there is none), else why not."""
+    why = _replaced(path)
+    if why is not None:
+        return why
+    try:
+        on_disk = version_of(read_bytes_limited(path, MAX_CHAT_FILE_BYTES))
+    except FileNotFoundError:
+        return None  # none yet, or gone since: written anew
+    except FileTooLarge:
+        return f"has grown past the {MAX_CHAT_FILE_BYTES >> 20} MiB hailo-repl reads"
+    except OSError as error:
+        return f"can no longer be read ({error.strerror or error})"
+    return None if on_disk == version else CHANGED
 
 
 class SessionNotFoundError(Exception):
@@ -150,39 +204,53 @@ class SessionStore:
         """Where a backend that keeps its model's context (the Hailo device's) keeps the chat's."""
         return self.directory / f"{session_id}.ctx"
 
-    def save(self, record: ChatRecord, messages: list[Message], version: str | None) -> str | None:
-        """Rewrite the chat's file whole, if it is still at `version` (None: no file yet) or gone;
-        else another process has saved to it since, and the chat is saved under a new id
-        (record.id changes) beside it. Returns the version written (`version` when history is off).
+    def save(
+        self, record: ChatRecord, messages: list[Message], version: str | None, newer_format: str | None = None
+    ) -> Saved:
+        """Rewrite the chat's file whole, if it is still at `version` (None: no file yet) or gone.
+        Else the chat is saved under a new id (record.id changes) beside it, and Saved.moved
+        says why: another process has saved to it since, its lock cannot be had, something
+        else is in its place, or it is a later version's file (`newer_format`). Returns
+        `version` when history is off.
 
-        ConversationFileError (one line) if it cannot be written.
+        ConversationFileError (one line) if it cannot be written anywhere.
         """
         if not self.writable:
-            return version
+            return Saved(version)
         record.updated = now_iso()
-        while True:
-            path = self.path_of(record.id)
-            data = encode_chat(path, {**asdict(record), "messages": messages})
-            try:
-                with update_lock(path):
-                    on_disk = self._version_on_disk(path)
-                    if on_disk is None or on_disk == version:
-                        write_bytes_atomically(path, data)
-                        return version_of(data)
-            except OSError as error:
-                raise ConversationFileError(f"Cannot save the chat to {path}: {error.strerror or error}") from None
-            record.id, record.created, version = new_session_id(), record.updated, None
+        if newer_format is None:
+            why, written = self._write(record, messages, version)
+            if why is None:
+                return Saved(written)
+        else:
+            why = f"was saved by a newer hailo-repl (format {newer_format}), which this one never rewrites"
+        first_id = record.id
+        record.id, record.created = new_session_id(), record.updated
+        cannot, written = self._write(record, messages, None)
+        if cannot is not None:  # (a new id taken by another file: one in four billion)
+            raise ConversationFileError(f"Cannot save the chat to {self.path_of(record.id)}: it {cannot}")
+        both = ", and both keep their turns" if why == CHANGED else ""
+        return Saved(written, f"Chat {first_id} {why}: this conversation is saved as a new chat, {record.id}{both}.")
 
-    @staticmethod
-    def _version_on_disk(path: Path) -> str | None:
-        """The version of the file at `path`; None when there is none; "" when it cannot be
-        read (which no saved version equals: the chat is then saved beside it)."""
+    def _write(self, record: ChatRecord, messages: list[Message], version: str | None) -> tuple[str | None, str]:
+        """Write the chat's file if it is still at `version`: (None, the version written), or
+        (why not, ""). ConversationFileError (one line) when the folder takes no file."""
+        path = self.path_of(record.id)
+        data = encode_chat(path, record.document(messages))
         try:
-            return version_of(read_bytes_limited(path, MAX_CHAT_FILE_BYTES))
-        except FileNotFoundError:
-            return None
-        except (OSError, FileTooLarge):
-            return ""
+            why = _replaced(path)  # before the lock, which a symlink would lead elsewhere
+            if why is not None:
+                return why, ""
+            with update_lock(path):
+                why = _why_not_rewritten(path, version)
+                if why is None:
+                    write_bytes_atomically(path, data)
+                    return None, version_of(data)
+                return why, ""
+        except LockUnavailable as error:
+            return f"could not be saved ({error.strerror or error})", ""
+        except OSError as error:
+            raise ConversationFileError(f"Cannot save the chat to {path}: {error.strerror or error}") from None
 
     def load(self, session_id: str) -> ChatFile:
         """A saved chat (ConversationFileError, one line, if it cannot be read)."""

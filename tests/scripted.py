@@ -10,7 +10,7 @@ from pathlib import Path
 
 from hailo_repl.backends.base import GenerationParams
 from hailo_repl.chat import Chat
-from hailo_repl.commands import BUILTINS
+from hailo_repl.commands import BUILTINS, OffTheLoop
 from hailo_repl.console import Console
 from hailo_repl.settings import SETTINGS_TABLE
 
@@ -101,4 +101,6 @@ class CommandHarness:
         buffer.seek(0)
         buffer.truncate()
         self.outcome = entry.handler(self, argument)
+        if isinstance(self.outcome, OffTheLoop):  # the REPL runs it in a thread, then says its text
+            self.console.say(self.outcome.work())
         return buffer.getvalue()

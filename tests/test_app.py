@@ -327,4 +327,4 @@ def test_a_save_error_during_a_reply_comes_after_its_last_word(capsys):
         pipe.send_text("hi\r/quit\r")
         assert asyncio.run(repl.run()) == 0
     out = capsys.readouterr().out
-    assert "Assistant: Hello there\n[Error] cannot write the chat: No space left on device\n" in out
+    assert "Assistant: Hello there\n\n[Error] cannot write the chat: No space left on device\n" in out

@@ -153,7 +153,8 @@ def test_a_save_error_comes_after_the_replys_last_word(pane):
     term.expect_reply_end()
     rows = term.screen.scrollback()
     error = next(i for i, row in enumerate(rows) if row.startswith("[Error] Cannot save"))
-    assert rows[error - 1].endswith("w29")  # the word the word-wrap held came first
+    # The reply ended (with the word the word-wrap held, and its blank line) before the save.
+    assert rows[error - 2].endswith("w29") and rows[error - 1] == ""
     assert joined_reply(term, "w0 w1") == "Assistant: " + reply_text(words(30))
     assert term.quit() == 0
 
