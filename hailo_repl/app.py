@@ -88,12 +88,6 @@ IDLE_SAVE_SECONDS = 120.0
 TOOLBAR_REFRESH_SECONDS = 0.5  # the toolbar's clock and figures are never older than this
 
 
-def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-    """An error in a callback or a forgotten task: to the log file, never over the chat."""
-    error = context.get("exception")
-    logger.opt(exception=error).error("event loop: {}", context.get("message", "error"))
-
-
 def welcome_text(chat: Chat) -> str:
     names = " ".join(entry.name for entry in BUILTINS.unique())
     return (
@@ -129,6 +123,7 @@ class Repl:
         settings: dict[str, Any] | None = None,
         config_file: Path | None = None,
         resumed: ChatSummary | None = None,
+        on_hang_up: Callable[[], None] = lambda: None,
     ):
         self.chat = chat
         self.verbose = verbose
@@ -146,9 +141,13 @@ class Repl:
         self.ctrl_c = CtrlC()
         self.quitting = False
         self.exit_code = 0
+        self.on_hang_up = on_hang_up  # the terminal went away during a reply, which goes on to its end
+        self.hung_up = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._worker: asyncio.Future[None] | None = None  # the thread of the last reply
         self._stats_before: ReplyStats | None = None  # chat.last_stats as that reply began
+        self._showing: asyncio.Future[ReplyEvent] | None = None  # the reply on screen, if one is
+        self._cancel: threading.Event | None = None  # the reply's, while its thread runs
         self._prompt: asyncio.Future[str] | None = None  # the prompt on screen, if one is
         self._prompt_in_reply = False  # the prompt on screen came up for a reply
         self._handling = False  # a message is being answered: Enter queues, Ctrl+C stops what runs
@@ -256,7 +255,7 @@ class Repl:
     async def run(self) -> int:
         loop = self._loop = asyncio.get_running_loop()
         route_to_loop(loop, self.ctrl_c, terminate=self.quit, resumed=self._resumed)
-        loop.set_exception_handler(_log_loop_error)
+        loop.set_exception_handler(self._loop_error)
         self.console.say(welcome_text(self.chat))
         if self.resumed is not None:
             self.show_resumed(self.resumed)
@@ -290,11 +289,8 @@ class Repl:
                     with contextlib.suppress(OSError):  # (a terminal that went away)
                         await self._end_prompt()
         except OSError as write_error:
-            if write_error.errno != errno.EIO or not self._terminal_gone():
+            if not self._hung_up(write_error):
                 raise
-            # The terminal went away (its window closed, the SSH link dropped): its SIGHUP ends the chat
-            # too, but a write may fail first. The reply's thread still finishes and saves the turn.
-            logger.info("the terminal went away ({}): the chat ends", write_error)
             self.quit(signal.SIGHUP)
         finally:
             idle_saves.cancel()
@@ -340,13 +336,34 @@ class Repl:
             self.session.app.invalidate()
 
     def quit(self, signum: int | None = None) -> None:
-        """A signal (SIGTERM, SIGHUP; SIGINT during a load) or a failed load: stop any reply
-        and leave the prompt; cleanup follows in run(), which returns 128+signum."""
-        if signum is not None and not self.quitting:
+        """A signal (SIGTERM, SIGHUP; SIGINT during a load) or a failed load: leave the prompt;
+        cleanup follows in run(), which returns 128+signum. A hang-up (SIGHUP: the terminal or
+        the SSH link is gone) lets a reply in flight run to its end, to be saved whole; anything
+        else stops it (saved interrupted), even one left running by a hang-up."""
+        if signum is not None and (not self.quitting or signum != signal.SIGHUP):
             self.exit_code = 128 + signum
         self.quitting = True
-        self.ctrl_c()
+        if signum == signal.SIGHUP:
+            self._hang_up()
+        else:
+            self.ctrl_c()
+            if self._cancel is not None:
+                self._cancel.set()
         self._exit_if_quitting()
+
+    def _hang_up(self) -> None:
+        """Nothing can be shown any more: stop showing the reply, but not its thread, which
+        run() waits for; any other wait (for the model, for a reply stopped before) ends."""
+        if self.hung_up:
+            return
+        self.hung_up = True
+        if self._showing is not None and self._cancel is not None and not self._cancel.is_set():
+            logger.info("the terminal hung up during a reply: it runs to its end, then the chat ends")
+            self._showing.cancel()
+            self.on_hang_up()
+        else:
+            logger.info("the terminal hung up: the chat ends")
+            self.ctrl_c()
 
     def _resumed(self) -> None:
         """SIGCONT after a Ctrl+Z and `fg`: the shell gave the terminal back in its own mode."""
@@ -364,6 +381,23 @@ class Repl:
         # future.done(): Enter may already have given the prompt its result.
         if self.quitting and app.is_running and app.future is not None and not app.future.done():
             app.exit(exception=EOFError)
+
+    def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """An error in a callback or a forgotten task: to the log file, never over the chat; a
+        redraw that finds the terminal gone is a hang-up."""
+        error = context.get("exception")
+        if isinstance(error, OSError) and self._hung_up(error):
+            self.quit(signal.SIGHUP)
+            return
+        logger.opt(exception=error).error("event loop: {}", context.get("message", "error"))
+
+    def _hung_up(self, write_error: OSError) -> bool:
+        """Whether a write failed because the terminal went away (its window closed, the SSH link
+        dropped): its SIGHUP may come after the first failed write, or not at all."""
+        if write_error.errno != errno.EIO or not self._terminal_gone():
+            return False
+        logger.info("the terminal went away ({})", write_error)
+        return True
 
     def _terminal_gone(self) -> bool:
         """Whether the terminal has hung up: then even its settings cannot be read (EIO)."""
@@ -588,8 +622,9 @@ class Repl:
             if not worker.done():
                 return False
         elif not done:
-            waiting_for = "to be saved" if self.chat.saving else "to end, to release the model"
-            self.console.info(f"Waiting for the previous reply {waiting_for}…")
+            if not self.hung_up:
+                waiting_for = "to be saved" if self.chat.saving else "to end, to release the model"
+                self.console.info(f"Waiting for the previous reply {waiting_for}…")
             await asyncio.wait([worker])
         self._worker = None
         return True
@@ -618,14 +653,25 @@ class Repl:
             self.pane.begin(usage_before)
             if self._prompt is None:
                 self._start_prompt(in_reply=True)
+        showing = self._showing = asyncio.ensure_future(show_reply(events, renderer, self.console, screen))
+        self._cancel = cancel
         try:
             with self.ctrl_c.stopping(interrupt):
-                ended = await show_reply(events, renderer, self.console, screen)
+                await asyncio.wait([showing])
+            ended = None if showing.cancelled() else showing.result()
+        except OSError as write_error:
+            if not self._hung_up(write_error):
+                raise
+            self.quit(signal.SIGHUP)
         finally:
-            cancel.set()  # if showing ended abnormally, the generation must end too
-            screen.end("")  # (a reply that ended abnormally: what came stays, then a blank line)
-        # Lines that came after the reply's end (its save's, or an interrupted one's): once its thread is done.
-        self._worker.add_done_callback(lambda _: self._say_each(events.notices_left()))
+            self._showing = None
+            if not self.hung_up:
+                showing.cancel()
+                cancel.set()  # if showing ended abnormally, the generation must end too
+                screen.end("")  # (a reply that ended abnormally: what came stays, then a blank line)
+        if not self.hung_up:
+            # Lines that came after the reply's end (its save's, or an interrupted one's): once its thread is done.
+            self._worker.add_done_callback(lambda _: self._say_each(events.notices_left()))
         stats = self.chat.last_stats
         if self.verbose and ended is ReplyEvent.DONE and stats is not None:  # DONE comes after the stats
             if len(self.chat.session_stats) == 1:
@@ -664,7 +710,13 @@ class Repl:
             events.put(ReplyEvent.ERROR, f"unexpected {type(error).__name__}: {error} (details in {log_file()})")
 
 
-def run_repl(chat: Chat, settings: ResolvedSettings, config_file: Path, resumed: ChatSummary | None = None) -> int:
+def run_repl(
+    chat: Chat,
+    settings: ResolvedSettings,
+    config_file: Path,
+    resumed: ChatSummary | None = None,
+    on_hang_up: Callable[[], None] = lambda: None,
+) -> int:
     repl = Repl(
         chat,
         settings["history"],
@@ -672,5 +724,6 @@ def run_repl(chat: Chat, settings: ResolvedSettings, config_file: Path, resumed:
         settings=settings.values,
         config_file=config_file,
         resumed=resumed,
+        on_hang_up=on_hang_up,
     )
     return asyncio.run(repl.run())

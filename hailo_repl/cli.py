@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hailo_repl import __version__
-from hailo_repl.config import device_contexts_dir, log_file, sessions_dir
+from hailo_repl.config import device_contexts_dir, instance_lock_file, log_file, sessions_dir
 from hailo_repl.config_file import (
     CONFIG_ENV,
     CONFIG_NAME,
@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from hailo_repl.backends import BackendChoice
     from hailo_repl.backends.base import Backend
     from hailo_repl.chat import Chat
+    from hailo_repl.instance_lock import InstanceLock
     from hailo_repl.sessions import ChatSummary, SessionStore
 
 EXIT_OK = 0
@@ -419,6 +420,12 @@ def print_chat_list(store: SessionStore) -> None:
         print(chat.line())
 
 
+def chat_asked_for(args: argparse.Namespace) -> str | None:
+    """The chat -c or --resume asks for, before it is found: '' for the latest (any chat), the
+    id or its beginning, or None for a new chat."""
+    return "" if getattr(args, "continue") else args.resume
+
+
 def chat_to_resume(args: argparse.Namespace, store: SessionStore) -> ChatSummary | None:
     """The saved chat -c or --resume names (SessionNotFoundError if none or several match)."""
     if getattr(args, "continue"):
@@ -513,22 +520,38 @@ def run(arguments: list[str]) -> int:
         print_chat_list(store)
         return EXIT_OK
     exit_on_termination()
-    try:
-        resumed = chat_to_resume(args, store)
-    except SessionNotFoundError as error:
-        notices.fatal(str(error))
-        return EXIT_FAILURE
-
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     backend: Backend | None = None
     chat: Chat | None = None
+    holds = settings["history"]  # --no-history writes nothing, the lock file included: it only waits
+    lock: InstanceLock | None = None  # made once needed: most chats on the CPU never need it
+
+    def instance_lock() -> InstanceLock:
+        nonlocal lock
+        if lock is None:
+            from hailo_repl.instance_lock import InstanceLock
+
+            lock = InstanceLock(instance_lock_file())
+        return lock
+
+    def claim_hailo() -> None:
+        from hailo_repl.instance_lock import HAILO
+
+        instance_lock().take(HAILO, say=notices.info, register=holds)
+
     try:
+        if chat_asked_for(args) is not None:  # a reply that a hung-up process finishes there: resume it whole
+            instance_lock().take(None, chat_asked_for(args), notices.info, register=False)
+        resumed = chat_to_resume(args, store)
         backend = open_backend(
             choice,
             notify=notices.say,
             choose_model=choose_model if interactive else None,
             download=download_with_progress(notices.say),
+            claim_hailo=claim_hailo,
         )
+        if lock is not None and backend.name != "hailo":  # auto went on with llama.cpp
+            lock.release()
         params = GenerationParams(**{setting.attribute: settings[setting.name] for setting in GENERATION_SETTINGS})
         chat = Chat(backend, settings["system-prompt"], params, store)
         if resumed is not None:
@@ -536,7 +559,12 @@ def run(arguments: list[str]) -> int:
         if args.prompt is None and interactive:
             from hailo_repl.app import run_repl
 
-            return run_repl(chat, settings, config_file, resumed=resumed)  # its first frame ends the start
+            def finishing(chat: Chat = chat) -> None:  # the terminal hung up mid-reply
+                if holds:
+                    instance_lock().finishing(chat.session_id)
+
+            # Its first frame ends the start.
+            return run_repl(chat, settings, config_file, resumed=resumed, on_hang_up=finishing)
         start_is_over()
         if resumed is not None:
             notices.say(f"Continuing chat {resumed.id} ({resumed.turns} turns, {resumed.model}).")
@@ -548,7 +576,13 @@ def run(arguments: list[str]) -> int:
             wrap = settings["word-wrap"] and sys.stdout.isatty()  # a pipe or a file gets the reply as it came
             run_turn(chat, text, notices, settings["verbose"], load_seconds if index == 0 else 0.0, wrap)
         return EXIT_FAILURE if chat.unsaved else EXIT_OK  # (its [Error] line said why)
-    except (BackendError, ModelNotFoundError, ContextOverflowError, ConversationFileError) as error:
+    except (
+        BackendError,
+        ModelNotFoundError,
+        ContextOverflowError,
+        ConversationFileError,
+        SessionNotFoundError,
+    ) as error:
         notices.fatal(str(error))
         return EXIT_FAILURE
     except KeyboardInterrupt:
@@ -569,3 +603,5 @@ def run(arguments: list[str]) -> int:
                             notices.info("Saving the device context for a quick resume…")
                     chat.keep_device_context()
                 (chat.backend if chat is not None else backend).release()  # /model may have replaced it
+        if lock is not None:
+            lock.release()  # once the device is free: a process waiting for it opens it next

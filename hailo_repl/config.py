@@ -38,3 +38,8 @@ def device_contexts_dir() -> Path:
 
 def log_file() -> Path:
     return state_dir() / "hailo-repl.log"
+
+
+def instance_lock_file() -> Path:
+    """Which processes hold the Hailo device or finish a reply (hailo_repl.instance_lock)."""
+    return state_dir() / "hailo-repl.lock"

@@ -24,7 +24,7 @@ from pathlib import Path
 from hailo_repl import __version__, models
 from hailo_repl.backends import HAILORT_MISSING, LLAMA_EXTRA_MISSING, BackendChoice
 from hailo_repl.backends.base import BackendError
-from hailo_repl.config import data_dir, device_contexts_dir, log_file
+from hailo_repl.config import data_dir, device_contexts_dir, instance_lock_file, log_file
 from hailo_repl.console import CHECK_FAILED, CHECK_PASSED, ArgumentParser, Console, no_wrap
 from hailo_repl.log import setup_logging
 from hailo_repl.servers import REMOTE_BACKENDS
@@ -52,6 +52,7 @@ class Findings:
     lines: list[tuple[bool, str]] = field(default_factory=list)
     hailort_ready: bool = False
     vdevice_opens: bool = False
+    device_in_use: bool = False  # another hailo-repl has it open: the doctor does not open it meanwhile
     hefs: list[Path] = field(default_factory=list)
     llama_ready: bool = False
     server_ready: str | None = None  # the remote model the server has (a remote backend)
@@ -130,7 +131,17 @@ def check_vdevice(findings: Findings, machine: Machine) -> None:
         findings.add(False, "VDevice not tried: HailoRT is missing or too old (above)")
         return
     from hailo_repl.backends.hailo import SHARED_VDEVICE_GROUP_ID, open_vdevice
+    from hailo_repl.instance_lock import HAILO, InstanceLock
 
+    holder = next((h for h in InstanceLock(instance_lock_file()).holders() if h.device == HAILO), None)
+    if holder is not None:
+        findings.device_in_use = findings.vdevice_opens = findings.add(
+            True,
+            f"the Hailo-10H opens: hailo-repl pid {holder.pid} has it open"
+            + (f" (finishing a reply in chat {holder.chat})" if holder.finishing and holder.chat else "")
+            + "; run the doctor again once that chat ends for the checks that open it",
+        )
+        return
     try:
         vdevice = open_vdevice()
     except BackendError as error:
@@ -162,7 +173,7 @@ def check_models(findings: Findings, machine: Machine) -> None:
 def check_text_path(findings: Findings, machine: Machine) -> None:
     """Load the HEF the chat would use and run its self-check again (hailo_selfcheck.py): may
     prompts go as text after a loaded context? Then what saving and loading its context cost."""
-    if not findings.hailo_can_chat:
+    if not findings.hailo_can_chat or findings.device_in_use:
         return  # the lines above say why
     from hailo_repl.backends.hailo import HailoBackend, installed_hailort_version
     from hailo_repl.backends.hailo_context import hef_identity

@@ -4,7 +4,8 @@
   with exit code 128+n, through every `finally`, so the device is still released.
 - In the REPL the event loop owns all three: while a prompt is up the terminal is raw and
   Ctrl+C is a key, so a SIGINT means Ctrl+C between prompts and goes to whatever is
-  running then (a reply, the wait for the model); SIGTERM and SIGHUP end the chat.
+  running then (a reply, the wait for the model); SIGTERM and SIGHUP end the chat (a hang-up
+  lets a reply in flight run to its end first: app.Repl.quit).
 - While the backend is released every one of them waits: a release cut short leaves the
   device held.
 """

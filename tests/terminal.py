@@ -72,6 +72,21 @@ def hailo_repl_command() -> list[str]:
     return [found]
 
 
+def exit_code_of(pid: int, timeout: float) -> int:
+    """The exit code of child process `pid` once it ends; if it has not within `timeout`, it is
+    killed (by its pid) and the test fails."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ended, status = os.waitpid(pid, os.WNOHANG)
+        if ended:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError(f"process {pid} had not ended after {timeout} s: killed")
+        time.sleep(0.02)
+
+
 class _TmuxLikeScreen(pyte.HistoryScreen):
     """pyte's screen, erasing as tmux does: "erase below" with the cursor at the top-left
     corner moves the screen's rows into the scrollback (tmux screen_write_clearendofscreen)
@@ -234,6 +249,11 @@ class Terminal:
     def send(self, text: str) -> None:
         self.child.send(text)
 
+    def close_window(self) -> None:
+        """The terminal's window closes mid-chat: its side of the pty goes (the program gets SIGHUP).
+        Through the file object, so that nothing closes the descriptor's number again later."""
+        self.child.ptyproc.fileobj.close()
+
     def interrupt(self) -> None:
         """Ctrl+C as typed: the tty's interrupt character (SIGINT unless a prompt is up)."""
         self.child.sendintr()
@@ -259,8 +279,9 @@ class Terminal:
         its own process group, whose id is its recorded pid."""
         if not self.child.closed:
             # SIGHUP (hailo-repl's clean end), SIGKILL if that fails. OSError: the test closed the
-            # terminal's side itself (a window closing); the group's check below stops the rest.
-            with contextlib.suppress(OSError):
+            # terminal's side itself (a window closing); ExceptionPexpect: the test reaped the process
+            # itself (exit_code_of); the group's check below stops the rest.
+            with contextlib.suppress(OSError, pexpect.ExceptionPexpect):
                 self.child.close(force=True)
         if _process_group_alive(self.child.pid):  # (the pid stays reserved while its group lives)
             with contextlib.suppress(ProcessLookupError):

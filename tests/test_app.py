@@ -1,6 +1,7 @@
 """The REPL application, driven through prompt_toolkit's pipe input (no terminal needed)."""
 
 import asyncio
+import errno
 import os
 import signal
 import threading
@@ -328,3 +329,52 @@ def test_a_save_error_during_a_reply_comes_after_its_last_word(capsys):
         assert asyncio.run(repl.run()) == 0
     out = capsys.readouterr().out
     assert "Assistant: Hello there\n\n[Error] cannot write the chat: No space left on device\n" in out
+
+
+class _HungUpTerminal:
+    """A terminal whose window has gone: every write fails with EIO (its SIGHUP is yet to come)."""
+
+    def write(self, text):
+        raise OSError(errno.EIO, "Input/output error")
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
+
+
+def test_a_write_failing_with_eio_mid_reply_is_a_hang_up_the_reply_ends_and_is_kept_whole(monkeypatch):
+    pieces = [f"w{i} " for i in range(40)]
+    backend = ScriptedBackend(pieces, delay=0.01)
+    hung_up = []
+
+    async def terminal_goes_away(repl):
+        repl.on_hang_up = lambda: hung_up.append(backend.produced)
+        while backend.produced < 5:
+            await asyncio.sleep(0.005)
+        monkeypatch.setattr(repl, "_terminal_gone", lambda: True)
+        repl.console._stream = _HungUpTerminal()
+
+    code, repl = run_repl(backend, ["tell me\r", terminal_goes_away])
+    assert code == 128 + signal.SIGHUP
+    assert hung_up and hung_up[0] < len(pieces)  # it hung up mid-reply…
+    assert backend.produced == len(pieces)  # …and the reply went on to its end
+    assert repl.chat.messages[-1] == {"role": "assistant", "content": "".join(pieces).strip()}
+
+
+def test_sigterm_after_a_hang_up_stops_the_reply_left_running(monkeypatch):
+    pieces = [f"w{i} " for i in range(400)]
+    backend = ScriptedBackend(pieces, delay=0.01)
+
+    async def hang_up_then_terminate(repl):
+        while backend.produced < 5:
+            await asyncio.sleep(0.005)
+        os.kill(os.getpid(), signal.SIGHUP)
+        await asyncio.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    code, repl = run_repl(backend, ["tell me\r", hang_up_then_terminate])
+    assert code == 128 + signal.SIGTERM
+    assert backend.produced < len(pieces)
+    assert repl.chat.messages[-1]["interrupted"]

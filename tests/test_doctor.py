@@ -1,6 +1,7 @@
 """`hailo-repl doctor` on the hailo_platform double, and with no hailo_platform at all."""
 
 import io
+import os
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,23 @@ def test_folders_that_cannot_be_created_are_named(isolated_home, monkeypatch, tm
     _, lines = doctor("llama", Machine(dev_dir=Path("/nonexistent"), modules_dir=Path("/nonexistent")))
     line = line_about(lines, "not writable")
     assert line.startswith("✗ not writable: history ") and "sessions" in line and "log" not in line
+
+
+def test_a_hailo_device_open_in_a_chat_is_named_not_opened_again(isolated_home, hailo_resources, machine, fake_log):
+    hailo_resources(QWEN)
+    from hailo_repl.config import instance_lock_file
+    from hailo_repl.instance_lock import HAILO, InstanceLock
+
+    chat = InstanceLock(instance_lock_file())  # (this process stands for the chat)
+    chat.take(HAILO)
+    chat.finishing("3f9a1c2e")
+    try:
+        can_chat, lines = doctor("hailo", machine)
+    finally:
+        chat.release()
+    assert can_chat
+    assert line_about(lines, "has it open") == (
+        f"✓ the Hailo-10H opens: hailo-repl pid {os.getpid()} has it open (finishing a reply in chat 3f9a1c2e); "
+        "run the doctor again once that chat ends for the checks that open it"
+    )
+    assert "vdevice_open" not in [e["event"] for e in fake_log()]

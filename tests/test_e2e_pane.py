@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from terminal import CPR_REQUEST, Terminal
+from terminal import CPR_REQUEST, Terminal, exit_code_of
 
 pytestmark = pytest.mark.e2e
 
@@ -191,18 +191,23 @@ def test_at_100_tokens_a_second_the_pane_draws_a_few_frames_a_second_not_one_per
     assert term.quit() == 0
 
 
-def test_a_terminal_closed_during_a_reply_ends_the_chat_as_sighup_and_keeps_the_turn(pane, isolated_home):
-    term = pane([words(300)], delay_ms=50)
+def test_a_terminal_closed_during_a_reply_lets_it_finish_saves_it_whole_then_releases(pane, isolated_home):
+    tokens = words(60)  # 3 s at 20 tokens a second
+    term = pane([tokens], delay_ms=50)
     term.send("tell me\r")
     term.expect_screen(r"w5 ")
-    os.close(term.child.child_fd)  # the window closes: the terminal is gone, SIGHUP comes
-    _, status = os.waitpid(term.child.pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 128 + signal.SIGHUP
+    term.close_window()  # the window closes: the terminal is gone, SIGHUP comes
+    assert exit_code_of(term.child.pid, timeout=30) == 128 + signal.SIGHUP
     log = (Path(os.environ["XDG_STATE_HOME"]) / "hailo-repl" / "hailo-repl.log").read_text()
     assert "unexpected" not in log and "Traceback" not in log
     [saved] = (Path(os.environ["XDG_DATA_HOME"]) / "hailo-repl" / "sessions").glob("*.json")
     reply = json.loads(saved.read_text())["messages"][-1]
-    assert reply["interrupted"] and reply["content"].startswith("w0 w1 w2 w3 w4 w5")
+    assert reply == {"role": "assistant", "content": reply_text(tokens)}  # whole, not flagged interrupted
+    recorded = pane.log.names()
+    after = recorded[recorded.index("generate") :]
+    # Never aborted, nor released while generating: the device context is kept, then released, as at a quit.
+    assert "abort" not in after and "llm_release_during_generation" not in after
+    assert "save_context" in after and after[-3:] == ["clear_context", "llm_release", "vdevice_release"]
 
 
 def test_after_a_stopped_reply_the_toolbar_shows_its_speed_not_the_previous_ones(pane):

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.e2e
 CHAT_ID = "c0ffee00"
 
 
-def test_two_repls_open_on_one_chat_keep_every_turn(isolated_home, double_terminal):
+def test_two_repls_open_on_one_chat_keep_every_turn(isolated_home, double_terminal, tmp_path):
     directory = isolated_home / "data" / "hailo-repl" / "sessions"
     directory.mkdir(parents=True)
     history = [
@@ -23,8 +23,18 @@ def test_two_repls_open_on_one_chat_keep_every_turn(isolated_home, double_termin
     ]
     (directory / f"{CHAT_ID}.json").write_text(json.dumps({"model": QWEN, "messages": history}))
 
-    ssh = double_terminal({"replies": [["Rome."]], "delay_ms": 20}, "--resume", CHAT_ID)
-    desktop = double_terminal({"replies": [["Berlin."], ["Madrid."]], "delay_ms": 20}, "--resume", CHAT_ID)
+    # Each its own state folder, so its own lock file: on one the second would wait for the first to
+    # release the Hailo (instance_lock). Two chats open on one saved chat are as here on llama.cpp
+    # or a server; the double shares the device.
+    ssh = double_terminal(
+        {"replies": [["Rome."]], "delay_ms": 20}, "--resume", CHAT_ID, XDG_STATE_HOME=str(tmp_path / "state-ssh")
+    )
+    desktop = double_terminal(
+        {"replies": [["Berlin."], ["Madrid."]], "delay_ms": 20},
+        "--resume",
+        CHAT_ID,
+        XDG_STATE_HOME=str(tmp_path / "state-desktop"),
+    )
     for term in (ssh, desktop):
         term.expect(f"Continuing chat {CHAT_ID}")
         term.expect("Assistant: Paris.")  # the resumed turns shown, then the prompt

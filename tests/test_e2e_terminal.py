@@ -252,18 +252,33 @@ def test_ctrl_c_while_waiting_for_a_stalled_device_gives_the_prompt_back(double_
     assert recorded.count("generate") == 1 and recorded[-3:] == ["clear_context", "llm_release", "vdevice_release"]
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
-def test_a_termination_signal_during_a_reply_stops_it_before_the_release(double_terminal, fake_log, signum):
+def test_sigterm_during_a_reply_stops_it_before_the_release(double_terminal, fake_log):
     term = double_terminal({"replies": [["word "] * 400], "delay_ms": 20})
     term.expect(PROMPT)
     term.send("Tell me everything\r")
     term.expect_screen("word word word")
-    term.child.kill(signum)
+    term.child.kill(signal.SIGTERM)
     term.wait_for_exit()  # (its exit code is the signal tests' business)
     recorded = fake_log.names()
     kept = ["clear_context", "prefill", "save_context"]  # the system prompt's context, there being time
     assert recorded[recorded.index("abort") :] == ["abort", *kept, "clear_context", "llm_release", "vdevice_release"]
     assert "waited" not in recorded  # nothing reached the device while the reply ran
+
+
+def test_sighup_during_a_reply_lets_it_end_before_the_release(double_terminal, fake_log):
+    term = double_terminal({"replies": [["word "] * 100], "delay_ms": 20})
+    term.expect(PROMPT)
+    term.send("Tell me everything\r")
+    term.expect_screen("word word word")
+    term.child.kill(signal.SIGHUP)  # as when the SSH link drops
+    term.wait_for_exit()
+    recorded = fake_log.names()
+    after = recorded[recorded.index("generate") :]
+    assert "abort" not in after and "llm_release_during_generation" not in after
+    # The chat's device context kept (as at a quit), the system prompt's, then the release.
+    kept = ["save_context", "clear_context", "prefill", "save_context"]
+    assert after[-7:] == [*kept, "clear_context", "llm_release", "vdevice_release"]
+    assert "waited" not in recorded
 
 
 def test_clear_right_after_ctrl_c_waits_for_the_abort(double_terminal, fake_log):

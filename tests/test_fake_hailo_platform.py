@@ -1,6 +1,8 @@
 """The double behaves as HailoRT's source says the real API does (see its docstring)."""
 
 import os
+import subprocess
+import sys
 
 import pytest
 from hailo_platform import HailoRTException, VDevice
@@ -10,6 +12,7 @@ from hailo_platform.pyhailort.pyhailort import (
     HailoRTInvalidOperationException,
     HailoRTTimeout,
 )
+from terminal import with_fakes
 
 
 @pytest.fixture
@@ -394,3 +397,24 @@ def test_zero_tokens_only_prefill_the_prompt(scripted_llm, fake_log):
     assert context_text(llm) == "<system>s</system>"
     assert llm.get_context_usage_size() == len(llm.tokenize("<system>s</system>"))
     assert llm.generate_all(prompt="<user>u</user>") == "x"
+
+
+def test_with_exclusive_set_another_process_cannot_open_the_device_until_it_is_released(tmp_path, monkeypatch):
+    monkeypatch.setenv("HAILO_FAKE_EXCLUSIVE", str(tmp_path / "device"))
+    opening = (
+        "from hailo_platform import VDevice\n"
+        "try:\n    VDevice(VDevice.create_params()).release(); print('opened')\n"
+        "except Exception as error:\n    print(error)\n"
+    )
+
+    def in_another_process() -> str:
+        command = [sys.executable, "-c", opening]
+        return subprocess.run(command, capture_output=True, text=True, env=with_fakes(), timeout=60).stdout
+
+    first = VDevice(VDevice.create_params())
+    second = VDevice(VDevice.create_params())  # the same process: the SHARED group shares it
+    assert "HAILO_OUT_OF_PHYSICAL_DEVICES" in in_another_process()
+    first.release()
+    assert "HAILO_OUT_OF_PHYSICAL_DEVICES" in in_another_process()
+    second.release()
+    assert in_another_process() == "opened\n"

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import types
+from pathlib import Path
 
 import pytest
 from conftest import hailo_repl_command, run_cli, run_installed
@@ -458,7 +459,18 @@ def test_sigterm_and_sighup_during_load_and_reply_release_the_device(device, whe
         term.expect("word3 ")
     term.child.kill(signum)
     assert term.wait_for_exit() == 128 + signum
-    assert device.log.names()[-3:] == ["clear_context", "llm_release", "vdevice_release"]
+    recorded = device.log.names()
+    assert recorded[-3:] == ["clear_context", "llm_release", "vdevice_release"]
+    if when == "reply":
+        [saved] = (Path(os.environ["XDG_DATA_HOME"]) / "hailo-repl" / "sessions").glob("*.json")
+        reply = json.loads(saved.read_text())["messages"][-1]
+        if signum == signal.SIGHUP:  # a hang-up: the reply runs to its end, then the device is released
+            # (its end: the default max-tokens, 512)
+            assert reply == {"role": "assistant", "content": "".join(LONG_REPLY[:512]).strip(), "truncated": True}
+            assert "abort" not in recorded
+        else:  # SIGTERM stops it
+            assert reply["interrupted"] and reply["content"].startswith("word0 word1 word2 word3")
+            assert "abort" in recorded
 
 
 @pytest.mark.e2e

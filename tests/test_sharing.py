@@ -70,6 +70,10 @@ def start(tmp_path: Path, name: str, question: str, stall_ms: int = 0) -> tuple[
     env = with_fakes()
     env["HAILO_FAKE_SCRIPT"] = str(script_file(tmp_path, name, [f"Reply {name}", "."], stall_ms))
     env["HAILO_FAKE_LOG"] = str(log)
+    # Each its own state folder, so its own lock file: on one it would wait for the others to
+    # release the Hailo (instance_lock), which they do only once their replies are saved. Two
+    # processes on one chat at once are as here on llama.cpp or a server; the double shares the device.
+    env["XDG_STATE_HOME"] = str(tmp_path / f"state-{name}")
     process = subprocess.Popen(
         [*hailo_repl_command(), "--resume", CHAT_ID, "-p", question],
         env=env,

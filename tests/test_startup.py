@@ -31,6 +31,7 @@ NOT_BEFORE_THE_FIRST_PROMPT = [
     "importlib.metadata",
     "urllib.request",
     "json",  # ~2 ms: at the first save or listing
+    "hailo_repl.instance_lock",  # ~0.5 ms: a chat on the CPU holds no device, so the lock file waits for a hang-up
 ]
 
 # main() as `hailo-repl --backend llama` runs it at a terminal, up to the REPL built as its first
@@ -40,7 +41,7 @@ import sys
 import hailo_repl.app as app
 from hailo_repl.cli import main
 
-def build_the_repl(chat, settings, config_file, resumed=None):
+def build_the_repl(chat, settings, config_file, resumed=None, on_hang_up=None):
     from prompt_toolkit.input import create_pipe_input
     from prompt_toolkit.output import DummyOutput
     from prompt_toolkit.application import create_app_session

@@ -58,12 +58,14 @@ def open_backend(
     notify: Callable[[str], None],
     choose_model: ModelChooser | None,
     download: ModelDownloader,
+    claim_hailo: Callable[[], object] = lambda: None,
 ) -> Backend:
     """Pick the backend and resolve its model; BackendError/ModelNotFoundError on failure.
 
     `choose_model` picks among several installed HEFs or a server's models (None: nobody
-    to ask, so the user must name one). The model is not loaded yet: the caller runs `load()`, in the
-    background in the REPL.
+    to ask, so the user must name one). `claim_hailo` runs before the Hailo device is opened
+    (it waits while another process holds it: instance_lock). The model is not loaded yet: the
+    caller runs `load()`, in the background in the REPL.
     """
     if choice.backend in REMOTE_BACKENDS:
         backend = remote_backend(choice)
@@ -84,6 +86,7 @@ def open_backend(
 
     from hailo_repl.backends.hailo import HailoBackend, open_vdevice
 
+    claim_hailo()
     try:
         vdevice = open_vdevice()
     except BackendError as error:

@@ -12,6 +12,8 @@ Environment:
                         "load_status": N, "template_drift": "...", "reasoning_start": "...",
                         "context_bytes": N, "context_convert_ms_per_mb": N}.
   HAILO_FAKE_NO_DEVICE set → VDevice() fails as it does with no free device.
+  HAILO_FAKE_EXCLUSIVE a file: one process at a time has the device; a VDevice() in another
+                       meanwhile fails as with no free device (see hailo_platform.vdevice).
   HAILO_FAKE_VERSION   the HailoRT version to pretend to be (default 5.2.0); below
                        5.1.1, LLM has no get_context_usage_size/max_context_capacity,
                        as in HailoRT 5.0.1 and 5.1.0.
