@@ -1,6 +1,8 @@
-"""Keystroke echo while the Hailo device context is saved, in the real REPL in a pseudo-terminal.
+"""Keystroke echo while the Hailo device context is saved, in the real REPL in a pseudo-terminal;
+what `-p` costs; the time from Enter to the first token on a fresh context.
 
-Plain script, not a test: `python benchmarks/bench_context_save.py [--turns 5] [--mb-per-save 112]`.
+Plain script, not a test: `python benchmarks/bench_context_save.py [--turns 5] [--mb-per-save 112]
+[--only echo,p,fresh] [--code DIR]`.
 The installed hailo-repl on the hailo_platform double, whose saved context is as large as a
 Qwen2.5-1.5B KV cache (112 MiB by default) and whose save holds the GIL as HailoRT's bindings
 do (30 ms a MB by default: an estimate for a Pi, see the double's docstring). It prints:
@@ -8,14 +10,22 @@ do (30 ms a MB by default: an estimate for a Pi, see the double's docstring). It
   was saved after each turn: then the key waited for the whole save);
 - the echo of a key typed just after /save (a save that is running: what a key pressed during
   an idle save waits);
-- how long /quit takes (the chat's context and, on first use, the system prompt's are saved).
+- how long /quit takes (the chat's context and, on first use, the system prompt's are saved);
+- `-p hi` three times in one home: each run's wall time, how long after its answer it exits,
+  and the bytes left on disk;
+- the time from Enter to the first token on a fresh context (a new chat in a second session,
+  then after /clear): before this round a kept system-prompt context was loaded there.
+`--code DIR` runs another checkout's hailo_repl (e.g. a worktree of the previous main, for the
+"before" figures) on the same double.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -24,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from terminal import Terminal, with_fakes  # noqa: E402
+from terminal import Terminal, hailo_repl_command, with_fakes  # noqa: E402
 
 QWEN = "Qwen2.5-1.5B-Instruct"
 
@@ -36,39 +46,128 @@ def echo_seconds(term: Terminal, key: str) -> float:
     return time.perf_counter() - started
 
 
+def make_home(temp: Path, args: argparse.Namespace, reply: list[str]) -> dict[str, str]:
+    """A home with the Qwen HEF and the double's script; the environment to run hailo-repl in."""
+    models = temp / "resources" / "models" / "hailo10h"
+    models.mkdir(parents=True)
+    (models / f"{QWEN}.hef").write_bytes(b"fake hef")
+    script = temp / "script.json"
+    script.write_text(
+        json.dumps(
+            {
+                "replies": [reply],
+                "delay_ms": 20,
+                "context_bytes": int(args.mb_per_save * 1_000_000),
+                "context_convert_ms_per_mb": args.ms_per_mb,
+            }
+        )
+    )
+    env = with_fakes(
+        {
+            "HAILO_RESOURCES_DIR": str(temp / "resources"),
+            "XDG_DATA_HOME": str(temp / "data"),
+            "XDG_STATE_HOME": str(temp / "state"),
+            "XDG_CONFIG_HOME": str(temp / "config"),
+            "HAILO_FAKE_SCRIPT": str(script),
+        }
+    )
+    if args.code:  # another checkout's hailo_repl, after the double on the path
+        env["PYTHONPATH"] += os.pathsep + str(Path(args.code).resolve())
+    return env
+
+
+def bytes_under(directory: Path) -> int:
+    return sum(path.stat().st_size for path in directory.rglob("*") if path.is_file())
+
+
+def print_runs(args: argparse.Namespace) -> None:
+    """`-p hi` three times in one home, as a script would run it."""
+    with tempfile.TemporaryDirectory() as temp:
+        env = make_home(Path(temp), args, ["Zebra", " reply."])
+        walls, after_answer = [], []
+        for _ in range(3):
+            started = time.perf_counter()
+            process = subprocess.Popen(
+                [*hailo_repl_command(), "--hef-path", QWEN, "-p", "hi"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+            )
+            assert process.stdout is not None
+            answer = process.stdout.read(5)  # "Zebra": the answer is there
+            answered = time.perf_counter()
+            process.communicate()
+            ended = time.perf_counter()
+            assert answer == b"Zebra", answer
+            walls.append(ended - started)
+            after_answer.append(ended - answered)
+        written = bytes_under(Path(temp) / "data")
+    print(f"== -p hi, three runs in one home, context {args.mb_per_save:.0f} MB at {args.ms_per_mb:.0f} ms/MB ==")
+    print(f"  wall time: {', '.join(f'{w:.2f} s' for w in walls)}")
+    print(f"  from the answer to the exit: {', '.join(f'{a:.2f} s' for a in after_answer)}")
+    print(f"  bytes left under the data folder: {written:,}")
+
+
+def first_token_seconds(term: Terminal, text: str) -> float:
+    started = time.perf_counter()
+    term.send(text + "\r")
+    term.expect("Zebra")
+    seconds = time.perf_counter() - started
+    term.expect("You: ")
+    return seconds
+
+
+def fresh_context(args: argparse.Namespace) -> None:
+    """Enter to the first token on a fresh context: a new chat in a second session, and after /clear."""
+    with tempfile.TemporaryDirectory() as temp:
+        env = make_home(Path(temp), args, ["Zebra", " reply."])
+        started = time.perf_counter()
+        first = Terminal(["--hef-path", QWEN], env, timeout=600)
+        first.expect("You: ", timeout=600)  # (a first load runs the self-check: seconds at this size)
+        first_load = time.perf_counter() - started
+        first_chat = first_token_seconds(first, "hello")
+        first.send("/quit\r")
+        first.wait_for_exit()
+        started = time.perf_counter()
+        second = Terminal(["--hef-path", QWEN], env, timeout=600)
+        second.expect("You: ", timeout=600)
+        second_load = time.perf_counter() - started
+        new_chat = first_token_seconds(second, "hello again")
+        second.send("/clear\r")
+        second.expect("You: ")
+        after_clear = first_token_seconds(second, "and again")
+        second.send("/quit\r")
+        second.wait_for_exit()
+    print("== Enter to the first token on a fresh context ==")
+    print(f"  start to prompt: first run {first_load:.1f} s (the self-check, once), next {second_load:.1f} s")
+    print(f"  first chat ever: {first_chat * 1000:,.0f} ms")
+    print(f"  a new chat in the next session: {new_chat * 1000:,.0f} ms; after /clear: {after_clear * 1000:,.0f} ms")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=5)
     parser.add_argument("--mb-per-save", type=float, default=117.44, help="the saved context's size, MB")
     parser.add_argument("--ms-per-mb", type=float, default=30.0, help="GIL held per MB saved or loaded")
+    parser.add_argument("--only", default="echo,p,fresh", help="which parts: echo, p, fresh (comma-separated)")
+    parser.add_argument("--code", help="run this checkout's hailo_repl instead of the installed one")
     args = parser.parse_args()
+    parts = args.only.split(",")
+    if "p" in parts:
+        print_runs(args)
+    if "fresh" in parts:
+        fresh_context(args)
+    if "echo" in parts:
+        echo_while_saving(args)
+    return 0
+
+
+def echo_while_saving(args: argparse.Namespace) -> None:
+    """Keystroke echo after each reply and during /save, then /quit."""
     with tempfile.TemporaryDirectory() as temp:
-        home = Path(temp)
-        models = home / "resources" / "models" / "hailo10h"
-        models.mkdir(parents=True)
-        (models / f"{QWEN}.hef").write_bytes(b"fake hef")
-        script = home / "script.json"
-        script.write_text(
-            json.dumps(
-                {
-                    "replies": [["A", " short", " reply."]],
-                    "delay_ms": 20,
-                    "context_bytes": int(args.mb_per_save * 1_000_000),
-                    "context_convert_ms_per_mb": args.ms_per_mb,
-                }
-            )
-        )
-        env = with_fakes(
-            {
-                "HAILO_RESOURCES_DIR": str(home / "resources"),
-                "XDG_DATA_HOME": str(home / "data"),
-                "XDG_STATE_HOME": str(home / "state"),
-                "XDG_CONFIG_HOME": str(home / "config"),
-                "HAILO_FAKE_SCRIPT": str(script),
-            }
-        )
-        term = Terminal(["--hef-path", QWEN], env)
-        term.expect("You: ")
+        env = make_home(Path(temp), args, ["A", " short", " reply."])
+        term = Terminal(["--hef-path", QWEN], env, timeout=600)
+        term.expect("You: ", timeout=600)
         between_turns = []
         for turn in range(args.turns):
             term.send(f"message {turn}\r")
@@ -89,8 +188,7 @@ def main() -> int:
         f"max {max(between_turns) * 1000:.0f} ms"
     )
     print(f"  during a save (/save): {during_save * 1000:.0f} ms")
-    print(f"  /quit to exit (the chat's and the system prompt's contexts saved): {quitting:.1f} s")
-    return 0
+    print(f"  /quit to exit (what is worth keeping kept): {quitting:.1f} s")
 
 
 if __name__ == "__main__":

@@ -8,9 +8,9 @@
 _shtab_hailo_repl_subparsers=(doctor config completions)
 
 _shtab_hailo_repl_doctor_option_strings=(-h --help --backend --hef-path --model --url --context-size --history --no-history --verbose --no-verbose --color --word-wrap --no-word-wrap --config --api-key)
-_shtab_hailo_repl_config_option_strings=(-h --help --init --config --backend --hef-path --model --url --context-size --temperature --max-tokens --top-p --system-prompt --history --no-history --verbose --no-verbose --vi-mode --no-vi-mode --vi --no-vi --color --word-wrap --no-word-wrap)
+_shtab_hailo_repl_config_option_strings=(-h --help --init --config --backend --hef-path --model --url --context-size --temperature --max-tokens --top-p --system-prompt --history --no-history --device-context-budget --device-context-for-scripts --no-device-context-for-scripts --verbose --no-verbose --vi-mode --no-vi-mode --vi --no-vi --color --word-wrap --no-word-wrap)
 _shtab_hailo_repl_completions_option_strings=(-h --help)
-_shtab_hailo_repl_option_strings=(-h --help --backend --hef-path --model --url --context-size --temperature --max-tokens --top-p --system-prompt --history --no-history --verbose --no-verbose --vi-mode --no-vi-mode --vi --no-vi --color --word-wrap --no-word-wrap --config --show-config --api-key --list-models -q --quiet -p --prompt --single -c --continue --resume --list-chats --version)
+_shtab_hailo_repl_option_strings=(-h --help --backend --hef-path --model --url --context-size --temperature --max-tokens --top-p --system-prompt --history --no-history --device-context-budget --device-context-for-scripts --no-device-context-for-scripts --verbose --no-verbose --vi-mode --no-vi-mode --vi --no-vi --color --word-wrap --no-word-wrap --config --show-config --api-key --list-models -q --quiet -p --prompt --single -c --continue --resume --list-chats --version)
 
 _shtab_hailo_repl_doctor___hef_path_COMPGEN=_hailo_repl_hef
 _shtab_hailo_repl_doctor___model_COMPGEN=_shtab_compgen_files
@@ -44,6 +44,8 @@ _shtab_hailo_repl_config___help_nargs=0
 _shtab_hailo_repl_config___init_nargs=0
 _shtab_hailo_repl_config___history_nargs=0
 _shtab_hailo_repl_config___no_history_nargs=0
+_shtab_hailo_repl_config___device_context_for_scripts_nargs=0
+_shtab_hailo_repl_config___no_device_context_for_scripts_nargs=0
 _shtab_hailo_repl_config___verbose_nargs=0
 _shtab_hailo_repl_config___no_verbose_nargs=0
 _shtab_hailo_repl_config___vi_mode_nargs=0
@@ -59,6 +61,8 @@ _shtab_hailo_repl__h_nargs=0
 _shtab_hailo_repl___help_nargs=0
 _shtab_hailo_repl___history_nargs=0
 _shtab_hailo_repl___no_history_nargs=0
+_shtab_hailo_repl___device_context_for_scripts_nargs=0
+_shtab_hailo_repl___no_device_context_for_scripts_nargs=0
 _shtab_hailo_repl___verbose_nargs=0
 _shtab_hailo_repl___no_verbose_nargs=0
 _shtab_hailo_repl___vi_mode_nargs=0

@@ -51,7 +51,7 @@ function _shtab_hailo_repl_using
 end
 
 set -g _shtab_hailo_repl_commands doctor config completions
-set -g _shtab_hailo_repl_opts_with_value --api-key --backend --color --config --context-size --hef-path --max-tokens --model --prompt --resume --system-prompt --temperature --top-p --url -p
+set -g _shtab_hailo_repl_opts_with_value --api-key --backend --color --config --context-size --device-context-budget --hef-path --max-tokens --model --prompt --resume --system-prompt --temperature --top-p --url -p
 
 complete -c hailo-repl -e
 complete -c hailo-repl -f
@@ -67,6 +67,8 @@ complete -c hailo-repl -n _shtab_hailo_repl_using -l max-tokens -x -d 'most toke
 complete -c hailo-repl -n _shtab_hailo_repl_using -l top-p -x -d 'nucleus sampling: draw only from the likeliest tokens up to this probability; a number above 0.0 up to 1.0 (default: the backend'"'"'s)'
 complete -c hailo-repl -n _shtab_hailo_repl_using -l system-prompt -x -d 'the model'"'"'s instructions (default: You are a helpful assistant. Be concise and clear in your responses.)'
 complete -c hailo-repl -n _shtab_hailo_repl_using -l history -l no-history -d 'keep this chat on disk: the saved chat, the input history and the log (off: nothing is written) (default: true)'
+complete -c hailo-repl -n _shtab_hailo_repl_using -l device-context-budget -x -d 'MiB of disk the Hailo device contexts kept for a quick resume may take together (each is the whole KV cache, ~112 MiB for Qwen2.5-1.5B); the oldest go first; 0 keeps none; a whole number from 0 (default: 512)'
+complete -c hailo-repl -n _shtab_hailo_repl_using -l device-context-for-scripts -l no-device-context-for-scripts -d 'with -p and pipes, keep the Hailo device context too (interactive chats keep theirs where a load beats reading the chat again) (default: false)'
 complete -c hailo-repl -n _shtab_hailo_repl_using -l verbose -l no-verbose -d 'print timings after each reply, as ollama run --verbose does (logs stay in the log file) (default: false)'
 complete -c hailo-repl -n _shtab_hailo_repl_using -l vi-mode -l no-vi-mode -l vi -l no-vi -d 'vi keys at the prompt (default: false)'
 complete -c hailo-repl -n _shtab_hailo_repl_using -l color -xka "auto always never" -d 'colour in replies (auto: unless NO_COLOR is set) (default: auto)'
@@ -109,6 +111,8 @@ complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l max-tokens -x -d '
 complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l top-p -x -d 'nucleus sampling: draw only from the likeliest tokens up to this probability; a number above 0.0 up to 1.0 (default: the backend'"'"'s)'
 complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l system-prompt -x -d 'the model'"'"'s instructions (default: You are a helpful assistant. Be concise and clear in your responses.)'
 complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l history -l no-history -d 'keep this chat on disk: the saved chat, the input history and the log (off: nothing is written) (default: true)'
+complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l device-context-budget -x -d 'MiB of disk the Hailo device contexts kept for a quick resume may take together (each is the whole KV cache, ~112 MiB for Qwen2.5-1.5B); the oldest go first; 0 keeps none; a whole number from 0 (default: 512)'
+complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l device-context-for-scripts -l no-device-context-for-scripts -d 'with -p and pipes, keep the Hailo device context too (interactive chats keep theirs where a load beats reading the chat again) (default: false)'
 complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l verbose -l no-verbose -d 'print timings after each reply, as ollama run --verbose does (logs stay in the log file) (default: false)'
 complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l vi-mode -l no-vi-mode -l vi -l no-vi -d 'vi keys at the prompt (default: false)'
 complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l color -xka "auto always never" -d 'colour in replies (auto: unless NO_COLOR is set) (default: auto)'

@@ -39,7 +39,7 @@ from prompt_toolkit.utils import is_dumb_terminal
 
 from hailo_repl import __version__
 from hailo_repl.backends.base import Backend, BackendError
-from hailo_repl.chat import Chat
+from hailo_repl.chat import KEEPING_DEVICE_CONTEXT, Chat
 from hailo_repl.commands import (
     BUILTINS,
     CommandCompleter,
@@ -85,6 +85,7 @@ SETTLE_NOTICE_AFTER = 0.3  # seconds of waiting for the previous reply before sa
 # than reading a long reply takes, so the user has most likely stepped away; and it only guards
 # against a crash (quit saves anyway), whose cost is the resume reading the chat again.
 IDLE_SAVE_SECONDS = 120.0
+SENT_AFTER_THE_SAVE = "Your message goes as soon as the device context is kept."
 TOOLBAR_REFRESH_SECONDS = 0.5  # the toolbar's clock and figures are never older than this
 
 
@@ -431,6 +432,7 @@ class Repl:
             prompt_up = self.session.app.is_running and self.model_state is ModelState.READY
             if idle and prompt_up and (self._worker is None or self._worker.done()):
                 if self.chat.device_context_unsaved():
+                    await run_in_terminal(lambda: self.console.info(KEEPING_DEVICE_CONTEXT))  # before it holds the GIL
                     self._context_save = loop.run_in_executor(None, self.chat.keep_device_context)
                     await asyncio.shield(self._context_save)
 
@@ -541,7 +543,7 @@ class Repl:
         self.console.info(f"Releasing {old.model_name} and loading {backend.model_name}…")
         self.model_state = ModelState.LOADING
         try:
-            await loop.run_in_executor(None, self.chat.keep_device_context)
+            await loop.run_in_executor(None, self.chat.keep_device_context, self.console.info)
             await loop.run_in_executor(None, old.release)
             await loop.run_in_executor(None, backend.load)
         except Exception as error:
@@ -607,6 +609,8 @@ class Repl:
         the wait instead: False then, and the thread is still running.
         """
         if self._context_save is not None:  # an idle save that a key press came during
+            if not self._context_save.done():
+                self.console.info(SENT_AFTER_THE_SAVE)
             await asyncio.wait([self._context_save])
             self._context_save = None
         worker = self._worker

@@ -30,6 +30,9 @@ from hailo_repl.sessions import ChatRecord, SessionStore, new_session_id, unknow
 from hailo_repl.stats import ReplyStats
 from hailo_repl.streaming import StreamingTextFilter, clean_response
 
+# Said before a save of the model's context that the user may wait for (seconds on the Hailo).
+KEEPING_DEVICE_CONTEXT = "Keeping the device context for a quick resume…"
+NOT_KEPT = "The device context was not kept this time (the log says why); it is tried again later."
 CONTINUE_PROMPT = "Continue exactly where your last reply stopped, without repeating any of it."
 
 
@@ -103,15 +106,16 @@ class Chat:
         self.session_id, self._created, self._history_unsent = new_session_id(), None, False
         self._version, self._saved_as = None, SavedAs()
 
-    def resume(self, session_id: str) -> dict[str, Any]:
+    def resume(self, session_id: str, notify: Callable[[str], None] | None = None) -> dict[str, Any]:
         """Continue the saved chat `session_id`; later turns are saved to it. Returns its saved fields.
+        `notify` says when the device context of the chat left is kept first.
 
         Raises ConversationFileError when it cannot be read.
         """
         if self.store is None:
             raise ConversationFileError("no saved chats here")
         saved = self.store.load(session_id)
-        self.keep_device_context()  # the chat it switches away from
+        self.keep_device_context(notify)  # the chat it switches away from
         self.replace_messages(saved.messages)
         self.session_id, self._version = session_id, saved.version
         self._saved_as = SavedAs.of(saved.fields, dataclasses.asdict(self.params))
@@ -154,22 +158,34 @@ class Chat:
         self._changes += 1
 
     def device_context_unsaved(self) -> bool:
-        """Whether keep_device_context() has something to do: the model's context changed since."""
-        keeps = isinstance(self.backend, KeepsContext) and self.store is not None and self.store.writable
-        return keeps and self._changes != self._context_kept_at and _has_turns(self.messages)
+        """Whether keep_device_context() has something to do: the model's context changed since, and
+        the backend would keep it (a save the user may wait for: say so before)."""
+        backend = self.backend
+        if not isinstance(backend, KeepsContext) or self.store is None or not self.store.writable:
+            return False
+        if self._changes == self._context_kept_at or not _has_turns(self.messages):
+            return False
+        return backend.context_to_keep(for_model(self.messages))
 
-    def keep_device_context(self) -> None:
+    def keep_device_context(self, notify: Callable[[str], None] | None = None) -> None:
         """Save the model's context beside the saved chat, so a resume loads it instead of
         reading the chat again (the Hailo device's: KeepsContext). On the device that holds the
         GIL for seconds (hailo.py `save_context`), so the REPL calls this only when waiting costs
         the user nothing: at quit, /save, before /model or /resume switches away, and when the
         chat has been idle; never between a message and the next prompt. A crash loses only this
-        context: the resume then reads the chat again. Never raises."""
+        context: the resume then reads the chat again. A save skipped or failed is not counted
+        as kept, so the next occasion (quit at the latest) tries again. `notify` gets
+        KEEPING_DEVICE_CONTEXT first, when there is a save to wait for, and NOT_KEPT after one that
+        did not happen (memory short, the disk full). Never raises."""
         if not self.device_context_unsaved():
             return
+        if notify is not None:
+            notify(KEEPING_DEVICE_CONTEXT)
         assert self.store is not None and isinstance(self.backend, KeepsContext)
-        self.backend.save_context(self.store.context_path(self.session_id), for_model(self.messages))
-        self._context_kept_at = self._changes
+        if self.backend.save_context(self.store.context_path(self.session_id), for_model(self.messages)):
+            self._context_kept_at = self._changes
+        elif notify is not None:
+            notify(NOT_KEPT)
 
     def set_system_prompt(self, text: str) -> None:
         self.system_prompt = text

@@ -495,7 +495,7 @@ def run(arguments: list[str]) -> int:
     # What a chat needs (not imported at the top: see there).
     from hailo_repl.backends import open_backend
     from hailo_repl.backends.base import BackendError, GenerationParams
-    from hailo_repl.chat import Chat
+    from hailo_repl.chat import KEEPING_DEVICE_CONTEXT, Chat
     from hailo_repl.context import ContextOverflowError
     from hailo_repl.conversation import ConversationFileError
     from hailo_repl.dialogs import choose_model, download_with_progress
@@ -505,6 +505,11 @@ def run(arguments: list[str]) -> int:
 
     setup_logging(to_file=settings["history"])  # --no-history: nothing of the chat on disk
     choice.context_cache = device_contexts_dir() if settings["history"] else None
+    from hailo_repl.backends.hailo_keeping import keeping_policy
+
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    chatting = interactive and args.prompt is None  # the REPL: -p and pipes keep no device context
+    choice.keeping = keeping_policy(settings.values, chatting, sessions_dir(), device_contexts_dir())
     if args.list_models and choice.backend in REMOTE_BACKENDS:
         try:
             print_server_models(choice)
@@ -520,7 +525,6 @@ def run(arguments: list[str]) -> int:
         print_chat_list(store)
         return EXIT_OK
     exit_on_termination()
-    interactive = sys.stdin.isatty() and sys.stdout.isatty()
     backend: Backend | None = None
     chat: Chat | None = None
     holds = settings["history"]  # --no-history writes nothing, the lock file included: it only waits
@@ -598,9 +602,9 @@ def run(arguments: list[str]) -> int:
         if backend is not None:
             with signals_held():  # SIGTERM and SIGHUP too: the device context is kept if there is time
                 if chat is not None and chat.device_context_unsaved():
-                    if interactive and args.prompt is None:  # the REPL: say why its exit waits (seconds on a Pi)
+                    if chatting:  # the REPL: say why its exit waits (seconds on a Pi); -p and pipes keep none
                         with contextlib.suppress(OSError):
-                            notices.info("Saving the device context for a quick resume…")
+                            notices.info(KEEPING_DEVICE_CONTEXT)
                     chat.keep_device_context()
                 (chat.backend if chat is not None else backend).release()  # /model may have replaced it
         if lock is not None:

@@ -410,7 +410,7 @@ def save(context: CommandContext, argument: str) -> None:
         context.console.error(str(error))
         return
     context.console.info(f"Saved {len(context.chat.messages)} messages to {path}")
-    context.chat.keep_device_context()  # and the device's context beside the chat, for a quick resume
+    context.chat.keep_device_context(context.console.info)  # and the device's context, for a quick resume
 
 
 @command("/load", "continue a saved conversation", usage="<file>", arguments=paths())
@@ -450,6 +450,9 @@ def switch_model(context: CommandContext, argument: str) -> SwitchModel | None:
         return None
 
 
+INSTANT_RESUME = "  (resumes instantly)"
+
+
 @command("/history", "list the saved chats, or those containing TEXT", usage="[text]")
 def history(context: CommandContext, argument: str) -> OffTheLoop | None:
     store = context.chat.store
@@ -465,7 +468,10 @@ def history_text(store: SessionStore, text: str) -> str:
     chats = store.search(text) if text else store.chats()
     if not chats:
         return f"No saved chat contains '{text}'." if text else "No saved chats yet."
-    rows = [chat.line() for chat in chats[:HISTORY_ROWS]]
+    # A chat whose device context is kept (the Hailo's, hailo_keeping.py) resumes without being read again.
+    rows = [
+        chat.line() + (INSTANT_RESUME if store.context_path(chat.id).exists() else "") for chat in chats[:HISTORY_ROWS]
+    ]
     more = len(chats) - len(rows)
     if more > 0:
         rows.append(f"… and {more} more (hailo-repl --list-chats lists them all)")
@@ -480,7 +486,7 @@ def resume(context: CommandContext, argument: str) -> None:
         return
     try:
         found = store.find(argument)
-        context.chat.resume(found.id)
+        context.chat.resume(found.id, notify=context.console.info)
     except (SessionNotFoundError, ConversationFileError) as error:
         context.console.error(str(error))
         return

@@ -81,7 +81,7 @@ def check_hailort(findings: Findings, machine: Machine) -> None:
     except ImportError as error:
         findings.add(False, f"{HAILORT_MISSING} ({error}); in a virtualenv, create it with --system-site-packages")
         return
-    from hailo_repl.backends.hailo import hailort_too_old, installed_hailort_version
+    from hailo_repl.backends.hailo_device import hailort_too_old, installed_hailort_version
 
     too_old = hailort_too_old()
     if too_old:
@@ -130,7 +130,7 @@ def check_vdevice(findings: Findings, machine: Machine) -> None:
     if not findings.hailort_ready:
         findings.add(False, "VDevice not tried: HailoRT is missing or too old (above)")
         return
-    from hailo_repl.backends.hailo import SHARED_VDEVICE_GROUP_ID, open_vdevice
+    from hailo_repl.backends.hailo_device import SHARED_VDEVICE_GROUP_ID, open_vdevice
     from hailo_repl.instance_lock import HAILO, InstanceLock
 
     holder = next((h for h in InstanceLock(instance_lock_file()).holders() if h.device == HAILO), None)
@@ -175,9 +175,10 @@ def check_text_path(findings: Findings, machine: Machine) -> None:
     prompts go as text after a loaded context? Then what saving and loading its context cost."""
     if not findings.hailo_can_chat or findings.device_in_use:
         return  # the lines above say why
-    from hailo_repl.backends.hailo import HailoBackend, installed_hailort_version
-    from hailo_repl.backends.hailo_context import hef_identity
-    from hailo_repl.backends.hailo_selfcheck import DEVICE_FACTS_NAME, DeviceFacts
+    from hailo_repl.backends.hailo import HailoBackend
+    from hailo_repl.backends.hailo_device import installed_hailort_version
+    from hailo_repl.backends.hailo_keeping import DeviceFigures
+    from hailo_repl.backends.hailo_selfcheck import DEVICE_FACTS_NAME, DeviceFacts, device_key, renderer_fingerprint
 
     hef = findings.hefs[0]
     backend = HailoBackend(hef, context_cache=device_contexts_dir())
@@ -189,22 +190,24 @@ def check_text_path(findings: Findings, machine: Machine) -> None:
         return
     finally:
         backend.release()
+    checked = f"HailoRT {installed_hailort_version()}, renderer {renderer_fingerprint()}"
     if verdict.passed:
-        findings.add(True, f"{hef.stem}: prompts sent as text match the message lists ({verdict.detail})")
+        findings.add(True, f"{hef.stem}: prompts sent as text match the message lists ({verdict.detail}; {checked})")
     else:
         findings.add(
             False,
-            f"{hef.stem}: prompts sent as text do not match the message lists ({verdict.detail}); hailo-repl "
-            "sends whole message lists (a resumed chat is read again): please report this with hailort.log",
+            f"{hef.stem}: prompts sent as text do not match the message lists ({verdict.detail}; {checked}); "
+            "hailo-repl sends whole message lists (a resumed chat is read again): please report this with hailort.log",
         )
-    facts = DeviceFacts(device_contexts_dir() / DEVICE_FACTS_NAME)
+    entry = DeviceFacts(device_contexts_dir() / DEVICE_FACTS_NAME).entry(device_key(hef, installed_hailort_version()))
     seen = [
         f"last {what} {figures['bytes']:,} bytes, {figures['device_ms']:,} ms on the device (GIL held), "
         f"{figures['file_ms']:,} ms for the file ({figures['when']})"
         for what in ("save", "load")
-        if (figures := facts.get(hef_identity(hef), installed_hailort_version(), what))
+        if isinstance(figures := entry.get(what), dict)
     ]
-    findings.add(True, f"{hef.stem}'s device context: {'; '.join(seen) or 'no save or load seen yet'}")
+    measured = DeviceFigures.from_facts(entry).summary()
+    findings.add(True, f"{hef.stem}'s device context: {measured}; {'; '.join(seen) or 'no save or load seen yet'}")
 
 
 def check_llama(findings: Findings, machine: Machine) -> None:

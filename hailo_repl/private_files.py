@@ -115,13 +115,14 @@ def write_atomically(path: Path, text: str) -> None:
     write_bytes_atomically(path, text.encode("utf-8"))
 
 
-def write_bytes_atomically(path: Path, data: bytes) -> None:
-    """`write_atomically` for bytes."""
+def write_bytes_atomically(path: Path, data: bytes | memoryview, *more: bytes | memoryview) -> None:
+    """`write_atomically` for bytes: `data`, then each of `more` (a header and a large body need
+    not be joined in memory first)."""
     target = writable_target(path)
     _check_regular(target)
     handle, temp = _temporary_beside(target)
     try:
-        _write_all(handle, temp, data)
+        _write_all(handle, temp, (data, *more))
         os.replace(temp, target)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -134,7 +135,7 @@ def create_exclusively(path: Path, data: bytes) -> None:
     so two processes choosing the same name never overwrite each other."""
     handle, temp = _temporary_beside(path)
     try:
-        _write_all(handle, temp, data)
+        _write_all(handle, temp, (data,))
         os.link(temp, path)  # fails if `path` exists; either the whole file appears or nothing
     finally:
         with contextlib.suppress(OSError):
@@ -162,9 +163,10 @@ def _temporary_beside(target: Path) -> tuple[int, str]:
     return tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)  # 0600
 
 
-def _write_all(handle: int, temp: str, data: bytes) -> None:
+def _write_all(handle: int, temp: str, chunks: tuple[bytes | memoryview, ...]) -> None:
     with os.fdopen(handle, "wb") as file:
-        file.write(data)
+        for chunk in chunks:
+            file.write(chunk)
         file.flush()
         os.fsync(file.fileno())
 

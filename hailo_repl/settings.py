@@ -254,6 +254,23 @@ SETTINGS_TABLE: tuple[Setting, ...] = (
         env="HAILO_REPL_NOHISTORY",
         env_means_off=True,
     ),
+    NumberSetting(
+        "device-context-budget",
+        help="MiB of disk the Hailo device contexts kept for a quick resume may take together (each is the "
+        "whole KV cache, ~112 MiB for Qwen2.5-1.5B); the oldest go first; 0 keeps none",
+        default=512,  # four Qwen2.5-1.5B contexts
+        whole=True,
+        low=0,
+        high=None,
+        low_allowed=True,
+        metavar="MIB",
+    ),
+    SwitchSetting(
+        "device-context-for-scripts",
+        help="with -p and pipes, keep the Hailo device context too (interactive chats keep theirs "
+        "where a load beats reading the chat again)",
+        default=False,
+    ),
     SwitchSetting(
         "verbose",
         help="print timings after each reply, as ollama run --verbose does (logs stay in the log file)",

@@ -93,7 +93,9 @@ def hailo_resources(tmp_path, monkeypatch):
 @pytest.fixture
 def log_lines():
     """hailo-repl's log messages (INFO and up) while the test runs."""
-    from loguru import logger
+    # hailo-repl's logger: its first use applies the set-up pending (which removes every sink), so
+    # the sink is added after it, not removed by the test's first log line.
+    from hailo_repl.log import logger
 
     lines: list[str] = []
     sink = logger.add(lines.append, level="INFO", format="{message}")
@@ -114,27 +116,48 @@ def fake_script(tmp_path, monkeypatch):
     return write
 
 
+def remember_device(hef: Path, facts: Path, passed: bool = True, loads_pay: bool = True) -> None:
+    """Write the facts a device would have shown: the self-check's verdict and, with `loads_pay`,
+    figures by which loading any kept context beats reading it again (a load of 1 ms, a prefill
+    of 1 s a token)."""
+    from hailo_repl.backends.hailo_device import installed_hailort_version
+    from hailo_repl.backends.hailo_selfcheck import DeviceFacts, device_key
+
+    key = device_key(hef, installed_hailort_version())
+    facts_file = DeviceFacts(facts)
+    facts_file.remember(key, "text_path", {"passed": passed, "detail": "as the test says"})
+    if loads_pay:
+        facts_file.remember(key, "load", {"bytes": 1000, "device_ms": 1, "file_ms": 0})
+        facts_file.remember(key, "prefill", {"short": [1, 10], "long": [1001, 1_000_010]})
+
+
+def remember_qwen_where_keeping_pays(hailo_resources) -> None:
+    """For a hailo-repl process this test starts: the double's Qwen HEF has shown figures by which
+    keeping its device context pays (so a chat's and the system prompt's contexts are kept)."""
+    facts = Path(os.environ["XDG_DATA_HOME"]) / "hailo-repl" / "contexts" / "hailo-device-facts.json"
+    remember_device(hailo_resources.directory / "Qwen2.5-1.5B-Instruct.hef", facts)
+
+
 @pytest.fixture
 def loaded_hailo_backend(hailo_resources, fake_script):
     """Each call: a HailoBackend on the double whose device replies as `script` says, loaded as a
     new hailo-repl process loads it; all released afterwards."""
-    from hailo_repl.backends.hailo import HailoBackend, installed_hailort_version
-    from hailo_repl.backends.hailo_context import hef_identity
-    from hailo_repl.backends.hailo_selfcheck import DeviceFacts
+    from hailo_repl.backends.hailo import HailoBackend
 
     directory = hailo_resources("Qwen2.5-1.5B-Instruct")
     opened = []
 
-    def open_with(script, context_cache: Path | None = None, passed_self_check: bool = True) -> HailoBackend:
-        """`passed_self_check`: as on a device where this HEF passed it before (else it runs at load)."""
+    def open_with(
+        script, context_cache: Path | None = None, passed_self_check: bool = True, loads_pay: bool = True, keeping=None
+    ) -> HailoBackend:
+        """`passed_self_check`: as on a device where this HEF passed it before (else it runs at load);
+        `loads_pay`: its figures say a load beats reading again whatever a context holds (else
+        they are what the self-check, or nothing, measured)."""
         fake_script(script)
         hef = directory / "Qwen2.5-1.5B-Instruct.hef"
         if passed_self_check:
-            passed = {"passed": True, "detail": "as the test says"}
-            DeviceFacts(hailo_resources.facts).remember(
-                hef_identity(hef), installed_hailort_version(), "text_path", passed
-            )
-        backend = HailoBackend(hef, context_cache=context_cache, facts_file=hailo_resources.facts)
+            remember_device(hef, hailo_resources.facts, loads_pay=loads_pay)
+        backend = HailoBackend(hef, context_cache=context_cache, facts_file=hailo_resources.facts, keeping=keeping)
         backend.load()
         opened.append(backend)
         return backend

@@ -22,7 +22,7 @@ import pytest
 from conftest import hailo_repl_command, run_cli, run_installed
 from terminal import with_fakes
 
-from hailo_repl.backends.hailo import render_chatml
+from hailo_repl.backends.hailo_device import render_chatml
 
 QWEN = "Qwen2.5-1.5B-Instruct"
 CODER = "Qwen2.5-Coder-1.5B-Instruct"
@@ -440,8 +440,8 @@ def test_sigterm_during_a_reply_aborts_and_releases(isolated_home, hailo_resourc
     assert out.count(b"tock") < 40
     events = fake_log.names()
     assert "abort" in events
-    # Then, there being time, the system prompt's context is kept (read alone and saved), and the release.
-    assert events[events.index("abort") + 1 :] == ["clear_context", "prefill", "save_context", *RELEASE_ORDER]
+    # Then the release: -p keeps no device context (no system prompt read alone, no save).
+    assert events[events.index("abort") + 1 :] == RELEASE_ORDER
 
 
 def test_temperature_zero_is_greedy_decoding(isolated_home, hailo_resources, fake_log):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import run_cli
+from conftest import remember_device, run_cli
 
 QWEN = "Qwen2.5-1.5B-Instruct"
 
@@ -24,12 +24,35 @@ def test_a_pipe_saves_every_turn_and_c_continues_it_with_p(isolated_home, hailo_
     saved = json.loads(path.read_text())
     assert [m["content"] for m in saved["messages"][1:]] == ["Capital of France?", "Paris.", "Of Germany?", "Berlin."]
     assert saved["backend"] == "hailo" and saved["model"] == QWEN
+    # A pipe keeps no device context (each is a whole KV cache): nothing saved, no self-check run.
+    assert not any(e["event"] in ("save_context", "prefill") for e in fake_log())
+    assert list(isolated_home.rglob("*.ctx")) == []
 
     fake_script([["You asked about two capitals."]])  # each process reads the script from its start
     again = run_cli("-c", "-p", "What did I ask?", fakes=True)
     assert again.returncode == 0, again.stderr
     assert again.stdout.strip() == "You asked about two capitals."
     assert f"Continuing chat {path.stem}" in again.stderr
+    last = [e for e in fake_log() if e["event"] == "generate"][-1]
+    assert [m["content"] for m in last["prompt"]][-2:] == ["Berlin.", "What did I ask?"]  # read again
+    assert saved_files(isolated_home) == [path]  # the same chat, not a new one
+    assert len(json.loads(path.read_text())["messages"]) == 7
+    assert list(isolated_home.rglob("*.ctx")) == []
+
+
+def test_with_the_setting_a_pipe_keeps_its_device_context_and_p_resumes_from_it(
+    isolated_home, hailo_resources, fake_script, fake_log
+):
+    hef = hailo_resources(QWEN) / f"{QWEN}.hef"
+    remember_device(hef, isolated_home / "data" / "hailo-repl" / "contexts" / "hailo-device-facts.json")
+    fake_script([["Paris."], ["Berlin."]])
+    first = run_cli("--device-context-for-scripts", stdin="Capital of France?\nOf Germany?\n", fakes=True)
+    assert first.returncode == 0, first.stderr
+    (path,) = saved_files(isolated_home)
+
+    fake_script([["You asked about two capitals."]])
+    again = run_cli("--device-context-for-scripts", "-c", "-p", "What did I ask?", fakes=True)
+    assert again.returncode == 0, again.stderr
     # A new process, an empty device: it loaded the context saved beside the chat and read
     # only the new message, as if it had never stopped.
     generations = [e for e in fake_log() if e["event"] == "generate"]
@@ -37,8 +60,6 @@ def test_a_pipe_saves_every_turn_and_c_continues_it_with_p(isolated_home, hailo_
     assert generations[-1]["held"] == held_after_first_run
     assert generations[-1]["inserted"] == "<|im_start|>user\nWhat did I ask?<|im_end|>\n<|im_start|>assistant\n"
     assert path.with_suffix(".ctx").stat().st_mode & 0o777 == 0o600
-    assert saved_files(isolated_home) == [path]  # the same chat, not a new one
-    assert len(json.loads(path.read_text())["messages"]) == 7
 
 
 def test_resume_by_prefix_and_list_chats(isolated_home, hailo_resources, fake_script):
@@ -90,8 +111,11 @@ def test_no_history_writes_nothing_anywhere_under_home(tmp_path, hailo_resources
         fake_script([["Hello."], ["Again."]])
         assert [str(p) for p in home.rglob("*")] == []
 
-    # …while without it the same run saves the chat (so the check above can fail).
-    saved = run_cli(stdin="hi\n", env=env, fakes=True)
+    # …while without it the same run saves the chat and the device contexts (so the check above can fail).
+    remember_device(
+        hailo_resources.directory / f"{QWEN}.hef", home / ".local/share/hailo-repl/contexts/hailo-device-facts.json"
+    )
+    saved = run_cli("--device-context-for-scripts", stdin="hi\n", env=env, fakes=True)
     assert saved.returncode == 0
     data = home / ".local" / "share" / "hailo-repl"
     assert list((data / "sessions").glob("*.json")) and list((data / "sessions").glob("*.ctx"))

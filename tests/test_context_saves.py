@@ -6,21 +6,25 @@ or /resume switches away, and when the chat is idle. The real hailo backend agai
 """
 
 import asyncio
+import io
 import stat
 import threading
+import time
 from pathlib import Path
 
 import pexpect
 import pytest
+from conftest import remember_device
 from prompt_toolkit.application import create_app_session
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
-from hailo_repl.app import Repl
+from hailo_repl.app import SENT_AFTER_THE_SAVE, Repl
 from hailo_repl.backends.base import GenerationParams
 from hailo_repl.backends.hailo import HailoBackend
 from hailo_repl.backends.hailo_selfcheck import DeviceFacts
-from hailo_repl.chat import Chat
+from hailo_repl.chat import KEEPING_DEVICE_CONTEXT, Chat
+from hailo_repl.console import Console
 from hailo_repl.sessions import SessionStore
 
 QWEN = "Qwen2.5-1.5B-Instruct"
@@ -39,15 +43,22 @@ def test_a_hefs_first_use_checks_the_text_path_and_remembers_the_verdict(
 ):
     loaded_hailo_backend({"replies": [["x"]]}, passed_self_check=False)
     prefills = fake_log.named("prefill")
-    assert [type(e["prompt"]).__name__ for e in prefills] == ["list", "list", "str", "str"]  # both paths
+    # The lists, the texts, then a long text for the prefill rate (the lists again only on a mismatch).
+    assert [type(e["prompt"]).__name__ for e in prefills] == ["list"] * 2 + ["str"] * 3
+    assert len(fake_log.named("save_context")) == 2  # what the device holds after each (the second one timed)
+    assert len(fake_log.named("load_context")) == 1  # a load timed, from a file
     assert [e["event"] for e in fake_log()][-1] == "clear_context"  # and a fresh context after it
     assert any(line.startswith(f"self-check of {QWEN} with HailoRT 5.2.0") and "passed" in line for line in log_lines)
-    (entry,) = DeviceFacts(hailo_resources.facts).entries().values()
+    (key, entry), *others = DeviceFacts(hailo_resources.facts).entries().items()
+    assert others == [] and "renderer" in key and "jinja2" in key  # the verdict holds for this renderer only
     assert entry["text_path"]["passed"] is True
+    assert entry["save"]["bytes"] == entry["load"]["bytes"] > 0
+    assert entry["prefill"]["long"][0] > entry["prefill"]["short"][0] + 64  # enough apart to give a rate
     assert stat.S_IMODE(hailo_resources.facts.stat().st_mode) == 0o600
+    assert list(hailo_resources.facts.parent.glob("*.ctx")) == []  # the timed file is gone
 
     loaded_hailo_backend({"replies": [["x"]]}, passed_self_check=False)  # a later run: remembered
-    assert len(fake_log.named("prefill")) == 4
+    assert len(fake_log.named("prefill")) == 5
 
 
 def test_a_reasoning_hef_passes_though_its_context_holds_less_than_the_texts_tokenize_to(
@@ -79,9 +90,10 @@ def test_when_the_text_path_disagrees_the_device_gets_message_lists_and_resumes_
     assert len(why) == 1 and "did not match them in the self-check" in why[0]  # said once, with the figures
 
     assert reply(chat, "Capital of France?") == "Paris."
-    assert len(fake_log.named("prefill")) == 4  # the check's only: no system prompt read alone and kept
+    assert len(fake_log.named("prefill")) == 7  # the check's only (the lists again: they differ)
+    checked = len(fake_log.named("save_context"))  # the check's own
     chat.keep_device_context()
-    assert fake_log.named("save_context") == []  # a context no load could use is not saved
+    assert len(fake_log.named("save_context")) == checked  # a context no load could use is not saved
     assert not store.context_path(chat.session_id).exists()
     chat.backend.release()
 
@@ -89,8 +101,9 @@ def test_when_the_text_path_disagrees_the_device_gets_message_lists_and_resumes_
         loaded_hailo_backend(script, tmp_path / "contexts", passed_self_check=False), SYSTEM, GenerationParams(), store
     )
     resumed.resume(chat.session_id)
+    timed = len(fake_log.named("load_context"))  # the first check's, timing a load
     assert reply(resumed, "Of Germany?") == "Paris."  # a new process: the script from its start
-    assert fake_log.named("load_context") == []
+    assert len(fake_log.named("load_context")) == timed
     last = fake_log.named("generate")[-1]
     assert [m["content"] for m in last["prompt"]] == [SYSTEM, "Capital of France?", "Paris.", "Of Germany?"]
 
@@ -127,18 +140,14 @@ def repl_on_the_double(hailo_resources, fake_script, fake_log, isolated_home, tm
     directory = hailo_resources(QWEN)
     hef = directory / f"{QWEN}.hef"
     fake_script({"replies": [["Paris."], ["Berlin."], ["Rome."]]})
-    from hailo_repl.backends.hailo import installed_hailort_version
-    from hailo_repl.backends.hailo_context import hef_identity
-
-    passed = {"passed": True, "detail": "as the test says"}
-    DeviceFacts(hailo_resources.facts).remember(hef_identity(hef), installed_hailort_version(), "text_path", passed)
+    remember_device(hef, hailo_resources.facts)
     store = SessionStore(tmp_path / "sessions")
 
-    def run(steps, idle_seconds=60.0):
+    def run(steps, idle_seconds=60.0, console=None):
         backend = HailoBackend(hef, facts_file=hailo_resources.facts)
         chat = Chat(backend, SYSTEM, GenerationParams(), store)
         with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
-            repl = Repl(chat, history=False)
+            repl = Repl(chat, history=False, console=console)
             repl.idle_save_seconds = idle_seconds
             prompts = 0  # prompts started: a line sent has been handled once the next one is up
             prompt_async = repl.session.prompt_async
@@ -222,11 +231,49 @@ def test_one_save_when_the_chat_is_idle_and_not_again_without_a_new_turn(repl_on
     assert saves_then == [1, 1]  # one once idle; not again without a new turn
 
 
-def test_save_keeps_the_device_context_beside_the_chat(repl_on_the_double, fake_log):
-    code, chat = repl_on_the_double(["Capital of France?\r", "/save\r", "/quit\r"])
+def test_save_keeps_the_device_context_beside_the_chat_and_says_so_first(repl_on_the_double, fake_log):
+    said = io.StringIO()
+    code, chat = repl_on_the_double(["Capital of France?\r", "/save\r", "/quit\r"], console=Console(said))
     assert code == 0
     assert len(fake_log.named("save_context")) == 1
     assert chat.store.context_path(chat.session_id).exists()
+    assert f"[Info] {KEEPING_DEVICE_CONTEXT}" in said.getvalue()
+
+
+def test_an_idle_save_says_so_before_it_and_a_message_sent_meanwhile_goes_after_it(repl_on_the_double, fake_log):
+    """The save holds the GIL for seconds on a Pi: the line comes first, and a message entered
+    while it runs is told why it waits, then sent."""
+    said = io.StringIO()
+    saving = threading.Event()
+    real_keep = Chat.keep_device_context
+
+    def slow_keep(self, notify=None):
+        saving.set()
+        time.sleep(0.5)  # the GIL is free here, so the line is read meanwhile, as after save_context returns
+        real_keep(self, notify)
+
+    async def idle_until_the_save_runs():
+        while not saving.is_set():
+            await asyncio.sleep(0.01)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Chat, "keep_device_context", slow_keep)
+        code, chat = repl_on_the_double(
+            [
+                "Capital of France?\r",
+                lambda: asyncio.wait_for(idle_until_the_save_runs(), 10),
+                "Of Germany?\r",
+                "/quit\r",
+            ],
+            idle_seconds=0.2,
+            console=Console(said),
+        )
+    assert code == 0
+    text = said.getvalue()
+    assert text.index(KEEPING_DEVICE_CONTEXT) < text.index(SENT_AFTER_THE_SAVE)
+    assert [m["content"] for m in chat.messages[-2:]] == ["Of Germany?", "Berlin."]  # sent after it
+    names = [e["event"] for e in fake_log()]
+    assert names.index("save_context") < names.index("generate", names.index("save_context"))
 
 
 def test_switching_chats_with_resume_keeps_the_one_left(repl_on_the_double, fake_log):
@@ -244,8 +291,11 @@ def test_switching_chats_with_resume_keeps_the_one_left(repl_on_the_double, fake
 
 @pytest.mark.e2e
 def test_in_the_terminal_typing_after_a_reply_never_waits_on_a_save_and_quit_saves(
-    isolated_home, double_terminal, fake_log
+    isolated_home, double_terminal, fake_log, hailo_resources
 ):
+    hef = hailo_resources.directory / f"{QWEN}.hef"
+    # A device that has shown that loading a kept context beats reading it again.
+    remember_device(hef, isolated_home / "data" / "hailo-repl" / "contexts" / "hailo-device-facts.json")
     # A context of 8 MB that takes 2 s to copy with the GIL held, as a real one takes seconds.
     term = double_terminal({"replies": [["Paris."]], "context_bytes": 8_000_000, "context_convert_ms_per_mb": 250})
     term.expect("You: ")
@@ -256,7 +306,7 @@ def test_in_the_terminal_typing_after_a_reply_never_waits_on_a_save_and_quit_sav
     term.expect("typed at once")
     assert fake_log.named("save_context") == []  # the reply ended and the keys echoed: no save in between
     term.send("\x15/quit\r")  # Ctrl+U clears the line first
-    term.expect(r"\[Info\] Saving the device context for a quick resume")  # why the exit takes seconds
+    term.expect(r"\[Info\] Keeping the device context for a quick resume")  # why the exit takes seconds
     term.expect(pexpect.EOF, timeout=60)
     term.child.close()
     assert term.child.exitstatus == 0
@@ -283,11 +333,11 @@ def test_a_load_with_a_remembered_verdict_leaves_jinja2_for_the_first_prompt(hai
 import sys
 sys.path.insert(0, {str(FAKES)!r})
 from pathlib import Path
-from hailo_repl.backends.hailo import HailoBackend, installed_hailort_version
-from hailo_repl.backends.hailo_context import hef_identity
-from hailo_repl.backends.hailo_selfcheck import DeviceFacts
+from hailo_repl.backends.hailo import HailoBackend
+from hailo_repl.backends.hailo_device import installed_hailort_version
+from hailo_repl.backends.hailo_selfcheck import DeviceFacts, device_key
 hef, facts = Path({str(hef)!r}), Path({str(tmp_path / "facts.json")!r})
-DeviceFacts(facts).remember(hef_identity(hef), installed_hailort_version(), "text_path", {{"passed": True}})
+DeviceFacts(facts).remember(device_key(hef, installed_hailort_version()), "text_path", {{"passed": True}})
 backend = HailoBackend(hef, facts_file=facts)
 backend.load()
 loaded = "jinja2" in sys.modules
@@ -319,3 +369,68 @@ def test_a_self_check_that_could_not_run_is_not_remembered_as_failed(
     loaded_hailo_backend({"replies": [["x"]]}, passed_self_check=False)
     (entry,) = DeviceFacts(hailo_resources.facts).entries().values()
     assert entry["text_path"]["passed"] is True
+
+
+# ---- the self-check sees what the device holds, whitespace included ---------------------------------
+
+
+@pytest.mark.parametrize("drift", ["\n", "\n\n", "  ", " (drift)"])
+def test_a_device_that_renders_a_space_or_a_line_end_differently_fails_the_check(
+    loaded_hailo_backend, hailo_resources, log_lines, drift
+):
+    """A newline more or less is one token either way in Qwen's and Llama's vocabularies (and in
+    the double's): counting tokens cannot see it, comparing what the device holds does."""
+    loaded_hailo_backend({"replies": [["x"]], "template_drift": drift}, passed_self_check=False)
+    (verdict,) = [line for line in log_lines if line.startswith("self-check")]
+    assert "FAILED" in verdict and "NOT the same as after the lists" in verdict, verdict
+    (entry,) = DeviceFacts(hailo_resources.facts).entries().values()
+    assert entry["text_path"]["passed"] is False
+
+
+def test_a_device_whose_saved_context_varies_run_to_run_is_checked_by_counts_and_says_so(
+    loaded_hailo_backend, hailo_resources, log_lines
+):
+    loaded_hailo_backend({"replies": [["x"]], "nondeterministic_context": True}, passed_self_check=False)
+    (verdict,) = [line for line in log_lines if line.startswith("self-check")]
+    assert "passed" in verdict and "compared token counts only" in verdict and "two identical runs" in verdict
+
+
+def test_a_verdict_holds_for_the_renderer_it_was_reached_with(loaded_hailo_backend, hailo_resources, fake_log):
+    """A new chat_template.py or jinja2 renders anew: the check runs again."""
+    from hailo_repl.backends.hailo_device import installed_hailort_version
+    from hailo_repl.backends.hailo_selfcheck import device_key
+
+    hef = hailo_resources.directory / f"{QWEN}.hef"
+    key = device_key(hef, installed_hailort_version())
+    other_renderer = key.rsplit("| renderer ", 1)[0] + "| renderer 0123456789ab jinja2 3.0.0"
+    DeviceFacts(hailo_resources.facts).remember(other_renderer, "text_path", {"passed": True, "detail": "then"})
+    loaded_hailo_backend({"replies": [["x"]]}, passed_self_check=False)
+    assert len(fake_log.named("prefill")) == 5  # checked again
+    entries = DeviceFacts(hailo_resources.facts).entries()
+    assert set(entries) == {other_renderer, key} and entries[key]["text_path"]["passed"] is True
+
+
+def test_a_device_failing_at_the_checks_last_clear_gives_no_verdict_and_no_raw_error(
+    loaded_hailo_backend, hailo_resources, monkeypatch, log_lines, fake_log
+):
+    import hailo_platform.genai
+    from hailo_platform.pyhailort._pyhailort import HailoRTException
+
+    real_clear = hailo_platform.genai.LLM.clear_context
+    clears = []
+
+    def fails_at_the_end(self):
+        clears.append(1)
+        if len(clears) == 4:  # the last: before the lists, the texts and the long text, then at the end
+            raise HailoRTException("HAILO_INTERNAL_FAILURE")
+        real_clear(self)
+
+    with monkeypatch.context() as once:
+        once.setattr(hailo_platform.genai.LLM, "clear_context", fails_at_the_end)
+        backend = loaded_hailo_backend({"replies": [["x"]]}, passed_self_check=False)  # does not raise
+    assert any("failed to run (clear_context: HAILO_INTERNAL_FAILURE)" in line for line in log_lines)
+    assert DeviceFacts(hailo_resources.facts).entries() == {}  # no verdict: checked again next time
+    chat = Chat(backend, SYSTEM, GenerationParams())
+    reply(chat, "Hi")  # the context the check left is cleared first, and the whole chat sent as a list
+    (last,) = fake_log.named("generate")
+    assert last["held"] == "" and isinstance(last["prompt"], list)

@@ -2,6 +2,7 @@
 
 import io
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -34,12 +35,13 @@ def line_about(lines: list[str], words: str) -> str:
     return line
 
 
-def test_a_ready_machine_passes_every_check(isolated_home, hailo_resources, machine, fake_log):
+def test_a_ready_machine_passes_every_check(isolated_home, hailo_resources, machine, fake_log, fake_script):
     hailo_resources(QWEN)
+    fake_script({"replies": [["x"]], "prefill_ms_per_token": 1.0})  # loads are instant: they pay beyond ~100 tokens
     can_chat, lines = doctor("hailo", machine)
     assert can_chat
     assert all(line.startswith("✓ ") for line in lines), lines
-    assert line_about(lines, "HailoRT") == "✓ HailoRT 5.2.0 (hailo_platform)"
+    assert line_about(lines, "(hailo_platform)") == "✓ HailoRT 5.2.0 (hailo_platform)"
     assert line_about(lines, "openable") == f"✓ {machine.dev_dir / 'hailo0'} present and openable"
     assert line_about(lines, "driver") == "✓ driver hailo1x_pci loaded"
     assert lines[-1] == f"✓ hailo-repl will chat on the Hailo-10H with {QWEN}"
@@ -47,12 +49,22 @@ def test_a_ready_machine_passes_every_check(isolated_home, hailo_resources, mach
     assert events[:2] == ["vdevice_open", "vdevice_release"]  # opened in the shared group, and released
     assert fake_log()[0]["group_id"] == "SHARED"
     # Then the HEF's self-check, run once, and everything released again.
+    from hailo_repl.backends.hailo_selfcheck import renderer_fingerprint
+
     assert line_about(lines, "prompts sent as text") == (
         f"✓ {QWEN}: prompts sent as text match the message lists "
-        "(context after the lists 85 tokens, after the texts 85; texts tokenize to 85)"
+        "(the device's context after the texts is the same as after the lists; "
+        "context after the lists 85 tokens, after the texts 85; texts tokenize to 85; "
+        f"HailoRT 5.2.0, renderer {renderer_fingerprint()})"
     )
-    assert line_about(lines, "device context") == f"✓ {QWEN}'s device context: no save or load seen yet"
-    assert events.count("llm_open") == 1 and events.count("prefill") == 4
+    # The figures the check measured, and the rule they give.
+    figures = line_about(lines, "device context:")
+    assert figures.startswith(f"✓ {QWEN}'s device context: a whole context "), figures
+    assert re.search(
+        r"prefill \d+\.\d+ ms a token: a context is kept and loaded when it holds more than [\d,]+ tokens", figures
+    )
+    assert "last save " in figures and "last load " in figures
+    assert events.count("llm_open") == 1 and events.count("prefill") == 5
     assert events[-2:] == ["llm_release", "vdevice_release"]
 
 
@@ -64,7 +76,7 @@ def test_a_device_whose_text_path_differs_is_reported_and_later_chats_use_messag
     can_chat, lines = doctor("hailo", machine)
     assert can_chat  # the chat works all the same, on the message-list path
     line = line_about(lines, "prompts sent as text")
-    assert line.startswith(f"✗ {QWEN}: prompts sent as text do not match the message lists (context after the lists ")
+    assert line.startswith(f"✗ {QWEN}: prompts sent as text do not match the message lists (the device's context ")
     assert "hailo-repl sends whole message lists" in line
 
 

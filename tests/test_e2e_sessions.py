@@ -8,7 +8,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from conftest import FakeLog
+from conftest import FakeLog, remember_device
 from prompt_toolkit.utils import get_cwidth
 from terminal import ANSI_SEQUENCE, PROMPT, Terminal, device_messages
 
@@ -55,7 +55,10 @@ def test_sigkill_during_a_reply_loses_only_that_reply_and_c_shows_the_last_turns
     assert contents[-2:] == ["Third question", "Still here."]
 
 
-def test_history_then_resume_with_tab_inside_the_repl(repl, tmp_path):
+def test_history_then_resume_with_tab_inside_the_repl(repl, tmp_path, hailo_resources):
+    # A device whose figures say loading a kept context beats reading it again.
+    facts = Path(os.environ["XDG_DATA_HOME"]) / "hailo-repl" / "contexts" / "hailo-device-facts.json"
+    remember_device(hailo_resources.directory / "Qwen2.5-1.5B-Instruct.hef", facts)
     first = repl([["About", " tea."]])
     first.expect(PROMPT)
     first.exchange("Tell me about tea", "About tea.")

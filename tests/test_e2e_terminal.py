@@ -5,6 +5,7 @@ import signal
 from pathlib import Path
 
 import pytest
+from conftest import remember_qwen_where_keeping_pays
 from terminal import PROMPT, Terminal, device_messages
 
 pytestmark = pytest.mark.e2e
@@ -252,7 +253,8 @@ def test_ctrl_c_while_waiting_for_a_stalled_device_gives_the_prompt_back(double_
     assert recorded.count("generate") == 1 and recorded[-3:] == ["clear_context", "llm_release", "vdevice_release"]
 
 
-def test_sigterm_during_a_reply_stops_it_before_the_release(double_terminal, fake_log):
+def test_sigterm_during_a_reply_stops_it_before_the_release(double_terminal, fake_log, hailo_resources):
+    remember_qwen_where_keeping_pays(hailo_resources)
     term = double_terminal({"replies": [["word "] * 400], "delay_ms": 20})
     term.expect(PROMPT)
     term.send("Tell me everything\r")
@@ -265,7 +267,8 @@ def test_sigterm_during_a_reply_stops_it_before_the_release(double_terminal, fak
     assert "waited" not in recorded  # nothing reached the device while the reply ran
 
 
-def test_sighup_during_a_reply_lets_it_end_before_the_release(double_terminal, fake_log):
+def test_sighup_during_a_reply_lets_it_end_before_the_release(double_terminal, fake_log, hailo_resources):
+    remember_qwen_where_keeping_pays(hailo_resources)
     term = double_terminal({"replies": [["word "] * 100], "delay_ms": 20})
     term.expect(PROMPT)
     term.send("Tell me everything\r")

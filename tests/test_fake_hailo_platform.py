@@ -418,3 +418,25 @@ def test_with_exclusive_set_another_process_cannot_open_the_device_until_it_is_r
     assert "HAILO_OUT_OF_PHYSICAL_DEVICES" in in_another_process()
     second.release()
     assert in_another_process() == "opened\n"
+
+
+def test_a_list_prompt_whose_render_fails_still_ends_the_templates_first_prompt(scripted_llm):
+    """minja_wrapper.cpp `render` sets m_is_first false before it renders: a failed render leaves
+    the next prompt rendered as a later one (a system message then refused)."""
+    llm = scripted_llm({"replies": [["x"]], "prompt_template": "{{ raise_exception('no') }}"})
+    with pytest.raises(HailoRTException, match="HAILO_INTERNAL_FAILURE"):
+        llm.generate(prompt=[{"role": "user", "content": "hi"}])
+    with pytest.raises(HailoRTInvalidOperationException):
+        llm.generate(prompt=[{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}])
+
+
+def test_saving_or_loading_beside_a_live_generation_is_refused(scripted_llm):
+    """llm.cpp uses the session outside its mutex for these: next to a generation they would
+    interleave with its token thread (and a save waits with no timeout)."""
+    llm = scripted_llm({"replies": [{"tokens": ["a", "b"], "delay_ms": 50}]})
+    saved = llm.save_context()
+    with llm.generate(prompt=[{"role": "user", "content": "hi"}]):
+        with pytest.raises(AssertionError, match="undefined on the real device"):
+            llm.save_context()
+        with pytest.raises(AssertionError, match="undefined on the real device"):
+            llm.load_context(saved)

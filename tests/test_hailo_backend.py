@@ -95,6 +95,20 @@ def test_the_recovery_sequence_is_not_shown(scripted_backend):
     assert pieces == ["w", "w", "w"]
 
 
+@pytest.mark.parametrize("recovery", ["\n\n<|im_end|>", "<|endoftext|><|im_end|>"])
+def test_a_recovery_sequence_of_several_tokens_is_not_shown_either(scripted_backend, recovery):
+    """HailoRT sends it one token a read (llm_server.cpp `handle_read_request`)."""
+    backend = scripted_backend({"replies": [["Hi", "\n", "w"] * 5], "recovery_sequence": recovery})
+    pieces = list(backend.stream([{"role": "user", "content": "x"}], GenerationParams(max_tokens=7), threading.Event()))
+    assert "".join(pieces) == "Hi\nwHi\nwHi"  # a newline of the reply itself still shows
+
+
+def test_a_reply_ending_like_the_start_of_the_recovery_sequence_keeps_its_end(scripted_backend):
+    backend = scripted_backend({"replies": [["Hi", "\n\n"]], "recovery_sequence": "\n\n<|im_end|>"})
+    pieces = list(backend.stream([{"role": "user", "content": "x"}], GenerationParams(max_tokens=9), threading.Event()))
+    assert "".join(pieces) == "Hi\n\n"
+
+
 def test_temperature_zero_means_greedy_decoding(backend, fake_log):
     list(backend.stream([{"role": "user", "content": "x"}], GenerationParams(temperature=0.0), threading.Event()))
     event = [e for e in fake_log() if e["event"] == "generate"][-1]
@@ -207,7 +221,7 @@ def test_a_hef_the_device_cannot_open_is_explained(hailo_resources):
 
 def test_a_stalled_device_is_announced_and_its_late_reply_still_shown(scripted_backend):
     backend = scripted_backend({"replies": [{"tokens": ["late", " reply"], "stall_ms": 300, "stall_at": 0}]})
-    backend.stall_notice_seconds = 0.1
+    backend.reader.stall_notice_seconds = 0.1
     notices = []
     chat = Chat(backend, SYSTEM, GenerationParams())
     assert "".join(chat.reply("hello?", threading.Event(), notices.append)) == "late reply"
@@ -231,8 +245,8 @@ def test_a_token_thread_that_dies_is_reported_and_the_next_turn_starts_afresh(sc
 def test_a_thread_that_died_with_tokens_queued_is_given_up_after_hailorts_timeout(scripted_backend):
     # read() then times out for ever (llm.cpp signals no shutdown while tokens are queued).
     backend = scripted_backend({"replies": [{"tokens": ["a", "b", "c"], "fail_after": 2, "queued_at_death": True}]})
-    backend.stall_notice_seconds = 0.05
-    backend.stall_give_up_seconds = 0.15
+    backend.reader.stall_notice_seconds = 0.05
+    backend.reader.stall_give_up_seconds = 0.15
     notices = []
     chat = Chat(backend, SYSTEM, GenerationParams())
     shown = []
@@ -273,7 +287,7 @@ def test_after_a_cancel_the_abort_that_holds_the_gil_waits_for_the_ui_thread(scr
     """The abort holds the GIL (as HailoRT's does): it waits ABORT_AFTER_PROMPT_SECONDS after the
     cancel is seen, the time the UI thread needs to draw the prompt. The delay is the backend's,
     measured between two of its own moments, so a busy machine cannot make it fail."""
-    from hailo_repl.backends.hailo import ABORT_AFTER_PROMPT_SECONDS
+    from hailo_repl.backends.hailo_stream import ABORT_AFTER_PROMPT_SECONDS
 
     backend = scripted_backend({"replies": [["w"] * 40], "delay_ms": 30})
     cancel = NoticedCancel()
@@ -391,7 +405,7 @@ def test_prompt_tokens_are_counted_as_the_device_templates_them(scripted_backend
 
 
 def test_a_template_that_does_not_render_falls_back_to_chatml(scripted_backend):
-    from hailo_repl.backends.hailo import render_chatml
+    from hailo_repl.backends.hailo_device import render_chatml
 
     backend = scripted_backend({"replies": [["x"]], "prompt_template": "{% for message in %}"})
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hi"}]
@@ -399,7 +413,7 @@ def test_a_template_that_does_not_render_falls_back_to_chatml(scripted_backend):
 
 
 def test_the_abort_is_timed_just_before_the_next_token_and_after_the_prompt():
-    from hailo_repl.backends.hailo import ABORT_AFTER_PROMPT_SECONDS, TokenPace
+    from hailo_repl.backends.hailo_stream import ABORT_AFTER_PROMPT_SECONDS, TokenPace
 
     pace = TokenPace()
     assert pace.seconds_until_abort(now=5.0) == pytest.approx(ABORT_AFTER_PROMPT_SECONDS)  # no pace known yet
@@ -409,3 +423,25 @@ def test_the_abort_is_timed_just_before_the_next_token_and_after_the_prompt():
     assert pace.seconds_until_abort(now=0.2) == pytest.approx(0.08)
     # too soon for the prompt to be drawn: the moment before the token after
     assert pace.seconds_until_abort(now=0.25) == pytest.approx(0.13)
+
+
+def test_a_users_literal_think_on_a_reasoning_hef_makes_the_next_turn_start_afresh(scripted_backend, fake_log):
+    """The device splits the prompt at the first reasoning token, the user's own included, and once
+    the reply ends keeps only what came before it: the rest of that message is gone from it."""
+    from pathlib import Path
+
+    deepseek = (Path(__file__).parent / "data" / "chat_templates" / "DeepSeek-R1-Distill-Qwen.jinja").read_text()
+    backend = scripted_backend(
+        {"replies": [["Fine."], ["A tag."], ["Sure."]], "prompt_template": deepseek, "reasoning_start": "<think>"}
+    )
+    chat = Chat(backend, "Be brief.", GenerationParams())
+    reply(chat, "How are you?")
+    reply(chat, "What does <think> do in a prompt?")
+    reply(chat, "Thanks")
+    events = fake_log()
+    generations = [e for e in events if e["event"] == "generate"]
+    assert generations[1]["held"] != ""  # an ordinary turn goes on from what the device holds
+    assert [e["event"] for e in events][-2:] == ["clear_context", "generate"]  # after the literal one: afresh
+    assert generations[2]["held"] == ""
+    sent = [m["content"] for m in generations[2]["prompt"]]
+    assert sent[-3:] == ["What does <think> do in a prompt?", "A tag.", "Thanks"]

@@ -220,6 +220,10 @@ def test_history_lists_and_searches_and_resume_switches(store):
 
     listing = context.run("/history")
     assert first.session_id in listing and context.chat.session_id in listing and "tea please" in listing
+    assert "resumes instantly" not in listing
+    store.context_path(first.session_id).write_bytes(b"a kept device context")
+    (tea,) = [row for row in context.run("/history").splitlines() if first.session_id in row]
+    assert tea.endswith("(resumes instantly)")
     found = context.run("/history TEA")
     assert first.session_id in found and context.chat.session_id not in found
     assert "No saved chat contains" in context.run("/history nothing-like-this")

@@ -15,6 +15,7 @@ from hailo_repl.log import logger
 from hailo_repl.servers import OLLAMA, OPENAI, REMOTE_BACKENDS, resolve_endpoint
 
 if TYPE_CHECKING:
+    from hailo_repl.backends.hailo_keeping import KeepingPolicy
     from hailo_repl.backends.remote import RemoteBackend
 
 LLAMA_EXTRA_MISSING = (
@@ -43,6 +44,7 @@ class BackendChoice:
     context_size: int | None = None  # the remote model's context, when the server does not say
     environ: Mapping[str, str] = field(default_factory=dict)  # OLLAMA_HOST, OPENAI_BASE_URL, OPENAI_API_KEY
     context_cache: Path | None = None  # where the hailo backend keeps system prompts' contexts (None: nowhere)
+    keeping: KeepingPolicy | None = None  # which device contexts the hailo backend keeps (hailo_keeping.py)
 
 
 def _hailort_installed() -> bool:
@@ -84,7 +86,8 @@ def open_backend(
         )
         return _llama_backend(None)
 
-    from hailo_repl.backends.hailo import HailoBackend, open_vdevice
+    from hailo_repl.backends.hailo import HailoBackend
+    from hailo_repl.backends.hailo_device import open_vdevice
 
     claim_hailo()
     try:
@@ -97,7 +100,7 @@ def open_backend(
         return _llama_backend(None)
     try:
         hef = _choose_hef(choice.hef_path, choose_model, download)
-        return HailoBackend(hef, vdevice, context_cache=choice.context_cache)
+        return HailoBackend(hef, vdevice, context_cache=choice.context_cache, keeping=choice.keeping)
     except BaseException:
         vdevice.release()
         raise
@@ -178,8 +181,9 @@ def backend_for_model(backend: Backend, name: str) -> Backend:
     if backend.name == "hailo":
         from hailo_repl.backends.hailo import HailoBackend
 
-        cache = backend.context_cache if isinstance(backend, HailoBackend) else None
-        return HailoBackend(models.resolve_hef_path(name), context_cache=cache)  # the VDevice opens as it loads
+        cache, keeping = (backend.context_cache, backend.keeping) if isinstance(backend, HailoBackend) else (None, None)
+        # The VDevice opens as it loads.
+        return HailoBackend(models.resolve_hef_path(name), context_cache=cache, keeping=keeping)
     if name == models.BUNDLED_MODEL_NAME:
         return _llama_backend(None)
     path = Path(name).expanduser()

@@ -101,8 +101,14 @@ class KeepsContext(Protocol):
     """A backend whose model context can be kept in a file and loaded again (the Hailo
     device's), so a resumed chat is not read again; the other backends lack these methods."""
 
-    def save_context(self, path: Path, messages: Sequence[Message]) -> None:
-        """Keep the model's context in `path` if it holds exactly `messages`; never raises."""
+    def context_to_keep(self, messages: Sequence[Message]) -> bool:
+        """Whether save_context(…, messages) would write something now (a quick question: no device call)."""
+        ...
+
+    def save_context(self, path: Path, messages: Sequence[Message]) -> bool:
+        """Keep the model's context in `path` if it holds exactly `messages` and keeping it pays;
+        never raises. False when it was not kept but should be tried again (a reply ran, the save
+        failed, memory was short); True when kept, or when there is nothing worth keeping."""
         ...
 
     def offer_context(self, path: Path, messages: Sequence[Message]) -> None:

@@ -54,26 +54,27 @@ def messages_digest(messages: Sequence[Mapping[str, object]]) -> str:
 def write_context(path: Path, tags: ContextTags, data: bytes) -> None:
     """The tags, then HailoRT's bytes, written whole (0600); OSError on failure, and
     FileTooLarge for a file `read_context` would refuse (it is not written)."""
-    content = MAGIC + json.dumps(asdict(tags)).encode() + b"\n" + data
-    if len(content) > CONTEXT_FILE_LIMIT:
+    head = MAGIC + json.dumps(asdict(tags)).encode() + b"\n"
+    if len(head) + len(data) > CONTEXT_FILE_LIMIT:
         raise FileTooLarge(f"{path} would be larger than {CONTEXT_FILE_LIMIT >> 20} MiB, more than hailo-repl reads")
-    write_bytes_atomically(path, content)
+    write_bytes_atomically(path, head, data)  # not joined: that would copy the whole context once more
 
 
-def read_context(path: Path) -> tuple[ContextTags, bytes]:
-    """A context file's tags and HailoRT's bytes; ContextFileError when there is none to use."""
+def read_context(path: Path) -> tuple[ContextTags, memoryview]:
+    """A context file's tags and HailoRT's bytes, a view into the file's one copy in memory (a
+    context is tens to hundreds of MB: no slice copies it); ContextFileError when there is none to use."""
     try:
         raw = read_bytes_limited(path, CONTEXT_FILE_LIMIT)
     except FileNotFoundError:
         raise ContextFileError(f"no saved device context ({path.name})") from None
     except (OSError, FileTooLarge) as error:
         raise ContextFileError(f"cannot read {path}: {error}") from None
-    head, _, data = raw[len(MAGIC) :].partition(b"\n")
+    end = raw.find(b"\n", len(MAGIC))
     try:
-        if not raw.startswith(MAGIC):
+        if not raw.startswith(MAGIC) or end < 0:
             raise ValueError("not a hailo-repl context file")
-        tags = json.loads(head)
-        return ContextTags(**{field.name: str(tags[field.name]) for field in fields(ContextTags)}), data
+        tags = json.loads(raw[len(MAGIC) : end])
+        return ContextTags(**{f.name: str(tags[f.name]) for f in fields(ContextTags)}), memoryview(raw)[end + 1 :]
     except (ValueError, KeyError, TypeError) as error:
         raise ContextFileError(f"{path} is damaged ({error})") from None
 

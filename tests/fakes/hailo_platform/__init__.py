@@ -10,7 +10,9 @@ Environment:
                         "recovery_sequence": "...", "load_ms": N, "abort_tokens": N,
                         "request_timeout_ms": N, "prompt_template": "...",
                         "load_status": N, "template_drift": "...", "reasoning_start": "...",
-                        "context_bytes": N, "context_convert_ms_per_mb": N}.
+                        "context_bytes": N, "context_convert_ms_per_mb": N,
+                        "prefill_ms_per_token": N, "prefill_frame_tokens": N,
+                        "nondeterministic_context": bool}.
   HAILO_FAKE_NO_DEVICE set → VDevice() fails as it does with no free device.
   HAILO_FAKE_EXCLUSIVE a file: one process at a time has the device; a VDevice() in another
                        meanwhile fails as with no free device (see hailo_platform.vdevice).

@@ -42,7 +42,11 @@ hef.cpp = hailort/libhailort/src/hef/hef.cpp. Each behaviour and where to re-che
   for the request in flight, then silently resets the context; the generation goes on.
 - MAX_TOKENS_REACHED is checked before the stop sequence (llm_server.cpp
   get_current_generation_status), so a reply ending exactly at the limit reports it; the
-  recovery sequence then comes as the last token (handle_generation_completion).
+  recovery sequence then comes one token a read, the last with the status
+  (handle_generation_completion, `handle_read_request`'s m_recovery.delivery_queue).
+- Prefill time: {"prefill_ms_per_token": R, "prefill_frame_tokens": F}: a prompt's first
+  token comes after whole frames of F tokens at R ms a token (pre_process.cpp
+  `prefill_input_tokens_count`; default no cost), so the backend's self-check can measure it.
 - Arguments (llm.cpp `LLM::Impl::validate_generator_params`): temperature > 0, top_p in
   [0, 1], top_k >= 1, frequency_penalty != 0, else HailoRTInvalidArgumentException.
 - A str prompt is inserted as is, no template (pyhailort.py `LLM.generate` docstring;
@@ -61,7 +65,8 @@ hef.cpp = hailort/libhailort/src/hef/hef.cpp. Each behaviour and where to re-che
   (minja's options and polyfills). {"template_drift": "TEXT"} makes this device render each
   message-list prompt with TEXT appended, as a device whose rendering differed from
   hailo-repl's would: its text path and list path then disagree, which hailo-repl's
-  self-check must notice.
+  self-check must notice. A render that fails raises HailoRTException (minja_wrapper.cpp
+  turns any render error into HAILO_INTERNAL_FAILURE), with m_is_first already unset.
 - max_generated_tokens=0: the prompt is only prefilled. generate() itself waits for the
   empty answer (llm.cpp `LLMGenerator::Impl::generate`); the status is MAX_TOKENS_REACHED
   and, tokens being zero, neither a token nor the recovery sequence reaches the context
@@ -72,7 +77,10 @@ hef.cpp = hailort/libhailort/src/hef/hef.cpp. Each behaviour and where to re-che
   prompt). A prefill-only prompt holding TEXT leaves only what comes before TEXT in the
   context: the server prefills the rest apart and at the end restores the cache saved before
   it (llm_server.cpp `handle_prefill_phase`, `handle_reasoning_generation_completion`), so the
-  context holds fewer tokens than tokenize() counts. A generation's reasoning is not modelled.
+  context holds fewer tokens than tokenize() counts. A generation's prompt holding TEXT (the
+  user's own literal one included: the first occurrence counts) leaves, once it completes,
+  the context as before TEXT plus what the reply says after "</think>"
+  (`handle_reasoning_generation_completion`).
 - save_context()/load_context() (pyhailort.py; llm_server.cpp `LLMServer::get_context` and
   `set_context`; context_structure.hpp): the data is a packed header (magic 0x01484546,
   the HailoRT version as three u32, protocol version 0, the HEF's `hef.hash()` as a
@@ -89,7 +97,11 @@ hef.cpp = hailort/libhailort/src/hef/hef.cpp. Each behaviour and where to re-che
   `LLMWrapper::save_context`, marked TODO HRT-19106); load_context does list(data) and the
   binding copies the list back: all with the GIL held. So a saved context here is
   `context_bytes` long (default QWEN2_5_1_5B_CONTEXT_BYTES) and each save and load holds the
-  GIL for `context_convert_ms_per_mb` per MB of it. The environment's
+  GIL for `context_convert_ms_per_mb` per MB of it, and the data really goes through a list
+  of ints (8 bytes a byte in memory). save_context/load_context beside a live generation
+  are refused (llm.cpp uses the session outside its mutex for them; a save waits with no
+  timeout, hailo_session.hpp): AssertionError. {"nondeterministic_context": true}: a saved
+  context that differs between identical runs. The environment's
   HAILO_FAKE_CONTEXT_BYTES and HAILO_FAKE_CONVERT_MS_PER_MB set both for every script (the
   test suite keeps them small); a script's own keys win.
 - LLM() (pyhailort.py `LLM.__init__` is outside ExceptionWrapper; llm_api.cpp
@@ -127,7 +139,7 @@ from hailo_platform.pyhailort.pyhailort import (
 )
 from hailo_platform.recorder import record
 from hailo_platform.vdevice import VDevice  # noqa: F401  (re-exported like the real genai)
-from hailo_repl.backends.chat_template import ChatTemplate
+from hailo_repl.backends.chat_template import ChatTemplate, TemplateError
 
 DEFAULT_CAPACITY = 4096
 DEFAULT_REPLY = ["<text>", "Hello", " from", " the", " fake", " Hailo", "-", "10H", ".", "</text>", "<|im_end|>"]
@@ -178,6 +190,11 @@ def _load_script():
     return {"replies": script} if isinstance(script, list) else script
 
 
+def _pieces(text):
+    """Text as the device's tokens would read back: a special token such as <|im_end|> whole."""
+    return re.findall(r"<\|[^|]*\|>|\s*\w+|\s*[^\w\s]|\s+", text)
+
+
 def _tokenize(text):
     return [zlib.crc32(piece.encode()) % 151_000 for piece in _WORDS.findall(text)]
 
@@ -208,12 +225,20 @@ class _Device:
                 "context_convert_ms_per_mb", environ.get("HAILO_FAKE_CONVERT_MS_PER_MB", DEFAULT_CONVERT_MS_PER_MB)
             )
         )
+        self.prefill_ms_per_token = float(script.get("prefill_ms_per_token", 0))
+        self.prefill_frame_tokens = int(script.get("prefill_frame_tokens", 1))
         self.stop_tokens = ["<|im_end|>"]
         self.context = []  # what the KV cache holds, as text pieces
         self.usage = 0
         self.template_first = True  # minja_wrapper.cpp m_is_first: the next templated prompt is a first one
         self.reply_index = 0
         self.live_completion = None
+
+    def prefill_ms(self, tokens):
+        """A prompt's prefill: whole frames of prefill_frame_tokens (pre_process.cpp
+        `prefill_input_tokens_count`), each at the per-token rate."""
+        frames = math.ceil(tokens / self.prefill_frame_tokens)
+        return frames * self.prefill_frame_tokens * self.prefill_ms_per_token
 
     def append(self, text, tokens=None):
         self.context.append(text)
@@ -226,7 +251,7 @@ class _Device:
 
 
 class LLMGeneratorCompletion:
-    def __init__(self, device, reply, max_tokens):
+    def __init__(self, device, reply, max_tokens, prompt_tokens=0):
         script = device.script
         options = reply if isinstance(reply, dict) else {}
         tokens = list(reply["tokens"] if isinstance(reply, dict) else reply)
@@ -234,11 +259,18 @@ class LLMGeneratorCompletion:
         self._delay = (options.get("delay_ms") or script.get("delay_ms", 0)) / 1000
         self._abort_tokens = int(script.get("abort_tokens", DEFAULT_ABORT_TOKENS))
         # What the token thread will put in the queue: (text, status) pairs.
+        self._recovery_from = None  # where the recovery sequence's tokens start, if they come
         if max_tokens == 0:  # only the prefill: nothing comes back, nothing is appended
             self._outputs = [("", Status.MAX_TOKENS_REACHED)]
+            self._recovery_from = 0  # (an empty one)
         elif max_tokens is not None and len(tokens) >= max_tokens:
             self._outputs = [(t, Status.GENERATING) for t in tokens[:max_tokens]]
-            self._outputs.append((device.recovery, Status.MAX_TOKENS_REACHED))
+            # One read a token of the recovery sequence, the last with the status (llm_server.cpp
+            # `handle_read_request`, m_recovery.delivery_queue).
+            recovery = _pieces(device.recovery) or [""]
+            self._outputs += [(piece, Status.GENERATING) for piece in recovery[:-1]]
+            self._outputs.append((recovery[-1], Status.MAX_TOKENS_REACHED))
+            self._recovery_from = max_tokens
         else:
             self._outputs = [(t, Status.GENERATING) for t in tokens] or [("", Status.GENERATING)]
             self._outputs[-1] = (self._outputs[-1][0], Status.LOGICAL_END_OF_GENERATION)
@@ -250,7 +282,8 @@ class LLMGeneratorCompletion:
         self._death_index, self._death_time = len(self._outputs), math.inf
         request_start = started
         for index in range(len(self._outputs)):
-            ready = request_start + self._delay + (options.get("prefill_ms", 0) / 1000 if index == 0 else 0)
+            prefill = (options.get("prefill_ms", 0) + device.prefill_ms(prompt_tokens)) / 1000 if index == 0 else 0
+            ready = request_start + self._delay + prefill
             ready += stall if index == stall_at else 0
             if ready - request_start > request_timeout:  # the request times out: the thread dies
                 self._death_index, self._death_time = index, request_start + request_timeout
@@ -262,6 +295,7 @@ class LLMGeneratorCompletion:
             self._death_index = fail_after
             self._death_time = self._ready[fail_after - 1] if fail_after else started
         self._queued_at_death = bool(options.get("queued_at_death"))
+        self._reasoning_cut = None  # (context, usage) before the first reasoning token, on a reasoning HEF
         self._read = 0  # outputs read by the client
         self._generated = 0  # outputs the device has generated (appended to its context)
         self._status = Status.GENERATING  # the client's view, updated by read() only
@@ -273,11 +307,24 @@ class LLMGeneratorCompletion:
         """The token thread's progress up to `moment`: outputs land in the context."""
         while self._generated < self._death_index and self._ready[self._generated] <= moment:
             text, status = self._outputs[self._generated]
-            if status is Status.MAX_TOKENS_REACHED:
+            if self._recovery_from is not None and self._generated >= self._recovery_from:
                 self._device.append(text)  # the recovery sequence
             else:
                 self._device.append(text, tokens=1)
             self._generated += 1
+            if status is not Status.GENERATING and self._reasoning_cut is not None:
+                self._roll_back_reasoning()
+
+    def _roll_back_reasoning(self):
+        """A reasoning HEF at the end of a generation (llm_server.cpp
+        `handle_reasoning_generation_completion`): the cache goes back to before the first reasoning
+        token of the prompt, the user's own literal one included, and only what the reply says
+        after its end-of-reasoning token is kept (as the next prompt's prefix)."""
+        context, usage = self._reasoning_cut
+        replied = "".join(text for text, _ in self._outputs[: self._recovery_from])
+        after = replied.split("</think>", 1)[1] if "</think>" in replied else ""
+        self._device.context = context + ([after] if after else [])
+        self._device.usage = usage + len(_tokenize(after))
 
     def _thread_running(self, moment):
         return self._generated < self._death_index and moment < self._death_time
@@ -455,14 +502,25 @@ class LLM:
                 raise HailoRTInvalidOperationException("System role messages can only be provided on the first prompt")
             if not first and tools:
                 raise HailoRTInvalidOperationException("Tools can only be provided on the first prompt")
-            if device.renderer is None:
-                device.renderer = ChatTemplate(device.template)
-            # A later prompt is rendered after the probe, then cut (minja_wrapper.cpp `render`).
-            text = (device.renderer.first if first else device.renderer.later)(prompt) + device.template_drift
+            # minja_wrapper.cpp `render` unsets m_is_first before it renders: a render that
+            # fails leaves the next prompt taken for a later one all the same.
             device.template_first = False
+            try:
+                if device.renderer is None:
+                    device.renderer = ChatTemplate(device.template)
+                # A later prompt is rendered after the probe, then cut (minja_wrapper.cpp `render`).
+                text = (device.renderer.first if first else device.renderer.later)(prompt) + device.template_drift
+            except TemplateError:  # minja_wrapper.cpp turns any render failure into this
+                raise HailoRTException("libhailort failed with error: 8 (HAILO_INTERNAL_FAILURE)") from None
         held = "".join(device.context)
-        if max_generated_tokens == 0 and device.reasoning_start and device.reasoning_start in text:
-            device.append(text[: text.index(device.reasoning_start)])
+        reasoning_cut = None
+        if device.reasoning_start and device.reasoning_start in text:
+            before_reasoning = text[: text.index(device.reasoning_start)]
+            if max_generated_tokens == 0:
+                device.append(before_reasoning)
+            else:  # what the context keeps once the generation completes
+                reasoning_cut = (device.context + [before_reasoning], device.usage + len(_tokenize(before_reasoning)))
+                device.append(text)
         else:
             device.append(text)
         record(
@@ -480,7 +538,8 @@ class LLM:
         if max_generated_tokens != 0:
             reply = replies[device.reply_index % len(replies)]
             device.reply_index += 1
-        completion = LLMGeneratorCompletion(device, reply, max_generated_tokens)
+        completion = LLMGeneratorCompletion(device, reply, max_generated_tokens, len(_tokenize(text)))
+        completion._reasoning_cut = reasoning_cut
         device.live_completion = completion
         if max_generated_tokens == 0:
             completion.read(DEFAULT_REQUEST_TIMEOUT_MS)  # llm.cpp waits for the empty answer itself
@@ -518,9 +577,21 @@ class LLM:
         self._session("clear_context").reset()  # during a generation too: silently, as the server does
         record("clear_context")
 
+    def _no_live_generation(self, call):
+        """save_context and load_context use the session outside its mutex (llm.cpp
+        `LLM::Impl::save_context`/`load_context`, unlike SessionWrapper::execute): next to a live
+        generation they would interleave with its token thread, and a save waits for its answer
+        with no timeout (hailo_session.hpp). Undefined on the device: an error here."""
+        if self._llm is not None and self._llm.live_completion is not None:
+            raise AssertionError(f"fake hailo_platform: {call}() during a generation is undefined on the real device")
+
     def save_context(self):
+        self._no_live_generation("save_context")
         device = self._session("save_context")
-        state = json.dumps({"usage": device.usage, "context": device.context}).encode()
+        context = {"usage": device.usage, "context": device.context}
+        if device.script.get("nondeterministic_context"):  # a device whose saved state differs run to run
+            context["nonce"] = os.urandom(8).hex()
+        state = json.dumps(context).encode()
         # The KV cache buffers come whole, whatever their fill: padding up to context_bytes.
         padding = max(0, device.context_bytes - _CONTEXT_HEADER.size - 4 - len(state))
         payload = struct.pack("<I", len(state)) + state + bytes(padding)
@@ -533,7 +604,9 @@ class LLM:
             len(payload),
         )
         record("save_context", size=_CONTEXT_HEADER.size + len(payload), convert_ms=convert_ms)
-        return header + payload
+        # llm_api.cpp returns a std::vector<uint8_t> that pybind11 makes a list of ints (8 bytes an
+        # element), which pyhailort.py `LLM.save_context` makes bytes: both in memory at once.
+        return bytes(list(header + payload))
 
     @staticmethod
     def _convert(device, size):
@@ -543,8 +616,9 @@ class LLM:
         return round(milliseconds)
 
     def load_context(self, context_data):
+        self._no_live_generation("load_context")
         device = self._session("load_context")
-        data = bytes(context_data)
+        data = bytes(list(context_data))  # pyhailort.py `LLM.load_context`: list(context_data), then the vector
         invalid = HailoRTInvalidArgumentException("Invalid argument. See hailort.log for more information")
         if len(data) < _CONTEXT_HEADER.size:
             raise invalid
