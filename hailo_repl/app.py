@@ -73,6 +73,7 @@ from hailo_repl.reply_channel import ReplyChannel, ReplyEvent
 from hailo_repl.sessions import ChatSummary
 from hailo_repl.settings import GENERATION_SETTINGS, SETTINGS_TABLE, ResolvedSettings
 from hailo_repl.signals import CtrlC, route_to_loop
+from hailo_repl.stats import ReplyStats
 from hailo_repl.terminal_modes import keep_pastes_bracketed, restore_raw_mode, restore_typeahead_mode, typeahead_mode
 from hailo_repl.toolbar import STYLE, ModelState, ToolbarState, toolbar_fragments
 from hailo_repl.wrap import WordWrap
@@ -145,12 +146,12 @@ class Repl:
         self.hung_up = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._worker: asyncio.Future[None] | None = None  # the thread of the last reply
+        self._stats_before: ReplyStats | None = None  # chat.last_stats as that reply began
         self._showing: asyncio.Future[ReplyEvent] | None = None  # the reply on screen, if one is
         self._cancel: threading.Event | None = None  # the reply's, while its thread runs
         self._prompt: asyncio.Future[str] | None = None  # the prompt on screen, if one is
         self._prompt_in_reply = False  # the prompt on screen came up for a reply
         self._handling = False  # a message is being answered: Enter queues, Ctrl+C stops what runs
-        self._draft: Document | str = ""  # the input line, kept while a queued message is sent
         self.idle_save_seconds = IDLE_SAVE_SECONDS
         self._last_key = time.monotonic()  # or the last prompt's start
         self._context_save: asyncio.Future[None] | None = None  # an idle save of the device context
@@ -224,6 +225,9 @@ class Repl:
         if self.pane.streaming:  # the chat's own count waits for the reply's thread
             state.usage = self.pane.usage(backend.context_used)
             state.reply = self.pane.progress()
+        elif self._worker is not None and not self._worker.done() and self.chat.last_stats is self._stats_before:
+            # A stopped reply's thread ends within a token: its figures come then, not the last reply's.
+            state.usage = self.pane.usage(backend.context_used)
         elif self.model_state is ModelState.READY:
             state.usage = self.chat.usage()
             state.tokens_per_second = self.chat.last_stats.tokens_per_second if self.chat.last_stats else None
@@ -277,7 +281,14 @@ class Repl:
                     # prompt_async → _dumb_prompt), whose frames this one never sees; the prompt is
                     # plain text, up as soon as it is asked for.
                     self._first_frame()
-                await self._converse(load)
+                try:
+                    await self._converse(load)
+                finally:
+                    # A prompt still up (a queued /quit, a signal) ends in its own raw mode, before the
+                    # shell's mode is back: the answer to its last cursor-position request is read,
+                    # not echoed on the screen.
+                    with contextlib.suppress(OSError):  # (a terminal that went away)
+                        await self._end_prompt()
         except OSError as write_error:
             if not self._hung_up(write_error):
                 raise
@@ -285,8 +296,6 @@ class Repl:
         finally:
             idle_saves.cancel()
             toolbar_refresh.cancel()
-            with contextlib.suppress(OSError):  # (a terminal that went away)
-                await self._end_prompt()
             await self._settle()
             self._drawn.set()  # a chat ended before its first frame: the load still runs, to be released
             if not load.done():
@@ -467,10 +476,10 @@ class Repl:
                 self.console.info("Not sent (Ctrl+C); Up brings the message back.")
 
     def _start_prompt(self, in_reply: bool = False) -> asyncio.Future[str]:
-        """Put the prompt on screen, with the input line as it was left (`_draft`)."""
+        """Put the prompt on screen, with the next message a Ctrl+C gave back in its input line."""
         self.session.editing_mode = EditingMode.VI if self.settings["vi-mode"] else EditingMode.EMACS
         self._prompt_in_reply = in_reply
-        default, self._draft = self._draft, ""
+        default = self.pane.take_given_back()
         # handle_sigint=False: prompt_toolkit would remove our SIGINT handler on exit;
         # set_exception_handler=False: errors go to the log, not over the screen.
         self._prompt = asyncio.ensure_future(
@@ -504,6 +513,7 @@ class Repl:
         if prompt is None:
             return
         if app.future is not None and not app.future.done():
+            app.erase_when_done = not app.current_buffer.text  # an empty "You: " left behind says nothing
             app.exit(exception=EOFError)
         with contextlib.suppress(EOFError, EmptyLineInterrupt):
             await prompt
@@ -515,12 +525,14 @@ class Repl:
         buffer.reset()
 
     def _stop_reply(self, buffer: Buffer) -> None:
-        """Ctrl+C while a message is answered: stop the reply (or the wait before it); the
-        queued messages come back to the input line, before what is being typed, unsent."""
+        """Ctrl+C while a message is answered: stop the reply (or the wait before it). The queued
+        messages come back unsent, each on its own (a command never merges with text): the first
+        in the input line, the others and then what was being typed in the next prompts' input line."""
         queued = self.pane.unqueue()
         if queued:
-            typed = buffer.text
-            buffer.document = Document(queued + ("\n" + typed if typed else ""), len(queued))
+            buffer.append_to_history()  # what was being typed: Up brings it back too
+            self.pane.give_back(queued[1:] + ([buffer.text] if buffer.text else []))
+            buffer.document = Document(queued[0], len(queued[0]))
         self.ctrl_c()
 
     async def _switch_model(self, backend: Backend) -> None:
@@ -628,7 +640,9 @@ class Repl:
         events = ReplyChannel(loop)
         cancel = threading.Event()
         usage_before = self.chat.usage() if self.live else None  # read before the reply's thread uses the backend
+        self._stats_before = self.chat.last_stats
         self._worker = loop.run_in_executor(None, self._generate, text, replace_last, cancel, events)
+        self._worker.add_done_callback(lambda _: self.session.app.invalidate())  # the toolbar: this reply's figures
 
         def interrupt() -> None:
             cancel.set()

@@ -35,6 +35,7 @@ from hailo_repl.settings import (
     Setting,
     SettingError,
 )
+from hailo_repl.typed_numbers import whole_number
 
 HISTORY_ROWS = 20  # chats /history lists
 
@@ -514,11 +515,12 @@ def what_to_copy(chat: Chat, argument: str) -> tuple[str, str] | str:
     if not argument:
         return replies[-1], "the last reply"
     blocks = code_blocks(replies[-1])
-    if not argument.isdigit() or not 1 <= int(argument) <= len(blocks):
+    number = whole_number(argument)
+    if number is None or not 1 <= number <= len(blocks):
         if not blocks:
             return "The last reply has no code block; /copy copies the whole reply."
         return f"Usage: /copy [N|all] — the last reply's code blocks are numbered 1 to {len(blocks)}."
-    return blocks[int(argument) - 1].rstrip("\n"), f"code block {argument} of the last reply"
+    return blocks[number - 1].rstrip("\n"), f"code block {number} of the last reply"
 
 
 @command("/copy", "copy the last reply, its code block N, or all the chat (works over SSH)", usage="[N|all]")
