@@ -205,7 +205,14 @@ class Repl:
                     # prompt_async → _dumb_prompt), whose frames this one never sees; the prompt is
                     # plain text, up as soon as it is asked for.
                     self._first_frame()
-                await self._converse(load)
+                try:
+                    await self._converse(load)
+                finally:
+                    # A prompt still up (a queued /quit, a signal) ends in its own raw mode, before the
+                    # shell's mode is back: the answer to its last cursor-position request is read,
+                    # not echoed on the screen.
+                    with contextlib.suppress(OSError):  # (a terminal that went away)
+                        await self.prompt.end()
         except OSError as write_error:
             if not self.hung_up_at(write_error):
                 raise
@@ -213,8 +220,6 @@ class Repl:
         finally:
             idle_saves.cancel()
             toolbar_refresh.cancel()
-            with contextlib.suppress(OSError):  # (a terminal that went away)
-                await self.prompt.end()
             await self.turns.settle()
             self._drawn.set()  # a chat ended before its first frame: the load still runs, to be released
             if not load.done():

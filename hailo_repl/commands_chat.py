@@ -17,6 +17,7 @@ from hailo_repl.engine.api import EngineError
 from hailo_repl.render import code_blocks
 from hailo_repl.sessions import SessionNotFoundError, SessionStore
 from hailo_repl.settings import GENERATION_SETTINGS, LIVE_SETTINGS, SETTINGS, Setting, SettingError
+from hailo_repl.typed_numbers import whole_number
 
 HISTORY_ROWS = 20  # chats /history lists
 INSTANT_RESUME = "  (resumes instantly)"
@@ -246,11 +247,12 @@ def what_to_copy(messages: list[Message], argument: str) -> tuple[str, str] | st
     if not argument:
         return replies[-1], "the last reply"
     blocks = code_blocks(replies[-1])
-    if not argument.isdigit() or not 1 <= int(argument) <= len(blocks):
+    number = whole_number(argument)
+    if number is None or not 1 <= number <= len(blocks):
         if not blocks:
             return "The last reply has no code block; /copy copies the whole reply."
         return f"Usage: /copy [N|all] — the last reply's code blocks are numbered 1 to {len(blocks)}."
-    return blocks[int(argument) - 1].rstrip("\n"), f"code block {argument} of the last reply"
+    return blocks[number - 1].rstrip("\n"), f"code block {number} of the last reply"
 
 
 def copy(context: CommandContext, argument: str) -> None:

@@ -31,6 +31,7 @@ from prompt_toolkit.output import Output
 from prompt_toolkit.renderer import print_formatted_text as print_formatted
 
 from hailo_repl.context import ContextUsage
+from hailo_repl.wrap import cell_rows, one_row
 
 LIVE_ROWS = 6  # the most rows of the reply's unfinished part shown at once
 SYNC_BEGIN, SYNC_END = "\x1b[?2026h", "\x1b[?2026l"  # synchronized output: the terminal shows the frame whole
@@ -40,6 +41,7 @@ SYNC_BEGIN, SYNC_END = "\x1b[?2026h", "\x1b[?2026l"  # synchronized output: the 
 # (cursor saved) erase below from the next row's start, and back.
 ERASE_FRAME_BELOW = "\x1b[K\x1b7\x1b[B\r\x1b[J\x1b8"
 QUEUED_PREFIX = "queued: "
+GIVEN_BACK_PREFIX = "next: "
 
 
 @dataclass
@@ -85,6 +87,9 @@ class ReplyPane:
         self.app = app
         self.streaming = False
         self.queued: list[str] = []
+        # Queued messages a Ctrl+C gave back, after the one it put in the input line: each comes
+        # back, unsent, in the input line of a next prompt (take_given_back), one at a time.
+        self.given_back: list[str] = []
         self.ends_after = False
         self._live = ""  # the reply's text after the last line it finished
         self._held_notices: list[str] = []  # lines about the reply, for after its last word
@@ -95,7 +100,16 @@ class ReplyPane:
         self._pieces = 0
         self._usage_before: ContextUsage | None = None
         self.drawn_at = 0.0  # (monotonic) when a frame was last drawn
+        self._rows_cache: tuple[tuple[int, int] | None, list[tuple[str, str]]] = (None, [])
         app.after_render += self._after_render
+        # While a reply streams the frame stays as tall as what it shows. A cursor report (a resize
+        # asks for one) makes prompt_toolkit's frame reach the screen's bottom, in blank rows; a
+        # smaller size next (a storm of resizes) would push those rows, and the frame above them,
+        # into the scrollback: tmux moves rows above the cursor there when the screen shrinks.
+        report = app.renderer.report_absolute_cursor_row
+        app.renderer.report_absolute_cursor_row = lambda row: report(  # type: ignore[method-assign]
+            app.output.get_size().rows if self.streaming else row
+        )
 
     # ---- the layout's parts ------------------------------------------------------------
 
@@ -103,27 +117,30 @@ class ReplyPane:
         """The live rows and the queued messages, above the input line (hidden once the prompt is done)."""
         window = Window(
             FormattedTextControl(self._fragments),
-            wrap_lines=True,
             dont_extend_height=True,
-            height=lambda: Dimension(max=LIVE_ROWS + len(self._held_notices) + len(self.queued)),
+            height=lambda: Dimension(max=len(self._screen_rows())),
         )
-        shown = Condition(lambda: bool(self._live or self._held_notices or self.queued))
+        shown = Condition(lambda: bool(self._live or self._held_notices or self.queued or self.given_back))
         return ConditionalContainer(window, shown & ~is_done)
 
     def _fragments(self) -> StyleAndTextTuples:
-        rows = list(self._rows())[-LIVE_ROWS - len(self._held_notices) - len(self.queued) :]
-        most = self.app.output.get_size().columns * LIVE_ROWS  # a line without word-wrap: its end shows
-        fragments: StyleAndTextTuples = []
-        for style, text in rows:
-            fragments.append((style, ("\n" if fragments else "") + text.expandtabs()[-most:]))
-        return fragments
+        return [(style, ("\n" if i else "") + text) for i, (style, text) in enumerate(self._screen_rows())]
 
-    def _rows(self) -> Iterator[tuple[str, str]]:
-        """The reply's unfinished line(s), the lines about it so far, the queued messages."""
-        if self._live:
-            yield from (("", line) for line in self._live.split("\n"))
-        yield from (("class:notice", line) for line in self._held_notices)
-        yield from (("class:queued", QUEUED_PREFIX + text.split("\n", 1)[0]) for text in self.queued)
+    def _screen_rows(self) -> list[tuple[str, str]]:
+        """The rows as the screen shows them, each within the terminal's width (so the window's
+        height is theirs, whatever wraps): the last LIVE_ROWS of the reply's unfinished line(s),
+        the lines about it so far, one row for each queued message and each given back."""
+        key = (self.app.render_counter, self.app.output.get_size().columns)
+        if self._rows_cache[0] == key:
+            return self._rows_cache[1]
+        width = key[1]
+        live = [row for line in self._live.split("\n") for row in cell_rows(line.expandtabs(), width)]
+        rows = [("", row) for row in live[-LIVE_ROWS:]] if self._live else []
+        rows += [("class:notice", row) for line in self._held_notices for row in cell_rows(line.expandtabs(), width)]
+        for prefix, texts in ((QUEUED_PREFIX, self.queued), (GIVEN_BACK_PREFIX, self.given_back)):
+            rows += [("class:queued", one_row(prefix + text.split("\n", 1)[0].expandtabs(), width)) for text in texts]
+        self._rows_cache = (key, rows)
+        return rows
 
     # ---- a reply ---------------------------------------------------------------------------
 
@@ -191,11 +208,19 @@ class ReplyPane:
         self.ends_after = True
         self.app.invalidate()
 
-    def unqueue(self) -> str:
-        """The queued messages, taken back (Ctrl+C): their text, a line each."""
-        text = "\n".join(self.queued)
-        self.queued, self.ends_after = [], False
-        return text
+    def unqueue(self) -> list[str]:
+        """The queued messages, taken back (Ctrl+C), each as it was queued."""
+        queued, self.queued, self.ends_after = self.queued, [], False
+        return queued
+
+    def give_back(self, texts: list[str]) -> None:
+        """Messages for the input line of the next prompts, one at a time, before any given back earlier."""
+        self.given_back[:0] = texts
+        self.app.invalidate()
+
+    def take_given_back(self) -> str:
+        """The next message given back, for a prompt's input line ("" if none waits)."""
+        return self.given_back.pop(0) if self.given_back else ""
 
     # ---- writing above the prompt -------------------------------------------------------
 

@@ -33,7 +33,6 @@ class PromptLine:
         self.handling = False  # a message is being answered: Enter queues, Ctrl+C stops what runs
         self.in_reply = False  # the prompt on screen came up for a reply
         self._prompt: asyncio.Future[str] | None = None  # the prompt on screen, if one is
-        self._draft: Document | str = ""  # the input line, kept while a queued message is sent
 
     @property
     def up(self) -> bool:
@@ -64,10 +63,10 @@ class PromptLine:
         asyncio.get_running_loop().run_in_executor(None, work).add_done_callback(done)
 
     def start(self, in_reply: bool = False) -> asyncio.Future[str]:
-        """Put the prompt on screen, with the input line as it was left (`_draft`)."""
+        """Put the prompt on screen, with the next message a Ctrl+C gave back in its input line."""
         self.session.editing_mode = EditingMode.VI if self.repl.settings["vi-mode"] else EditingMode.EMACS
         self.in_reply = in_reply
-        default, self._draft = self._draft, ""
+        default = self.repl.pane.take_given_back()
         # handle_sigint=False: prompt_toolkit would remove our SIGINT handler on exit;
         # set_exception_handler=False: errors go to the log, not over the screen.
         self._prompt = asyncio.ensure_future(
@@ -102,6 +101,7 @@ class PromptLine:
         if prompt is None:
             return
         if app.future is not None and not app.future.done():
+            app.erase_when_done = not app.current_buffer.text  # an empty "You: " left behind says nothing
             app.exit(exception=EOFError)
         with contextlib.suppress(EOFError, EmptyLineInterrupt):
             await prompt
@@ -121,10 +121,12 @@ class PromptLine:
         buffer.reset()
 
     def stop_reply(self, buffer: Buffer) -> None:
-        """Ctrl+C while a message is answered: stop the reply (or the wait before it); the
-        queued messages come back to the input line, before what is being typed, unsent."""
+        """Ctrl+C while a message is answered: stop the reply (or the wait before it). The queued
+        messages come back unsent, each on its own (a command never merges with text): the first
+        in the input line, the others and then what was being typed in the next prompts' input line."""
         queued = self.repl.pane.unqueue()
         if queued:
-            typed = buffer.text
-            buffer.document = Document(queued + ("\n" + typed if typed else ""), len(queued))
+            buffer.append_to_history()  # what was being typed: Up brings it back too
+            self.repl.pane.give_back(queued[1:] + ([buffer.text] if buffer.text else []))
+            buffer.document = Document(queued[0], len(queued[0]))
         self.repl.ctrl_c()

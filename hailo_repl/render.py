@@ -15,7 +15,7 @@ from hailo_repl.wrap import WordWrap
 FENCE = "```"
 USER_PREFIX = "You: "
 ASSISTANT_PREFIX = "Assistant: "
-INTERRUPTED_NOTE = " [interrupted]"
+INTERRUPTED_MARK = "[interrupted]"
 RECENT_TURNS = 3  # turns shown when a saved chat is resumed
 DIM = "\x1b[2m"
 RESET = "\x1b[0m"
@@ -55,6 +55,7 @@ class ReplyRenderer:
         self._language: str | None = None  # set inside a code block
         self._code: list[str] = []
         self.blocks: list[str] = []  # the code blocks so far, numbered from 1 on their fence lines
+        self._end = ""  # the last character given out so far
 
     def feed(self, text: str) -> str:
         out: list[str] = []
@@ -67,7 +68,11 @@ class ReplyRenderer:
                 out.append(self._wrapped("".join(prose)) + shown)
                 prose = []
         out.append(self._wrapped("".join(prose)))
-        return "".join(out)
+        return self._given("".join(out))
+
+    def _given(self, text: str) -> str:
+        self._end = text[-1:] or self._end
+        return text
 
     def _wrapped(self, prose: str) -> str:
         return self.wrap.feed(prose) if self.wrap and prose else prose
@@ -110,7 +115,7 @@ class ReplyRenderer:
     def break_line(self) -> str:
         """A line break in the middle of the reply, for a line about it: the word the word-wrap
         holds, then the break (a code block still held stays held)."""
-        return self.wrap.feed("\n") if self.wrap else "\n"
+        return self._given(self.wrap.feed("\n") if self.wrap else "\n")
 
     def flush(self) -> str:
         """End of reply: whatever is held comes out as it is (an unclosed block unhighlighted)."""
@@ -122,7 +127,13 @@ class ReplyRenderer:
         self._line, self._code, self._language, self._holding = "", [], None, True
         if self.wrap:
             prose = self.wrap.feed(prose) + self.wrap.flush()
-        return held_code + prose
+        return self._given(held_code + prose)
+
+    def mark(self, mark: str) -> str:
+        """A mark after the reply's last text (`[interrupted]`): one space before it unless that text
+        ends with a space or a line break (or there is none yet), word-wrapped as the prose is."""
+        text = (" " if self._end and not self._end.isspace() else "") + mark
+        return self._given(self.wrap.feed(text) + self.wrap.flush() if self.wrap else text)
 
 
 def code_blocks(reply: str) -> list[str]:
@@ -205,7 +216,7 @@ async def show_reply(
         else:
             tail = renderer.flush()
             if event.reason is TurnEnd.INTERRUPTED:
-                tail += INTERRUPTED_NOTE
+                tail += renderer.mark(INTERRUPTED_MARK)
             elif event.reason is TurnEnd.ERROR:
                 tail += ("\n" if started else "") + console.wrapped(labelled(ERROR, event.error or ""))
             screen.end(tail)
@@ -231,6 +242,6 @@ def recent_turns_text(
                 continue
             renderer = ReplyRenderer(color, wrap(len(ASSISTANT_PREFIX)))
             text = renderer.feed(message["content"]) + renderer.flush()
-            note = INTERRUPTED_NOTE if message.get("interrupted") else ""
+            note = renderer.mark(INTERRUPTED_MARK) if message.get("interrupted") else ""
             shown.append(ASSISTANT_PREFIX + text + note + "\n\n")
     return "".join(shown)

@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import NamedTuple
 
+from hailo_repl.typed_numbers import whole_number
+
 OLLAMA = "ollama"
 HAILO_OLLAMA = "hailo-ollama"
 OPENAI = "openai"
@@ -54,8 +56,8 @@ def ollama_host(value: str, hailo_ollama: bool = False) -> str:
         port = default_port
     if not host:
         host = "127.0.0.1"
-    if not port.isdigit() or int(port) > 65535:
-        port = default_port
+    number = whole_number(port)
+    port = str(number) if number is not None and 0 <= number <= 65535 else default_port  # (ASCII digits in a URL)
     if ":" in host:  # an IPv6 address goes in brackets
         host = f"[{host}]"
     return f"{scheme}://{host}:{port}" + (f"/{path}" if path else "")

@@ -16,6 +16,7 @@ from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 from hailo_repl.servers import DEFAULT_CONTEXT_SIZE, HAILO_OLLAMA_DEFAULT_URL, OPENAI_DEFAULT_URL, REMOTE_BACKENDS
+from hailo_repl.typed_numbers import whole_number
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant. Be concise and clear in your responses."
 TRUE_WORDS = ("true", "yes", "on", "1")
@@ -103,10 +104,16 @@ class NumberSetting(Setting):
         return f"{kind} above {self.low} up to {self.high}"
 
     def parse(self, text: str) -> float | int:
-        try:
-            value: float | int = int(text) if self.whole else float(text) + 0.0  # + 0.0 turns -0.0 into 0.0
-        except ValueError:
-            raise self.refuse(text) from None
+        value: float | int | None
+        if self.whole:
+            value = whole_number(text)
+        else:
+            try:
+                value = float(text) + 0.0  # + 0.0 turns -0.0 into 0.0
+            except ValueError:
+                value = None
+        if value is None:
+            raise self.refuse(text)
         above_low = value >= self.low if self.low_allowed else value > self.low
         if not above_low or (self.high is not None and value > self.high):
             raise self.refuse(text)

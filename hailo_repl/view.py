@@ -17,7 +17,7 @@ from prompt_toolkit.layout import ConditionalContainer, Dimension, FormattedText
 
 from hailo_repl import __version__
 from hailo_repl.context import ContextUsage
-from hailo_repl.engine.api import EngineState, Event, ModelState, Status, TurnCompleted, UsageChanged
+from hailo_repl.engine.api import EngineState, Event, ModelState, Status, TurnCompleted, TurnStarted, UsageChanged
 from hailo_repl.keys import keys_welcome_text
 from hailo_repl.pane import ReplyPane
 from hailo_repl.toolbar import ToolbarState, toolbar_fragments
@@ -66,6 +66,7 @@ class Toolbar:
         self.model, self.backend, self.state = status.model, status.backend, status.state
         self.usage: ContextUsage | None = None
         self.tokens_per_second: float | None = None
+        self.turn_running = False  # from its TurnStarted to its TurnCompleted
 
     def take(self, event: Event) -> None:
         """An engine event (on the loop): keep what the toolbar shows of it."""
@@ -73,7 +74,10 @@ class Toolbar:
             self.model, self.backend, self.state = event.model, event.backend, event.state
         elif isinstance(event, UsageChanged):
             self.usage = event.usage
+        elif isinstance(event, TurnStarted):
+            self.turn_running = True
         elif isinstance(event, TurnCompleted):
+            self.turn_running = False
             self.tokens_per_second = event.stats.tokens_per_second if event.stats else None
             self.usage = event.usage or self.usage
         else:
@@ -102,6 +106,8 @@ class Toolbar:
         if self.pane.streaming:  # the engine's count comes with the reply's end: until then, an estimate
             state.usage = self.pane.usage()
             state.reply = self.pane.progress()
+        elif self.turn_running:  # a stopped reply ends within a token: its figures come then, not the last one's
+            state.usage = self.pane.usage()
         elif self.state is ModelState.READY:
             state.usage = self.usage
             state.tokens_per_second = self.tokens_per_second

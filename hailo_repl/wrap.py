@@ -5,7 +5,10 @@ on the line it fits (so nothing is ever redrawn); spaces are written at once, ex
 the one that would reach the last column; a word longer than a whole line is cut at
 the edge. Wide characters (CJK, most emoji) take two cells (prompt_toolkit's
 `get_cwidth`) and are each a place where a line may break, as CJK text has no spaces.
-The width is read again at each new line, so a resize applies from the next line.
+The width is read again at each new line, so a resize applies from the next line. A tab
+goes to the next multiple of TAB_STOP, as on a terminal.
+
+`cell_rows` and `one_row` cut a line into rows as a terminal wraps it, for the pane's rows.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import re
 from collections.abc import Callable
 
 WIDE = 2
+TAB_STOP = 8  # a terminal's tab stops (str.expandtabs's too)
+ELLIPSIS = "…"
 MIN_HANGING_TEXT = 20  # cells a hanging indent must leave for the text, else lines start at column 0
 # A table row ("  /help      show the commands"): its continuation lines start under the
 # text after the first gap of two or more spaces.
@@ -43,8 +48,9 @@ class WordWrap:
                 self._start_line(0)
             elif char == " " or char == "\t":
                 out.append(self._place_word())
-                if self.column + 1 < self._width:
-                    self.column += 1
+                cells = TAB_STOP - self.column % TAB_STOP if char == "\t" else 1
+                if self.column + cells < self._width:
+                    self.column += cells
                     out.append(char)
                 else:
                     self._at_edge = True
@@ -103,3 +109,40 @@ def wrap_text(text: str, width: int) -> str:
         wrap = WordWrap(lambda: width, indent=indent)
         lines.append(wrap.feed(line) + wrap.flush())
     return "\n".join(lines)
+
+
+def cell_rows(line: str, width: int, last: int | None = None) -> list[str]:
+    """`line` (no newline, tabs expanded) in rows of at most `width` cells, as a terminal wraps
+    it: a wide character that does not fit starts the next row. With `last`, only the last
+    rows, at most that many."""
+    from prompt_toolkit.utils import get_cwidth
+
+    width = max(width, WIDE)
+    if line.isascii():  # a cell a character (the reply's text has no control characters): rows by slicing
+        starts = range(0, max(len(line), 1), width)
+        return [line[start : start + width] for start in starts[-last if last else 0 :]]
+    rows, row, cells = [], "", 0
+    for char in line:
+        char_cells = get_cwidth(char)
+        if cells + char_cells > width:
+            rows.append(row)
+            row, cells = "", 0
+        row += char
+        cells += char_cells
+    rows.append(row)
+    return rows[-last:] if last else rows
+
+
+def one_row(line: str, width: int) -> str:
+    """`line` if it fits in `width` cells, else as much of its start as fits with an ellipsis after it."""
+    from prompt_toolkit.utils import get_cwidth
+
+    cells = 0
+    fits = 0  # characters that fit with the ellipsis after them
+    for end, char in enumerate(line):
+        cells += get_cwidth(char)
+        if cells + len(ELLIPSIS) <= width:
+            fits = end + 1
+        if cells > width:
+            return line[:fits] + ELLIPSIS
+    return line

@@ -136,6 +136,27 @@ def test_ctrl_c_during_a_reply_stops_the_backend_and_keeps_the_partial_reply(cap
     assert backend.prompts[1][-1] == "again"
 
 
+def test_the_interrupted_mark_is_one_space_after_the_text_or_at_the_start_of_its_line(capsys):
+    """(As with TERM=dumb: the reply is written as it comes.)"""
+    backend = ScriptedBackend(["after ", "a ", "space ", *["more "] * 50], ["a line\n", *["more "] * 50], delay=0.3)
+
+    def interrupt_after(pieces):
+        async def interrupt(repl):
+            start = backend.produced
+            while backend.produced < start + pieces:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.1)  # (the piece on its way to the screen)
+            os.kill(os.getpid(), signal.SIGINT)
+            await asyncio.sleep(0.5)
+
+        return interrupt
+
+    run_repl(backend, ["one\r", interrupt_after(3), "two\r", interrupt_after(1), "/quit\r"])
+    out = capsys.readouterr().out
+    assert "Assistant: after a space [interrupted]\n" in out
+    assert "Assistant: a line\n[interrupted]\n" in out
+
+
 def test_history_is_kept_across_runs_and_up_recalls_it(home):
     run_repl(ScriptedBackend(), ["remember me\r", "/quit\r"], history=True)
     backend = ScriptedBackend()

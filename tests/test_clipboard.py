@@ -96,6 +96,16 @@ def test_copy_the_last_reply_a_numbered_code_block_or_all(monkeypatch):
     assert "\x1b]52" not in context.run("/copy 0")
 
 
+def test_copy_reads_a_block_number_as_every_number_is_read(monkeypatch):
+    for variable in ("TMUX", "STY", "WAYLAND_DISPLAY", "DISPLAY"):
+        monkeypatch.delenv(variable, raising=False)
+    context = CommandHarness(Chat(ScriptedBackend([REPLY]), "Be brief.", GenerationParams()))
+    list(context.chat.reply("How do I print?", threading.Event()))
+    assert copied(context.run("/copy ٢")) == "echo two"  # Arabic-Indic 2, as /set takes it
+    for not_a_number in ("²", "①", "1.5", "x"):  # (² and ① are digits to str.isdigit(), which int() refuses)
+        assert "numbered 1 to 2" in context.run(f"/copy {not_a_number}")
+
+
 def test_code_blocks_are_numbered_on_their_fence_lines_as_copy_counts_them():
     renderer = ReplyRenderer(color=True)
     shown = renderer.feed(REPLY) + renderer.flush()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import remember_qwen_where_keeping_pays
-from terminal import Terminal, exit_code_of
+from terminal import CPR_REQUEST, Terminal, exit_code_of
 
 pytestmark = pytest.mark.e2e
 
@@ -32,8 +32,8 @@ def pane(double_terminal):
     """hailo-repl on the double with `replies` (and per-token `delay_ms`), at its first prompt;
     `pane.log` reads what the double did."""
 
-    def start(replies, delay_ms: int, cols: int = 100) -> Terminal:
-        term = double_terminal({"replies": replies, "delay_ms": delay_ms}, rows=30, cols=cols)
+    def start(replies, delay_ms: int, cols: int = 100, args: tuple[str, ...] = ()) -> Terminal:
+        term = double_terminal({"replies": replies, "delay_ms": delay_ms}, *args, rows=30, cols=cols)
         term.expect_screen(TOOLBAR)
         return term
 
@@ -43,11 +43,11 @@ def pane(double_terminal):
 
 def joined_reply(term: Terminal, first_words: str) -> str:
     """The reply as the scrollback holds it: its rows from 'Assistant: <first_words>' to the
-    blank row after it, joined with spaces (word-wrap broke it into rows)."""
+    blank row after it (or an [Info] or [Error] line), joined with spaces (word-wrap broke it into rows)."""
     rows = term.screen.scrollback()
     starts = [i for i, row in enumerate(rows) if row.startswith("Assistant: " + first_words)]
     assert len(starts) == 1, f"the reply starts {len(starts)} times in the scrollback:\n" + "\n".join(rows)
-    end = next(i for i in range(starts[0] + 1, len(rows)) if not rows[i] or rows[i].startswith(("You:", "[")))
+    end = next(i for i in range(starts[0] + 1, len(rows)) if not rows[i] or rows[i].startswith(("You:", "[I", "[E")))
     return " ".join(rows[starts[0] : end])
 
 
@@ -111,7 +111,7 @@ def test_ctrl_c_retry_and_continue_leave_the_scrollback_clean(pane):
     term.expect_screen("You: draft")
     term.send("\x03")  # Ctrl+C: the reply stops, the typed text stays
     term.expect_reply_end()
-    assert "[interrupted]" in "".join(term.screen.rows())  # (the mark is not word-wrapped: the edge may cut it)
+    assert "[interrupted]" in term.screen_rows()  # (word-wrapped: whole, on the reply's last row or the next)
     assert "You: draft" in term.screen_rows()
     term.send(" more")
     term.expect_screen("You: draft more")  # typing goes on showing after the stop
@@ -226,3 +226,106 @@ def test_a_terminal_closed_during_a_reply_lets_it_finish_saves_it_whole_then_rel
     # Never aborted, nor released while generating: the device context is kept, then released, as at a quit.
     assert "abort" not in after and "llm_release_during_generation" not in after
     assert "save_context" in after and after[-3:] == ["clear_context", "llm_release", "vdevice_release"]
+
+
+def test_after_a_stopped_reply_the_toolbar_shows_its_speed_not_the_previous_ones(pane):
+    fast = {"tokens": ["<text>", *words(40), "</text>"], "delay_ms": 2}
+    slow = {"tokens": ["<text>", *words(300, start=100), "</text>"], "delay_ms": 60}
+    term = pane([fast, slow], delay_ms=2)
+    term.send("first\r")
+    term.expect_screen(r"w39")
+    term.expect_reply_end()
+    previous = re.search(r"│ [\d.]+ tok/s", term.screen.last_row())[0]
+    term.send("second\r")
+    term.expect_screen(r"w108 ")
+    term.send("\x03")
+    term.expect_reply_end()
+    toolbars = [term.screen.last_row()]  # each toolbar the screen shows, until one has a speed again
+    term.wait_until(lambda: toolbars.append(term.screen.last_row()) or "tok/s" in toolbars[-1], "a speed")
+    term.send("/stats\r")
+    last = term.expect_screen(r"Last reply: +(\d+) tokens, .* ([\d.]+) tok/s")
+    assert 5 < int(last[1]) < 300  # the stopped reply's
+    assert not [row for row in toolbars if previous in row]
+    assert f"│ {last[2]} tok/s" in toolbars[-1], toolbars[-1]
+    assert term.quit() == 0
+
+
+def test_ctrl_c_gives_each_queued_message_back_on_its_own_and_a_command_stays_a_command(pane):
+    term = pane([["<text>", *words(300), "</text>"], ["Fresh", " start"]], delay_ms=30)
+    term.send("tell me\r")
+    term.expect_screen(r"w5 ")
+    term.send("/clear\r")
+    term.expect_screen(r"queued: /clear")
+    term.send("hello after\x1b\rclear\r")  # (two lines: one message)
+    term.expect_screen(r"queued: hello after")
+    term.send("draft")
+    term.expect_screen(r"You: draft")
+    term.send("\x03")
+    term.expect_reply_end()
+    # Nothing more is sent: the first queued message is in the input line, the others wait their turn.
+    term.expect_screen(r"next: hello after\nnext: draft\nYou: /clear\n")
+    term.send("\r")
+    term.expect_screen(r"\[Info\] Conversation cleared\.")
+    term.expect_screen(r"next: draft\nYou: hello after\n +clear\n")
+    term.send("\r")
+    term.expect_screen(r"Assistant: Fresh start")
+    term.expect_reply_end()
+    term.expect_screen(r"\nYou: draft\n")
+    shown = "\n".join(term.screen.scrollback())
+    assert "Unknown command" not in shown and "next: " not in shown.rsplit("Assistant: Fresh start", 1)[1]
+    generations = pane.log.named("generate")
+    assert pane.log.user_messages_sent() == ["tell me", "hello after\nclear"]
+    assert "tell me" not in generations[-1]["held"] + generations[-1]["inserted"]  # /clear ran before it
+    term.send("\x03")
+    assert term.quit() == 0
+
+
+def test_without_word_wrap_the_live_rows_show_the_newest_wide_characters(pane):
+    groups = [f"{i:03d}漢字かな交じり文" for i in range(120)]  # 19 cells each, no space: one line
+    stalled = {"tokens": ["<text>", *groups, "</text>"], "stall_at": 61, "stall_ms": 6000}
+    term = pane([stalled], delay_ms=5, args=("--no-word-wrap",))
+    term.send("tell me\r")
+    term.expect_screen(r"Assistant: 000漢字")
+    term.expect_screen(r"059漢字かな交じり文\n", timeout=20)  # the newest text, at the end of the last live row
+    above_the_input = term.screen.rows()[term.screen.rows().index("You:") - 1]
+    assert above_the_input.endswith("059漢字かな交じり文")
+    term.send("\x03")
+    term.expect_reply_end()
+    assert term.quit() == 0
+
+
+def test_long_queued_messages_take_a_row_each_and_none_is_cut_off(pane):
+    term = pane([["<text>", *words(400), "</text>"], ["a"], ["b"], ["c"]], delay_ms=50)
+    term.send("tell me\r")
+    term.expect_screen(r"w3 ")
+    for name in ("ONE", "TWO", "END"):
+        term.send(f"{name} " + "long message " * 19 + f"{name}-end\r")  # 270 characters: 3 rows at 100 columns
+    term.expect_screen(r"│ 3 queued")  # (the rows above the input line come in the same frame)
+    rows = term.screen.rows()
+    prompt = rows.index("You:")
+    assert [row[:12] for row in rows[prompt - 3 : prompt]] == ["queued: ONE ", "queued: TWO ", "queued: END "]
+    assert all(row.endswith("…") and len(row) == 100 for row in rows[prompt - 3 : prompt])
+    term.send("\x03")
+    term.expect_reply_end()
+    term.send("\x03")  # (the first queued message, given back to the input line)
+    assert term.quit() == 0
+
+
+def test_a_queued_quit_leaves_no_cursor_report_and_no_empty_prompt_on_the_screen(pane):
+    term = pane([["<text>", *words(40), "</text>"]], delay_ms=20)
+    term.send("tell me\r")
+    term.expect_screen(r"w3 ")
+    term.send("/quit\r")
+    term.expect_screen(r"queued: /quit")
+    # The reply's end asks where the cursor is; a terminal answers soon, but not always before
+    # the chat has ended (here: 0.3 s later, as over a slow link).
+    term.child.expect(CPR_REQUEST)
+    asked = len(term.transcript.getvalue())
+    time.sleep(0.3)
+    term.send(f"\x1b[{term.rows};1R")
+    assert term.wait_for_exit() == 0
+    after = term.transcript.getvalue()[asked:]
+    assert "^[[" not in after and not re.search(r"\d;1R", after), repr(after)  # the answer, echoed
+    rows = [row for row in term.screen.scrollback() if row.strip()]
+    end = rows.index("You: /quit")
+    assert [row for row in rows[end + 1 :] if not row.startswith("[Info] ")] == [], rows[end:]  # no "You:" left

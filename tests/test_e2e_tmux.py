@@ -74,12 +74,12 @@ def tmux_chat(double_terminal, tmp_path):
     """hailo-repl on the double (the environment double_terminal gives), in a tmux window."""
     windows: list[Tmux] = []
 
-    def start(replies: list[list[str]], delay_ms: int, cols: int) -> Tmux:
+    def start(replies: list[list[str]], delay_ms: int, cols: int, args: tuple[str, ...] = ()) -> Tmux:
         env = double_terminal.env({"replies": replies, "delay_ms": delay_ms}, TERM="xterm-256color")
         # A server of its own even when the tests run inside tmux, and a window of its own size.
         for name in ("TMUX", "COLUMNS", "LINES"):
             env.pop(name, None)
-        window = Tmux(tmp_path, hailo_repl_command() + ["--hef-path", QWEN], env, cols=cols, rows=30)
+        window = Tmux(tmp_path, hailo_repl_command() + ["--hef-path", QWEN, *args], env, cols=cols, rows=30)
         windows.append(window)
         window.wait_for(lambda rows: TOOLBAR in bottom_row(rows), "the first prompt and its toolbar")
         return window
@@ -110,4 +110,31 @@ def test_a_resize_to_narrower_and_back_during_a_reply_leaves_it_once_and_no_fram
     assert words.count("Assistant:") == 1
     last = max(i for i, row in enumerate(history) if row.strip())
     left_behind = [row for row in history[:last] if TOOLBAR in row or row.startswith("You: tell")]
+    assert left_behind == ["You: tell me"], "\n".join(history)
+
+
+STORM = [(60, 20), (300, 80), (20, 6), (100, 30), (33, 7), (250, 70), (21, 9), (100, 30), (45, 12), (100, 30)] * 3
+
+
+def test_a_storm_of_resizes_during_a_reply_leaves_each_line_once_and_no_frame_or_gap(tmux_chat):
+    # Lines shorter than the narrowest size, a line every 0.3 s: between two lines the frame is drawn
+    # again (the toolbar's figures) at whatever size the storm has reached.
+    lines = [f"L{i:02d} alpha beta" for i in range(18)]
+    tokens = [piece for line in lines for piece in (line[:3], line[3:9], line[9:], "\n")]
+    window = tmux_chat([["<text>", "Here:\n", *tokens, "</text>"]], delay_ms=80, cols=100)
+    window.type("tell me")
+    window.run("send-keys", "Enter")
+    window.wait_for(lambda rows: "L00 alpha beta" in rows, "the reply's first line")
+    for cols, rows in STORM:  # as a window manager drags a window: a size every 0.1 s
+        window.run("resize-window", "-x", str(cols), "-y", str(rows))
+        time.sleep(0.1)
+    window.wait_for(
+        lambda rows: re.search(r"\d tok/s", bottom_row(rows)) and not REPLYING.search(bottom_row(rows)),
+        "the reply to end",
+    )
+
+    history = window.history()
+    start = history.index("Assistant: Here:")
+    assert history[start + 1 : start + 1 + len(lines)] == lines, "\n".join(history[start:])
+    left_behind = [row for row in history[:start] if TOOLBAR in row or row.startswith("You:")]
     assert left_behind == ["You: tell me"], "\n".join(history)

@@ -48,6 +48,9 @@ def say(chat: Chat, text: str, cancel: threading.Event | None = None) -> str:
         ("[::1]:8000", "http://[::1]:8000"),
         ("::1", "http://[::1]:11434"),
         ("example.com:notaport", "http://example.com:11434"),
+        ("example.com:²", "http://example.com:11434"),  # a digit to str.isdigit(), not a number
+        ("example.com:٨٠٠٠", "http://example.com:8000"),  # Arabic-Indic digits, read as /set reads them
+        ("example.com:99999", "http://example.com:11434"),
         ("http://example.com/ollama", "http://example.com:80/ollama"),
         ("ollama.com", "https://ollama.com:443"),
     ],

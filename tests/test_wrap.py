@@ -8,7 +8,7 @@ from prompt_toolkit.utils import get_cwidth
 
 from hailo_repl.console import Console
 from hailo_repl.render import ReplyRenderer
-from hailo_repl.wrap import WordWrap, wrap_text
+from hailo_repl.wrap import WordWrap, cell_rows, one_row, wrap_text
 
 PREFIX = "Assistant: "
 
@@ -19,7 +19,11 @@ def stream(text, width, column=0, size=3):
 
 
 def cells(line):
-    return sum(get_cwidth(c) for c in line)
+    """The cells `line` takes on a terminal: wide characters two, a tab to the next multiple of 8."""
+    column = 0
+    for char in line:
+        column += 8 - column % 8 if char == "\t" else get_cwidth(char)
+    return column
 
 
 def test_a_long_reply_breaks_between_words_not_inside_them():
@@ -53,10 +57,28 @@ def test_a_new_width_applies_from_the_next_line():
     assert out.split("\n") == ["one two three four ", "five six", "seven ", "eight nine"]
 
 
+def test_a_tab_takes_the_cells_to_the_next_tab_stop_as_on_a_terminal():
+    assert stream("tab:\tone\ttwo\t\tthree", 20).split("\n") == ["tab:\tone\ttwo", "three"]
+    lines = stream("\t\t\t" + "x" * 20 + " end", 40).split("\n")
+    assert lines == ["\t\t\t", "x" * 20 + " end"]  # 24 + 20 cells: the word goes whole to the next line
+
+
+def test_rows_are_cut_in_cells_as_a_terminal_wraps_them():
+    cjk = "漢字かな交じり文" * 10  # 160 cells
+    rows = cell_rows(cjk, 21)
+    assert all(cells(row) <= 21 for row in rows) and "".join(rows) == cjk
+    assert [cells(row) for row in rows[:2]] == [20, 20]  # the 11th wide character does not fit in 21 cells
+    assert cell_rows(cjk, 21, last=3) == rows[-3:]
+    assert cell_rows("a" * 25, 10, last=2) == ["a" * 10, "a" * 5]
+    assert one_row("queued: " + "漢" * 20, 20) == "queued: 漢漢漢漢漢…"
+    assert one_row("queued: short", 20) == "queued: short"
+    assert cells(one_row("x" * 50, 20)) == 20
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     words=st.lists(st.text(alphabet="abcdeé中文🎉-.,", min_size=1, max_size=12), min_size=1, max_size=40),
-    separators=st.lists(st.sampled_from([" ", "  ", "\n", " \n"]), min_size=40, max_size=40),
+    separators=st.lists(st.sampled_from([" ", "  ", "\n", " \n", "\t", " \t\t"]), min_size=40, max_size=40),
     width=st.integers(min_value=12, max_value=80),
     size=st.integers(min_value=1, max_value=7),
 )

@@ -1,26 +1,22 @@
 """The Hailo-10H backend: HailoRT's `hailo_platform.genai.LLM` on a shared VDevice.
 
-What the device keeps decides the design. In HailoRT (hailo-ai/hailort v5.2.0, pyhailort.py
-`LLM.generate` docstring; template state in minja_wrapper.cpp) "the conversation context is
-automatically maintained between calls": every generate() appends its templated prompt and its
-reply to the on-device KV cache, and system messages are refused after a context's first prompt.
-So this backend remembers what the device holds (its own replies included, by content) and
-sends only the messages after that; when the conversation no longer starts with it (a dropped
-turn, /undo, /retry, /load, /system, a failed or stopped generation: what an abort leaves,
-llm.cpp `LLMGeneratorCompletion::Impl::abort`, is not known) it clears the context and sends
-the whole conversation once. A full context is only a warning there (the cache slides): the
-caller keeps usage within capacity with `count_tokens`. One request reaches the device at a
-time (session_wrapper.cpp `SessionWrapper::execute`) and a clear during a reply would empty it
-mid-reply (llm_server.cpp handle_clear_context_request): clear() and release() stop the reply
-first; release goes clear_context(), llm.release(), vdevice.release().
+Every generate() adds to the device's context, so this backend sends only what it lacks
+(hailo_conversation.py); when the conversation no longer starts with what it holds (a dropped turn,
+/undo, /retry, /load, /system, a failed or stopped generation: what an abort leaves, llm.cpp
+`LLMGeneratorCompletion::Impl::abort`, is not known) it clears the context and sends the whole
+conversation once. A full context is only a warning there (the cache slides): the caller keeps usage
+within capacity with `count_tokens`. One request reaches the device at a time (session_wrapper.cpp
+`SessionWrapper::execute`) and a clear during a reply would empty it mid-reply (llm_server.cpp
+handle_clear_context_request): clear() and release() stop the reply first; release goes
+clear_context(), llm.release(), vdevice.release().
 
 A loaded context (hailo_saves.py, where hailo_keeping.py says it pays) leaves the template's
 first-prompt state as it was (minja_wrapper.cpp `m_is_first`, reset only by llm.cpp
-`LLM::Impl::clear_context`), so until the next clear prompts go as text rendered by
-chat_template.py as minja renders a later prompt (a str is inserted as is), on a HEF that has
-passed its self-check (hailo_selfcheck.py) only. The bindings (llm_api.cpp) hold the GIL in
-every call: the model loads before the prompt is shown, and replies are read in short polls
-(hailo_stream.py). The device and the HEF: hailo_device.py.
+`LLM::Impl::clear_context`), so until the next clear prompts go as text rendered by chat_template.py
+as minja renders a later prompt (a str is inserted as is), on a HEF that has passed its self-check
+(hailo_selfcheck.py) only. The bindings (llm_api.cpp) hold the GIL in every call: the model loads
+before the prompt is shown, and replies are read in short polls (hailo_stream.py). The device and
+the HEF: hailo_device.py.
 """
 
 from __future__ import annotations
@@ -41,13 +37,12 @@ from hailo_repl.backends.base import (
     one_generation_at_a_time,
 )
 from hailo_repl.backends.chat_template import ChatTemplate
+from hailo_repl.backends.hailo_conversation import DeviceConversation
 from hailo_repl.backends.hailo_device import (
-    compile_template,
     hailort_too_old,
     installed_hailort_version,
     open_llm,
     open_vdevice,
-    render_chatml,
     splits_at_reasoning,
 )
 from hailo_repl.backends.hailo_keeping import KeepingPolicy
@@ -86,20 +81,13 @@ class HailoBackend:
         self.reader = TokenReader()
         self._vdevice = vdevice
         self._llm: Any = None  # hailo_platform.genai.LLM once loaded
-        self._template_source: str | None = None  # LLM.prompt_template(), read as the model loads
-        self._compiled: tuple[ChatTemplate | None] | None = None  # compiled on first use (jinja2 loads then)
+        self.conversation = DeviceConversation()  # what the device's context holds
         facts = DeviceFacts(facts_file or (context_cache / DEVICE_FACTS_NAME if context_cache else None))
         self.kept = KeptContexts(self.hef_path, self.keeping, context_cache, facts)
         # Whether prompts may go as text (after a loaded context): the HEF passed the self-check.
         self._text_path_ok = False
         self._checked_at_load = False  # whether load() ran the self-check (not a remembered verdict)
         self._check_detail = ""  # the figures behind _text_path_ok, for the doctor
-        # The conversation the device's context holds, its own last reply included;
-        # None when unknown (a failed or aborted generation): the next turn then starts afresh.
-        self._held: list[Message] | None = []
-        # minja_wrapper.cpp's m_is_first: the next templated prompt would be rendered as a
-        # context's first. Reset by clear_context() only, unset by a templated prompt.
-        self._template_first = True
         # Read on the generating thread only: on the device these calls wait behind a
         # running generation, holding the GIL, and the toolbar must never wait.
         self._usage = 0
@@ -119,32 +107,33 @@ class HailoBackend:
         self._llm = llm = open_llm(self._vdevice, self.hef_path)
         self.reader.recovery_sequence = llm.get_generation_recovery_sequence() or ""
         try:
-            self._template_source, self._compiled = llm.prompt_template(), None
+            template_source = llm.prompt_template()
         except Exception:
             logger.opt(exception=True).info("prompt_template() failed; estimating with ChatML")
-            self._template_source, self._compiled = None, None
+            template_source = None
+        self.conversation.model_loaded(template_source)
         self._capacity = llm.max_context_capacity()
         self.kept.key = device_key(self.hef_path, installed_hailort_version())
         self._text_path_ok = self.kept.facts.path is not None and self._text_path_checked(llm)
         self._usage = llm.get_context_usage_size()
-        # A context not empty now (a self-check whose last clear failed): the first turn clears it.
-        self._held = [] if self._usage == 0 else None
-        self._template_first = True
+        if self._usage:  # not empty (a self-check whose last clear failed): the first turn clears it
+            self.conversation.held = None
 
     def _text_path_checked(self, llm: Any, again: bool = False) -> bool:
         """Whether this HEF has passed the self-check with this HailoRT and renderer (run and
         remembered on first use, where contexts may be kept: -p and pipes skip it)."""
         known = None if again else self.kept.facts.get(self.kept.key, "text_path")
         self._checked_at_load = known is None and (again or self.keeping.keep_chats)
-        if self._checked_at_load and self._template is not None:
-            verdict = check_and_remember(llm, self._template, self.kept.facts, self.kept.key, self.model_name)
+        template = self.conversation.template if self._checked_at_load else None  # jinja2 only for a check
+        if template is not None:
+            verdict = check_and_remember(llm, template, self.kept.facts, self.kept.key, self.model_name)
             known = {"passed": verdict.passed, "detail": verdict.detail}
         self._check_detail = str((known or {}).get("detail", ""))
         passed = bool((known or {}).get("passed"))
         if not passed:
             why = (
                 "not checked yet, and nothing is kept here"
-                if known is None and self._template is not None
+                if known is None and self.conversation.template is not None
                 else "its chat template cannot be rendered here"
                 if known is None
                 else f"prompts sent as text did not match them in the self-check ({self._check_detail})"
@@ -156,19 +145,12 @@ class HailoBackend:
         """Run the self-check again on the loaded model and remember it (hailo-repl doctor)."""
         with self._no_reply_running():
             llm = self._model
-            if self._template is None:
+            if self.conversation.template is None:
                 return Verdict(False, "the HEF's chat template cannot be rendered here")
             if not self._checked_at_load:
                 self._text_path_ok = self._text_path_checked(llm, again=True)
-                self._held, self._template_first = [], True
+                self.conversation.cleared()
             return Verdict(self._text_path_ok, self._check_detail)
-
-    @property
-    def _template(self) -> ChatTemplate | None:
-        """The HEF's chat template, compiled when first needed: not before the first prompt."""
-        if self._compiled is None:
-            self._compiled = (compile_template(self._template_source),)
-        return self._compiled[0]
 
     @property
     def _model(self) -> Any:
@@ -177,29 +159,12 @@ class HailoBackend:
             raise BackendError(f"{self.model_name} is not loaded")
         return self._llm
 
-    def _unsent(self, messages: Sequence[Message]) -> list[Message] | None:
-        """What the device lacks of `messages`, or None if its context must start afresh."""
-        held = self._held
-        if held is None or len(messages) <= len(held) or list(messages[: len(held)]) != held:
-            return None
-        new = list(messages[len(held) :])
-        if held and any(m["role"] == "system" for m in new):
-            return None  # a system message is refused after a context's first prompt
-        return new
-
-    def _prompt_text(self, messages: Sequence[Message], continuing: bool) -> str:
-        """`messages` as the device templates them: the first prompt of a context whole; a
-        later one rendered after the probe, less what the probe renders alone (minja_wrapper.cpp)."""
-        if self._template is None:
-            return render_chatml(messages)  # an estimate: ChatML has no text of its own to cut
-        return self._template.later(messages) if continuing else self._template.first(messages)
-
     def _prompt_tokens(self, messages: Sequence[Message], continuing: bool) -> int:
-        return len(self._model.tokenize(self._prompt_text(messages, continuing)))
+        return len(self._model.tokenize(self.conversation.prompt_text(messages, continuing)))
 
     def count_tokens(self, messages: Sequence[Message]) -> int:
-        new = self._unsent(messages)
-        if new is not None and self._held:
+        new = self.conversation.unsent(messages)
+        if new is not None and self.conversation.held:
             return self._usage + self._prompt_tokens(new, continuing=True)
         return self._prompt_tokens(messages, continuing=False)
 
@@ -220,29 +185,29 @@ class HailoBackend:
                 self._reply_cancel = None
 
     def _generate(self, messages: list[Message], params: GenerationParams, cancel: threading.Event) -> ReplyStream:
-        llm = self._model
+        llm, device = self._model, self.conversation
         options = generation_options(params)
         reply: list[str] = []
         ended_by_itself = False
         try:
-            if self._unsent(messages) is None:
+            if device.unsent(messages) is None:
                 self._clear_context(llm)
-            start = None if self._held else self.kept.start_for(llm, messages, self._text_template)
+            start = None if device.held else self.kept.start_for(llm, messages, self._text_template)
             if start is not None:
                 yield Notice(LOADING_NOTICE)  # seconds with the GIL held: say so first
                 if self.kept.load(llm, start, messages):
-                    self._held = list(start[1])
-            held = self._held or []
+                    device.held = list(start[1])
+            held = device.held or []
             new = messages[len(held) :]
             continuing = bool(held)
             # After a load the template still takes the next prompt for a first one: plain text then.
-            prompt: str | list[Message] = self._prompt_text(new, True) if continuing and self._template_first else new
-            self._held = None  # unknown until this generation has ended
+            prompt: str | list[Message] = device.prompt_text(new, True) if continuing and device.template_first else new
+            device.held = None  # unknown until this generation has ended
             self.last_prompt_tokens = self._prompt_tokens(new, continuing)
             pace = TokenPace()
             started = time.monotonic()
             with llm.generate(prompt=prompt, **options) as generation:
-                self._template_first = self._template_first and isinstance(prompt, str)
+                device.template_first = device.template_first and isinstance(prompt, str)
                 for token in self.reader.read(generation, cancel, pace):
                     if not isinstance(token, Notice):
                         reply.append(token)
@@ -262,10 +227,10 @@ class HailoBackend:
             logger.exception("hailo generation failed")
             raise BackendError(f"Hailo generation failed: {error or type(error).__name__}") from None
         finally:
-            if ended_by_itself and splits_at_reasoning(self._template, new):
-                self._held = None  # it kept only what came before the user's own "<think>": start afresh
+            if ended_by_itself and splits_at_reasoning(device.template, new):
+                device.held = None  # it kept only what came before the user's own "<think>": start afresh
             elif ended_by_itself:  # the device holds the prompt and the whole reply
-                self._held = messages + [{"role": "assistant", "content": clean_response("".join(reply))}]
+                device.held = messages + [{"role": "assistant", "content": clean_response("".join(reply))}]
             try:
                 self._usage = llm.get_context_usage_size()
             except Exception:  # a failed device must not hide the error being raised
@@ -283,16 +248,15 @@ class HailoBackend:
 
     def _clear_context(self, llm: Any) -> None:
         llm.clear_context()
-        self._held = []
-        self._template_first = True
+        self.conversation.cleared()
 
     @property
     def _text_template(self) -> ChatTemplate | None:
         """The template prompts may be rendered with as text: None until the HEF passed its self-check."""
-        return self._template if self._text_path_ok else None
+        return self.conversation.template if self._text_path_ok else None
 
     def context_to_keep(self, messages: Sequence[Message]) -> bool:
-        held = self._held
+        held = self.conversation.held
         if not self.keeping.keep_chats or self._llm is None or not held or held != list(messages):
             return False
         return self._text_path_ok and self.kept.pays(self._usage)
@@ -318,7 +282,7 @@ class HailoBackend:
             if self._llm is not None:
                 self._clear_context(self._llm)
                 self._usage = self._llm.get_context_usage_size()
-            self._held = []
+            self.conversation.held = []
             self.kept.offered = None
 
     def release(self) -> None:
