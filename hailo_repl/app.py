@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import os
 import signal
 import threading
@@ -29,6 +28,7 @@ from prompt_toolkit.key_binding import merge_key_bindings
 from prompt_toolkit.output.vt100 import Vt100_Output
 from prompt_toolkit.utils import is_dumb_terminal
 
+from hailo_repl.chat_ends import ChatEnds
 from hailo_repl.commands import BUILTINS, CommandCompleter, OffTheLoop, Quit, Send, SwitchModel, is_command, run_command
 from hailo_repl.config import data_dir, sessions_dir
 from hailo_repl.config_file import config_path
@@ -45,9 +45,6 @@ from hailo_repl.signals import CtrlC, route_to_loop
 from hailo_repl.startup import start_is_over
 from hailo_repl.terminal_modes import (
     keep_pastes_bracketed,
-    restore_raw_mode,
-    restore_typeahead_mode,
-    terminal_gone,
     typeahead_mode,
 )
 from hailo_repl.toolbar import STYLE
@@ -60,7 +57,7 @@ if TYPE_CHECKING:
     from hailo_repl.sessions import ChatSummary, SessionStore
 
 
-class Repl:
+class Repl(ChatEnds):
     """The chat's lifecycle: load the model, prompt, run commands and replies, quit.
 
     It is also what a command sees of the chat (commands.CommandContext).
@@ -251,64 +248,6 @@ class Repl:
         """The model finished loading (the toolbar hears it from the engine); a failed load ends the chat."""
         if load.exception() is not None:
             self.quit()
-
-    def quit(self, signum: int | None = None) -> None:
-        """A signal (SIGTERM, SIGHUP; SIGINT during a load) or a failed load: leave the prompt;
-        cleanup follows in run(), which returns 128+signum. A hang-up (SIGHUP: the terminal or
-        the SSH link is gone) lets a turn in flight run to its end in the engine, to be saved
-        whole; anything else stops it (saved interrupted), even one left running by a hang-up."""
-        if signum is not None and (not self.quitting or signum != signal.SIGHUP):
-            self.exit_code = 128 + signum
-        self.quitting = True
-        if signum == signal.SIGHUP:
-            self._hang_up()
-        else:
-            self.ctrl_c()
-            self.turns.stop_left_running()
-        self.prompt.exit_if_quitting()
-
-    def _hang_up(self) -> None:
-        """Nothing can be shown any more: stop showing the turn, but tell the engine, which
-        finishes it (run() waits for that); any other wait (for the model, for a turn stopped
-        before) ends."""
-        if self.hung_up:
-            return
-        self.hung_up = True
-        if self.turns.stop_showing_for_good():
-            logger.info("the terminal hung up during a reply: it runs to its end, then the chat ends")
-            self.engine.hang_up()
-        else:
-            logger.info("the terminal hung up: the chat ends")
-            self.ctrl_c()
-
-    def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        """An error in a callback or a forgotten task: to the log file, never over the chat; a
-        redraw that finds the terminal gone is a hang-up."""
-        error = context.get("exception")
-        if isinstance(error, OSError) and self.hung_up_at(error):
-            self.quit(signal.SIGHUP)
-            return
-        logger.opt(exception=error).error("event loop: {}", context.get("message", "error"))
-
-    def hung_up_at(self, write_error: OSError) -> bool:
-        """Whether a write failed because the terminal went away (its window closed, the SSH link
-        dropped): its SIGHUP may come after the first failed write, or not at all."""
-        if write_error.errno != errno.EIO or not self._terminal_gone():
-            return False
-        logger.info("the terminal went away ({})", write_error)
-        return True
-
-    def _terminal_gone(self) -> bool:
-        return terminal_gone(self.session.output)
-
-    def _resumed(self) -> None:
-        """SIGCONT after a Ctrl+Z and `fg`: the shell gave the terminal back in its own mode."""
-        app = self.session.app
-        if not app.is_running:
-            restore_typeahead_mode()
-        elif self.live:  # a prompt up while a reply streams (a stop from outside, not Ctrl+Z)
-            restore_raw_mode(app.input.fileno())
-            app.invalidate()
 
     async def _converse(self, load: asyncio.Future[None]) -> None:
         while not self.quitting:
