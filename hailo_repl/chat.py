@@ -22,6 +22,7 @@ from hailo_repl.backends.base import (
     Message,
     Notice,
     ReplyStream,
+    cut_off,
 )
 from hailo_repl.console import CONTEXT, ERROR, INFO, labelled
 from hailo_repl.context import ContextOverflowError, ContextUsage, fit_history, split_turns
@@ -39,6 +40,18 @@ CONTINUE_PROMPT = "Continue exactly where your last reply stopped, without repea
 def file_message(name: str, text: str) -> str:
     """How a file's text goes into a message: marked, so the model sees where it ends."""
     return f"[File {name}]\n{text.rstrip()}\n[End of file {name}]"
+
+
+class ShownUpTo:
+    """Where an interrupted reply is cut: at what the terminal had shown of it.
+
+    Chat.reply sets `produced` (the raw pieces behind the text yielded so far) before each
+    yield; the engine records it with each text event, and at an interrupt sets `keep` to the
+    figure of the last event the terminal showed. Tokens decoded after that are not kept."""
+
+    def __init__(self) -> None:
+        self.produced = 0
+        self.keep: int | None = None  # None: all that came
 
 
 def for_model(messages: list[Message]) -> list[Message]:
@@ -205,8 +218,7 @@ class Chat:
 
     def cut_off(self) -> bool:
         """Whether the last reply stopped before its end (max-tokens or Ctrl+C)."""
-        last = self.messages[-1]
-        return last["role"] == "assistant" and bool(last.get("truncated") or last.get("interrupted"))
+        return cut_off(self.messages[-1])
 
     def attach(self, name: str, text: str) -> None:
         """Put a file's text into the next message (/file)."""
@@ -245,6 +257,7 @@ class Chat:
         cancel: threading.Event,
         notify: Callable[[str], None] = lambda line: None,
         replace_last: bool = False,
+        shown: ShownUpTo | None = None,
         ended: Callable[[], None] = lambda: None,
     ) -> ReplyStream:
         """Send `text` as the user's turn; yield the reply's displayable text as it streams.
@@ -255,7 +268,7 @@ class Chat:
         one is flagged. With `replace_last` (/retry) the new exchange takes the last
         one's place. If nothing comes back, the conversation stays as it was. Raises
         ContextOverflowError when the message cannot fit at all, and BackendError
-        when the backend fails.
+        when the backend fails. With `shown`, an interrupted reply keeps only what was shown.
         """
         text = self._valid_unicode(text, notify)
         before = list(self.messages)
@@ -300,9 +313,13 @@ class Chat:
                     raw.append(piece)
                     visible = display.feed(piece)
                     if visible:
+                        if shown is not None:
+                            shown.produced = len(raw)
                         yield visible
             tail = display.flush()
             if tail:
+                if shown is not None:
+                    shown.produced = len(raw)
                 yield tail
             finished = True
         finally:
@@ -312,8 +329,10 @@ class Chat:
             self.last_stats = stats
             if raw:
                 self.session_stats.append(stats)
-            content = clean_response("".join(raw))
-            if finished and not cancel.is_set():
+            interrupted = not finished or cancel.is_set()
+            kept = raw[: shown.keep] if interrupted and shown is not None and shown.keep is not None else raw
+            content = clean_response("".join(kept))
+            if not interrupted:
                 answer = Message(role="assistant", content=content)
                 if len(raw) >= self.params.max_tokens:
                     answer["truncated"] = True  # stopped by max-tokens: /continue may go on

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hailo_repl import models
-from hailo_repl.entry import start_is_over
+from hailo_repl.startup import start_is_over
 
 
 def choose_model(names: list[str]) -> str:

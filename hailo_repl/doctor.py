@@ -341,7 +341,7 @@ def _say(console: Console, passed: bool, text: str, colour: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from hailo_repl.cli import add_config_flag, add_setting_flags
+    from hailo_repl.cli_settings import add_config_flag, add_setting_flags
 
     parser = ArgumentParser(
         prog="hailo-repl doctor",
@@ -356,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def refuse_what_no_check_reads(parser: argparse.ArgumentParser, unknown: list[str]) -> None:
     """A chat's option among `unknown` is named as meaningless here; anything else is argparse's error."""
-    from hailo_repl.cli import build_parser as chat_parser
+    from hailo_repl.cli_parser import build_parser as chat_parser
 
     chat_options = chat_parser()._option_string_actions  # every spelling of every chat option
     for word in unknown:
@@ -367,7 +367,8 @@ def refuse_what_no_check_reads(parser: argparse.ArgumentParser, unknown: list[st
 
 
 def main(argv: list[str]) -> int:
-    from hailo_repl.cli import EXIT_USAGE, backend_choice, settings_in_effect
+    from hailo_repl.cli_chat import backend_choice
+    from hailo_repl.cli_settings import EXIT_USAGE, settings_in_effect
     from hailo_repl.config_file import ConfigFileError
     from hailo_repl.render import color_wanted
     from hailo_repl.settings import SETTINGS, SettingError

@@ -31,7 +31,7 @@ KEYS = (
     KeyHelp("Tab", "complete a command, a `/set` parameter, or a file path for `/save` and `/load`"),
     KeyHelp(
         "Ctrl+C",
-        "stop a streaming reply (what came stays, marked `[interrupted]`) and send nothing more: queued messages "
+        "stop a streaming reply (what was shown stays, marked `[interrupted]`) and send nothing more: queued messages "
         "come back one at a time in the input line, then what you typed; at the prompt: clear the line; "
         "it never ends the chat",
         brief="Ctrl+C stops a reply",

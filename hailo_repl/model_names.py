@@ -48,3 +48,10 @@ def hef_names(downloaded: list[str]) -> list[str]:
     """What --hef-path takes by name, in --list-models' order: the registered models, then the
     other `downloaded` ones."""
     return [*REGISTERED_MODELS, *(name for name in downloaded if name not in REGISTERED_MODELS)]
+
+
+def print_model_names() -> int:
+    """The names --hef-path takes, one a line (`hailo-repl --list-models --quiet`)."""
+    for name in hef_names(downloaded_llm_names(models_directory())):
+        print(name)
+    return 0

@@ -144,7 +144,7 @@ class ReplyPane:
 
     # ---- a reply ---------------------------------------------------------------------------
 
-    def begin(self, usage_before: ContextUsage) -> None:
+    def begin(self, usage_before: ContextUsage | None) -> None:
         self.streaming = True
         self._live, self._held_notices, self._pieces, self._first_token = "", [], 0, None
         self._started = time.perf_counter()
@@ -190,16 +190,13 @@ class ReplyPane:
         rate = (self._pieces - 1) / (now - first) if first is not None and self._pieces > 1 and now > first else None
         return ReplyProgress(first is not None, now - self._started, rate, len(self.queued), self.ends_after)
 
-    def usage(self, used_now: int) -> ContextUsage | None:
-        """The context while the reply streams: the backend's count if it counts as it goes,
-        else the count before the reply plus what has come since (an estimate)."""
+    def usage(self) -> ContextUsage | None:
+        """The context while the reply streams: the count before the reply plus what has come
+        since (an estimate; the engine's own count comes with the reply's end)."""
         before = self._usage_before
         if before is None:
             return None
-        estimate = min(before.used + self._pieces, before.capacity)
-        if used_now >= estimate:
-            return ContextUsage(used_now, before.capacity, before.estimated)
-        return ContextUsage(estimate, before.capacity, True)
+        return ContextUsage(min(before.used + self._pieces, before.capacity), before.capacity, True)
 
     # ---- the queue ------------------------------------------------------------------------
 

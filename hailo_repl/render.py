@@ -9,7 +9,7 @@ from typing import Protocol
 from hailo_repl.backends.base import Message
 from hailo_repl.console import ERROR, Console, labelled
 from hailo_repl.context import split_turns
-from hailo_repl.reply_channel import ReplyChannel, ReplyEvent
+from hailo_repl.engine.api import TurnCompleted, TurnEnd, TurnEvent, TurnNotice, TurnText
 from hailo_repl.wrap import WordWrap
 
 FENCE = "```"
@@ -180,30 +180,47 @@ class ConsoleScreen:
             self.console.write(tail + "\n\n")
 
 
+class TurnEvents(Protocol):
+    """A turn's events as they come (engine.api.Turn; a reply_channel.ReplyChannel is one too)."""
+
+    async def next_event(self) -> TurnEvent: ...
+
+    def next_text_at_once(self) -> None: ...
+
+
+class ShownReply:
+    """What the screen has shown of a reply: the seq of its last text event (for an interrupt)."""
+
+    def __init__(self) -> None:
+        self.seq = 0
+
+
 async def show_reply(
-    events: ReplyChannel, renderer: ReplyRenderer, console: Console, screen: ReplyScreen
-) -> ReplyEvent:
-    """Show the reply as its pieces arrive; returns how it ended (DONE, INTERRUPTED or ERROR)."""
+    events: TurnEvents, renderer: ReplyRenderer, console: Console, screen: ReplyScreen, shown: ShownReply | None = None
+) -> TurnCompleted:
+    """Show the reply as its events arrive; returns how it ended."""
     started = False
     word_shown = False
     while True:
-        kind, value, tokens = await events.get()
-        if kind is ReplyEvent.NOTICE:
-            screen.notice(console.wrapped(value), during_reply=started)
-        elif kind is ReplyEvent.TEXT:
-            text = renderer.feed(value)
-            screen.piece(("" if started else ASSISTANT_PREFIX) + text, tokens)
+        event = await events.next_event()
+        if isinstance(event, TurnNotice):
+            screen.notice(console.wrapped(event.line), during_reply=started)
+        elif isinstance(event, TurnText):
+            text = renderer.feed(event.text)
+            screen.piece(("" if started else ASSISTANT_PREFIX) + text, event.pieces)
+            if shown is not None:
+                shown.seq = event.seq
             started, word_shown = True, word_shown or bool(text.strip())
             if not word_shown:  # the word-wrap holds the first word until it ends: show it then, not a frame later
                 events.next_text_at_once()
         else:
             tail = renderer.flush()
-            if kind is ReplyEvent.INTERRUPTED:
+            if event.reason is TurnEnd.INTERRUPTED:
                 tail += renderer.mark(INTERRUPTED_MARK)
-            elif kind is ReplyEvent.ERROR:
-                tail += ("\n" if started else "") + console.wrapped(labelled(ERROR, value))
+            elif event.reason is TurnEnd.ERROR:
+                tail += ("\n" if started else "") + console.wrapped(labelled(ERROR, event.error or ""))
             screen.end(tail)
-            return kind
+            return event
 
 
 def recent_turns_text(

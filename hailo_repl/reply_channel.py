@@ -17,6 +17,9 @@ import asyncio
 import threading
 from collections import deque
 from enum import Enum
+from typing import Any
+
+from hailo_repl.engine.api import TurnCompleted, TurnEnd, TurnEvent, TurnNotice, TurnText
 
 # Seconds between two handovers of text: a frame costs ~2 ms of CPU here (a prompt_toolkit
 # render of the prompt's layout), so at 5 frames a second drawing takes ~1% of the time.
@@ -34,39 +37,51 @@ class ReplyEvent(Enum):
 
 
 class ReplyChannel:
-    """Events in order; put from any thread, taken by the loop's `get()`."""
+    """Events in order; put from any thread, taken by the loop's `get()`. Each may carry the
+    engine's sequence number; a TEXT one carries its last piece's (`seq` after `get`)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, frame_interval: float = FRAME_INTERVAL):
+    def __init__(self, loop: asyncio.AbstractEventLoop, frame_interval: float = FRAME_INTERVAL, turn: int = 0):
         self._loop = loop
+        self.turn = turn
         self._frame_interval = frame_interval
         self._lock = threading.Lock()
-        # Waiting events; a TEXT one holds a list of pieces that grows until it is taken.
-        self._waiting: deque[tuple[ReplyEvent, str | list[str]]] = deque()
+        # Waiting events [kind, value, seq]; a TEXT one holds a list of pieces that grows until it is taken.
+        self._waiting: deque[list[Any]] = deque()
         self._wakeup = asyncio.Event()  # (the loop's only)
         self._next_frame = 0.0  # (loop time) no text is taken before this
+        self.seq = 0  # the sequence number of the event `get` returned last
 
-    def put_text(self, piece: str) -> None:
+    def put_text(self, piece: str, seq: int = 0) -> None:
         """The reply's next piece. Wakes the loop only when nothing was waiting: once a frame."""
         with self._lock:
             wake = not self._waiting
-            last = self._waiting[-1][1] if self._waiting and self._waiting[-1][0] is ReplyEvent.TEXT else None
-            if isinstance(last, list):
-                last.append(piece)
+            last = self._waiting[-1] if self._waiting and self._waiting[-1][0] is ReplyEvent.TEXT else None
+            if last is not None:
+                last[1].append(piece)
+                last[2] = seq
             else:
-                self._waiting.append((ReplyEvent.TEXT, [piece]))
+                self._waiting.append([ReplyEvent.TEXT, [piece], seq])
         if wake:
             self._loop.call_soon_threadsafe(self._wakeup.set)
 
-    def put(self, kind: ReplyEvent, value: str = "") -> None:
+    def put(self, kind: ReplyEvent, value: Any = "", seq: int = 0) -> None:
         with self._lock:
-            self._waiting.append((kind, value))
+            self._waiting.append([kind, value, seq])
+        self._loop.call_soon_threadsafe(self._wakeup.set)
+
+    def cut(self) -> None:
+        """Ctrl+C: the text not taken yet is never shown; INTERRUPTED comes next (after any
+        line about the reply still waiting)."""
+        with self._lock:
+            self._waiting = deque(event for event in self._waiting if event[0] is ReplyEvent.NOTICE)
+            self._waiting.append([ReplyEvent.INTERRUPTED, "", 0])
         self._loop.call_soon_threadsafe(self._wakeup.set)
 
     def notices_left(self) -> list[str]:
         """The lines about the reply that came after the loop stopped taking events (a save's,
         after DONE; any after Ctrl+C); the rest of what waits is dropped."""
         with self._lock:
-            left = [value for kind, value in self._waiting if kind is ReplyEvent.NOTICE]
+            left = [value for kind, value, _ in self._waiting if kind is ReplyEvent.NOTICE]
             self._waiting.clear()
         return [line for line in left if isinstance(line, str)]
 
@@ -74,7 +89,7 @@ class ReplyChannel:
         """Hand the next text over as soon as it comes, not a frame after the last."""
         self._next_frame = 0.0
 
-    async def get(self) -> tuple[ReplyEvent, str, int]:
+    async def get(self) -> tuple[ReplyEvent, Any, int]:
         """The next event, its value, and for TEXT the number of pieces joined in it."""
         while True:
             self._wakeup.clear()  # before looking: a put from now on wakes the wait below
@@ -87,7 +102,7 @@ class ReplyChannel:
                 if ready:
                     self._waiting.popleft()
             if head is not None and ready:
-                kind, value = head
+                kind, value, self.seq = head
                 if isinstance(value, list):
                     self._next_frame = now + self._frame_interval
                     return kind, "".join(value), len(value)
@@ -98,3 +113,16 @@ class ReplyChannel:
             finally:
                 if timer is not None:
                     timer.cancel()
+
+    async def next_event(self) -> TurnEvent:
+        """`get()` as the engine's events (engine.api): DONE, ERROR and INTERRUPTED end the turn,
+        with the engine's TurnCompleted if it was put as their value."""
+        kind, value, pieces = await self.get()
+        if kind is ReplyEvent.TEXT:
+            return TurnText(self.seq, self.turn, value, pieces)
+        if kind is ReplyEvent.NOTICE:
+            return TurnNotice(self.seq, self.turn, value)
+        if isinstance(value, TurnCompleted):
+            return value
+        reason = TurnEnd.ERROR if kind is ReplyEvent.ERROR else TurnEnd(kind.value)
+        return TurnCompleted(self.seq, self.turn, reason, error=value if kind is ReplyEvent.ERROR else None)

@@ -78,3 +78,15 @@ def restore_raw_mode(fileno: int) -> None:
 
     with contextlib.suppress(OSError):
         raw_mode(fileno).__enter__()
+
+
+def terminal_gone(output: Any) -> bool:
+    """Whether the terminal of `output` (a prompt_toolkit Output) has hung up: then even its
+    settings cannot be read (EIO)."""
+    import termios
+
+    try:
+        termios.tcgetattr(output.fileno())
+    except (OSError, termios.error, ValueError, NotImplementedError):
+        return True
+    return False

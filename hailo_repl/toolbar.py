@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 
 from prompt_toolkit.formatted_text import StyleAndTextTuples
 from prompt_toolkit.key_binding.vi_state import InputMode
 from prompt_toolkit.styles import Style
 
 from hailo_repl.context import ContextUsage
+from hailo_repl.engine.api import ModelState
 from hailo_repl.pane import ReplyProgress
+
+__all__ = ["STYLE", "ModelState", "ToolbarState", "toolbar_fragments"]
 
 BACKEND_LABELS = {
     "hailo": "Hailo-10H",
@@ -34,12 +36,6 @@ STYLE = Style.from_dict(
         "notice": "#d0d0d0",
     }
 )
-
-
-class ModelState(Enum):
-    LOADING = "loading"
-    READY = "ready"
-    FAILED = "failed"
 
 
 @dataclass

@@ -12,6 +12,7 @@ from hailo_repl.backends.base import GenerationParams
 from hailo_repl.chat import Chat
 from hailo_repl.commands import BUILTINS, OffTheLoop
 from hailo_repl.console import Console
+from hailo_repl.engine.local import LocalEngine
 from hailo_repl.settings import SETTINGS_TABLE
 
 
@@ -84,6 +85,8 @@ class CommandHarness:
 
     def __init__(self, chat: Chat | None = None, sessions_dir: Path | None = None, config_file: Path | None = None):
         self.chat = chat if chat is not None else Chat(ScriptedBackend(), "be kind", GenerationParams())
+        self.engine = LocalEngine(self.chat)  # what a command talks to
+        self.store = self.chat.store
         self.console = RecordingConsole()
         self.said = self.console.said
         self.sessions_dir = sessions_dir

@@ -3,6 +3,7 @@
 import asyncio
 import errno
 import os
+import re
 import signal
 import threading
 
@@ -16,6 +17,7 @@ from hailo_repl.app import Repl
 from hailo_repl.backends.base import BackendError, GenerationParams
 from hailo_repl.chat import Chat
 from hailo_repl.conversation import ConversationFileError
+from hailo_repl.engine.local import LocalEngine
 
 # After each chunk of keys, as a user pauses; keys that come sooner wait in the pipe for the
 # next prompt, as typeahead does.
@@ -33,7 +35,7 @@ def run_repl(backend, keys, history=False):
     (exit code, the Repl)."""
     chat = Chat(backend, "sys", GenerationParams())
     with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
-        repl = Repl(chat, history=history)
+        repl = Repl(LocalEngine(chat), history=history)
 
         async def main():
             task = asyncio.ensure_future(repl.run())
@@ -64,7 +66,7 @@ def test_a_message_gets_a_streamed_reply_and_quit_exits_zero(capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "Assistant: Hello there" in out
-    assert repl.chat.messages[-2:] == [
+    assert repl.engine.chat.messages[-2:] == [
         {"role": "user", "content": "hi"},
         {"role": "assistant", "content": "Hello there"},
     ]
@@ -116,7 +118,7 @@ def test_ctrl_c_during_a_reply_stops_the_backend_and_keeps_the_partial_reply(cap
     backend = ScriptedBackend([f"w{i} " for i in range(200)], ["next answer"], delay=0.02)
 
     async def interrupt_after_a_few_tokens(repl):
-        while backend.produced < 3:  # the reply is streaming
+        while backend.produced < 15:  # the reply is streaming, a frame or more of it shown
             await asyncio.sleep(0.01)
         os.kill(os.getpid(), signal.SIGINT)
         await asyncio.sleep(0.2)
@@ -126,8 +128,11 @@ def test_ctrl_c_during_a_reply_stops_the_backend_and_keeps_the_partial_reply(cap
     assert code == 0
     assert "[interrupted]" in out and "next answer" in out
     assert backend.produced < 60  # generation stopped, not just the printing
-    interrupted = repl.chat.messages[2]
-    assert interrupted["content"].startswith("w0 w1") and interrupted["interrupted"] is True
+    interrupted = repl.engine.chat.messages[2]
+    shown = re.search(r"Assistant: (.*) \[interrupted\]", out).group(1)
+    assert shown.startswith("w0 w1")
+    # What is kept is what the screen showed: not the tokens decoded after the last frame, nor after the key.
+    assert interrupted["content"] == shown.strip() and interrupted["interrupted"] is True
     assert backend.prompts[1][-1] == "again"
 
 
@@ -189,7 +194,7 @@ def test_a_huge_paste_is_refused_with_one_line_not_a_hang(capsys):
     assert code == 0
     assert backend.prompts == []
     assert "[Error]" in out and "tokens" in out
-    assert len(repl.chat.messages) == 1  # nothing half-added
+    assert len(repl.engine.chat.messages) == 1  # nothing half-added
 
 
 class GatedLoad(ScriptedBackend):
@@ -294,7 +299,7 @@ def test_verbose_prints_the_timing_block_after_a_reply(capsys):
     backend = ScriptedBackend(["a", "b"])
     chat = Chat(backend, "sys", GenerationParams())
     with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
-        repl = Repl(chat, history=False, verbose=True)
+        repl = Repl(LocalEngine(chat), history=False, verbose=True)
         pipe.send_text("x\r/quit\r")
         assert asyncio.run(repl.run()) == 0
     out = capsys.readouterr().out
@@ -308,7 +313,7 @@ def test_set_save_in_the_repl_writes_the_users_config_file(home):
     config = home / "config" / "hailo-repl" / "config.yaml"
     assert repl.config_file == config
     assert config.read_text() == "temperature: 0.3\n"
-    assert repl.chat.params.temperature == 0.3
+    assert repl.engine.chat.params.temperature == 0.3
 
 
 class UnwritableStore:
@@ -324,7 +329,7 @@ def test_a_save_error_during_a_reply_comes_after_its_last_word(capsys):
     backend = ScriptedBackend(["Hello", " there"])
     chat = Chat(backend, "sys", GenerationParams(), store=UnwritableStore())
     with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
-        repl = Repl(chat, history=False)  # word-wrap on: "there" waits in the wrap for the reply's end
+        repl = Repl(LocalEngine(chat), history=False)  # word-wrap on: "there" waits in the wrap for the reply's end
         pipe.send_text("hi\r/quit\r")
         assert asyncio.run(repl.run()) == 0
     out = capsys.readouterr().out
@@ -350,7 +355,7 @@ def test_a_write_failing_with_eio_mid_reply_is_a_hang_up_the_reply_ends_and_is_k
     hung_up = []
 
     async def terminal_goes_away(repl):
-        repl.on_hang_up = lambda: hung_up.append(backend.produced)
+        repl.engine.on_hang_up = lambda chat: hung_up.append(backend.produced)
         while backend.produced < 5:
             await asyncio.sleep(0.005)
         monkeypatch.setattr(repl, "_terminal_gone", lambda: True)
@@ -360,7 +365,7 @@ def test_a_write_failing_with_eio_mid_reply_is_a_hang_up_the_reply_ends_and_is_k
     assert code == 128 + signal.SIGHUP
     assert hung_up and hung_up[0] < len(pieces)  # it hung up mid-reply…
     assert backend.produced == len(pieces)  # …and the reply went on to its end
-    assert repl.chat.messages[-1] == {"role": "assistant", "content": "".join(pieces).strip()}
+    assert repl.engine.chat.messages[-1] == {"role": "assistant", "content": "".join(pieces).strip()}
 
 
 def test_sigterm_after_a_hang_up_stops_the_reply_left_running(monkeypatch):
@@ -377,4 +382,4 @@ def test_sigterm_after_a_hang_up_stops_the_reply_left_running(monkeypatch):
     code, repl = run_repl(backend, ["tell me\r", hang_up_then_terminate])
     assert code == 128 + signal.SIGTERM
     assert backend.produced < len(pieces)
-    assert repl.chat.messages[-1]["interrupted"]
+    assert repl.engine.chat.messages[-1]["interrupted"]

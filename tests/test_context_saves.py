@@ -19,13 +19,15 @@ from prompt_toolkit.application import create_app_session
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
-from hailo_repl.app import SENT_AFTER_THE_SAVE, Repl
+from hailo_repl.app import Repl
 from hailo_repl.backends.base import GenerationParams
 from hailo_repl.backends.hailo import HailoBackend
 from hailo_repl.backends.hailo_selfcheck import DeviceFacts
 from hailo_repl.chat import KEEPING_DEVICE_CONTEXT, Chat
 from hailo_repl.console import Console
+from hailo_repl.engine.local import LocalEngine
 from hailo_repl.sessions import SessionStore
+from hailo_repl.turn_view import SENT_AFTER_THE_SAVE
 
 QWEN = "Qwen2.5-1.5B-Instruct"
 SYSTEM = "You are a helpful assistant."
@@ -147,8 +149,8 @@ def repl_on_the_double(hailo_resources, fake_script, fake_log, isolated_home, tm
         backend = HailoBackend(hef, facts_file=hailo_resources.facts)
         chat = Chat(backend, SYSTEM, GenerationParams(), store)
         with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
-            repl = Repl(chat, history=False, console=console)
-            repl.idle_save_seconds = idle_seconds
+            repl = Repl(LocalEngine(chat), history=False, console=console, store=store)
+            repl.engine.idle_save_seconds = idle_seconds
             prompts = 0  # prompts started: a line sent has been handled once the next one is up
             prompt_async = repl.session.prompt_async
 
@@ -163,8 +165,8 @@ def repl_on_the_double(hailo_resources, fake_script, fake_log, isolated_home, tm
                 """Wait (for an event, not a fixed time) until the prompt after the `after`-th is
                 up with no reply running, or the Repl has ended."""
                 while not task.done():
-                    worker = repl._worker
-                    if prompts > after and repl.session.app.is_running and (worker is None or worker.done()):
+                    turn = repl.turns.turn
+                    if prompts > after and repl.session.app.is_running and (turn is None or turn.is_finished()):
                         return
                     await asyncio.sleep(0.01)
 
@@ -434,3 +436,21 @@ def test_a_device_failing_at_the_checks_last_clear_gives_no_verdict_and_no_raw_e
     reply(chat, "Hi")  # the context the check left is cleared first, and the whole chat sent as a list
     (last,) = fake_log.named("generate")
     assert last["held"] == "" and isinstance(last["prompt"], list)
+
+
+def test_the_engine_says_it_is_busy_keeping_the_context_before_it_starts(loaded_hailo_backend, fake_log, tmp_path):
+    """The save holds the GIL for seconds: a terminal hears it first (the engine's state event)."""
+    from hailo_repl.engine.api import Busy, EngineState, ModelState
+
+    backend = loaded_hailo_backend({"replies": [["Paris."]]})
+    engine = LocalEngine(Chat(backend, SYSTEM, GenerationParams(), SessionStore(tmp_path / "sessions")))
+    engine.model_state = ModelState.READY  # (the fixture loaded it)
+    states = []
+    engine.subscribe(lambda event: states.append(event) if isinstance(event, EngineState) else None)
+    engine.run_turn("Capital of France?", lambda event: None)
+    assert fake_log.named("save_context") == []
+    engine.keep_context()
+    assert len(fake_log.named("save_context")) == 1
+    assert [state.busy for state in states] == [Busy.SAVING_CONTEXT, None]
+    engine.keep_context()  # nothing changed since: nothing to do, nothing said
+    assert len(fake_log.named("save_context")) == 1 and len(states) == 2

@@ -130,6 +130,22 @@ def test_ctrl_c_retry_and_continue_leave_the_scrollback_clean(pane):
     assert term.quit() == 0
 
 
+def test_ctrl_c_keeps_exactly_the_words_the_screen_showed(pane, isolated_home):
+    """At 100 tokens a second the screen is drawn 5 times a second, so ~20 words are decoded but
+    not shown when Ctrl+C comes: the chat keeps what the screen showed, not them."""
+    term = pane([["<text>", *words(400), "</text>"]], delay_ms=10)
+    term.send("tell me\r")
+    term.expect_screen(r"w40 ")
+    term.send("\x03")
+    term.expect_reply_end()
+    shown = [word for word in joined_reply(term, "w0 w1").split() if re.fullmatch(r"w\d+", word)]
+    assert term.quit() == 0
+    [saved] = (Path(os.environ["XDG_DATA_HOME"]) / "hailo-repl" / "sessions").glob("*.json")
+    reply = json.loads(saved.read_text())["messages"][-1]
+    assert reply["interrupted"] and len(shown) >= 40
+    assert reply["content"].split() == shown
+
+
 def test_an_error_mid_stream_leaves_the_scrollback_clean(pane):
     failing = {"tokens": ["<text>", *words(60)], "fail_after": 30}
     term = pane([failing, ["Fine"]], delay_ms=10)

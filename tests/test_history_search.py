@@ -17,6 +17,7 @@ from hailo_repl.app import Repl
 from hailo_repl.backends.base import GenerationParams
 from hailo_repl.chat import Chat
 from hailo_repl.console import Console
+from hailo_repl.engine.local import LocalEngine
 from hailo_repl.sessions import SessionStore
 
 
@@ -54,7 +55,7 @@ def run_repl_with(store: WatchedStore, screen: io.StringIO, search: str, answer:
     """/history SEARCH at the prompt; once `answer` is on screen, /quit."""
     chat = Chat(ScriptedBackend(), "sys", GenerationParams(), store)
     with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
-        repl = Repl(chat, history=False, console=Console(screen))
+        repl = Repl(LocalEngine(chat), history=False, console=Console(screen), store=store)
         store.repl = repl
 
         async def main():

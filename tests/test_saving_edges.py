@@ -30,6 +30,7 @@ from hailo_repl.backends.base import GenerationParams
 from hailo_repl.chat import Chat
 from hailo_repl.console import Console
 from hailo_repl.conversation import CHAT_FORMAT
+from hailo_repl.engine.local import LocalEngine
 from hailo_repl.sessions import SessionStore
 
 QWEN = "Qwen2.5-1.5B-Instruct"
@@ -316,12 +317,15 @@ class WaitsToSave:
 
 def test_the_replys_last_word_is_shown_before_its_save_ends():
     from hailo_repl.app import Repl
+    from hailo_repl.engine.local import LocalEngine
 
     screen = io.StringIO()
     store = WaitsToSave(screen)
     chat = Chat(ScriptedBackend(["Hello", " there"]), "sys", GenerationParams(), store=store)
     with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
-        repl = Repl(chat, history=False, console=Console(screen))  # word-wrap on: "there" waits for the reply's end
+        repl = Repl(
+            LocalEngine(chat), history=False, console=Console(screen)
+        )  # word-wrap on: "there" waits for the reply's end
         pipe.send_text("hi\r/quit\r")
         assert asyncio.run(repl.run()) == 0
     assert "Assistant: Hello there\n" in screen.getvalue()
@@ -401,7 +405,7 @@ def test_no_write_makes_folders_through_a_symlink(tmp_path):
             pass
 
     class Context:
-        chat = Chat(ScriptedBackend(), "sys", GenerationParams())
+        engine = LocalEngine(Chat(ScriptedBackend(), "sys", GenerationParams()))
         console = Console(io.StringIO())
         sessions_dir = tmp_path / "sessions"
 

@@ -27,6 +27,11 @@ class Message(_MessageFields, total=False):
     truncated: bool
 
 
+def cut_off(message: Message) -> bool:
+    """Whether `message` is a reply that stopped before its end (max-tokens or Ctrl+C)."""
+    return message["role"] == "assistant" and bool(message.get("truncated") or message.get("interrupted"))
+
+
 @dataclass
 class GenerationParams:
     """What a reply is generated with; ranges and defaults live in hailo_repl.settings."""
