@@ -29,6 +29,7 @@ from hailo_repl.wrap import WordWrap
 if TYPE_CHECKING:
     from hailo_repl.backends import BackendChoice
     from hailo_repl.backends.base import Backend
+    from hailo_repl.backends.hailo_keeping import KeepingPolicy
     from hailo_repl.engine.api import Engine, TurnCompleted, TurnEvent
     from hailo_repl.instance_lock import InstanceLock
     from hailo_repl.sessions import ChatSummary, SessionStore
@@ -216,11 +217,17 @@ def run_chat(args: argparse.Namespace, settings: ResolvedSettings, config_file: 
 
     setup_logging(to_file=settings["history"])  # --no-history: nothing of the chat on disk
     choice.context_cache = device_contexts_dir() if settings["history"] else None
-    from hailo_repl.backends.hailo_keeping import keeping_policy
-
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     chatting = interactive and args.prompt is None  # the REPL: -p and pipes keep no device context
-    choice.keeping = keeping_policy(settings.values, chatting, sessions_dir(), device_contexts_dir())
+
+    def keeping() -> KeepingPolicy:
+        # Asked only when the Hailo backend opens: its module (two frozen dataclasses) cost ~2 ms of
+        # every start, a CPU chat's included.
+        from hailo_repl.backends.hailo_keeping import keeping_policy
+
+        return keeping_policy(settings.values, chatting, sessions_dir(), device_contexts_dir())
+
+    choice.keeping = keeping
     if args.list_models and choice.backend in REMOTE_BACKENDS:
         try:
             print_server_models(choice)

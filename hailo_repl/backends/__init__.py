@@ -44,7 +44,8 @@ class BackendChoice:
     context_size: int | None = None  # the remote model's context, when the server does not say
     environ: Mapping[str, str] = field(default_factory=dict)  # OLLAMA_HOST, OPENAI_BASE_URL, OPENAI_API_KEY
     context_cache: Path | None = None  # where the hailo backend keeps system prompts' contexts (None: nowhere)
-    keeping: KeepingPolicy | None = None  # which device contexts the hailo backend keeps (hailo_keeping.py)
+    # Which device contexts the hailo backend keeps (hailo_keeping.py), asked once it opens.
+    keeping: Callable[[], KeepingPolicy] | None = None
 
 
 def _hailort_installed() -> bool:
@@ -100,7 +101,8 @@ def open_backend(
         return _llama_backend(None)
     try:
         hef = _choose_hef(choice.hef_path, choose_model, download)
-        return HailoBackend(hef, vdevice, context_cache=choice.context_cache, keeping=choice.keeping)
+        keeping = choice.keeping() if choice.keeping else None
+        return HailoBackend(hef, vdevice, context_cache=choice.context_cache, keeping=keeping)
     except BaseException:
         vdevice.release()
         raise
