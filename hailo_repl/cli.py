@@ -9,20 +9,17 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from hailo_repl.cli_chat import backend_choice, run_chat
+from hailo_repl.cli_chat import run_chat, settings_and_backend
 from hailo_repl.cli_parser import SUBCOMMANDS, build_parser
 from hailo_repl.cli_settings import (
     EXIT_OK,
     EXIT_USAGE,
     config_command,
     config_parser,
-    settings_in_effect,
     show_config,
 )
-from hailo_repl.config_file import ConfigFileError
-from hailo_repl.console import ArgumentParser, Console
+from hailo_repl.console import ArgumentParser
 from hailo_repl.model_names import print_model_names
-from hailo_repl.settings import SettingError
 from hailo_repl.startup import quiet_when_the_reader_goes, start_is_over
 
 # The chat itself (hailo_repl.cli_chat) imports its modules where they are used, so the quick
@@ -139,12 +136,10 @@ def run(arguments: list[str]) -> int:
         return print_model_names()
     if args.prompt is not None and not args.prompt.strip():
         parser.error("argument -p/--prompt: the message is empty")
-    try:
-        settings, config_file = settings_in_effect(args)
-        choice = backend_choice(settings, args.api_key)
-    except (ConfigFileError, SettingError) as error:
-        Console(sys.stderr).fatal(str(error))
+    found = settings_and_backend(args)
+    if found is None:
         return EXIT_USAGE
+    settings, config_file, choice = found
     if args.show_config:
         print(show_config(settings, config_file))
         return EXIT_OK

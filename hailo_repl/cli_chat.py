@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hailo_repl.cli_settings import EXIT_FAILURE, EXIT_OK
+from hailo_repl.cli_settings import EXIT_FAILURE, EXIT_OK, settings_in_effect
 from hailo_repl.config import device_contexts_dir, instance_lock_file, log_file, sessions_dir
+from hailo_repl.config_file import ConfigFileError
 from hailo_repl.console import Console
 from hailo_repl.log import logger, setup_logging
 from hailo_repl.servers import REMOTE_BACKENDS
@@ -126,6 +127,17 @@ def with_piped_input(prompt: str) -> str:
         return prompt
     piped = next(messages_from_stdin(single=True), "")
     return f"{piped}\n\n{prompt}" if piped else prompt
+
+
+def settings_and_backend(args: argparse.Namespace) -> tuple[ResolvedSettings, Path, BackendChoice] | None:
+    """The settings in effect, the config file they read and the backend they pick (a chat's and
+    the doctor's); None once one line on stderr has named a value not allowed (the caller exits 2)."""
+    try:
+        settings, config_file = settings_in_effect(args)
+        return settings, config_file, backend_choice(settings, args.api_key)
+    except (ConfigFileError, SettingError) as error:
+        Console(sys.stderr).fatal(str(error))
+        return None
 
 
 def backend_choice(settings: ResolvedSettings, api_key: str | None) -> BackendChoice:

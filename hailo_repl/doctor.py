@@ -367,11 +367,10 @@ def refuse_what_no_check_reads(parser: argparse.ArgumentParser, unknown: list[st
 
 
 def main(argv: list[str]) -> int:
-    from hailo_repl.cli_chat import backend_choice
-    from hailo_repl.cli_settings import EXIT_USAGE, settings_in_effect
-    from hailo_repl.config_file import ConfigFileError
+    from hailo_repl.cli_chat import settings_and_backend
+    from hailo_repl.cli_settings import EXIT_USAGE
     from hailo_repl.render import color_wanted
-    from hailo_repl.settings import SETTINGS, SettingError
+    from hailo_repl.settings import SETTINGS
 
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
@@ -379,12 +378,10 @@ def main(argv: list[str]) -> int:
         refuse_what_no_check_reads(parser, unknown)
     setup_logging(to_file=False)  # nothing but the check lines on the terminal
     console = Console()
-    try:
-        settings, config_file = settings_in_effect(args)
-        choice = backend_choice(settings, args.api_key)
-    except (ConfigFileError, SettingError) as error:
-        Console(sys.stderr).fatal(str(error))
+    found = settings_and_backend(args)
+    if found is None:
         return EXIT_USAGE
+    settings, config_file, choice = found
     if not settings["word-wrap"]:
         console.wrap_width = no_wrap
     if settings["verbose"]:
