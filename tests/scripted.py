@@ -1,19 +1,52 @@
 """The one scripted backend for tests (it follows the backend protocol and replies from a script),
-and the one harness that runs slash commands on a chat as the REPL does."""
+the one harness that runs slash commands on a chat as the REPL does, and the one way to type into
+a Repl on an engine."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import threading
 import time
 from pathlib import Path
 
+from prompt_toolkit.application import create_app_session
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.output import DummyOutput
+
+from hailo_repl.app import Repl
 from hailo_repl.backends.base import GenerationParams
 from hailo_repl.chat import Chat
 from hailo_repl.commands import BUILTINS, OffTheLoop
 from hailo_repl.console import Console
 from hailo_repl.engine.local import LocalEngine
 from hailo_repl.settings import SETTINGS_TABLE
+
+TYPING_PAUSE = 0.02
+
+
+def type_into_repl(engine, keys, history=False):
+    """Type `keys` (strings; or steps, coroutine functions given the Repl) into a Repl on `engine`;
+    returns (exit code, the Repl)."""
+    with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
+        repl = Repl(engine, history=history)
+
+        async def main():
+            task = asyncio.ensure_future(repl.run())
+            for chunk in keys:
+                if callable(chunk):
+                    await chunk(repl)
+                    continue
+                # In pieces: a write larger than the OS pipe buffer would block this loop,
+                # which is also the pipe's reader.
+                for start in range(0, len(chunk), 8192):
+                    pipe.send_text(chunk[start : start + 8192])
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(TYPING_PAUSE)
+            return await asyncio.wait_for(task, 30)
+
+        code = asyncio.run(main())
+    return code, repl
 
 
 class ScriptedBackend:

@@ -11,7 +11,7 @@ import pytest
 from prompt_toolkit.application import create_app_session
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
-from scripted import ScriptedBackend
+from scripted import ScriptedBackend, type_into_repl
 
 from hailo_repl.app import Repl
 from hailo_repl.backends.base import BackendError, GenerationParams
@@ -21,7 +21,6 @@ from hailo_repl.engine.local import LocalEngine
 
 # After each chunk of keys, as a user pauses; keys that come sooner wait in the pipe for the
 # next prompt, as typeahead does.
-TYPING_PAUSE = 0.02
 
 
 async def prompt_up(repl):
@@ -31,28 +30,9 @@ async def prompt_up(repl):
 
 
 def run_repl(backend, keys, history=False):
-    """Type `keys` (strings; or steps, coroutine functions given the Repl) into a Repl; returns
-    (exit code, the Repl)."""
-    chat = Chat(backend, "sys", GenerationParams())
-    with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
-        repl = Repl(LocalEngine(chat), history=history)
-
-        async def main():
-            task = asyncio.ensure_future(repl.run())
-            for chunk in keys:
-                if callable(chunk):
-                    await chunk(repl)
-                    continue
-                # In pieces: a write larger than the OS pipe buffer would block this loop,
-                # which is also the pipe's reader.
-                for start in range(0, len(chunk), 8192):
-                    pipe.send_text(chunk[start : start + 8192])
-                    await asyncio.sleep(0.01)
-                await asyncio.sleep(TYPING_PAUSE)
-            return await asyncio.wait_for(task, 30)
-
-        code = asyncio.run(main())
-    return code, repl
+    """Type `keys` into a Repl on a chat with `backend` (scripted.type_into_repl); returns (exit
+    code, the Repl)."""
+    return type_into_repl(LocalEngine(Chat(backend, "sys", GenerationParams())), keys, history)
 
 
 @pytest.fixture(autouse=True)

@@ -7,32 +7,14 @@ import signal
 from pathlib import Path
 
 from fake_engine import FakeEngine
-from prompt_toolkit.application import create_app_session
-from prompt_toolkit.input import create_pipe_input
-from prompt_toolkit.output import DummyOutput
+from scripted import type_into_repl
 
-from hailo_repl.app import Repl
 from hailo_repl.engine.api import EngineError, ErrorCode, Switched, TurnMode
-
-TYPING_PAUSE = 0.02
 
 
 def run_repl(engine, keys):
     """Type `keys` (strings, or coroutine functions given the Repl) into a Repl on `engine`."""
-    with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
-        repl = Repl(engine, history=False)
-
-        async def main():
-            task = asyncio.ensure_future(repl.run())
-            for chunk in keys:
-                if callable(chunk):
-                    await chunk(repl)
-                    continue
-                pipe.send_text(chunk)
-                await asyncio.sleep(TYPING_PAUSE)
-            return await asyncio.wait_for(task, 30)
-
-        return asyncio.run(main()), repl
+    return type_into_repl(engine, keys)
 
 
 def toolbar_text(repl):
