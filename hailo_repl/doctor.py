@@ -133,7 +133,7 @@ def check_vdevice(findings: Findings, machine: Machine) -> None:
     from hailo_repl.backends.hailo_device import SHARED_VDEVICE_GROUP_ID, open_vdevice
     from hailo_repl.instance_lock import HAILO, InstanceLock
 
-    holder = next((h for h in InstanceLock(instance_lock_file()).holders() if h.device == HAILO), None)
+    holder = next((h for h in InstanceLock(instance_lock_file()).holders() if h.blocks(HAILO, None)), None)
     if holder is not None:
         findings.device_in_use = findings.vdevice_opens = findings.add(
             True,
@@ -177,8 +177,7 @@ def check_text_path(findings: Findings, machine: Machine) -> None:
         return  # the lines above say why
     from hailo_repl.backends.hailo import HailoBackend
     from hailo_repl.backends.hailo_device import installed_hailort_version
-    from hailo_repl.backends.hailo_keeping import DeviceFigures
-    from hailo_repl.backends.hailo_selfcheck import DEVICE_FACTS_NAME, DeviceFacts, device_key, renderer_fingerprint
+    from hailo_repl.backends.hailo_selfcheck import renderer_fingerprint
 
     hef = findings.hefs[0]
     backend = HailoBackend(hef, context_cache=device_contexts_dir())
@@ -199,14 +198,14 @@ def check_text_path(findings: Findings, machine: Machine) -> None:
             f"{hef.stem}: prompts sent as text do not match the message lists ({verdict.detail}; {checked}); "
             "hailo-repl sends whole message lists (a resumed chat is read again): please report this with hailort.log",
         )
-    entry = DeviceFacts(device_contexts_dir() / DEVICE_FACTS_NAME).entry(device_key(hef, installed_hailort_version()))
+    entry = backend.kept.facts.entry(backend.kept.key)  # what the check just measured and kept
     seen = [
         f"last {what} {figures['bytes']:,} bytes, {figures['device_ms']:,} ms on the device (GIL held), "
         f"{figures['file_ms']:,} ms for the file ({figures['when']})"
         for what in ("save", "load")
         if isinstance(figures := entry.get(what), dict)
     ]
-    measured = DeviceFigures.from_facts(entry).summary()
+    measured = backend.kept.figures().summary()
     findings.add(True, f"{hef.stem}'s device context: {measured}; {'; '.join(seen) or 'no save or load seen yet'}")
 
 

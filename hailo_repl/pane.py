@@ -134,8 +134,8 @@ class ReplyPane:
         if self._rows_cache[0] == key:
             return self._rows_cache[1]
         width = key[1]
-        live = [row for line in self._live.split("\n") for row in cell_rows(line.expandtabs(), width)]
-        rows = [("", row) for row in live[-LIVE_ROWS:]] if self._live else []
+        # (the live text holds no newline: piece() commits each finished line)
+        rows = [("", row) for row in cell_rows(self._live.expandtabs(), width, LIVE_ROWS)] if self._live else []
         rows += [("class:notice", row) for line in self._held_notices for row in cell_rows(line.expandtabs(), width)]
         for prefix, texts in ((QUEUED_PREFIX, self.queued), (GIVEN_BACK_PREFIX, self.given_back)):
             rows += [("class:queued", one_row(prefix + text.split("\n", 1)[0].expandtabs(), width)) for text in texts]

@@ -173,9 +173,7 @@ def check_and_remember(llm: Any, template: ChatTemplate, facts: DeviceFacts, key
     started = time.monotonic()
     verdict = run_self_check(llm, template, facts.path.parent if facts.path else None)
     if verdict.ran:
-        facts.remember(key, "text_path", {"passed": verdict.passed, "detail": verdict.detail})
-        for name, figures in verdict.figures.items():
-            facts.remember(key, name, figures)
+        facts.remember_all(key, {"text_path": {"passed": verdict.passed, "detail": verdict.detail}, **verdict.figures})
     logger.info(
         "self-check of {} with {} ({:.1f} s): {}; {}",
         model,
@@ -238,12 +236,17 @@ class DeviceFacts:
         return found if isinstance(found, dict) else None
 
     def remember(self, key: str, name: str, value: dict[str, Any]) -> None:
+        self.remember_all(key, {name: value})
+
+    def remember_all(self, key: str, values: dict[str, dict[str, Any]]) -> None:
+        """Keep each of `values` (name: value) under `key`, in one read and one write of the file."""
         if self.path is None:
             return
         entries = self._read = self._from_file()  # another process may have written since
         entry = entries.setdefault(key, {})
-        entry[name] = {**value, "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+        when = time.strftime("%Y-%m-%d %H:%M:%S")
+        entry.update({name: {**value, "when": when} for name, value in values.items()})
         try:
             write_atomically(self.path, json.dumps(entries, indent=1, ensure_ascii=False))
         except OSError as error:
-            logger.warning("could not keep {} in {}: {}", name, self.path, error)
+            logger.warning("could not keep {} in {}: {}", ", ".join(values), self.path, error)
