@@ -22,7 +22,6 @@ from hailo_repl.backends.base import (
     Message,
     Notice,
     ReplyStream,
-    cut_off,
 )
 from hailo_repl.console import CONTEXT, ERROR, INFO, labelled
 from hailo_repl.context import ContextOverflowError, ContextUsage, fit_history, split_turns
@@ -215,10 +214,6 @@ class Chat:
         self._history_unsent, self._unsent_tokens = _has_turns(self.messages), None
         self.session_id, self._created, self._version = new_session_id(), None, None
         self._saved_as = SavedAs()
-
-    def cut_off(self) -> bool:
-        """Whether the last reply stopped before its end (max-tokens or Ctrl+C)."""
-        return cut_off(self.messages[-1])
 
     def attach(self, name: str, text: str) -> None:
         """Put a file's text into the next message (/file)."""

@@ -64,6 +64,9 @@ class FittedHistory(NamedTuple):
     dropped_turns: int
 
 
+RECENT_TURNS = 3  # the turns shown when a saved chat is resumed, or to a terminal arriving mid-chat
+
+
 def split_turns(messages: Sequence[Message]) -> tuple[list[Message], list[list[Message]]]:
     """Leading system messages, then turns: each a user message and what answers it."""
     system = []

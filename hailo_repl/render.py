@@ -8,7 +8,7 @@ from typing import Protocol
 
 from hailo_repl.backends.base import Message
 from hailo_repl.console import ERROR, Console, labelled
-from hailo_repl.context import split_turns
+from hailo_repl.context import RECENT_TURNS, split_turns
 from hailo_repl.engine.api import TurnCompleted, TurnEnd, TurnEvent, TurnNotice, TurnText
 from hailo_repl.wrap import WordWrap
 
@@ -16,7 +16,6 @@ FENCE = "```"
 USER_PREFIX = "You: "
 ASSISTANT_PREFIX = "Assistant: "
 INTERRUPTED_MARK = "[interrupted]"
-RECENT_TURNS = 3  # turns shown when a saved chat is resumed
 DIM = "\x1b[2m"
 RESET = "\x1b[0m"
 

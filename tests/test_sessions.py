@@ -9,7 +9,7 @@ from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 from scripted import CommandHarness, ScriptedBackend
 
-from hailo_repl.backends.base import GenerationParams
+from hailo_repl.backends.base import GenerationParams, cut_off
 from hailo_repl.chat import Chat
 from hailo_repl.commands import BUILTINS, CommandCompleter
 from hailo_repl.conversation import save_conversation
@@ -272,4 +272,4 @@ def test_a_reply_cut_by_max_tokens_can_be_continued_after_a_resume(store):
     resumed = new_chat(store)
     resumed.resume(chat.session_id)
     assert resumed.messages[-1] == {"role": "assistant", "content": "a b c", "truncated": True}
-    assert resumed.cut_off()
+    assert cut_off(resumed.messages[-1])

@@ -395,9 +395,7 @@ class LocalEngine:
             usage = None
         completed = TurnCompleted(seq, turn, reason, error, stats, usage, chat.session_id)
         self.turns.add(completed)
-        self._emit(completed)
-        if usage is not None:
-            self._emit(UsageChanged(self.turns.next_seq(), usage))
+        self._emit(completed)  # (its usage is the context's after the turn: no UsageChanged beside it)
         return completed
 
     # ---- the chat ------------------------------------------------------------------------------

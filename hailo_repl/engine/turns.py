@@ -14,10 +14,9 @@ import itertools
 import threading
 
 from hailo_repl.backends.base import Message
-from hailo_repl.context import split_turns
+from hailo_repl.context import RECENT_TURNS, split_turns
 from hailo_repl.engine.api import Event, Snapshot, TurnCompleted, TurnStarted, TurnText
 
-RECENT_TURNS = 3  # turns a terminal arriving is shown (as a resumed chat shows them)
 MAX_EVENTS = 100_000  # a backend that ignores max-tokens is stopped by Chat.reply; this is a last guard
 
 
