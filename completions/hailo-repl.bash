@@ -8,9 +8,9 @@
 _shtab_hailo_repl_subparsers=(doctor config completions)
 
 _shtab_hailo_repl_doctor_option_strings=(-h --help --backend --hef-path --model --url --context-size --history --no-history --verbose --no-verbose --color --word-wrap --no-word-wrap --config --api-key)
-_shtab_hailo_repl_config_option_strings=(-h --help --init --config --backend --hef-path --model --url --context-size --temperature --max-tokens --top-p --system-prompt --history --no-history --device-context-budget --device-context-for-scripts --no-device-context-for-scripts --verbose --no-verbose --vi-mode --no-vi-mode --vi --no-vi --color --word-wrap --no-word-wrap)
+_shtab_hailo_repl_config_option_strings=(-h --help --init --config --backend --hef-path --model --url --context-size --temperature --max-tokens --top-p --system-prompt --history --no-history --device-context-budget --device-context-for-scripts --no-device-context-for-scripts --daemon --keep-alive --verbose --no-verbose --vi-mode --no-vi-mode --vi --no-vi --color --word-wrap --no-word-wrap)
 _shtab_hailo_repl_completions_option_strings=(-h --help)
-_shtab_hailo_repl_option_strings=(-h --help --backend --hef-path --model --url --context-size --temperature --max-tokens --top-p --system-prompt --history --no-history --device-context-budget --device-context-for-scripts --no-device-context-for-scripts --verbose --no-verbose --vi-mode --no-vi-mode --vi --no-vi --color --word-wrap --no-word-wrap --config --show-config --api-key --list-models -q --quiet -p --prompt --single -c --continue --resume --list-chats --version)
+_shtab_hailo_repl_option_strings=(-h --help --backend --hef-path --model --url --context-size --temperature --max-tokens --top-p --system-prompt --history --no-history --device-context-budget --device-context-for-scripts --no-device-context-for-scripts --daemon --keep-alive --verbose --no-verbose --vi-mode --no-vi-mode --vi --no-vi --color --word-wrap --no-word-wrap --config --show-config --api-key --list-models -q --quiet -p --prompt --single -c --continue --resume --list-chats --version)
 
 _shtab_hailo_repl_doctor___hef_path_COMPGEN=_hailo_repl_hef
 _shtab_hailo_repl_doctor___model_COMPGEN=_shtab_compgen_files
@@ -25,10 +25,12 @@ _shtab_hailo_repl___config_COMPGEN=_shtab_compgen_files
 _shtab_hailo_repl_doctor___backend_choices=(auto hailo llama ollama hailo-ollama openai)
 _shtab_hailo_repl_doctor___color_choices=(auto always never)
 _shtab_hailo_repl_config___backend_choices=(auto hailo llama ollama hailo-ollama openai)
+_shtab_hailo_repl_config___daemon_choices=(auto always never)
 _shtab_hailo_repl_config___color_choices=(auto always never)
 _shtab_hailo_repl_completions_pos_0_choices=(bash zsh fish)
 _shtab_hailo_repl_pos_0_choices=(doctor config completions)
 _shtab_hailo_repl___backend_choices=(auto hailo llama ollama hailo-ollama openai)
+_shtab_hailo_repl___daemon_choices=(auto always never)
 _shtab_hailo_repl___color_choices=(auto always never)
 
 _shtab_hailo_repl_doctor__h_nargs=0

@@ -51,7 +51,7 @@ function _shtab_hailo_repl_using
 end
 
 set -g _shtab_hailo_repl_commands doctor config completions
-set -g _shtab_hailo_repl_opts_with_value --api-key --backend --color --config --context-size --device-context-budget --hef-path --max-tokens --model --prompt --resume --system-prompt --temperature --top-p --url -p
+set -g _shtab_hailo_repl_opts_with_value --api-key --backend --color --config --context-size --daemon --device-context-budget --hef-path --keep-alive --max-tokens --model --prompt --resume --system-prompt --temperature --top-p --url -p
 
 complete -c hailo-repl -e
 complete -c hailo-repl -f
@@ -69,6 +69,8 @@ complete -c hailo-repl -n _shtab_hailo_repl_using -l system-prompt -x -d 'the mo
 complete -c hailo-repl -n _shtab_hailo_repl_using -l history -l no-history -d 'keep this chat on disk: the saved chat, the input history and the log (off: nothing is written) (default: true)'
 complete -c hailo-repl -n _shtab_hailo_repl_using -l device-context-budget -x -d 'MiB of disk the Hailo device contexts kept for a quick resume may take together (each is the whole KV cache, ~112 MiB for Qwen2.5-1.5B); the oldest go first; 0 keeps none; a whole number from 0 (default: 512)'
 complete -c hailo-repl -n _shtab_hailo_repl_using -l device-context-for-scripts -l no-device-context-for-scripts -d 'with -p and pipes, keep the Hailo device context too (interactive chats keep theirs where a load beats reading the chat again) (default: false)'
+complete -c hailo-repl -n _shtab_hailo_repl_using -l daemon -xka "auto always never" -d 'run the chat in hailo-repl'"'"'s engine process, which outlives the terminal (a reply goes on after an SSH drop; `hailo-repl -c` attaches again): auto for interactive chats, always also for -p and pipes, never in this process only (default: never)'
+complete -c hailo-repl -n _shtab_hailo_repl_using -l keep-alive -x -d 'how long the engine process keeps the model loaded after the last terminal left (seconds, or 5m, 1h; 0: release it at once; negative: until `hailo-repl daemon stop`) (default: 300)'
 complete -c hailo-repl -n _shtab_hailo_repl_using -l verbose -l no-verbose -d 'print timings after each reply, as ollama run --verbose does (logs stay in the log file) (default: false)'
 complete -c hailo-repl -n _shtab_hailo_repl_using -l vi-mode -l no-vi-mode -l vi -l no-vi -d 'vi keys at the prompt (default: false)'
 complete -c hailo-repl -n _shtab_hailo_repl_using -l color -xka "auto always never" -d 'colour in replies (auto: unless NO_COLOR is set) (default: auto)'
@@ -113,6 +115,8 @@ complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l system-prompt -x -
 complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l history -l no-history -d 'keep this chat on disk: the saved chat, the input history and the log (off: nothing is written) (default: true)'
 complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l device-context-budget -x -d 'MiB of disk the Hailo device contexts kept for a quick resume may take together (each is the whole KV cache, ~112 MiB for Qwen2.5-1.5B); the oldest go first; 0 keeps none; a whole number from 0 (default: 512)'
 complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l device-context-for-scripts -l no-device-context-for-scripts -d 'with -p and pipes, keep the Hailo device context too (interactive chats keep theirs where a load beats reading the chat again) (default: false)'
+complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l daemon -xka "auto always never" -d 'run the chat in hailo-repl'"'"'s engine process, which outlives the terminal (a reply goes on after an SSH drop; `hailo-repl -c` attaches again): auto for interactive chats, always also for -p and pipes, never in this process only (default: never)'
+complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l keep-alive -x -d 'how long the engine process keeps the model loaded after the last terminal left (seconds, or 5m, 1h; 0: release it at once; negative: until `hailo-repl daemon stop`) (default: 300)'
 complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l verbose -l no-verbose -d 'print timings after each reply, as ollama run --verbose does (logs stay in the log file) (default: false)'
 complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l vi-mode -l no-vi-mode -l vi -l no-vi -d 'vi keys at the prompt (default: false)'
 complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l color -xka "auto always never" -d 'colour in replies (auto: unless NO_COLOR is set) (default: auto)'
