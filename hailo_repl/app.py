@@ -33,7 +33,7 @@ from hailo_repl.commands import BUILTINS, CommandCompleter, OffTheLoop, Quit, Se
 from hailo_repl.config import data_dir, sessions_dir
 from hailo_repl.config_file import config_path
 from hailo_repl.console import INFO, Console, labelled
-from hailo_repl.engine.api import EngineError, EngineNotice, Event, TurnMode
+from hailo_repl.engine.api import EngineError, EngineGone, EngineNotice, Event, TurnMode
 from hailo_repl.history import input_history
 from hailo_repl.keys import EmptyLineInterrupt, load_input_bindings, load_reply_bindings
 from hailo_repl.log import logger
@@ -163,6 +163,11 @@ class Repl(ChatEnds):
     def _on_event(self, event: Event) -> None:
         if isinstance(event, EngineNotice):
             self.prompt.say(event.line)
+        elif isinstance(event, EngineGone):  # another terminal took the chat, or the engine died
+            if event.line:
+                self.prompt.say(event.line)
+            self.exit_code = event.exit_code
+            self.quit()
         self.toolbar.take(event)
 
     async def _say_first(self, line: str) -> None:

@@ -1,0 +1,591 @@
+"""`SocketEngine`: the Engine (engine.api) of a chat held by the engine process, over its socket.
+
+The REPL uses it as it uses a LocalEngine: requests are method calls, what the engine says comes
+as events. The socket is a plain blocking one: a reader thread of its own takes each line as it
+comes (the replies, the events), and a request is written under a lock from whichever thread
+asks (the REPL's loop, the completer's thread, the load's executor thread) and waited for on
+a future. No second event loop is needed, and nothing the REPL's loop does waits for the reader.
+
+What the REPL reads often (status) is kept here from the events, never asked for. Only EOF
+means the engine is gone (it may be silent for seconds while HailoRT holds its GIL): then the
+chat ends with one line (EngineGone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import os
+import socket
+import threading
+from collections import deque
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from hailo_repl.backends.base import Message
+from hailo_repl.console import ERROR, INFO, labelled
+from hailo_repl.context import ContextUsage
+from hailo_repl.daemon import protocol
+from hailo_repl.daemon.protocol import Opened, OpenRequest, RemoteError
+from hailo_repl.engine.api import (
+    Attached,
+    Busy,
+    ChatChanged,
+    EngineError,
+    EngineGone,
+    EngineNotice,
+    EngineState,
+    ErrorCode,
+    Event,
+    Listener,
+    ModelState,
+    Snapshot,
+    Status,
+    Switched,
+    TurnCompleted,
+    TurnEnd,
+    TurnEvent,
+    TurnMode,
+    TurnNotice,
+    TurnText,
+    UsageChanged,
+)
+from hailo_repl.log import logger
+
+CONTEXT_SAVED_POLL = 0.05  # seconds between looks at whether the engine's idle save has ended
+
+
+class SocketTurn:
+    """A turn as the terminal sees it (engine.api.Turn), fed by the engine's turn/* events.
+
+    The engine paces the text (a few frames a second); this hands each event over as it comes.
+    Its `id` is the terminal's own number: the engine's is known once turn/start is answered,
+    and an interrupt before that goes as soon as it is."""
+
+    def __init__(self, engine: SocketEngine, turn: int, loop: asyncio.AbstractEventLoop, question: str):
+        self.id = turn
+        self.engine = engine
+        self.question = question
+        self.remote: int | None = None  # the engine's number for it
+        self.loop = loop
+        self.finished: asyncio.Future[TurnCompleted] = loop.create_future()
+        self.completed: TurnCompleted | None = None  # the engine's end, once it came
+        self.interrupt_at: tuple[int | None] | None = None  # an interrupt waiting for `remote`
+        self._waiting: deque[TurnEvent] = deque()
+        self._wakeup = asyncio.Event()
+        self._ended = False  # the end was put (the engine's, or stop_showing's)
+        self._taken_end = False  # the terminal took the end: what comes after is late
+
+    # ---- from the reader thread (via the loop) ----
+
+    def put(self, event: TurnEvent) -> None:
+        if self._ended and not isinstance(event, TurnNotice):
+            return  # (text after Ctrl+C is never shown)
+        if isinstance(event, TurnCompleted):
+            self._ended = True
+        self._waiting.append(event)
+        self._wakeup.set()
+
+    def finish(self, completed: TurnCompleted) -> None:
+        if not self._ended:
+            self.put(completed)
+        if not self.finished.done():
+            self.finished.set_result(completed)
+
+    # ---- the terminal's side (engine.api.Turn) ----
+
+    async def next_event(self) -> TurnEvent:
+        while not self._waiting:
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        event = self._waiting.popleft()
+        if isinstance(event, TurnCompleted):
+            self._taken_end = True
+        return event
+
+    def next_text_at_once(self) -> None:
+        if self.remote is not None and not self._ended:
+            self.engine.notify(protocol.TURN_FLUSH, {"turn": self.remote})
+
+    def stop_showing(self) -> None:
+        self._waiting = deque(event for event in self._waiting if isinstance(event, TurnNotice))
+        self.put(TurnCompleted(0, self.id, TurnEnd.INTERRUPTED))
+
+    def is_finished(self) -> bool:
+        return self.finished.done()
+
+    def late_notices(self) -> list[str]:
+        left = [event.line for event in self._waiting if isinstance(event, TurnNotice)]
+        self._waiting.clear()
+        return left
+
+
+class SocketEngine:
+    """The chat in the engine process, over a connected socket (engine.api.Engine)."""
+
+    def __init__(self, sock: socket.socket, request: OpenRequest | None = None, model: str = "", backend: str = ""):
+        self.sock = sock
+        self.request = request or OpenRequest()
+        self.daemon_pid = 0
+        self.daemon_version = ""
+        self.opened: Opened | None = None  # chat/open's answer: the snapshot shown on arrival
+        self._status = Status(
+            model=model,
+            backend=backend or self.request.backend,
+            state=ModelState.LOADING,
+            chat="",
+            loads_in_background=True,  # the engine process loads it: the prompt is up meanwhile
+            params=dict(self.request.params),
+        )
+        self._listeners: list[Listener] = []
+        self._numbers = itertools.count(1)
+        self._replies: dict[int, Callable[[dict[str, Any]], None]] = {}
+        self._write_lock = threading.Lock()
+        self._changed = threading.Condition()  # the state, for load() to wait on
+        self._turn_numbers = itertools.count(1)
+        self._turn: SocketTurn | None = None
+        self._leaving = False  # this side ends the connection (quit, detach): its EOF is no news
+        self._gone: str | None = None  # the line about a connection that ended
+        self._ready_said = False
+        self._load_error: str | None = None  # the engine's line about a load that failed
+        self._reader = threading.Thread(target=self._read, name="hailo-repl engine socket", daemon=True)
+        self._reader.start()
+
+    # ---- the connection --------------------------------------------------------------------
+
+    def _write(self, line: bytes) -> None:
+        with self._write_lock:
+            self.sock.sendall(line)
+
+    def _send(self, method: str, params: dict[str, Any], on_reply: Callable[[dict[str, Any]], None] | None) -> None:
+        if self._gone is not None:
+            raise self._gone_error()
+        number = next(self._numbers)
+        if on_reply is not None:
+            self._replies[number] = on_reply
+        try:
+            self._write(protocol.request(number, method, params))
+        except OSError:
+            self._replies.pop(number, None)
+            raise self._gone_error() from None
+
+    def notify(self, method: str, params: dict[str, Any]) -> None:
+        """A request whose answer nobody waits for (turn/flush)."""
+        try:
+            self._send(method, params, None)
+        except EngineError:
+            pass
+
+    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        """A request, from any thread but the reader's; its result (EngineError for an error).
+        No timeout: only EOF means the engine is gone."""
+        answer: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
+        self._send(method, params or {}, answer.set_result)
+        message = answer.result()
+        if "error" in message:
+            failure = message["error"] or {}
+            raise RemoteError(str(failure.get("code", "")), str(failure.get("line", "")))
+        return message.get("result")
+
+    def request_for_user(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        """call(), its error as the EngineError the commands show."""
+        try:
+            return self.call(method, params)
+        except RemoteError as refused:
+            raise refused.engine_error() from None
+
+    def _gone_error(self) -> EngineError:
+        return EngineError(ErrorCode.LOAD_FAILED, self._gone or "the connection to the engine is closed")
+
+    def _read(self) -> None:
+        stream = self.sock.makefile("rb")
+        try:
+            while True:
+                line = stream.readline(protocol.MAX_LINE + 1)
+                if not line or not line.endswith(b"\n"):
+                    break
+                self._take(protocol.decode(line))
+        except (OSError, ValueError, protocol.ProtocolError) as error:
+            if not self._leaving:
+                logger.warning("engine connection: {}", error)
+        finally:
+            self._ended()
+
+    def _take(self, message: dict[str, Any]) -> None:
+        """One message from the engine (the reader thread)."""
+        if "id" in message and ("result" in message or "error" in message):
+            number = message.get("id")
+            on_reply = self._replies.pop(number, None) if isinstance(number, int) else None
+            if on_reply is not None:
+                on_reply(message)
+            elif "error" in message:
+                logger.warning("engine: {}", message["error"])
+            return
+        method, params = message.get("method"), message.get("params") or {}
+        if method == protocol.CLIENT_DETACHED:
+            self._detached(params)
+        elif method == protocol.TURN_FINISHED:
+            self._turn_finished(params.get("turn"))
+        elif method in protocol.EVENT_CLASSES:
+            self._event(protocol.event_from_wire(message))
+
+    def _event(self, event: Event) -> None:
+        with self._changed:
+            self._keep(event)
+            self._changed.notify_all()
+        turn = self._turn
+        if isinstance(event, (TurnText, TurnNotice, TurnCompleted)):
+            if turn is not None and turn.remote in (None, event.turn) and not turn.finished.done():
+                if isinstance(event, TurnCompleted):
+                    turn.completed = event
+                self._to_turn(turn, event)
+            elif isinstance(event, TurnNotice):  # about a turn this terminal did not show
+                self._emit(EngineNotice(event.seq, event.line))
+            if not isinstance(event, TurnCompleted):
+                return
+        self._emit(event)
+
+    def _keep(self, event: Event) -> None:
+        """What the toolbar and the commands read of the status, from the events."""
+        status = self._status
+        if isinstance(event, EngineState):
+            status.state, status.busy = event.state, event.busy
+            status.model, status.backend = event.model, event.backend
+            if event.state is ModelState.FAILED:
+                self._load_error = event.error
+        elif isinstance(event, ChatChanged):
+            status.chat = event.chat
+        elif isinstance(event, TurnCompleted) and event.chat:
+            status.chat = event.chat
+
+    def _to_turn(self, turn: SocketTurn, event: TurnEvent) -> None:
+        turn.loop.call_soon_threadsafe(turn.put, event)
+
+    def _turn_finished(self, remote: Any) -> None:
+        turn = self._turn
+        if turn is None or turn.remote != remote:
+            return
+        self._turn = None
+        completed = turn.completed or TurnCompleted(0, turn.id, TurnEnd.DONE)
+        turn.loop.call_soon_threadsafe(turn.finish, completed)
+        self.notify_status()
+
+    def notify_status(self) -> None:
+        """Ask for the status after a turn (saving, unsaved), answered on the reader thread."""
+
+        def keep(message: dict[str, Any]) -> None:
+            if isinstance(message.get("result"), dict):
+                with self._changed:
+                    status = protocol.status_from_wire(message["result"])
+                    self._status.saving, self._status.unsaved = status.saving, status.unsaved
+
+        try:
+            self._send(protocol.CHAT_GET, {"what": "status"}, keep)
+        except EngineError:
+            pass
+
+    def _emit(self, event: Event) -> None:
+        for listener in list(self._listeners):
+            listener(event)
+
+    def _detached(self, params: dict[str, Any]) -> None:
+        """The engine lets this terminal go: one line, then the chat ends."""
+        reason, by = params.get("reason"), params.get("by") or {}
+        self._leaving = True
+        if reason == protocol.TAKEN_OVER:
+            line, code = (
+                labelled(
+                    INFO,
+                    f"Chat {self._status.chat} was taken over by {by.get('tty', '?')} "
+                    f"(pid {by.get('pid', '?')}); it goes on there.",
+                ),
+                0,
+            )
+        elif reason == protocol.TOO_FAR_BEHIND:
+            line, code = (
+                labelled(
+                    ERROR, "This terminal fell too far behind the reply and was let go; `hailo-repl -c` attaches again."
+                ),
+                1,
+            )
+        elif reason == protocol.QUIT:
+            return  # (its own /quit, or a model that failed to load: said already)
+        else:
+            line, code = labelled(INFO, f"The hailo-repl engine (pid {self.daemon_pid}) is stopping ({reason})."), 1
+        self._gone = line
+        self._end_turn(line)
+        self._emit(EngineGone(0, line, code))
+
+    def _ended(self) -> None:
+        """EOF: the engine is gone (killed), unless this side was leaving."""
+        with self._changed:
+            if self._gone is None:
+                self._gone = labelled(
+                    ERROR,
+                    f"the hailo-repl engine (pid {self.daemon_pid}) ended; chat {self._status.chat or '(new)'} "
+                    "is saved up to its last finished turn; `hailo-repl -c` continues it",
+                )
+                leaving = self._leaving
+            else:
+                leaving = True
+            self._changed.notify_all()
+        for on_reply in list(self._replies.values()):
+            on_reply({"error": {"code": protocol.NOT_OPEN, "line": self._gone}})
+        self._replies.clear()
+        if leaving:
+            self._end_turn(None)
+            return
+        logger.error("engine connection lost: {}", self._gone)
+        shown_by_turn = self._end_turn(self._gone)
+        if self._ready_said:  # (a load waiting says it itself)
+            self._emit(EngineGone(0, "" if shown_by_turn else self._gone, 1))
+
+    def _end_turn(self, line: str | None) -> bool:
+        """The turn in flight ends (the line as its error, if any); whether one was on screen."""
+        turn, self._turn = self._turn, None
+        if turn is None or turn.finished.done():
+            return False
+        completed = TurnCompleted(0, turn.id, TurnEnd.ERROR if line else TurnEnd.INTERRUPTED, error=line)
+        turn.loop.call_soon_threadsafe(turn.finish, completed)
+        return line is not None
+
+    def close(self) -> None:
+        self._leaving = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+    # ---- opening -------------------------------------------------------------------------------
+
+    def initialize(self, tty: str | None = None) -> dict[str, Any]:
+        """The handshake (RemoteError VERSION with its one line if the engine speaks another)."""
+        about = {"pid": os.getpid(), "tty": tty or _tty_name()}
+        hello = self.call(protocol.INITIALIZE, {"v": protocol.PROTOCOL_VERSION, "client": about})
+        self.daemon_pid, self.daemon_version = int(hello["daemon_pid"]), str(hello["version"])
+        return dict(hello)
+
+    def open(self) -> Opened:
+        """chat/open (the table of ENGINE.md §4); EngineError with the one line if refused."""
+        try:
+            answer = self.call(protocol.CHAT_OPEN, protocol.record_to_wire(self.request))
+        except RemoteError as refused:
+            raise EngineError(ErrorCode.LOAD_FAILED, refused.line) from None
+        opened = self.opened = protocol.opened_from_wire(answer)
+        with self._changed:
+            status = opened.status
+            status.loads_in_background = True
+            self._status = status
+            self._changed.notify_all()
+        self._emit(EngineState(0, status.state, status.model, status.backend, status.busy))
+        if opened.usage is not None:
+            self._emit(UsageChanged(0, opened.usage))
+        for line in opened.lines:
+            self._emit(EngineNotice(0, line))
+        if opened.unseen:
+            self._emit(
+                EngineNotice(
+                    0,
+                    labelled(INFO, f"Chat {status.chat}'s reply went on while you were away; /clear starts a new chat"),
+                )
+            )
+        return opened
+
+    # ---- engine.api.Engine -------------------------------------------------------------------
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def status(self) -> Status:
+        return self._status
+
+    def load(self) -> None:
+        """chat/open, then wait for the engine's model to be ready (in a thread: the REPL's
+        background load). EngineError LOAD_FAILED with the line to show."""
+        if self.opened is None:
+            self.open()
+        with self._changed:
+            while self._status.state is ModelState.LOADING and self._gone is None:
+                self._changed.wait()
+            if self._status.state is ModelState.READY:
+                self._ready_said = True
+                return
+        raise EngineError(ErrorCode.LOAD_FAILED, self._load_error or self._gone or "load failed")
+
+    def start_turn(self, text: str, mode: TurnMode = TurnMode.MESSAGE) -> SocketTurn:
+        """turn/start, answered on the reader thread: the turn's events are taken as they come."""
+        loop = asyncio.get_running_loop()
+        turn = self._turn = SocketTurn(self, next(self._turn_numbers), loop, text)
+
+        def started(message: dict[str, Any]) -> None:
+            if "error" in message:
+                failure = message["error"] or {}
+                line = str(failure.get("line", "the engine refused the message"))
+                if self._turn is turn:
+                    self._turn = None
+                loop.call_soon_threadsafe(turn.finish, TurnCompleted(0, turn.id, TurnEnd.ERROR, error=line))
+                return
+            turn.remote = int(message["result"]["turn"])
+            if turn.interrupt_at is not None:
+                self.notify(protocol.TURN_INTERRUPT, {"turn": turn.remote, "shown_seq": turn.interrupt_at[0]})
+
+        try:
+            self._send(protocol.TURN_START, {"text": text, "mode": mode.value}, started)
+        except EngineError as gone:
+            self._turn = None
+            turn.finish(TurnCompleted(0, turn.id, TurnEnd.ERROR, error=gone.line))
+        return turn
+
+    def run_turn(
+        self, text: str, on_event: Callable[[TurnEvent], None], mode: TurnMode = TurnMode.MESSAGE
+    ) -> TurnCompleted:
+        """-p and pipes through the engine process: the turn on a loop of this thread's."""
+
+        async def run() -> TurnCompleted:
+            turn = self.start_turn(text, mode)
+            try:
+                while True:
+                    event = await turn.next_event()
+                    on_event(event)
+                    if isinstance(event, TurnCompleted):
+                        break
+                return await turn.finished
+            except BaseException:
+                self.interrupt(turn.id, None)
+                raise
+
+        return asyncio.run(run())
+
+    def interrupt(self, turn: int, shown_seq: int | None) -> None:
+        """turn/interrupt, sent at once (the engine answers it before anything queued)."""
+        current = self._turn
+        if current is None or current.id != turn:
+            return
+        if current.remote is None:
+            current.interrupt_at = (shown_seq,)
+            return
+        self.notify(protocol.TURN_INTERRUPT, {"turn": current.remote, "shown_seq": shown_seq})
+
+    def hang_up(self) -> None:
+        """The terminal is gone: leave the chat; the engine finishes the reply and keeps it."""
+        self.detach()
+
+    def detach(self) -> None:
+        """chat/detach: the chat and its reply go on in the engine; this connection ends."""
+        if self._gone is not None or self._leaving:
+            return
+        self._leaving = True
+        self.notify(protocol.CHAT_DETACH, {})
+        self._end_turn(None)
+        self.close()
+
+    def clear(self) -> None:
+        self.request_for_user(protocol.CHAT_CLEAR)
+
+    def undo(self) -> tuple[str | None, list[str]]:
+        answer = self.request_for_user(protocol.CHAT_UNDO)
+        return answer["text"], list(answer["lines"])
+
+    def system(self, text: str | None = None) -> str:
+        return str(self.request_for_user(protocol.CHAT_SYSTEM, {"text": text})["text"])
+
+    def set(self, name: str, value: object) -> None:
+        self.request_for_user(protocol.CHAT_SET, {"name": name, "value": value})
+        self._status.params[name] = value
+
+    def load_file(self, path: Path) -> int:
+        return int(self.request_for_user(protocol.CHAT_LOAD, {"path": str(path.absolute())})["messages"])
+
+    def save(self, path: Path | None, directory: Path, force: bool = False) -> tuple[Path, int]:
+        where = None if path is None else str(path.absolute())
+        params = {"path": where, "directory": str(directory.absolute()), "force": force}
+        answer = self.request_for_user(protocol.CHAT_SAVE, params)
+        return Path(answer["path"]), int(answer["messages"])
+
+    def attach_file(self, path: Path) -> Attached:
+        answer = self.request_for_user(protocol.CHAT_ATTACH_FILE, {"path": str(path.absolute())})
+        return protocol.attached_from_wire(answer)
+
+    def resume(self, chat_id: str) -> None:
+        self.request_for_user(protocol.CHAT_RESUME, {"id": chat_id})
+
+    def list_models(self) -> list[str]:
+        return [str(name) for name in self.request_for_user(protocol.MODEL_LIST)["models"]]
+
+    def prepare_switch(self, name: str) -> str:
+        return str(self.request_for_user(protocol.MODEL_PREPARE, {"name": name})["name"])
+
+    def switch_model(self, name: str) -> Switched:
+        return protocol.switched_from_wire(self.request_for_user(protocol.MODEL_SWITCH, {"name": name}))
+
+    def keep_context(self) -> None:
+        self.request_for_user(protocol.CHAT_KEEP_CONTEXT)
+
+    def note_activity(self) -> None:
+        """(The engine keeps the device context on its own clock: a save there costs typing nothing.)"""
+
+    async def keep_context_when_idle(self, say_first: Callable[[str], Awaitable[None]]) -> None:
+        """(The engine process does it, and says so with an EngineNotice.)"""
+        await asyncio.Event().wait()
+
+    async def context_saved(self) -> None:
+        while self._status.busy is Busy.SAVING_CONTEXT and self._gone is None:
+            await asyncio.sleep(CONTEXT_SAVED_POLL)
+
+    def usage(self) -> ContextUsage:
+        return protocol.usage_from_wire(self.request_for_user(protocol.CHAT_GET, {"what": "usage"}))
+
+    def stats_text(self) -> str:
+        return str(self.request_for_user(protocol.CHAT_GET, {"what": "stats"}))
+
+    def last_question(self) -> str | None:
+        answer = self.request_for_user(protocol.CHAT_GET, {"what": "last_question"})
+        return None if answer is None else str(answer)
+
+    def messages(self) -> list[Message]:
+        return list(self.request_for_user(protocol.CHAT_GET, {"what": "messages"}))
+
+    def snapshot(self) -> Snapshot:
+        return protocol.snapshot_from_wire(self.request_for_user(protocol.CHAT_GET, {"what": "snapshot"}))
+
+    def quit(self, say: Callable[[str], None] | None = None) -> None:
+        """chat/quit (blocks): the engine stops the reply, keeps the device context, releases the
+        model and exits. After a detach or a lost connection there is nothing to do."""
+        if self._gone is not None or self._leaving:
+            return
+        self._leaving = True
+        try:
+            self.call(protocol.CHAT_QUIT)
+        except (RemoteError, EngineError) as refused:
+            logger.info("chat/quit: {}", refused)
+        self.close()
+
+
+def _tty_name() -> str:
+    for fd in (0, 1, 2):
+        try:
+            return os.ttyname(fd).removeprefix("/dev/")
+        except OSError:
+            continue
+    return "no terminal"
+
+
+def connect(path: Path | str, request: OpenRequest | None = None, model: str = "", backend: str = "") -> SocketEngine:
+    """A SocketEngine on the engine's socket at `path`, past `initialize` (OSError if nothing
+    listens there; RemoteError VERSION with its one line if the engine speaks another version)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(str(path))
+    except OSError:
+        sock.close()
+        raise
+    engine = SocketEngine(sock, request, model, backend)
+    try:
+        engine.initialize()
+    except BaseException:
+        engine.close()
+        raise
+    return engine
