@@ -150,7 +150,7 @@ async def _serve(listener: Listener, keep_alive: float) -> int:
         server.stop_requested.set()
 
     loop.add_signal_handler(signal.SIGTERM, on_sigterm)
-    serving = [asyncio.ensure_future(server.serve(listener.socks[-1]))]
+    serving = [asyncio.create_task(server.serve(listener.socks[-1]))]
     reason = await _until_stopped(server, listener, keep_alive, serving)
     if terminated:
         reason = "stopping"
@@ -158,6 +158,9 @@ async def _serve(listener: Listener, keep_alive: float) -> int:
     try:
         await server.shutdown(reason)
     finally:
+        from hailo_repl.daemon.opening import release_device_claim
+
+        release_device_claim()
         for task in serving:
             task.cancel()
         await asyncio.gather(*serving, return_exceptions=True)
@@ -165,7 +168,7 @@ async def _serve(listener: Listener, keep_alive: float) -> int:
 
 
 async def _until_stopped(
-    server: EngineServer, listener: Listener, keep_alive: float, serving: list[asyncio.Future[None]]
+    server: EngineServer, listener: Listener, keep_alive: float, serving: list[asyncio.Task[None]]
 ) -> str:
     """Tick until the engine should end; the reason, as the server's shutdown takes it."""
     tick = TICK_SECONDS if keep_alive < 0 else min(TICK_SECONDS, max(keep_alive / 4, 0.05))
@@ -182,7 +185,7 @@ async def _until_stopped(
                 return "idle"
 
 
-def _bind_again(server: EngineServer, listener: Listener, serving: list[asyncio.Future[None]]) -> None:
+def _bind_again(server: EngineServer, listener: Listener, serving: list[asyncio.Task[None]]) -> None:
     """The socket's file was removed under the engine: bind a new one (clients already connected
     keep their connections; the old listening socket, reachable no more, stays open until the end)."""
     try:
@@ -193,4 +196,4 @@ def _bind_again(server: EngineServer, listener: Listener, serving: list[asyncio.
             listener.refused = str(error)
         return
     logger.info("the engine's socket {} was removed: bound again", listener.path)
-    serving.append(asyncio.ensure_future(server.serve(sock)))
+    serving.append(asyncio.create_task(server.serve(sock)))
