@@ -29,7 +29,18 @@ from prompt_toolkit.output.vt100 import Vt100_Output
 from prompt_toolkit.utils import is_dumb_terminal
 
 from hailo_repl.chat_ends import ChatEnds
-from hailo_repl.commands import BUILTINS, CommandCompleter, OffTheLoop, Quit, Send, SwitchModel, is_command, run_command
+from hailo_repl.commands import (
+    BUILTINS,
+    CommandCompleter,
+    Detach,
+    OffTheLoop,
+    Quit,
+    Send,
+    SwitchModel,
+    is_command,
+    run_command,
+)
+from hailo_repl.commands_base import in_engine_process
 from hailo_repl.config import data_dir, sessions_dir
 from hailo_repl.config_file import config_path
 from hailo_repl.console import INFO, Console, labelled
@@ -90,6 +101,9 @@ class Repl(ChatEnds):
         self.ctrl_c = CtrlC()
         self.quitting = False
         self.hung_up = False  # the terminal went away (SIGHUP, or EIO while drawing)
+        # The chat runs in the engine process: a hang-up, SIGTERM or /detach leaves it running there.
+        self.in_engine_process = in_engine_process(engine)
+        self.detached = False  # /detach
         self.exit_code = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0  # (its thread's ident)
@@ -242,6 +256,23 @@ class Repl(ChatEnds):
         if in_background:
             await self._drawn.wait()
         await asyncio.get_running_loop().run_in_executor(None, self.engine.load)
+        opened = getattr(self.engine, "opened", None)  # (the engine process: what a terminal arriving is shown)
+        if opened is not None:
+            await self.turns.show_arrival(opened)
+
+    def detach(self) -> None:
+        """/detach: this terminal leaves; the chat, and its reply if one runs, go on in the engine
+        process (`hailo-repl -c` attaches again)."""
+        if self.quitting:
+            return
+        chat = self.engine.status().chat
+        where = f"chat {chat}" if chat else "the chat"
+        self.prompt.say(
+            labelled(INFO, f"Detached: {where} goes on in the engine process; `hailo-repl -c` returns to it.")
+        )
+        self.detached = self.quitting = True
+        self._hang_up()
+        self.prompt.exit_if_quitting()
 
     def show_resumed(self, chat: ChatSummary) -> None:
         """The last turns of a chat just resumed, so the user sees where it stopped."""
@@ -276,6 +307,9 @@ class Repl(ChatEnds):
             if is_command(text):
                 try:
                     outcome = run_command(self, text)
+                except Detach:
+                    self.detach()
+                    return
                 except Quit:
                     return
                 if isinstance(outcome, SwitchModel):

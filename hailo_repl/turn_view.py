@@ -8,12 +8,24 @@ import asyncio
 import signal
 from typing import TYPE_CHECKING
 
+from prompt_toolkit.application import run_in_terminal
+
 from hailo_repl.commands_base import SwitchModel
-from hailo_repl.engine.api import Busy, TurnCompleted, TurnEnd, TurnMode
-from hailo_repl.render import ASSISTANT_PREFIX, ConsoleScreen, ReplyRenderer, ReplyScreen, ShownReply, show_reply
+from hailo_repl.engine.api import Busy, TurnCompleted, TurnEnd, TurnMode, TurnText
+from hailo_repl.render import (
+    ASSISTANT_PREFIX,
+    ConsoleScreen,
+    ReplyRenderer,
+    ReplyScreen,
+    ShownReply,
+    recent_turns_text,
+    show_reply,
+)
 
 if TYPE_CHECKING:
     from hailo_repl.app import Repl
+    from hailo_repl.backends.base import Message
+    from hailo_repl.daemon.protocol import Opened
     from hailo_repl.engine.api import Turn
 
 SETTLE_NOTICE_AFTER = 0.3  # seconds of waiting for the previous reply before saying so
@@ -83,6 +95,27 @@ class TurnView:
         terminal shows it: all of it)."""
         if self.turn is not None and not self.turn.is_finished():
             self.repl.engine.interrupt(self.turn.id, None)
+
+    async def show_arrival(self, opened: Opened) -> None:
+        """What a terminal arriving at the engine process's chat is shown: its recent turns, and
+        the turn in flight so far (its question once, its reply so far once)."""
+        repl, snapshot = self.repl, opened.snapshot
+        turns: list[Message] = list(snapshot.recent)
+        if snapshot.turn is not None:
+            so_far = "".join(event.text for event in snapshot.events if isinstance(event, TurnText))
+            turns += [{"role": "user", "content": snapshot.question}, {"role": "assistant", "content": so_far}]
+
+        def show() -> None:
+            if turns:
+                repl.console.info(f"Chat {snapshot.chat} with {opened.status.model}:")
+                repl.console.write(recent_turns_text(turns, repl.color, repl.reply_wrap))
+            if snapshot.turn is not None:
+                repl.console.info("Its reply is still running in the engine process; the rest shows once it ends.")
+
+        if repl.session.app.is_running and not repl.live:
+            await run_in_terminal(show)
+        else:
+            show()
 
     async def model_ready(self, load: asyncio.Future[None]) -> bool:
         """Wait for the model if it is still loading. False if it failed to load, or a

@@ -1,0 +1,90 @@
+"""A chat from the command line through the engine process (settings `daemon`: auto for the
+REPL, always for -p and pipes too): the model settled here (the picker, a download), the chat
+opened in the user's engine process, and this process a terminal on it (hailo_repl.daemon)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hailo_repl.cli_settings import EXIT_FAILURE
+from hailo_repl.console import Console
+from hailo_repl.log import logger
+from hailo_repl.settings import ResolvedSettings
+from hailo_repl.startup import start_is_over
+
+if TYPE_CHECKING:
+    from hailo_repl.backends import BackendChoice
+    from hailo_repl.engine.api import Engine
+    from hailo_repl.sessions import SessionStore
+
+
+def uses_engine_process(settings: ResolvedSettings, chatting: bool) -> bool:
+    """Whether this chat runs in the engine process: `always`, or `auto` for the REPL."""
+    return settings["daemon"] == "always" or (settings["daemon"] == "auto" and chatting)
+
+
+def run_through_engine(
+    args: argparse.Namespace,
+    settings: ResolvedSettings,
+    config_file: Path,
+    choice: BackendChoice,
+    store: SessionStore,
+    notices: Console,
+    interactive: bool,
+    answer_inputs: Callable[[argparse.Namespace, Engine, ResolvedSettings, Console], int],
+) -> int:
+    """The chat the flags ask for, in the engine process, to its end here; the exit code.
+    `answer_inputs` answers -p's message or a pipe's (cli_chat's, as for a chat in process)."""
+    from hailo_repl.backends import resolve_choice
+    from hailo_repl.backends.base import BackendError
+    from hailo_repl.context import ContextOverflowError
+    from hailo_repl.daemon.client import EngineProcess, model_named, open_request
+    from hailo_repl.dialogs import choose_model, download_with_progress
+    from hailo_repl.engine.api import EngineError
+    from hailo_repl.models import ModelNotFoundError
+    from hailo_repl.sessions import SessionNotFoundError
+
+    chatting = interactive and args.prompt is None
+    engine: EngineProcess | None = None
+    try:
+        resolved = resolve_choice(
+            choice, notices.say, choose_model if interactive else None, download_with_progress(notices.say)
+        )
+        # -c and --resume take the chat over from another terminal (an SSH drop can leave one
+        # connected for hours); a plain start, -p and a pipe never do.
+        chat, take_over = "new", False
+        if getattr(args, "continue"):
+            chat, take_over = "latest", chatting
+        elif args.resume is not None:
+            chat, take_over = store.find(args.resume).id, chatting
+        request = open_request(resolved, settings, chat, take_over, chatting)
+        engine = EngineProcess(request, model_named(resolved), settings["keep-alive"])
+        if chatting:
+            from hailo_repl.app import run_repl
+
+            return run_repl(engine, settings, config_file, store=store)  # its first frame ends the start
+        start_is_over()
+        engine.load()
+        return answer_inputs(args, engine, settings, notices)
+    except (BackendError, ModelNotFoundError, ContextOverflowError, EngineError, SessionNotFoundError) as error:
+        notices.fatal(str(error))
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        notices.say("Interrupted.")
+        return 130
+    except BrokenPipeError:
+        raise
+    except Exception as error:  # a bug: one line here, the traceback in the log
+        from hailo_repl.config import log_file
+
+        logger.exception("unexpected error")
+        notices.fatal(f"unexpected {type(error).__name__}: {error} (details in {log_file()})")
+        return EXIT_FAILURE
+    finally:
+        if engine is not None:
+            with contextlib.suppress(OSError):
+                engine.detach()  # the chat stays in the engine process (keep-alive)
