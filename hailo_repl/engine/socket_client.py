@@ -110,8 +110,14 @@ class SocketTurn:
             self.engine.notify(protocol.TURN_FLUSH, {"turn": self.remote})
 
     def stop_showing(self) -> None:
+        if self._taken_end:
+            return
+        # An end already waiting (the engine's: an error, the engine gone) stays the end shown.
+        ends = [event for event in self._waiting if isinstance(event, TurnCompleted)]
         self._waiting = deque(event for event in self._waiting if isinstance(event, TurnNotice))
-        self.put(TurnCompleted(0, self.id, TurnEnd.INTERRUPTED))
+        self._ended = True
+        self._waiting.append(ends[0] if ends else TurnCompleted(0, self.id, TurnEnd.INTERRUPTED))
+        self._wakeup.set()
 
     def is_finished(self) -> bool:
         return self.finished.done()
@@ -347,7 +353,8 @@ class SocketEngine:
         turn, self._turn = self._turn, None
         if turn is None or turn.finished.done():
             return False
-        completed = TurnCompleted(0, turn.id, TurnEnd.ERROR if line else TurnEnd.INTERRUPTED, error=line)
+        error = line.removeprefix(f"{ERROR} ") if line else None  # (the screen labels a turn's error itself)
+        completed = TurnCompleted(0, turn.id, TurnEnd.ERROR if line else TurnEnd.INTERRUPTED, error=error)
         turn.loop.call_soon_threadsafe(turn.finish, completed)
         return line is not None
 
