@@ -122,7 +122,10 @@ class RawClient:
 
     def read(self):
         """The next message (None at EOF)."""
-        line = self.stream.readline()
+        try:
+            line = self.stream.readline()
+        except ConnectionResetError:  # (closed with lines unread: as good as EOF here)
+            return None
         return json.loads(line) if line else None
 
     def call(self, method, params=None):
@@ -152,7 +155,9 @@ class RawClient:
 
     def close(self):
         with contextlib.suppress(OSError):
-            self.sock.close()
+            self.sock.shutdown(socket.SHUT_RDWR)  # (the reading file holds the descriptor open)
+        self.stream.close()
+        self.sock.close()
 
 
 def open_params(**fields):

@@ -9,7 +9,7 @@ import pytest
 
 from hailo_repl.context import ContextUsage
 from hailo_repl.daemon import protocol
-from hailo_repl.daemon.protocol import OpenRequest, Opened
+from hailo_repl.daemon.protocol import Opened, OpenRequest
 from hailo_repl.engine.api import (
     Attached,
     Busy,
@@ -42,7 +42,7 @@ EVENTS = [
     EngineState(3, ModelState.READY, "m", "llama", Busy.SAVING_CONTEXT),
     EngineNotice(4, "[Info] Keeping the device context for a quick resume…"),
     UsageChanged(5, ContextUsage(847, 4096, True)),
-    TurnStarted(6, 1, TurnMode.CONTINUE, "go on ünïcode ✓ \n\t\"quoted\""),
+    TurnStarted(6, 1, TurnMode.CONTINUE, 'go on ünïcode ✓ \n\t"quoted"'),
     TurnText(7, 1, "Hello,\n```py\nx = '\\u00e9'\n```", 3),
     TurnNotice(8, 1, "[Context] Dropped the 2 oldest turn(s)"),
     TurnCompleted(9, 1, TurnEnd.DONE, None, STATS, ContextUsage(900, 4096), "d5822af9"),

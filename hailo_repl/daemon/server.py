@@ -227,7 +227,7 @@ class EngineServer:
         self._unseen = False  # a reply went on, or ended, while no terminal watched
         self._missed: list[str] = []  # lines said while no terminal watched
         self._last_seq = 0
-        self._shut_down = False
+        self._tasks: set[asyncio.Future[Any]] = set()
         handlers: dict[str, Handler] = {
             protocol.INITIALIZE: self._initialize,
             protocol.CHAT_OPEN: self._open,
@@ -243,6 +243,13 @@ class EngineServer:
         self.handlers = handlers | self._engine_handlers()
         # Answered in the reader, never queued behind a request under way (Jupyter's control channel).
         self.at_once = {protocol.TURN_INTERRUPT, protocol.TURN_FLUSH, protocol.DAEMON_STATUS}
+
+    def _later(self, work: Awaitable[Any]) -> None:
+        """`work` as a task of its own, after the answer under way is sent (held until done:
+        the loop keeps only weak references to tasks)."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # ---- the process's owner ---------------------------------------------------------------
 
@@ -381,7 +388,7 @@ class EngineServer:
 
     async def _initialize(self, client: Client, params: dict[str, Any]) -> dict[str, Any]:
         if params.get("v") != protocol.PROTOCOL_VERSION:
-            asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(client.close()))
+            self._later(client.close())
             raise RemoteError(protocol.VERSION, protocol.version_line(__version__, os.getpid()))
         about = params.get("client") or {}
         client.pid = int(about.get("pid") or client.pid)
@@ -620,7 +627,7 @@ class EngineServer:
     async def _detach(self, client: Client, params: dict[str, Any]) -> None:
         if client is self.controller:
             logger.info("engine: {} detached", client.name())
-        asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(client.close()))
+        self._later(client.close())
 
     async def _stop_engine(self) -> None:
         """Stop the reply (kept interrupted: all that came), keep the device context, release."""
@@ -636,6 +643,7 @@ class EngineServer:
             await asyncio.wait([self._loading])  # (the model is released once it has loaded)
         if self._idle_saves is not None:
             self._idle_saves.cancel()
+            await asyncio.wait([self._idle_saves])
         await engine.context_saved()
         status = engine.status()
         if engine.model_state is ModelState.READY:
@@ -655,7 +663,7 @@ class EngineServer:
             await client.close()
             await self.shutdown(protocol.QUIT)
 
-        asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(then_close()))
+        self._later(then_close())
         return {}
 
     async def _status(self, client: Client, params: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import itertools
 import os
 import socket
@@ -267,7 +268,7 @@ class SocketEngine:
             status.chat = event.chat
 
     def _to_turn(self, turn: SocketTurn, event: TurnEvent) -> None:
-        turn.loop.call_soon_threadsafe(turn.put, event)
+        _on_loop(turn.loop, turn.put, event)
 
     def _turn_finished(self, remote: Any) -> None:
         turn = self._turn
@@ -275,7 +276,7 @@ class SocketEngine:
             return
         self._turn = None
         completed = turn.completed or TurnCompleted(0, turn.id, TurnEnd.DONE)
-        turn.loop.call_soon_threadsafe(turn.finish, completed)
+        _on_loop(turn.loop, turn.finish, completed)
         self.notify_status()
 
     def notify_status(self) -> None:
@@ -355,7 +356,7 @@ class SocketEngine:
             return False
         error = line.removeprefix(f"{ERROR} ") if line else None  # (the screen labels a turn's error itself)
         completed = TurnCompleted(0, turn.id, TurnEnd.ERROR if line else TurnEnd.INTERRUPTED, error=error)
-        turn.loop.call_soon_threadsafe(turn.finish, completed)
+        _on_loop(turn.loop, turn.finish, completed)
         return line is not None
 
     def close(self) -> None:
@@ -569,6 +570,12 @@ class SocketEngine:
         except (RemoteError, EngineError) as refused:
             logger.info("chat/quit: {}", refused)
         self.close()
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop, work: Callable[..., object], *args: object) -> None:
+    """`work(*args)` on `loop`, from the reader thread (nothing once that loop has closed)."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(work, *args)
 
 
 def _tty_name() -> str:
