@@ -50,7 +50,7 @@ function _shtab_hailo_repl_using
   test "$_shtab_hailo_repl_cmdpath" = "$argv"
 end
 
-set -g _shtab_hailo_repl_commands doctor config completions
+set -g _shtab_hailo_repl_commands doctor daemon config completions
 set -g _shtab_hailo_repl_opts_with_value --api-key --backend --color --config --context-size --daemon --device-context-budget --hef-path --keep-alive --max-tokens --model --prompt --resume --system-prompt --temperature --top-p --url -p
 
 complete -c hailo-repl -e
@@ -99,6 +99,9 @@ complete -c hailo-repl -n '_shtab_hailo_repl_using doctor' -l color -xka "auto a
 complete -c hailo-repl -n '_shtab_hailo_repl_using doctor' -l word-wrap -l no-word-wrap -d 'wrap replies and hailo-repl'"'"'s lines at word boundaries (default: true)'
 complete -c hailo-repl -n '_shtab_hailo_repl_using doctor' -l config -xka "(__fish_complete_path (commandline -ct))" -d 'the config file (default: $HAILO_REPL_CONFIG, else ~/.config/hailo-repl/config.yaml)'
 complete -c hailo-repl -n '_shtab_hailo_repl_using doctor' -l api-key -x -d 'with a remote backend, the key sent to its server'
+complete -c hailo-repl -n '_shtab_hailo_repl_using; and test $_shtab_hailo_repl_npos -eq 0' -a daemon -d 'the engine process that keeps chats going: status, or stop it'
+complete -c hailo-repl -n '_shtab_hailo_repl_using daemon' -s h -l help -d 'show this help message and exit'
+complete -c hailo-repl -n '_shtab_hailo_repl_using daemon; and test $_shtab_hailo_repl_npos -eq 0' -ka "status stop" -d action
 complete -c hailo-repl -n '_shtab_hailo_repl_using; and test $_shtab_hailo_repl_npos -eq 0' -a config -d 'print the settings in effect and their origins, or --init a file'
 complete -c hailo-repl -n '_shtab_hailo_repl_using config' -s h -l help -d 'show this help message and exit'
 complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l init -d 'write a config file (never over an existing one)'

@@ -64,6 +64,14 @@ def _plain(value: object) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
 
 
+def backend_named(choice: BackendChoice) -> str:
+    """The backend the engine will open, as far as the client can tell without a device (auto
+    with no HEF named: the engine's probe decides)."""
+    if choice.backend != "auto":
+        return choice.backend
+    return "llama" if choice.gguf_path else "hailo" if choice.hef_path else "auto"
+
+
 def model_named(choice: BackendChoice) -> str:
     """The model's name as the engine will call it, before it is asked (the welcome line)."""
     if choice.model_name:
@@ -84,14 +92,14 @@ class EngineProcess:
     Until then it answers from the request; every other request is refused NOT_LOADED (the REPL
     asks nothing else before its model is ready)."""
 
-    def __init__(self, request: OpenRequest, model: str, keep_alive: float):
+    def __init__(self, request: OpenRequest, model: str, backend: str, keep_alive: float):
         self.request = request
         self.keep_alive = keep_alive
         self.engine: SocketEngine | None = None
         self._listeners: list[Listener] = []
         self._status = Status(
             model=model,
-            backend=request.backend if request.backend != "auto" else "engine process",
+            backend=backend,
             state=ModelState.LOADING,
             chat="",
             loads_in_background=True,  # the engine process loads it: the prompt is up meanwhile
