@@ -300,7 +300,7 @@ class SocketEngine:
     def _detached(self, params: dict[str, Any]) -> None:
         """The engine lets this terminal go: one line, then the chat ends."""
         reason, by = params.get("reason"), params.get("by") or {}
-        self._leaving = True
+        leaving, self._leaving = self._leaving, True
         if reason == protocol.TAKEN_OVER:
             line, code = (
                 labelled(
@@ -317,10 +317,14 @@ class SocketEngine:
                 ),
                 1,
             )
-        elif reason == protocol.QUIT:
+        elif reason == protocol.QUIT and (leaving or not self._ready_said):
             return  # (its own /quit, or a model that failed to load: said already)
+        elif reason == protocol.QUIT:  # another terminal's `hailo-repl daemon stop`
+            chat = f"chat {self._status.chat} is saved" if self._status.chat else "the chat ends"
+            line, code = labelled(INFO, f"The hailo-repl engine (pid {self.daemon_pid}) was stopped; {chat}."), 0
         else:
-            line, code = labelled(INFO, f"The hailo-repl engine (pid {self.daemon_pid}) is stopping ({reason})."), 1
+            why = "SIGTERM" if reason == protocol.STOPPING else reason
+            line, code = labelled(INFO, f"The hailo-repl engine (pid {self.daemon_pid}) is stopping ({why})."), 1
         self._gone = line
         self._end_turn(line)
         self._emit(EngineGone(0, line, code))
