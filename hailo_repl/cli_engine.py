@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hailo_repl.cli_settings import EXIT_FAILURE
+from hailo_repl.cli_settings import EXIT_FAILURE, EXIT_OK
 from hailo_repl.console import Console
 from hailo_repl.log import logger
 from hailo_repl.settings import ResolvedSettings
@@ -69,7 +69,11 @@ def run_through_engine(
             return run_repl(engine, settings, config_file, store=store)  # its first frame ends the start
         start_is_over()
         engine.load()
-        return answer_inputs(args, engine, settings, notices)
+        code = answer_inputs(args, engine, settings, notices)
+        if code == EXIT_OK and engine.gone is not None:  # the engine stopped under the reply (kept interrupted)
+            notices.say(engine.gone)
+            return EXIT_FAILURE
+        return code
     except (BackendError, ModelNotFoundError, ContextOverflowError, EngineError, SessionNotFoundError) as error:
         notices.fatal(str(error))
         return EXIT_FAILURE

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
+import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -89,17 +93,15 @@ def engines(isolated_home, hailo_resources, tmp_path):
         clients.append(term.child.pid)
         return term
 
-    def piped(replies: list, *args: str, stdin: str = "", delay_ms: int = 0, **more: str) -> subprocess.Popen:
+    def piped(replies: list, *args: str, delay_ms: int = 0, **more: str) -> subprocess.Popen:
         process = subprocess.Popen(
             hailo_repl_command() + ["--hef-path", QWEN, *args],
             env=env(replies, delay_ms, **more),
-            stdin=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        process.stdin.write(stdin)
-        process.stdin.close()
         clients.append(process.pid)
         return process
 
@@ -211,3 +213,203 @@ def _is_engine(pid: int) -> bool:
         return "\0-m\0hailo_repl.daemon\0" in Path(f"/proc/{pid}/cmdline").read_text()
     except OSError:
         return False
+
+
+def daemon_command(engines, action: str) -> subprocess.CompletedProcess:
+    """`hailo-repl daemon ACTION` as the user runs it."""
+    return subprocess.run(
+        hailo_repl_command() + ["daemon", action], env=engines.env([]), capture_output=True, text=True, timeout=60
+    )
+
+
+def socket_file() -> Path:
+    return state() / "engine.sock"
+
+
+def ended(process: subprocess.Popen, timeout: float = 30) -> tuple[int, str, str]:
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, out, err
+
+
+def test_a_stale_socket_is_replaced_by_a_new_engine(engines):
+    socket_file().parent.mkdir(parents=True, mode=0o700)
+    with socket.socket(socket.AF_UNIX) as dead:  # an engine's socket left behind: nothing listens
+        dead.bind(str(socket_file()))
+    code, out, err = ended(engines.piped([["fresh"]], "-p", "hi"))
+    assert (code, out.strip()) == (0, "fresh"), err
+    engines.engine()
+    with socket.socket(socket.AF_UNIX) as probe:
+        probe.connect(str(socket_file()))  # a live engine listens there now
+
+
+def test_a_file_that_is_not_a_socket_at_its_path_is_refused_in_one_line_and_left_alone(engines):
+    socket_file().parent.mkdir(parents=True, mode=0o700)
+    socket_file().write_text("my notes")
+    code, out, err = ended(engines.piped([["unused"]], "-p", "hi"))
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and "is not a socket: refused, and left as it is" in err
+    assert socket_file().read_text() == "my notes"
+    assert engine_pid() is None and "vdevice_open" not in engines.events()
+
+
+def test_no_history_leaves_no_chat_log_or_context_on_disk(engines):
+    code, out, err = ended(engines.piped([["quiet"]], "--no-history", "-p", "hi", HAILO_REPL_KEEP_ALIVE="0"))
+    assert (code, out.strip()) == (0, "quiet"), err
+    wait_until(lambda: engine_pid() is None, "the engine to end (keep-alive 0)")
+    data = Path(os.environ["XDG_DATA_HOME"]) / "hailo-repl"
+    assert not (data / "sessions").exists() and not (data / "contexts").exists()
+    assert not (state() / "hailo-repl.log").exists()
+
+
+def test_an_engine_of_another_protocol_version_is_named_in_one_line_and_daemon_stop_ends_it(engines, tmp_path):
+    other = subprocess.Popen(  # an engine of an older hailo-repl still running
+        [
+            sys.executable,
+            "-c",
+            "import sys; import hailo_repl.daemon.protocol as p; p.PROTOCOL_VERSION = 0; "
+            "from hailo_repl.daemon.__main__ import main; sys.exit(main(['--keep-alive', '600']))",
+        ],
+        env=engines.env([["old"]]),
+        start_new_session=True,
+    )
+    try:
+        wait_until(socket_file().exists, "the old engine's socket")
+        code, out, err = ended(engines.piped([["unused"]], "-p", "hi"))
+        assert code == 1 and out == ""
+        assert err.count("\n") == 1
+        assert f"engine of version 0.1.0 runs (pid {other.pid}): `hailo-repl daemon stop`, then start again" in err
+        stop = subprocess.run(
+            hailo_repl_command() + ["daemon", "stop"], env=engines.env([]), capture_output=True, text=True, timeout=60
+        )
+        assert stop.returncode == 0, stop.stderr
+        assert f"Stopped the engine process (pid {other.pid})" in stop.stderr
+        assert other.wait(timeout=30) == 128 + signal.SIGTERM
+    finally:
+        with_kill(other.pid)
+
+
+def test_daemon_status_names_the_chat_and_its_terminal_and_stop_releases_the_device(engines):
+    term = engines([["Hello", " there"]])
+    term.expect(PROMPT)
+    term.exchange("hi", "Hello there")
+    engine = engines.engine()
+    status = daemon_command(engines, "status")
+    assert status.returncode == 0, status.stderr
+    assert f"engine process: pid {engine}, hailo-repl 0.1.0, memory " in status.stdout
+    assert f"model: {QWEN} on hailo (ready)" in status.stdout
+    [chat] = saved_chats()
+    assert re.search(rf"chat: {chat}, open in pts/\d+", status.stdout)
+
+    stop = daemon_command(engines, "stop")
+    assert stop.returncode == 0 and f"Stopped the engine process (pid {engine})" in stop.stderr
+    term.expect("engine")  # the terminal is told, in one line, and ends
+    assert term.wait_for_exit() is not None
+    assert engines.events()[-1] == "vdevice_release"
+    assert not socket_file().exists()
+    gone = daemon_command(engines, "status")
+    assert gone.returncode == 1 and "No hailo-repl engine process runs." in gone.stderr
+
+
+def test_keep_alive_0_releases_at_once_after_the_last_terminal_left_but_not_while_the_chat_is_unsaved(engines):
+    code, out, err = ended(engines.piped([["one"]], "-p", "hi", HAILO_REPL_KEEP_ALIVE="0"))
+    assert (code, out.strip()) == (0, "one"), err
+    wait_until(lambda: engine_pid() is None, "the engine to end")
+    assert engines.events()[-1] == "vdevice_release"
+
+    sessions = Path(os.environ["XDG_DATA_HOME"]) / "hailo-repl" / "sessions"
+    shutil.rmtree(sessions)
+    sessions.write_text("not a folder")  # every save of the chat fails
+    code, out, err = ended(engines.piped([["two"]], "-p", "hi", HAILO_REPL_KEEP_ALIVE="0"))
+    assert code == 1 and out.strip() == "two" and "[Error]" in err
+    engine = engines.engine()
+    time.sleep(1.0)  # twenty of keep-alive 0's ticks
+    assert alive(engine) and engine_pid() == engine  # the latest turn is in no file: the engine keeps it
+    status = daemon_command(engines, "status")
+    assert "its last save failed" in status.stdout
+
+
+def test_a_detached_chat_goes_on_and_c_takes_it_over_from_a_terminal_still_connected(engines):
+    first = engines([["Hello"], ["Again"]])
+    first.expect(PROMPT)
+    first.exchange("hi", "Hello")
+    first.send("/detach\r")
+    first.expect(r"Detached: chat \w+ goes on in the engine process")
+    assert first.wait_for_exit() == 0
+    engine = engines.engine()
+    assert alive(engine)
+
+    second = engines([["unused"]], "-c")
+    second.expect("Hello")
+    second.expect(PROMPT)
+    third = engines([["unused"]], "-c")  # the second left connected (an SSH drop): -c takes the chat
+    third.expect("Hello")
+    second.expect(r"taken over by pts/\d+")
+    assert second.wait_for_exit() == 0
+    third.expect(PROMPT)
+    third.exchange("more", "Again")
+    assert engines.events().count("vdevice_open") == 1
+
+
+def test_sigterm_at_the_engine_stops_its_reply_kept_interrupted_releases_and_removes_the_socket(engines):
+    engine = subprocess.Popen(
+        [sys.executable, "-m", "hailo_repl.daemon", "--keep-alive", "600"],
+        env=engines.env([words(100)], delay_ms=50),
+        start_new_session=True,
+    )
+    try:
+        wait_until(socket_file().exists, "the engine's socket")
+        client = engines.piped([], "-p", "tell me")
+        wait_until(lambda: "generate" in engines.events(), "the reply to start")
+        time.sleep(0.5)
+        engine.send_signal(signal.SIGTERM)
+        assert engine.wait(timeout=30) == 128 + signal.SIGTERM
+        code, out, err = ended(client)
+        assert code == 1 and "w3" in out and "engine" in err
+        [chat] = saved_chats().values()
+        assert chat["messages"][-1].get("interrupted") is True
+        assert engines.events()[-1] == "vdevice_release"
+        assert not socket_file().exists()
+    finally:
+        with_kill(engine.pid)
+
+
+def test_a_socket_deleted_under_a_live_engine_is_bound_again(engines):
+    engine = subprocess.Popen(
+        [sys.executable, "-m", "hailo_repl.daemon", "--keep-alive", "600"],
+        env=engines.env([["still", " here"]]),
+        start_new_session=True,
+    )
+    try:
+        wait_until(socket_file().exists, "the engine's socket")
+        socket_file().unlink()  # a tmpfiles cleaner, a user
+        wait_until(socket_file().exists, "the socket bound again", timeout=10)
+        code, out, err = ended(engines.piped([], "-p", "hi"))
+        assert (code, out.strip()) == (0, "still here"), err
+        assert engine_pid() == engine.pid
+    finally:
+        with_kill(engine.pid)
+
+
+ENGINE_MODULES = """
+import atexit, sys
+atexit.register(lambda: open(sys.argv[1], "w").write(" ".join(sorted(sys.modules))))
+from hailo_repl.daemon.__main__ import main
+sys.exit(main(["--keep-alive", "0"]))
+"""
+
+
+def test_the_engine_process_imports_no_terminal_library(engines, tmp_path):
+    modules = tmp_path / "modules.txt"
+    engine = subprocess.Popen(
+        [sys.executable, "-c", ENGINE_MODULES, str(modules)], env=engines.env([["Hi"]]), start_new_session=True
+    )
+    try:
+        wait_until(socket_file().exists, "the engine's socket")
+        code, out, err = ended(engines.piped([], "-p", "hi"))
+        assert (code, out.strip()) == (0, "Hi"), err
+        assert engine.wait(timeout=30) == 0  # keep-alive 0: it ends once the client has gone
+        loaded = modules.read_text().split()
+        assert "hailo_repl.engine.local" in loaded and "hailo_platform" in loaded
+        assert [name for name in loaded if name.split(".")[0] in ("prompt_toolkit", "pygments")] == []
+    finally:
+        with_kill(engine.pid)

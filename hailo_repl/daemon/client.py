@@ -12,14 +12,15 @@ SocketEngine (engine.socket_client). -p and pipes run their turns on it the same
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hailo_repl.daemon.protocol import OpenRequest, RemoteError
+from hailo_repl.daemon.protocol import CHAT_GET, OpenRequest, RemoteError, status_from_wire
 from hailo_repl.daemon.spawn import EngineUnavailable, connect_or_spawn
-from hailo_repl.engine.api import EngineError, ErrorCode, Listener, ModelState, Status, TurnMode
+from hailo_repl.engine.api import EngineError, ErrorCode, Listener, ModelState, Status, TurnEnd, TurnMode
 
 if TYPE_CHECKING:
     from hailo_repl.backends import BackendChoice
@@ -184,7 +185,24 @@ class EngineProcess:
     def run_turn(
         self, text: str, on_event: Callable[[TurnEvent], None], mode: TurnMode = TurnMode.MESSAGE
     ) -> TurnCompleted:
-        return self._connected().run_turn(text, on_event, mode)
+        """-p and pipes: the turn, then the chat's state after its save (whether it is in a file),
+        asked for before the next turn or the exit code reads it."""
+        engine = self._connected()
+        completed = engine.run_turn(text, on_event, mode)
+        if completed.reason is TurnEnd.INTERRUPTED:  # not by this process (a signal here raises): the engine ends
+            raise EngineError(
+                ErrorCode.LOAD_FAILED,
+                "the engine process stopped the reply (saved [interrupted]); `hailo-repl -c` goes on with the chat",
+            )
+        with contextlib.suppress(RemoteError, EngineError):  # (the engine gone meanwhile: `gone` says so)
+            after = status_from_wire(engine.call(CHAT_GET, {"what": "status"}))
+            engine.status().saving, engine.status().unsaved = after.saving, after.unsaved
+        return completed
+
+    @property
+    def gone(self) -> str | None:
+        """The line about the engine's end (stopped, killed) or the chat taken over, if it came."""
+        return self.engine.gone if self.engine is not None else None
 
     def interrupt(self, turn: int, shown_seq: int | None) -> None:
         self._connected().interrupt(turn, shown_seq)

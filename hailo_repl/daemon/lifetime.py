@@ -52,6 +52,9 @@ ANOTHER_ENGINE = 3  # another engine holds the lock: this one was not needed (it
 EXIT_TERMINATED = 128 + signal.SIGTERM
 BACKLOG = 16
 TICK_SECONDS = 1.0  # how often the keep-alive and the socket are looked at (shorter for a short keep-alive)
+# Until its first client has come, an engine waits at least this long (its client connects within
+# moments of starting it; one that died first leaves the engine to end by itself).
+FIRST_CLIENT_SECONDS = 30.0
 
 
 class Listener:
@@ -172,6 +175,7 @@ async def _until_stopped(
 ) -> str:
     """Tick until the engine should end; the reason, as the server's shutdown takes it."""
     tick = TICK_SECONDS if keep_alive < 0 else min(TICK_SECONDS, max(keep_alive / 4, 0.05))
+    client_came = False
     while True:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(server.stop_requested.wait(), tick)
@@ -179,8 +183,10 @@ async def _until_stopped(
             return "quit"
         if listener.gone():
             _bind_again(server, listener, serving)
-        idle = server.idle_seconds()
-        if keep_alive >= 0 and idle is not None and idle >= keep_alive:
+        client_came = client_came or bool(server.clients) or server.engine is not None
+        idle = server.idle_seconds() if not server.clients else None  # (one connected, not yet open: not idle)
+        wait = keep_alive if client_came else max(keep_alive, FIRST_CLIENT_SECONDS)
+        if keep_alive >= 0 and idle is not None and idle >= wait:
             if not server.last_save_failed:
                 return "idle"
 

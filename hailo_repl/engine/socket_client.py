@@ -203,6 +203,11 @@ class SocketEngine:
         except RemoteError as refused:
             raise refused.engine_error() from None
 
+    @property
+    def gone(self) -> str | None:
+        """The line about the connection's end (the engine stopped or killed, the chat taken over), if it ended."""
+        return self._gone
+
     def _gone_error(self) -> EngineError:
         return EngineError(ErrorCode.LOAD_FAILED, self._gone or "the connection to the engine is closed")
 
@@ -464,7 +469,10 @@ class SocketEngine:
                     on_event(event)
                     if isinstance(event, TurnCompleted):
                         break
-                return await turn.finished
+                finished = await turn.finished
+                for line in turn.late_notices():  # (its save's: "[Error] Cannot save the chat …")
+                    on_event(TurnNotice(0, turn.id, line))
+                return finished
             except BaseException:
                 self.interrupt(turn.id, None)
                 raise
