@@ -44,7 +44,7 @@ from hailo_repl.commands_base import in_engine_process
 from hailo_repl.config import data_dir, sessions_dir
 from hailo_repl.config_file import config_path
 from hailo_repl.console import INFO, Console, labelled
-from hailo_repl.engine.api import EngineError, EngineGone, EngineNotice, Event, TurnMode
+from hailo_repl.engine.api import EngineError, EngineGone, EngineNotice, Event, TurnCompleted, TurnMode
 from hailo_repl.history import input_history
 from hailo_repl.keys import EmptyLineInterrupt, load_input_bindings, load_reply_bindings
 from hailo_repl.log import logger
@@ -177,6 +177,8 @@ class Repl(ChatEnds):
     def _on_event(self, event: Event) -> None:
         if isinstance(event, EngineNotice):
             self.prompt.say(event.line)
+        elif isinstance(event, TurnCompleted):  # (the one in flight when this terminal arrived, maybe)
+            self.turns.ended_elsewhere(event)
         elif isinstance(event, EngineGone):  # another terminal took the chat, or the engine died
             if event.line:
                 self.prompt.say(event.line)

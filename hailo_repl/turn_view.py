@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from prompt_toolkit.application import run_in_terminal
 
 from hailo_repl.commands_base import SwitchModel
-from hailo_repl.engine.api import Busy, TurnCompleted, TurnEnd, TurnMode, TurnText
+from hailo_repl.engine.api import Busy, TurnCompleted, TurnEnd, TurnMode
 from hailo_repl.render import (
     ASSISTANT_PREFIX,
     ConsoleScreen,
@@ -38,6 +39,8 @@ class TurnView:
         self.turn: Turn | None = None  # the last turn, until it has settled
         self._showing: asyncio.Future[TurnCompleted] | None = None  # the turn on screen, if one is
         self._stopped = False  # the turn on screen was interrupted
+        self.awaited: int | None = None  # the turn in flight when this terminal arrived (engine process)
+        self.ended: set[int] = set()  # the turns of other terminals seen ending
 
     async def reply(self, text: str, mode: TurnMode = TurnMode.MESSAGE) -> None:
         repl = self.repl
@@ -98,21 +101,45 @@ class TurnView:
 
     async def show_arrival(self, opened: Opened) -> None:
         """What a terminal arriving at the engine process's chat is shown: its recent turns, and
-        the turn in flight so far (its question once, its reply so far once)."""
+        the question of a turn in flight, whose reply shows whole, once, when it has ended."""
         repl, snapshot = self.repl, opened.snapshot
         turns: list[Message] = list(snapshot.recent)
         if snapshot.turn is not None:
-            so_far = "".join(event.text for event in snapshot.events if isinstance(event, TurnText))
-            turns += [{"role": "user", "content": snapshot.question}, {"role": "assistant", "content": so_far}]
+            turns.append({"role": "user", "content": snapshot.question})
+            self.awaited = snapshot.turn
 
         def show() -> None:
             if turns:
                 repl.console.info(f"Chat {snapshot.chat} with {opened.status.model}:")
-                repl.console.write(recent_turns_text(turns, repl.color, repl.reply_wrap))
+                repl.console.write(recent_turns_text(turns, repl.color, repl.reply_wrap, count=len(turns)))
             if snapshot.turn is not None:
-                repl.console.info("Its reply is still running in the engine process; the rest shows once it ends.")
+                repl.console.info("Its reply is still running in the engine process; it shows here whole once it ends.")
 
-        if repl.session.app.is_running and not repl.live:
+        await self._above_the_prompt(show)
+        if snapshot.turn is not None and snapshot.turn in self.ended:  # (it ended while this terminal connected)
+            await self.show_awaited()
+
+    def ended_elsewhere(self, completed: TurnCompleted) -> None:
+        """A turn this terminal did not start has ended (the one in flight when it arrived)."""
+        self.ended.add(completed.turn)
+        if completed.turn == self.awaited:
+            asyncio.ensure_future(self.show_awaited())
+
+    async def show_awaited(self) -> None:
+        """The reply of the turn in flight at arrival, whole, now that it has ended."""
+        repl = self.repl
+        if self.awaited is None:
+            return
+        self.awaited = None
+        messages = await asyncio.get_running_loop().run_in_executor(None, repl.engine.messages)
+        reply = messages[-1:] if messages and messages[-1]["role"] == "assistant" else []
+        if reply:
+            await self._above_the_prompt(
+                lambda: repl.console.write(recent_turns_text(reply, repl.color, repl.reply_wrap, count=1))
+            )
+
+    async def _above_the_prompt(self, show: Callable[[], None]) -> None:
+        if self.repl.session.app.is_running and not self.repl.live:
             await run_in_terminal(show)
         else:
             show()

@@ -413,3 +413,22 @@ def test_the_engine_process_imports_no_terminal_library(engines, tmp_path):
         assert [name for name in loaded if name.split(".")[0] in ("prompt_toolkit", "pygments")] == []
     finally:
         with_kill(engine.pid)
+
+
+def test_c_during_a_reply_left_running_shows_its_question_once_and_its_reply_whole_once_it_ends(engines):
+    tokens = words(40)  # 4 s at 10 tokens a second
+    first = engines([tokens], delay_ms=100)
+    first.expect(PROMPT)
+    first.send("tell me\r")
+    first.expect_screen(r"w3 ")
+    first.close_window()  # the SSH link drops: SIGHUP, a detach
+    second = engines([["unused"]], "-c")
+    second.expect("Its reply is still running in the engine process")
+    second.expect(r"w39")
+    second.pump(0.5)
+    shown = second.screen_text(20000)
+    assert shown.count("tell me") == 1 and shown.count("w39") == 1 and shown.count("w0 ") == 1
+    assert "[interrupted]" not in shown
+    [chat] = saved_chats().values()
+    assert chat["messages"][-1] == {"role": "assistant", "content": "".join(tokens).strip()}
+    assert "abort" not in engines.events()
