@@ -271,7 +271,7 @@ def run_chat(args: argparse.Namespace, settings: ResolvedSettings, config_file: 
     exit_on_termination()
     from hailo_repl.cli_engine import run_through_engine, uses_engine_process
 
-    if uses_engine_process(settings, chatting):
+    if uses_engine_process(settings, chatting, choice):
         return run_through_engine(args, settings, config_file, choice, store, notices, interactive, answer_inputs)
     backend: Backend | None = None
     engine: LocalEngine | None = None

@@ -22,9 +22,22 @@ if TYPE_CHECKING:
     from hailo_repl.sessions import SessionStore
 
 
-def uses_engine_process(settings: ResolvedSettings, chatting: bool) -> bool:
-    """Whether this chat runs in the engine process: `always`, or `auto` for the REPL."""
-    return settings["daemon"] == "always" or (settings["daemon"] == "auto" and chatting)
+def uses_engine_process(settings: ResolvedSettings, chatting: bool, choice: BackendChoice) -> bool:
+    """Whether this chat runs in the engine process: `always`; with `auto` the REPL, and -p and
+    pipes on the Hailo (the engine holds the device, and a script's second -p loads nothing)."""
+    if settings["daemon"] != "auto":
+        return bool(settings["daemon"] == "always")
+    return chatting or on_the_hailo(choice)
+
+
+def on_the_hailo(choice: BackendChoice) -> bool:
+    """Whether the chat would run on the Hailo-10H, as far as this process can tell without
+    opening it (auto: HailoRT installed, no GGUF asked for)."""
+    import importlib.util
+
+    if choice.backend == "hailo":
+        return True
+    return choice.backend == "auto" and not choice.gguf_path and importlib.util.find_spec("hailo_platform") is not None
 
 
 def run_through_engine(

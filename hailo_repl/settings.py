@@ -298,8 +298,8 @@ SETTINGS_TABLE: tuple[Setting, ...] = (
     ChoiceSetting(
         "daemon",
         help="run the chat in hailo-repl's engine process, which outlives the terminal (a reply goes on "
-        "after an SSH drop; `hailo-repl -c` attaches again): auto for interactive chats, always also for -p "
-        "and pipes, never in this process only",
+        "after an SSH drop; `hailo-repl -c` attaches again): auto for interactive chats and, on the Hailo, "
+        "-p and pipes; always for every chat; never: in this process only",
         default="never",
         choices=("auto", "always", "never"),
         env="HAILO_REPL_DAEMON",
