@@ -19,7 +19,7 @@ from pathlib import Path
 import pexpect
 import pytest
 from conftest import hailo_repl_command
-from terminal import QWEN, Terminal, with_fakes
+from terminal import QWEN, Terminal, exit_code_of, with_fakes
 
 from hailo_repl.daemon.lock import written_holder
 
@@ -431,4 +431,20 @@ def test_c_during_a_reply_left_running_shows_its_question_once_and_its_reply_who
     assert "[interrupted]" not in shown
     [chat] = saved_chats().values()
     assert chat["messages"][-1] == {"role": "assistant", "content": "".join(tokens).strip()}
+    assert "abort" not in engines.events()
+
+
+def test_sigterm_at_the_terminal_is_a_detach_the_reply_goes_on_and_is_saved_whole(engines):
+    tokens = words(30)
+    term = engines([tokens], delay_ms=100)
+    term.expect(PROMPT)
+    term.send("tell me\r")
+    term.expect_screen(r"w3 ")
+    os.kill(term.child.pid, signal.SIGTERM)
+    assert exit_code_of(term.child.pid, timeout=30) == 128 + signal.SIGTERM
+    whole = "".join(tokens).strip()
+    wait_until(
+        lambda: any(c["messages"][-1] == {"role": "assistant", "content": whole} for c in saved_chats().values()),
+        "the reply saved whole",
+    )
     assert "abort" not in engines.events()
