@@ -14,7 +14,7 @@ from engine_server import RawClient, engine_server, is_event, open_params, socke
 
 from hailo_repl import __version__
 from hailo_repl.daemon import protocol
-from hailo_repl.engine.api import EngineGone, TurnCompleted, TurnEnd, TurnNotice, TurnText
+from hailo_repl.engine.api import EngineError, EngineGone, TurnCompleted, TurnEnd, TurnNotice, TurnText
 
 WORDS = [f"w{i} " for i in range(60)]
 
@@ -247,7 +247,7 @@ def test_an_engine_that_dies_ends_the_chat_with_one_line(tmp_path):
             f"[Error] the hailo-repl engine (pid {os.getpid()}) ended; chat {chat} is saved up to its last "
             "finished turn; `hailo-repl -c` continues it"
         )
-        with pytest.raises(Exception, match="engine"):
+        with pytest.raises(EngineError, match="engine .* ended"):
             engine.clear()
 
 

@@ -111,8 +111,17 @@ class SocketTurn:
             self.engine.notify(protocol.TURN_FLUSH, {"turn": self.remote})
 
     def stop_showing(self) -> None:
+        """Ctrl+C: the text not taken yet is never shown; the end is INTERRUPTED, unless an
+        error's end is waiting (the engine gone: its line is the one to show)."""
+        if self._taken_end:
+            return
+        errors = [
+            event for event in self._waiting if isinstance(event, TurnCompleted) and event.reason is TurnEnd.ERROR
+        ]
         self._waiting = deque(event for event in self._waiting if isinstance(event, TurnNotice))
-        self.put(TurnCompleted(0, self.id, TurnEnd.INTERRUPTED))
+        self._ended = True
+        self._waiting.append(errors[0] if errors else TurnCompleted(0, self.id, TurnEnd.INTERRUPTED))
+        self._wakeup.set()
 
     def is_finished(self) -> bool:
         return self.finished.done()
@@ -295,38 +304,31 @@ class SocketEngine:
         """The engine lets this terminal go: one line, then the chat ends."""
         reason, by = params.get("reason"), params.get("by") or {}
         self._leaving = True
+        if reason == protocol.QUIT:
+            return  # (its own /quit, or a model that failed to load: said already)
         if reason == protocol.TAKEN_OVER:
-            line, code = (
-                labelled(
-                    INFO,
-                    f"Chat {self._status.chat} was taken over by {by.get('tty', '?')} "
-                    f"(pid {by.get('pid', '?')}); it goes on there.",
-                ),
-                0,
+            label, code = INFO, 0
+            text = (
+                f"Chat {self._status.chat} was taken over by {by.get('tty', '?')} (pid {by.get('pid', '?')}); "
+                "it goes on there."
             )
         elif reason == protocol.TOO_FAR_BEHIND:
-            line, code = (
-                labelled(
-                    ERROR, "This terminal fell too far behind the reply and was let go; `hailo-repl -c` attaches again."
-                ),
-                1,
-            )
-        elif reason == protocol.QUIT:
-            return  # (its own /quit, or a model that failed to load: said already)
+            label, code = ERROR, 1
+            text = "This terminal fell too far behind the reply and was let go; `hailo-repl -c` attaches again."
         else:
-            line, code = labelled(INFO, f"The hailo-repl engine (pid {self.daemon_pid}) is stopping ({reason})."), 1
-        self._gone = line
-        self._end_turn(line)
-        self._emit(EngineGone(0, line, code))
+            label, code = INFO, 1
+            text = f"The hailo-repl engine (pid {self.daemon_pid}) is stopping ({reason})."
+        self._gone = text
+        self._end_turn(None)
+        self._emit(EngineGone(0, labelled(label, text), code))
 
     def _ended(self) -> None:
         """EOF: the engine is gone (killed), unless this side was leaving."""
         with self._changed:
             if self._gone is None:
-                self._gone = labelled(
-                    ERROR,
+                self._gone = (
                     f"the hailo-repl engine (pid {self.daemon_pid}) ended; chat {self._status.chat or '(new)'} "
-                    "is saved up to its last finished turn; `hailo-repl -c` continues it",
+                    "is saved up to its last finished turn; `hailo-repl -c` continues it"
                 )
                 leaving = self._leaving
             else:
@@ -341,7 +343,7 @@ class SocketEngine:
         logger.error("engine connection lost: {}", self._gone)
         shown_by_turn = self._end_turn(self._gone)
         if self._ready_said:  # (a load waiting says it itself)
-            self._emit(EngineGone(0, "" if shown_by_turn else self._gone, 1))
+            self._emit(EngineGone(0, "" if shown_by_turn else labelled(ERROR, self._gone), 1))
 
     def _end_turn(self, line: str | None) -> bool:
         """The turn in flight ends (the line as its error, if any); whether one was on screen."""
