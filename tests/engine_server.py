@@ -36,7 +36,7 @@ class Engines:
         self.requests: list[OpenRequest] = []
         self.engines: list[LocalEngine] = []
 
-    def __call__(self, request: OpenRequest) -> LocalEngine:
+    def __call__(self, request: OpenRequest, say) -> LocalEngine:
         self.requests.append(request)
         backend = self.backend or ScriptedBackend(*self.replies, delay=self.delay)
         store = self.store or SessionStore(self.sessions, writable=request.history)

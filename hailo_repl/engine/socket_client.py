@@ -21,9 +21,9 @@ import os
 import socket
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hailo_repl.backends.base import Message
 from hailo_repl.console import ERROR, INFO, labelled
@@ -54,6 +54,9 @@ from hailo_repl.engine.api import (
     UsageChanged,
 )
 from hailo_repl.log import logger
+
+if TYPE_CHECKING:
+    from hailo_repl.backends import BackendChoice
 
 CONTEXT_SAVED_POLL = 0.05  # seconds between looks at whether the engine's idle save has ended
 
@@ -565,6 +568,50 @@ class SocketEngine:
         except (RemoteError, EngineError) as refused:
             logger.info("chat/quit: {}", refused)
         self.close()
+
+
+# What of the settings the engine process's device-context policy reads (hailo_keeping.keeping_policy).
+KEEPING_SETTINGS = ("device-context-budget", "device-context-for-scripts")
+# What of the environment picks a remote backend's server and key (servers.resolve_endpoint).
+SERVER_ENVIRONMENT = ("OLLAMA_HOST", "OPENAI_BASE_URL", "OPENAI_API_KEY")
+
+
+def open_request(
+    choice: BackendChoice,
+    settings: Mapping[str, Any],
+    chat: str = "new",
+    take_over: bool = False,
+    interactive: bool = True,
+) -> OpenRequest:
+    """chat/open's params for the chat the command line asks for: `choice` as the client resolved
+    it (the model picked, downloaded, the HEF found), `settings` the ones in effect; `chat` is
+    "new", "latest" (-c) or an id (--resume), which also take the chat over from another terminal."""
+    from hailo_repl.settings import GENERATION_SETTINGS
+
+    return OpenRequest(
+        chat=chat,
+        take_over=take_over,
+        backend=choice.backend,
+        hef_path=_absolute_if_a_file(choice.hef_path),
+        gguf_path=str(choice.gguf_path.absolute()) if choice.gguf_path else None,
+        model_name=choice.model_name,
+        url=choice.url,
+        api_key=choice.api_key,
+        context_size=choice.context_size,
+        environ={name: choice.environ[name] for name in SERVER_ENVIRONMENT if name in choice.environ},
+        params={setting.name: settings[setting.name] for setting in GENERATION_SETTINGS},
+        system_prompt=settings["system-prompt"],
+        history=bool(settings["history"]),
+        settings={name: settings[name] for name in KEEPING_SETTINGS},
+        interactive=interactive,
+    )
+
+
+def _absolute_if_a_file(value: str | None) -> str | None:
+    """A HEF's path as the engine process (cwd /) finds it; a model's name as it is."""
+    if value and Path(value).expanduser().is_file():
+        return str(Path(value).expanduser().absolute())
+    return value
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop, work: Callable[..., object], *args: object) -> None:
