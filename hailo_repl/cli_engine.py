@@ -55,9 +55,10 @@ def run_through_engine(
     from hailo_repl.backends import resolve_choice
     from hailo_repl.backends.base import BackendError
     from hailo_repl.context import ContextOverflowError
-    from hailo_repl.daemon.client import EngineProcess, backend_named, model_named, open_request
+    from hailo_repl.daemon.client import EngineProcess, backend_named, model_named
     from hailo_repl.dialogs import choose_model, download_with_progress
     from hailo_repl.engine.api import EngineError
+    from hailo_repl.engine.socket_client import open_request
     from hailo_repl.models import ModelNotFoundError
     from hailo_repl.sessions import SessionNotFoundError
 
@@ -74,7 +75,7 @@ def run_through_engine(
             chat, take_over = "latest", chatting
         elif args.resume is not None:
             chat, take_over = store.find(args.resume).id, chatting
-        request = open_request(resolved, settings, chat, take_over, chatting)
+        request = open_request(resolved, settings.values, chat, take_over, chatting)
         engine = EngineProcess(request, model_named(resolved), backend_named(resolved), settings["keep-alive"])
         if chatting:
             from hailo_repl.app import run_repl

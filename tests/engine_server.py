@@ -27,18 +27,19 @@ class Engines:
     """The factory the server opens chats with: a LocalEngine over a ScriptedBackend with
     `replies`, saving to `sessions`; each request and engine kept for the test to look at."""
 
-    def __init__(self, sessions: Path, *replies, delay=0.0, backend=None):
+    def __init__(self, sessions: Path, *replies, delay=0.0, backend=None, store=None):
         self.sessions = sessions
+        self.store = store
         self.replies = replies
         self.delay = delay
         self.backend = backend
         self.requests: list[OpenRequest] = []
         self.engines: list[LocalEngine] = []
 
-    def __call__(self, request: OpenRequest) -> LocalEngine:
+    def __call__(self, request: OpenRequest, say) -> LocalEngine:
         self.requests.append(request)
         backend = self.backend or ScriptedBackend(*self.replies, delay=self.delay)
-        store = SessionStore(self.sessions, writable=request.history)
+        store = self.store or SessionStore(self.sessions, writable=request.history)
         engine = LocalEngine(Chat(backend, request.system_prompt or "be kind", GenerationParams(), store))
         self.engines.append(engine)
         return engine
@@ -88,8 +89,8 @@ async def _call(function):
 
 
 @contextlib.contextmanager
-def engine_server(tmp_path, *replies, delay=0.0, expected_uid=None, backend=None):
-    engines = Engines(tmp_path / "sessions", *replies, delay=delay, backend=backend)
+def engine_server(tmp_path, *replies, delay=0.0, expected_uid=None, backend=None, store=None):
+    engines = Engines(tmp_path / "sessions", *replies, delay=delay, backend=backend, store=store)
     server = ServerThread(tmp_path / "engine.sock", engines, expected_uid)
     server.engines = engines
     try:

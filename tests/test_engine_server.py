@@ -10,11 +10,11 @@ import socket
 import time
 
 import pytest
-from engine_server import RawClient, engine_server, is_event, open_params, socket_engine
+from engine_server import RawClient, ServerThread, engine_server, is_event, open_params, socket_engine
 
 from hailo_repl import __version__
 from hailo_repl.daemon import protocol
-from hailo_repl.engine.api import EngineGone, TurnCompleted, TurnEnd, TurnNotice, TurnText
+from hailo_repl.engine.api import EngineError, EngineGone, TurnCompleted, TurnEnd, TurnNotice, TurnText
 
 WORDS = [f"w{i} " for i in range(60)]
 
@@ -247,7 +247,7 @@ def test_an_engine_that_dies_ends_the_chat_with_one_line(tmp_path):
             f"[Error] the hailo-repl engine (pid {os.getpid()}) ended; chat {chat} is saved up to its last "
             "finished turn; `hailo-repl -c` continues it"
         )
-        with pytest.raises(Exception, match="engine"):
+        with pytest.raises(EngineError, match="engine .* ended"):
             engine.clear()
 
 
@@ -296,3 +296,40 @@ def test_notices_about_a_turn_reach_the_terminal_in_its_place(tmp_path):
         assert ("TurnNotice", "[Info] waiting for the server") in kinds
         notice = next(event for event in events if isinstance(event, TurnNotice))
         assert notice.turn == 1
+
+
+def test_a_chat_opened_from_the_command_lines_settings_runs_on_the_hailo_backend_in_the_engine(
+    tmp_path, isolated_home, hailo_resources, fake_script, fake_log
+):
+    """The real opening (daemon.opening) and the real hailo backend code against the double: the
+    client's settings and backend choice go over the wire; the engine opens, loads, answers,
+    keeps and releases the device."""
+    from conftest import remember_device
+
+    from hailo_repl.cli_chat import backend_choice
+    from hailo_repl.cli_parser import build_parser
+    from hailo_repl.cli_settings import settings_in_effect
+    from hailo_repl.daemon.opening import open_local_engine
+    from hailo_repl.engine.socket_client import connect, open_request
+
+    fake_script({"replies": [["Bonjour", " !"]]})
+    hef = hailo_resources("Qwen2.5-1.5B-Instruct") / "Qwen2.5-1.5B-Instruct.hef"
+    remember_device(hef, hailo_resources.facts)
+    args = build_parser().parse_args(["--backend", "hailo", "--hef-path", str(hef), "--temperature", "0.2"])
+    settings, _ = settings_in_effect(args)
+    request = open_request(backend_choice(settings, None), settings)
+    assert request.hef_path == str(hef) and request.params["temperature"] == 0.2 and request.history
+
+    server = ServerThread(tmp_path / "engine.sock", open_local_engine)
+    try:
+        engine = connect(server.path, request)
+        engine.load()
+        assert engine.status().backend == "hailo" and engine.status().model == "Qwen2.5-1.5B-Instruct"
+        _, events = asyncio.run(take_turn(engine, "Salut"))
+        assert "".join(event.text for event in events if isinstance(event, TurnText)) == "Bonjour !"
+        assert fake_log.user_messages_sent() == ["Salut"]
+        engine.quit()
+        wait_for(server.server.stop_requested.is_set)
+        assert fake_log.names().count("vdevice_release") == 1  # the engine released the device at quit
+    finally:
+        server.stop()

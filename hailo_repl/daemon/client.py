@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,40 +28,6 @@ if TYPE_CHECKING:
     from hailo_repl.daemon.protocol import Opened
     from hailo_repl.engine.api import Attached, Snapshot, Switched, Turn, TurnCompleted, TurnEvent
     from hailo_repl.engine.socket_client import SocketEngine
-    from hailo_repl.settings import ResolvedSettings
-
-# What a server or the OpenAI API is told by the environment (the engine process has the
-# environment of the terminal that started it, which may not be this one's).
-ENVIRONMENT_NAMES = ("OLLAMA_HOST", "OPENAI_BASE_URL", "OPENAI_API_KEY")
-
-
-def open_request(
-    choice: BackendChoice, settings: ResolvedSettings, chat: str, take_over: bool, interactive: bool
-) -> OpenRequest:
-    """chat/open's request: the chat, the backend and model the client settled, the settings."""
-    from hailo_repl.settings import GENERATION_SETTINGS
-
-    return OpenRequest(
-        chat=chat,
-        take_over=take_over,
-        backend=choice.backend,
-        hef_path=choice.hef_path,
-        gguf_path=str(choice.gguf_path) if choice.gguf_path else None,
-        model_name=choice.model_name,
-        url=choice.url,
-        api_key=choice.api_key,
-        context_size=choice.context_size,
-        environ={name: value for name in ENVIRONMENT_NAMES if (value := os.environ.get(name))},
-        params={setting.name: settings[setting.name] for setting in GENERATION_SETTINGS},
-        system_prompt=settings["system-prompt"],
-        history=settings["history"],
-        settings={name: value for name, value in settings.values.items() if _plain(value)},
-        interactive=interactive,
-    )
-
-
-def _plain(value: object) -> bool:
-    return value is None or isinstance(value, (str, int, float, bool))
 
 
 def backend_named(choice: BackendChoice) -> str:

@@ -9,8 +9,9 @@ The contract, for the process that owns it (hailo_repl.daemon.__main__ / lifetim
     task.cancel()
 
 - `EngineServer(open_engine, expected_uid=None)`.
-  `open_engine(request: protocol.OpenRequest) -> LocalEngine` builds the backend, the Chat and
-  the LocalEngine over it, *not loaded* (the server loads it). It runs in an executor thread
+  `open_engine(request: protocol.OpenRequest, say: Callable[[str], None]) -> LocalEngine` builds
+  the backend, the Chat and the LocalEngine over it, *not loaded* (the server loads it); `say`
+  takes lines for the terminal ("no Hailo device; using llama.cpp"). It runs in an executor thread
   (imports and opening a device hold the GIL); it raises BackendError / ModelNotFoundError /
   EngineError for a line to show. The real one is `hailo_repl.daemon.opening.open_local_engine`.
   `expected_uid`: the uid a peer must have (SO_PEERCRED); None means this process's (os.getuid()).
@@ -47,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from hailo_repl import __version__
+from hailo_repl.console import INFO, labelled
 from hailo_repl.context import RECENT_TURNS, split_turns
 from hailo_repl.daemon import protocol
 from hailo_repl.daemon.protocol import Opened, OpenRequest, RemoteError
@@ -75,7 +77,7 @@ BACKLOG_LIMIT = 4 * 1024 * 1024
 DROP_GRACE_SECONDS = 10.0
 MISSED_LINES = 20  # lines about the chat kept for the next terminal to attach (a failed save's)
 
-OpenEngine = Callable[[OpenRequest], LocalEngine]
+OpenEngine = Callable[[OpenRequest, Callable[[str], None]], LocalEngine]
 Handler = Callable[["Client", dict[str, Any]], Awaitable[Any]]
 
 
@@ -410,8 +412,9 @@ class EngineServer:
 
     async def _new_engine(self, request: OpenRequest) -> None:
         loop = asyncio.get_running_loop()
+        said: list[str] = []  # ("no Hailo device; using llama.cpp …": for the terminal, with the snapshot)
         try:
-            engine = await loop.run_in_executor(None, self.open_engine, request)
+            engine = await loop.run_in_executor(None, self.open_engine, request, said.append)
         except EngineError:
             raise
         except Exception as failure:
@@ -419,6 +422,7 @@ class EngineServer:
                 logger.opt(exception=failure).error("engine: opening the chat failed")
             raise EngineError(ErrorCode.LOAD_FAILED, str(failure)) from None
         self.engine, self.request = engine, request
+        self._missed = [*self._missed, *(labelled(INFO, line) for line in said)]
         self.epoch = f"{os.getpid()}-{next(self._engines)}"
         engine.subscribe(self._from_engine)
         try:

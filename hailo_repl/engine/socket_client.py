@@ -21,9 +21,9 @@ import os
 import socket
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hailo_repl.backends.base import Message
 from hailo_repl.console import ERROR, INFO, labelled
@@ -54,6 +54,9 @@ from hailo_repl.engine.api import (
     UsageChanged,
 )
 from hailo_repl.log import logger
+
+if TYPE_CHECKING:
+    from hailo_repl.backends import BackendChoice
 
 CONTEXT_SAVED_POLL = 0.05  # seconds between looks at whether the engine's idle save has ended
 
@@ -111,13 +114,16 @@ class SocketTurn:
             self.engine.notify(protocol.TURN_FLUSH, {"turn": self.remote})
 
     def stop_showing(self) -> None:
+        """Ctrl+C: the text not taken yet is never shown; the end is INTERRUPTED, unless an
+        error's end is waiting (the engine gone: its line is the one to show)."""
         if self._taken_end:
             return
-        # An end already waiting (the engine's: an error, the engine gone) stays the end shown.
-        ends = [event for event in self._waiting if isinstance(event, TurnCompleted)]
+        errors = [
+            event for event in self._waiting if isinstance(event, TurnCompleted) and event.reason is TurnEnd.ERROR
+        ]
         self._waiting = deque(event for event in self._waiting if isinstance(event, TurnNotice))
         self._ended = True
-        self._waiting.append(ends[0] if ends else TurnCompleted(0, self.id, TurnEnd.INTERRUPTED))
+        self._waiting.append(errors[0] if errors else TurnCompleted(0, self.id, TurnEnd.INTERRUPTED))
         self._wakeup.set()
 
     def is_finished(self) -> bool:
@@ -306,42 +312,36 @@ class SocketEngine:
         """The engine lets this terminal go: one line, then the chat ends."""
         reason, by = params.get("reason"), params.get("by") or {}
         leaving, self._leaving = self._leaving, True
+        if reason == protocol.QUIT and (leaving or not self._ready_said):
+            return  # (its own /quit, or a model that failed to load: said already)
         if reason == protocol.TAKEN_OVER:
-            line, code = (
-                labelled(
-                    INFO,
-                    f"Chat {self._status.chat} was taken over by {by.get('tty', '?')} "
-                    f"(pid {by.get('pid', '?')}); it goes on there.",
-                ),
-                0,
+            label, code = INFO, 0
+            text = (
+                f"Chat {self._status.chat} was taken over by {by.get('tty', '?')} (pid {by.get('pid', '?')}); "
+                "it goes on there."
             )
         elif reason == protocol.TOO_FAR_BEHIND:
-            line, code = (
-                labelled(
-                    ERROR, "This terminal fell too far behind the reply and was let go; `hailo-repl -c` attaches again."
-                ),
-                1,
-            )
-        elif reason == protocol.QUIT and (leaving or not self._ready_said):
-            return  # (its own /quit, or a model that failed to load: said already)
+            label, code = ERROR, 1
+            text = "This terminal fell too far behind the reply and was let go; `hailo-repl -c` attaches again."
         elif reason == protocol.QUIT:  # another terminal's `hailo-repl daemon stop`
+            label, code = INFO, 0
             chat = f"chat {self._status.chat} is saved" if self._status.chat else "the chat ends"
-            line, code = labelled(INFO, f"The hailo-repl engine (pid {self.daemon_pid}) was stopped; {chat}."), 0
+            text = f"The hailo-repl engine (pid {self.daemon_pid}) was stopped; {chat}."
         else:
+            label, code = INFO, 1
             why = "SIGTERM" if reason == protocol.STOPPING else reason
-            line, code = labelled(INFO, f"The hailo-repl engine (pid {self.daemon_pid}) is stopping ({why})."), 1
-        self._gone = line
-        self._end_turn(line)
-        self._emit(EngineGone(0, line, code))
+            text = f"The hailo-repl engine (pid {self.daemon_pid}) is stopping ({why})."
+        self._gone = text
+        self._end_turn(None)
+        self._emit(EngineGone(0, labelled(label, text), code))
 
     def _ended(self) -> None:
         """EOF: the engine is gone (killed), unless this side was leaving."""
         with self._changed:
             if self._gone is None:
-                self._gone = labelled(
-                    ERROR,
+                self._gone = (
                     f"the hailo-repl engine (pid {self.daemon_pid}) ended; chat {self._status.chat or '(new)'} "
-                    "is saved up to its last finished turn; `hailo-repl -c` continues it",
+                    "is saved up to its last finished turn; `hailo-repl -c` continues it"
                 )
                 leaving = self._leaving
             else:
@@ -356,15 +356,14 @@ class SocketEngine:
         logger.error("engine connection lost: {}", self._gone)
         shown_by_turn = self._end_turn(self._gone)
         if self._ready_said:  # (a load waiting says it itself)
-            self._emit(EngineGone(0, "" if shown_by_turn else self._gone, 1))
+            self._emit(EngineGone(0, "" if shown_by_turn else labelled(ERROR, self._gone), 1))
 
     def _end_turn(self, line: str | None) -> bool:
         """The turn in flight ends (the line as its error, if any); whether one was on screen."""
         turn, self._turn = self._turn, None
         if turn is None or turn.finished.done():
             return False
-        error = line.removeprefix(f"{ERROR} ") if line else None  # (the screen labels a turn's error itself)
-        completed = TurnCompleted(0, turn.id, TurnEnd.ERROR if line else TurnEnd.INTERRUPTED, error=error)
+        completed = TurnCompleted(0, turn.id, TurnEnd.ERROR if line else TurnEnd.INTERRUPTED, error=line)
         _on_loop(turn.loop, turn.finish, completed)
         return line is not None
 
@@ -582,6 +581,50 @@ class SocketEngine:
         except (RemoteError, EngineError) as refused:
             logger.info("chat/quit: {}", refused)
         self.close()
+
+
+# What of the settings the engine process's device-context policy reads (hailo_keeping.keeping_policy).
+KEEPING_SETTINGS = ("device-context-budget", "device-context-for-scripts")
+# What of the environment picks a remote backend's server and key (servers.resolve_endpoint).
+SERVER_ENVIRONMENT = ("OLLAMA_HOST", "OPENAI_BASE_URL", "OPENAI_API_KEY")
+
+
+def open_request(
+    choice: BackendChoice,
+    settings: Mapping[str, Any],
+    chat: str = "new",
+    take_over: bool = False,
+    interactive: bool = True,
+) -> OpenRequest:
+    """chat/open's params for the chat the command line asks for: `choice` as the client resolved
+    it (the model picked, downloaded, the HEF found), `settings` the ones in effect; `chat` is
+    "new", "latest" (-c) or an id (--resume), which also take the chat over from another terminal."""
+    from hailo_repl.settings import GENERATION_SETTINGS
+
+    return OpenRequest(
+        chat=chat,
+        take_over=take_over,
+        backend=choice.backend,
+        hef_path=_absolute_if_a_file(choice.hef_path),
+        gguf_path=str(choice.gguf_path.absolute()) if choice.gguf_path else None,
+        model_name=choice.model_name,
+        url=choice.url,
+        api_key=choice.api_key,
+        context_size=choice.context_size,
+        environ={name: choice.environ[name] for name in SERVER_ENVIRONMENT if name in choice.environ},
+        params={setting.name: settings[setting.name] for setting in GENERATION_SETTINGS},
+        system_prompt=settings["system-prompt"],
+        history=bool(settings["history"]),
+        settings={name: settings[name] for name in KEEPING_SETTINGS},
+        interactive=interactive,
+    )
+
+
+def _absolute_if_a_file(value: str | None) -> str | None:
+    """A HEF's path as the engine process (cwd /) finds it; a model's name as it is."""
+    if value and Path(value).expanduser().is_file():
+        return str(Path(value).expanduser().absolute())
+    return value
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop, work: Callable[..., object], *args: object) -> None:
