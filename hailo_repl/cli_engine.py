@@ -18,6 +18,7 @@ from hailo_repl.startup import start_is_over
 
 if TYPE_CHECKING:
     from hailo_repl.backends import BackendChoice
+    from hailo_repl.daemon.protocol import OpenRequest
     from hailo_repl.engine.api import Engine
     from hailo_repl.sessions import SessionStore
 
@@ -58,9 +59,9 @@ def run_through_engine(
     from hailo_repl.daemon.client import EngineProcess, backend_named, model_named
     from hailo_repl.dialogs import choose_model, download_with_progress
     from hailo_repl.engine.api import EngineError
-    from hailo_repl.engine.socket_client import open_request
     from hailo_repl.models import ModelNotFoundError
     from hailo_repl.sessions import SessionNotFoundError
+    from hailo_repl.settings import GENERATION_SETTINGS
 
     chatting = interactive and args.prompt is None
     engine: EngineProcess | None = None
@@ -75,8 +76,15 @@ def run_through_engine(
             chat, take_over = "latest", chatting
         elif args.resume is not None:
             chat, take_over = store.find(args.resume).id, chatting
-        request = open_request(resolved, settings.values, chat, take_over, chatting)
-        engine = EngineProcess(request, model_named(resolved), backend_named(resolved), settings["keep-alive"])
+
+        def request() -> OpenRequest:  # (made when sent: the wire's modules load after the first frame)
+            from hailo_repl.engine.socket_client import open_request
+
+            return open_request(resolved, settings.values, chat, take_over, chatting)
+
+        params = {setting.name: settings[setting.name] for setting in GENERATION_SETTINGS}
+        model, backend = model_named(resolved), backend_named(resolved)
+        engine = EngineProcess(request, model, backend, params, settings["keep-alive"], settings["history"])
         if chatting:
             from hailo_repl.app import run_repl
 

@@ -55,7 +55,7 @@ def test_without_hailort_auto_goes_on_with_llama_and_says_so(monkeypatch, hailo_
 
 
 def test_before_it_is_connected_the_engine_process_answers_from_the_choice_and_refuses_the_rest():
-    engine = EngineProcess(OpenRequest(backend="hailo", params={"temperature": 0.2}), "Qwen", "hailo", 300)
+    engine = EngineProcess(OpenRequest, "Qwen", "hailo", {"temperature": 0.2}, 300)
     status = engine.status()
     assert (status.model, status.backend, status.state) == ("Qwen", "hailo", ModelState.LOADING)
     assert status.loads_in_background  # the prompt is up before the engine is reached
@@ -72,7 +72,7 @@ def test_a_socket_path_that_is_not_a_socket_fails_the_load_in_one_line(isolated_
 
     socket_path().parent.mkdir(parents=True)
     socket_path().write_text("mine")
-    engine = EngineProcess(OpenRequest(), "m", "llama", 300)
+    engine = EngineProcess(OpenRequest, "m", "llama", {}, 300)
     with pytest.raises(EngineError) as refused:
         engine.load()
     assert refused.value.code is ErrorCode.LOAD_FAILED and "is not a socket: refused" in refused.value.line

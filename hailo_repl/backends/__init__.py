@@ -128,7 +128,7 @@ def resolve_choice(
     if choice.backend == "llama" or choice.gguf_path:
         return choice
     wants_hailo = choice.backend == "hailo" or bool(choice.hef_path)
-    if not _hailort_installed():
+    if importlib.util.find_spec("hailo_platform") is None:  # (not imported: HailoRT stays out of the client)
         if wants_hailo:
             raise BackendError(HAILORT_MISSING)
         notify(

@@ -17,15 +17,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hailo_repl.daemon.protocol import CHAT_GET, OpenRequest, RemoteError, status_from_wire
-from hailo_repl.daemon.spawn import EngineUnavailable, connect_or_spawn
 from hailo_repl.engine.api import EngineError, ErrorCode, Listener, ModelState, Status, TurnEnd, TurnMode
 
 if TYPE_CHECKING:
     from hailo_repl.backends import BackendChoice
     from hailo_repl.backends.base import Message
     from hailo_repl.context import ContextUsage
-    from hailo_repl.daemon.protocol import Opened
+    from hailo_repl.daemon.protocol import Opened, OpenRequest
     from hailo_repl.engine.api import Attached, Snapshot, Switched, Turn, TurnCompleted, TurnEvent
     from hailo_repl.engine.socket_client import SocketEngine
 
@@ -55,12 +53,22 @@ def model_named(choice: BackendChoice) -> str:
 
 class EngineProcess:
     """The Engine of a chat in the engine process, reached when `load()` runs (engine.api.Engine).
-    Until then it answers from the request; every other request is refused NOT_LOADED (the REPL
-    asks nothing else before its model is ready)."""
+    Until then it answers from what the command line settled; every other request is refused
+    NOT_LOADED (the REPL asks nothing else before its model is ready). The wire's modules (json,
+    sockets, threads) are imported by `load()`, after the first frame, not before it."""
 
-    def __init__(self, request: OpenRequest, model: str, backend: str, keep_alive: float):
-        self.request = request
+    def __init__(
+        self,
+        request: Callable[[], OpenRequest],
+        model: str,
+        backend: str,
+        params: dict[str, object],
+        keep_alive: float,
+        history: bool = True,
+    ):
+        self.request = request  # chat/open's, made when it is sent
         self.keep_alive = keep_alive
+        self.history = history
         self.engine: SocketEngine | None = None
         self._listeners: list[Listener] = []
         self._status = Status(
@@ -69,7 +77,7 @@ class EngineProcess:
             state=ModelState.LOADING,
             chat="",
             loads_in_background=True,  # the engine process loads it: the prompt is up meanwhile
-            params=dict(request.params),
+            params=dict(params),
         )
 
     @property
@@ -79,12 +87,14 @@ class EngineProcess:
 
     def connect(self) -> SocketEngine:
         """Connect to the engine process, or start one (EngineError LOAD_FAILED with the line)."""
+        from hailo_repl.daemon.protocol import RemoteError
+        from hailo_repl.daemon.spawn import EngineUnavailable, connect_or_spawn
         from hailo_repl.engine.socket_client import connect
 
-        model, backend = self._status.model, self._status.backend
+        model, backend, request = self._status.model, self._status.backend, self.request()
         try:
             engine = connect_or_spawn(
-                lambda path: connect(path, self.request, model, backend), self.keep_alive, self.request.history
+                lambda path: connect(path, request, model, backend), self.keep_alive, self.history
             )
         except EngineUnavailable as failure:
             raise EngineError(ErrorCode.LOAD_FAILED, str(failure)) from None
@@ -152,6 +162,8 @@ class EngineProcess:
     ) -> TurnCompleted:
         """-p and pipes: the turn, then the chat's state after its save (whether it is in a file),
         asked for before the next turn or the exit code reads it."""
+        from hailo_repl.daemon.protocol import CHAT_GET, RemoteError, status_from_wire
+
         engine = self._connected()
         completed = engine.run_turn(text, on_event, mode)
         if completed.reason is TurnEnd.INTERRUPTED:  # not by this process (a signal here raises): the engine ends
