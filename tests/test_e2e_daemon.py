@@ -205,7 +205,20 @@ def test_four_clients_starting_at_once_end_with_one_engine_and_one_device_open(e
     engine = engines.engine()
     assert engines.events().count("vdevice_open") == 1
     started = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc"))) if _is_engine(pid) and alive(pid)]
-    assert started == [engine]  # the engines started by the others exited: one engine, no zombie
+    assert started == [engine]  # the engines started by the others exited: one engine
+    assert zombies_of(winner.child.pid) == []  # each engine it started and lost the race was reaped
+
+
+def zombies_of(parent: int) -> list[int]:
+    found = []
+    for pid in map(int, filter(str.isdigit, os.listdir("/proc"))):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] == "Z" and int(fields[1]) == parent:
+            found.append(pid)
+    return found
 
 
 def _is_engine(pid: int) -> bool:
@@ -448,3 +461,19 @@ def test_sigterm_at_the_terminal_is_a_detach_the_reply_goes_on_and_is_saved_whol
         "the reply saved whole",
     )
     assert "abort" not in engines.events()
+
+
+def test_the_doctor_names_the_engine_process_holding_the_hailo_instead_of_a_busy_device(engines):
+    code, out, err = ended(engines.piped([["ready"]], "-p", "hi"))
+    assert (code, out.strip()) == (0, "ready"), err
+    engine = engines.engine()
+    doctor = subprocess.run(
+        hailo_repl_command() + ["doctor", "--hef-path", QWEN],
+        env=engines.env([]),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert f"the hailo-repl engine process (pid {engine}) has it open with {QWEN}" in doctor.stdout
+    assert "`hailo-repl daemon stop` releases it" in doctor.stdout
+    assert engines.events().count("vdevice_open") == 1  # the doctor did not try to open it
