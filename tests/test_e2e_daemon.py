@@ -16,7 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-import pexpect
 import pytest
 from conftest import hailo_repl_command
 from terminal import QWEN, Terminal, exit_code_of, with_fakes
@@ -190,13 +189,14 @@ def test_an_engine_killed_mid_reply_ends_the_client_in_one_line_and_the_next_sta
 
 def test_four_clients_starting_at_once_end_with_one_engine_and_one_device_open(engines):
     terms = [engines([["hi"]]) for _ in range(4)]
-    refused, chatting = [], []
-    for term in terms:  # the three that came second say where the chat is open, in one line, and exit 1
-        if term.expect(r"\[Error\] Chat \w+ is open in pts/\d+", pexpect.TIMEOUT, timeout=15) == 0:
-            refused.append(term)
-        else:
-            chatting.append(term)
-    assert len(refused) == 3 and len(chatting) == 1
+    engines.engine()
+    attached = wait_until(
+        lambda: re.search(r"open in (pts/\d+)", daemon_command(engines, "status").stdout), "a terminal to have the chat"
+    )[1]
+    chatting = [term for term in terms if os.readlink(f"/proc/{term.child.pid}/fd/0") == f"/dev/{attached}"]
+    refused = [term for term in terms if term not in chatting]
+    for term in refused:  # the three that came second say where the chat is open, in one line, and exit 1
+        term.expect(rf"\[Error\] Chat \w+ is open in {attached}")
     assert [term.wait_for_exit() for term in refused] == [1, 1, 1]
     [winner] = chatting
     winner.send("hello\r")

@@ -30,6 +30,7 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hailo_repl.daemon import protocol
 from hailo_repl.daemon.lock import EngineLock
 from hailo_repl.daemon.paths import (
     UnsafeSocketPath,
@@ -156,8 +157,11 @@ async def _serve(listener: Listener, keep_alive: float) -> int:
     serving = [asyncio.create_task(server.serve(listener.socks[-1]))]
     reason = await _until_stopped(server, listener, keep_alive, serving)
     if terminated:
-        reason = "stopping"
+        reason = protocol.STOPPING
     logger.info("engine: {}", reason)
+    # The socket goes first: a client arriving during the seconds the end may take (a device
+    # context kept) starts the next engine instead of reaching this one as it closes.
+    listener.unlink()
     try:
         await server.shutdown(reason)
     finally:
@@ -180,7 +184,7 @@ async def _until_stopped(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(server.stop_requested.wait(), tick)
         if server.stop_requested.is_set():
-            return "quit"
+            return protocol.QUIT
         if listener.gone():
             _bind_again(server, listener, serving)
         client_came = client_came or bool(server.clients) or server.engine is not None
@@ -188,7 +192,7 @@ async def _until_stopped(
         wait = keep_alive if client_came else max(keep_alive, FIRST_CLIENT_SECONDS)
         if keep_alive >= 0 and idle is not None and idle >= wait:
             if not server.last_save_failed:
-                return "idle"
+                return protocol.IDLE
 
 
 def _bind_again(server: EngineServer, listener: Listener, serving: list[asyncio.Task[None]]) -> None:

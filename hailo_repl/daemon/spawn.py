@@ -33,6 +33,7 @@ T = TypeVar("T")
 START_SECONDS = 30.0  # an engine that has not answered by then will not (its start imports a little)
 POLL_SECONDS = 0.02
 ANOTHER_ENGINE = 3  # daemon.lifetime's exit code when another engine won the lock (not imported: asyncio)
+MAX_STARTS = 3  # engines started by one client before it gives up (each ended with no engine left)
 
 
 class EngineUnavailable(Exception):
@@ -83,8 +84,8 @@ def connect_or_spawn(
         return connect(path)
     except (FileNotFoundError, ConnectionRefusedError):
         pass
-    running = holder(engine_lock_file(), wait=0)
-    started = None if running is not None else start_engine(keep_alive, history)
+    started: subprocess.Popen[bytes] | None = None
+    starts = 0
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -94,9 +95,16 @@ def connect_or_spawn(
             raise EngineUnavailable(str(error)) from None
         except (FileNotFoundError, ConnectionRefusedError):
             pass
-        code = started.poll() if started is not None else None
-        if code is not None and code != ANOTHER_ENGINE and holder(engine_lock_file(), wait=0) is None:
-            raise EngineUnavailable(f"the engine process ended as it started (exit {code}); details in {log_file()}")
+        if started is None or started.poll() is not None:
+            # None started yet, or it ended: one that lost the race to another engine (ANOTHER_ENGINE)
+            # waits for that one's socket; with no engine left (an ending one has let go), start one.
+            if holder(engine_lock_file(), wait=0) is None:
+                code = started.returncode if started is not None else None
+                if code not in (None, 0, ANOTHER_ENGINE) or starts == MAX_STARTS:
+                    raise EngineUnavailable(
+                        f"the engine process ended as it started (exit {code}); details in {log_file()}"
+                    )
+                started, starts = start_engine(keep_alive, history), starts + 1
         if time.monotonic() > deadline:
             running = holder(engine_lock_file(), wait=0)
             if running is not None:
