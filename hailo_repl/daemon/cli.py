@@ -33,7 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(arguments: list[str]) -> int:
+    from hailo_repl.log import setup_logging
+
     args = build_parser().parse_args(arguments)
+    setup_logging()  # (what the connection logs goes to the log file, never to the terminal)
     console = Console(sys.stderr)
     return status(console) if args.action == "status" else stop(console)
 
