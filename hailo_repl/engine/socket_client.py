@@ -163,6 +163,7 @@ class SocketEngine:
         self._gone: str | None = None  # the line about a connection that ended
         self._ready_said = False
         self._load_error: str | None = None  # the engine's line about a load that failed
+        self._last_state: EngineState | None = None  # the engine's last engine/state event
         self._reader = threading.Thread(target=self._read, name="hailo-repl engine socket", daemon=True)
         self._reader.start()
 
@@ -269,6 +270,7 @@ class SocketEngine:
         """What the toolbar and the commands read of the status, from the events."""
         status = self._status
         if isinstance(event, EngineState):
+            self._last_state = event
             status.state, status.busy = event.state, event.busy
             status.model, status.backend = event.model, event.backend
             if event.state is ModelState.FAILED:
@@ -395,6 +397,11 @@ class SocketEngine:
             status = opened.status
             status.loads_in_background = True
             self._status = status
+            # The state said after the snapshot (the load's ready, read before this answer was
+            # taken) is newer than the snapshot's: it stands.
+            last = self._last_state
+            if last is not None and last.seq > opened.snapshot.seq:
+                self._keep(last)
             self._changed.notify_all()
         self._emit(EngineState(0, status.state, status.model, status.backend, status.busy))
         if opened.usage is not None:
