@@ -222,10 +222,14 @@ def zombies_of(parent: int) -> list[int]:
 
 
 def _is_engine(pid: int) -> bool:
+    """Whether `pid` is an engine process of this test's home (other tests' run beside it)."""
     try:
-        return "\0-m\0hailo_repl.daemon\0" in Path(f"/proc/{pid}/cmdline").read_text()
+        command = Path(f"/proc/{pid}/cmdline").read_text()
+        environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     except OSError:
         return False
+    home = f"XDG_STATE_HOME={os.environ['XDG_STATE_HOME']}".encode()
+    return "\0-m\0hailo_repl.daemon\0" in command and home in environment
 
 
 def daemon_command(engines, action: str) -> subprocess.CompletedProcess:

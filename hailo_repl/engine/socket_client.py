@@ -433,10 +433,14 @@ class SocketEngine:
         with self._changed:
             while self._status.state is ModelState.LOADING and self._gone is None:
                 self._changed.wait()
-            if self._status.state is ModelState.READY:
-                self._ready_said = True
-                return
-        raise EngineError(ErrorCode.LOAD_FAILED, self._load_error or self._gone or "load failed")
+            status = self._status
+            ready = status.state is ModelState.READY
+            self._ready_said = ready
+        if not ready:
+            raise EngineError(ErrorCode.LOAD_FAILED, self._load_error or self._gone or "load failed")
+        # Said again for a listener that came after the engine said it (a terminal subscribed once
+        # the chat was open): its toolbar would show "loading model…" for ever.
+        self._emit(EngineState(0, status.state, status.model, status.backend, status.busy))
 
     def start_turn(self, text: str, mode: TurnMode = TurnMode.MESSAGE) -> SocketTurn:
         """turn/start, answered on the reader thread: the turn's events are taken as they come."""
