@@ -17,6 +17,7 @@ import contextlib
 import os
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
@@ -54,6 +55,7 @@ from hailo_repl.wrap import WordWrap
 
 if TYPE_CHECKING:
     from hailo_repl.engine.api import Engine
+    from hailo_repl.engine.socket_client import Arrival
     from hailo_repl.sessions import ChatSummary, SessionStore
 
 
@@ -73,8 +75,13 @@ class Repl(ChatEnds):
         config_file: Path | None = None,
         resumed: ChatSummary | None = None,
         store: SessionStore | None = None,
+        arriving: Callable[[], Arrival] | None = None,
     ):
         self.engine = engine
+        # A chat held by the engine process, arrived in: what to show of it (its turns, its reply
+        # in flight), asked for on the loop (SocketEngine.arrival).
+        self.arriving = arriving
+        self.arrival: Arrival | None = None
         self.store = store
         self.verbose = verbose
         self.sessions_dir: Path = sessions_dir()
@@ -187,6 +194,9 @@ class Repl(ChatEnds):
         self.console.say(welcome_text(status, [entry.name for entry in BUILTINS.unique()]))
         if self.resumed is not None:
             self.show_resumed(self.resumed)
+        if self.arriving is not None:
+            self.arrival = self.arriving()
+            self.show_arrival(self.arrival)
         load = asyncio.ensure_future(self._load(status.loads_in_background))
         load.add_done_callback(self._loaded)
         idle_saves = asyncio.ensure_future(self.engine.keep_context_when_idle(self._say_first))
@@ -249,12 +259,20 @@ class Repl(ChatEnds):
             self.console.info(line)
         self.console.write(recent_turns_text(self.engine.messages(), self.color, self.reply_wrap))
 
+    def show_arrival(self, arrival: Arrival) -> None:
+        """The lines about a chat this terminal arrives in, and its last turns."""
+        for line in arrival.lines:
+            self.console.say(line)
+        self.console.write(recent_turns_text(arrival.recent, self.color, self.reply_wrap))
+
     def _loaded(self, load: asyncio.Future[None]) -> None:
         """The model finished loading (the toolbar hears it from the engine); a failed load ends the chat."""
         if load.exception() is not None:
             self.quit()
 
     async def _converse(self, load: asyncio.Future[None]) -> None:
+        if self.arrival is not None and self.arrival.turn is not None:
+            await self.turns.follow(self.arrival.turn, self.arrival.turn.question)
         while not self.quitting:
             self.engine.note_activity()
             try:
@@ -300,6 +318,7 @@ def run_repl(
     config_file: Path,
     resumed: ChatSummary | None = None,
     store: SessionStore | None = None,
+    arriving: Callable[[], Arrival] | None = None,
 ) -> int:
     repl = Repl(
         engine,
@@ -309,5 +328,6 @@ def run_repl(
         config_file=config_file,
         resumed=resumed,
         store=store,
+        arriving=arriving,
     )
     return asyncio.run(repl.run())

@@ -10,7 +10,15 @@ from typing import TYPE_CHECKING
 
 from hailo_repl.commands_base import SwitchModel
 from hailo_repl.engine.api import Busy, TurnCompleted, TurnEnd, TurnMode
-from hailo_repl.render import ASSISTANT_PREFIX, ConsoleScreen, ReplyRenderer, ReplyScreen, ShownReply, show_reply
+from hailo_repl.render import (
+    ASSISTANT_PREFIX,
+    USER_PREFIX,
+    ConsoleScreen,
+    ReplyRenderer,
+    ReplyScreen,
+    ShownReply,
+    show_reply,
+)
 
 if TYPE_CHECKING:
     from hailo_repl.app import Repl
@@ -28,8 +36,19 @@ class TurnView:
         self._stopped = False  # the turn on screen was interrupted
 
     async def reply(self, text: str, mode: TurnMode = TurnMode.MESSAGE) -> None:
+        await self.show(self.repl.engine.start_turn(text, mode))
+
+    async def follow(self, turn: Turn, question: str) -> None:
+        """A turn already in flight when this terminal arrived (its question, its reply so far
+        and then live): shown as if it had been sent from here."""
         repl = self.repl
-        turn = self.turn = repl.engine.start_turn(text, mode)
+        user = repl.reply_wrap(len(USER_PREFIX))
+        repl.console.write(USER_PREFIX + (user.feed(question) + user.flush() if user else question) + "\n")
+        await self.show(turn)
+
+    async def show(self, turn: Turn) -> None:
+        repl = self.repl
+        self.turn = turn
         shown = ShownReply()
         self._stopped = False
 

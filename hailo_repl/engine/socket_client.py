@@ -23,7 +23,7 @@ import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from hailo_repl.backends.base import Message
 from hailo_repl.console import ERROR, INFO, labelled
@@ -135,6 +135,24 @@ class SocketTurn:
         return left
 
 
+class _Arriving:
+    """The turn in flight when the chat was opened: the snapshot's events, then the live ones."""
+
+    def __init__(self, remote: int, question: str, events: list[Event]):
+        self.remote = remote
+        self.question = question
+        self.events = events
+        self.finished = False
+
+
+class Arrival(NamedTuple):
+    """What a terminal arriving in a chat shows first (SocketEngine.arrival)."""
+
+    lines: list[str]  # labelled lines: a save that failed meanwhile, a reply that went on unseen
+    recent: list[Message]  # the chat's last turns
+    turn: SocketTurn | None = None  # the turn in flight: its question, its events so far then live
+
+
 class SocketEngine:
     """The chat in the engine process, over a connected socket (engine.api.Engine)."""
 
@@ -159,10 +177,13 @@ class SocketEngine:
         self._changed = threading.Condition()  # the state, for load() to wait on
         self._turn_numbers = itertools.count(1)
         self._turn: SocketTurn | None = None
+        self._arriving: _Arriving | None = None  # the turn in flight at open(), until the REPL takes it
+        self._arriving_lock = threading.Lock()
         self._leaving = False  # this side ends the connection (quit, detach): its EOF is no news
         self._gone: str | None = None  # the line about a connection that ended
         self._ready_said = False
         self._load_error: str | None = None  # the engine's line about a load that failed
+        self._usage: ContextUsage | None = None  # the context's fill, as last said
         self._reader = threading.Thread(target=self._read, name="hailo-repl engine socket", daemon=True)
         self._reader.start()
 
@@ -191,11 +212,24 @@ class SocketEngine:
         except EngineError:
             pass
 
-    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+    def call(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        taken: Callable[[dict[str, Any]], None] = lambda message: None,
+    ) -> Any:
         """A request, from any thread but the reader's; its result (EngineError for an error).
-        No timeout: only EOF means the engine is gone."""
+        `taken(reply)` runs on the reader thread before it reads on (what the events after the
+        reply change must be in place first). No timeout: only EOF means the engine is gone."""
         answer: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
-        self._send(method, params or {}, answer.set_result)
+
+        def reply(message: dict[str, Any]) -> None:
+            try:
+                taken(message)
+            finally:
+                answer.set_result(message)
+
+        self._send(method, params or {}, reply)
         message = answer.result()
         if "error" in message:
             failure = message["error"] or {}
@@ -248,8 +282,12 @@ class SocketEngine:
         with self._changed:
             self._keep(event)
             self._changed.notify_all()
-        turn = self._turn
         if isinstance(event, (TurnText, TurnNotice, TurnCompleted)):
+            with self._arriving_lock:
+                turn, arriving = self._turn, self._arriving
+                if turn is None and arriving is not None and arriving.remote == event.turn:
+                    arriving.events.append(event)  # (shown once the REPL takes the turn: arrival())
+                    return
             if turn is not None and turn.remote in (None, event.turn) and not turn.finished.done():
                 if isinstance(event, TurnCompleted):
                     turn.completed = event
@@ -270,13 +308,20 @@ class SocketEngine:
                 self._load_error = event.error
         elif isinstance(event, ChatChanged):
             status.chat = event.chat
-        elif isinstance(event, TurnCompleted) and event.chat:
-            status.chat = event.chat
+        elif isinstance(event, UsageChanged):
+            self._usage = event.usage
+        elif isinstance(event, TurnCompleted):
+            status.chat = event.chat or status.chat
+            self._usage = event.usage or self._usage
 
     def _to_turn(self, turn: SocketTurn, event: TurnEvent) -> None:
         _on_loop(turn.loop, turn.put, event)
 
     def _turn_finished(self, remote: Any) -> None:
+        with self._arriving_lock:
+            if self._arriving is not None and self._arriving.remote == remote:
+                self._arriving.finished = True
+                return
         turn = self._turn
         if turn is None or turn.remote != remote:
             return
@@ -376,34 +421,77 @@ class SocketEngine:
 
     def open(self) -> Opened:
         """chat/open (the table of ENGINE.md §4); EngineError with the one line if refused."""
+
+        def taken(message: dict[str, Any]) -> None:  # (on the reader thread: before the events after it)
+            if "result" not in message:
+                return
+            opened = self.opened = protocol.opened_from_wire(message["result"])
+            with self._changed:
+                opened.status.loads_in_background = True
+                self._status, self._usage = opened.status, opened.usage
+                self._changed.notify_all()
+            snapshot = opened.snapshot
+            if snapshot.turn is not None:
+                with self._arriving_lock:
+                    self._arriving = _Arriving(snapshot.turn, snapshot.question, list(snapshot.events))
+
         try:
-            answer = self.call(protocol.CHAT_OPEN, protocol.record_to_wire(self.request))
+            self.call(protocol.CHAT_OPEN, protocol.record_to_wire(self.request), taken)
         except RemoteError as refused:
             raise EngineError(ErrorCode.LOAD_FAILED, refused.line) from None
-        opened = self.opened = protocol.opened_from_wire(answer)
-        with self._changed:
-            status = opened.status
-            status.loads_in_background = True
-            self._status = status
-            self._changed.notify_all()
-        self._emit(EngineState(0, status.state, status.model, status.backend, status.busy))
-        if opened.usage is not None:
-            self._emit(UsageChanged(0, opened.usage))
-        for line in opened.lines:
-            self._emit(EngineNotice(0, line))
+        assert self.opened is not None
+        self._tell_state(self._listeners)
+        return self.opened
+
+    def _tell_state(self, listeners: list[Listener]) -> None:
+        """The state and usage as they are now, to `listeners` (one that subscribes late too)."""
+        status, usage = self._status, self._usage
+        for listener in listeners:
+            listener(EngineState(0, status.state, status.model, status.backend, status.busy))
+            if usage is not None:
+                listener(UsageChanged(0, usage))
+
+    def arrival(self) -> Arrival:
+        """What a terminal arriving in the chat shows first (call on the REPL's loop, after
+        open()): the lines about it, the recent turns, and the turn in flight, whose events so
+        far come first and then the live ones, with no gap and no repeat."""
+        opened = self.opened
+        assert opened is not None, "open() first"
+        lines = self.arrival_lines()
+        loop = asyncio.get_running_loop()
+        with self._arriving_lock:
+            arriving, self._arriving = self._arriving, None
+            if arriving is None:
+                return Arrival(lines, opened.snapshot.recent)
+            turn = SocketTurn(self, next(self._turn_numbers), loop, arriving.question)
+            turn.remote = arriving.remote
+            for event in arriving.events:
+                if isinstance(event, (TurnText, TurnNotice, TurnCompleted)):
+                    turn.put(event)
+                    turn.completed = event if isinstance(event, TurnCompleted) else turn.completed
+            if arriving.finished:
+                turn.finish(turn.completed or TurnCompleted(0, turn.id, TurnEnd.DONE))
+            else:
+                self._turn = turn
+        return Arrival(lines, opened.snapshot.recent, turn)
+
+    def arrival_lines(self) -> list[str]:
+        opened = self.opened
+        if opened is None:
+            return []
+        lines = list(opened.lines)
         if opened.unseen:
-            self._emit(
-                EngineNotice(
-                    0,
-                    labelled(INFO, f"Chat {status.chat}'s reply went on while you were away; /clear starts a new chat"),
-                )
-            )
-        return opened
+            chat = opened.status.chat
+            lines.append(labelled(INFO, f"Chat {chat}'s reply went on while you were away; /clear starts a new chat."))
+        return lines
 
     # ---- engine.api.Engine -------------------------------------------------------------------
 
     def subscribe(self, listener: Listener) -> None:
+        """`listener` hears the state now, then every event (on the reader thread)."""
         self._listeners.append(listener)
+        if self.opened is not None:
+            self._tell_state([listener])
 
     def status(self) -> Status:
         return self._status
@@ -411,8 +499,10 @@ class SocketEngine:
     def load(self) -> None:
         """chat/open, then wait for the engine's model to be ready (in a thread: the REPL's
         background load). EngineError LOAD_FAILED with the line to show."""
-        if self.opened is None:
+        if self.opened is None:  # (the command line opens it before the REPL, to show the arrival)
             self.open()
+            for line in self.arrival_lines():
+                self._emit(EngineNotice(0, line))
         with self._changed:
             while self._status.state is ModelState.LOADING and self._gone is None:
                 self._changed.wait()
