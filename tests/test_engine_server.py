@@ -335,3 +335,39 @@ def test_a_chat_opened_from_the_command_lines_settings_runs_on_the_hailo_backend
         assert fake_log.names().count("vdevice_release") == 1  # the engine released the device at quit
     finally:
         server.stop()
+
+
+def test_daemon_stop_from_anyone_ends_the_engine_and_the_terminal_in_the_chat_is_told(tmp_path):
+    with engine_server(tmp_path, ["ok"]) as server:
+        engine = socket_engine(server)
+        heard = []
+        engine.subscribe(heard.append)
+        engine.load()
+        chat = engine.status().chat
+        outsider = RawClient(server.path, tty="pts/3")
+        assert outsider.call("chat/quit")["error"]["code"] == "not_open"  # /quit is the chat's terminal's
+        assert not server.server.stop_requested.is_set()
+        assert outsider.call("daemon/stop")["result"] == {}
+        wait_for(server.server.stop_requested.is_set)
+        wait_for(lambda: any(isinstance(event, EngineGone) for event in heard))
+        (gone,) = [event for event in heard if isinstance(event, EngineGone)]
+        assert gone.exit_code == 1
+        assert gone.line == (
+            f"[Info] The hailo-repl engine (pid {os.getpid()}) was stopped; chat {chat} is saved; "
+            "`hailo-repl -c` continues it."
+        )
+
+
+def test_one_message_through_the_engine_process_as_p_sends_it(tmp_path):
+    """-p and pipes on a running engine: the turn on the caller's thread, each event as it comes."""
+    with engine_server(tmp_path, ["Quick", " answer."]) as server:
+        engine = socket_engine(server, interactive=False)
+        engine.load()
+        shown = []
+        completed = engine.run_turn("question", shown.append)
+        assert completed.reason is TurnEnd.DONE
+        assert "".join(event.text for event in shown if isinstance(event, TurnText)) == "Quick answer."
+        assert isinstance(shown[-1], TurnCompleted)
+        completed = engine.run_turn("another", shown.append)  # a second one on the same connection
+        assert completed.reason is TurnEnd.DONE and len(engine.messages()) == 5
+        engine.quit()

@@ -75,6 +75,7 @@ from hailo_repl.log import logger
 BACKLOG_LIMIT = 4 * 1024 * 1024
 # A dropped client's last line (why) may wait this long for it to read, then the socket goes.
 DROP_GRACE_SECONDS = 10.0
+DRAIN_WAIT_SECONDS = 1.0  # what was said before a call that holds the GIL: waited for this long at most
 MISSED_LINES = 20  # lines about the chat kept for the next terminal to attach (a failed save's)
 
 OpenEngine = Callable[[OpenRequest, Callable[[str], None]], LocalEngine]
@@ -238,7 +239,7 @@ class EngineServer:
             protocol.TURN_FLUSH: self._turn_flush,
             protocol.CHAT_DETACH: self._detach,
             protocol.CHAT_QUIT: self._quit,
-            protocol.DAEMON_STOP: self._quit,
+            protocol.DAEMON_STOP: self._stop,
             protocol.DAEMON_STATUS: self._status,
             protocol.CHAT_GET: self._get,
         }
@@ -271,8 +272,7 @@ class EngineServer:
         """Stop the reply (kept interrupted), keep the device context and release the model, tell
         every client why and close it, and stop serving. Idempotent."""
         await self._stop_engine()
-        for client in list(self.clients):
-            await client.close(reason)
+        await asyncio.gather(*(client.close(reason) for client in list(self.clients)))
         if self._server is not None:
             self._server.close()
         self.stop_requested.set()
@@ -383,8 +383,14 @@ class EngineServer:
                 client.send(line)
 
     async def _drained(self) -> None:
-        """Until every client has been handed what was said: before a call that holds the GIL."""
-        await asyncio.gather(*(client.drained() for client in list(self.clients)))
+        """Until every client has been handed what was said: before a call that holds the GIL.
+        A client that does not read is waited for DRAIN_WAIT_SECONDS at most (it is dropped
+        once too far behind; the chat never waits for it)."""
+        waits = [asyncio.ensure_future(client.drained()) for client in list(self.clients)]
+        if waits:
+            _, late = await asyncio.wait(waits, timeout=DRAIN_WAIT_SECONDS)
+            for wait in late:
+                wait.cancel()
 
     # ---- initialize, open ----------------------------------------------------------------------
 
@@ -658,14 +664,21 @@ class EngineServer:
             logger.exception("engine: releasing the model failed")
 
     async def _quit(self, client: Client, params: dict[str, Any]) -> dict[str, Any]:
-        """chat/quit and daemon/stop: the engine ends; the asker hears the answer, then the rest."""
-        if client is not self.controller and self.controller is not None and params.get("method") == "chat/quit":
-            raise RemoteError(protocol.NOT_OPEN, "The chat is not open here.")
+        """chat/quit (/quit, Ctrl+D): the engine ends; the asker hears the answer, then goes."""
+        self._controlled(client)
+        return await self._end(client, protocol.QUIT)
+
+    async def _stop(self, client: Client, params: dict[str, Any]) -> dict[str, Any]:
+        """daemon/stop (`hailo-repl daemon stop`): as chat/quit, from anyone; a terminal in the
+        chat is told the engine is stopping."""
+        return await self._end(client, protocol.STOPPING)
+
+    async def _end(self, client: Client, reason: str) -> dict[str, Any]:
         await self._stop_engine()
 
         async def then_close() -> None:
             await client.close()
-            await self.shutdown(protocol.QUIT)
+            await self.shutdown(reason)
 
         self._later(then_close())
         return {}

@@ -363,9 +363,12 @@ class SocketEngine:
         elif reason == protocol.TOO_FAR_BEHIND:
             label, code = ERROR, 1
             text = "This terminal fell too far behind the reply and was let go; `hailo-repl -c` attaches again."
-        else:
+        else:  # stopping: `hailo-repl daemon stop`, or SIGTERM
             label, code = INFO, 1
-            text = f"The hailo-repl engine (pid {self.daemon_pid}) is stopping ({reason})."
+            text = (
+                f"The hailo-repl engine (pid {self.daemon_pid}) was stopped; chat {self._status.chat} is saved; "
+                "`hailo-repl -c` continues it."
+            )
         self._gone = text
         self._end_turn(None)
         self._emit(EngineGone(0, labelled(label, text), code))
