@@ -55,7 +55,7 @@ from hailo_repl.wrap import WordWrap
 
 if TYPE_CHECKING:
     from hailo_repl.engine.api import Engine
-    from hailo_repl.engine.socket_client import Arrival
+    from hailo_repl.engine.socket_turn import Arrival
     from hailo_repl.sessions import ChatSummary, SessionStore
 
 

@@ -20,10 +20,9 @@ import itertools
 import os
 import socket
 import threading
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from hailo_repl.backends.base import Message
 from hailo_repl.console import ERROR, INFO, labelled
@@ -53,104 +52,13 @@ from hailo_repl.engine.api import (
     TurnText,
     UsageChanged,
 )
+from hailo_repl.engine.socket_turn import Arrival, Arriving, SocketTurn
 from hailo_repl.log import logger
 
 if TYPE_CHECKING:
     from hailo_repl.backends import BackendChoice
 
 CONTEXT_SAVED_POLL = 0.05  # seconds between looks at whether the engine's idle save has ended
-
-
-class SocketTurn:
-    """A turn as the terminal sees it (engine.api.Turn), fed by the engine's turn/* events.
-
-    The engine paces the text (a few frames a second); this hands each event over as it comes.
-    Its `id` is the terminal's own number: the engine's is known once turn/start is answered,
-    and an interrupt before that goes as soon as it is."""
-
-    def __init__(self, engine: SocketEngine, turn: int, loop: asyncio.AbstractEventLoop, question: str):
-        self.id = turn
-        self.engine = engine
-        self.question = question
-        self.remote: int | None = None  # the engine's number for it
-        self.loop = loop
-        self.finished: asyncio.Future[TurnCompleted] = loop.create_future()
-        self.completed: TurnCompleted | None = None  # the engine's end, once it came
-        self.interrupt_at: tuple[int | None] | None = None  # an interrupt waiting for `remote`
-        self._waiting: deque[TurnEvent] = deque()
-        self._wakeup = asyncio.Event()
-        self._ended = False  # the end was put (the engine's, or stop_showing's)
-        self._taken_end = False  # the terminal took the end: what comes after is late
-
-    # ---- from the reader thread (via the loop) ----
-
-    def put(self, event: TurnEvent) -> None:
-        if self._ended and not isinstance(event, TurnNotice):
-            return  # (text after Ctrl+C is never shown)
-        if isinstance(event, TurnCompleted):
-            self._ended = True
-        self._waiting.append(event)
-        self._wakeup.set()
-
-    def finish(self, completed: TurnCompleted) -> None:
-        if not self._ended:
-            self.put(completed)
-        if not self.finished.done():
-            self.finished.set_result(completed)
-
-    # ---- the terminal's side (engine.api.Turn) ----
-
-    async def next_event(self) -> TurnEvent:
-        while not self._waiting:
-            self._wakeup.clear()
-            await self._wakeup.wait()
-        event = self._waiting.popleft()
-        if isinstance(event, TurnCompleted):
-            self._taken_end = True
-        return event
-
-    def next_text_at_once(self) -> None:
-        if self.remote is not None and not self._ended:
-            self.engine.notify(protocol.TURN_FLUSH, {"turn": self.remote})
-
-    def stop_showing(self) -> None:
-        """Ctrl+C: the text not taken yet is never shown; the end is INTERRUPTED, unless an
-        error's end is waiting (the engine gone: its line is the one to show)."""
-        if self._taken_end:
-            return
-        errors = [
-            event for event in self._waiting if isinstance(event, TurnCompleted) and event.reason is TurnEnd.ERROR
-        ]
-        self._waiting = deque(event for event in self._waiting if isinstance(event, TurnNotice))
-        self._ended = True
-        self._waiting.append(errors[0] if errors else TurnCompleted(0, self.id, TurnEnd.INTERRUPTED))
-        self._wakeup.set()
-
-    def is_finished(self) -> bool:
-        return self.finished.done()
-
-    def late_notices(self) -> list[str]:
-        left = [event.line for event in self._waiting if isinstance(event, TurnNotice)]
-        self._waiting.clear()
-        return left
-
-
-class _Arriving:
-    """The turn in flight when the chat was opened: the snapshot's events, then the live ones."""
-
-    def __init__(self, remote: int, question: str, events: list[Event]):
-        self.remote = remote
-        self.question = question
-        self.events = events
-        self.finished = False
-
-
-class Arrival(NamedTuple):
-    """What a terminal arriving in a chat shows first (SocketEngine.arrival)."""
-
-    lines: list[str]  # labelled lines: a save that failed meanwhile, a reply that went on unseen
-    recent: list[Message]  # the chat's last turns
-    turn: SocketTurn | None = None  # the turn in flight: its question, its events so far then live
 
 
 class SocketEngine:
@@ -177,7 +85,7 @@ class SocketEngine:
         self._changed = threading.Condition()  # the state, for load() to wait on
         self._turn_numbers = itertools.count(1)
         self._turn: SocketTurn | None = None
-        self._arriving: _Arriving | None = None  # the turn in flight at open(), until the REPL takes it
+        self._arriving: Arriving | None = None  # the turn in flight at open(), until the REPL takes it
         self._arriving_lock = threading.Lock()
         self._leaving = False  # this side ends the connection (quit, detach): its EOF is no news
         self._gone: str | None = None  # the line about a connection that ended
@@ -436,7 +344,7 @@ class SocketEngine:
             snapshot = opened.snapshot
             if snapshot.turn is not None:
                 with self._arriving_lock:
-                    self._arriving = _Arriving(snapshot.turn, snapshot.question, list(snapshot.events))
+                    self._arriving = Arriving(snapshot.turn, snapshot.question, list(snapshot.events))
 
         try:
             self.call(protocol.CHAT_OPEN, protocol.record_to_wire(self.request), taken)
