@@ -17,7 +17,6 @@ import contextlib
 import os
 import signal
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
@@ -30,7 +29,18 @@ from prompt_toolkit.output.vt100 import Vt100_Output
 from prompt_toolkit.utils import is_dumb_terminal
 
 from hailo_repl.chat_ends import ChatEnds
-from hailo_repl.commands import BUILTINS, CommandCompleter, OffTheLoop, Quit, Send, SwitchModel, is_command, run_command
+from hailo_repl.commands import (
+    BUILTINS,
+    CommandCompleter,
+    Detach,
+    OffTheLoop,
+    Quit,
+    Send,
+    SwitchModel,
+    is_command,
+    run_command,
+)
+from hailo_repl.commands_base import in_engine_process
 from hailo_repl.config import data_dir, sessions_dir
 from hailo_repl.config_file import config_path
 from hailo_repl.console import INFO, Console, labelled
@@ -55,7 +65,6 @@ from hailo_repl.wrap import WordWrap
 
 if TYPE_CHECKING:
     from hailo_repl.engine.api import Engine
-    from hailo_repl.engine.socket_turn import Arrival
     from hailo_repl.sessions import ChatSummary, SessionStore
 
 
@@ -75,13 +84,8 @@ class Repl(ChatEnds):
         config_file: Path | None = None,
         resumed: ChatSummary | None = None,
         store: SessionStore | None = None,
-        arriving: Callable[[], Arrival] | None = None,
     ):
         self.engine = engine
-        # A chat held by the engine process, arrived in: what to show of it (its turns, its reply
-        # in flight), asked for on the loop (SocketEngine.arrival).
-        self.arriving = arriving
-        self.arrival: Arrival | None = None
         self.store = store
         self.verbose = verbose
         self.sessions_dir: Path = sessions_dir()
@@ -97,6 +101,9 @@ class Repl(ChatEnds):
         self.ctrl_c = CtrlC()
         self.quitting = False
         self.hung_up = False  # the terminal went away (SIGHUP, or EIO while drawing)
+        # The chat runs in the engine process: a hang-up, SIGTERM or /detach leaves it running there.
+        self.in_engine_process = in_engine_process(engine)
+        self.detached = False  # /detach
         self.exit_code = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0  # (its thread's ident)
@@ -194,9 +201,6 @@ class Repl(ChatEnds):
         self.console.say(welcome_text(status, [entry.name for entry in BUILTINS.unique()]))
         if self.resumed is not None:
             self.show_resumed(self.resumed)
-        if self.arriving is not None:
-            self.arrival = self.arriving()
-            self.show_arrival(self.arrival)
         load = asyncio.ensure_future(self._load(status.loads_in_background))
         load.add_done_callback(self._loaded)
         idle_saves = asyncio.ensure_future(self.engine.keep_context_when_idle(self._say_first))
@@ -252,6 +256,24 @@ class Repl(ChatEnds):
         if in_background:
             await self._drawn.wait()
         await asyncio.get_running_loop().run_in_executor(None, self.engine.load)
+        arrival = getattr(self.engine, "arrival", None)  # (the engine process: what a terminal arriving is shown)
+        if arrival is not None and not self.quitting:
+            status = self.engine.status()
+            await self.turns.show_arrival(arrival(), status.chat, status.model)
+
+    def detach(self) -> None:
+        """/detach: this terminal leaves; the chat, and its reply if one runs, go on in the engine
+        process (`hailo-repl -c` attaches again)."""
+        if self.quitting:
+            return
+        chat = self.engine.status().chat
+        where = f"chat {chat}" if chat else "the chat"
+        self.prompt.say(
+            labelled(INFO, f"Detached: {where} goes on in the engine process; `hailo-repl -c` returns to it.")
+        )
+        self.detached = self.quitting = True
+        self._hang_up()
+        self.prompt.exit_if_quitting()
 
     def show_resumed(self, chat: ChatSummary) -> None:
         """The last turns of a chat just resumed, so the user sees where it stopped."""
@@ -259,20 +281,12 @@ class Repl(ChatEnds):
             self.console.info(line)
         self.console.write(recent_turns_text(self.engine.messages(), self.color, self.reply_wrap))
 
-    def show_arrival(self, arrival: Arrival) -> None:
-        """The lines about a chat this terminal arrives in, and its last turns."""
-        for line in arrival.lines:
-            self.console.say(line)
-        self.console.write(recent_turns_text(arrival.recent, self.color, self.reply_wrap))
-
     def _loaded(self, load: asyncio.Future[None]) -> None:
         """The model finished loading (the toolbar hears it from the engine); a failed load ends the chat."""
         if load.exception() is not None:
             self.quit()
 
     async def _converse(self, load: asyncio.Future[None]) -> None:
-        if self.arrival is not None and self.arrival.turn is not None:
-            await self.turns.follow(self.arrival.turn, self.arrival.turn.question)
         while not self.quitting:
             self.engine.note_activity()
             try:
@@ -294,6 +308,9 @@ class Repl(ChatEnds):
             if is_command(text):
                 try:
                     outcome = run_command(self, text)
+                except Detach:
+                    self.detach()
+                    return
                 except Quit:
                     return
                 if isinstance(outcome, SwitchModel):
@@ -318,7 +335,6 @@ def run_repl(
     config_file: Path,
     resumed: ChatSummary | None = None,
     store: SessionStore | None = None,
-    arriving: Callable[[], Arrival] | None = None,
 ) -> int:
     repl = Repl(
         engine,
@@ -328,6 +344,5 @@ def run_repl(
         config_file=config_file,
         resumed=resumed,
         store=store,
-        arriving=arriving,
     )
     return asyncio.run(repl.run())

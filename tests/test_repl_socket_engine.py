@@ -168,7 +168,7 @@ def test_a_terminal_arriving_mid_reply_shows_the_last_turns_the_question_once_an
         engine = socket_engine(server)  # `hailo-repl` in a new login: a plain open attaches the unseen reply
         engine.open()
         try:
-            code, _ = type_into_repl(engine, [wait_for_the_reply(server), "/quit\r"], arriving=engine.arrival)
+            code, _ = type_into_repl(engine, [wait_for_the_reply(server), "/quit\r"])
         finally:
             engine.quit()
         out = capsys.readouterr().out

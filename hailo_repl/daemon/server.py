@@ -116,6 +116,7 @@ class EngineServer:
         self._missed: list[str] = []  # lines said while no terminal watched
         self._last_seq = 0
         self._tasks: set[asyncio.Future[Any]] = set()
+        self._stopped_by: dict[str, Any] | None = None  # who asked daemon/stop (the terminal in the chat is told)
         handlers: dict[str, Handler] = {
             protocol.INITIALIZE: self._initialize,
             protocol.CHAT_OPEN: self._open,
@@ -157,7 +158,8 @@ class EngineServer:
         """Stop the reply (kept interrupted), keep the device context and release the model, tell
         every client why and close it, and stop serving. Idempotent."""
         await self._stop_engine()
-        await asyncio.gather(*(client.close(reason) for client in list(self.clients)))
+        why = {"by": self._stopped_by} if self._stopped_by and reason == protocol.STOPPING else {}
+        await asyncio.gather(*(client.close(reason, **why) for client in list(self.clients)))
         if self._server is not None:
             self._server.close()
         self.stop_requested.set()
@@ -556,6 +558,7 @@ class EngineServer:
     async def _stop(self, client: Client, params: dict[str, Any]) -> dict[str, Any]:
         """daemon/stop (`hailo-repl daemon stop`): as chat/quit, from anyone; a terminal in the
         chat is told the engine is stopping."""
+        self._stopped_by = {"pid": client.pid, "tty": client.tty}
         return await self._end(client, protocol.STOPPING)
 
     async def _end(self, client: Client, reason: str) -> dict[str, Any]:

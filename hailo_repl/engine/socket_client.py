@@ -151,6 +151,11 @@ class SocketEngine:
         except RemoteError as refused:
             raise refused.engine_error() from None
 
+    @property
+    def gone(self) -> str | None:
+        """The line about the connection's end (the engine stopped or killed, the chat taken over), if it ended."""
+        return self._gone
+
     def _gone_error(self) -> EngineError:
         return EngineError(ErrorCode.LOAD_FAILED, self._gone or "the connection to the engine is closed")
 
@@ -259,8 +264,8 @@ class SocketEngine:
     def _detached(self, params: dict[str, Any]) -> None:
         """The engine lets this terminal go: one line, then the chat ends."""
         reason, by = params.get("reason"), params.get("by") or {}
-        self._leaving = True
-        if reason == protocol.QUIT:
+        leaving, self._leaving = self._leaving, True
+        if reason == protocol.QUIT and (leaving or not self._ready_said):
             return  # (its own /quit, or a model that failed to load: said already)
         if reason == protocol.TAKEN_OVER:
             label, code = INFO, 0
@@ -271,12 +276,14 @@ class SocketEngine:
         elif reason == protocol.TOO_FAR_BEHIND:
             label, code = ERROR, 1
             text = "This terminal fell too far behind the reply and was let go; `hailo-repl -c` attaches again."
-        else:  # stopping: `hailo-repl daemon stop`, or SIGTERM
+        elif reason == protocol.QUIT or (reason == protocol.STOPPING and by):  # `hailo-repl daemon stop`
+            label, code = INFO, 0
+            chat = f"chat {self._status.chat} is saved" if self._status.chat else "the chat ends"
+            text = f"The hailo-repl engine (pid {self.daemon_pid}) was stopped; {chat}."
+        else:
             label, code = INFO, 1
-            text = (
-                f"The hailo-repl engine (pid {self.daemon_pid}) was stopped; chat {self._status.chat} is saved; "
-                "`hailo-repl -c` continues it."
-            )
+            why = "SIGTERM" if reason == protocol.STOPPING else reason
+            text = f"The hailo-repl engine (pid {self.daemon_pid}) is stopping ({why})."
         self._gone = text
         self._end_turn(None)
         self._emit(EngineGone(0, labelled(label, text), code))
@@ -410,10 +417,8 @@ class SocketEngine:
     def load(self) -> None:
         """chat/open, then wait for the engine's model to be ready (in a thread: the REPL's
         background load). EngineError LOAD_FAILED with the line to show."""
-        if self.opened is None:  # (the command line opens it before the REPL, to show the arrival)
+        if self.opened is None:
             self.open()
-            for line in self.arrival_lines():
-                self._emit(EngineNotice(0, line))
         with self._changed:
             while self._status.state is ModelState.LOADING and self._gone is None:
                 self._changed.wait()
@@ -459,7 +464,10 @@ class SocketEngine:
                     on_event(event)
                     if isinstance(event, TurnCompleted):
                         break
-                return await turn.finished
+                finished = await turn.finished
+                for line in turn.late_notices():  # (its save's: "[Error] Cannot save the chat …")
+                    on_event(TurnNotice(0, turn.id, line))
+                return finished
             except BaseException:
                 self.interrupt(turn.id, None)
                 raise
