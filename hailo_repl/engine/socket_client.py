@@ -350,8 +350,14 @@ class SocketEngine:
                 self._changed.notify_all()
             snapshot = opened.snapshot
             if snapshot.turn is not None:
+                # The reply so far shows at once: its pieces are not counted, or the toolbar's rate
+                # (pieces over the seconds since the first) would read thousands a second.
+                replayed = [
+                    TurnText(event.seq, event.turn, event.text, 0) if isinstance(event, TurnText) else event
+                    for event in snapshot.events
+                ]
                 with self._arriving_lock:
-                    self._arriving = Arriving(snapshot.turn, snapshot.question, list(snapshot.events))
+                    self._arriving = Arriving(snapshot.turn, snapshot.question, replayed)
 
         try:
             self.call(protocol.CHAT_OPEN, protocol.record_to_wire(self.request), taken)
