@@ -368,3 +368,22 @@ def test_one_message_through_the_engine_process_as_p_sends_it(tmp_path):
         completed = engine.run_turn("another", shown.append)  # a second one on the same connection
         assert completed.reason is TurnEnd.DONE and len(engine.messages()) == 5
         engine.quit()
+
+
+def test_a_new_chat_on_an_idle_engine_takes_the_new_terminals_settings_and_keeps_the_old_chat(tmp_path):
+    with engine_server(tmp_path, ["first"], ["second"]) as server:
+        first = socket_engine(server, system_prompt="be brief", params={"temperature": 0.2})
+        first.load()
+        asyncio.run(take_turn(first, "hello"))
+        old_chat = first.status().chat
+        first.detach()
+        wait_for(lambda: server.on_loop(server.server.idle_seconds) is not None)
+
+        second = socket_engine(server, system_prompt="be thorough", params={"temperature": 0.9})
+        opened = second.open()
+        assert opened.status.chat != old_chat and opened.snapshot.recent == [] and not opened.unseen
+        engine = server.engines.engines[0]
+        assert len(server.engines.engines) == 1  # the same model, warm: nothing loaded again
+        assert engine.chat.system_prompt == "be thorough" and engine.chat.params.temperature == 0.9
+        assert engine.chat.store.load(old_chat).messages[-1]["content"] == "first"  # the old chat stays saved
+        second.quit()

@@ -385,7 +385,7 @@ class EngineServer:
     @staticmethod
     def _fresh_chat(engine: LocalEngine, request: OpenRequest) -> None:
         engine.clear()
-        if request.system_prompt:
+        if request.system_prompt != engine.chat.system_prompt:  # (this terminal's settings, not the last one's)
             engine.system(request.system_prompt)
         for name, value in request.params.items():
             with contextlib.suppress(EngineError):

@@ -381,7 +381,7 @@ class SocketEngine:
         far come first and then the live ones, with no gap and no repeat."""
         opened = self.opened
         assert opened is not None, "open() first"
-        lines = self.arrival_lines()
+        lines = self._arrival_lines()
         loop = asyncio.get_running_loop()
         with self._arriving_lock:
             arriving, self._arriving = self._arriving, None
@@ -399,7 +399,7 @@ class SocketEngine:
                 self._turn = turn
         return Arrival(lines, opened.snapshot.recent, turn)
 
-    def arrival_lines(self) -> list[str]:
+    def _arrival_lines(self) -> list[str]:
         opened = self.opened
         if opened is None:
             return []
