@@ -387,3 +387,21 @@ def test_a_new_chat_on_an_idle_engine_takes_the_new_terminals_settings_and_keeps
         assert engine.chat.system_prompt == "be thorough" and engine.chat.params.temperature == 0.9
         assert engine.chat.store.load(old_chat).messages[-1]["content"] == "first"  # the old chat stays saved
         second.quit()
+
+
+def test_a_save_that_failed_while_nobody_watched_is_said_to_the_next_terminal_and_holds_the_engine(tmp_path):
+    from test_app import UnwritableStore
+
+    with engine_server(tmp_path, ["all ", "of ", "it"], delay=0.05, store=UnwritableStore()) as server:
+        first = RawClient(server.path)
+        first.call("chat/open", open_params())
+        first.until(is_event("engine/state", state="ready"))
+        first.call("turn/start", {"text": "tell me"})
+        first.close()  # gone before the reply ends and its save fails
+        wait_for(lambda: server.on_loop(server.server.idle_seconds) is not None)
+        assert server.on_loop(lambda: server.server.last_save_failed) is True  # the keep-alive must wait
+
+        second = RawClient(server.path)
+        opened = second.call("chat/open", open_params())["result"]
+        assert opened["unseen"] is True
+        assert opened["lines"] == ["[Error] cannot write the chat: No space left on device"]
