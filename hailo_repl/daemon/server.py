@@ -64,7 +64,6 @@ from hailo_repl.engine.api import (
     TurnCompleted,
     TurnMode,
     TurnNotice,
-    TurnStarted,
 )
 from hailo_repl.engine.local import LocalEngine, LocalTurn
 from hailo_repl.engine.turns import joined
@@ -81,11 +80,10 @@ class WireTurn:
     """The turn in flight as the clients were sent it: what a terminal attaching now is
     replayed (so the replay and the live events meet with no gap and no repeat)."""
 
-    def __init__(self, local: LocalTurn, question: str, mode: TurnMode):
+    def __init__(self, local: LocalTurn, question: str):
         self.local = local
         self.id = local.id
         self.question = question
-        self.mode = mode
         self.events: list[Event] = []
 
 
@@ -477,7 +475,7 @@ class EngineServer:
         await engine.context_saved()  # an idle save under way ends first
         await self._drained()
         local = engine.start_turn(text, mode)
-        turn = self._turn = WireTurn(local, text, mode)
+        turn = self._turn = WireTurn(local, text)
         pump = asyncio.ensure_future(self._pump(engine, turn))
         self._pumps.add(pump)
         pump.add_done_callback(self._pumps.discard)
@@ -490,8 +488,6 @@ class EngineServer:
         try:
             while True:
                 event = await local.next_event()
-                if isinstance(event, TurnStarted):
-                    continue
                 if isinstance(event, TurnCompleted):
                     self._turn = None  # the reply is in the conversation now: a snapshot shows it there
                     self._broadcast(event)

@@ -241,9 +241,9 @@ class SocketEngine:
         self._turn = None
         completed = turn.completed or TurnCompleted(0, turn.id, TurnEnd.DONE)
         _on_loop(turn.loop, turn.finish, completed)
-        self.notify_status()
+        self._refresh_status()
 
-    def notify_status(self) -> None:
+    def _refresh_status(self) -> None:
         """Ask for the status after a turn (saving, unsaved), answered on the reader thread."""
 
         def keep(message: dict[str, Any]) -> None:
