@@ -129,6 +129,8 @@ class SocketEngine:
         """A request, from any thread but the reader's; its result (EngineError for an error).
         `taken(reply)` runs on the reader thread before it reads on (what the events after the
         reply change must be in place first). No timeout: only EOF means the engine is gone."""
+        if threading.current_thread() is self._reader:  # (it would wait for itself for ever)
+            raise RuntimeError(f"{method}: a request from the socket's reader thread (a listener must not ask)")
         answer: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
 
         def reply(message: dict[str, Any]) -> None:
