@@ -44,7 +44,7 @@ from hailo_repl.commands_base import in_engine_process
 from hailo_repl.config import data_dir, sessions_dir
 from hailo_repl.config_file import config_path
 from hailo_repl.console import INFO, Console, labelled
-from hailo_repl.engine.api import EngineError, EngineGone, EngineNotice, Event, TurnCompleted, TurnMode
+from hailo_repl.engine.api import EngineError, EngineGone, EngineNotice, Event, TurnMode
 from hailo_repl.history import input_history
 from hailo_repl.keys import EmptyLineInterrupt, load_input_bindings, load_reply_bindings
 from hailo_repl.log import logger
@@ -177,8 +177,6 @@ class Repl(ChatEnds):
     def _on_event(self, event: Event) -> None:
         if isinstance(event, EngineNotice):
             self.prompt.say(event.line)
-        elif isinstance(event, TurnCompleted):  # (the one in flight when this terminal arrived, maybe)
-            self.turns.ended_elsewhere(event)
         elif isinstance(event, EngineGone):  # another terminal took the chat, or the engine died
             if event.line:
                 self.prompt.say(event.line)
@@ -258,9 +256,10 @@ class Repl(ChatEnds):
         if in_background:
             await self._drawn.wait()
         await asyncio.get_running_loop().run_in_executor(None, self.engine.load)
-        opened = getattr(self.engine, "opened", None)  # (the engine process: what a terminal arriving is shown)
-        if opened is not None:
-            await self.turns.show_arrival(opened)
+        arrival = getattr(self.engine, "arrival", None)  # (the engine process: what a terminal arriving is shown)
+        if arrival is not None and not self.quitting:
+            status = self.engine.status()
+            await self.turns.show_arrival(arrival(), status.chat, status.model)
 
     def detach(self) -> None:
         """/detach: this terminal leaves; the chat, and its reply if one runs, go on in the engine

@@ -15,6 +15,7 @@ from hailo_repl.commands_base import SwitchModel
 from hailo_repl.engine.api import Busy, TurnCompleted, TurnEnd, TurnMode
 from hailo_repl.render import (
     ASSISTANT_PREFIX,
+    USER_PREFIX,
     ConsoleScreen,
     ReplyRenderer,
     ReplyScreen,
@@ -25,9 +26,8 @@ from hailo_repl.render import (
 
 if TYPE_CHECKING:
     from hailo_repl.app import Repl
-    from hailo_repl.backends.base import Message
-    from hailo_repl.daemon.protocol import Opened
     from hailo_repl.engine.api import Turn
+    from hailo_repl.engine.socket_turn import Arrival
 
 SETTLE_NOTICE_AFTER = 0.3  # seconds of waiting for the previous reply before saying so
 SENT_AFTER_THE_SAVE = "Your message goes as soon as the device context is kept."
@@ -39,12 +39,22 @@ class TurnView:
         self.turn: Turn | None = None  # the last turn, until it has settled
         self._showing: asyncio.Future[TurnCompleted] | None = None  # the turn on screen, if one is
         self._stopped = False  # the turn on screen was interrupted
-        self.awaited: int | None = None  # the turn in flight when this terminal arrived (engine process)
-        self.ended: set[int] = set()  # the turns of other terminals seen ending
+        self._following: asyncio.Future[None] | None = None  # the turn in flight when this terminal arrived
 
     async def reply(self, text: str, mode: TurnMode = TurnMode.MESSAGE) -> None:
+        await self.show(self.repl.engine.start_turn(text, mode))
+
+    async def follow(self, turn: Turn, question: str) -> None:
+        """A turn already in flight when this terminal arrived (its question, its reply so far
+        and then live): shown as if it had been sent from here."""
         repl = self.repl
-        turn = self.turn = repl.engine.start_turn(text, mode)
+        user = repl.reply_wrap(len(USER_PREFIX))
+        repl.console.write(USER_PREFIX + (user.feed(question) + user.flush() if user else question) + "\n")
+        await self.show(turn)
+
+    async def show(self, turn: Turn) -> None:
+        repl = self.repl
+        self.turn = turn
         shown = ShownReply()
         self._stopped = False
 
@@ -99,44 +109,26 @@ class TurnView:
         if self.turn is not None and not self.turn.is_finished():
             self.repl.engine.interrupt(self.turn.id, None)
 
-    async def show_arrival(self, opened: Opened) -> None:
-        """What a terminal arriving at the engine process's chat is shown: its recent turns, and
-        the question of a turn in flight, whose reply shows whole, once, when it has ended."""
-        repl, snapshot = self.repl, opened.snapshot
-        turns: list[Message] = list(snapshot.recent)
-        if snapshot.turn is not None:
-            turns.append({"role": "user", "content": snapshot.question})
-            self.awaited = snapshot.turn
+    async def show_arrival(self, arrival: Arrival, chat: str, model: str) -> None:
+        """What a terminal arriving at the engine process's chat is shown: the lines about it, its
+        recent turns, and a turn in flight: its question once, its reply so far, then live (it
+        is this terminal's to wait for, or stop with Ctrl+C, from here)."""
+        repl = self.repl
 
         def show() -> None:
-            if turns:
-                repl.console.info(f"Chat {snapshot.chat} with {opened.status.model}:")
-                repl.console.write(recent_turns_text(turns, repl.color, repl.reply_wrap, count=len(turns)))
-            if snapshot.turn is not None:
-                repl.console.info("Its reply is still running in the engine process; it shows here whole once it ends.")
+            for line in arrival.lines:
+                repl.console.say(line)
+            if arrival.recent or arrival.turn is not None:
+                repl.console.info(f"Chat {chat} with {model}:")
+                repl.console.write(
+                    recent_turns_text(arrival.recent, repl.color, repl.reply_wrap, count=len(arrival.recent))
+                )
+            if arrival.turn is not None:
+                repl.console.info("Its reply is still running in the engine process; it goes on here.")
 
         await self._above_the_prompt(show)
-        if snapshot.turn is not None and snapshot.turn in self.ended:  # (it ended while this terminal connected)
-            await self.show_awaited()
-
-    def ended_elsewhere(self, completed: TurnCompleted) -> None:
-        """A turn this terminal did not start has ended (the one in flight when it arrived)."""
-        self.ended.add(completed.turn)
-        if completed.turn == self.awaited:
-            asyncio.ensure_future(self.show_awaited())
-
-    async def show_awaited(self) -> None:
-        """The reply of the turn in flight at arrival, whole, now that it has ended."""
-        repl = self.repl
-        if self.awaited is None:
-            return
-        self.awaited = None
-        messages = await asyncio.get_running_loop().run_in_executor(None, repl.engine.messages)
-        reply = messages[-1:] if messages and messages[-1]["role"] == "assistant" else []
-        if reply:
-            await self._above_the_prompt(
-                lambda: repl.console.write(recent_turns_text(reply, repl.color, repl.reply_wrap, count=1))
-            )
+        if arrival.turn is not None:
+            self._following = asyncio.ensure_future(self.follow(arrival.turn, arrival.turn.question))
 
     async def _above_the_prompt(self, show: Callable[[], None]) -> None:
         if self.repl.session.app.is_running and not self.repl.live:

@@ -222,14 +222,14 @@ def zombies_of(parent: int) -> list[int]:
 
 
 def _is_engine(pid: int) -> bool:
-    """Whether `pid` is an engine process of this test's home (other tests' run beside it)."""
+    """An engine process of this test's (its state folder: other tests, run beside it, start theirs)."""
     try:
-        command = Path(f"/proc/{pid}/cmdline").read_text()
-        environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        ours = f"XDG_STATE_HOME={os.environ['XDG_STATE_HOME']}\0".encode()
+        return "\0-m\0hailo_repl.daemon\0" in Path(f"/proc/{pid}/cmdline").read_text() and ours in (
+            Path(f"/proc/{pid}/environ").read_bytes()
+        )
     except OSError:
         return False
-    home = f"XDG_STATE_HOME={os.environ['XDG_STATE_HOME']}".encode()
-    return "\0-m\0hailo_repl.daemon\0" in command and home in environment
 
 
 def daemon_command(engines, action: str) -> subprocess.CompletedProcess:
@@ -432,7 +432,7 @@ def test_the_engine_process_imports_no_terminal_library(engines, tmp_path):
         with_kill(engine.pid)
 
 
-def test_c_during_a_reply_left_running_shows_its_question_once_and_its_reply_whole_once_it_ends(engines):
+def test_c_during_a_reply_left_running_shows_its_question_once_and_its_reply_so_far_then_live(engines):
     tokens = words(40)  # 4 s at 10 tokens a second
     first = engines([tokens], delay_ms=100)
     first.expect(PROMPT)
@@ -444,7 +444,11 @@ def test_c_during_a_reply_left_running_shows_its_question_once_and_its_reply_who
     second.expect(r"w39")
     second.pump(0.5)
     shown = second.screen_text(20000)
-    assert shown.count("tell me") == 1 and shown.count("w39") == 1 and shown.count("w0 ") == 1
+    assert shown.count("tell me") == 1 and "w39" in shown
+    # the reply so far (the replay, up to w3 or so) and the live text meet with no gap and no
+    # repeat: the first line the pane commits holds the words in order (the transcript also has
+    # the live row's redraws, so counting words in it says nothing)
+    assert "Assistant: " + " ".join(f"w{i}" for i in range(25)) in shown
     assert "[interrupted]" not in shown
     [chat] = saved_chats().values()
     assert chat["messages"][-1] == {"role": "assistant", "content": "".join(tokens).strip()}

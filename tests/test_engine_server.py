@@ -5,6 +5,7 @@ loop in a thread), chats made on the scripted backend, and clients that are eith
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -213,7 +214,8 @@ def test_a_client_that_stops_reading_is_dropped_and_the_reply_runs_on_to_its_end
 def test_a_peer_of_another_user_is_dropped_before_it_can_ask_anything(tmp_path):
     with engine_server(tmp_path, ["ok"], expected_uid=os.getuid() + 1) as server:
         client = RawClient(server.path, initialize=False)
-        client.send("initialize", {"v": protocol.PROTOCOL_VERSION})
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # (closed as soon as it came)
+            client.send("initialize", {"v": protocol.PROTOCOL_VERSION})
         assert client.read() is None
         assert server.on_loop(lambda: len(server.server.clients)) == 0
         assert server.engines.requests == []
@@ -333,3 +335,73 @@ def test_a_chat_opened_from_the_command_lines_settings_runs_on_the_hailo_backend
         assert fake_log.names().count("vdevice_release") == 1  # the engine released the device at quit
     finally:
         server.stop()
+
+
+def test_daemon_stop_from_anyone_ends_the_engine_and_the_terminal_in_the_chat_is_told(tmp_path):
+    with engine_server(tmp_path, ["ok"]) as server:
+        engine = socket_engine(server)
+        heard = []
+        engine.subscribe(heard.append)
+        engine.load()
+        chat = engine.status().chat
+        outsider = RawClient(server.path, tty="pts/3")
+        assert outsider.call("chat/quit")["error"]["code"] == "not_open"  # /quit is the chat's terminal's
+        assert not server.server.stop_requested.is_set()
+        assert outsider.call("daemon/stop")["result"] == {}
+        wait_for(server.server.stop_requested.is_set)
+        wait_for(lambda: any(isinstance(event, EngineGone) for event in heard))
+        (gone,) = [event for event in heard if isinstance(event, EngineGone)]
+        assert gone.exit_code == 0  # (the user stopped it)
+        assert gone.line == f"[Info] The hailo-repl engine (pid {os.getpid()}) was stopped; chat {chat} is saved."
+
+
+def test_one_message_through_the_engine_process_as_p_sends_it(tmp_path):
+    """-p and pipes on a running engine: the turn on the caller's thread, each event as it comes."""
+    with engine_server(tmp_path, ["Quick", " answer."]) as server:
+        engine = socket_engine(server, interactive=False)
+        engine.load()
+        shown = []
+        completed = engine.run_turn("question", shown.append)
+        assert completed.reason is TurnEnd.DONE
+        assert "".join(event.text for event in shown if isinstance(event, TurnText)) == "Quick answer."
+        assert isinstance(shown[-1], TurnCompleted)
+        completed = engine.run_turn("another", shown.append)  # a second one on the same connection
+        assert completed.reason is TurnEnd.DONE and len(engine.messages()) == 5
+        engine.quit()
+
+
+def test_a_new_chat_on_an_idle_engine_takes_the_new_terminals_settings_and_keeps_the_old_chat(tmp_path):
+    with engine_server(tmp_path, ["first"], ["second"]) as server:
+        first = socket_engine(server, system_prompt="be brief", params={"temperature": 0.2})
+        first.load()
+        asyncio.run(take_turn(first, "hello"))
+        old_chat = first.status().chat
+        first.detach()
+        wait_for(lambda: server.on_loop(server.server.idle_seconds) is not None)
+
+        second = socket_engine(server, system_prompt="be thorough", params={"temperature": 0.9})
+        opened = second.open()
+        assert opened.status.chat != old_chat and opened.snapshot.recent == [] and not opened.unseen
+        engine = server.engines.engines[0]
+        assert len(server.engines.engines) == 1  # the same model, warm: nothing loaded again
+        assert engine.chat.system_prompt == "be thorough" and engine.chat.params.temperature == 0.9
+        assert engine.chat.store.load(old_chat).messages[-1]["content"] == "first"  # the old chat stays saved
+        second.quit()
+
+
+def test_a_save_that_failed_while_nobody_watched_is_said_to_the_next_terminal_and_holds_the_engine(tmp_path):
+    from test_app import UnwritableStore
+
+    with engine_server(tmp_path, ["all ", "of ", "it"], delay=0.05, store=UnwritableStore()) as server:
+        first = RawClient(server.path)
+        first.call("chat/open", open_params())
+        first.until(is_event("engine/state", state="ready"))
+        first.call("turn/start", {"text": "tell me"})
+        first.close()  # gone before the reply ends and its save fails
+        wait_for(lambda: server.on_loop(server.server.idle_seconds) is not None)
+        assert server.on_loop(lambda: server.server.last_save_failed) is True  # the keep-alive must wait
+
+        second = RawClient(server.path)
+        opened = second.call("chat/open", open_params())["result"]
+        assert opened["unseen"] is True
+        assert opened["lines"] == ["[Error] cannot write the chat: No space left on device"]

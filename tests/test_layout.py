@@ -21,7 +21,7 @@ from hailo_repl.chat import Chat
 from hailo_repl.engine.local import LocalEngine
 from hailo_repl.sessions import SessionStore
 import hailo_repl.engine.api, hailo_repl.engine.ops, hailo_repl.engine.turns
-import hailo_repl.daemon.protocol, hailo_repl.daemon.server, hailo_repl.daemon.opening
+import hailo_repl.daemon.protocol, hailo_repl.daemon.server, hailo_repl.daemon.connection, hailo_repl.daemon.opening
 
 class Backend:  # the backend protocol, answering "Hi" (tests/scripted.py imports the commands)
     name, model_name, last_prompt_tokens, loads_in_background = "llama", "m", 1, True

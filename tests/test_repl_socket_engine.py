@@ -10,7 +10,7 @@ import re
 import signal
 
 import pytest
-from engine_server import RawClient, engine_server, open_params, socket_engine
+from engine_server import RawClient, engine_server, is_event, open_params, socket_engine
 from scripted import ScriptedBackend, type_into_repl
 from test_app import UnwritableStore
 
@@ -150,3 +150,42 @@ def test_a_terminal_whose_chat_another_takes_over_says_so_and_ends(tmp_path, cap
         assert code == 0
         assert f"[Info] Chat {repl.engine.status().chat} was taken over by pts/7" in out
         assert not server.server.stop_requested.is_set()  # its quit did not end the engine the other holds
+
+
+def test_a_terminal_arriving_mid_reply_shows_the_last_turns_the_question_once_and_the_reply_once(tmp_path, capsys):
+    words = [f"w{i} " for i in range(80)]
+    with engine_server(tmp_path, ["Earlier answer."], words, delay=0.02) as server:
+        first = RawClient(server.path, tty="pts/1")  # the terminal of an SSH link that dropped
+        first.call("chat/open", open_params())
+        first.until(is_event("engine/state", state="ready"))
+        first.call("turn/start", {"text": "earlier question"})
+        first.until(is_event("turn/completed"))
+        first.until(lambda message: message.get("method") == "turn/finished")
+        first.call("turn/start", {"text": "count slowly"})
+        first.until(is_event("turn/text"))
+        first.close()
+
+        engine = socket_engine(server)  # `hailo-repl` in a new login: a plain open attaches the unseen reply
+        engine.open()
+        try:
+            code, _ = type_into_repl(engine, [wait_for_the_reply(server), "/quit\r"])
+        finally:
+            engine.quit()
+        out = capsys.readouterr().out
+        flat = " ".join(out.split())
+        assert code == 0
+        assert "reply went on while you were away; /clear starts a new chat." in flat
+        assert flat.count("You: earlier question") == 1 and flat.count("Earlier answer.") == 1
+        assert flat.count("You: count slowly") == 1
+        assert flat.count("w0 w1 w2") == 1 and flat.count("w79") == 1
+        assert "".join(words).strip() in flat  # whole and in order: the replay and the live text meet exactly
+        assert flat.index("Earlier answer.") < flat.index("You: count slowly") < flat.index("w0 w1")
+        assert kept(server)[-1] == {"role": "assistant", "content": "".join(words).strip()}
+
+
+def wait_for_the_reply(server):
+    async def step(repl):
+        while repl.turns.turn is None or not repl.turns.turn.is_finished():
+            await asyncio.sleep(0.02)
+
+    return step

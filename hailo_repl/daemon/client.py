@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from hailo_repl.daemon.protocol import Opened, OpenRequest
     from hailo_repl.engine.api import Attached, Snapshot, Switched, Turn, TurnCompleted, TurnEvent
     from hailo_repl.engine.socket_client import SocketEngine
+    from hailo_repl.engine.socket_turn import Arrival
 
 
 def backend_named(choice: BackendChoice) -> str:
@@ -84,6 +85,10 @@ class EngineProcess:
     def opened(self) -> Opened | None:
         """chat/open's answer (the snapshot the REPL shows on arrival), once opened."""
         return self.engine.opened if self.engine is not None else None
+
+    def arrival(self) -> Arrival:
+        """What this terminal shows on arriving in the chat (SocketEngine.arrival), once opened."""
+        return self._connected().arrival()
 
     def connect(self) -> SocketEngine:
         """Connect to the engine process, or start one (EngineError LOAD_FAILED with the line)."""

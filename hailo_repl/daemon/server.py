@@ -51,6 +51,7 @@ from hailo_repl import __version__
 from hailo_repl.console import INFO, labelled
 from hailo_repl.context import RECENT_TURNS, split_turns
 from hailo_repl.daemon import protocol
+from hailo_repl.daemon.connection import BACKLOG_LIMIT, Client
 from hailo_repl.daemon.protocol import Opened, OpenRequest, RemoteError
 from hailo_repl.engine.api import (
     EngineError,
@@ -63,143 +64,26 @@ from hailo_repl.engine.api import (
     TurnCompleted,
     TurnMode,
     TurnNotice,
-    TurnStarted,
 )
 from hailo_repl.engine.local import LocalEngine, LocalTurn
 from hailo_repl.engine.turns import joined
 from hailo_repl.log import logger
 
-# A client's lines waiting to be written, in bytes, past which it is dropped `too_far_behind`
-# (tmux's regress/control-reply-buffer-bound.sh): text comes a few times a second, so this is
-# minutes of a reply; a client that stopped reading (SIGSTOP, a stalled SSH link) never slows it.
-BACKLOG_LIMIT = 4 * 1024 * 1024
-# A dropped client's last line (why) may wait this long for it to read, then the socket goes.
-DROP_GRACE_SECONDS = 10.0
+DRAIN_WAIT_SECONDS = 1.0  # what was said before a call that holds the GIL: waited for this long at most
 MISSED_LINES = 20  # lines about the chat kept for the next terminal to attach (a failed save's)
 
 OpenEngine = Callable[[OpenRequest, Callable[[str], None]], LocalEngine]
-Handler = Callable[["Client", dict[str, Any]], Awaitable[Any]]
-
-
-class Client:
-    """One connection: its reader, its bounded queue of lines to write, and who it is."""
-
-    def __init__(self, server: EngineServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pid: int):
-        self.server = server
-        self.reader = reader
-        self.writer = writer
-        self.pid = pid
-        self.tty = "?"
-        self.initialized = False
-        self.active_at = time.monotonic()  # its last request
-        self.closed = False
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue()
-        self._queued = 0  # bytes in the queue
-        self._writing = asyncio.ensure_future(self._write())
-        self._requests: asyncio.Queue[tuple[Any, str, dict[str, Any]]] = asyncio.Queue()
-        self._answering = asyncio.ensure_future(self._answer())
-
-    def name(self) -> str:
-        return f"pid {self.pid} on {self.tty}"
-
-    def send(self, line: bytes) -> None:
-        """Queue a line; never waits. A client too far behind is let go instead."""
-        if self.closed:
-            return
-        if self._queued and self._queued + len(line) > self.server.backlog_limit:
-            logger.warning("engine: dropping client {}: too far behind ({} bytes waiting)", self.name(), self._queued)
-            self.drop(protocol.TOO_FAR_BEHIND)
-            return
-        self._queued += len(line)
-        self._queue.put_nowait(line)
-
-    async def _write(self) -> None:
-        with contextlib.suppress(ConnectionError, OSError):
-            while True:
-                line = await self._queue.get()
-                self._queued -= len(line)
-                self.writer.write(line)
-                await self.writer.drain()
-
-    async def drained(self) -> None:
-        """Until what was queued so far is handed to the socket (or the client is gone)."""
-        while self._queued and not self.closed and not self._writing.done():
-            await asyncio.sleep(0.005)
-        with contextlib.suppress(ConnectionError, OSError, RuntimeError):
-            await self.writer.drain()
-
-    def drop(self, reason: str, **why: Any) -> None:
-        """Let the client go: the line saying why goes after what it has not read yet (if it
-        ever reads: a stalled one gets DROP_GRACE_SECONDS), then the socket closes."""
-        if self.closed:
-            return
-        self.closed = True
-        self._answering.cancel()
-        self._writing.cancel()
-        transport = self.writer.transport
-        with contextlib.suppress(Exception):
-            transport.write(protocol.notification(protocol.CLIENT_DETACHED, {"reason": reason, **why}))
-            transport.close()
-        asyncio.get_running_loop().call_later(DROP_GRACE_SECONDS, transport.abort)
-        self.server.client_gone(self)
-
-    async def close(self, reason: str | None = None, **why: Any) -> None:
-        """Say why (if `reason`), write what is queued, and close."""
-        if self.closed:
-            return
-        if reason is not None:
-            self.send(protocol.notification(protocol.CLIENT_DETACHED, {"reason": reason, **why}))
-        await asyncio.wait([asyncio.ensure_future(self.drained())], timeout=DROP_GRACE_SECONDS)
-        self.closed = True
-        self._answering.cancel()
-        self._writing.cancel()
-        with contextlib.suppress(Exception):
-            self.writer.close()
-        self.server.client_gone(self)
-
-    async def read(self) -> None:
-        """Read requests until EOF: the urgent ones answered at once, the rest in order."""
-        while not self.closed:
-            try:
-                line = await self.reader.readline()
-            except (ValueError, asyncio.LimitOverrunError):  # over MAX_LINE
-                self.send(protocol.error(None, protocol.BAD_REQUEST, "a request over the line limit"))
-                break
-            except (ConnectionError, OSError):
-                break
-            if not line:
-                break
-            try:
-                message = protocol.decode(line)
-                number, method = message.get("id"), message["method"]
-                params = message.get("params") or {}
-                if not isinstance(method, str) or not isinstance(params, dict):
-                    raise protocol.ProtocolError("method or params of the wrong type")
-            except (protocol.ProtocolError, KeyError) as wrong:
-                self.send(protocol.error(None, protocol.BAD_REQUEST, f"not a request: {wrong}"))
-                continue
-            self.active_at = time.monotonic()
-            if method in self.server.at_once:
-                await self.server.dispatch(self, number, method, params)
-            else:
-                self._requests.put_nowait((number, method, params))
-        await self.close()
-
-    async def _answer(self) -> None:
-        while True:
-            number, method, params = await self._requests.get()
-            await self.server.dispatch(self, number, method, params)
+Handler = Callable[[Client, dict[str, Any]], Awaitable[Any]]
 
 
 class WireTurn:
     """The turn in flight as the clients were sent it: what a terminal attaching now is
     replayed (so the replay and the live events meet with no gap and no repeat)."""
 
-    def __init__(self, local: LocalTurn, question: str, mode: TurnMode):
+    def __init__(self, local: LocalTurn, question: str):
         self.local = local
         self.id = local.id
         self.question = question
-        self.mode = mode
         self.events: list[Event] = []
 
 
@@ -230,6 +114,7 @@ class EngineServer:
         self._missed: list[str] = []  # lines said while no terminal watched
         self._last_seq = 0
         self._tasks: set[asyncio.Future[Any]] = set()
+        self._stopped_by: dict[str, Any] | None = None  # who asked daemon/stop (the terminal in the chat is told)
         handlers: dict[str, Handler] = {
             protocol.INITIALIZE: self._initialize,
             protocol.CHAT_OPEN: self._open,
@@ -238,7 +123,7 @@ class EngineServer:
             protocol.TURN_FLUSH: self._turn_flush,
             protocol.CHAT_DETACH: self._detach,
             protocol.CHAT_QUIT: self._quit,
-            protocol.DAEMON_STOP: self._quit,
+            protocol.DAEMON_STOP: self._stop,
             protocol.DAEMON_STATUS: self._status,
             protocol.CHAT_GET: self._get,
         }
@@ -271,8 +156,8 @@ class EngineServer:
         """Stop the reply (kept interrupted), keep the device context and release the model, tell
         every client why and close it, and stop serving. Idempotent."""
         await self._stop_engine()
-        for client in list(self.clients):
-            await client.close(reason)
+        why = {"by": self._stopped_by} if self._stopped_by and reason == protocol.STOPPING else {}
+        await asyncio.gather(*(client.close(reason, **why) for client in list(self.clients)))
         if self._server is not None:
             self._server.close()
         self.stop_requested.set()
@@ -318,7 +203,7 @@ class EngineServer:
             logger.warning("engine: refused a connection from uid {} (pid {})", uid, pid)
             writer.close()
             return
-        client = Client(self, reader, writer, pid)
+        client = Client(self, reader, writer, pid)  # (it reads until EOF)
         self.clients.add(client)
         await client.read()
 
@@ -383,8 +268,14 @@ class EngineServer:
                 client.send(line)
 
     async def _drained(self) -> None:
-        """Until every client has been handed what was said: before a call that holds the GIL."""
-        await asyncio.gather(*(client.drained() for client in list(self.clients)))
+        """Until every client has been handed what was said: before a call that holds the GIL.
+        A client that does not read is waited for DRAIN_WAIT_SECONDS at most (it is dropped
+        once too far behind; the chat never waits for it)."""
+        waits = [asyncio.ensure_future(client.drained()) for client in list(self.clients)]
+        if waits:
+            _, late = await asyncio.wait(waits, timeout=DRAIN_WAIT_SECONDS)
+            for wait in late:
+                wait.cancel()
 
     # ---- initialize, open ----------------------------------------------------------------------
 
@@ -492,7 +383,7 @@ class EngineServer:
     @staticmethod
     def _fresh_chat(engine: LocalEngine, request: OpenRequest) -> None:
         engine.clear()
-        if request.system_prompt:
+        if request.system_prompt != engine.chat.system_prompt:  # (this terminal's settings, not the last one's)
             engine.system(request.system_prompt)
         for name, value in request.params.items():
             with contextlib.suppress(EngineError):
@@ -584,7 +475,7 @@ class EngineServer:
         await engine.context_saved()  # an idle save under way ends first
         await self._drained()
         local = engine.start_turn(text, mode)
-        turn = self._turn = WireTurn(local, text, mode)
+        turn = self._turn = WireTurn(local, text)
         pump = asyncio.ensure_future(self._pump(engine, turn))
         self._pumps.add(pump)
         pump.add_done_callback(self._pumps.discard)
@@ -597,8 +488,6 @@ class EngineServer:
         try:
             while True:
                 event = await local.next_event()
-                if isinstance(event, TurnStarted):
-                    continue
                 if isinstance(event, TurnCompleted):
                     self._turn = None  # the reply is in the conversation now: a snapshot shows it there
                     self._broadcast(event)
@@ -658,14 +547,22 @@ class EngineServer:
             logger.exception("engine: releasing the model failed")
 
     async def _quit(self, client: Client, params: dict[str, Any]) -> dict[str, Any]:
-        """chat/quit and daemon/stop: the engine ends; the asker hears the answer, then the rest."""
-        if client is not self.controller and self.controller is not None and params.get("method") == "chat/quit":
-            raise RemoteError(protocol.NOT_OPEN, "The chat is not open here.")
+        """chat/quit (/quit, Ctrl+D): the engine ends; the asker hears the answer, then goes."""
+        self._controlled(client)
+        return await self._end(client, protocol.QUIT)
+
+    async def _stop(self, client: Client, params: dict[str, Any]) -> dict[str, Any]:
+        """daemon/stop (`hailo-repl daemon stop`): as chat/quit, from anyone; a terminal in the
+        chat is told the engine is stopping."""
+        self._stopped_by = {"pid": client.pid, "tty": client.tty}
+        return await self._end(client, protocol.STOPPING)
+
+    async def _end(self, client: Client, reason: str) -> dict[str, Any]:
         await self._stop_engine()
 
         async def then_close() -> None:
             await client.close()
-            await self.shutdown(protocol.QUIT)
+            await self.shutdown(reason)
 
         self._later(then_close())
         return {}

@@ -20,7 +20,6 @@ import itertools
 import os
 import socket
 import threading
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,86 +52,13 @@ from hailo_repl.engine.api import (
     TurnText,
     UsageChanged,
 )
+from hailo_repl.engine.socket_turn import Arrival, Arriving, SocketTurn
 from hailo_repl.log import logger
 
 if TYPE_CHECKING:
     from hailo_repl.backends import BackendChoice
 
 CONTEXT_SAVED_POLL = 0.05  # seconds between looks at whether the engine's idle save has ended
-
-
-class SocketTurn:
-    """A turn as the terminal sees it (engine.api.Turn), fed by the engine's turn/* events.
-
-    The engine paces the text (a few frames a second); this hands each event over as it comes.
-    Its `id` is the terminal's own number: the engine's is known once turn/start is answered,
-    and an interrupt before that goes as soon as it is."""
-
-    def __init__(self, engine: SocketEngine, turn: int, loop: asyncio.AbstractEventLoop, question: str):
-        self.id = turn
-        self.engine = engine
-        self.question = question
-        self.remote: int | None = None  # the engine's number for it
-        self.loop = loop
-        self.finished: asyncio.Future[TurnCompleted] = loop.create_future()
-        self.completed: TurnCompleted | None = None  # the engine's end, once it came
-        self.interrupt_at: tuple[int | None] | None = None  # an interrupt waiting for `remote`
-        self._waiting: deque[TurnEvent] = deque()
-        self._wakeup = asyncio.Event()
-        self._ended = False  # the end was put (the engine's, or stop_showing's)
-        self._taken_end = False  # the terminal took the end: what comes after is late
-
-    # ---- from the reader thread (via the loop) ----
-
-    def put(self, event: TurnEvent) -> None:
-        if self._ended and not isinstance(event, TurnNotice):
-            return  # (text after Ctrl+C is never shown)
-        if isinstance(event, TurnCompleted):
-            self._ended = True
-        self._waiting.append(event)
-        self._wakeup.set()
-
-    def finish(self, completed: TurnCompleted) -> None:
-        if not self._ended:
-            self.put(completed)
-        if not self.finished.done():
-            self.finished.set_result(completed)
-
-    # ---- the terminal's side (engine.api.Turn) ----
-
-    async def next_event(self) -> TurnEvent:
-        while not self._waiting:
-            self._wakeup.clear()
-            await self._wakeup.wait()
-        event = self._waiting.popleft()
-        if isinstance(event, TurnCompleted):
-            self._taken_end = True
-        return event
-
-    def next_text_at_once(self) -> None:
-        if self.remote is not None and not self._ended:
-            self.engine.notify(protocol.TURN_FLUSH, {"turn": self.remote})
-
-    def stop_showing(self) -> None:
-        """Ctrl+C: the text not taken yet is never shown; the end is INTERRUPTED, unless an
-        error's end is waiting (the engine gone: its line is the one to show)."""
-        if self._taken_end:
-            return
-        errors = [
-            event for event in self._waiting if isinstance(event, TurnCompleted) and event.reason is TurnEnd.ERROR
-        ]
-        self._waiting = deque(event for event in self._waiting if isinstance(event, TurnNotice))
-        self._ended = True
-        self._waiting.append(errors[0] if errors else TurnCompleted(0, self.id, TurnEnd.INTERRUPTED))
-        self._wakeup.set()
-
-    def is_finished(self) -> bool:
-        return self.finished.done()
-
-    def late_notices(self) -> list[str]:
-        left = [event.line for event in self._waiting if isinstance(event, TurnNotice)]
-        self._waiting.clear()
-        return left
 
 
 class SocketEngine:
@@ -159,11 +85,13 @@ class SocketEngine:
         self._changed = threading.Condition()  # the state, for load() to wait on
         self._turn_numbers = itertools.count(1)
         self._turn: SocketTurn | None = None
+        self._arriving: Arriving | None = None  # the turn in flight at open(), until the REPL takes it
+        self._arriving_lock = threading.Lock()
         self._leaving = False  # this side ends the connection (quit, detach): its EOF is no news
         self._gone: str | None = None  # the line about a connection that ended
         self._ready_said = False
         self._load_error: str | None = None  # the engine's line about a load that failed
-        self._last_state: EngineState | None = None  # the engine's last engine/state event
+        self._usage: ContextUsage | None = None  # the context's fill, as last said
         self._reader = threading.Thread(target=self._read, name="hailo-repl engine socket", daemon=True)
         self._reader.start()
 
@@ -192,11 +120,26 @@ class SocketEngine:
         except EngineError:
             pass
 
-    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+    def call(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        taken: Callable[[dict[str, Any]], None] = lambda message: None,
+    ) -> Any:
         """A request, from any thread but the reader's; its result (EngineError for an error).
-        No timeout: only EOF means the engine is gone."""
+        `taken(reply)` runs on the reader thread before it reads on (what the events after the
+        reply change must be in place first). No timeout: only EOF means the engine is gone."""
+        if threading.current_thread() is self._reader:  # (it would wait for itself for ever)
+            raise RuntimeError(f"{method}: a request from the socket's reader thread (a listener must not ask)")
         answer: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
-        self._send(method, params or {}, answer.set_result)
+
+        def reply(message: dict[str, Any]) -> None:
+            try:
+                taken(message)
+            finally:
+                answer.set_result(message)
+
+        self._send(method, params or {}, reply)
         message = answer.result()
         if "error" in message:
             failure = message["error"] or {}
@@ -254,8 +197,12 @@ class SocketEngine:
         with self._changed:
             self._keep(event)
             self._changed.notify_all()
-        turn = self._turn
         if isinstance(event, (TurnText, TurnNotice, TurnCompleted)):
+            with self._arriving_lock:
+                turn, arriving = self._turn, self._arriving
+                if turn is None and arriving is not None and arriving.remote == event.turn:
+                    arriving.events.append(event)  # (shown once the REPL takes the turn: arrival())
+                    return
             if turn is not None and turn.remote in (None, event.turn) and not turn.finished.done():
                 if isinstance(event, TurnCompleted):
                     turn.completed = event
@@ -270,29 +217,35 @@ class SocketEngine:
         """What the toolbar and the commands read of the status, from the events."""
         status = self._status
         if isinstance(event, EngineState):
-            self._last_state = event
             status.state, status.busy = event.state, event.busy
             status.model, status.backend = event.model, event.backend
             if event.state is ModelState.FAILED:
                 self._load_error = event.error
         elif isinstance(event, ChatChanged):
             status.chat = event.chat
-        elif isinstance(event, TurnCompleted) and event.chat:
-            status.chat = event.chat
+        elif isinstance(event, UsageChanged):
+            self._usage = event.usage
+        elif isinstance(event, TurnCompleted):
+            status.chat = event.chat or status.chat
+            self._usage = event.usage or self._usage
 
     def _to_turn(self, turn: SocketTurn, event: TurnEvent) -> None:
         _on_loop(turn.loop, turn.put, event)
 
     def _turn_finished(self, remote: Any) -> None:
+        with self._arriving_lock:
+            if self._arriving is not None and self._arriving.remote == remote:
+                self._arriving.finished = True
+                return
         turn = self._turn
         if turn is None or turn.remote != remote:
             return
         self._turn = None
         completed = turn.completed or TurnCompleted(0, turn.id, TurnEnd.DONE)
         _on_loop(turn.loop, turn.finish, completed)
-        self.notify_status()
+        self._refresh_status()
 
-    def notify_status(self) -> None:
+    def _refresh_status(self) -> None:
         """Ask for the status after a turn (saving, unsaved), answered on the reader thread."""
 
         def keep(message: dict[str, Any]) -> None:
@@ -325,7 +278,7 @@ class SocketEngine:
         elif reason == protocol.TOO_FAR_BEHIND:
             label, code = ERROR, 1
             text = "This terminal fell too far behind the reply and was let go; `hailo-repl -c` attaches again."
-        elif reason == protocol.QUIT:  # another terminal's `hailo-repl daemon stop`
+        elif reason == protocol.QUIT or (reason == protocol.STOPPING and by):  # `hailo-repl daemon stop`
             label, code = INFO, 0
             chat = f"chat {self._status.chat} is saved" if self._status.chat else "the chat ends"
             text = f"The hailo-repl engine (pid {self.daemon_pid}) was stopped; {chat}."
@@ -388,39 +341,83 @@ class SocketEngine:
 
     def open(self) -> Opened:
         """chat/open (the table of ENGINE.md §4); EngineError with the one line if refused."""
+
+        def taken(message: dict[str, Any]) -> None:  # (on the reader thread: before the events after it)
+            if "result" not in message:
+                return
+            opened = self.opened = protocol.opened_from_wire(message["result"])
+            with self._changed:
+                opened.status.loads_in_background = True
+                self._status, self._usage = opened.status, opened.usage
+                self._changed.notify_all()
+            snapshot = opened.snapshot
+            if snapshot.turn is not None:
+                # The reply so far shows at once: its pieces are not counted, or the toolbar's rate
+                # (pieces over the seconds since the first) would read thousands a second.
+                replayed = [
+                    TurnText(event.seq, event.turn, event.text, 0) if isinstance(event, TurnText) else event
+                    for event in snapshot.events
+                ]
+                with self._arriving_lock:
+                    self._arriving = Arriving(snapshot.turn, snapshot.question, replayed)
+
         try:
-            answer = self.call(protocol.CHAT_OPEN, protocol.record_to_wire(self.request))
+            self.call(protocol.CHAT_OPEN, protocol.record_to_wire(self.request), taken)
         except RemoteError as refused:
             raise EngineError(ErrorCode.LOAD_FAILED, refused.line) from None
-        opened = self.opened = protocol.opened_from_wire(answer)
-        with self._changed:
-            status = opened.status
-            status.loads_in_background = True
-            self._status = status
-            # The state said after the snapshot (the load's ready, read before this answer was
-            # taken) is newer than the snapshot's: it stands.
-            last = self._last_state
-            if last is not None and last.seq > opened.snapshot.seq:
-                self._keep(last)
-            self._changed.notify_all()
-        self._emit(EngineState(0, status.state, status.model, status.backend, status.busy))
-        if opened.usage is not None:
-            self._emit(UsageChanged(0, opened.usage))
-        for line in opened.lines:
-            self._emit(EngineNotice(0, line))
+        assert self.opened is not None
+        self._tell_state(self._listeners)
+        return self.opened
+
+    def _tell_state(self, listeners: list[Listener]) -> None:
+        """The state and usage as they are now, to `listeners` (one that subscribes late too)."""
+        status, usage = self._status, self._usage
+        for listener in listeners:
+            listener(EngineState(0, status.state, status.model, status.backend, status.busy))
+            if usage is not None:
+                listener(UsageChanged(0, usage))
+
+    def arrival(self) -> Arrival:
+        """What a terminal arriving in the chat shows first (call on the REPL's loop, after
+        open()): the lines about it, the recent turns, and the turn in flight, whose events so
+        far come first and then the live ones, with no gap and no repeat."""
+        opened = self.opened
+        assert opened is not None, "open() first"
+        lines = self._arrival_lines()
+        loop = asyncio.get_running_loop()
+        with self._arriving_lock:
+            arriving, self._arriving = self._arriving, None
+            if arriving is None:
+                return Arrival(lines, opened.snapshot.recent)
+            turn = SocketTurn(self, next(self._turn_numbers), loop, arriving.question)
+            turn.remote = arriving.remote
+            for event in arriving.events:
+                if isinstance(event, (TurnText, TurnNotice, TurnCompleted)):
+                    turn.put(event)
+                    turn.completed = event if isinstance(event, TurnCompleted) else turn.completed
+            if arriving.finished:
+                turn.finish(turn.completed or TurnCompleted(0, turn.id, TurnEnd.DONE))
+            else:
+                self._turn = turn
+        return Arrival(lines, opened.snapshot.recent, turn)
+
+    def _arrival_lines(self) -> list[str]:
+        opened = self.opened
+        if opened is None:
+            return []
+        lines = list(opened.lines)
         if opened.unseen:
-            self._emit(
-                EngineNotice(
-                    0,
-                    labelled(INFO, f"Chat {status.chat}'s reply went on while you were away; /clear starts a new chat"),
-                )
-            )
-        return opened
+            chat = opened.status.chat
+            lines.append(labelled(INFO, f"Chat {chat}'s reply went on while you were away; /clear starts a new chat."))
+        return lines
 
     # ---- engine.api.Engine -------------------------------------------------------------------
 
     def subscribe(self, listener: Listener) -> None:
+        """`listener` hears the state now, then every event (on the reader thread)."""
         self._listeners.append(listener)
+        if self.opened is not None:
+            self._tell_state([listener])
 
     def status(self) -> Status:
         return self._status
@@ -433,14 +430,10 @@ class SocketEngine:
         with self._changed:
             while self._status.state is ModelState.LOADING and self._gone is None:
                 self._changed.wait()
-            status = self._status
-            ready = status.state is ModelState.READY
-            self._ready_said = ready
-        if not ready:
-            raise EngineError(ErrorCode.LOAD_FAILED, self._load_error or self._gone or "load failed")
-        # Said again for a listener that came after the engine said it (a terminal subscribed once
-        # the chat was open): its toolbar would show "loading model…" for ever.
-        self._emit(EngineState(0, status.state, status.model, status.backend, status.busy))
+            if self._status.state is ModelState.READY:
+                self._ready_said = True
+                return
+        raise EngineError(ErrorCode.LOAD_FAILED, self._load_error or self._gone or "load failed")
 
     def start_turn(self, text: str, mode: TurnMode = TurnMode.MESSAGE) -> SocketTurn:
         """turn/start, answered on the reader thread: the turn's events are taken as they come."""
