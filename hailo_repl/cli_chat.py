@@ -10,7 +10,7 @@ import io
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -96,6 +96,16 @@ def run_turn(engine: Engine, text: str, notices: Console, verbose: bool, wrap: b
     if verbose and completed.reason is not TurnEnd.ERROR and completed.stats is not None:
         notices.say(completed.stats.verbose_block())
     return completed
+
+
+def say_to(notices: Console) -> Callable[[str], None]:
+    """An [Info] line to `notices`, or none once the terminal is gone (a hang-up's EIO)."""
+
+    def say(line: str) -> None:
+        with contextlib.suppress(OSError):
+            notices.info(line)
+
+    return say
 
 
 # Characters of stdin read as one message (-p, --single, a line): far more than any context holds,
@@ -218,7 +228,7 @@ def run_chat(args: argparse.Namespace, settings: ResolvedSettings, config_file: 
     # What a chat needs (not imported at the top: see there).
     from hailo_repl.backends import open_backend
     from hailo_repl.backends.base import BackendError, GenerationParams
-    from hailo_repl.chat import KEEPING_DEVICE_CONTEXT, Chat
+    from hailo_repl.chat import Chat
     from hailo_repl.context import ContextOverflowError
     from hailo_repl.dialogs import choose_model, download_with_progress
     from hailo_repl.engine.api import EngineError, TurnEnd
@@ -329,11 +339,7 @@ def run_chat(args: argparse.Namespace, settings: ResolvedSettings, config_file: 
             with signals_held():  # SIGTERM and SIGHUP too: the device context is kept if there is time
                 if engine is None:
                     backend.release()
-                else:
-                    if engine.status().context_unsaved and chatting:
-                        # the REPL: say why its exit waits (seconds on a Pi)
-                        with contextlib.suppress(OSError):
-                            notices.info(KEEPING_DEVICE_CONTEXT)
-                    engine.quit()  # (the model /model switched to, if it did)
+                else:  # the REPL says why its exit waits (seconds on a Pi)
+                    engine.quit(say_to(notices) if chatting else None)  # (the model /model switched to, if it did)
         if lock is not None:
             lock.release()  # once the device is free: a process waiting for it opens it next

@@ -141,7 +141,6 @@ class LocalEngine:
             backend.loads_in_background,
             {name: getattr(params, setting.attribute) for name, setting in ops.GENERATION.items()},
             self.load_seconds,
-            self.chat.device_context_unsaved(),
             self.chat.saving,
             self.chat.unsaved,
             Busy.SAVING_CONTEXT if self._context_save is not None and not self._context_save.done() else self._busy,
@@ -227,14 +226,18 @@ class LocalEngine:
 
     # ---- the device context ------------------------------------------------------------------
 
-    def keep_context(self, say: bool = True) -> None:
+    def keep_context(self) -> None:
         """Keep the device context if the chat changed since and keeping it pays (blocks for
-        seconds on a Hailo): said first as busy, and with `say` as a line (KEEPING_DEVICE_CONTEXT),
-        and one after if it could not be kept."""
+        seconds on a Hailo: after /save): its lines (KEEPING_DEVICE_CONTEXT first, NOT_KEPT after
+        one that failed) reach the terminal as EngineNotice events."""
+        self._keep_context(self._notice)
+
+    def _keep_context(self, say: Callable[[str], None] | None) -> None:
+        """keep_context, said first as busy (a turn waits), its lines to `say` (None: none)."""
         if self.chat.device_context_unsaved():
             self._state(self.model_state, Busy.SAVING_CONTEXT)
             try:
-                self.chat.keep_device_context(self._notice if say else None)
+                self.chat.keep_device_context(say)
             finally:
                 self._state(self.model_state)
 
@@ -259,7 +262,7 @@ class LocalEngine:
             if idle and self.model_state is ModelState.READY and not turn_running:
                 if self.chat.device_context_unsaved():
                     await say_first(labelled(INFO, KEEPING_DEVICE_CONTEXT))
-                    self._context_save = loop.run_in_executor(None, self.keep_context, False)
+                    self._context_save = loop.run_in_executor(None, self._keep_context, None)
                     await asyncio.shield(self._context_save)
 
     async def context_saved(self) -> None:
@@ -268,9 +271,11 @@ class LocalEngine:
             await asyncio.wait([self._context_save])
             self._context_save = None
 
-    def quit(self) -> None:
-        """Keep the device context and release the model (blocks; the terminal has said so)."""
-        self.keep_context(say=False)
+    def quit(self, say: Callable[[str], None] | None = None) -> None:
+        """Keep the device context and release the model (blocks). `say` gets the line before a
+        save the user waits for (KEEPING_DEVICE_CONTEXT: seconds on a Pi), and NOT_KEPT after one
+        that failed; none when there is nothing to keep."""
+        self._keep_context(say)
         self.chat.backend.release()
         self._listeners.clear()  # (the terminal is gone too)
 
