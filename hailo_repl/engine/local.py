@@ -306,7 +306,7 @@ class LocalEngine:
                 channel.put(end, event, event.seq)
 
         try:
-            return self._answer(turn.id, text, mode, turn.cancel, turn.shown, post)
+            return self._answer(turn.id, text, mode, turn.cancel, turn.shown, post, keep=True)
         except BaseException as error:  # a bug here: the screen still gets its end
             logger.exception("turn failed")
             channel.put(ReplyEvent.ERROR, f"unexpected {type(error).__name__}: {error} (details in {log_file()})")
@@ -317,8 +317,9 @@ class LocalEngine:
     ) -> TurnCompleted:
         """Answer `text` on this thread (-p, pipes), each event to `on_event` as it comes. A
         signal's exception raised meanwhile (SIGTERM's SystemExit, Ctrl+C) ends the reply,
-        kept interrupted, and goes on up."""
-        return self._answer(next(self._turn_ids), text, mode, threading.Event(), None, on_event)
+        kept interrupted, and goes on up. Its events are not kept for a terminal that arrives
+        (none does): only numbered."""
+        return self._answer(next(self._turn_ids), text, mode, threading.Event(), None, on_event, keep=False)
 
     def interrupt(self, turn: int, shown_seq: int | None) -> None:
         """Stop `turn`, keeping its reply up to the text event `shown_seq` the terminal showed
@@ -346,13 +347,15 @@ class LocalEngine:
         cancel: threading.Event,
         shown: ShownUpTo | None,
         post: Callable[[TurnEvent], None],
+        keep: bool,
     ) -> TurnCompleted:
         """Run a turn, each event to `post` as it comes. Its TurnCompleted comes as soon as the
         reply has ended and is kept, before the chat is saved (a save may wait seconds for a lock);
-        the save's lines, and a ChatChanged if it went on as a new chat, come after it."""
+        the save's lines, and a ChatChanged if it went on as a new chat, come after it. With
+        `keep` the turn's events are kept for a terminal that arrives meanwhile (snapshot)."""
         chat, seq, shown = self.chat, self.turns.next_seq, shown or ShownUpTo()
         started = TurnStarted(seq(), turn, mode, text)
-        self.turns.begin(started)
+        self.turns.begin(started, keep)
         self._emit(started)
         chat_before = chat.session_id
         completed: TurnCompleted | None = None
@@ -371,9 +374,7 @@ class LocalEngine:
             replace_last = mode is TurnMode.RETRY
             with contextlib.closing(chat.reply(text, cancel, notify, replace_last, shown, ended=end)) as pieces:
                 for piece in pieces:
-                    event = TurnText(seq(), turn, piece, 1)
-                    self.turns.add(event, raw=shown.produced)
-                    post(event)
+                    post(self.turns.add_text(turn, piece, shown.produced))
         except (BackendError, ContextOverflowError) as failure:
             end(str(failure))
         except Exception as failure:
