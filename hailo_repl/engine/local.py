@@ -101,6 +101,7 @@ class LocalEngine:
         self._listeners: list[Listener] = []
         self._turn_ids = itertools.count(1)
         self._turn: LocalTurn | None = None
+        self._running_here = False  # a turn runs on the caller's thread (run_turn: -p, pipes)
         self._active_at = time.monotonic()  # the user's last key or prompt
         self._context_save: asyncio.Future[None] | None = None  # an idle save of the device context
         self._busy: Busy | None = None
@@ -319,7 +320,11 @@ class LocalEngine:
         signal's exception raised meanwhile (SIGTERM's SystemExit, Ctrl+C) ends the reply,
         kept interrupted, and goes on up. Its events are not kept for a terminal that arrives
         (none does): only numbered."""
-        return self._answer(next(self._turn_ids), text, mode, threading.Event(), None, on_event, keep=False)
+        self._running_here = True
+        try:
+            return self._answer(next(self._turn_ids), text, mode, threading.Event(), None, on_event, keep=False)
+        finally:
+            self._running_here = False
 
     def interrupt(self, turn: int, shown_seq: int | None) -> None:
         """Stop `turn`, keeping its reply up to the text event `shown_seq` the terminal showed
@@ -336,7 +341,7 @@ class LocalEngine:
         but runs to its end, kept whole and saved; quit() then keeps the device context and
         releases the model, as at any end."""
         current = self._turn
-        if current is not None and not current.is_finished() and not current.cancel.is_set():
+        if current is not None and not current.is_finished() and not current.cancel.is_set() or self._running_here:
             self.on_hang_up(self.chat.session_id)
 
     def _answer(
