@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from prompt_toolkit import PromptSession
-from prompt_toolkit.application import run_in_terminal
 from prompt_toolkit.completion import ThreadedCompleter
 from prompt_toolkit.filters import Condition
 from prompt_toolkit.key_binding import merge_key_bindings
@@ -165,13 +164,6 @@ class Repl(ChatEnds):
             self.prompt.say(event.line)
         self.toolbar.take(event)
 
-    async def _say_first(self, line: str) -> None:
-        """A line drawn now, above the prompt if one is up (before what holds the GIL next)."""
-        if self.session.app.is_running and not self.live:
-            await run_in_terminal(lambda: self.console.say(line))
-        else:
-            self.console.say(line)
-
     async def run(self) -> int:
         loop = self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
@@ -184,7 +176,7 @@ class Repl(ChatEnds):
             self.show_resumed(self.resumed)
         load = asyncio.ensure_future(self._load(status.loads_in_background))
         load.add_done_callback(self._loaded)
-        idle_saves = asyncio.ensure_future(self.engine.keep_context_when_idle(self._say_first))
+        idle_saves = asyncio.ensure_future(self.engine.keep_context_when_idle(self.prompt.say))
         toolbar_refresh = asyncio.ensure_future(self.toolbar.keep_fresh())
         try:
             with typeahead_mode():
