@@ -130,6 +130,11 @@ class Repl(ChatEnds):
         start_is_over()
         self._drawn.set()
 
+    @property
+    def model(self) -> str:
+        """The model in use, as the engine last said (the toolbar keeps it from its events)."""
+        return self.toolbar.model
+
     def wrap_width(self) -> int | None:
         """The terminal's width while word-wrap is on (read at each use: a resize applies at once)."""
         return self.session.output.get_size().columns if self.settings["word-wrap"] else None
@@ -232,7 +237,7 @@ class Repl(ChatEnds):
 
     def show_resumed(self, chat: ChatSummary) -> None:
         """The last turns of a chat just resumed, so the user sees where it stopped."""
-        for line in resumed_lines(chat, self.engine.status().model):
+        for line in resumed_lines(chat, self.model):
             self.console.info(line)
         self.console.write(recent_turns_text(self.engine.messages(), self.color, self.reply_wrap))
 
