@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Protocol
 
 from hailo_repl.backends.base import Message
 from hailo_repl.context import ContextUsage
-from hailo_repl.stats import ReplyStats
 
 # ---- events ---------------------------------------------------------------------------------
 
 
 if TYPE_CHECKING:
     from typing_extensions import dataclass_transform
+
+    from hailo_repl.stats import ReplyStats  # (not on the path to the first prompt: the first reply's)
 else:
 
     def dataclass_transform() -> Callable[[type], type]:
