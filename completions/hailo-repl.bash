@@ -5,12 +5,13 @@
 #    source ~/.local/share/bash_completion/hailo-repl
 # See also: https://github.com/scop/bash-completion/blob/main/doc/configuration.md
 
-_shtab_hailo_repl_subparsers=(doctor config completions)
+_shtab_hailo_repl_subparsers=(doctor daemon config completions)
 
 _shtab_hailo_repl_doctor_option_strings=(-h --help --backend --hef-path --model --url --context-size --history --no-history --verbose --no-verbose --color --word-wrap --no-word-wrap --config --api-key)
-_shtab_hailo_repl_config_option_strings=(-h --help --init --config --backend --hef-path --model --url --context-size --temperature --max-tokens --top-p --system-prompt --history --no-history --device-context-budget --device-context-for-scripts --no-device-context-for-scripts --verbose --no-verbose --vi-mode --no-vi-mode --vi --no-vi --color --word-wrap --no-word-wrap)
+_shtab_hailo_repl_daemon_option_strings=(-h --help)
+_shtab_hailo_repl_config_option_strings=(-h --help --init --config --backend --hef-path --model --url --context-size --temperature --max-tokens --top-p --system-prompt --history --no-history --device-context-budget --device-context-for-scripts --no-device-context-for-scripts --daemon --keep-alive --verbose --no-verbose --vi-mode --no-vi-mode --vi --no-vi --color --word-wrap --no-word-wrap)
 _shtab_hailo_repl_completions_option_strings=(-h --help)
-_shtab_hailo_repl_option_strings=(-h --help --backend --hef-path --model --url --context-size --temperature --max-tokens --top-p --system-prompt --history --no-history --device-context-budget --device-context-for-scripts --no-device-context-for-scripts --verbose --no-verbose --vi-mode --no-vi-mode --vi --no-vi --color --word-wrap --no-word-wrap --config --show-config --api-key --list-models -q --quiet -p --prompt --single -c --continue --resume --list-chats --version)
+_shtab_hailo_repl_option_strings=(-h --help --backend --hef-path --model --url --context-size --temperature --max-tokens --top-p --system-prompt --history --no-history --device-context-budget --device-context-for-scripts --no-device-context-for-scripts --daemon --keep-alive --verbose --no-verbose --vi-mode --no-vi-mode --vi --no-vi --color --word-wrap --no-word-wrap --config --show-config --api-key --list-models -q --quiet -p --prompt --single -c --continue --resume --list-chats --version)
 
 _shtab_hailo_repl_doctor___hef_path_COMPGEN=_hailo_repl_hef
 _shtab_hailo_repl_doctor___model_COMPGEN=_shtab_compgen_files
@@ -24,11 +25,14 @@ _shtab_hailo_repl___config_COMPGEN=_shtab_compgen_files
 
 _shtab_hailo_repl_doctor___backend_choices=(auto hailo llama ollama hailo-ollama openai)
 _shtab_hailo_repl_doctor___color_choices=(auto always never)
+_shtab_hailo_repl_daemon_pos_0_choices=(status stop)
 _shtab_hailo_repl_config___backend_choices=(auto hailo llama ollama hailo-ollama openai)
+_shtab_hailo_repl_config___daemon_choices=(auto always never)
 _shtab_hailo_repl_config___color_choices=(auto always never)
 _shtab_hailo_repl_completions_pos_0_choices=(bash zsh fish)
-_shtab_hailo_repl_pos_0_choices=(doctor config completions)
+_shtab_hailo_repl_pos_0_choices=(doctor daemon config completions)
 _shtab_hailo_repl___backend_choices=(auto hailo llama ollama hailo-ollama openai)
+_shtab_hailo_repl___daemon_choices=(auto always never)
 _shtab_hailo_repl___color_choices=(auto always never)
 
 _shtab_hailo_repl_doctor__h_nargs=0
@@ -39,6 +43,8 @@ _shtab_hailo_repl_doctor___verbose_nargs=0
 _shtab_hailo_repl_doctor___no_verbose_nargs=0
 _shtab_hailo_repl_doctor___word_wrap_nargs=0
 _shtab_hailo_repl_doctor___no_word_wrap_nargs=0
+_shtab_hailo_repl_daemon__h_nargs=0
+_shtab_hailo_repl_daemon___help_nargs=0
 _shtab_hailo_repl_config__h_nargs=0
 _shtab_hailo_repl_config___help_nargs=0
 _shtab_hailo_repl_config___init_nargs=0

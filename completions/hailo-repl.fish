@@ -50,8 +50,8 @@ function _shtab_hailo_repl_using
   test "$_shtab_hailo_repl_cmdpath" = "$argv"
 end
 
-set -g _shtab_hailo_repl_commands doctor config completions
-set -g _shtab_hailo_repl_opts_with_value --api-key --backend --color --config --context-size --device-context-budget --hef-path --max-tokens --model --prompt --resume --system-prompt --temperature --top-p --url -p
+set -g _shtab_hailo_repl_commands doctor daemon config completions
+set -g _shtab_hailo_repl_opts_with_value --api-key --backend --color --config --context-size --daemon --device-context-budget --hef-path --keep-alive --max-tokens --model --prompt --resume --system-prompt --temperature --top-p --url -p
 
 complete -c hailo-repl -e
 complete -c hailo-repl -f
@@ -69,6 +69,8 @@ complete -c hailo-repl -n _shtab_hailo_repl_using -l system-prompt -x -d 'the mo
 complete -c hailo-repl -n _shtab_hailo_repl_using -l history -l no-history -d 'keep this chat on disk: the saved chat, the input history and the log (off: nothing is written) (default: true)'
 complete -c hailo-repl -n _shtab_hailo_repl_using -l device-context-budget -x -d 'MiB of disk the Hailo device contexts kept for a quick resume may take together (each is the whole KV cache, ~112 MiB for Qwen2.5-1.5B); the oldest go first; 0 keeps none; a whole number from 0 (default: 512)'
 complete -c hailo-repl -n _shtab_hailo_repl_using -l device-context-for-scripts -l no-device-context-for-scripts -d 'with -p and pipes, keep the Hailo device context too (interactive chats keep theirs where a load beats reading the chat again) (default: false)'
+complete -c hailo-repl -n _shtab_hailo_repl_using -l daemon -xka "auto always never" -d 'run the chat in hailo-repl'"'"'s engine process, which outlives the terminal (a reply goes on after an SSH drop; `hailo-repl -c` attaches again): auto for interactive chats and, on the Hailo, -p and pipes; always for every chat; never: in this process only (default: never)'
+complete -c hailo-repl -n _shtab_hailo_repl_using -l keep-alive -x -d 'how long the engine process keeps the model loaded after the last terminal left (seconds, or 5m, 1h; 0: release it at once; negative: until `hailo-repl daemon stop`) (default: 300)'
 complete -c hailo-repl -n _shtab_hailo_repl_using -l verbose -l no-verbose -d 'print timings after each reply, as ollama run --verbose does (logs stay in the log file) (default: false)'
 complete -c hailo-repl -n _shtab_hailo_repl_using -l vi-mode -l no-vi-mode -l vi -l no-vi -d 'vi keys at the prompt (default: false)'
 complete -c hailo-repl -n _shtab_hailo_repl_using -l color -xka "auto always never" -d 'colour in replies (auto: unless NO_COLOR is set) (default: auto)'
@@ -97,6 +99,9 @@ complete -c hailo-repl -n '_shtab_hailo_repl_using doctor' -l color -xka "auto a
 complete -c hailo-repl -n '_shtab_hailo_repl_using doctor' -l word-wrap -l no-word-wrap -d 'wrap replies and hailo-repl'"'"'s lines at word boundaries (default: true)'
 complete -c hailo-repl -n '_shtab_hailo_repl_using doctor' -l config -xka "(__fish_complete_path (commandline -ct))" -d 'the config file (default: $HAILO_REPL_CONFIG, else ~/.config/hailo-repl/config.yaml)'
 complete -c hailo-repl -n '_shtab_hailo_repl_using doctor' -l api-key -x -d 'with a remote backend, the key sent to its server'
+complete -c hailo-repl -n '_shtab_hailo_repl_using; and test $_shtab_hailo_repl_npos -eq 0' -a daemon -d 'the engine process that keeps chats going: status, or stop it'
+complete -c hailo-repl -n '_shtab_hailo_repl_using daemon' -s h -l help -d 'show this help message and exit'
+complete -c hailo-repl -n '_shtab_hailo_repl_using daemon; and test $_shtab_hailo_repl_npos -eq 0' -ka "status stop" -d action
 complete -c hailo-repl -n '_shtab_hailo_repl_using; and test $_shtab_hailo_repl_npos -eq 0' -a config -d 'print the settings in effect and their origins, or --init a file'
 complete -c hailo-repl -n '_shtab_hailo_repl_using config' -s h -l help -d 'show this help message and exit'
 complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l init -d 'write a config file (never over an existing one)'
@@ -113,6 +118,8 @@ complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l system-prompt -x -
 complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l history -l no-history -d 'keep this chat on disk: the saved chat, the input history and the log (off: nothing is written) (default: true)'
 complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l device-context-budget -x -d 'MiB of disk the Hailo device contexts kept for a quick resume may take together (each is the whole KV cache, ~112 MiB for Qwen2.5-1.5B); the oldest go first; 0 keeps none; a whole number from 0 (default: 512)'
 complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l device-context-for-scripts -l no-device-context-for-scripts -d 'with -p and pipes, keep the Hailo device context too (interactive chats keep theirs where a load beats reading the chat again) (default: false)'
+complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l daemon -xka "auto always never" -d 'run the chat in hailo-repl'"'"'s engine process, which outlives the terminal (a reply goes on after an SSH drop; `hailo-repl -c` attaches again): auto for interactive chats and, on the Hailo, -p and pipes; always for every chat; never: in this process only (default: never)'
+complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l keep-alive -x -d 'how long the engine process keeps the model loaded after the last terminal left (seconds, or 5m, 1h; 0: release it at once; negative: until `hailo-repl daemon stop`) (default: 300)'
 complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l verbose -l no-verbose -d 'print timings after each reply, as ollama run --verbose does (logs stay in the log file) (default: false)'
 complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l vi-mode -l no-vi-mode -l vi -l no-vi -d 'vi keys at the prompt (default: false)'
 complete -c hailo-repl -n '_shtab_hailo_repl_using config' -l color -xka "auto always never" -d 'colour in replies (auto: unless NO_COLOR is set) (default: auto)'

@@ -28,11 +28,22 @@ from prompt_toolkit.output.vt100 import Vt100_Output
 from prompt_toolkit.utils import is_dumb_terminal
 
 from hailo_repl.chat_ends import ChatEnds
-from hailo_repl.commands import BUILTINS, CommandCompleter, OffTheLoop, Quit, Send, SwitchModel, is_command, run_command
+from hailo_repl.commands import (
+    BUILTINS,
+    CommandCompleter,
+    Detach,
+    OffTheLoop,
+    Quit,
+    Send,
+    SwitchModel,
+    is_command,
+    run_command,
+)
+from hailo_repl.commands_base import in_engine_process
 from hailo_repl.config import data_dir, sessions_dir
 from hailo_repl.config_file import config_path
 from hailo_repl.console import INFO, Console, labelled
-from hailo_repl.engine.api import EngineError, EngineNotice, Event, TurnMode
+from hailo_repl.engine.api import EngineError, EngineGone, EngineNotice, Event, TurnMode
 from hailo_repl.history import input_history
 from hailo_repl.keys import EmptyLineInterrupt, load_input_bindings, load_reply_bindings
 from hailo_repl.log import logger
@@ -89,6 +100,9 @@ class Repl(ChatEnds):
         self.ctrl_c = CtrlC()
         self.quitting = False
         self.hung_up = False  # the terminal went away (SIGHUP, or EIO while drawing)
+        # The chat runs in the engine process: a hang-up, SIGTERM or /detach leaves it running there.
+        self.in_engine_process = in_engine_process(engine)
+        self.detached = False  # /detach
         self.exit_code = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0  # (its thread's ident)
@@ -167,6 +181,11 @@ class Repl(ChatEnds):
     def _on_event(self, event: Event) -> None:
         if isinstance(event, EngineNotice):
             self.prompt.say(event.line)
+        elif isinstance(event, EngineGone):  # another terminal took the chat, or the engine died
+            if event.line:
+                self.prompt.say(event.line)
+            self.exit_code = event.exit_code
+            self.quit()
         self.toolbar.take(event)
 
     async def run(self) -> int:
@@ -234,6 +253,24 @@ class Repl(ChatEnds):
         if in_background:
             await self._drawn.wait()
         await asyncio.get_running_loop().run_in_executor(None, self.engine.load)
+        arrival = getattr(self.engine, "arrival", None)  # (the engine process: what a terminal arriving is shown)
+        if arrival is not None and not self.quitting:
+            status = self.engine.status()
+            await self.turns.show_arrival(arrival(), status.chat, status.model)
+
+    def detach(self) -> None:
+        """/detach: this terminal leaves; the chat, and its reply if one runs, go on in the engine
+        process (`hailo-repl -c` attaches again)."""
+        if self.quitting:
+            return
+        chat = self.engine.status().chat
+        where = f"chat {chat}" if chat else "the chat"
+        self.prompt.say(
+            labelled(INFO, f"Detached: {where} goes on in the engine process; `hailo-repl -c` returns to it.")
+        )
+        self.detached = self.quitting = True
+        self._hang_up()
+        self.prompt.exit_if_quitting()
 
     def show_resumed(self, chat: ChatSummary) -> None:
         """The last turns of a chat just resumed, so the user sees where it stopped."""
@@ -268,6 +305,9 @@ class Repl(ChatEnds):
             if is_command(text):
                 try:
                     outcome = run_command(self, text)
+                except Detach:
+                    self.detach()
+                    return
                 except Quit:
                     return
                 if isinstance(outcome, SwitchModel):

@@ -33,17 +33,19 @@ class ChatEnds:
     live: bool
     quitting: bool
     hung_up: bool
+    in_engine_process: bool
     exit_code: int
 
     def quit(self, signum: int | None = None) -> None:
         """A signal (SIGTERM, SIGHUP; SIGINT during a load) or a failed load: leave the prompt;
         cleanup follows in run(), which returns 128+signum. A hang-up (SIGHUP: the terminal or
         the SSH link is gone) lets a turn in flight run to its end in the engine, to be saved
-        whole; anything else stops it (saved interrupted), even one left running by a hang-up."""
+        whole; anything else stops it (saved interrupted), even one left running by a hang-up. In
+        the engine process SIGTERM too is a detach: the chat and its reply go on there."""
         if signum is not None and (not self.quitting or signum != signal.SIGHUP):
             self.exit_code = 128 + signum
         self.quitting = True
-        if signum == signal.SIGHUP:
+        if signum == signal.SIGHUP or (signum == signal.SIGTERM and self.in_engine_process):
             self._hang_up()
         else:
             self.ctrl_c()

@@ -82,7 +82,22 @@ def doctor_parser() -> argparse.ArgumentParser:
     return doctor.build_parser()
 
 
+def daemon_command(arguments: list[str]) -> int:
+    from hailo_repl.daemon import cli
+
+    return cli.main(arguments)
+
+
+def daemon_parser() -> argparse.ArgumentParser:
+    from hailo_repl.daemon import cli
+
+    return cli.build_parser()
+
+
 SUBCOMMANDS["doctor"] = Subcommand(doctor_command, "check what a chat needs, one line per check", doctor_parser)
+SUBCOMMANDS["daemon"] = Subcommand(
+    daemon_command, "the engine process that keeps chats going: status, or stop it", daemon_parser
+)
 SUBCOMMANDS["config"] = Subcommand(
     config_command, "print the settings in effect and their origins, or --init a file", config_parser
 )

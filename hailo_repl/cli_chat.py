@@ -161,6 +161,27 @@ def with_piped_input(prompt: str) -> str:
     return f"{piped}\n\n{prompt}" if piped else prompt
 
 
+def answer_inputs(args: argparse.Namespace, engine: Engine, settings: ResolvedSettings, notices: Console) -> int:
+    """-p's message, or each one from a pipe, answered on stdout (the engine loaded); the exit code."""
+    import signal
+
+    from hailo_repl.engine.api import TurnEnd
+    from hailo_repl.signals import HangUp
+
+    inputs = [with_piped_input(args.prompt)] if args.prompt is not None else messages_from_stdin(args.single)
+    hang_up = HangUp()
+    for text in inputs:
+        wrap = settings["word-wrap"] and sys.stdout.isatty()  # a pipe or a file gets the reply as it came
+        with hang_up.finishing():
+            completed = run_turn(engine, text, notices, settings["verbose"], wrap, hang_up)
+        if hang_up.happened:  # the reply ran to its end and is saved: the run ends, as at SIGHUP
+            return 128 + signal.SIGHUP
+        if completed.reason is TurnEnd.ERROR:
+            notices.fatal(completed.error or "the reply failed")
+            return EXIT_FAILURE
+    return EXIT_FAILURE if engine.status().unsaved else EXIT_OK  # (its [Error] line said why)
+
+
 def settings_and_backend(args: argparse.Namespace) -> tuple[ResolvedSettings, Path, BackendChoice] | None:
     """The settings in effect, the config file they read and the backend they pick (a chat's and
     the doctor's); None once one line on stderr has named a value not allowed (the caller exits 2)."""
@@ -248,18 +269,16 @@ def run_chat(args: argparse.Namespace, settings: ResolvedSettings, config_file: 
 
         notices.wrap_width = no_wrap
     # What a chat needs (not imported at the top: see there).
-    import signal
-
     from hailo_repl.backends import open_backend
     from hailo_repl.backends.base import BackendError, GenerationParams
     from hailo_repl.chat import Chat
     from hailo_repl.context import ContextOverflowError
     from hailo_repl.dialogs import choose_model, download_with_progress
-    from hailo_repl.engine.api import EngineError, TurnEnd
+    from hailo_repl.engine.api import EngineError
     from hailo_repl.engine.local import LocalEngine
     from hailo_repl.models import ModelNotFoundError
     from hailo_repl.sessions import SessionNotFoundError, SessionStore
-    from hailo_repl.signals import HangUp, exit_on_termination, signals_held
+    from hailo_repl.signals import exit_on_termination, signals_held
 
     setup_logging(to_file=settings["history"])  # --no-history: nothing of the chat on disk
     choice.context_cache = device_contexts_dir() if settings["history"] else None
@@ -289,6 +308,10 @@ def run_chat(args: argparse.Namespace, settings: ResolvedSettings, config_file: 
         print_chat_list(store)
         return EXIT_OK
     exit_on_termination()
+    from hailo_repl.cli_engine import run_through_engine, uses_engine_process
+
+    if uses_engine_process(settings, chatting, choice):
+        return run_through_engine(args, settings, config_file, choice, store, notices, interactive, answer_inputs)
     backend: Backend | None = None
     engine: LocalEngine | None = None
     holds = settings["history"]  # --no-history writes nothing, the lock file included: it only waits
@@ -338,18 +361,7 @@ def run_chat(args: argparse.Namespace, settings: ResolvedSettings, config_file: 
         if resumed is not None:
             notices.say(f"Continuing chat {resumed.id} ({resumed.turns} turns, {resumed.model}).")
         engine.load()
-        inputs = [with_piped_input(args.prompt)] if args.prompt is not None else messages_from_stdin(args.single)
-        hang_up = HangUp()
-        for text in inputs:
-            wrap = settings["word-wrap"] and sys.stdout.isatty()  # a pipe or a file gets the reply as it came
-            with hang_up.finishing():
-                completed = run_turn(engine, text, notices, settings["verbose"], wrap, hang_up)
-            if hang_up.happened:  # the reply ran to its end and is saved: the run ends, as at SIGHUP
-                return 128 + signal.SIGHUP
-            if completed.reason is TurnEnd.ERROR:
-                notices.fatal(completed.error or "the reply failed")
-                return EXIT_FAILURE
-        return EXIT_FAILURE if engine.status().unsaved else EXIT_OK  # (its [Error] line said why)
+        return answer_inputs(args, engine, settings, notices)
     except (BackendError, ModelNotFoundError, ContextOverflowError, EngineError, SessionNotFoundError) as error:
         notices.fatal(str(error))
         return EXIT_FAILURE

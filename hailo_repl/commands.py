@@ -10,7 +10,18 @@ from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 
 from hailo_repl import commands_chat as chat
-from hailo_repl.commands_base import CommandContext, OffTheLoop, Quit, Resend, Send, SwitchModel, paths, words
+from hailo_repl.commands_base import (
+    CommandContext,
+    Detach,
+    OffTheLoop,
+    Quit,
+    Resend,
+    Send,
+    SwitchModel,
+    in_engine_process,
+    paths,
+    words,
+)
 from hailo_repl.config import log_file
 from hailo_repl.engine.api import EngineError
 from hailo_repl.keys import keys_help_text
@@ -20,6 +31,7 @@ __all__ = [
     "BUILTINS",
     "CommandCompleter",
     "CommandContext",
+    "Detach",
     "OffTheLoop",
     "Quit",
     "Resend",
@@ -181,6 +193,14 @@ command("/context", "show how full the context window is")(chat.show_context)
 @command("/quit", "end the chat and release the device", aliases=("/exit",))
 def quit_chat(context: CommandContext, argument: str) -> None:
     raise Quit
+
+
+@command("/detach", "leave the chat running in the engine process (hailo-repl -c attaches again)")
+def detach(context: CommandContext, argument: str) -> None:
+    if not in_engine_process(context.engine):
+        context.console.info("/detach needs the engine process (--daemon always); this chat runs in this terminal.")
+        return
+    raise Detach
 
 
 command("/system", "show the system prompt, or replace it", usage="[text]")(chat.system)

@@ -44,6 +44,15 @@ class Quit(Exception):
     """A command ended the chat."""
 
 
+class Detach(Quit):
+    """/detach: this terminal leaves; the chat and its reply go on in the engine process."""
+
+
+def in_engine_process(engine: object) -> bool:
+    """Whether the chat runs in the engine process (it can be left running: /detach), not in this one."""
+    return callable(getattr(engine, "detach", None))
+
+
 @dataclass
 class Send:
     """A command's answer: send `text` as the next message (/continue)."""

@@ -131,8 +131,18 @@ def check_vdevice(findings: Findings, machine: Machine) -> None:
         findings.add(False, "VDevice not tried: HailoRT is missing or too old (above)")
         return
     from hailo_repl.backends.hailo_device import SHARED_VDEVICE_GROUP_ID, open_vdevice
+    from hailo_repl.daemon.cli import ask
     from hailo_repl.instance_lock import HAILO, InstanceLock
 
+    engine, answer, _ = ask("daemon/status")  # the engine process first: it may hold the device for minutes
+    if engine and (answer is None or answer.get("backend") == HAILO):
+        held = f" with {answer.get('model')}" if answer else ""
+        findings.device_in_use = findings.vdevice_opens = findings.add(
+            True,
+            f"the Hailo-10H opens: the hailo-repl engine process (pid {engine}) has it open{held}; "
+            "`hailo-repl daemon stop` releases it, then run the doctor again for the checks that open it",
+        )
+        return
     holder = next((h for h in InstanceLock(instance_lock_file()).holders() if h.blocks(HAILO, None)), None)
     if holder is not None:
         findings.device_in_use = findings.vdevice_opens = findings.add(

@@ -116,8 +116,13 @@ class PromptLine:
             app.exit(exception=EOFError)
 
     def queue(self, buffer: Buffer) -> None:
-        """Enter while a reply streams: the message waits for the reply's end (and is in the history now)."""
+        """Enter while a reply streams: the message waits for the reply's end (and is in the history now);
+        /detach is done at once (the reply goes on in the engine process)."""
         buffer.append_to_history()
+        if buffer.text.strip() == "/detach" and self.repl.in_engine_process:
+            buffer.reset()
+            self.repl.detach()
+            return
         self.repl.pane.queue(buffer.text)
         buffer.reset()
 

@@ -158,6 +158,30 @@ class SwitchSetting(Setting):
         return self.parse(text)
 
 
+DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
+
+
+@dataclass(eq=False, repr=False, kw_only=True)
+class DurationSetting(Setting):
+    """A time in whole seconds, typed as Ollama's OLLAMA_KEEP_ALIVE takes it: 300, 30s, 5m, 1h;
+    a negative one means for ever."""
+
+    @property
+    def allowed(self) -> str:
+        return "a duration: seconds, or a number with s, m or h (5m); negative: for ever"
+
+    def parse(self, text: str) -> int:
+        word = text.strip().lower()
+        unit = word[-1:] if word[-1:] in DURATION_UNITS else ""
+        number = whole_number(word[: len(word) - len(unit)])
+        if number is None:
+            raise self.refuse(text)
+        return -1 if number < 0 else number * DURATION_UNITS[unit]
+
+    def shown(self, value: Any) -> str:
+        return "for ever" if value is not None and value < 0 else super().shown(value)
+
+
 @dataclass(eq=False, repr=False, kw_only=True)
 class TextSetting(Setting):
     """Free text, or a path that `check` turns into its value (raising ValueError with the reason)."""
@@ -270,6 +294,23 @@ SETTINGS_TABLE: tuple[Setting, ...] = (
         help="with -p and pipes, keep the Hailo device context too (interactive chats keep theirs "
         "where a load beats reading the chat again)",
         default=False,
+    ),
+    ChoiceSetting(
+        "daemon",
+        help="run the chat in hailo-repl's engine process, which outlives the terminal (a reply goes on "
+        "after an SSH drop; `hailo-repl -c` attaches again): auto for interactive chats and, on the Hailo, "
+        "-p and pipes; always for every chat; never: in this process only",
+        default="never",
+        choices=("auto", "always", "never"),
+        env="HAILO_REPL_DAEMON",
+    ),
+    DurationSetting(
+        "keep-alive",
+        help="how long the engine process keeps the model loaded after the last terminal left "
+        "(seconds, or 5m, 1h; 0: release it at once; negative: until `hailo-repl daemon stop`)",
+        default=300,
+        env="HAILO_REPL_KEEP_ALIVE",
+        metavar="DURATION",
     ),
     SwitchSetting(
         "verbose",

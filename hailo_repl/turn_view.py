@@ -6,15 +6,28 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from prompt_toolkit.application import run_in_terminal
 
 from hailo_repl.commands_base import SwitchModel
 from hailo_repl.engine.api import Busy, TurnCompleted, TurnEnd, TurnMode
-from hailo_repl.render import ASSISTANT_PREFIX, ConsoleScreen, ReplyRenderer, ReplyScreen, ShownReply, show_reply
+from hailo_repl.render import (
+    ASSISTANT_PREFIX,
+    USER_PREFIX,
+    ConsoleScreen,
+    ReplyRenderer,
+    ReplyScreen,
+    ShownReply,
+    recent_turns_text,
+    show_reply,
+)
 
 if TYPE_CHECKING:
     from hailo_repl.app import Repl
     from hailo_repl.engine.api import Turn
+    from hailo_repl.engine.socket_turn import Arrival
 
 SETTLE_NOTICE_AFTER = 0.3  # seconds of waiting for the previous reply before saying so
 SENT_AFTER_THE_SAVE = "Your message goes as soon as the device context is kept."
@@ -26,10 +39,22 @@ class TurnView:
         self.turn: Turn | None = None  # the last turn, until it has settled
         self._showing: asyncio.Future[TurnCompleted] | None = None  # the turn on screen, if one is
         self._stopped = False  # the turn on screen was interrupted
+        self._following: asyncio.Future[None] | None = None  # the turn in flight when this terminal arrived
 
     async def reply(self, text: str, mode: TurnMode = TurnMode.MESSAGE) -> None:
+        await self.show(self.repl.engine.start_turn(text, mode))
+
+    async def follow(self, turn: Turn, question: str) -> None:
+        """A turn already in flight when this terminal arrived (its question, its reply so far
+        and then live): shown as if it had been sent from here."""
         repl = self.repl
-        turn = self.turn = repl.engine.start_turn(text, mode)
+        user = repl.reply_wrap(len(USER_PREFIX))
+        repl.console.write(USER_PREFIX + (user.feed(question) + user.flush() if user else question) + "\n")
+        await self.show(turn)
+
+    async def show(self, turn: Turn) -> None:
+        repl = self.repl
+        self.turn = turn
         shown = ShownReply()
         self._stopped = False
 
@@ -83,6 +108,33 @@ class TurnView:
         terminal shows it: all of it)."""
         if self.turn is not None and not self.turn.is_finished():
             self.repl.engine.interrupt(self.turn.id, None)
+
+    async def show_arrival(self, arrival: Arrival, chat: str, model: str) -> None:
+        """What a terminal arriving at the engine process's chat is shown: the lines about it, its
+        recent turns, and a turn in flight: its question once, its reply so far, then live (it
+        is this terminal's to wait for, or stop with Ctrl+C, from here)."""
+        repl = self.repl
+
+        def show() -> None:
+            for line in arrival.lines:
+                repl.console.say(line)
+            if arrival.recent or arrival.turn is not None:
+                repl.console.info(f"Chat {chat} with {model}:")
+                repl.console.write(
+                    recent_turns_text(arrival.recent, repl.color, repl.reply_wrap, count=len(arrival.recent))
+                )
+            if arrival.turn is not None:
+                repl.console.info("Its reply is still running in the engine process; it goes on here.")
+
+        await self._above_the_prompt(show)
+        if arrival.turn is not None:
+            self._following = asyncio.ensure_future(self.follow(arrival.turn, arrival.turn.question))
+
+    async def _above_the_prompt(self, show: Callable[[], None]) -> None:
+        if self.repl.session.app.is_running and not self.repl.live:
+            await run_in_terminal(show)
+        else:
+            show()
 
     async def model_ready(self, load: asyncio.Future[None]) -> bool:
         """Wait for the model if it is still loading. False if it failed to load, or a

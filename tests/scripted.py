@@ -25,11 +25,11 @@ from hailo_repl.settings import SETTINGS_TABLE
 TYPING_PAUSE = 0.02
 
 
-def type_into_repl(engine, keys, history=False):
-    """Type `keys` (strings; or steps, coroutine functions given the Repl) into a Repl on `engine`;
-    returns (exit code, the Repl)."""
+def type_into_repl(engine, keys, history=False, **more):
+    """Type `keys` (strings; or steps, coroutine functions given the Repl) into a Repl on `engine`
+    (`more`: the Repl's other arguments); returns (exit code, the Repl)."""
     with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
-        repl = Repl(engine, history=history)
+        repl = Repl(engine, history=history, **more)
 
         async def main():
             task = asyncio.ensure_future(repl.run())

@@ -21,6 +21,7 @@ from hailo_repl.chat import Chat
 from hailo_repl.engine.local import LocalEngine
 from hailo_repl.sessions import SessionStore
 import hailo_repl.engine.api, hailo_repl.engine.ops, hailo_repl.engine.turns
+import hailo_repl.daemon.protocol, hailo_repl.daemon.server, hailo_repl.daemon.connection, hailo_repl.daemon.opening
 
 class Backend:  # the backend protocol, answering "Hi" (tests/scripted.py imports the commands)
     name, model_name, last_prompt_tokens, loads_in_background = "llama", "m", 1, True
@@ -52,6 +53,7 @@ def test_the_engine_side_imports_nothing_of_the_terminal(tmp_path):
     assert result.returncode == 0, result.stderr
     modules = set(result.stdout.split())
     assert "hailo_repl.engine.local" in modules  # it did get that far
+    assert "hailo_repl.daemon.server" in modules  # the engine process's side of the socket too
     assert [name for name in modules if name.split(".")[0] in TERMINAL_LIBRARIES] == []
     assert not {"hailo_repl.app", "hailo_repl.render", "hailo_repl.pane", "hailo_repl.toolbar"} & modules
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -106,6 +106,39 @@ def open_backend(
     except BaseException:
         vdevice.release()
         raise
+
+
+def resolve_choice(
+    choice: BackendChoice, notify: Callable[[str], None], choose_model: ModelChooser | None, download: ModelDownloader
+) -> BackendChoice:
+    """The choice with what needs the user settled here (the model picker, a download), without
+    opening any device: for the engine process, which opens the device and asks nobody.
+    BackendError/ModelNotFoundError as open_backend raises them. With `auto` and no HEF named,
+    one HEF (or none) is left to the engine, which falls back to llama.cpp where no device
+    opens; among several, the one picked is named, and then wants the device."""
+    if choice.backend in REMOTE_BACKENDS:
+        if choice.model_name:
+            return choice
+        backend = remote_backend(choice)
+        try:
+            name = _choose_name(backend.list_models(), backend.name, choose_model)
+        finally:
+            backend.release()
+        return replace(choice, model_name=name)
+    if choice.backend == "llama" or choice.gguf_path:
+        return choice
+    wants_hailo = choice.backend == "hailo" or bool(choice.hef_path)
+    if importlib.util.find_spec("hailo_platform") is None:  # (not imported: HailoRT stays out of the client)
+        if wants_hailo:
+            raise BackendError(HAILORT_MISSING)
+        notify(
+            f"No Hailo device (hailo_platform is not installed); using llama.cpp on the CPU "
+            f"with {models.BUNDLED_MODEL_NAME}"
+        )
+        return replace(choice, backend="llama")
+    if not choice.hef_path and len(models.find_downloaded_llm_models()) < 2:
+        return choice  # the engine finds the one HEF, or that a device opens with none (its error)
+    return replace(choice, hef_path=str(_choose_hef(choice.hef_path, choose_model, download)))
 
 
 def _llama_backend(gguf_path: Path | None) -> Backend:

@@ -119,6 +119,14 @@ class EngineNotice(Event):
     line: str
 
 
+class EngineGone(Event):
+    """The engine has let this terminal go (another took the chat over) or has ended (killed):
+    `line` to show (empty if the turn on screen showed it), then the chat ends with `exit_code`."""
+
+    line: str
+    exit_code: int = 1
+
+
 class UsageChanged(Event):
     usage: ContextUsage
 
