@@ -56,6 +56,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -176,9 +177,10 @@ def summary_ms(seconds: list[float]) -> dict:
 class Setup:
     """Temporary XDG dirs, a resources dir with a fake HEF, and the double's scripts."""
 
-    def __init__(self, root: Path, delay_ms: int, code: Path | None = None):
+    def __init__(self, root: Path, delay_ms: int, code: Path | None = None, chat_args: list[str] | None = None):
         self.root = root
         self.code = code
+        self.chat_args = chat_args or []  # more arguments for hailo-repl in (c) and (e), e.g. --daemon always
         self.xdg = {
             name: str(root / sub)
             for name, sub in (
@@ -547,14 +549,14 @@ def time_to_exit(command: list[str], env: dict) -> float:
     return time.perf_counter() - started
 
 
-def bench_launch_ratio(setup: Setup, runs: int, rounds: int) -> dict:
+def bench_launch_ratio(setup: Setup, runs: int, rounds: int, engine_first: bool = False) -> dict:
     """Launch to the first prompt, hailo-repl --backend llama vs a bare prompt_toolkit prompt, spawned in
     turn in the same run; and `--list-models -q` (shell completion) vs a bare interpreter."""
     env = {**setup.llama_env(), "TERM": "xterm-256color"}
     if setup.code:  # another checkout's hailo_repl, ahead of the installed one
         env["PYTHONPATH"] = str(setup.code)
     sides = {
-        "hailo-repl": terminal.hailo_repl_command() + ["--backend", "llama", "--no-history"],
+        "hailo-repl": terminal.hailo_repl_command() + ["--backend", "llama", "--no-history", *setup.chat_args],
         "bare PromptSession": [sys.executable, "-c", BARE_PROMPT],
         "hailo-repl --list-models -q": terminal.hailo_repl_command() + ["--list-models", "-q"],
         "bare python -c pass": [sys.executable, "-c", "pass"],
@@ -563,6 +565,10 @@ def bench_launch_ratio(setup: Setup, runs: int, rounds: int) -> dict:
     for name, command in sides.items():
         say(f"    {name}: {' '.join(command)}")
     time_to_prompt(sides["hailo-repl"], env)  # a first run to warm the file cache (and write the .pyc files)
+    if engine_first:  # the launch with the engine process already running (a -p through it starts it)
+        subprocess.run(
+            [*sides["hailo-repl"], "-p", "hi"], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, check=True
+        )
     result: dict = {"runs": runs, "rounds": []}
     pooled: dict[str, list[float]] = {name: [] for name in sides}
 
@@ -693,7 +699,7 @@ def bench_decode_through_pane(setup: Setup, runs: int, max_tokens: int) -> dict:
     from llama_cpp import Llama
 
     args = ["--backend", "llama", "--verbose", "--temperature", "0", "--max-tokens", str(max_tokens)]
-    args += ["--system-prompt", SYSTEM_PROMPT, "--no-history"]
+    args += ["--system-prompt", SYSTEM_PROMPT, "--no-history", *setup.chat_args]
     env = setup.llama_env()
     if setup.code:  # another checkout's hailo_repl, ahead of the installed one
         env["PYTHONPATH"] = str(setup.code)
@@ -804,6 +810,16 @@ def main() -> int:
         help="for hailo, (c) and (e): run the hailo_repl package found in this folder (e.g. `git archive main "
         "hailo_repl` unpacked) against the same double, to compare with another version",
     )
+    parser.add_argument(
+        "--chat-args",
+        default="",
+        help="more arguments for hailo-repl in (c) and (e), e.g. '--daemon always' (through the engine process)",
+    )
+    parser.add_argument(
+        "--engine-first",
+        action="store_true",
+        help="(c) with the engine process already running (started by a `-p hi` through it before the spawns)",
+    )
     args = parser.parse_args()
     if args.json:
         REPORT = sys.stderr
@@ -834,7 +850,7 @@ def main() -> int:
     )
     say()
     with tempfile.TemporaryDirectory(prefix="bench-repl-") as tmp:
-        setup = Setup(Path(tmp), args.delay_ms, args.code)
+        setup = Setup(Path(tmp), args.delay_ms, args.code, shlex.split(args.chat_args))
         if "a" in args.only:
             say("== (a) Ctrl+C-to-prompt latency (one session per backend) ==")
             results["interrupts"] = {}
@@ -848,7 +864,7 @@ def main() -> int:
             say()
         if "c" in args.only:
             say(f"== (c) launch -> prompt vs a bare prompt_toolkit prompt, {args.ratio_rounds} rounds ==")
-            results["launch_ratio"] = bench_launch_ratio(setup, args.launch_runs, args.ratio_rounds)
+            results["launch_ratio"] = bench_launch_ratio(setup, args.launch_runs, args.ratio_rounds, args.engine_first)
             say()
         if "d" in args.only:
             say("== (d) the output path while a reply streams (hailo double, 100 x 30) ==")
@@ -858,6 +874,11 @@ def main() -> int:
             say("== (e) decode through the live pane (llama, 100 x 30) vs raw llama-cpp-python ==")
             results["decode"] = bench_decode_through_pane(setup, args.decode_runs, args.max_tokens)
             say()
+        if setup.chat_args:  # an engine process these runs started ends with them
+            env = setup.llama_env()
+            subprocess.run(
+                [*terminal.hailo_repl_command(), "daemon", "stop"], env=env, stdout=subprocess.DEVNULL, check=False
+            )
     if args.json:
         print(json.dumps(results, indent=2), flush=True)
     failed = any(r.get("problems") for part in ("interrupts", "launch") for r in results.get(part, {}).values())

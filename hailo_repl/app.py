@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from prompt_toolkit import PromptSession
-from prompt_toolkit.application import run_in_terminal
 from prompt_toolkit.completion import ThreadedCompleter
 from prompt_toolkit.filters import Condition
 from prompt_toolkit.key_binding import merge_key_bindings
@@ -145,6 +144,11 @@ class Repl(ChatEnds):
         start_is_over()
         self._drawn.set()
 
+    @property
+    def model(self) -> str:
+        """The model in use, as the engine last said (the toolbar keeps it from its events)."""
+        return self.toolbar.model
+
     def wrap_width(self) -> int | None:
         """The terminal's width while word-wrap is on (read at each use: a resize applies at once)."""
         return self.session.output.get_size().columns if self.settings["word-wrap"] else None
@@ -184,13 +188,6 @@ class Repl(ChatEnds):
             self.quit()
         self.toolbar.take(event)
 
-    async def _say_first(self, line: str) -> None:
-        """A line drawn now, above the prompt if one is up (before what holds the GIL next)."""
-        if self.session.app.is_running and not self.live:
-            await run_in_terminal(lambda: self.console.say(line))
-        else:
-            self.console.say(line)
-
     async def run(self) -> int:
         loop = self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
@@ -203,7 +200,7 @@ class Repl(ChatEnds):
             self.show_resumed(self.resumed)
         load = asyncio.ensure_future(self._load(status.loads_in_background))
         load.add_done_callback(self._loaded)
-        idle_saves = asyncio.ensure_future(self.engine.keep_context_when_idle(self._say_first))
+        idle_saves = asyncio.ensure_future(self.engine.keep_context_when_idle(self.prompt.say))
         toolbar_refresh = asyncio.ensure_future(self.toolbar.keep_fresh())
         try:
             with typeahead_mode():
@@ -277,7 +274,7 @@ class Repl(ChatEnds):
 
     def show_resumed(self, chat: ChatSummary) -> None:
         """The last turns of a chat just resumed, so the user sees where it stopped."""
-        for line in resumed_lines(chat, self.engine.status().model):
+        for line in resumed_lines(chat, self.model):
             self.console.info(line)
         self.console.write(recent_turns_text(self.engine.messages(), self.color, self.reply_wrap))
 

@@ -12,7 +12,7 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hailo_repl.backends.base import (
     Backend,
@@ -27,8 +27,10 @@ from hailo_repl.console import CONTEXT, ERROR, INFO, labelled
 from hailo_repl.context import ContextOverflowError, ContextUsage, fit_history, split_turns
 from hailo_repl.conversation import ConversationFileError, newer_format
 from hailo_repl.sessions import ChatRecord, SessionStore, new_session_id, unknown_fields
-from hailo_repl.stats import ReplyStats
 from hailo_repl.streaming import StreamingTextFilter, clean_response
+
+if TYPE_CHECKING:
+    from hailo_repl.stats import ReplyStats
 
 # Said before a save of the model's context that the user may wait for (seconds on the Hailo).
 KEEPING_DEVICE_CONTEXT = "Keeping the device context for a quick resume…"
@@ -284,6 +286,8 @@ class Chat:
         system, turns = split_turns(candidate)
         self.messages = system + [m for turn in turns[fitted.dropped_turns :] for m in turn]
         self._history_unsent = False  # from here the backend's own count is the right one
+
+        from hailo_repl.stats import ReplyStats  # here: the first prompt does not need it
 
         stats = ReplyStats()
         raw: list[str] = []

@@ -10,7 +10,7 @@ import io
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from hailo_repl.engine.api import Engine, TurnCompleted, TurnEvent
     from hailo_repl.instance_lock import InstanceLock
     from hailo_repl.sessions import ChatSummary, SessionStore
+    from hailo_repl.signals import HangUp
 
 
 def print_server_models(choice: BackendChoice) -> None:
@@ -59,33 +60,54 @@ def print_model_list() -> None:
         print(f"{row.name:<32} {row.kind:<5} {tag:<10} {state}{where}")
 
 
-def run_turn(engine: Engine, text: str, notices: Console, verbose: bool, wrap: bool = False) -> TurnCompleted:
+def run_turn(
+    engine: Engine, text: str, notices: Console, verbose: bool, wrap: bool = False, hang_up: HangUp | None = None
+) -> TurnCompleted:
     """Stream one reply to stdout (word-wrapped with `wrap`); the timing block goes to stderr with --verbose.
     The turn runs on this thread: SIGTERM's SystemExit or Ctrl+C ends it there, the reply kept
-    interrupted, before the backend is released."""
+    interrupted, before the backend is released. A hang-up (`hang_up`: SIGHUP, or EIO writing to
+    the terminal) does not: the reply runs to its end, its writes dropped, and is saved whole."""
     from hailo_repl.engine.api import TurnCompleted, TurnEnd, TurnNotice, TurnText
 
-    wrote = False
+    wrote = told = False
     wrapper = WordWrap(lambda: shutil.get_terminal_size().columns) if wrap else None
+
+    def write(fd: int, what: Callable[[], None]) -> None:
+        try:
+            what()
+        except OSError as error:
+            if hang_up is None or not hang_up.at(error, fd):
+                raise
+
+    def out(text: str) -> None:
+        def to_stdout() -> None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+        write(1, to_stdout)
+
+    def say(line: str) -> None:
+        write(2, lambda: notices.say(line))
 
     def end_the_reply() -> None:  # at its TurnCompleted: before the save, which may wait seconds for a lock
         nonlocal wrote
         if wrote:
-            sys.stdout.write((wrapper.flush() if wrapper else "") + "\n")
-            sys.stdout.flush()
+            out((wrapper.flush() if wrapper else "") + "\n")
             wrote = False
 
     def show(event: TurnEvent) -> None:
-        nonlocal wrote
+        nonlocal wrote, told
+        if hang_up is not None and hang_up.happened and not told:  # (not in the signal's handler: it takes locks)
+            told = True
+            logger.info("the terminal hung up during a reply: it runs to its end, then the run ends")
+            engine.hang_up()  # a new hailo-repl resuming the chat waits for it (the lock file)
         if isinstance(event, TurnText):
-            sys.stdout.write(wrapper.feed(event.text) if wrapper else event.text)
-            sys.stdout.flush()
+            out(wrapper.feed(event.text) if wrapper else event.text)
             wrote = True
         elif isinstance(event, TurnNotice):
             if wrote:  # the words the wrap holds first: the line never lands inside the reply
-                sys.stdout.write(wrapper.feed("\n") if wrapper else "\n")
-                sys.stdout.flush()
-            notices.say(event.line)
+                out(wrapper.feed("\n") if wrapper else "\n")
+            say(event.line)
         elif isinstance(event, TurnCompleted):
             end_the_reply()
 
@@ -94,8 +116,18 @@ def run_turn(engine: Engine, text: str, notices: Console, verbose: bool, wrap: b
     finally:
         end_the_reply()
     if verbose and completed.reason is not TurnEnd.ERROR and completed.stats is not None:
-        notices.say(completed.stats.verbose_block())
+        say(completed.stats.verbose_block())
     return completed
+
+
+def say_to(notices: Console) -> Callable[[str], None]:
+    """An [Info] line to `notices`, or none once the terminal is gone (a hang-up's EIO)."""
+
+    def say(line: str) -> None:
+        with contextlib.suppress(OSError):
+            notices.info(line)
+
+    return say
 
 
 # Characters of stdin read as one message (-p, --single, a line): far more than any context holds,
@@ -131,12 +163,19 @@ def with_piped_input(prompt: str) -> str:
 
 def answer_inputs(args: argparse.Namespace, engine: Engine, settings: ResolvedSettings, notices: Console) -> int:
     """-p's message, or each one from a pipe, answered on stdout (the engine loaded); the exit code."""
+    import signal
+
     from hailo_repl.engine.api import TurnEnd
+    from hailo_repl.signals import HangUp
 
     inputs = [with_piped_input(args.prompt)] if args.prompt is not None else messages_from_stdin(args.single)
+    hang_up = HangUp()
     for text in inputs:
         wrap = settings["word-wrap"] and sys.stdout.isatty()  # a pipe or a file gets the reply as it came
-        completed = run_turn(engine, text, notices, settings["verbose"], wrap)
+        with hang_up.finishing():
+            completed = run_turn(engine, text, notices, settings["verbose"], wrap, hang_up)
+        if hang_up.happened:  # the reply ran to its end and is saved: the run ends, as at SIGHUP
+            return 128 + signal.SIGHUP
         if completed.reason is TurnEnd.ERROR:
             notices.fatal(completed.error or "the reply failed")
             return EXIT_FAILURE
@@ -232,7 +271,7 @@ def run_chat(args: argparse.Namespace, settings: ResolvedSettings, config_file: 
     # What a chat needs (not imported at the top: see there).
     from hailo_repl.backends import open_backend
     from hailo_repl.backends.base import BackendError, GenerationParams
-    from hailo_repl.chat import KEEPING_DEVICE_CONTEXT, Chat
+    from hailo_repl.chat import Chat
     from hailo_repl.context import ContextOverflowError
     from hailo_repl.dialogs import choose_model, download_with_progress
     from hailo_repl.engine.api import EngineError
@@ -340,11 +379,7 @@ def run_chat(args: argparse.Namespace, settings: ResolvedSettings, config_file: 
             with signals_held():  # SIGTERM and SIGHUP too: the device context is kept if there is time
                 if engine is None:
                     backend.release()
-                else:
-                    if engine.status().context_unsaved and chatting:
-                        # the REPL: say why its exit waits (seconds on a Pi)
-                        with contextlib.suppress(OSError):
-                            notices.info(KEEPING_DEVICE_CONTEXT)
-                    engine.quit()  # (the model /model switched to, if it did)
+                else:  # the REPL says why its exit waits (seconds on a Pi)
+                    engine.quit(say_to(notices) if chatting else None)  # (the model /model switched to, if it did)
         if lock is not None:
             lock.release()  # once the device is free: a process waiting for it opens it next

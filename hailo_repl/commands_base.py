@@ -30,6 +30,11 @@ class CommandContext(Protocol):
     config_file: Path  # where /set --save writes
     store: SessionStore | None  # the saved chats (/history, /resume); None with --no-history… or none here
 
+    @property
+    def model(self) -> str:
+        """The model in use, as the engine last said (its events)."""
+        ...
+
     def show_resumed(self, chat: ChatSummary) -> None:
         """Say which chat now goes on, and show its last turns."""
         ...

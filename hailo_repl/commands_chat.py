@@ -156,7 +156,7 @@ def offered_models(context: CommandContext) -> list[str]:
 
 def switch_model(context: CommandContext, argument: str) -> SwitchModel | None:
     engine = context.engine
-    current = engine.status().model
+    current = context.model
     try:
         if not argument:
             lines = [f"{'*' if name == current else ' '} {name}" for name in engine.list_models()]

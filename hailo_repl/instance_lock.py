@@ -126,10 +126,6 @@ class InstanceLock:
         self.started = process_start_time(self.pid)
         self._mine: Holder | None = None
 
-    @property
-    def held(self) -> bool:
-        return self._mine is not None
-
     def take(
         self,
         device: str | None,

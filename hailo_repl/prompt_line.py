@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING
 
 from prompt_toolkit.application import run_in_terminal
@@ -38,13 +38,14 @@ class PromptLine:
     def up(self) -> bool:
         return self._prompt is not None
 
-    def say(self, line: str) -> None:
-        """A line (labelled; on the loop), drawn above the prompt if one is up."""
+    def say(self, line: str) -> Awaitable[None]:
+        """A line (labelled; on the loop), drawn above the prompt if one is up. Awaiting what it
+        returns waits until the line is drawn (before what holds the GIL next: an idle save)."""
         repl = self.repl
         if self.session.app.is_running and not repl.live:
-            run_in_terminal(lambda: repl.console.say(line))
-        else:
-            repl.console.say(line)
+            return run_in_terminal(lambda: repl.console.say(line))
+        repl.console.say(line)
+        return _Drawn()
 
     def say_each(self, lines: list[str]) -> None:
         for line in lines:
@@ -135,3 +136,10 @@ class PromptLine:
             self.repl.pane.give_back(queued[1:] + ([buffer.text] if buffer.text else []))
             buffer.document = Document(queued[0], len(queued[0]))
         self.repl.ctrl_c()
+
+
+class _Drawn:
+    """An awaitable that is done: the line went straight to the console."""
+
+    def __await__(self) -> Generator[None, None, None]:
+        yield from ()

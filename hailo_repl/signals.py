@@ -1,7 +1,9 @@
 """What SIGINT, SIGTERM and SIGHUP do: the one module that installs signal handlers.
 
 - Outside the REPL (pipes, `-p`, before the chat starts) SIGTERM and SIGHUP end the run
-  with exit code 128+n, through every `finally`, so the device is still released.
+  with exit code 128+n, through every `finally`, so the device is still released; but a
+  hang-up (SIGHUP, or EIO writing to the terminal) during a reply lets it run to its end,
+  saved whole, and then ends the run with 129 (HangUp).
 - In the REPL the event loop owns all three: while a prompt is up the terminal is raw and
   Ctrl+C is a key, so a SIGINT means Ctrl+C between prompts and goes to whatever is
   running then (a reply, the wait for the model); SIGTERM and SIGHUP end the chat (a hang-up
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import os
 import signal
 from collections.abc import Callable, Iterator
 from types import FrameType
@@ -83,3 +87,53 @@ def route_to_loop(
         loop.add_signal_handler(signum, terminate, signum)
     if hasattr(signal, "SIGCONT"):
         loop.add_signal_handler(signal.SIGCONT, resumed)
+
+
+class HangUp:
+    """-p and pipes: the terminal going away during a reply (SIGHUP, or EIO writing to it) does
+    not stop the reply: it runs to its end and is saved whole, as in the REPL, and the run ends
+    after it with 129. From the hang-up on, what was written to the terminal (the reply, the
+    notices) goes to /dev/null; a stdout redirected to a file or a pipe keeps getting the reply."""
+
+    def __init__(self) -> None:
+        self.terminals = [fd for fd in (1, 2) if os.isatty(fd)]  # (a hung-up terminal is no tty any more)
+        self.happened = False
+
+    @contextlib.contextmanager
+    def finishing(self) -> Iterator[None]:
+        """Meanwhile (a reply) SIGHUP is noted, not an end of the run. The handler only notes
+        it and drops the writes: what takes a lock (the log, the lock file) the caller does at
+        its next event."""
+        if not hasattr(signal, "SIGHUP"):
+            yield
+            return
+        previous = signal.signal(signal.SIGHUP, lambda signum, frame: self.hung_up())
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGHUP, previous)
+
+    def hung_up(self) -> None:
+        self.happened = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            for fd in self.terminals:
+                os.dup2(devnull, fd)
+        finally:
+            os.close(devnull)
+
+    def at(self, write_error: OSError, fd: int) -> bool:
+        """Whether a write to `fd` failed because the terminal went away (EIO; its SIGHUP may
+        come later or not at all), or the reader of a pipe went with it (a pipe to `less`):
+        then the writes to it are dropped from now on."""
+        from hailo_repl.terminal_modes import terminal_gone
+
+        if write_error.errno == errno.EIO and fd in self.terminals and terminal_gone(fd):
+            self.hung_up()
+            return True
+        if self.happened:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
+            return True
+        return False

@@ -81,12 +81,12 @@ def restore_raw_mode(fileno: int) -> None:
 
 
 def terminal_gone(output: Any) -> bool:
-    """Whether the terminal of `output` (a prompt_toolkit Output) has hung up: then even its
-    settings cannot be read (EIO)."""
+    """Whether the terminal of `output` (a prompt_toolkit Output, or a file descriptor) has hung
+    up: then even its settings cannot be read (EIO)."""
     import termios
 
     try:
-        termios.tcgetattr(output.fileno())
+        termios.tcgetattr(output if isinstance(output, int) else output.fileno())
     except (OSError, termios.error, ValueError, NotImplementedError):
         return True
     return False

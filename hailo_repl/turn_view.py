@@ -182,7 +182,7 @@ class TurnView:
         """/model: the engine releases the model and loads the other; the conversation stays. If
         the other fails to load, the chat goes back to the one it had."""
         repl = self.repl
-        old = repl.engine.status().model
+        old = repl.model
         repl.console.info(f"Releasing {old} and loading {switch.model}…")
         switched = await asyncio.get_running_loop().run_in_executor(None, repl.engine.switch_model, switch.name)
         if switched.error is None:

@@ -199,5 +199,5 @@ class FakeEngine:
     def snapshot(self):
         return Snapshot("chat-1", 0, [])
 
-    def quit(self):
+    def quit(self, say=None):
         self.calls.append(("quit",))

@@ -128,6 +128,10 @@ class CommandHarness:
         self.shown: list[str] = []
         self.outcome = None
 
+    @property
+    def model(self):
+        return self.engine.status().model
+
     def show_resumed(self, chat):
         self.shown.append(chat.id)
 

@@ -454,3 +454,37 @@ def test_the_engine_says_it_is_busy_keeping_the_context_before_it_starts(loaded_
     assert [state.busy for state in states] == [Busy.SAVING_CONTEXT, None]
     engine.keep_context()  # nothing changed since: nothing to do, nothing said
     assert len(fake_log.named("save_context")) == 1 and len(states) == 2
+
+
+@pytest.mark.parametrize("case", ["a turn to keep", "nothing new", "the save fails"])
+def test_quit_says_it_keeps_the_device_context_only_when_it_saves_and_again_when_that_failed(
+    loaded_hailo_backend, fake_log, tmp_path, monkeypatch, case
+):
+    """The REPL's exit waits seconds on a Pi for the save, so quit says why: only when a save
+    happens (not after a chat with nothing new), and one line more when it did not work."""
+    import hailo_platform.genai
+
+    from hailo_repl.chat import NOT_KEPT
+
+    backend = loaded_hailo_backend({"replies": [["Paris."]]})
+    engine = LocalEngine(Chat(backend, SYSTEM, GenerationParams(), SessionStore(tmp_path / "sessions")))
+    engine.run_turn("Capital of France?", lambda event: None)
+    if case == "nothing new":
+        engine.keep_context()  # (/save kept it: nothing changed since)
+    if case == "the save fails":
+
+        def disk_full(self):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(hailo_platform.genai.LLM, "save_context", disk_full)
+    saves_before = len(fake_log.named("save_context"))
+    said: list[str] = []
+    engine.quit(said.append)
+    expected = {
+        "a turn to keep": [KEEPING_DEVICE_CONTEXT],
+        "nothing new": [],
+        "the save fails": [KEEPING_DEVICE_CONTEXT, NOT_KEPT],
+    }
+    assert said == expected[case]
+    assert len(fake_log.named("save_context")) == saves_before + (case == "a turn to keep")
+    assert fake_log.names()[-1] == "vdevice_release"  # released whatever the save did

@@ -86,10 +86,10 @@ def double(isolated_home, hailo_resources, tmp_path):
         pids.append(term.child.pid)
         return term
 
-    def piped(replies: list, *args: str) -> subprocess.Popen:
+    def piped(replies: list, *args: str, delay_ms: int = 0) -> subprocess.Popen:
         process = subprocess.Popen(
             hailo_repl_command() + ["--hef-path", QWEN, *args],
-            env=env(replies),
+            env=env(replies, delay_ms),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -146,6 +146,54 @@ def test_a_second_chat_waits_for_a_hung_up_reply_then_continues_it_whole(double)
     second.send("/quit\r")
     assert second.wait_for_exit() == 0
     assert not lock_file().exists()  # nothing left behind once no process holds anything
+
+
+def sessions() -> list[Path]:
+    return sorted((Path(os.environ["XDG_DATA_HOME"]) / "hailo-repl" / "sessions").glob("*.json"))
+
+
+def test_a_one_shot_whose_terminal_closes_mid_reply_finishes_it_saves_it_whole_and_exits_129(double):
+    """`hailo-repl -p` over SSH, the link dropped: the reply runs to its end (its writes to the
+    dead terminal dropped), is saved whole, and the device is released before the exit."""
+    tokens = words(30)  # 3 s at 10 tokens a second
+    term = double([tokens], "-p", "tell me", delay_ms=100)
+    term.expect("w3 ")
+    term.close_window()  # SIGHUP, and every write after it fails with EIO
+    [holder] = wait_until(
+        lambda: [h for h in lock_holders() if h["pid"] == term.child.pid and h["finishing"]],
+        "the hung-up process to say it is finishing",
+    )
+    assert exit_code_of(term.child.pid, timeout=30) == 128 + signal.SIGHUP
+    [saved] = sessions()
+    assert saved.stem == holder["chat"]
+    reply = json.loads(saved.read_text())["messages"][-1]
+    assert reply == {"role": "assistant", "content": "".join(tokens).strip()}  # whole, not interrupted
+    events = double.events()
+    assert "abort" not in events and events[-1] == "vdevice_release"
+    assert not lock_file().exists()
+
+
+def test_a_one_shot_told_to_hang_up_finishes_the_reply_into_its_pipe_and_sigterm_still_stops_one(double):
+    """SIGHUP to `hailo-repl -p … > file` (a pipe here, still read): the whole reply still goes
+    there and into the chat, exit 129; SIGTERM stops the reply, kept interrupted, exit 143."""
+    tokens = words(20)
+    hung_up = double.piped([tokens], "-p", "tell me", delay_ms=50)
+    assert hung_up.stdout.read(3) == "w0 "
+    hung_up.send_signal(signal.SIGHUP)
+    out, err = hung_up.communicate(timeout=30)
+    assert hung_up.returncode == 128 + signal.SIGHUP and "Traceback" not in err
+    assert "w0 " + out == "".join(tokens) + "\n"  # (as it came: the last space too)
+    [saved] = sessions()
+    assert json.loads(saved.read_text())["messages"][-1] == {"role": "assistant", "content": "".join(tokens).strip()}
+
+    terminated = double.piped([tokens], "-p", "tell me again", delay_ms=50)
+    assert terminated.stdout.read(3) == "w0 "
+    terminated.send_signal(signal.SIGTERM)
+    out, err = terminated.communicate(timeout=30)
+    assert terminated.returncode == 128 + signal.SIGTERM and "Traceback" not in err
+    [stopped] = [path for path in sessions() if path != saved]
+    reply = json.loads(stopped.read_text())["messages"][-1]
+    assert reply["interrupted"] and len(reply["content"].split()) < len(tokens)
 
 
 def test_a_new_chat_on_the_hailo_waits_for_a_live_holder_and_names_it(double):

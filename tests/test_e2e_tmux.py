@@ -1,15 +1,18 @@
 """The output pane in tmux, which rewraps the lines on screen and in its history when the window's
 width changes (pyte, which test_e2e_pane.py reads through, does not): a resize in the middle of a
-reply must leave the reply once in the history and no copy of the prompt or the toolbar."""
+reply must leave the reply once in the history and no copy of the prompt or the toolbar. And a
+tmux session killed mid-reply, as a hang-up: the reply is finished and saved whole."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shlex
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -61,7 +64,8 @@ class Tmux:
         self.run("resize-window", "-x", str(cols))
 
     def stop(self) -> None:
-        os.kill(self.server_pid, signal.SIGTERM)  # by its pid, as every test server here is stopped
+        with contextlib.suppress(ProcessLookupError):  # (gone with its last session)
+            os.kill(self.server_pid, signal.SIGTERM)  # by its pid, as every test server here is stopped
 
 
 def bottom_row(rows: list[str]) -> str:
@@ -74,12 +78,16 @@ def tmux_chat(double_terminal, tmp_path):
     """hailo-repl on the double (the environment double_terminal gives), in a tmux window."""
     windows: list[Tmux] = []
 
-    def start(replies: list[list[str]], delay_ms: int, cols: int, args: tuple[str, ...] = ()) -> Tmux:
+    def start(
+        replies: list[list[str]], delay_ms: int, cols: int, args: tuple[str, ...] = (), runner: tuple[str, ...] = ()
+    ) -> Tmux:
+        """`runner`: a command that runs hailo-repl's (its arguments after the runner's own)."""
         env = double_terminal.env({"replies": replies, "delay_ms": delay_ms}, TERM="xterm-256color")
         # A server of its own even when the tests run inside tmux, and a window of its own size.
         for name in ("TMUX", "COLUMNS", "LINES"):
             env.pop(name, None)
-        window = Tmux(tmp_path, hailo_repl_command() + ["--hef-path", QWEN, *args], env, cols=cols, rows=30)
+        command = [*runner, *hailo_repl_command(), "--hef-path", QWEN, *args]
+        window = Tmux(tmp_path, command, env, cols=cols, rows=30)
         windows.append(window)
         window.wait_for(lambda rows: TOOLBAR in bottom_row(rows), "the first prompt and its toolbar")
         return window
@@ -138,3 +146,51 @@ def test_a_storm_of_resizes_during_a_reply_leaves_each_line_once_and_no_frame_or
     assert history[start + 1 : start + 1 + len(lines)] == lines, "\n".join(history[start:])
     left_behind = [row for row in history[:start] if TOOLBAR in row or row.startswith("You:")]
     assert left_behind == ["You: tell me"], "\n".join(history)
+
+
+# Runs a command and records its pid and then its exit code, outliving the pane to do so: a
+# handler for SIGHUP (not SIG_IGN, which the command would inherit; a handler it does not).
+RECORD_EXIT = """
+import os, signal, subprocess, sys
+signal.signal(signal.SIGHUP, lambda signum, frame: None)
+child = subprocess.Popen(sys.argv[3:])
+with open(sys.argv[1], "w") as pids:
+    pids.write(f"{os.getpid()} {child.pid}")
+code = child.wait()
+with open(sys.argv[2] + ".part", "w") as file:
+    file.write(str(code))
+os.replace(sys.argv[2] + ".part", sys.argv[2])
+"""
+
+
+def test_a_tmux_session_killed_mid_reply_finishes_the_reply_saves_it_whole_and_exits_129(
+    tmux_chat, double_terminal, tmp_path, isolated_home
+):
+    tokens = [f"w{i} " for i in range(40)]  # 4 s at 10 tokens a second
+    runner, pid_file, code_file = tmp_path / "record_exit.py", tmp_path / "pids", tmp_path / "exit-code"
+    runner.write_text(RECORD_EXIT)
+    window = tmux_chat(
+        [tokens], delay_ms=100, cols=100, runner=(sys.executable, str(runner), str(pid_file), str(code_file))
+    )
+    recorder, chat = (int(pid) for pid in pid_file.read_text().split())
+    try:
+        window.type("tell me")
+        window.run("send-keys", "Enter")
+        window.wait_for(lambda rows: "w3 " in "\n".join(rows), "the reply to start")
+        window.run("kill-session")  # the terminal is gone: SIGHUP, and EIO at every write
+        deadline = time.monotonic() + 30
+        while not code_file.exists():
+            assert time.monotonic() < deadline, "hailo-repl had not ended 30 s after its session was killed"
+            time.sleep(0.05)
+    finally:
+        if not code_file.exists():  # by their recorded pids: neither is this process's child
+            for pid in (chat, recorder):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+    assert int(code_file.read_text()) == 128 + signal.SIGHUP
+    assert not Path(f"/proc/{chat}").exists()  # gone (reaped by the recorder)
+    [saved] = (isolated_home / "data" / "hailo-repl" / "sessions").glob("*.json")
+    reply = json.loads(saved.read_text())["messages"][-1]
+    assert reply == {"role": "assistant", "content": "".join(tokens).strip()}  # whole, not interrupted
+    events = double_terminal.log.names()
+    assert "abort" not in events and events[-1] == "vdevice_release"

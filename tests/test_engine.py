@@ -96,30 +96,54 @@ def test_how_a_turn_ended_truncated_empty_or_failed():
 
 
 def test_a_terminal_arriving_mid_turn_gets_the_recent_turns_and_the_turn_so_far():
-    backend = GatedBackend(["one ", "two ", "three ", "four"])
+    backend = GatedBackend([])
     backend.replies = [["q1a"], ["q2a"], ["q3a"], ["q4a"], ["one ", "two ", "three ", "four"]]
     engine = engine_with(backend)
     backend.allow(4)
     for question in ("q1", "q2", "q3", "q4"):
         engine.run_turn(question, lambda event: None)
-    shown = []
-    worker = threading.Thread(target=engine.run_turn, args=("tell me", shown.append))
-    worker.start()
-    backend.allow(3)
-    wait_for(lambda: len([event for event in shown if isinstance(event, TurnText)]) == 3)
 
-    snapshot = engine.snapshot()
+    async def main():
+        turn = engine.start_turn("tell me")
+        backend.allow(3)
+        shown = []
+        while len(shown) < 3:
+            event = await asyncio.wait_for(turn.next_event(), 10)
+            if isinstance(event, TurnText):
+                shown += [event] * event.pieces  # (a frame may carry several pieces)
+        snapshot = engine.snapshot()
+        backend.allow(1)
+        await asyncio.wait_for(turn.finished, 10)
+        return shown, snapshot
+
+    shown, snapshot = asyncio.run(main())
     assert [m["content"] for m in snapshot.recent] == ["q2", "q2a", "q3", "q3a", "q4", "q4a"]  # the last 3 turns
     assert snapshot.question == "tell me" and snapshot.turn is not None
     (text,) = snapshot.events  # the turn so far, its text events as one
     assert isinstance(text, TurnText) and (text.text, text.pieces) == ("one two three ", 3)
     assert text.seq == snapshot.seq == shown[-1].seq  # nothing missed, nothing ahead
-
-    backend.allow(1)
-    worker.join(10)
     after = engine.snapshot()
     assert after.turn is None and after.events == ()
     assert [m["content"] for m in after.recent][-2:] == ["tell me", "one two three four"]
+
+
+def test_a_turn_of_p_or_a_pipe_is_numbered_but_not_kept_for_a_terminal():
+    """No terminal arrives in the middle of -p's turn: its events are not kept, but numbered on
+    from the chat's, so they still say in which order things happened."""
+    backend = GatedBackend([])
+    backend.replies = [["one ", "two"]]
+    engine = engine_with(backend)
+    before = engine.snapshot().seq
+    shown = []
+    worker = threading.Thread(target=engine.run_turn, args=("count", shown.append))
+    worker.start()
+    backend.allow(1)
+    wait_for(lambda: any(isinstance(event, TurnText) for event in shown))
+    during = engine.snapshot()
+    backend.allow(1)
+    worker.join(10)
+    assert during.turn is None and during.events == ()
+    assert before < shown[0].seq < shown[-1].seq == engine.snapshot().seq
 
 
 def test_an_interrupt_keeps_the_text_shown_not_the_tokens_decoded_after_it():

@@ -139,7 +139,9 @@ def test_a_lock_file_that_cannot_be_written_costs_only_the_wait(path, log_lines)
     path.mkdir(parents=True)  # a folder where the file should be
     lock = InstanceLock(path)
     assert lock.take(HAILO) is False  # the chat goes on
-    assert not lock.held
+    assert path.is_dir() and not any(path.iterdir())  # nothing written in its place
+    lock.release()  # and nothing to let go of at its end
+    assert not any(path.iterdir())
     assert any("cannot be used" in line for line in log_lines)
 
 

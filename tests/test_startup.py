@@ -32,6 +32,7 @@ NOT_BEFORE_THE_FIRST_PROMPT = [
     "urllib.request",
     "json",  # ~2 ms: at the first save or listing
     "hailo_repl.instance_lock",  # ~0.5 ms: a chat on the CPU holds no device, so the lock file waits for a hang-up
+    "hailo_repl.stats",  # ~0.4 ms: at the first reply
 ]
 
 # main() as `hailo-repl --backend llama` runs it at a terminal, up to the REPL built as its first

@@ -37,7 +37,7 @@ from hailo_repl.backends.hailo_keeping import (
     memory_allows,
     with_prefill_sample,
 )
-from hailo_repl.backends.hailo_selfcheck import DeviceFacts
+from hailo_repl.backends.hailo_selfcheck import DeviceFacts, keeping_figures
 from hailo_repl.log import logger
 
 # A kept context to start from: its file, the messages it holds, and their rendered text where
@@ -74,8 +74,7 @@ class KeptContexts:
             self.facts.remember(self.key, "prefill", samples)
 
     def _remember(self, what: str, size: int, device_seconds: float, file_seconds: float) -> None:
-        figures = {"bytes": size, "device_ms": round(device_seconds * 1000), "file_ms": round(file_seconds * 1000)}
-        self.facts.remember(self.key, what, figures)
+        self.facts.remember(self.key, what, keeping_figures(size, device_seconds, file_seconds))
 
     def tags(self, messages: Sequence[Message], rendered: str | None = None) -> ContextTags:
         """`rendered`: the text the context holds, where the messages alone do not settle it."""

@@ -85,6 +85,12 @@ def _context_digest(llm: Any) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def keeping_figures(size: int, device_seconds: float, file_seconds: float) -> dict[str, int]:
+    """What a save or a load of a device context cost, as the facts file keeps it (what
+    hailo_keeping.DeviceFigures reads back)."""
+    return {"bytes": size, "device_ms": round(device_seconds * 1000), "file_ms": round(file_seconds * 1000)}
+
+
 def _measure_keeping(llm: Any, scratch: Path | None) -> tuple[str, dict[str, dict[str, Any]]]:
     """The device's context saved (its hash: what it holds), to a file, read back and loaded:
     what keeping one costs here. One save does both jobs: each is the whole KV cache."""
@@ -93,12 +99,8 @@ def _measure_keeping(llm: Any, scratch: Path | None) -> tuple[str, dict[str, dic
     saved = time.monotonic()
     digest = hashlib.sha256(data).hexdigest()
     size = len(data)
-
-    def figures(device_seconds: float, file_seconds: float) -> dict[str, int]:
-        return {"bytes": size, "device_ms": round(device_seconds * 1000), "file_ms": round(file_seconds * 1000)}
-
     if scratch is None:
-        return digest, {"save": figures(saved - started, 0)}
+        return digest, {"save": keeping_figures(size, saved - started, 0)}
     path = scratch / f".self-check-{os.getpid()}.ctx"
     try:
         hashed = time.monotonic()  # the hash is the check's, not the save's
@@ -112,7 +114,11 @@ def _measure_keeping(llm: Any, scratch: Path | None) -> tuple[str, dict[str, dic
     finally:
         with contextlib.suppress(OSError):
             path.unlink()
-    return digest, {"save": figures(saved - started, written - hashed), "load": figures(loaded - read, read - written)}
+    save, load = (
+        keeping_figures(size, saved - started, written - hashed),
+        keeping_figures(size, loaded - read, read - written),
+    )
+    return digest, {"save": save, "load": load}
 
 
 def _lists_digest(llm: Any) -> tuple[int, str]:

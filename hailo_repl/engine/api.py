@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Protocol
 
 from hailo_repl.backends.base import Message
 from hailo_repl.context import ContextUsage
-from hailo_repl.stats import ReplyStats
 
 # ---- events ---------------------------------------------------------------------------------
 
 
 if TYPE_CHECKING:
     from typing_extensions import dataclass_transform
+
+    from hailo_repl.stats import ReplyStats  # (not on the path to the first prompt: the first reply's)
 else:
 
     def dataclass_transform() -> Callable[[type], type]:
@@ -202,7 +203,6 @@ class Status(Record):
     loads_in_background: bool  # False: the load holds the whole process, so it comes before the prompt
     params: dict[str, object]  # the generation settings, by name
     load_seconds: float = 0.0
-    context_unsaved: bool = False  # the device context changed since it was kept (quit keeps it)
     saving: bool = False  # the chat is being saved (a save may wait seconds for another process's lock)
     unsaved: bool = False  # the last save failed: the latest turns are in no file
     busy: Busy | None = None  # keeping the device context or switching models: a turn waits
@@ -372,6 +372,7 @@ if TYPE_CHECKING:
 
         def snapshot(self) -> Snapshot: ...
 
-        def quit(self) -> None:
-            """Keep the device context and release the model (blocks)."""
+        def quit(self, say: Callable[[str], None] | None = None) -> None:
+            """Keep the device context and release the model (blocks); `say` gets the line before
+            a save the user waits for, and one after if it failed (None: -p and pipes)."""
             ...

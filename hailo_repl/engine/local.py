@@ -101,6 +101,7 @@ class LocalEngine:
         self._listeners: list[Listener] = []
         self._turn_ids = itertools.count(1)
         self._turn: LocalTurn | None = None
+        self._running_here = False  # a turn runs on the caller's thread (run_turn: -p, pipes)
         self._active_at = time.monotonic()  # the user's last key or prompt
         self._context_save: asyncio.Future[None] | None = None  # an idle save of the device context
         self._busy: Busy | None = None
@@ -141,7 +142,6 @@ class LocalEngine:
             backend.loads_in_background,
             {name: getattr(params, setting.attribute) for name, setting in ops.GENERATION.items()},
             self.load_seconds,
-            self.chat.device_context_unsaved(),
             self.chat.saving,
             self.chat.unsaved,
             Busy.SAVING_CONTEXT if self._context_save is not None and not self._context_save.done() else self._busy,
@@ -227,14 +227,18 @@ class LocalEngine:
 
     # ---- the device context ------------------------------------------------------------------
 
-    def keep_context(self, say: bool = True) -> None:
+    def keep_context(self) -> None:
         """Keep the device context if the chat changed since and keeping it pays (blocks for
-        seconds on a Hailo): said first as busy, and with `say` as a line (KEEPING_DEVICE_CONTEXT),
-        and one after if it could not be kept."""
+        seconds on a Hailo: after /save): its lines (KEEPING_DEVICE_CONTEXT first, NOT_KEPT after
+        one that failed) reach the terminal as EngineNotice events."""
+        self._keep_context(self._notice)
+
+    def _keep_context(self, say: Callable[[str], None] | None) -> None:
+        """keep_context, said first as busy (a turn waits), its lines to `say` (None: none)."""
         if self.chat.device_context_unsaved():
             self._state(self.model_state, Busy.SAVING_CONTEXT)
             try:
-                self.chat.keep_device_context(self._notice if say else None)
+                self.chat.keep_device_context(say)
             finally:
                 self._state(self.model_state)
 
@@ -259,7 +263,7 @@ class LocalEngine:
             if idle and self.model_state is ModelState.READY and not turn_running:
                 if self.chat.device_context_unsaved():
                     await say_first(labelled(INFO, KEEPING_DEVICE_CONTEXT))
-                    self._context_save = loop.run_in_executor(None, self.keep_context, False)
+                    self._context_save = loop.run_in_executor(None, self._keep_context, None)
                     await asyncio.shield(self._context_save)
 
     async def context_saved(self) -> None:
@@ -268,9 +272,11 @@ class LocalEngine:
             await asyncio.wait([self._context_save])
             self._context_save = None
 
-    def quit(self) -> None:
-        """Keep the device context and release the model (blocks; the terminal has said so)."""
-        self.keep_context(say=False)
+    def quit(self, say: Callable[[str], None] | None = None) -> None:
+        """Keep the device context and release the model (blocks). `say` gets the line before a
+        save the user waits for (KEEPING_DEVICE_CONTEXT: seconds on a Pi), and NOT_KEPT after one
+        that failed; none when there is nothing to keep."""
+        self._keep_context(say)
         self.chat.backend.release()
         self._listeners.clear()  # (the terminal is gone too)
 
@@ -301,7 +307,7 @@ class LocalEngine:
                 channel.put(end, event, event.seq)
 
         try:
-            return self._answer(turn.id, text, mode, turn.cancel, turn.shown, post)
+            return self._answer(turn.id, text, mode, turn.cancel, turn.shown, post, keep=True)
         except BaseException as error:  # a bug here: the screen still gets its end
             logger.exception("turn failed")
             channel.put(ReplyEvent.ERROR, f"unexpected {type(error).__name__}: {error} (details in {log_file()})")
@@ -312,8 +318,13 @@ class LocalEngine:
     ) -> TurnCompleted:
         """Answer `text` on this thread (-p, pipes), each event to `on_event` as it comes. A
         signal's exception raised meanwhile (SIGTERM's SystemExit, Ctrl+C) ends the reply,
-        kept interrupted, and goes on up."""
-        return self._answer(next(self._turn_ids), text, mode, threading.Event(), None, on_event)
+        kept interrupted, and goes on up. Its events are not kept for a terminal that arrives
+        (none does): only numbered."""
+        self._running_here = True
+        try:
+            return self._answer(next(self._turn_ids), text, mode, threading.Event(), None, on_event, keep=False)
+        finally:
+            self._running_here = False
 
     def interrupt(self, turn: int, shown_seq: int | None) -> None:
         """Stop `turn`, keeping its reply up to the text event `shown_seq` the terminal showed
@@ -330,7 +341,7 @@ class LocalEngine:
         but runs to its end, kept whole and saved; quit() then keeps the device context and
         releases the model, as at any end."""
         current = self._turn
-        if current is not None and not current.is_finished() and not current.cancel.is_set():
+        if current is not None and not current.is_finished() and not current.cancel.is_set() or self._running_here:
             self.on_hang_up(self.chat.session_id)
 
     def _answer(
@@ -341,13 +352,15 @@ class LocalEngine:
         cancel: threading.Event,
         shown: ShownUpTo | None,
         post: Callable[[TurnEvent], None],
+        keep: bool,
     ) -> TurnCompleted:
         """Run a turn, each event to `post` as it comes. Its TurnCompleted comes as soon as the
         reply has ended and is kept, before the chat is saved (a save may wait seconds for a lock);
-        the save's lines, and a ChatChanged if it went on as a new chat, come after it."""
+        the save's lines, and a ChatChanged if it went on as a new chat, come after it. With
+        `keep` the turn's events are kept for a terminal that arrives meanwhile (snapshot)."""
         chat, seq, shown = self.chat, self.turns.next_seq, shown or ShownUpTo()
         started = TurnStarted(seq(), turn, mode, text)
-        self.turns.begin(started)
+        self.turns.begin(started, keep)
         self._emit(started)
         chat_before = chat.session_id
         completed: TurnCompleted | None = None
@@ -366,9 +379,7 @@ class LocalEngine:
             replace_last = mode is TurnMode.RETRY
             with contextlib.closing(chat.reply(text, cancel, notify, replace_last, shown, ended=end)) as pieces:
                 for piece in pieces:
-                    event = TurnText(seq(), turn, piece, 1)
-                    self.turns.add(event, raw=shown.produced)
-                    post(event)
+                    post(self.turns.add_text(turn, piece, shown.produced))
         except (BackendError, ContextOverflowError) as failure:
             end(str(failure))
         except Exception as failure:

@@ -37,18 +37,29 @@ class TurnBuffer:
             self.last_seq = next(self._seq)
             return self.last_seq
 
-    def begin(self, started: TurnStarted) -> None:
+    def begin(self, started: TurnStarted, keep: bool = True) -> None:
+        """A turn starts; without `keep` its events are numbered, not kept (-p and pipes: no
+        terminal arrives in the middle of them)."""
         with self._lock:
-            self._turn, self._events, self._raw_at = started, [started], {}
+            self._turn, self._events, self._raw_at = (started, [started], {}) if keep else (None, [], {})
 
-    def add(self, event: Event, raw: int | None = None) -> None:
-        """One event of the turn in flight (a TurnText with the raw pieces behind the text so far)."""
+    def add_text(self, turn: int, text: str, raw: int) -> TurnText:
+        """The turn's next text event, numbered, and kept with the raw pieces behind the text so
+        far (one lock a token: this runs for each)."""
+        with self._lock:
+            self.last_seq = seq = next(self._seq)
+            event = TurnText(seq, turn, text, 1)
+            if self._turn is not None and len(self._events) < MAX_EVENTS:
+                self._events.append(event)
+                self._raw_at[seq] = raw
+            return event
+
+    def add(self, event: Event) -> None:
+        """One event of the turn in flight other than its text (a notice, its end)."""
         with self._lock:
             if self._turn is None or len(self._events) >= MAX_EVENTS:
                 return
             self._events.append(event)
-            if raw is not None:
-                self._raw_at[event.seq] = raw
             if isinstance(event, TurnCompleted):
                 self._turn, self._events, self._raw_at = None, [], {}
 
