@@ -876,6 +876,8 @@ def main() -> int:
             say()
         if setup.chat_args:  # an engine process these runs started ends with them
             env = setup.llama_env()
+            if setup.code:
+                env["PYTHONPATH"] = str(setup.code)
             subprocess.run(
                 [*terminal.hailo_repl_command(), "daemon", "stop"], env=env, stdout=subprocess.DEVNULL, check=False
             )
