@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hailo_repl.daemon import protocol
-from hailo_repl.daemon.lock import EngineLock
+from hailo_repl.daemon.lock import ANOTHER_ENGINE, EngineLock
 from hailo_repl.daemon.paths import (
     UnsafeSocketPath,
     check_socket,
@@ -49,7 +49,6 @@ if TYPE_CHECKING:
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
-ANOTHER_ENGINE = 3  # another engine holds the lock: this one was not needed (its client connects there)
 EXIT_TERMINATED = 128 + signal.SIGTERM
 BACKLOG = 16
 TICK_SECONDS = 1.0  # how often the keep-alive and the socket are looked at (shorter for a short keep-alive)
@@ -181,7 +180,7 @@ async def _until_stopped(
     tick = TICK_SECONDS if keep_alive < 0 else min(TICK_SECONDS, max(keep_alive / 4, 0.05))
     client_came = False
     while True:
-        with contextlib.suppress(TimeoutError):
+        with contextlib.suppress(asyncio.TimeoutError):  # (not TimeoutError before Python 3.11)
             await asyncio.wait_for(server.stop_requested.wait(), tick)
         if server.stop_requested.is_set():
             return protocol.QUIT

@@ -20,6 +20,9 @@ from pathlib import Path
 from hailo_repl.instance_lock import Holder, process_start_time
 from hailo_repl.private_files import PRIVATE_FILE_MODE, private_dir
 
+# The engine's exit code when another engine holds the lock: it was not needed (its client connects there).
+ANOTHER_ENGINE = 3
+
 POLL_SECONDS = 0.02
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from hailo_repl.config import log_file
-from hailo_repl.daemon.lock import holder
+from hailo_repl.daemon.lock import ANOTHER_ENGINE, holder
 from hailo_repl.daemon.paths import UnsafeSocketPath, check_socket, engine_lock_file, socket_dir, socket_path
 from hailo_repl.log import logger
 
@@ -32,7 +32,6 @@ T = TypeVar("T")
 
 START_SECONDS = 30.0  # an engine that has not answered by then will not (its start imports a little)
 POLL_SECONDS = 0.02
-ANOTHER_ENGINE = 3  # daemon.lifetime's exit code when another engine won the lock (not imported: asyncio)
 MAX_STARTS = 3  # engines started by one client before it gives up (each ended with no engine left)
 
 
