@@ -8,10 +8,11 @@ import asyncio
 import contextlib
 import os
 import socket
+import threading
 import time
 
 import pytest
-from engine_server import RawClient, ServerThread, engine_server, is_event, open_params, socket_engine
+from engine_server import Engines, RawClient, ServerThread, engine_server, is_event, open_params, socket_engine
 
 from hailo_repl import __version__
 from hailo_repl.daemon import protocol
@@ -405,3 +406,61 @@ def test_a_save_that_failed_while_nobody_watched_is_said_to_the_next_terminal_an
         opened = second.call("chat/open", open_params())["result"]
         assert opened["unseen"] is True
         assert opened["lines"] == ["[Error] cannot write the chat: No space left on device"]
+
+
+class SlowToOpen:
+    """open_engine that takes a while (a device being opened), over the scripted engines."""
+
+    def __init__(self, engines, seconds):
+        self.engines, self.seconds = engines, seconds
+        self.started = threading.Event()
+
+    def __call__(self, request, say):
+        self.started.set()
+        time.sleep(self.seconds)
+        return self.engines(request, say)
+
+
+def test_a_terminal_closed_during_its_open_leaves_the_engine_it_made_held_by_the_engine_process(tmp_path):
+    """The open runs to its end without its asker: the engine made is the server's (warm, idle,
+    released at the end), never one held by nobody with the device open."""
+    engines = Engines(tmp_path / "sessions", ["ok"])
+    opening = SlowToOpen(engines, 0.5)
+    server = ServerThread(tmp_path / "engine.sock", opening)
+    try:
+        leaving = RawClient(server.path)
+        leaving.send("chat/open", open_params())
+        assert opening.started.wait(10)
+        leaving.close()  # the terminal closed (Ctrl+C, its window) while the engine opened
+        wait_for(lambda: server.on_loop(lambda: server.server.engine) is not None)
+        wait_for(lambda: server.on_loop(server.server.idle_seconds) is not None)
+        assert server.on_loop(lambda: server.server.controller) is None
+        released = []
+        engines.engines[0].chat.backend.release = lambda: released.append(True)
+        again = RawClient(server.path).call("chat/open", open_params())["result"]  # the warm one, no second open
+        assert again["status"]["state"] == "ready" and len(engines.requests) == 1
+    finally:
+        server.stop()
+    assert released == [True]  # and released when the engine ended
+
+
+def test_daemon_stop_whose_asker_goes_meanwhile_still_releases_the_engine_and_ends_it(tmp_path):
+    with engine_server(tmp_path, ["ok"]) as server:
+        engine = socket_engine(server)
+        engine.load()
+        local = server.engines.engines[0]
+        released, saving = [], threading.Event()
+        local.chat.backend.release = lambda: released.append(True)
+
+        async def slow_save():
+            saving.set()
+            await asyncio.sleep(0.3)  # a Hailo's device context being kept
+
+        server.on_loop(lambda: setattr(local, "context_saved", slow_save))
+        stopper = RawClient(server.path)
+        stopper.send("daemon/stop")
+        assert saving.wait(10)
+        stopper.close()  # Ctrl+C on `hailo-repl daemon stop` while it waits
+        wait_for(server.server.stop_requested.is_set)
+        server.thread.join(10)  # (the engine process exits)
+        assert released == [True] and server.server.engine is None

@@ -104,6 +104,7 @@ class EngineServer:
         self._server: asyncio.AbstractServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._opening = asyncio.Lock()
+        self._releasing = asyncio.Lock()
         self._loading: asyncio.Future[None] | None = None
         self._idle_saves: asyncio.Future[None] | None = None
         self._turn: WireTurn | None = None  # the turn in flight, until its TurnCompleted is sent
@@ -130,6 +131,8 @@ class EngineServer:
         self.handlers = handlers | self._engine_handlers()
         # Answered in the reader, never queued behind a request under way (Jupyter's control channel).
         self.at_once = {protocol.TURN_INTERRUPT, protocol.TURN_FLUSH, protocol.DAEMON_STATUS}
+        # Run to their end even if the asker goes meanwhile (a task of the server's, not the connection's).
+        self.run_to_the_end = {protocol.CHAT_OPEN, protocol.CHAT_QUIT, protocol.DAEMON_STOP}
 
     def _later(self, work: Awaitable[Any]) -> None:
         """`work` as a task of its own, after the answer under way is sent (held until done:
@@ -155,7 +158,8 @@ class EngineServer:
     async def shutdown(self, reason: str = protocol.STOPPING) -> None:
         """Stop the reply (kept interrupted), keep the device context and release the model, tell
         every client why and close it, and stop serving. Idempotent."""
-        await self._stop_engine()
+        async with self._opening:  # an open under way ends first: the engine it makes is released too
+            await self._stop_engine()
         why = {"by": self._stopped_by} if self._stopped_by and reason == protocol.STOPPING else {}
         await asyncio.gather(*(client.close(reason, **why) for client in list(self.clients)))
         if self._server is not None:
@@ -224,6 +228,18 @@ class EngineServer:
         if not client.initialized and method != protocol.INITIALIZE:
             client.send(protocol.error(number, protocol.BAD_REQUEST, "initialize first"))
             return
+        answering = self._answer(handler, client, number, method, params)
+        if method not in self.run_to_the_end:
+            await answering
+            return
+        # The engine's opening and ending finish whoever asked: a client that goes meanwhile (its
+        # connection's task is cancelled) must not leave a device opened or a stop half done.
+        task = asyncio.ensure_future(answering)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        await asyncio.shield(task)
+
+    async def _answer(self, handler: Handler, client: Client, number: Any, method: str, params: dict[str, Any]) -> None:
         self._working += 1
         try:
             answer = await handler(client, params)
@@ -299,6 +315,9 @@ class EngineServer:
                 await self._new_engine(request)
             else:
                 await self._reopen(client, request)
+            if client.closed:  # (it went meanwhile: the chat stays in the engine, idle, for the next terminal)
+                logger.info("engine: {} left during its chat/open", client.name())
+                raise RemoteError(protocol.NOT_OPEN, "gone")
             return self._attach(client)
 
     async def _new_engine(self, request: OpenRequest) -> None:
@@ -436,7 +455,7 @@ class EngineServer:
             if not isinstance(failure, EngineError):
                 logger.opt(exception=failure).error("engine: the model's load failed")
             await asyncio.sleep(0)  # (the failed state, said from the load's thread, goes first)
-            await self.shutdown(protocol.QUIT)
+            self._later(self.shutdown(protocol.QUIT))  # (a task of its own: the stop waits for this load)
 
     async def _say_first(self, line: str) -> None:
         """A line before the idle save of the device context, which holds the GIL: out first."""
@@ -523,10 +542,18 @@ class EngineServer:
         self._later(client.close())
 
     async def _stop_engine(self) -> None:
-        """Stop the reply (kept interrupted: all that came), keep the device context, release."""
-        engine, self.engine = self.engine, None
-        if engine is None:
-            return
+        """Stop the reply (kept interrupted: all that came), keep the device context, release.
+        The engine stays the server's until it has let go (a second stop waits for the first)."""
+        async with self._releasing:
+            engine = self.engine
+            if engine is None:
+                return
+            try:
+                await self._release(engine)
+            finally:
+                self.engine = None
+
+    async def _release(self, engine: LocalEngine) -> None:
         turn = self._turn
         if turn is not None:
             engine.interrupt(turn.id, None)
@@ -558,7 +585,8 @@ class EngineServer:
         return await self._end(client, protocol.STOPPING)
 
     async def _end(self, client: Client, reason: str) -> dict[str, Any]:
-        await self._stop_engine()
+        async with self._opening:
+            await self._stop_engine()
 
         async def then_close() -> None:
             await client.close()
