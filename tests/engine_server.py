@@ -58,7 +58,9 @@ class ServerThread:
         ready = threading.Event()
 
         async def main():
-            self.server = EngineServer(open_engine=open_engine, expected_uid=expected_uid)
+            # (as daemon.lifetime: the socket's file goes as the engine starts to stop)
+            unlink = lambda: path.unlink(missing_ok=True)  # noqa: E731
+            self.server = EngineServer(open_engine=open_engine, expected_uid=expected_uid, on_stopping=unlink)
             serving = asyncio.ensure_future(self.server.serve(self.sock))
             ready.set()
             await self.server.stop_requested.wait()

@@ -464,3 +464,35 @@ def test_daemon_stop_whose_asker_goes_meanwhile_still_releases_the_engine_and_en
         wait_for(server.server.stop_requested.is_set)
         server.thread.join(10)  # (the engine process exits)
         assert released == [True] and server.server.engine is None
+
+
+def test_a_chat_opened_while_the_engine_stops_waits_for_the_next_engine_instead_of_opening_this_one(tmp_path):
+    """daemon/stop keeps the device context for seconds: a terminal opening a chat then must not
+    open the device a second time in the ending engine; it is told the engine ends (its client
+    then waits for the lock and starts the next one: daemon.spawn)."""
+    from hailo_repl.engine.socket_client import connect
+
+    with engine_server(tmp_path, ["ok"]) as server:
+        engine = socket_engine(server)
+        engine.load()
+        local = server.engines.engines[0]
+        saving, go_on = threading.Event(), threading.Event()
+
+        async def slow_save():
+            saving.set()
+            while not go_on.is_set():
+                await asyncio.sleep(0.01)
+
+        server.on_loop(lambda: setattr(local, "context_saved", slow_save))
+        late = RawClient(server.path, tty="pts/4")  # connected before the stop; its open comes during it
+        arriving = connect(server.path)  # a terminal's SocketEngine, likewise
+        RawClient(server.path).send("daemon/stop")
+        assert saving.wait(10)
+        assert not server.path.exists()  # nobody new reaches the ending engine
+        refused = late.call("chat/open", open_params())["error"]
+        assert refused["code"] == "ending"
+        with pytest.raises(ConnectionRefusedError):  # as if no engine listened: daemon.spawn waits for the next
+            arriving.open()
+        go_on.set()
+        wait_for(server.server.stop_requested.is_set)
+        assert len(server.engines.requests) == 1  # the device was opened once

@@ -94,19 +94,18 @@ class EngineProcess:
         """Connect to the engine process, or start one (EngineError LOAD_FAILED with the line)."""
         from hailo_repl.daemon.protocol import RemoteError
         from hailo_repl.daemon.spawn import EngineUnavailable, connect_or_spawn
-        from hailo_repl.engine.socket_client import connect
+        from hailo_repl.engine.socket_client import connect_and_open
 
         model, backend, request = self._status.model, self._status.backend, self.request()
+        listeners = tuple(self._listeners)
         try:
             engine = connect_or_spawn(
-                lambda path: connect(path, request, model, backend), self.keep_alive, self.history
+                lambda path: connect_and_open(path, request, model, backend, listeners), self.keep_alive, self.history
             )
         except EngineUnavailable as failure:
             raise EngineError(ErrorCode.LOAD_FAILED, str(failure)) from None
         except RemoteError as refused:  # another version's engine
             raise EngineError(ErrorCode.LOAD_FAILED, refused.line) from None
-        for listener in self._listeners:
-            engine.subscribe(listener)
         self.engine = engine
         return engine
 

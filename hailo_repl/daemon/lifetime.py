@@ -13,7 +13,9 @@ The order, and why:
    - keep-alive: no terminal attached and no reply running for that long (0: at once), and the
      chat's last save did not fail (the latest turns would be in no file): the same, exit 0.
    SIGHUP is ignored: the engine has no terminal, and a hang-up is its clients' business.
-4. The socket is unlinked (only if it is still the one bound), then the lock let go.
+4. The socket is unlinked (only if it is still the one bound) as the end begins (the server's
+   on_stopping: a client arriving during the seconds it may take waits for the next engine),
+   then, once the engine has let go, the lock.
 
 A socket deleted under the live engine (a tmpfiles cleaner, a user) is bound again at the next
 tick, so clients find the engine again.
@@ -144,7 +146,7 @@ async def _serve(listener: Listener, keep_alive: float) -> int:
     from hailo_repl.daemon.server import EngineServer
 
     loop = asyncio.get_running_loop()
-    server = EngineServer(open_engine=open_local_engine, expected_uid=os.getuid())
+    server = EngineServer(open_engine=open_local_engine, expected_uid=os.getuid(), on_stopping=listener.unlink)
     terminated = False
 
     def on_sigterm() -> None:
@@ -158,10 +160,7 @@ async def _serve(listener: Listener, keep_alive: float) -> int:
     if terminated:
         reason = protocol.STOPPING
     logger.info("engine: {}", reason)
-    # The socket goes first: a client arriving during the seconds the end may take (a device
-    # context kept) starts the next engine instead of reaching this one as it closes.
-    listener.unlink()
-    try:
+    try:  # (the socket goes first, in on_stopping: a client arriving meanwhile starts the next engine)
         await server.shutdown(reason)
     finally:
         from hailo_repl.daemon.opening import release_device_claim
@@ -184,7 +183,7 @@ async def _until_stopped(
             await asyncio.wait_for(server.stop_requested.wait(), tick)
         if server.stop_requested.is_set():
             return protocol.QUIT
-        if listener.gone():
+        if listener.gone() and not server.stopping:
             _bind_again(server, listener, serving)
         client_came = client_came or bool(server.clients) or server.engine is not None
         idle = server.idle_seconds() if not server.clients else None  # (one connected, not yet open: not idle)

@@ -95,6 +95,7 @@ VERSION = "version"  # the other side speaks another PROTOCOL_VERSION
 HELD_ELSEWHERE = "held_elsewhere"  # the chat is open in another terminal (plain open never takes it)
 BAD_REQUEST = "bad_request"  # a request this engine cannot read
 NOT_OPEN = "not_open"  # a chat request before chat/open
+ENDING = "ending"  # the engine is stopping: the client waits for the next one (as if none listened)
 
 
 class ProtocolError(Exception):

@@ -8,13 +8,16 @@ The contract, for the process that owns it (hailo_repl.daemon.__main__ / lifetim
     await server.shutdown("stopping")                 # idempotent; see below
     task.cancel()
 
-- `EngineServer(open_engine, expected_uid=None)`.
+- `EngineServer(open_engine, expected_uid=None, on_stopping=None)`.
   `open_engine(request: protocol.OpenRequest, say: Callable[[str], None]) -> LocalEngine` builds
   the backend, the Chat and the LocalEngine over it, *not loaded* (the server loads it); `say`
   takes lines for the terminal ("no Hailo device; using llama.cpp"). It runs in an executor thread
   (imports and opening a device hold the GIL); it raises BackendError / ModelNotFoundError /
   EngineError for a line to show. The real one is `hailo_repl.daemon.opening.open_local_engine`.
   `expected_uid`: the uid a peer must have (SO_PEERCRED); None means this process's (os.getuid()).
+  `on_stopping()`: called once as the engine starts to end (chat/quit, daemon/stop, shutdown()),
+  before the seconds its end may take: the owner removes the socket's file there, so a new client
+  waits for the next engine. `stopping` is True from then on; a chat/open is refused ENDING.
 - `async serve(sock: socket.socket) -> None`: serve clients on `sock` until cancelled or shut
   down (asyncio.start_unix_server(sock=sock, limit=protocol.MAX_LINE)).
 - `async shutdown(reason: str = "stopping") -> None`: stop the reply in flight (kept
@@ -90,9 +93,16 @@ class WireTurn:
 class EngineServer:
     """The engine process's clients, its one chat (a LocalEngine) and the turn in flight."""
 
-    def __init__(self, open_engine: OpenEngine, expected_uid: int | None = None):
+    def __init__(
+        self,
+        open_engine: OpenEngine,
+        expected_uid: int | None = None,
+        on_stopping: Callable[[], None] | None = None,
+    ):
         self.open_engine = open_engine
         self.expected_uid = os.getuid() if expected_uid is None else expected_uid
+        self.on_stopping = on_stopping
+        self.stopping = False  # the engine ends: no chat opens in it any more
         self.engine: LocalEngine | None = None
         self.request: OpenRequest | None = None  # what the engine was opened with
         self.stop_requested = asyncio.Event()
@@ -158,6 +168,7 @@ class EngineServer:
     async def shutdown(self, reason: str = protocol.STOPPING) -> None:
         """Stop the reply (kept interrupted), keep the device context and release the model, tell
         every client why and close it, and stop serving. Idempotent."""
+        self._begin_stopping()
         async with self._opening:  # an open under way ends first: the engine it makes is released too
             await self._stop_engine()
         why = {"by": self._stopped_by} if self._stopped_by and reason == protocol.STOPPING else {}
@@ -165,6 +176,21 @@ class EngineServer:
         if self._server is not None:
             self._server.close()
         self.stop_requested.set()
+
+    def _begin_stopping(self) -> None:
+        """No new client, no chat opened from now on: the end may take seconds (a device context
+        kept), and a device opened again meanwhile would be the ending engine's second."""
+        if self.stopping:
+            return
+        self.stopping = True
+        if self._server is not None:
+            self._server.close()
+        if self.on_stopping is not None:
+            self.on_stopping()
+
+    def _refuse_if_stopping(self) -> None:
+        if self.stopping:
+            raise RemoteError(protocol.ENDING, "The hailo-repl engine is stopping.")
 
     def idle_seconds(self) -> float | None:
         """Seconds since the chat was left alone (no terminal, no turn, no request); None while not."""
@@ -310,7 +336,9 @@ class EngineServer:
         open never takes another terminal's chat."""
         request = protocol.open_request_from_wire(params)
         logger.info("engine: chat/open from {}: {}", client.name(), request.loggable())
+        self._refuse_if_stopping()
         async with self._opening:
+            self._refuse_if_stopping()
             if self.engine is None:
                 await self._new_engine(request)
             else:
@@ -473,7 +501,9 @@ class EngineServer:
     # ---- turns ---------------------------------------------------------------------------------
 
     def _controlled(self, client: Client) -> LocalEngine:
-        """The engine, for the client the chat is open in (NOT_OPEN for anyone else)."""
+        """The engine, for the client the chat is open in (NOT_OPEN for anyone else; ENDING once
+        the engine stops: no turn starts in an engine being released)."""
+        self._refuse_if_stopping()
         if self.engine is None or client is not self.controller:
             raise RemoteError(protocol.NOT_OPEN, "The chat is not open here (chat/open first).")
         return self.engine
@@ -585,6 +615,7 @@ class EngineServer:
         return await self._end(client, protocol.STOPPING)
 
     async def _end(self, client: Client, reason: str) -> dict[str, Any]:
+        self._begin_stopping()
         async with self._opening:
             await self._stop_engine()
 

@@ -61,6 +61,11 @@ if TYPE_CHECKING:
 CONTEXT_SAVED_POLL = 0.05  # seconds between looks at whether the engine's idle save has ended
 
 
+class EngineEnding(ConnectionRefusedError):
+    """The engine reached is ending (`hailo-repl daemon stop`, /quit in its chat): as if none
+    listened, so the client waits for it to let go and starts the next one (daemon.spawn)."""
+
+
 class SocketEngine:
     """The chat in the engine process, over a connected socket (engine.api.Engine)."""
 
@@ -340,7 +345,8 @@ class SocketEngine:
         return dict(hello)
 
     def open(self) -> Opened:
-        """chat/open (the table of ENGINE.md §4); EngineError with the one line if refused."""
+        """chat/open (the table of ENGINE.md §4); EngineError with the one line if refused,
+        EngineEnding from an engine on its way out."""
 
         def taken(message: dict[str, Any]) -> None:  # (on the reader thread: before the events after it)
             if "result" not in message:
@@ -364,6 +370,8 @@ class SocketEngine:
         try:
             self.call(protocol.CHAT_OPEN, protocol.record_to_wire(self.request), taken)
         except RemoteError as refused:
+            if refused.code == protocol.ENDING:
+                raise EngineEnding(refused.line) from None
             raise EngineError(ErrorCode.LOAD_FAILED, refused.line) from None
         assert self.opened is not None
         self._tell_state(self._listeners)
@@ -644,6 +652,23 @@ def _tty_name() -> str:
         except OSError:
             continue
     return "no terminal"
+
+
+def connect_and_open(
+    path: Path | str, request: OpenRequest, model: str = "", backend: str = "", listeners: tuple[Listener, ...] = ()
+) -> SocketEngine:
+    """connect(), then chat/open, `listeners` hearing every event from the start: a terminal's way
+    into its chat (EngineEnding, a ConnectionRefusedError, where the engine is on its way out;
+    EngineError where refused)."""
+    engine = connect(path, request, model, backend)
+    try:
+        for listener in listeners:
+            engine.subscribe(listener)
+        engine.open()
+    except BaseException:
+        engine.close()
+        raise
+    return engine
 
 
 def connect(path: Path | str, request: OpenRequest | None = None, model: str = "", backend: str = "") -> SocketEngine:
