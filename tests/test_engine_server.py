@@ -496,3 +496,47 @@ def test_a_chat_opened_while_the_engine_stops_waits_for_the_next_engine_instead_
         go_on.set()
         wait_for(server.server.stop_requested.is_set)
         assert len(server.engines.requests) == 1  # the device was opened once
+
+
+def test_a_stalled_terminal_never_holds_back_a_take_over_or_the_next_turn(tmp_path, monkeypatch):
+    """A terminal that stopped reading (SIGSTOP, a stalled SSH link) with much unread, and a
+    `daemon status` connection that reads nothing: the take-over's snapshot comes while the
+    stalled one still has its lines unread (not after its grace to read them), and the next
+    turn starts without waiting for either."""
+    from hailo_repl.daemon import connection
+    from hailo_repl.daemon import server as server_module
+
+    monkeypatch.setattr(connection, "DROP_GRACE_SECONDS", 600.0)  # waited for, the test would time out
+    monkeypatch.setattr(server_module, "DRAIN_WAIT_SECONDS", 600.0)
+    big = ["x" * 20_000 + " " for _ in range(100)]  # 2 MB of reply: far more than the sockets buffer
+    with engine_server(tmp_path, big, ["short"], delay=0.002) as server:
+        watcher = RawClient(server.path, tty="pts/8")  # connected, initialized, never reading
+        watcher.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled = RawClient(server.path, tty="pts/1")
+        stalled.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.call("chat/open", open_params())
+        stalled.until(is_event("engine/state", state="ready"))
+        stalled.send("turn/start", {"text": "a long one"})  # and then it reads nothing
+        old = server.on_loop(lambda: server.server.controller)
+        unread = lambda: old._queued + old.writer.transport.get_write_buffer_size()  # noqa: E731
+        wait_for(lambda: server.on_loop(unread) > 256 * 1024)
+
+        second = RawClient(server.path, tty="pts/2")
+        taken = second.call("chat/open", open_params(chat="latest", take_over=True))["result"]
+        snapshot = taken["snapshot"]  # the reply, in flight or ended
+        assert snapshot["question"] == "a long one" or snapshot["recent"][0]["content"] == "a long one"
+        assert server.on_loop(unread) > 256 * 1024  # the snapshot came while the stalled one still had it all unread
+        wait_for(lambda: server.on_loop(lambda: server.server._turn is None and not server.server._pumps))
+        started = second.call("turn/start", {"text": "and now?"})["result"]
+        second.until(is_event("turn/finished", turn=started["turn"]))
+        assert server.on_loop(lambda: server.engines.engines[0].messages()[-1]["content"]) == "short"
+
+        # the stalled one reads, at last: all it was sent, then the line saying why it was let go
+        last = None
+        while (message := stalled.read()) is not None:
+            last = message
+        taken_over = {"reason": "taken_over", "by": {"pid": 1, "tty": "pts/2"}}
+        assert last == {"method": "client/detached", "params": taken_over}
+        # the status connection was sent no turn: only what it asks
+        assert watcher.call("daemon/status")["result"]["attached"] == "pts/2"
+        assert [message.get("method") for message in watcher.seen] == []

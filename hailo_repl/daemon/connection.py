@@ -80,8 +80,9 @@ class Client:
             await self.writer.drain()
 
     def drop(self, reason: str, **why: Any) -> None:
-        """Let the client go: the line saying why goes after what it has not read yet (if it
-        ever reads: a stalled one gets DROP_GRACE_SECONDS), then the socket closes."""
+        """Let the client go, never waiting for it: the line saying why goes after what it has
+        not read yet (if it ever reads: a stalled one gets DROP_GRACE_SECONDS), then the socket
+        closes."""
         if self.closed:
             return
         self.closed = True
@@ -89,6 +90,8 @@ class Client:
         self._writing.cancel()
         transport = self.writer.transport
         with contextlib.suppress(Exception):
+            while not self._queue.empty():  # (bounded by the backlog: handed over, not waited for)
+                transport.write(self._queue.get_nowait())
             transport.write(protocol.notification(protocol.CLIENT_DETACHED, {"reason": reason, **why}))
             transport.close()
         asyncio.get_running_loop().call_later(DROP_GRACE_SECONDS, transport.abort)

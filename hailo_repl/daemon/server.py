@@ -304,20 +304,18 @@ class EngineServer:
                 self._missed = [*self._missed, event.line][-MISSED_LINES:]
             if isinstance(event, TurnCompleted):
                 self._unseen = True
-        line = protocol.event_line(event)
-        for client in list(self.clients):
-            if client.initialized:
-                client.send(line)
+        if self.controller is not None:  # (the chat's events are its terminal's; a status connection hears none)
+            self.controller.send(protocol.event_line(event))
 
     async def _drained(self) -> None:
-        """Until every client has been handed what was said: before a call that holds the GIL.
-        A client that does not read is waited for DRAIN_WAIT_SECONDS at most (it is dropped
-        once too far behind; the chat never waits for it)."""
-        waits = [asyncio.ensure_future(client.drained()) for client in list(self.clients)]
-        if waits:
-            _, late = await asyncio.wait(waits, timeout=DRAIN_WAIT_SECONDS)
-            for wait in late:
-                wait.cancel()
+        """Until the chat's terminal has been handed what was said: before a call that holds the
+        GIL. One that does not read is waited for DRAIN_WAIT_SECONDS at most (it is dropped once
+        too far behind; the chat never waits for it); no other client is waited for."""
+        controller = self.controller
+        if controller is not None:
+            drained = asyncio.ensure_future(controller.drained())
+            await asyncio.wait([drained], timeout=DRAIN_WAIT_SECONDS)
+            drained.cancel()
 
     # ---- initialize, open ----------------------------------------------------------------------
 
@@ -406,7 +404,7 @@ class EngineServer:
                 )
             logger.info("engine: {} takes chat {} over from {}", client.name(), chat, other.name())
             self.controller = None
-            await other.close(protocol.TAKEN_OVER, by={"pid": client.pid, "tty": client.tty})
+            other.drop(protocol.TAKEN_OVER, by={"pid": client.pid, "tty": client.tty})  # (never waited for)
             return
         if self._turn is not None or self._unseen:
             if request.chat == "new" or same:
@@ -549,10 +547,9 @@ class EngineServer:
                 self._broadcast(TurnNotice(engine.turns.next_seq(), turn.id, late))
         finally:
             self._turn = None
-            line = protocol.notification(protocol.TURN_FINISHED, {"seq": engine.turns.next_seq(), "turn": turn.id})
-            for client in list(self.clients):
-                if client.initialized:
-                    client.send(line)
+            if self.controller is not None:
+                finished = {"seq": engine.turns.next_seq(), "turn": turn.id}
+                self.controller.send(protocol.notification(protocol.TURN_FINISHED, finished))
             if self.controller is None:
                 self._idle_since = time.monotonic()
 
