@@ -540,3 +540,21 @@ def test_a_stalled_terminal_never_holds_back_a_take_over_or_the_next_turn(tmp_pa
         # the status connection was sent no turn: only what it asks
         assert watcher.call("daemon/status")["result"]["attached"] == "pts/2"
         assert [message.get("method") for message in watcher.seen] == []
+
+
+def test_daemon_status_shows_how_long_the_chat_has_been_left_alone(tmp_path):
+    """Asking is not work: `hailo-repl daemon status` after the last terminal left says the
+    idle time, and asking again does not start it over."""
+    from hailo_repl.daemon.cli import status_lines
+
+    with engine_server(tmp_path, ["ok"]) as server:
+        engine = socket_engine(server)
+        engine.load()
+        engine.detach()
+        wait_for(lambda: server.on_loop(server.server.idle_seconds) is not None)
+        first = RawClient(server.path).call("daemon/status")["result"]
+        assert first["attached"] is None and first["idle_seconds"] is not None
+        assert f"chat: {first['chat']}, no terminal attached, idle " in "\n".join(status_lines(os.getpid(), first))
+        time.sleep(0.4)
+        again = RawClient(server.path).call("daemon/status")["result"]
+        assert again["idle_seconds"] >= 0.3  # counted from the detach, not from the last look

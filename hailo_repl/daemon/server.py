@@ -141,6 +141,9 @@ class EngineServer:
         self.handlers = handlers | self._engine_handlers()
         # Answered in the reader, never queued behind a request under way (Jupyter's control channel).
         self.at_once = {protocol.TURN_INTERRUPT, protocol.TURN_FLUSH, protocol.DAEMON_STATUS}
+        # Asking about the engine is no work on the chat: the idle time (keep-alive's, and what
+        # `daemon status` shows) goes on through it.
+        self.not_work = {protocol.INITIALIZE, protocol.DAEMON_STATUS}
         # Run to their end even if the asker goes meanwhile (a task of the server's, not the connection's).
         self.run_to_the_end = {protocol.CHAT_OPEN, protocol.CHAT_QUIT, protocol.DAEMON_STOP}
 
@@ -266,7 +269,8 @@ class EngineServer:
         await asyncio.shield(task)
 
     async def _answer(self, handler: Handler, client: Client, number: Any, method: str, params: dict[str, Any]) -> None:
-        self._working += 1
+        working = method not in self.not_work
+        self._working += working
         try:
             answer = await handler(client, params)
         except RemoteError as refused:
@@ -282,8 +286,8 @@ class EngineServer:
             if number is not None and not client.closed:
                 client.send(protocol.result(number, answer))
         finally:
-            self._working -= 1
-            if self.controller is None and self._turn is None:
+            self._working -= working
+            if working and self.controller is None and self._turn is None:
                 self._idle_since = time.monotonic()
 
     # ---- events ------------------------------------------------------------------------------
