@@ -197,7 +197,7 @@ class FakeEngine:
         return [{"role": "system", "content": self.system_prompt}]
 
     def snapshot(self):
-        return Snapshot("chat-1", 0, [])
+        return Snapshot("chat-1", [])
 
     def quit(self, say=None):
         self.calls.append(("quit",))

@@ -102,7 +102,6 @@ def test_records_go_through_and_come_back_equal():
     )
     snapshot = Snapshot(
         "abc",
-        42,
         [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo", "interrupted": True}],
         7,
         "and then?",
@@ -120,7 +119,7 @@ def test_records_go_through_and_come_back_equal():
 
 
 def test_the_attach_answer_goes_through_whole():
-    snapshot = Snapshot("abc", 3, [], 1, "q", (TurnText(3, 1, "so far", 2),))
+    snapshot = Snapshot("abc", [], 1, "q", (TurnText(3, 1, "so far", 2),))
     status = Status("m", "llama", ModelState.LOADING, "abc", True, {})
     opened = Opened(snapshot, status, ContextUsage(10, 100), True, ["[Error] Cannot save the chat: disk full"])
     back = protocol.opened_from_wire(json.loads(json.dumps(protocol.opened_to_wire(opened))))

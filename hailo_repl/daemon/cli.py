@@ -19,7 +19,6 @@ from typing import Any
 from hailo_repl.console import ArgumentParser, Console
 
 STOP_SECONDS = 120.0  # keeping a Hailo's device context may take seconds; a load under way, more
-POLL_SECONDS = 0.05
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,7 +138,7 @@ def stop(console: Console) -> int:
 
 
 def _ended(pid: int, timeout: float) -> bool:
-    from hailo_repl.daemon.lock import holder
+    from hailo_repl.daemon.lock import POLL_SECONDS, holder
     from hailo_repl.daemon.paths import engine_lock_file
 
     deadline = time.monotonic() + timeout

@@ -23,7 +23,7 @@ from hailo_repl.private_files import PRIVATE_FILE_MODE, private_dir
 # The engine's exit code when another engine holds the lock: it was not needed (its client connects there).
 ANOTHER_ENGINE = 3
 
-POLL_SECONDS = 0.02
+POLL_SECONDS = 0.02  # how often a lock (and an engine's start or end behind it) is looked at again
 
 
 class EngineLock:

@@ -59,7 +59,7 @@ MAX_LINE = 32 * 1024 * 1024
 
 # ---- methods -------------------------------------------------------------------------------
 
-INITIALIZE = "initialize"  # {v, client{pid, tty}} -> {v, epoch, daemon_pid, version}
+INITIALIZE = "initialize"  # {v, client{pid, tty}} -> {v, daemon_pid, version}
 CHAT_OPEN = "chat/open"  # OpenRequest -> Opened
 TURN_START = "turn/start"  # {text, mode} -> {turn}
 TURN_INTERRUPT = "turn/interrupt"  # {turn, shown_seq}: handled at once, never queued

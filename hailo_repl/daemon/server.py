@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import os
 import socket
 import struct
@@ -109,8 +108,6 @@ class EngineServer:
         self.backlog_limit = BACKLOG_LIMIT
         self.clients: set[Client] = set()
         self.controller: Client | None = None  # the terminal the chat is open in
-        self._engines = itertools.count(1)
-        self.epoch = f"{os.getpid()}-0"
         self._server: asyncio.AbstractServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._opening = asyncio.Lock()
@@ -123,7 +120,6 @@ class EngineServer:
         self._idle_since = time.monotonic()
         self._unseen = False  # a reply went on, or ended, while no terminal watched
         self._missed: list[str] = []  # lines said while no terminal watched
-        self._last_seq = 0
         self._tasks: set[asyncio.Future[Any]] = set()
         self._stopped_by: dict[str, Any] | None = None  # who asked daemon/stop (the terminal in the chat is told)
         handlers: dict[str, Handler] = {
@@ -302,7 +298,6 @@ class EngineServer:
             self._loop.call_soon_threadsafe(self._broadcast, event)
 
     def _broadcast(self, event: Event) -> None:
-        self._last_seq = max(self._last_seq, event.seq)
         if self.controller is None:
             if isinstance(event, (TurnNotice, EngineNotice)):
                 self._missed = [*self._missed, event.line][-MISSED_LINES:]
@@ -331,7 +326,7 @@ class EngineServer:
         client.pid = int(about.get("pid") or client.pid)
         client.tty = str(about.get("tty") or "?")
         client.initialized = True
-        return {"v": protocol.PROTOCOL_VERSION, "epoch": self.epoch, "daemon_pid": os.getpid(), "version": __version__}
+        return {"v": protocol.PROTOCOL_VERSION, "daemon_pid": os.getpid(), "version": __version__}
 
     async def _open(self, client: Client, params: dict[str, Any]) -> dict[str, Any]:
         """chat/open: ENGINE.md §4's table. One controller; an explicit attach takes over; a plain
@@ -363,7 +358,6 @@ class EngineServer:
             raise EngineError(ErrorCode.LOAD_FAILED, str(failure)) from None
         self.engine, self.request = engine, request
         self._missed = [*self._missed, *(labelled(INFO, line) for line in said)]
-        self.epoch = f"{os.getpid()}-{next(self._engines)}"
         engine.subscribe(self._from_engine)
         try:
             await self._go_to_chat(engine, request.chat)
@@ -470,8 +464,8 @@ class EngineServer:
         recent = [message for past in turns[-RECENT_TURNS:] for message in past]
         chat = engine.chat.session_id
         if turn is None:
-            return Snapshot(chat, self._last_seq, recent)
-        return Snapshot(chat, self._last_seq, recent, turn.id, turn.question, tuple(joined(turn.events)))
+            return Snapshot(chat, recent)
+        return Snapshot(chat, recent, turn.id, turn.question, tuple(joined(turn.events)))
 
     async def _load(self, engine: LocalEngine) -> None:
         """The model's load, said (and drained) before it holds the GIL. A failed load ends the

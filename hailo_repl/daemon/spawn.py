@@ -24,14 +24,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from hailo_repl.config import log_file
-from hailo_repl.daemon.lock import ANOTHER_ENGINE, holder
+from hailo_repl.daemon.lock import ANOTHER_ENGINE, POLL_SECONDS, holder
 from hailo_repl.daemon.paths import UnsafeSocketPath, check_socket, engine_lock_file, socket_dir, socket_path
 from hailo_repl.log import logger
 
 T = TypeVar("T")
 
 START_SECONDS = 30.0  # an engine that has not answered by then will not (its start imports a little)
-POLL_SECONDS = 0.02
 MAX_STARTS = 3  # engines started by one client before it gives up (each ended with no engine left)
 
 
@@ -113,9 +112,3 @@ def connect_or_spawn(
                 )
             raise EngineUnavailable(f"no engine process answered at {path} in {timeout:g} s; details in {log_file()}")
         time.sleep(POLL_SECONDS)
-
-
-def engine_pid() -> int | None:
-    """The running engine's pid, or None (for `daemon status` and the doctor)."""
-    found = holder(engine_lock_file())
-    return found.pid if found is not None else None

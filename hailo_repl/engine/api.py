@@ -230,7 +230,6 @@ class Snapshot(Record):
     so far (its events since it started)."""
 
     chat: str
-    seq: int  # the last event's
     recent: list[Message]
     turn: int | None = None
     question: str = ""

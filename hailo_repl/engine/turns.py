@@ -27,15 +27,13 @@ class TurnBuffer:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._seq = itertools.count(1)
-        self.last_seq = 0
         self._turn: TurnStarted | None = None
         self._events: list[Event] = []
         self._raw_at: dict[int, int] = {}  # a text event's seq -> raw pieces behind the text up to it
 
     def next_seq(self) -> int:
         with self._lock:
-            self.last_seq = next(self._seq)
-            return self.last_seq
+            return next(self._seq)
 
     def begin(self, started: TurnStarted, keep: bool = True) -> None:
         """A turn starts; without `keep` its events are numbered, not kept (-p and pipes: no
@@ -47,7 +45,7 @@ class TurnBuffer:
         """The turn's next text event, numbered, and kept with the raw pieces behind the text so
         far (one lock a token: this runs for each)."""
         with self._lock:
-            self.last_seq = seq = next(self._seq)
+            seq = next(self._seq)
             event = TurnText(seq, turn, text, 1)
             if self._turn is not None and len(self._events) < MAX_EVENTS:
                 self._events.append(event)
@@ -75,13 +73,13 @@ class TurnBuffer:
         """The chat's last RECENT_TURNS finished turns, and the turn in flight so far (its text
         events joined into one)."""
         with self._lock:
-            turn, events, seq = self._turn, list(self._events), self.last_seq
+            turn, events = self._turn, list(self._events)
         in_flight = turn is not None
         _, turns = split_turns(messages[:-1] if in_flight and messages[-1]["role"] == "user" else messages)
         recent = [message for past in turns[-RECENT_TURNS:] for message in past]
         if turn is None:
-            return Snapshot(chat, seq, recent)
-        return Snapshot(chat, seq, recent, turn.turn, turn.question, tuple(joined(events[1:])))
+            return Snapshot(chat, recent)
+        return Snapshot(chat, recent, turn.turn, turn.question, tuple(joined(events[1:])))
 
 
 def joined(events: list[Event]) -> list[Event]:
