@@ -558,3 +558,23 @@ def test_daemon_status_shows_how_long_the_chat_has_been_left_alone(tmp_path):
         time.sleep(0.4)
         again = RawClient(server.path).call("daemon/status")["result"]
         assert again["idle_seconds"] >= 0.3  # counted from the detach, not from the last look
+
+
+def test_a_stalled_terminal_does_not_hold_back_the_engines_end(tmp_path, monkeypatch):
+    """The engine's lock (which the next engine waits for) goes when the engine ends, and the end
+    does not wait out a terminal that stopped reading: it gets what fits, then its socket goes."""
+    from hailo_repl.daemon import connection
+
+    monkeypatch.setattr(connection, "DROP_GRACE_SECONDS", 600.0)  # waited for, the test would time out
+    big = ["x" * 20_000 + " " for _ in range(100)]
+    with engine_server(tmp_path, big, delay=0.002) as server:
+        stalled = RawClient(server.path, tty="pts/1")
+        stalled.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.call("chat/open", open_params())
+        stalled.until(is_event("engine/state", state="ready"))
+        stalled.send("turn/start", {"text": "a long one"})  # and then it reads nothing
+        old = server.on_loop(lambda: server.server.controller)
+        unread = lambda: old._queued + old.writer.transport.get_write_buffer_size()  # noqa: E731
+        wait_for(lambda: server.on_loop(unread) > 256 * 1024)
+        assert "result" in RawClient(server.path).call("daemon/stop")
+        wait_for(server.server.stop_requested.is_set)

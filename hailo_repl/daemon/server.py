@@ -171,7 +171,14 @@ class EngineServer:
         async with self._opening:  # an open under way ends first: the engine it makes is released too
             await self._stop_engine()
         why = {"by": self._stopped_by} if self._stopped_by and reason == protocol.STOPPING else {}
-        await asyncio.gather(*(client.close(reason, **why) for client in list(self.clients)))
+        # Each client is told why and handed what is left; one that does not read is not waited
+        # out (the next engine waits for this one's end): it gets what fits, then its socket goes.
+        closing = {asyncio.ensure_future(client.close(reason, **why)): client for client in list(self.clients)}
+        if closing:
+            _, stalled = await asyncio.wait(closing, timeout=DRAIN_WAIT_SECONDS)
+            for close in stalled:
+                close.cancel()
+                closing[close].writer.transport.abort()  # (it reads EOF, if it ever reads: the engine ended)
         if self._server is not None:
             self._server.close()
         self.stop_requested.set()
