@@ -389,6 +389,36 @@ def test_a_new_chat_on_an_idle_engine_takes_the_new_terminals_settings_and_keeps
         second.quit()
 
 
+def test_each_chat_on_a_warm_engine_is_saved_as_its_own_terminal_asked_no_history_or_not(tmp_path):
+    """--no-history after a saved chat writes nothing; a normal chat after a --no-history one is
+    saved; neither loads the model again (a backend that keeps no device context)."""
+    sessions = tmp_path / "sessions"
+
+    def saved():
+        return sorted(path.name for path in sessions.glob("*.json")) if sessions.exists() else []
+
+    def one_chat(history):
+        engine = socket_engine(server, history=history, interactive=False)
+        engine.load()
+        assert engine.run_turn("hi", lambda event: None).reason is TurnEnd.DONE
+        engine.detach()
+        wait_for(lambda: server.on_loop(server.server.idle_seconds) is not None)
+
+    with engine_server(tmp_path, ["one"], ["two"], ["three"], ["four"]) as server:
+        one_chat(history=True)
+        assert len(saved()) == 1
+        one_chat(history=False)
+        assert len(saved()) == 1  # nothing written for the --no-history chat
+        one_chat(history=True)
+        assert len(saved()) == 2
+        assert len(server.engines.engines) == 1
+
+
+def test_the_engines_log_gets_no_system_prompt_from_a_chat_open(tmp_path):
+    request = protocol.OpenRequest(system_prompt="my secret plans", api_key="k")
+    assert "my secret plans" not in str(request.loggable()) and "'k'" not in str(request.loggable())
+
+
 def test_a_save_that_failed_while_nobody_watched_is_said_to_the_next_terminal_and_holds_the_engine(tmp_path):
     from test_app import UnwritableStore
 
