@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import threading
 import time
 
 import pytest
@@ -15,6 +16,7 @@ from engine_server import RawClient, ServerThread, engine_server, is_event, open
 
 from hailo_repl import __version__
 from hailo_repl.daemon import protocol
+from hailo_repl.engine import socket_client, socket_turn
 from hailo_repl.engine.api import EngineError, EngineGone, TurnCompleted, TurnEnd, TurnNotice, TurnText
 
 WORDS = [f"w{i} " for i in range(60)]
@@ -417,6 +419,56 @@ def test_each_chat_on_a_warm_engine_is_saved_as_its_own_terminal_asked_no_histor
 def test_the_engines_log_gets_no_system_prompt_from_a_chat_open(tmp_path):
     request = protocol.OpenRequest(system_prompt="my secret plans", api_key="k")
     assert "my secret plans" not in str(request.loggable()) and "'k'" not in str(request.loggable())
+
+
+def test_ctrl_c_as_turn_start_is_answered_still_reaches_the_engine(tmp_path, monkeypatch):
+    """The interrupt finds no engine turn number yet while the reply to turn/start comes in on
+    the reader thread: whichever side is second sends turn/interrupt, never neither."""
+    loop_thread = threading.get_ident()
+    answered = threading.Event()  # the reader thread has taken the turn number and looked for an interrupt
+
+    class RacingTurn(socket_turn.SocketTurn):
+        """Holds interrupt() between its look at `remote` and its note of the interrupt until the
+        reader thread has done its part (or 1 s has passed: a lock keeps the reader out)."""
+
+        @property
+        def remote(self):
+            value = self.__dict__.get("_remote")
+            if threading.get_ident() == loop_thread and value is None and self.__dict__.get("_looking"):
+                answered.wait(1)
+            return value
+
+        @remote.setter
+        def remote(self, value):
+            self.__dict__["_remote"] = value
+
+        @property
+        def interrupt_at(self):
+            value = self.__dict__.get("_interrupt_at")
+            if threading.get_ident() != loop_thread:
+                answered.set()
+            return value
+
+        @interrupt_at.setter
+        def interrupt_at(self, value):
+            self.__dict__["_interrupt_at"] = value
+
+    monkeypatch.setattr(socket_client, "SocketTurn", RacingTurn)
+    with engine_server(tmp_path, WORDS, delay=0.05) as server:
+        engine = socket_engine(server)
+        engine.load()
+
+        async def race():
+            turn = engine.start_turn("go on")
+            turn.__dict__["_looking"] = True
+            engine.interrupt(turn.id, None)
+            return await asyncio.wait_for(turn.finished, 20)
+
+        completed = asyncio.run(race())
+        assert completed.reason is TurnEnd.INTERRUPTED
+        kept = server.engines.engines[0].messages()[-1]["content"]
+        assert kept != "".join(WORDS)  # the engine stopped it: not run to its end and saved whole
+        engine.quit()
 
 
 def test_a_save_that_failed_while_nobody_watched_is_said_to_the_next_terminal_and_holds_the_engine(tmp_path):
