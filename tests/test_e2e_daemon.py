@@ -294,6 +294,17 @@ def test_a_no_history_chat_on_a_warm_engine_writes_no_chat_and_the_next_normal_c
     assert len(saved_chats()) == 2
 
 
+def test_a_state_folder_that_is_a_symlink_to_the_users_own_folder_holds_the_engine(engines, tmp_path):
+    real = tmp_path / "state-elsewhere"
+    real.mkdir(mode=0o700)
+    state().parent.mkdir(parents=True, exist_ok=True)
+    state().symlink_to(real)
+    code, out, err = ended(engines.piped([["linked"]], "-p", "hi"))
+    assert (code, out.strip()) == (0, "linked"), err
+    engines.engine()
+    assert (real / "engine.sock").exists() and (real / "engine.lock").exists()
+
+
 def test_an_engine_of_another_protocol_version_is_named_in_one_line_and_daemon_stop_ends_it(engines, tmp_path):
     other = subprocess.Popen(  # an engine of an older hailo-repl still running
         [
