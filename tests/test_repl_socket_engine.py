@@ -8,11 +8,14 @@ import asyncio
 import os
 import re
 import signal
+import threading
 
 import pytest
 from engine_server import RawClient, engine_server, is_event, open_params, socket_engine
 from scripted import ScriptedBackend, type_into_repl
 from test_app import UnwritableStore
+
+from hailo_repl.engine import ops
 
 
 @pytest.fixture(autouse=True)
@@ -103,6 +106,42 @@ def test_commands_go_to_the_engine_process_and_print_its_answers(tmp_path, capsy
         engine = server.engines.engines[0]
         assert engine.chat.system_prompt == "be brief" and engine.chat.params.temperature == 0.3
         assert saved.exists() and repl.settings["temperature"] == 0.3
+
+
+def test_the_terminal_stays_live_while_a_save_waits_for_the_engine_and_ctrl_c_stops_the_wait(
+    tmp_path, capsys, monkeypatch
+):
+    """/save while the engine is slow to answer (it holds its GIL keeping a device context):
+    the REPL's loop goes on meanwhile (keys, Ctrl+C); a Ctrl+C gives the prompt back at once."""
+    saving, may_end, saved = threading.Event(), threading.Event(), threading.Event()
+    real_save = ops.save
+
+    def slow_save(*args, **kwargs):
+        saving.set()
+        may_end.wait(5)
+        saved.set()
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(ops, "save", slow_save)
+    with engine_server(tmp_path, ["one"], ["two"]) as server:
+        seen = {}
+
+        async def during_the_save(repl):
+            while not saving.is_set():
+                await asyncio.sleep(0.01)
+            seen["loop ran during the save"] = not saved.is_set()
+            os.kill(os.getpid(), signal.SIGINT)
+            await asyncio.sleep(0.2)
+            seen["prompt back before the save ended"] = repl.session.app.is_running and not saved.is_set()
+            may_end.set()
+
+        code, _ = run_repl(server, ["hi\r", f"/save {tmp_path / 'chat.json'}\r", during_the_save, "again\r", "/quit\r"])
+        out = capsys.readouterr().out
+        assert code == 0
+        assert seen == {"loop ran during the save": True, "prompt back before the save ended": True}
+        assert "Not waiting for /save" in out and "Assistant: two" in out  # it went once the engine could
+        assert "Saved 3 messages" in out and "[Error]" not in out
+        assert (tmp_path / "chat.json").exists()
 
 
 def test_a_save_that_fails_in_the_engine_is_said_after_the_replys_last_word(tmp_path, capsys):
