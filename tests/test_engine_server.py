@@ -72,7 +72,7 @@ def test_a_whole_turn_over_the_socket_comes_in_order_and_is_kept(tmp_path):
         ]
         saved = server.engines.engines[0].chat.store.load(engine.status().chat)
         assert saved.messages[-1]["content"] == "Hello, world!"  # autosaved in the engine process
-        engine.quit()
+        engine.stop_engine()
         wait_for(server.server.stop_requested.is_set)
 
 
@@ -96,7 +96,7 @@ def test_an_interrupt_keeps_exactly_what_was_shown(tmp_path):
         last = engine.messages()[-1]
         assert last["content"] == shown_text.strip() and last["interrupted"] is True
         assert len(shown_text.split()) < len(WORDS)
-        engine.quit()
+        engine.stop_engine()
 
 
 def test_a_plain_open_never_takes_another_terminals_chat_and_an_explicit_one_takes_it_over(tmp_path):
@@ -137,7 +137,7 @@ def test_a_terminal_taken_over_says_so_in_one_line_and_ends(tmp_path):
         wait_for(lambda: any(isinstance(event, EngineGone) for event in heard))
         (gone,) = [event for event in heard if isinstance(event, EngineGone)]
         assert gone.line.startswith(f"[Info] Chat {chat} was taken over by pts/9") and gone.exit_code == 0
-        engine.quit()  # nothing to do: it is not this terminal's any more
+        engine.stop_engine()  # nothing to do: it is not this terminal's any more
         assert not server.server.stop_requested.is_set()
 
 
@@ -255,7 +255,7 @@ def test_an_engine_that_dies_ends_the_chat_with_one_line(tmp_path):
             engine.clear()
 
 
-def test_quit_stops_the_reply_keeps_it_interrupted_releases_and_asks_the_process_to_exit(tmp_path):
+def test_stop_engine_stops_the_reply_keeps_it_interrupted_releases_and_asks_the_process_to_exit(tmp_path):
     with engine_server(tmp_path, WORDS, delay=0.05) as server:
         watcher = RawClient(server.path)  # `hailo-repl daemon status` meanwhile, say
         engine = socket_engine(server)
@@ -268,7 +268,7 @@ def test_quit_stops_the_reply_keeps_it_interrupted_releases_and_asks_the_process
         released = []
         backend = server.engines.engines[0].chat.backend
         backend.release = lambda: released.append(True)
-        engine.quit()
+        engine.stop_engine()
         assert server.server.stop_requested.is_set() or wait_for(server.server.stop_requested.is_set) is None
         assert released == [True]
         assert server.engines.engines[0].messages()[-1]["interrupted"] is True
@@ -332,7 +332,7 @@ def test_a_chat_opened_from_the_command_lines_settings_runs_on_the_hailo_backend
         _, events = asyncio.run(take_turn(engine, "Salut"))
         assert "".join(event.text for event in events if isinstance(event, TurnText)) == "Bonjour !"
         assert fake_log.user_messages_sent() == ["Salut"]
-        engine.quit()
+        engine.stop_engine()
         wait_for(server.server.stop_requested.is_set)
         assert fake_log.names().count("vdevice_release") == 1  # the engine released the device at quit
     finally:
@@ -369,7 +369,7 @@ def test_one_message_through_the_engine_process_as_p_sends_it(tmp_path):
         assert isinstance(shown[-1], TurnCompleted)
         completed = engine.run_turn("another", shown.append)  # a second one on the same connection
         assert completed.reason is TurnEnd.DONE and len(engine.messages()) == 5
-        engine.quit()
+        engine.stop_engine()
 
 
 def test_a_new_chat_on_an_idle_engine_takes_the_new_terminals_settings_and_keeps_the_old_chat(tmp_path):
@@ -388,7 +388,7 @@ def test_a_new_chat_on_an_idle_engine_takes_the_new_terminals_settings_and_keeps
         assert len(server.engines.engines) == 1  # the same model, warm: nothing loaded again
         assert engine.chat.system_prompt == "be thorough" and engine.chat.params.temperature == 0.9
         assert engine.chat.store.load(old_chat).messages[-1]["content"] == "first"  # the old chat stays saved
-        second.quit()
+        second.stop_engine()
 
 
 def test_each_chat_on_a_warm_engine_is_saved_as_its_own_terminal_asked_no_history_or_not(tmp_path):
@@ -468,7 +468,7 @@ def test_ctrl_c_as_turn_start_is_answered_still_reaches_the_engine(tmp_path, mon
         assert completed.reason is TurnEnd.INTERRUPTED
         kept = server.engines.engines[0].messages()[-1]["content"]
         assert kept != "".join(WORDS)  # the engine stopped it: not run to its end and saved whole
-        engine.quit()
+        engine.stop_engine()
 
 
 def test_a_save_that_failed_while_nobody_watched_is_said_to_the_next_terminal_and_holds_the_engine(tmp_path):

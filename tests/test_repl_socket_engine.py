@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import threading
+import time
 
 import pytest
 from engine_server import RawClient, engine_server, is_event, open_params, socket_engine
@@ -16,6 +17,7 @@ from scripted import ScriptedBackend, type_into_repl
 from test_app import UnwritableStore
 
 from hailo_repl.engine import ops
+from hailo_repl.engine.api import TurnEnd
 
 
 @pytest.fixture(autouse=True)
@@ -25,13 +27,13 @@ def home(isolated_home):
 
 def run_repl(server, keys):
     """Type `keys` into a Repl on a SocketEngine to `server` (its chat opened as the command line
-    opens it, before the REPL); then quit the engine. Returns (exit code, the Repl)."""
+    opens it, before the REPL); then stop the engine. Returns (exit code, the Repl)."""
     engine = socket_engine(server)
     engine.open()
     try:
         return type_into_repl(engine, keys)
     finally:
-        engine.quit()
+        engine.stop_engine()
 
 
 def kept(server):
@@ -51,6 +53,25 @@ def test_a_message_gets_its_reply_through_the_engine_process_and_quit_exits_zero
         ]
         toolbar = "".join(fragment[1] for fragment in repl.toolbar())
         assert "scripted-model" in toolbar and "/4096" in toolbar  # the usage the turn's end carried
+
+
+def test_quit_in_a_terminal_leaves_the_engine_running_with_its_model_for_the_next_chat(tmp_path, capsys):
+    with engine_server(tmp_path, ["Hello"], ["again"]) as server:
+        engine = socket_engine(server)
+        engine.open()
+        code, _ = type_into_repl(engine, ["hi\r", "/quit\r"])
+        engine.quit()  # (as cli_chat ends a chat)
+        assert code == 0
+        deadline = time.monotonic() + 10
+        while server.on_loop(server.server.idle_seconds) is None:  # the terminal has left
+            assert time.monotonic() < deadline and not server.server.stop_requested.is_set()
+            time.sleep(0.01)
+        assert not server.server.stop_requested.is_set()
+        following = socket_engine(server, interactive=False)
+        following.load()
+        assert following.run_turn("more", lambda event: None).reason is TurnEnd.DONE
+        assert len(server.engines.engines) == 1  # the same model, not loaded again
+        following.stop_engine()
 
 
 def test_ctrl_c_over_the_socket_keeps_what_the_screen_showed(tmp_path, capsys):
@@ -209,7 +230,7 @@ def test_a_terminal_arriving_mid_reply_shows_the_last_turns_the_question_once_an
         try:
             code, _ = type_into_repl(engine, [wait_for_the_reply(server), "/quit\r"])
         finally:
-            engine.quit()
+            engine.stop_engine()
         out = capsys.readouterr().out
         flat = " ".join(out.split())
         assert code == 0

@@ -582,6 +582,11 @@ class SocketEngine:
         return protocol.snapshot_from_wire(self.request_for_user(protocol.CHAT_GET, {"what": "snapshot"}))
 
     def quit(self, say: Callable[[str], None] | None = None) -> None:
+        """The chat ends in this terminal (/quit, Ctrl+D): this connection leaves it (chat/detach);
+        the engine process keeps the model loaded for keep-alive, for the next chat."""
+        self.detach()
+
+    def stop_engine(self) -> None:
         """chat/quit (blocks): the engine stops the reply, keeps the device context, releases the
         model and exits. After a detach or a lost connection there is nothing to do."""
         if self._gone is not None or self._leaving:
