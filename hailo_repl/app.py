@@ -38,8 +38,9 @@ from hailo_repl.commands import (
     SwitchModel,
     is_command,
     run_command,
+    waits_for_the_engine,
 )
-from hailo_repl.commands_base import in_engine_process
+from hailo_repl.commands_base import CommandContext, in_engine_process
 from hailo_repl.config import data_dir, sessions_dir
 from hailo_repl.config_file import config_path
 from hailo_repl.console import INFO, Console, labelled
@@ -278,6 +279,25 @@ class Repl(ChatEnds):
             self.console.info(line)
         self.console.write(recent_turns_text(self.engine.messages(), self.color, self.reply_wrap))
 
+    async def _command(self, text: str) -> Send | SwitchModel | OffTheLoop | None:
+        """Run the command `text`. One that waits for the engine process's answer runs in a
+        thread, so the terminal stays live meanwhile (the engine holds its GIL for seconds keeping
+        a device context; a wedged one would hang it): typed keys echo under the prompt, which is
+        up as during a reply, and a Ctrl+C stops the wait (the engine still does what was asked)."""
+        if not (in_engine_process(self.engine) and waits_for_the_engine(text)):
+            return run_command(self, text)
+        loop = asyncio.get_running_loop()
+        if self.live and not self.prompt.up:
+            self.prompt.start(in_reply=True)
+        work = loop.run_in_executor(None, run_command, cast(CommandContext, CommandInAThread(self, loop)), text)
+        waiting = asyncio.ensure_future(asyncio.shield(work))
+        with self.ctrl_c.stopping(waiting.cancel):
+            await asyncio.wait([waiting])
+        if waiting.cancelled():
+            self.console.info(f"Not waiting for {text.split()[0]}; the engine process still does it.")
+            return None
+        return work.result()
+
     def _loaded(self, load: asyncio.Future[None]) -> None:
         """The model finished loading (the toolbar hears it from the engine); a failed load ends the chat."""
         if load.exception() is not None:
@@ -304,7 +324,7 @@ class Repl(ChatEnds):
             mode = TurnMode.MESSAGE
             if is_command(text):
                 try:
-                    outcome = run_command(self, text)
+                    outcome = await self._command(text)
                 except Detach:
                     self.detach()
                     return
@@ -324,6 +344,32 @@ class Repl(ChatEnds):
                 await self.turns.reply(text, mode)
             elif self.ctrl_c.pressed and not self.quitting:
                 self.console.info("Not sent (Ctrl+C); Up brings the message back.")
+
+
+class CommandInAThread:
+    """The Repl as a command run in a thread (Repl._command) sees it: what it says is written on
+    the REPL's loop, in order."""
+
+    def __init__(self, repl: Repl, loop: asyncio.AbstractEventLoop):
+        self._repl = repl
+        self.console = LoopConsole(repl.console, loop)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._repl, name)
+
+    def show_resumed(self, chat: ChatSummary) -> None:
+        Repl.show_resumed(cast(Repl, self), chat)
+
+
+class LoopConsole(Console):
+    """A console for a thread: each write goes to `console` on `loop` (whole lines wrapped here)."""
+
+    def __init__(self, console: Console, loop: asyncio.AbstractEventLoop):
+        super().__init__(wrap_width=console.wrap_width)
+        self._console, self._loop = console, loop
+
+    def write(self, text: str) -> None:
+        self._loop.call_soon_threadsafe(self._console.write, text)
 
 
 def run_repl(

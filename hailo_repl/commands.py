@@ -39,6 +39,7 @@ __all__ = [
     "SwitchModel",
     "is_command",
     "run_command",
+    "waits_for_the_engine",
 ]
 
 # handler(context, the text after the command's name) -> None, or what the REPL must do next
@@ -60,6 +61,9 @@ class Command:
     aliases: tuple[str, ...] = ()
     arguments: Arguments | None = None
     choices: Choices | None = None
+    # It waits for the engine's answer (a save, a resume: seconds while the engine process keeps
+    # a device context, holding its GIL): the REPL runs it off its loop there (app.Repl).
+    waits: bool = False
 
 
 @dataclass
@@ -76,9 +80,10 @@ class CommandRegistry:
         aliases: tuple[str, ...] = (),
         arguments: Arguments | None = None,
         choices: Choices | None = None,
+        waits: bool = False,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
-            entry = Command(name, help, handler, usage, aliases, arguments, choices)
+            entry = Command(name, help, handler, usage, aliases, arguments, choices, waits)
             for key in (name, *aliases):
                 self.commands[key] = entry
             return handler
@@ -117,6 +122,12 @@ class CommandRegistry:
 
 def is_command(text: str) -> bool:
     return text.lstrip().startswith("/")
+
+
+def waits_for_the_engine(text: str) -> bool:
+    """Whether the command `text` names waits for the engine's answer (Command.waits)."""
+    entry, _, _ = BUILTINS.parse(text)
+    return entry is not None and entry.waits
 
 
 def run_command(context: CommandContext, text: str) -> Send | SwitchModel | OffTheLoop | None:
@@ -186,8 +197,8 @@ def show_help(context: CommandContext, argument: str) -> None:
     context.console.say("Commands:\n" + listing)
 
 
-command("/clear", "erase the conversation and reset the model's context")(chat.clear)
-command("/context", "show how full the context window is")(chat.show_context)
+command("/clear", "erase the conversation and reset the model's context", waits=True)(chat.clear)
+command("/context", "show how full the context window is", waits=True)(chat.show_context)
 
 
 @command("/quit", "end the chat and release the device", aliases=("/exit",))
@@ -203,7 +214,7 @@ def detach(context: CommandContext, argument: str) -> None:
     raise Detach
 
 
-command("/system", "show the system prompt, or replace it", usage="[text]")(chat.system)
+command("/system", "show the system prompt, or replace it", usage="[text]", waits=True)(chat.system)
 command(
     "/set",
     "change a setting for this chat; --save also writes it to the config file",
@@ -211,17 +222,17 @@ command(
     arguments=chat.SetArgumentsCompleter(),
 )(chat.set_parameter)
 command("/retry", "generate the last reply again")(chat.retry)
-command("/undo", "remove the last question and its reply")(chat.undo)
+command("/undo", "remove the last question and its reply", waits=True)(chat.undo)
 command("/stats", "time to first token and speed of the last reply and the session")(chat.stats)
-command("/save", "save the conversation as JSON", usage="[--force] [file]", arguments=paths())(chat.save)
-command("/load", "continue a saved conversation", usage="<file>", arguments=paths())(chat.load)
+command("/save", "save the conversation as JSON", usage="[--force] [file]", arguments=paths(), waits=True)(chat.save)
+command("/load", "continue a saved conversation", usage="<file>", arguments=paths(), waits=True)(chat.load)
 command("/model", "list the models, or go on with another one", usage="[name]", choices=chat.offered_models)(
     chat.switch_model
 )
 command("/history", "list the saved chats, or those containing TEXT", usage="[text]")(chat.history)
-command("/resume", "continue a saved chat (Tab completes the ids)", usage="<id>", arguments=chat.SavedChatIds)(
-    chat.resume
-)
+command(
+    "/resume", "continue a saved chat (Tab completes the ids)", usage="<id>", arguments=chat.SavedChatIds, waits=True
+)(chat.resume)
 command("/copy", "copy the last reply, its code block N, or all the chat (works over SSH)", usage="[N|all]")(chat.copy)
 command("/file", "put a file's text into your next message", usage="<path>", arguments=paths())(chat.attach_file)
 command("/continue", "go on with a reply cut off by max-tokens (or Ctrl+C)")(chat.continue_reply)

@@ -13,7 +13,7 @@ from hailo_repl.backends.base import Message, cut_off
 from hailo_repl.chat import CONTINUE_PROMPT
 from hailo_repl.commands_base import CommandContext, OffTheLoop, Resend, Send, SwitchModel, typed_path, words
 from hailo_repl.config_file import ConfigFileError, save_setting
-from hailo_repl.engine.api import EngineError
+from hailo_repl.engine.api import EngineError, ErrorCode
 from hailo_repl.render import code_blocks
 from hailo_repl.sessions import SessionNotFoundError, SessionStore
 from hailo_repl.settings import GENERATION_SETTINGS, LIVE_SETTINGS, SETTINGS, Setting, SettingError
@@ -134,7 +134,11 @@ def save(context: CommandContext, argument: str) -> None:
         context.console.error(error.line)
         return
     context.console.info(f"Saved {count} messages to {path}")
-    context.engine.keep_context()  # and the device's context beside the chat, for a quick resume
+    try:
+        context.engine.keep_context()  # and the device's context beside the chat, for a quick resume
+    except EngineError as busy:  # a message sent meanwhile runs (a Ctrl+C stopped the wait): not now
+        if busy.code is not ErrorCode.BUSY:
+            raise
 
 
 def load(context: CommandContext, argument: str) -> None:

@@ -49,6 +49,18 @@ def test_a_fallback_folder_that_is_a_symlink_is_refused(isolated_home, monkeypat
         socket_dir(paths.fallback_dir() / "x.sock")
 
 
+def test_a_state_folder_linked_to_the_users_folder_is_followed_and_what_it_points_to_made_private(
+    isolated_home, tmp_path
+):
+    real = tmp_path / "elsewhere"
+    real.mkdir(mode=0o755)
+    state = isolated_home / "state" / "hailo-repl"
+    state.parent.mkdir(parents=True, exist_ok=True)
+    state.symlink_to(real)
+    assert socket_dir(socket_path()) == state
+    assert stat.S_IMODE(os.stat(real).st_mode) == 0o700
+
+
 @pytest.mark.parametrize("kind", ["file", "symlink", "folder"])
 def test_what_is_not_the_users_socket_is_refused_in_one_line_and_left_alone(tmp_path, kind):
     path = tmp_path / "engine.sock"

@@ -278,6 +278,33 @@ def test_no_history_leaves_no_chat_log_or_context_on_disk(engines):
     assert not (state() / "hailo-repl.log").exists()
 
 
+def test_a_no_history_chat_on_a_warm_engine_writes_no_chat_and_the_next_normal_chat_is_saved(engines):
+    replies = [["answer"]] * 3  # (the engine reads the script its first client gave)
+    code, out, err = ended(engines.piped(replies, "--system-prompt", "plans for the heist", "-p", "hi"))
+    assert (code, out.strip()) == (0, "answer"), err
+    pid = engines.engine()
+    assert len(saved_chats()) == 1
+    code, out, err = ended(engines.piped(replies, "--no-history", "--system-prompt", "the vault code", "-p", "hi"))
+    assert (code, out.strip()) == (0, "answer"), err
+    assert engine_pid() == pid and len(saved_chats()) == 1  # the same engine; nothing new on disk
+    log = state() / "hailo-repl.log"
+    assert "the vault code" not in log.read_text() and "plans for the heist" not in log.read_text()
+    code, out, err = ended(engines.piped(replies, "-p", "hi"))
+    assert (code, out.strip()) == (0, "answer"), err
+    assert len(saved_chats()) == 2
+
+
+def test_a_state_folder_that_is_a_symlink_to_the_users_own_folder_holds_the_engine(engines, tmp_path):
+    real = tmp_path / "state-elsewhere"
+    real.mkdir(mode=0o700)
+    state().parent.mkdir(parents=True, exist_ok=True)
+    state().symlink_to(real)
+    code, out, err = ended(engines.piped([["linked"]], "-p", "hi"))
+    assert (code, out.strip()) == (0, "linked"), err
+    engines.engine()
+    assert (real / "engine.sock").exists() and (real / "engine.lock").exists()
+
+
 def test_an_engine_of_another_protocol_version_is_named_in_one_line_and_daemon_stop_ends_it(engines, tmp_path):
     other = subprocess.Popen(  # an engine of an older hailo-repl still running
         [

@@ -16,6 +16,7 @@ from engine_server import Engines, RawClient, ServerThread, engine_server, is_ev
 
 from hailo_repl import __version__
 from hailo_repl.daemon import protocol
+from hailo_repl.engine import socket_client, socket_turn
 from hailo_repl.engine.api import EngineError, EngineGone, TurnCompleted, TurnEnd, TurnNotice, TurnText
 
 WORDS = [f"w{i} " for i in range(60)]
@@ -71,7 +72,7 @@ def test_a_whole_turn_over_the_socket_comes_in_order_and_is_kept(tmp_path):
         ]
         saved = server.engines.engines[0].chat.store.load(engine.status().chat)
         assert saved.messages[-1]["content"] == "Hello, world!"  # autosaved in the engine process
-        engine.quit()
+        engine.stop_engine()
         wait_for(server.server.stop_requested.is_set)
 
 
@@ -95,7 +96,7 @@ def test_an_interrupt_keeps_exactly_what_was_shown(tmp_path):
         last = engine.messages()[-1]
         assert last["content"] == shown_text.strip() and last["interrupted"] is True
         assert len(shown_text.split()) < len(WORDS)
-        engine.quit()
+        engine.stop_engine()
 
 
 def test_a_plain_open_never_takes_another_terminals_chat_and_an_explicit_one_takes_it_over(tmp_path):
@@ -136,7 +137,7 @@ def test_a_terminal_taken_over_says_so_in_one_line_and_ends(tmp_path):
         wait_for(lambda: any(isinstance(event, EngineGone) for event in heard))
         (gone,) = [event for event in heard if isinstance(event, EngineGone)]
         assert gone.line.startswith(f"[Info] Chat {chat} was taken over by pts/9") and gone.exit_code == 0
-        engine.quit()  # nothing to do: it is not this terminal's any more
+        engine.stop_engine()  # nothing to do: it is not this terminal's any more
         assert not server.server.stop_requested.is_set()
 
 
@@ -254,7 +255,7 @@ def test_an_engine_that_dies_ends_the_chat_with_one_line(tmp_path):
             engine.clear()
 
 
-def test_quit_stops_the_reply_keeps_it_interrupted_releases_and_asks_the_process_to_exit(tmp_path):
+def test_stop_engine_stops_the_reply_keeps_it_interrupted_releases_and_asks_the_process_to_exit(tmp_path):
     with engine_server(tmp_path, WORDS, delay=0.05) as server:
         watcher = RawClient(server.path)  # `hailo-repl daemon status` meanwhile, say
         engine = socket_engine(server)
@@ -267,7 +268,7 @@ def test_quit_stops_the_reply_keeps_it_interrupted_releases_and_asks_the_process
         released = []
         backend = server.engines.engines[0].chat.backend
         backend.release = lambda: released.append(True)
-        engine.quit()
+        engine.stop_engine()
         assert server.server.stop_requested.is_set() or wait_for(server.server.stop_requested.is_set) is None
         assert released == [True]
         assert server.engines.engines[0].messages()[-1]["interrupted"] is True
@@ -331,7 +332,7 @@ def test_a_chat_opened_from_the_command_lines_settings_runs_on_the_hailo_backend
         _, events = asyncio.run(take_turn(engine, "Salut"))
         assert "".join(event.text for event in events if isinstance(event, TurnText)) == "Bonjour !"
         assert fake_log.user_messages_sent() == ["Salut"]
-        engine.quit()
+        engine.stop_engine()
         wait_for(server.server.stop_requested.is_set)
         assert fake_log.names().count("vdevice_release") == 1  # the engine released the device at quit
     finally:
@@ -368,7 +369,7 @@ def test_one_message_through_the_engine_process_as_p_sends_it(tmp_path):
         assert isinstance(shown[-1], TurnCompleted)
         completed = engine.run_turn("another", shown.append)  # a second one on the same connection
         assert completed.reason is TurnEnd.DONE and len(engine.messages()) == 5
-        engine.quit()
+        engine.stop_engine()
 
 
 def test_a_new_chat_on_an_idle_engine_takes_the_new_terminals_settings_and_keeps_the_old_chat(tmp_path):
@@ -387,7 +388,87 @@ def test_a_new_chat_on_an_idle_engine_takes_the_new_terminals_settings_and_keeps
         assert len(server.engines.engines) == 1  # the same model, warm: nothing loaded again
         assert engine.chat.system_prompt == "be thorough" and engine.chat.params.temperature == 0.9
         assert engine.chat.store.load(old_chat).messages[-1]["content"] == "first"  # the old chat stays saved
-        second.quit()
+        second.stop_engine()
+
+
+def test_each_chat_on_a_warm_engine_is_saved_as_its_own_terminal_asked_no_history_or_not(tmp_path):
+    """--no-history after a saved chat writes nothing; a normal chat after a --no-history one is
+    saved; neither loads the model again (a backend that keeps no device context)."""
+    sessions = tmp_path / "sessions"
+
+    def saved():
+        return sorted(path.name for path in sessions.glob("*.json")) if sessions.exists() else []
+
+    def one_chat(history):
+        engine = socket_engine(server, history=history, interactive=False)
+        engine.load()
+        assert engine.run_turn("hi", lambda event: None).reason is TurnEnd.DONE
+        engine.detach()
+        wait_for(lambda: server.on_loop(server.server.idle_seconds) is not None)
+
+    with engine_server(tmp_path, ["one"], ["two"], ["three"], ["four"]) as server:
+        one_chat(history=True)
+        assert len(saved()) == 1
+        one_chat(history=False)
+        assert len(saved()) == 1  # nothing written for the --no-history chat
+        one_chat(history=True)
+        assert len(saved()) == 2
+        assert len(server.engines.engines) == 1
+
+
+def test_the_engines_log_gets_no_system_prompt_from_a_chat_open(tmp_path):
+    request = protocol.OpenRequest(system_prompt="my secret plans", api_key="k")
+    assert "my secret plans" not in str(request.loggable()) and "'k'" not in str(request.loggable())
+
+
+def test_ctrl_c_as_turn_start_is_answered_still_reaches_the_engine(tmp_path, monkeypatch):
+    """The interrupt finds no engine turn number yet while the reply to turn/start comes in on
+    the reader thread: whichever side is second sends turn/interrupt, never neither."""
+    loop_thread = threading.get_ident()
+    answered = threading.Event()  # the reader thread has taken the turn number and looked for an interrupt
+
+    class RacingTurn(socket_turn.SocketTurn):
+        """Holds interrupt() between its look at `remote` and its note of the interrupt until the
+        reader thread has done its part (or 1 s has passed: a lock keeps the reader out)."""
+
+        @property
+        def remote(self):
+            value = self.__dict__.get("_remote")
+            if threading.get_ident() == loop_thread and value is None and self.__dict__.get("_looking"):
+                answered.wait(1)
+            return value
+
+        @remote.setter
+        def remote(self, value):
+            self.__dict__["_remote"] = value
+
+        @property
+        def interrupt_at(self):
+            value = self.__dict__.get("_interrupt_at")
+            if threading.get_ident() != loop_thread:
+                answered.set()
+            return value
+
+        @interrupt_at.setter
+        def interrupt_at(self, value):
+            self.__dict__["_interrupt_at"] = value
+
+    monkeypatch.setattr(socket_client, "SocketTurn", RacingTurn)
+    with engine_server(tmp_path, WORDS, delay=0.05) as server:
+        engine = socket_engine(server)
+        engine.load()
+
+        async def race():
+            turn = engine.start_turn("go on")
+            turn.__dict__["_looking"] = True
+            engine.interrupt(turn.id, None)
+            return await asyncio.wait_for(turn.finished, 20)
+
+        completed = asyncio.run(race())
+        assert completed.reason is TurnEnd.INTERRUPTED
+        kept = server.engines.engines[0].messages()[-1]["content"]
+        assert kept != "".join(WORDS)  # the engine stopped it: not run to its end and saved whole
+        engine.stop_engine()
 
 
 def test_a_save_that_failed_while_nobody_watched_is_said_to_the_next_terminal_and_holds_the_engine(tmp_path):

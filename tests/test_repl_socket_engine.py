@@ -8,11 +8,16 @@ import asyncio
 import os
 import re
 import signal
+import threading
+import time
 
 import pytest
 from engine_server import RawClient, engine_server, is_event, open_params, socket_engine
 from scripted import ScriptedBackend, type_into_repl
 from test_app import UnwritableStore
+
+from hailo_repl.engine import ops
+from hailo_repl.engine.api import TurnEnd
 
 
 @pytest.fixture(autouse=True)
@@ -22,13 +27,13 @@ def home(isolated_home):
 
 def run_repl(server, keys):
     """Type `keys` into a Repl on a SocketEngine to `server` (its chat opened as the command line
-    opens it, before the REPL); then quit the engine. Returns (exit code, the Repl)."""
+    opens it, before the REPL); then stop the engine. Returns (exit code, the Repl)."""
     engine = socket_engine(server)
     engine.open()
     try:
         return type_into_repl(engine, keys)
     finally:
-        engine.quit()
+        engine.stop_engine()
 
 
 def kept(server):
@@ -48,6 +53,25 @@ def test_a_message_gets_its_reply_through_the_engine_process_and_quit_exits_zero
         ]
         toolbar = "".join(fragment[1] for fragment in repl.toolbar())
         assert "scripted-model" in toolbar and "/4096" in toolbar  # the usage the turn's end carried
+
+
+def test_quit_in_a_terminal_leaves_the_engine_running_with_its_model_for_the_next_chat(tmp_path, capsys):
+    with engine_server(tmp_path, ["Hello"], ["again"]) as server:
+        engine = socket_engine(server)
+        engine.open()
+        code, _ = type_into_repl(engine, ["hi\r", "/quit\r"])
+        engine.quit()  # (as cli_chat ends a chat)
+        assert code == 0
+        deadline = time.monotonic() + 10
+        while server.on_loop(server.server.idle_seconds) is None:  # the terminal has left
+            assert time.monotonic() < deadline and not server.server.stop_requested.is_set()
+            time.sleep(0.01)
+        assert not server.server.stop_requested.is_set()
+        following = socket_engine(server, interactive=False)
+        following.load()
+        assert following.run_turn("more", lambda event: None).reason is TurnEnd.DONE
+        assert len(server.engines.engines) == 1  # the same model, not loaded again
+        following.stop_engine()
 
 
 def test_ctrl_c_over_the_socket_keeps_what_the_screen_showed(tmp_path, capsys):
@@ -103,6 +127,42 @@ def test_commands_go_to_the_engine_process_and_print_its_answers(tmp_path, capsy
         engine = server.engines.engines[0]
         assert engine.chat.system_prompt == "be brief" and engine.chat.params.temperature == 0.3
         assert saved.exists() and repl.settings["temperature"] == 0.3
+
+
+def test_the_terminal_stays_live_while_a_save_waits_for_the_engine_and_ctrl_c_stops_the_wait(
+    tmp_path, capsys, monkeypatch
+):
+    """/save while the engine is slow to answer (it holds its GIL keeping a device context):
+    the REPL's loop goes on meanwhile (keys, Ctrl+C); a Ctrl+C gives the prompt back at once."""
+    saving, may_end, saved = threading.Event(), threading.Event(), threading.Event()
+    real_save = ops.save
+
+    def slow_save(*args, **kwargs):
+        saving.set()
+        may_end.wait(5)
+        saved.set()
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(ops, "save", slow_save)
+    with engine_server(tmp_path, ["one"], ["two"]) as server:
+        seen = {}
+
+        async def during_the_save(repl):
+            while not saving.is_set():
+                await asyncio.sleep(0.01)
+            seen["loop ran during the save"] = not saved.is_set()
+            os.kill(os.getpid(), signal.SIGINT)
+            await asyncio.sleep(0.2)
+            seen["prompt back before the save ended"] = repl.session.app.is_running and not saved.is_set()
+            may_end.set()
+
+        code, _ = run_repl(server, ["hi\r", f"/save {tmp_path / 'chat.json'}\r", during_the_save, "again\r", "/quit\r"])
+        out = capsys.readouterr().out
+        assert code == 0
+        assert seen == {"loop ran during the save": True, "prompt back before the save ended": True}
+        assert "Not waiting for /save" in out and "Assistant: two" in out  # it went once the engine could
+        assert "Saved 3 messages" in out and "[Error]" not in out
+        assert (tmp_path / "chat.json").exists()
 
 
 def test_a_save_that_fails_in_the_engine_is_said_after_the_replys_last_word(tmp_path, capsys):
@@ -170,7 +230,7 @@ def test_a_terminal_arriving_mid_reply_shows_the_last_turns_the_question_once_an
         try:
             code, _ = type_into_repl(engine, [wait_for_the_reply(server), "/quit\r"])
         finally:
-            engine.quit()
+            engine.stop_engine()
         out = capsys.readouterr().out
         flat = " ".join(out.split())
         assert code == 0

@@ -137,9 +137,10 @@ class EngineProcess:
         self.detach()
 
     def quit(self, say: Callable[[str], None] | None = None) -> None:
-        """The chat ends here (/quit, Ctrl+D): this terminal leaves; the engine keeps the model
-        loaded for keep-alive, for the next chat."""
-        self.detach()
+        """The chat ends here (/quit, Ctrl+D): this terminal leaves (SocketEngine.quit); the engine
+        keeps the model loaded for keep-alive, for the next chat."""
+        if self.engine is not None:
+            self.engine.quit(say)
 
     def note_activity(self) -> None:
         if self.engine is not None:

@@ -6,7 +6,7 @@ too) has its own engine; not $XDG_RUNTIME_DIR, which goes at the last logout (gm
 that path is longer than a Unix socket's address holds (107 bytes), it is
 /tmp/hailo-repl-UID/<hash of the state folder>.sock instead, in a 0700 folder of the user's.
 
-A path that is a symlink, not a socket, or someone else's is refused with one line and never
+A socket path that is a symlink, not a socket, or someone else's is refused with one line and never
 unlinked: only a socket of the user's, with no engine listening (checked under the engine's
 lock), is removed as stale.
 """
@@ -51,19 +51,23 @@ def fallback_dir() -> Path:
 
 
 def socket_dir(path: Path) -> Path:
-    """Make the socket's folder if missing (0700) and check that it is the user's own folder, not
-    a symlink, with no access for others; UnsafeSocketPath if not."""
+    """Make the socket's folder if missing (0700) and check that it is the user's own folder with
+    no access for others; UnsafeSocketPath if not. The /tmp fallback must not be a symlink (anyone
+    may put one there first); the state folder may be one the user made (followed, as the logs
+    and chats in it are), and what it points to is checked."""
     folder = path.parent
-    if folder == fallback_dir():
+    fallback = folder == fallback_dir()
+    if fallback:
         try:
             os.mkdir(folder, PRIVATE_DIR_MODE)
         except FileExistsError:
             pass
     else:
         private_dir(folder)
-    info = os.lstat(folder)
-    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
-        raise UnsafeSocketPath(f"{folder} is not a folder (a symlink or a file): the engine's socket cannot go there")
+    info = os.lstat(folder) if fallback else os.stat(folder)
+    if not stat.S_ISDIR(info.st_mode):
+        kind = "a symlink" if stat.S_ISLNK(info.st_mode) else "a file"
+        raise UnsafeSocketPath(f"{folder} is {kind}, not a folder: the engine's socket cannot go there")
     if info.st_uid != os.getuid():
         raise UnsafeSocketPath(f"{folder} belongs to uid {info.st_uid}, not yours: the engine's socket cannot go there")
     if stat.S_IMODE(info.st_mode) != PRIVATE_DIR_MODE:

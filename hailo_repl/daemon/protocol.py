@@ -299,10 +299,18 @@ class OpenRequest(Record):
         """What makes two opens need different models (the engine switches, or refuses while busy)."""
         return (self.backend, self.hef_path, self.gguf_path, self.model_name, self.url, self.context_size)
 
+    def keeping_key(self) -> tuple[Any, ...]:
+        """What a backend that keeps device contexts (the Hailo's) took its policy from as it opened:
+        an open that differs needs the backend opened again (the chat's store is set per open)."""
+        return (self.history, self.interactive, sorted(self.settings.items()))
+
     def loggable(self) -> dict[str, Any]:
+        """The request for the engine's log: no secret, and none of the chat's content (the log
+        is the first client's choice; a later --no-history chat must leave nothing in it)."""
         fields = record_to_wire(self)
         if fields.get("api_key"):
             fields["api_key"] = "***"
+        fields["system_prompt"] = f"({len(self.system_prompt)} characters)"
         fields["environ"] = sorted(self.environ)  # the names only (OPENAI_API_KEY's value is a secret)
         return fields
 

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from hailo_repl import __version__
+from hailo_repl.backends.base import KeepsContext
 from hailo_repl.console import INFO, labelled
 from hailo_repl.context import RECENT_TURNS, split_turns
 from hailo_repl.daemon import protocol
@@ -70,6 +71,7 @@ from hailo_repl.engine.api import (
 from hailo_repl.engine.local import LocalEngine, LocalTurn
 from hailo_repl.engine.turns import joined
 from hailo_repl.log import logger
+from hailo_repl.sessions import SessionStore
 
 DRAIN_WAIT_SECONDS = 1.0  # what was said before a call that holds the GIL: waited for this long at most
 MISSED_LINES = 20  # lines about the chat kept for the next terminal to attach (a failed save's)
@@ -103,7 +105,7 @@ class EngineServer:
         self.on_stopping = on_stopping
         self.stopping = False  # the engine ends: no chat opens in it any more
         self.engine: LocalEngine | None = None
-        self.request: OpenRequest | None = None  # what the engine was opened with
+        self.request: OpenRequest | None = None  # what the engine's backend was opened with
         self.stop_requested = asyncio.Event()
         self.backlog_limit = BACKLOG_LIMIT
         self.clients: set[Client] = set()
@@ -417,18 +419,36 @@ class EngineServer:
             if self._turn is not None:
                 raise EngineError(ErrorCode.BUSY, f"Chat {chat}'s reply is still running; `hailo-repl -c` attaches it")
         if same:
+            self._save_as_asked(engine, request)
             return
-        loop = asyncio.get_running_loop()
-        if self.request is not None and request.backend_key() != self.request.backend_key():
-            logger.info("engine: another model asked for: the engine opens it")
+        if self.request is not None and self._needs_new_backend(engine, self.request, request):
+            logger.info("engine: another model or device-context policy asked for: the engine opens it")
             await self._stop_engine()
             await self._new_engine(request)
             return
-        if request.chat == "new":  # X's context is kept, as /clear does
-            await self._blocking(engine.keep_context)
-            await loop.run_in_executor(None, self._fresh_chat, engine, request)
+        # X's context is kept (as /clear does) under X's history setting; then this open's own
+        # setting holds: a --no-history chat on a warm engine is saved nowhere, and the reverse.
+        await self._blocking(engine.keep_context)
+        self._save_as_asked(engine, request)
+        if request.chat == "new":
+            await asyncio.get_running_loop().run_in_executor(None, self._fresh_chat, engine, request)
         else:
             await self._go_to_chat(engine, request.chat)
+
+    @staticmethod
+    def _save_as_asked(engine: LocalEngine, request: OpenRequest) -> None:
+        """The chat is saved from now on as this terminal asked: nowhere with --no-history."""
+        store = engine.chat.store
+        if store is not None:
+            engine.chat.store = SessionStore(store.directory, writable=request.history)
+
+    @staticmethod
+    def _needs_new_backend(engine: LocalEngine, opened: OpenRequest, request: OpenRequest) -> bool:
+        """Another model; or, on a backend that keeps device contexts, another keeping policy
+        (the Hailo backend takes its cache folder and policy as it opens: hailo.HailoBackend)."""
+        if request.backend_key() != opened.backend_key():
+            return True
+        return isinstance(engine.chat.backend, KeepsContext) and request.keeping_key() != opened.keeping_key()
 
     @staticmethod
     def _fresh_chat(engine: LocalEngine, request: OpenRequest) -> None:

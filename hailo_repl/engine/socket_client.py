@@ -92,6 +92,9 @@ class SocketEngine:
         self._turn: SocketTurn | None = None
         self._arriving: Arriving | None = None  # the turn in flight at open(), until the REPL takes it
         self._arriving_lock = threading.Lock()
+        # A turn's engine number (set on the reader thread) and an interrupt noted before it came
+        # (on the loop): one side sees the other's, so a Ctrl+C right after Enter is never lost.
+        self._interrupt_lock = threading.Lock()
         self._leaving = False  # this side ends the connection (quit, detach): its EOF is no news
         self._gone: str | None = None  # the line about a connection that ended
         self._ready_said = False
@@ -456,9 +459,11 @@ class SocketEngine:
                     self._turn = None
                 loop.call_soon_threadsafe(turn.finish, TurnCompleted(0, turn.id, TurnEnd.ERROR, error=line))
                 return
-            turn.remote = int(message["result"]["turn"])
-            if turn.interrupt_at is not None:
-                self.notify(protocol.TURN_INTERRUPT, {"turn": turn.remote, "shown_seq": turn.interrupt_at[0]})
+            with self._interrupt_lock:
+                turn.remote = int(message["result"]["turn"])
+                interrupt_at = turn.interrupt_at
+            if interrupt_at is not None:
+                self.notify(protocol.TURN_INTERRUPT, {"turn": turn.remote, "shown_seq": interrupt_at[0]})
 
         try:
             self._send(protocol.TURN_START, {"text": text, "mode": mode.value}, started)
@@ -495,10 +500,12 @@ class SocketEngine:
         current = self._turn
         if current is None or current.id != turn:
             return
-        if current.remote is None:
-            current.interrupt_at = (shown_seq,)
-            return
-        self.notify(protocol.TURN_INTERRUPT, {"turn": current.remote, "shown_seq": shown_seq})
+        with self._interrupt_lock:
+            remote = current.remote
+            if remote is None:  # turn/start not answered yet: its answer sends it
+                current.interrupt_at = (shown_seq,)
+                return
+        self.notify(protocol.TURN_INTERRUPT, {"turn": remote, "shown_seq": shown_seq})
 
     def hang_up(self) -> None:
         """The terminal is gone: leave the chat; the engine finishes the reply and keeps it."""
@@ -583,6 +590,11 @@ class SocketEngine:
         return protocol.snapshot_from_wire(self.request_for_user(protocol.CHAT_GET, {"what": "snapshot"}))
 
     def quit(self, say: Callable[[str], None] | None = None) -> None:
+        """The chat ends in this terminal (/quit, Ctrl+D): this connection leaves it (chat/detach);
+        the engine process keeps the model loaded for keep-alive, for the next chat."""
+        self.detach()
+
+    def stop_engine(self) -> None:
         """chat/quit (blocks): the engine stops the reply, keeps the device context, releases the
         model and exits. After a detach or a lost connection there is nothing to do."""
         if self._gone is not None or self._leaving:
