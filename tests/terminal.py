@@ -72,6 +72,17 @@ def hailo_repl_command() -> list[str]:
     return [found]
 
 
+def wait_until(found: Callable[[], object], what: str, timeout: float = 30):
+    """`found()`'s first true value, asked every 20 ms (a file written, a process gone, a lock
+    taken by another process); an AssertionError after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not (result := found()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waiting for {what}: timed out")
+        time.sleep(0.02)
+    return result
+
+
 def exit_code_of(pid: int, timeout: float) -> int:
     """The exit code of child process `pid` once it ends; if it has not within `timeout`, it is
     killed (by its pid) and the test fails."""

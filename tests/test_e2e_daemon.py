@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import hailo_repl_command
-from terminal import QWEN, Terminal, exit_code_of, with_fakes
+from terminal import QWEN, Terminal, exit_code_of, wait_until, with_fakes
 
 from hailo_repl.daemon.lock import written_holder
 
@@ -43,15 +43,6 @@ def engine_pid() -> int | None:
 def saved_chats() -> dict[str, dict]:
     folder = Path(os.environ["XDG_DATA_HOME"]) / "hailo-repl" / "sessions"
     return {path.stem: json.loads(path.read_text()) for path in folder.glob("*.json")} if folder.exists() else {}
-
-
-def wait_until(found, what: str, timeout: float = 30):
-    deadline = time.monotonic() + timeout
-    while not (result := found()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waiting for {what}: timed out")
-        time.sleep(0.02)
-    return result
 
 
 def alive(pid: int) -> bool:

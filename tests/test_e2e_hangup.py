@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import hailo_repl_command
-from terminal import Terminal, exit_code_of, with_fakes
+from terminal import Terminal, exit_code_of, wait_until, with_fakes
 
 pytestmark = pytest.mark.e2e
 
@@ -43,15 +43,6 @@ def saved_chat(chat: str) -> dict:
 
 def start_time_of(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[22 - 3])
-
-
-def wait_until(found, what: str, timeout: float = 30):
-    deadline = time.monotonic() + timeout
-    while not (result := found()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waiting for {what}: timed out")
-        time.sleep(0.02)
-    return result
 
 
 def stop_if_running(pid: int) -> None:
