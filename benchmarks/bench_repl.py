@@ -180,7 +180,7 @@ class Setup:
     def __init__(self, root: Path, delay_ms: int, code: Path | None = None, chat_args: list[str] | None = None):
         self.root = root
         self.code = code
-        self.chat_args = chat_args or []  # more arguments for hailo-repl in (c) and (e), e.g. --daemon always
+        self.chat_args = chat_args or []  # more arguments for hailo-repl in (a), (c) and (e), e.g. --daemon always
         self.xdg = {
             name: str(root / sub)
             for name, sub in (
@@ -283,6 +283,7 @@ def bench_interrupts(backend: str, setup: Setup, count: int) -> dict:
         # 0.2 s apart: reply_channel), ~20 tokens in.
         started, streamed = r"Assistant: \w", None
         aborts_before = 0
+    args = [*args, *setup.chat_args]
     say(f"  {backend}: hailo-repl {' '.join(args)}; message {message!r}; {count} interrupts in one session")
     term = Terminal(args, env)
     to_prompt: list[float] = []
@@ -813,7 +814,7 @@ def main() -> int:
     parser.add_argument(
         "--chat-args",
         default="",
-        help="more arguments for hailo-repl in (c) and (e), e.g. '--daemon always' (through the engine process)",
+        help="more arguments for hailo-repl in (a), (c) and (e), e.g. '--daemon always' (through the engine process)",
     )
     parser.add_argument(
         "--engine-first",
