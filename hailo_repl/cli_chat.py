@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hailo_repl.cli_settings import EXIT_FAILURE, EXIT_OK, settings_in_effect
-from hailo_repl.config import device_contexts_dir, instance_lock_file, log_file, sessions_dir
+from hailo_repl.cli_settings import EXIT_FAILURE, EXIT_OK, chat_failed, settings_in_effect
+from hailo_repl.config import device_contexts_dir, instance_lock_file, sessions_dir
 from hailo_repl.config_file import ConfigFileError
 from hailo_repl.console import Console
 from hailo_repl.log import logger, setup_logging
@@ -272,12 +272,9 @@ def run_chat(args: argparse.Namespace, settings: ResolvedSettings, config_file: 
     from hailo_repl.backends import open_backend
     from hailo_repl.backends.base import BackendError, GenerationParams
     from hailo_repl.chat import Chat
-    from hailo_repl.context import ContextOverflowError
     from hailo_repl.dialogs import choose_model, download_with_progress
-    from hailo_repl.engine.api import EngineError
     from hailo_repl.engine.local import LocalEngine
-    from hailo_repl.models import ModelNotFoundError
-    from hailo_repl.sessions import SessionNotFoundError, SessionStore
+    from hailo_repl.sessions import SessionStore
     from hailo_repl.signals import exit_on_termination, signals_held
 
     setup_logging(to_file=settings["history"])  # --no-history: nothing of the chat on disk
@@ -362,18 +359,13 @@ def run_chat(args: argparse.Namespace, settings: ResolvedSettings, config_file: 
             notices.say(f"Continuing chat {resumed.id} ({resumed.turns} turns, {resumed.model}).")
         engine.load()
         return answer_inputs(args, engine, settings, notices)
-    except (BackendError, ModelNotFoundError, ContextOverflowError, EngineError, SessionNotFoundError) as error:
-        notices.fatal(str(error))
-        return EXIT_FAILURE
     except KeyboardInterrupt:
         notices.say("Interrupted.")
         return 130
     except BrokenPipeError:  # the reader went away, not a bug: main() ends the run quietly
         raise
-    except Exception as error:  # a bug: one line here, the traceback in the log
-        logger.exception("unexpected error")
-        notices.fatal(f"unexpected {type(error).__name__}: {error} (details in {log_file()})")
-        return EXIT_FAILURE
+    except Exception as error:
+        return chat_failed(error, notices)
     finally:
         if backend is not None:
             with signals_held():  # SIGTERM and SIGHUP too: the device context is kept if there is time

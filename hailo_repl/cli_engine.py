@@ -10,9 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hailo_repl.cli_settings import EXIT_FAILURE, EXIT_OK
+from hailo_repl.cli_settings import EXIT_FAILURE, EXIT_OK, chat_failed
 from hailo_repl.console import Console
-from hailo_repl.log import logger
 from hailo_repl.settings import ResolvedSettings
 from hailo_repl.startup import start_is_over
 
@@ -54,13 +53,8 @@ def run_through_engine(
     """The chat the flags ask for, in the engine process, to its end here; the exit code.
     `answer_inputs` answers -p's message or a pipe's (cli_chat's, as for a chat in process)."""
     from hailo_repl.backends import resolve_choice
-    from hailo_repl.backends.base import BackendError
-    from hailo_repl.context import ContextOverflowError
     from hailo_repl.daemon.client import EngineProcess, backend_named, model_named
     from hailo_repl.dialogs import choose_model, download_with_progress
-    from hailo_repl.engine.api import EngineError
-    from hailo_repl.models import ModelNotFoundError
-    from hailo_repl.sessions import SessionNotFoundError
     from hailo_repl.settings import GENERATION_SETTINGS
 
     chatting = interactive and args.prompt is None
@@ -96,20 +90,13 @@ def run_through_engine(
             notices.say(engine.gone)
             return EXIT_FAILURE
         return code
-    except (BackendError, ModelNotFoundError, ContextOverflowError, EngineError, SessionNotFoundError) as error:
-        notices.fatal(str(error))
-        return EXIT_FAILURE
     except KeyboardInterrupt:
         notices.say("Interrupted.")
         return 130
-    except BrokenPipeError:
+    except BrokenPipeError:  # the reader went away, not a bug: main() ends the run quietly
         raise
-    except Exception as error:  # a bug: one line here, the traceback in the log
-        from hailo_repl.config import log_file
-
-        logger.exception("unexpected error")
-        notices.fatal(f"unexpected {type(error).__name__}: {error} (details in {log_file()})")
-        return EXIT_FAILURE
+    except Exception as error:
+        return chat_failed(error, notices)
     finally:
         if engine is not None:
             with contextlib.suppress(OSError):

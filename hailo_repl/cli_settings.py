@@ -130,3 +130,22 @@ def config_command(arguments: list[str]) -> int:
         return EXIT_USAGE
     print(show_config(settings, path))
     return EXIT_OK
+
+
+def chat_failed(error: Exception, notices: Console) -> int:
+    """A chat (in this process or the engine's) that ended on `error`: its one line, exit code 1;
+    for a bug, a line naming it and the traceback in the log."""
+    from hailo_repl.backends.base import BackendError
+    from hailo_repl.config import log_file
+    from hailo_repl.context import ContextOverflowError
+    from hailo_repl.engine.api import EngineError
+    from hailo_repl.log import logger
+    from hailo_repl.models import ModelNotFoundError
+    from hailo_repl.sessions import SessionNotFoundError
+
+    if isinstance(error, (BackendError, ModelNotFoundError, ContextOverflowError, EngineError, SessionNotFoundError)):
+        notices.fatal(str(error))
+    else:
+        logger.opt(exception=error).error("unexpected error")
+        notices.fatal(f"unexpected {type(error).__name__}: {error} (details in {log_file()})")
+    return EXIT_FAILURE

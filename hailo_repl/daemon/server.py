@@ -626,7 +626,8 @@ class EngineServer:
             logger.exception("engine: releasing the model failed")
 
     async def _quit(self, client: Client, params: dict[str, Any]) -> dict[str, Any]:
-        """chat/quit (/quit, Ctrl+D): the engine ends; the asker hears the answer, then goes."""
+        """chat/quit (SocketEngine.stop_engine; a terminal's /quit only detaches): the engine ends;
+        the asker hears the answer, then goes."""
         self._controlled(client)
         return await self._end(client, protocol.QUIT)
 
