@@ -284,7 +284,7 @@ class Repl(ChatEnds):
         thread, so the terminal stays live meanwhile (the engine holds its GIL for seconds keeping
         a device context; a wedged one would hang it): typed keys echo under the prompt, which is
         up as during a reply, and a Ctrl+C stops the wait (the engine still does what was asked)."""
-        if not (in_engine_process(self.engine) and waits_for_the_engine(text)):
+        if not (self.in_engine_process and waits_for_the_engine(text)):
             return run_command(self, text)
         loop = asyncio.get_running_loop()
         if self.live and not self.prompt.up:

@@ -307,13 +307,14 @@ class EngineServer:
             self._loop.call_soon_threadsafe(self._broadcast, event)
 
     def _broadcast(self, event: Event) -> None:
-        if self.controller is None:
-            if isinstance(event, (TurnNotice, EngineNotice)):
-                self._missed = [*self._missed, event.line][-MISSED_LINES:]
-            if isinstance(event, TurnCompleted):
-                self._unseen = True
         if self.controller is not None:  # (the chat's events are its terminal's; a status connection hears none)
             self.controller.send(protocol.event_line(event))
+            return
+        # Nobody watches: what the next terminal to arrive is told it missed.
+        if isinstance(event, (TurnNotice, EngineNotice)):
+            self._missed = [*self._missed, event.line][-MISSED_LINES:]
+        if isinstance(event, TurnCompleted):
+            self._unseen = True
 
     async def _drained(self) -> None:
         """Until the chat's terminal has been handed what was said: before a call that holds the
