@@ -307,13 +307,16 @@ class Repl(ChatEnds):
         while not self.quitting:
             self.engine.note_activity()
             try:
-                text = await self.prompt.next_message()
+                text = await self.prompt.next_message(unless=self.turns.arrived)
             except EOFError:
                 return
             except EmptyLineInterrupt:  # Ctrl+C on an empty line: never the end of a chat
                 self.console.info("Ctrl+D or /quit ends the chat.")
                 continue
             self.ctrl_c.prompt_started()
+            if text is None:  # the reply running in the engine process when this terminal arrived
+                await self.turns.follow_arrival()
+                continue
             keep_pastes_bracketed()
             if not text.strip():
                 continue
@@ -340,7 +343,10 @@ class Repl(ChatEnds):
                 if not isinstance(outcome, Send):
                     continue
                 text, mode = outcome.text, outcome.mode
-            if await self.turns.model_ready(load):
+            ready = await self.turns.model_ready(load)
+            if ready:
+                await self.turns.follow_arrival()  # a reply found running on arrival, meanwhile: first
+            if ready and not self.ctrl_c.pressed and not self.quitting:
                 await self.turns.reply(text, mode)
             elif self.ctrl_c.pressed and not self.quitting:
                 self.console.info("Not sent (Ctrl+C); Up brings the message back.")

@@ -77,9 +77,11 @@ class PromptLine:
         )
         return self._prompt
 
-    async def next_message(self) -> str:
+    async def next_message(self, unless: asyncio.Event | None = None) -> str | None:
         """What the user sends next: a message queued meanwhile (shown as if typed now, while
-        the prompt, if up, stays up with what is being typed), or what they type."""
+        the prompt, if up, stays up with what is being typed), or what they type. None if
+        `unless` is set first (a reply to show comes before it): the prompt stays up, as it does
+        during a reply, and what is typed meanwhile is answered as during one."""
         self.handling = False
         pane = self.repl.pane
         if pane.queued:
@@ -91,6 +93,16 @@ class PromptLine:
             raise EOFError
         else:
             prompt, self._prompt = self._prompt or self.start(), None
+            if unless is not None and not prompt.done():
+                woken = asyncio.ensure_future(unless.wait())
+                try:
+                    await asyncio.wait([prompt, woken], return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    woken.cancel()
+                if not prompt.done():
+                    self._prompt = prompt
+                    self.handling = True
+                    return None
             text = await prompt
         self.handling = True
         return text

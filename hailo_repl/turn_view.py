@@ -39,7 +39,10 @@ class TurnView:
         self.turn: Turn | None = None  # the last turn, until it has settled
         self._showing: asyncio.Future[TurnCompleted] | None = None  # the turn on screen, if one is
         self._stopped = False  # the turn on screen was interrupted
-        self._following: asyncio.Future[None] | None = None  # the turn in flight when this terminal arrived
+        # The turn in flight when this terminal arrived, until the REPL shows it (follow_arrival):
+        # it is this terminal's as if sent from here (Enter queues behind it, Ctrl+C stops it).
+        self._arriving: Turn | None = None
+        self.arrived = asyncio.Event()  # set while one waits to be shown
 
     async def reply(self, text: str, mode: TurnMode = TurnMode.MESSAGE) -> None:
         await self.show(self.repl.engine.start_turn(text, mode))
@@ -128,7 +131,15 @@ class TurnView:
 
         await self._above_the_prompt(show)
         if arrival.turn is not None:
-            self._following = asyncio.ensure_future(self.follow(arrival.turn, arrival.turn.question))
+            self._arriving = arrival.turn
+            self.arrived.set()
+
+    async def follow_arrival(self) -> None:
+        """The turn in flight when this terminal arrived, if it is not shown yet: shown now."""
+        turn, self._arriving = self._arriving, None
+        self.arrived.clear()
+        if turn is not None:
+            await self.follow(turn, turn.question)
 
     async def _above_the_prompt(self, show: Callable[[], None]) -> None:
         if self.repl.session.app.is_running and not self.repl.live:
