@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Generator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prompt_toolkit.application import run_in_terminal
 from prompt_toolkit.buffer import Buffer
@@ -95,8 +95,9 @@ class PromptLine:
             prompt, self._prompt = self._prompt or self.start(), None
             if unless is not None and not prompt.done():
                 woken = asyncio.ensure_future(unless.wait())
+                either: list[asyncio.Future[Any]] = [prompt, woken]
                 try:
-                    await asyncio.wait([prompt, woken], return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     woken.cancel()
                 if not prompt.done():

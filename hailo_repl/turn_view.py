@@ -41,7 +41,7 @@ class TurnView:
         self._stopped = False  # the turn on screen was interrupted
         # The turn in flight when this terminal arrived, until the REPL shows it (follow_arrival):
         # it is this terminal's as if sent from here (Enter queues behind it, Ctrl+C stops it).
-        self._arriving: Turn | None = None
+        self._arriving: tuple[Turn, str] | None = None  # (and its question)
         self.arrived = asyncio.Event()  # set while one waits to be shown
 
     async def reply(self, text: str, mode: TurnMode = TurnMode.MESSAGE) -> None:
@@ -131,15 +131,15 @@ class TurnView:
 
         await self._above_the_prompt(show)
         if arrival.turn is not None:
-            self._arriving = arrival.turn
+            self._arriving = (arrival.turn, arrival.turn.question)
             self.arrived.set()
 
     async def follow_arrival(self) -> None:
         """The turn in flight when this terminal arrived, if it is not shown yet: shown now."""
-        turn, self._arriving = self._arriving, None
+        arriving, self._arriving = self._arriving, None
         self.arrived.clear()
-        if turn is not None:
-            await self.follow(turn, turn.question)
+        if arriving is not None:
+            await self.follow(*arriving)
 
     async def _above_the_prompt(self, show: Callable[[], None]) -> None:
         if self.repl.session.app.is_running and not self.repl.live:

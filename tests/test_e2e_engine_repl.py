@@ -3,8 +3,11 @@ real pty): the keys and commands behave as in a chat in process."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import test_e2e_daemon
+from terminal import QWEN
 from test_e2e_daemon import PROMPT, saved_chats, words
 
 engines = test_e2e_daemon.engines  # the fixture: hailo-repl with daemon: always on the double
@@ -46,3 +49,41 @@ def test_a_reply_found_running_on_c_takes_enter_and_ctrl_c_as_one_sent_here_and_
     assert [m["content"] for m in messages][2:] == ["and then?", "next answer"]
     stopped = messages[1]
     assert stopped["interrupted"] is True and len(stopped["content"].split()) < 250
+
+
+LLAMA = "Llama-3.2-1B-Instruct"
+
+
+def models_opened(tmp_path) -> list[str]:
+    """The HEFs the double opened, in order."""
+    lines = (tmp_path / "fake.jsonl").read_text().splitlines()
+    return [event["hef"] for event in map(json.loads, lines) if event["event"] == "llm_open"]
+
+
+def test_after_a_model_switch_the_next_terminal_gets_the_model_it_asks_for_loaded_only_if_it_is_not(
+    engines, hailo_resources, tmp_path
+):
+    """/model in a chat on the engine, then a new terminal: asking for the model switched to uses
+    it as loaded; asking for the first one again gets that one (not the model the engine has)."""
+    hailo_resources(LLAMA)
+    first = engines([["an ", "answer"]], HAILO_REPL_KEEP_ALIVE="5m")  # (each model opened starts its script again)
+    first.expect(PROMPT)
+    first.exchange("hi", "an answer")
+    first.send(f"/model {LLAMA}\r")
+    first.expect(f"Now chatting with {LLAMA}")
+    first.exchange("and you?", "an answer")
+    assert first.quit() == 0
+
+    second = engines([["unused"]], "--hef-path", LLAMA)
+    second.expect(PROMPT)
+    second.exchange("still there?", "an answer")
+    assert second.quit() == 0
+    assert models_opened(tmp_path) == [f"{QWEN}.hef", f"{LLAMA}.hef"]  # nothing loaded again
+
+    third = engines([["unused"]])  # --hef-path Qwen, as the first asked
+    third.expect(PROMPT)
+    third.send("who are you?\r")
+    third.expect_reply_end()
+    assert models_opened(tmp_path) == [f"{QWEN}.hef", f"{LLAMA}.hef", f"{QWEN}.hef"]
+    third.expect_screen(f"{QWEN} · Hailo-10H")
+    assert third.quit() == 0

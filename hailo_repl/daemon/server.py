@@ -55,7 +55,7 @@ from hailo_repl.console import INFO, labelled
 from hailo_repl.context import RECENT_TURNS, split_turns
 from hailo_repl.daemon import protocol
 from hailo_repl.daemon.connection import BACKLOG_LIMIT, Client
-from hailo_repl.daemon.opening import keeping_of
+from hailo_repl.daemon.opening import asking_for, keeping_of
 from hailo_repl.daemon.protocol import Opened, OpenRequest, RemoteError
 from hailo_repl.engine.api import (
     EngineError,
@@ -106,7 +106,8 @@ class EngineServer:
         self.on_stopping = on_stopping
         self.stopping = False  # the engine ends: no chat opens in it any more
         self.engine: LocalEngine | None = None
-        self.request: OpenRequest | None = None  # what the engine's backend was opened with
+        # What a terminal asks for to get the engine's model as it is (None: unknown, any open loads its own).
+        self.request: OpenRequest | None = None
         self.stop_requested = asyncio.Event()
         self.backlog_limit = BACKLOG_LIMIT
         self.clients: set[Client] = set()
@@ -424,7 +425,7 @@ class EngineServer:
             await self._keep_as_asked(engine, request)
             self._save_as_asked(engine, request)
             return
-        if self.request is not None and self._needs_new_backend(engine, self.request, request):
+        if self.request is None or self._needs_new_backend(engine, self.request, request):
             logger.info("engine: another model or device-context policy asked for: the engine opens it")
             await self._stop_engine()
             await self._new_engine(request)
@@ -702,6 +703,9 @@ class EngineServer:
             text, lines = engine.undo()
             return {"text": text, "lines": lines}
 
+        def switch(engine: LocalEngine, params: dict[str, Any]) -> dict[str, Any]:
+            return protocol.record_to_wire(engine.switch_model(params["name"]))
+
         def save(engine: LocalEngine, params: dict[str, Any]) -> dict[str, Any]:
             path = Path(params["path"]) if params.get("path") else None
             where, count = engine.save(path, Path(params["directory"]), bool(params.get("force")))
@@ -725,10 +729,19 @@ class EngineServer:
             protocol.MODEL_PREPARE: between_turns(
                 lambda engine, params: {"name": engine.prepare_switch(params["name"])}
             ),
-            protocol.MODEL_SWITCH: between_turns(
-                lambda engine, params: protocol.record_to_wire(engine.switch_model(params["name"])), blocks=True
-            ),
+            protocol.MODEL_SWITCH: self._switching(between_turns(switch, blocks=True)),
         }
+
+    def _switching(self, switch: Handler) -> Handler:
+        """/model: once it has switched, the engine runs another model than its chat/open asked for."""
+
+        async def handle(client: Client, params: dict[str, Any]) -> Any:
+            answer = await switch(client, params)
+            if self.engine is not None and self.request is not None and answer.get("error") is None:
+                self.request = asking_for(self.request, self.engine.chat.backend)
+            return answer
+
+        return handle
 
 
 def _is_for_the_user(failure: Exception) -> bool:
