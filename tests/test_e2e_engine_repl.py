@@ -87,3 +87,23 @@ def test_after_a_model_switch_the_next_terminal_gets_the_model_it_asks_for_loade
     assert models_opened(tmp_path) == [f"{QWEN}.hef", f"{LLAMA}.hef", f"{QWEN}.hef"]
     third.expect_screen(f"{QWEN} · Hailo-10H")
     assert third.quit() == 0
+
+
+def test_commands_typed_while_the_engine_starts_wait_for_it_and_do_what_they_say(engines, tmp_path):
+    """The prompt is up before the engine process has opened the chat and loaded the model (a
+    chat in process on the Hailo loads it first): a command typed then waits for it, as a message
+    does, instead of failing or checking nothing."""
+    script = tmp_path / "slow-load.json"
+    script.write_text(json.dumps({"replies": [["fine"]], "load_ms": 2000}))
+    corrupt = tmp_path / "corrupt.json"
+    corrupt.write_text("not json")
+    term = engines([], HAILO_FAKE_SCRIPT=str(script))
+    term.expect(PROMPT)
+    term.send("/set max-tokens 5000\r")
+    term.expect(r"Waiting for the model to load")
+    term.expect(r"\[Error\] max-tokens must leave room for your message: at most \d+ .* not 5000")
+    term.send(f"/load {corrupt}\r")
+    term.expect(r"\[Error\] .*corrupt\.json is not a saved conversation")
+    term.send("still works\r")
+    term.expect("fine")
+    assert term.quit() == 0
