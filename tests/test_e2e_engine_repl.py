@@ -4,6 +4,7 @@ real pty): the keys and commands behave as in a chat in process."""
 from __future__ import annotations
 
 import json
+import signal
 
 import pytest
 import test_e2e_daemon
@@ -107,3 +108,16 @@ def test_commands_typed_while_the_engine_starts_wait_for_it_and_do_what_they_say
     term.send("still works\r")
     term.expect("fine")
     assert term.quit() == 0
+
+
+def test_a_one_shot_through_the_engine_told_to_hang_up_still_writes_the_whole_reply_into_its_pipe(engines):
+    """SIGHUP to `hailo-repl -p … > file` on the Hailo (its turn in the engine process): the whole
+    reply still goes to the pipe, exit 129, as in process; not a line saying the engine stopped it."""
+    tokens = words(20)
+    hung_up = engines.piped([tokens], "-p", "tell me", delay_ms=50)
+    assert hung_up.stdout.read(3) == "w0 "
+    hung_up.send_signal(signal.SIGHUP)
+    out, err = hung_up.communicate(timeout=30)
+    assert hung_up.returncode == 128 + signal.SIGHUP and err == ""
+    assert "w0 " + out == "".join(tokens) + "\n"
+    assert the_chat()["messages"][-1] == {"role": "assistant", "content": "".join(tokens).strip()}
