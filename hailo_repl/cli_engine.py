@@ -85,6 +85,8 @@ def run_through_engine(
             return run_repl(engine, settings, config_file, store=store)  # its first frame ends the start
         start_is_over()
         engine.load()
+        for line in engine.opened.lines if engine.opened else []:  # ("No Hailo device found; using llama.cpp …")
+            notices.say(line)
         code = answer_inputs(args, engine, settings, notices)
         if code == EXIT_OK and engine.gone is not None:  # the engine stopped under the reply (kept interrupted)
             notices.say(engine.gone)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+from subprocess import PIPE
 
 import pytest
 import test_e2e_daemon
-from terminal import QWEN
+from terminal import QWEN, hailo_repl_command
 from test_e2e_daemon import PROMPT, saved_chats, words
 
 engines = test_e2e_daemon.engines  # the fixture: hailo-repl with daemon: always on the double
@@ -121,3 +123,18 @@ def test_a_one_shot_through_the_engine_told_to_hang_up_still_writes_the_whole_re
     assert hung_up.returncode == 128 + signal.SIGHUP and err == ""
     assert "w0 " + out == "".join(tokens) + "\n"
     assert the_chat()["messages"][-1] == {"role": "assistant", "content": "".join(tokens).strip()}
+
+
+@pytest.mark.llama
+def test_a_one_shot_through_the_engine_says_when_there_is_no_hailo_device_and_llama_cpp_answers(engines):
+    """-p on a Pi whose Hailo-10H is missing: the engine process falls back to llama.cpp, and the
+    one-shot says so on stderr, as in process (the engine's line was kept for a terminal only)."""
+    env = engines.env([["unused"]], HAILO_FAKE_NO_DEVICE="1")  # (no --hef-path: the model is the engine's pick)
+    one_shot = subprocess.Popen(
+        hailo_repl_command() + ["--max-tokens", "8", "-p", "hi"], env=env, text=True, stdout=PIPE, stderr=PIPE
+    )
+    engines.engine()  # (killed at the end by its pid)
+    out, err = one_shot.communicate(timeout=120)
+    assert one_shot.returncode == 0, err
+    assert "No Hailo device found; using llama.cpp on the CPU with SmolLM2-135M-Instruct" in err
+    assert len(err.strip().splitlines()) == 1 and out.strip()
