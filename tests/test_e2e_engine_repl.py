@@ -4,6 +4,7 @@ real pty): the keys and commands behave as in a chat in process."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 from subprocess import PIPE
@@ -12,6 +13,7 @@ import pytest
 import test_e2e_daemon
 from terminal import QWEN, hailo_repl_command
 from test_e2e_daemon import PROMPT, saved_chats, words
+from test_e2e_hangup import lock_file, start_time_of
 
 engines = test_e2e_daemon.engines  # the fixture: hailo-repl with daemon: always on the double
 
@@ -138,3 +140,19 @@ def test_a_one_shot_through_the_engine_says_when_there_is_no_hailo_device_and_ll
     assert one_shot.returncode == 0, err
     assert "No Hailo device found; using llama.cpp on the CPU with SmolLM2-135M-Instruct" in err
     assert len(err.strip().splitlines()) == 1 and out.strip()
+
+
+def test_a_one_shot_through_the_engine_says_at_once_whom_the_hailo_waits_for(engines):
+    """Another hailo-repl (a chat in process, `daemon: never`) holds the Hailo-10H: the engine's
+    open waits for it, and the one-shot says so at once, as in process, not silently."""
+    holder = {"pid": os.getpid(), "started": start_time_of(os.getpid()), "device": "hailo"}
+    lock_file().parent.mkdir(parents=True, exist_ok=True)
+    lock_file().write_text(json.dumps({"holders": [holder]}))
+    waiting = engines.piped([["Hello"]], "-p", "hi")
+    engines.engine()
+    line = waiting.stderr.readline()
+    assert f"The Hailo-10H is in use by hailo-repl pid {os.getpid()}" in line
+    assert waiting.poll() is None  # still waiting
+    lock_file().unlink()  # this "process" has ended
+    out, err = waiting.communicate(timeout=30)
+    assert waiting.returncode == 0 and out == "Hello\n" and "Traceback" not in err

@@ -21,7 +21,6 @@ from hailo_repl.config import device_contexts_dir, instance_lock_file, sessions_
 from hailo_repl.daemon.protocol import OpenRequest, open_request_from_wire, record_to_wire
 from hailo_repl.engine.local import LocalEngine
 from hailo_repl.instance_lock import HAILO, InstanceLock
-from hailo_repl.log import logger
 from hailo_repl.sessions import SessionStore
 from hailo_repl.settings import GENERATION_SETTINGS
 
@@ -32,9 +31,10 @@ if TYPE_CHECKING:
 
 def open_local_engine(request: OpenRequest, say: Callable[[str], None]) -> LocalEngine:
     """The chat `request` asks for, over the backend it names (BackendError, ModelNotFoundError
-    with the line to show); `say` gets the lines about the choice ("no Hailo device; using …")."""
+    with the line to show); `say` gets the lines about the choice ("no Hailo device; using …",
+    whom the Hailo-10H waits for)."""
     backend = open_backend(
-        choice_of(request), notify=say, choose_model=None, download=_no_download, claim_hailo=_claim_hailo(request)
+        choice_of(request), notify=say, choose_model=None, download=_no_download, claim_hailo=_claim_hailo(request, say)
     )
     if backend.name != HAILO:
         release_device_claim()
@@ -52,12 +52,12 @@ def open_local_engine(request: OpenRequest, say: Callable[[str], None]) -> Local
 _claim: InstanceLock | None = None  # this process's entry in the user's lock file, while it holds the Hailo
 
 
-def _claim_hailo(request: OpenRequest) -> Callable[[], None]:
+def _claim_hailo(request: OpenRequest, say: Callable[[str], None]) -> Callable[[], None]:
     def claim() -> None:
         global _claim
         if _claim is None:
             _claim = InstanceLock(instance_lock_file())
-        _claim.take(HAILO, say=lambda line: logger.info("engine: {}", line), register=request.history)
+        _claim.take(HAILO, say=say, register=request.history)
 
     return claim
 

@@ -349,7 +349,7 @@ class EngineServer:
         async with self._opening:
             self._refuse_if_stopping()
             if self.engine is None:
-                await self._new_engine(request)
+                await self._new_engine(client, request)
             else:
                 await self._reopen(client, request)
             if client.closed:  # (it went meanwhile: the chat stays in the engine, idle, for the next terminal)
@@ -357,11 +357,14 @@ class EngineServer:
                 raise RemoteError(protocol.NOT_OPEN, "gone")
             return self._attach(client)
 
-    async def _new_engine(self, request: OpenRequest) -> None:
+    async def _new_engine(self, client: Client, request: OpenRequest) -> None:
         loop = asyncio.get_running_loop()
-        said: list[str] = []  # ("no Hailo device; using llama.cpp …": for the terminal, with the snapshot)
+
+        def say(line: str) -> None:  # ("No Hailo device; using llama.cpp …", whom the Hailo waits for)
+            loop.call_soon_threadsafe(self._tell_opening, client, labelled(INFO, line))
+
         try:
-            engine = await loop.run_in_executor(None, self.open_engine, request, said.append)
+            engine = await loop.run_in_executor(None, self.open_engine, request, say)
         except EngineError:
             raise
         except Exception as failure:
@@ -369,7 +372,6 @@ class EngineServer:
                 logger.opt(exception=failure).error("engine: opening the chat failed")
             raise EngineError(ErrorCode.LOAD_FAILED, str(failure)) from None
         self.engine, self.request = engine, request
-        self._missed = [*self._missed, *(labelled(INFO, line) for line in said)]
         engine.subscribe(self._from_engine)
         try:
             await self._go_to_chat(engine, request.chat)
@@ -379,6 +381,14 @@ class EngineServer:
             raise
         self._loading = asyncio.ensure_future(self._load(engine))
         self._idle_saves = asyncio.ensure_future(engine.keep_context_when_idle(self._say_first))
+
+    def _tell_opening(self, client: Client, line: str) -> None:
+        """A line about the chat's opening, to the terminal opening it as it comes (the open may
+        wait for the Hailo-10H); the next to arrive is told it if that one has gone."""
+        if client.closed:
+            self._missed = [*self._missed, line][-MISSED_LINES:]
+        else:
+            client.send(protocol.event_line(EngineNotice(0, line)))
 
     async def _go_to_chat(self, engine: LocalEngine, chat: str) -> None:
         """The chat asked for: a saved one resumed, or the latest saved (-c) if there is one."""
@@ -428,7 +438,7 @@ class EngineServer:
         if self.request is None or self._needs_new_backend(engine, self.request, request):
             logger.info("engine: another model or device-context policy asked for: the engine opens it")
             await self._stop_engine()
-            await self._new_engine(request)
+            await self._new_engine(client, request)
             return
         # X's context is kept (as /clear does) under X's history setting; then this open's own
         # setting holds: a --no-history chat on a warm engine is saved nowhere, and the reverse.
