@@ -11,7 +11,7 @@ from subprocess import PIPE
 
 import pytest
 import test_e2e_daemon
-from terminal import QWEN, hailo_repl_command
+from terminal import QWEN, hailo_repl_command, wait_until
 from test_e2e_daemon import PROMPT, saved_chats, words
 from test_e2e_hangup import lock_file, start_time_of
 
@@ -156,3 +156,29 @@ def test_a_one_shot_through_the_engine_says_at_once_whom_the_hailo_waits_for(eng
     lock_file().unlink()  # this "process" has ended
     out, err = waiting.communicate(timeout=30)
     assert waiting.returncode == 0 and out == "Hello\n" and "Traceback" not in err
+
+
+def test_a_one_shot_never_lands_in_a_chat_whose_reply_went_on_unwatched(engines):
+    """A chat detached mid-reply, then a script's `-p` on the warm engine: while that reply runs
+    the one-shot is refused in one line; once it has ended, the one-shot is a chat of its own,
+    and the detached chat keeps only its own turns."""
+    tokens = words(30)
+    first = engines([tokens, ["short"]], delay_ms=100, HAILO_REPL_KEEP_ALIVE="5m")
+    first.expect(PROMPT)
+    first.send("tell me\r")
+    first.expect_screen(r"w3 ")
+    first.send("/detach\r")
+    assert first.wait_for_exit() == 0
+
+    refused = engines.piped([["unused"]], "-p", "quick")
+    out, err = refused.communicate(timeout=30)
+    assert refused.returncode == 1 and out == ""
+    assert "reply is still running" in err and len(err.strip().splitlines()) == 1
+
+    whole = "".join(tokens).strip()
+    wait_until(lambda: any(c["messages"][-1]["content"] == whole for c in saved_chats().values()), "the reply saved")
+    one_shot = engines.piped([["unused"]], "-p", "quick")
+    out, err = one_shot.communicate(timeout=30)
+    assert one_shot.returncode == 0 and out == "short\n", err
+    chats = [[m["content"] for m in chat["messages"] if m["role"] != "system"] for chat in saved_chats().values()]
+    assert sorted(chats) == [["quick", "short"], ["tell me", whole]]

@@ -427,8 +427,8 @@ class EngineServer:
             other.drop(protocol.TAKEN_OVER, by={"pid": client.pid, "tty": client.tty})  # (never waited for)
             return
         if self._turn is not None or self._unseen:
-            if request.chat == "new" or same:
-                return  # attach X: its reply went on while nobody watched
+            if request.interactive and (request.chat == "new" or same):
+                return  # attach X: its reply went on while nobody watched (a script's -p never lands in X)
             if self._turn is not None:
                 raise EngineError(ErrorCode.BUSY, f"Chat {chat}'s reply is still running; `hailo-repl -c` attaches it")
         if same:
