@@ -14,6 +14,7 @@ import test_e2e_daemon
 from terminal import QWEN, hailo_repl_command, wait_until
 from test_e2e_daemon import PROMPT, saved_chats, words
 from test_e2e_hangup import lock_file, start_time_of
+from test_saving_edges import first_chat_saved, lock_held_by_another_process
 
 engines = test_e2e_daemon.engines  # the fixture: hailo-repl with daemon: always on the double
 
@@ -182,3 +183,19 @@ def test_a_one_shot_never_lands_in_a_chat_whose_reply_went_on_unwatched(engines)
     assert one_shot.returncode == 0 and out == "short\n", err
     chats = [[m["content"] for m in chat["messages"] if m["role"] != "system"] for chat in saved_chats().values()]
     assert sorted(chats) == [["quick", "short"], ["tell me", whole]]
+
+
+def test_a_message_sent_while_the_engine_saves_the_reply_before_says_what_it_waits_for(engines, isolated_home):
+    """The reply is on screen and over; the engine's save of it waits for a lock another process
+    holds: the next message waits for the save, and says so (not "to end on the device")."""
+    term = engines([["First", " answer."], ["Second", " answer."], ["Third", " one."]])
+    term.expect(PROMPT)
+    term.exchange("one", "First answer.")
+    path = first_chat_saved(isolated_home)
+    with lock_held_by_another_process(path):
+        term.exchange("two", "Second answer.")
+        term.send("three\r")
+        term.expect(r"Waiting for the previous reply to be saved… \(Ctrl\+C to go back\)", timeout=5)
+    term.expect("Third one.")
+    term.expect_reply_end()
+    assert term.quit() == 0
