@@ -199,3 +199,20 @@ def test_a_message_sent_while_the_engine_saves_the_reply_before_says_what_it_wai
     term.expect("Third one.")
     term.expect_reply_end()
     assert term.quit() == 0
+
+
+def test_stats_in_a_new_terminal_on_a_warm_engine_count_that_terminals_replies_only(engines):
+    first = engines([["an ", "answer"]], HAILO_REPL_KEEP_ALIVE="5m")
+    first.expect(PROMPT)
+    first.exchange("hi", "an answer")
+    first.exchange("again", "an answer")
+    assert first.quit() == 0
+
+    second = engines([["unused"]])
+    second.expect(PROMPT)
+    second.send("/stats\r")
+    second.expect("No replies yet.")
+    second.exchange("more", "an answer")
+    second.send("/stats\r")
+    second.expect(r"Session: +1 replies")
+    assert second.quit() == 0

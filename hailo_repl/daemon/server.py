@@ -474,6 +474,7 @@ class EngineServer:
     @staticmethod
     def _fresh_chat(engine: LocalEngine, request: OpenRequest) -> None:
         engine.clear()
+        engine.chat.session_stats.clear()  # (a new terminal's /stats count its own replies, as a new process's do)
         if request.system_prompt != engine.chat.system_prompt:  # (this terminal's settings, not the last one's)
             engine.system(request.system_prompt)
         for name, value in request.params.items():
