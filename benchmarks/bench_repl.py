@@ -772,6 +772,302 @@ def bench_decode_through_pane(setup: Setup, runs: int, max_tokens: int) -> dict:
     return result
 
 
+# --------------------------------------------------------------------------- (f)
+
+ENGINE_ARGS = ["--backend", "hailo", "--hef-path", HEF_NAME, "--daemon", "always"]
+# Typed one at a time into the prompt, each replacing the last (Backspace, then the key): found
+# nowhere else on the screen, and a redraw of the line can show only the key just typed.
+ECHO_KEYS = "ÆØÞÐŁŒЖЯΩΣ"
+KEY_EVERY = 0.02  # a key every 20 ms: a fast typist
+
+
+class EngineHome:
+    """(f)'s home: XDG dirs of its own, the double with a HEF load of `load_ms` and its real-sized
+    device context (HAILO_FAKE_CONTEXT_BYTES unset: 112 MiB, GIL-held conversion), and the
+    device's figures by which keeping a context pays (as a device that showed them); the engine
+    process it starts is stopped by the pid in its lock file."""
+
+    def __init__(self, root: Path, delay_ms: int, load_ms: int, code: Path | None):
+        self.setup = Setup(root, delay_ms, code)
+        self.script = root / "engine.json"
+        self.script.write_text(json.dumps({"replies": [SHORT_REPLY], "delay_ms": delay_ms, "load_ms": load_ms}))
+        self.long_script = root / "engine-long.json"
+        self.long_script.write_text(json.dumps({"replies": [LONG_REPLY], "delay_ms": delay_ms, "load_ms": load_ms}))
+        self.state = Path(self.setup.xdg["XDG_STATE_HOME"]) / "hailo-repl"
+        self.sessions = Path(self.setup.xdg["XDG_DATA_HOME"]) / "hailo-repl" / "sessions"
+        facts = Path(self.setup.xdg["XDG_DATA_HOME"]) / "hailo-repl" / "contexts" / "hailo-device-facts.json"
+        hef = self.setup.resources / "models" / "hailo10h" / f"{HEF_NAME}.hef"
+        remember = (
+            "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
+            "from conftest import remember_device; remember_device(Path(sys.argv[2]), Path(sys.argv[3]))"
+        )
+        subprocess.run(
+            [sys.executable, "-c", remember, str(ROOT / "tests"), str(hef), str(facts)], env=self.env(), check=True
+        )
+
+    def env(self, long: bool = False) -> dict:
+        env = self.setup.hailo_env(self.long_script if long else self.script)
+        for name in ("HAILO_FAKE_CONTEXT_BYTES", "HAILO_FAKE_CONVERT_MS_PER_MB"):  # the double's real-sized defaults
+            env.pop(name, None)
+        return env
+
+    def engine_pid(self) -> int | None:
+        try:
+            pid = json.loads((self.state / "engine.lock").read_text())["pid"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return pid if isinstance(pid, int) and Path(f"/proc/{pid}").exists() else None
+
+    def stop_engine(self) -> None:
+        """`hailo-repl daemon stop`, then SIGKILL by the lock's pid if the engine is still there."""
+        pid = self.engine_pid()
+        if pid is None:
+            return
+        subprocess.run(
+            [*terminal.hailo_repl_command(), "daemon", "stop"],
+            env=self.env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=120,
+            check=False,
+        )
+        deadline = time.monotonic() + 60
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if Path(f"/proc/{pid}").exists():
+            os.kill(pid, 9)
+
+    def device_opens(self) -> int:
+        return sum(e["event"] == "vdevice_open" for e in self.setup.fake_events())
+
+    def kept_contexts(self) -> list[Path]:
+        return list(self.sessions.glob("*.ctx")) if self.sessions.exists() else []
+
+
+def engine_launch(home: EngineHome) -> dict:
+    """One launch: to the first prompt, keys typed at once (their echo while the engine loads), to
+    the toolbar's gauge (the model loaded in the engine process)."""
+    term = Terminal(ENGINE_ARGS, home.env())
+    ready: float | None = None
+
+    def until(pattern: str, what: str) -> None:
+        """wait_for(pattern), noting when the toolbar's gauge first shows on the way."""
+        nonlocal ready
+        while True:
+            index = term.expect(pattern, TOOLBAR_READY, pexpect.EOF, pexpect.TIMEOUT, timeout=120)
+            if index == 1:
+                ready = ready or time.perf_counter() - term.started
+                continue
+            if index != 0:
+                raise BenchError(f"waiting for {what}: {'the process ended' if index == 2 else 'timed out'}")
+            return
+
+    try:
+        until(PROMPT, "the first prompt")
+        prompt = time.perf_counter() - term.started
+        echoes = []
+        for key in ECHO_KEYS[:5]:
+            time.sleep(KEY_EVERY)
+            sent = time.perf_counter()
+            term.child.send("\x7f" + key)
+            until(key, f"the echo of {key!r}")
+            echoes.append(time.perf_counter() - sent)
+        typed = time.perf_counter() - term.started
+        if ready is None:
+            until(TOOLBAR_READY, "the toolbar's gauge (the model loaded)")
+            ready = time.perf_counter() - term.started
+        term.child.send("\x15")
+        term.quit()
+    finally:
+        term.kill()
+    return {"prompt_s": prompt, "ready_s": ready, "echo_s": echoes, "typed_before_ready": typed < ready}
+
+
+def bench_engine_launch(home: EngineHome, runs: int) -> dict:
+    """Launch -> prompt and launch -> model ready through the engine process: `runs` launches that
+    start it (each then stopped), and `runs` on the engine they left running (warm)."""
+    cold, warm = [], []
+    for _ in range(runs):
+        home.stop_engine()
+        cold.append(engine_launch(home))
+    for _ in range(runs):
+        warm.append(engine_launch(home))
+    home.stop_engine()
+
+    def med(rows: list[dict], key: str) -> float:
+        return statistics.median(row[key] for row in rows) * 1000
+
+    def each(rows: list[dict], key: str) -> str:
+        return ", ".join(f"{row[key] * 1000:.0f}" for row in rows)
+
+    result: dict = {}
+    for label, rows in (("engine started", cold), ("engine warm", warm)):
+        echoes = [e for row in rows for e in row["echo_s"]]
+        result[label] = {
+            "launch_to_prompt_ms_median": med(rows, "prompt_s"),
+            "launch_to_ready_ms_median": med(rows, "ready_s"),
+            "typed_before_ready": sum(row["typed_before_ready"] for row in rows),
+            "echo_while_loading": summary_ms(echoes),
+            "runs": rows,
+        }
+        say(f"    {label}: launch -> first prompt {med(rows, 'prompt_s'):6.0f} ms  ({each(rows, 'prompt_s')})")
+        say(f"    {label}: launch -> model ready  {med(rows, 'ready_s'):6.0f} ms  ({each(rows, 'ready_s')})")
+        e = result[label]["echo_while_loading"]
+        say(
+            f"    {label}: 5 keys typed at the first prompt: echo p50 {e['p50_ms']:.1f} ms, p99 {e['p99_ms']:.1f} ms; "
+            f"all typed before the model was ready in {result[label]['typed_before_ready']}/{len(rows)}"
+        )
+    return result
+
+
+def type_until(term: Terminal, done, keys: str = ECHO_KEYS) -> tuple[list[float], int]:
+    """Type a key every KEY_EVERY (each replacing the last) until `done()`; each key's echo time,
+    and how many were typed before `done()` held."""
+    echoes: list[float] = []
+    started = time.perf_counter()
+    index = 0
+    while not done():
+        time.sleep(max(0.0, started + index * KEY_EVERY - time.perf_counter()))
+        key = keys[index % len(keys)]
+        sent = time.perf_counter()
+        term.child.send("\x7f" + key)
+        term.wait_for(key, f"the echo of {key!r}", timeout=60)
+        echoes.append(time.perf_counter() - sent)
+        index += 1
+    return echoes, len(echoes)
+
+
+def bench_engine_save(home: EngineHome, rounds: int) -> dict:
+    """/save through the engine process: the device context (112 MiB, its conversion holding the
+    engine's GIL) is kept after the chat's file; a key every 20 ms from the save's first line to
+    the context's file, each key's echo time."""
+    term = Terminal(ENGINE_ARGS, home.env())
+    echoes: list[float] = []
+    per_save: list[dict] = []
+    try:
+        term.wait_for(TOOLBAR_READY, "the model to load (toolbar gauge)", timeout=120)
+        for number in range(rounds):
+            term.send_line(f"{HAILO_MESSAGE} ({number})")
+            term.wait_for("today", f"reply {number + 1}", timeout=60)
+            term.settle(0.5)
+            kept_before = {p: p.stat().st_mtime_ns for p in home.kept_contexts()}
+            term.send_line("/save")
+            term.wait_for("Keeping the device context", "the save's first line", timeout=60)
+            started = time.perf_counter()
+
+            def saved() -> bool:
+                return any(kept_before.get(p) != p.stat().st_mtime_ns for p in home.kept_contexts())
+
+            these, typed = type_until(term, saved)
+            seconds = time.perf_counter() - started
+            term.child.send("\x15")
+            term.settle(0.5)
+            echoes += these
+            per_save.append({"save_s": seconds, "keys": typed, "echo": summary_ms(these)})
+            s = summary_ms(these)
+            say(
+                f"    save {number + 1}: {seconds:.2f} s, {typed} keys typed during it: echo p50 {s['p50_ms']:.1f} ms, "
+                f"p99 {s['p99_ms']:.1f} ms, max {s['max_ms']:.1f} ms"
+            )
+        term.quit()
+    finally:
+        term.kill()
+        home.stop_engine()
+    saves = sum(e["event"] == "save_context" for e in home.setup.fake_events())
+    result = {"saves": per_save, "echo": summary_ms(echoes), "device_saves": saves}
+    e = result["echo"]
+    say(
+        f"    all {e['n']} keys: echo p50 {e['p50_ms']:.1f} ms, p99 {e['p99_ms']:.1f} ms, max {e['max_ms']:.1f} ms "
+        f"(goal: p99 within 50 ms); save_context calls in the double's log: {saves}"
+    )
+    return result
+
+
+def bench_engine_print(home: EngineHome, runs: int) -> dict:
+    """`hailo-repl -p hi` `runs` times in a row through the engine process (the first starts it)."""
+    home.stop_engine()
+    opens_before = home.device_opens()
+    command = [*terminal.hailo_repl_command(), *ENGINE_ARGS, "-p", "hi"]
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        done = subprocess.run(command, env=home.env(), capture_output=True, text=True, timeout=300)
+        times.append(time.perf_counter() - started)
+        if done.returncode != 0 or "today" not in done.stdout:
+            raise BenchError(f"-p failed ({done.returncode}): {done.stderr.strip()!r}")
+    opens = home.device_opens() - opens_before
+    home.stop_engine()
+    say(f"    {' '.join(command[1:])}, {runs} in a row: " + ", ".join(f"{t:.2f} s" for t in times))
+    say(f"    device opens in the double's log: {opens}")
+    return {"wall_s": times, "device_opens": opens}
+
+
+FIRST_WORD = "word0 "  # the reply's first line starts with it (LONG_REPLY)
+
+
+def bench_engine_attach(home: EngineHome, runs: int) -> dict:
+    """A long reply in the engine process, its terminal's client SIGKILLed mid-reply, then
+    `hailo-repl -c` in a new pty: launch -> its first frame, and -> the reply's first line replayed."""
+    to_prompt, to_line = [], []
+    for number in range(runs):
+        first = Terminal(ENGINE_ARGS, home.env(long=True))
+        second = None
+        try:
+            first.wait_for(TOOLBAR_READY, "the model to load (toolbar gauge)", timeout=120)
+            first.send_line(f"{HAILO_MESSAGE} ({number})")
+            first.wait_for("word20 ", "the reply to stream", timeout=60)
+            os.kill(first.child.pid, 9)
+            first.kill()
+            second = Terminal([*ENGINE_ARGS, "-c"], home.env(long=True))
+            second.wait_for("You:", "the first frame", timeout=60)
+            to_prompt.append(time.perf_counter() - second.started)
+            second.wait_for(FIRST_WORD, "the reply's first line", timeout=60)
+            to_line.append(time.perf_counter() - second.started)
+            second.child.sendintr()  # stop the reply, so the next run starts on a quiet engine
+            second.wait_for(INTERRUPTED, "[interrupted]", timeout=60)
+            second.settle(0.3)
+            second.quit()
+        finally:
+            first.kill()
+            if second is not None:
+                second.kill()
+        say(f"    run {number + 1}: -c launch -> first frame {to_prompt[-1] * 1000:.0f} ms, "
+            f"-> the reply's first line {to_line[-1] * 1000:.0f} ms")
+    home.stop_engine()
+    result = {"to_first_frame": summary_ms(to_prompt), "to_first_reply_line": summary_ms(to_line)}
+    f, line = result["to_first_frame"], result["to_first_reply_line"]
+    say(
+        f"    -c launch -> the reply's first line: p50 {line['p50_ms']:.0f} ms, p99 {line['p99_ms']:.0f} ms, "
+        f"max {line['max_ms']:.0f} ms (goal: within 300 ms); -> first frame p50 {f['p50_ms']:.0f} ms"
+    )
+    return result
+
+
+def bench_engine_process(root: Path, args: argparse.Namespace) -> dict:
+    home = EngineHome(root, args.delay_ms, args.load_ms, args.code)
+    steps = [step.strip() for step in args.engine_steps.split(",") if step.strip()]
+    result: dict = {}
+    try:
+        for step in steps:
+            if step == "launch":
+                say(f"  launch, {args.launch_runs} that start the engine, then {args.launch_runs} on it warm:")
+                result["launch"] = bench_engine_launch(home, args.launch_runs)
+            elif step == "save":
+                say(f"  /save, {args.save_rounds} rounds, a key every {KEY_EVERY * 1000:.0f} ms during each save:")
+                result["save"] = bench_engine_save(home, args.save_rounds)
+            elif step == "p":
+                say("  -p three times (the first starts the engine and loads):")
+                result["print"] = bench_engine_print(home, 3)
+            elif step == "attach":
+                say(f"  re-attach, {args.attach_runs} runs (a long reply, its client SIGKILLed, then -c):")
+                result["attach"] = bench_engine_attach(home, args.attach_runs)
+            else:
+                raise BenchError(f"unknown --engine-steps step {step!r}")
+    finally:
+        home.stop_engine()
+    return result
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -798,7 +1094,7 @@ def main() -> int:
     parser.add_argument(
         "--backends", default="hailo,llama", help="comma-separated: hailo, llama (default: %(default)s)"
     )
-    parser.add_argument("--only", default="abcde", help="which parts to run: a, b, c, d, e (default: abcde)")
+    parser.add_argument("--only", default="abcdef", help="which parts to run: a, b, c, d, e, f (default: abcdef)")
     parser.add_argument(
         "--ratio-rounds", type=int, default=2, help="rounds of --launch-runs spawns per side in (c) (default: 2)"
     )
@@ -820,6 +1116,18 @@ def main() -> int:
         "--engine-first",
         action="store_true",
         help="(c) with the engine process already running (started by a `-p hi` through it before the spawns)",
+    )
+    parser.add_argument(
+        "--engine-steps",
+        default="launch,save,p,attach",
+        help="(f)'s measurements, comma-separated: launch, save, p, attach (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--load-ms", type=int, default=5000, help="(f): the double's HEF load, GIL held (default: %(default)s)"
+    )
+    parser.add_argument("--save-rounds", type=int, default=3, help="(f) save: /save rounds (default: %(default)s)")
+    parser.add_argument(
+        "--attach-runs", type=int, default=10, help="(f) attach: client killed, then -c (default: %(default)s)"
     )
     args = parser.parse_args()
     if args.json:
@@ -874,6 +1182,13 @@ def main() -> int:
         if "e" in args.only:
             say("== (e) decode through the live pane (llama, 100 x 30) vs raw llama-cpp-python ==")
             results["decode"] = bench_decode_through_pane(setup, args.decode_runs, args.max_tokens)
+            say()
+        if "f" in args.only:
+            say(
+                f"== (f) the engine process on the double: a {args.load_ms} ms HEF load, its real-sized device "
+                f"context (112 MiB), {args.delay_ms} ms a token =="
+            )
+            results["engine_process"] = bench_engine_process(Path(tmp) / "engine", args)
             say()
         if setup.chat_args:  # an engine process these runs started ends with them
             env = setup.llama_env()
