@@ -6,6 +6,7 @@ Run from the repository root (hailo-repl installed with the `llama` extra, pexpe
     python benchmarks/bench_repl.py --json             # report on stderr, one JSON object on stdout
     python benchmarks/bench_repl.py --interrupts 50    # Ctrl+C presses per backend (default 50)
     python benchmarks/bench_repl.py --only c --launch-runs 15 --ratio-rounds 3   # launch vs a bare prompt
+    python benchmarks/bench_repl.py --only f            # the engine process on the double at real size
 
 The parts drive the installed `hailo-repl` the way a user's terminal does: a pty
 (pexpect) with TERM=xterm-256color, XDG_* dirs in a temporary directory, --no-history,
@@ -44,6 +45,19 @@ the real llama.cpp backend with the bundled SmolLM2-135M-Instruct.
     each reply so the prompt is evaluated afresh; its "eval rate" against raw
     llama-cpp-python's on the same model and messages, in the same run, turns alternating
     (goal: >= 0.99x). `python benchmarks/bench_repl.py --only e --decode-runs 5`.
+(f) The engine process (`--daemon always`) on the double with its real-sized device context
+    (HAILO_FAKE_CONTEXT_BYTES unset: 112 MiB, conversion GIL-held) and a --load-ms HEF load
+    (5 s), in a home of its own whose device facts say a chat's context is worth keeping from
+    ~200 tokens (EngineHome); `--engine-steps` picks:
+    launch: launch -> first prompt and -> the toolbar's gauge (model loaded), with five keys
+      typed at the first prompt (their echo while the engine loads); --launch-runs spawns that
+      start the engine, then as many on it warm;
+    save: /save after a message of 300 words, a key every 20 ms from the save's first line until
+      the context's file is written: each key's echo time (p50/p99/max); then /quit -> exit;
+    p: `hailo-repl -p hi` three times in a row (the first starts the engine and loads);
+    attach: a long reply in the engine, its terminal's client SIGKILLed at word 20, then
+      `hailo-repl -c` in a new pty: launch -> first frame and -> the reply's first line replayed,
+      --attach-runs times (p50/p99). `python benchmarks/bench_repl.py --only f`.
 
 Engine figures (model load, TTFT, decode tok/s, filter throughput) are measured by
 benchmarks/bench_engine.py; this script does not run it.
@@ -779,6 +793,7 @@ ENGINE_ARGS = ["--backend", "hailo", "--hef-path", HEF_NAME, "--daemon", "always
 # nowhere else on the screen, and a redraw of the line can show only the key just typed.
 ECHO_KEYS = "ÆØÞÐŁŒЖЯΩΣ"
 KEY_EVERY = 0.02  # a key every 20 ms: a fast typist
+LONG_MESSAGE = " ".join(f"detail{i}" for i in range(300))  # a chat this long is worth keeping (EngineHome)
 
 
 class EngineHome:
@@ -789,21 +804,40 @@ class EngineHome:
 
     def __init__(self, root: Path, delay_ms: int, load_ms: int, code: Path | None):
         self.setup = Setup(root, delay_ms, code)
+        # The device prefills at 1 ms a token, as the figures below say it does (each reply adds its
+        # prefill to them).
+        double = {"delay_ms": delay_ms, "load_ms": load_ms, "prefill_ms_per_token": 1.0}
         self.script = root / "engine.json"
-        self.script.write_text(json.dumps({"replies": [SHORT_REPLY], "delay_ms": delay_ms, "load_ms": load_ms}))
+        self.script.write_text(json.dumps({"replies": [SHORT_REPLY], **double}))
         self.long_script = root / "engine-long.json"
-        self.long_script.write_text(json.dumps({"replies": [LONG_REPLY], "delay_ms": delay_ms, "load_ms": load_ms}))
+        self.long_script.write_text(json.dumps({"replies": [LONG_REPLY], **double}))
         self.state = Path(self.setup.xdg["XDG_STATE_HOME"]) / "hailo-repl"
         self.sessions = Path(self.setup.xdg["XDG_DATA_HOME"]) / "hailo-repl" / "sessions"
+        self.remember_device()
+
+    def remember_device(self) -> None:
+        """The facts a device would have shown (its self-check passed; a context loads in 100 ms, a
+        prompt prefills at 1 ms a token): a chat's context is kept from about 200 tokens on, the
+        system prompt's never, and the first start runs no self-check (with the double's 112 MiB
+        context, two whole saves and a load, GIL held: bench_context_save.py measures it)."""
         facts = Path(self.setup.xdg["XDG_DATA_HOME"]) / "hailo-repl" / "contexts" / "hailo-device-facts.json"
         hef = self.setup.resources / "models" / "hailo10h" / f"{HEF_NAME}.hef"
-        remember = (
-            "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
-            "from conftest import remember_device; remember_device(Path(sys.argv[2]), Path(sys.argv[3]))"
-        )
-        subprocess.run(
-            [sys.executable, "-c", remember, str(ROOT / "tests"), str(hef), str(facts)], env=self.env(), check=True
-        )
+        remember = """
+import sys
+from pathlib import Path
+from hailo_repl.backends.hailo_device import installed_hailort_version
+from hailo_repl.backends.hailo_selfcheck import DeviceFacts, device_key
+facts = DeviceFacts(Path(sys.argv[2]))
+facts.remember_all(
+    device_key(Path(sys.argv[1]), installed_hailort_version()),
+    {
+        "text_path": {"passed": True, "detail": "as a device showed"},
+        "load": {"bytes": 117_440_512, "device_ms": 100, "file_ms": 0},
+        "prefill": {"short": [45, 45], "long": [1045, 1045]},
+    },
+)
+"""
+        subprocess.run([sys.executable, "-c", remember, str(hef), str(facts)], env=self.env(), check=True)
 
     def env(self, long: bool = False) -> dict:
         env = self.setup.hailo_env(self.long_script if long else self.script)
@@ -940,14 +974,16 @@ def type_until(term: Terminal, done, keys: str = ECHO_KEYS) -> tuple[list[float]
 def bench_engine_save(home: EngineHome, rounds: int) -> dict:
     """/save through the engine process: the device context (112 MiB, its conversion holding the
     engine's GIL) is kept after the chat's file; a key every 20 ms from the save's first line to
-    the context's file, each key's echo time."""
+    the context's file, each key's echo time. Each round first sends a message of 300 words, so
+    that the chat has changed and holds enough to be worth keeping."""
     term = Terminal(ENGINE_ARGS, home.env())
     echoes: list[float] = []
     per_save: list[dict] = []
+    quit_seconds: float | None = None
     try:
         term.wait_for(TOOLBAR_READY, "the model to load (toolbar gauge)", timeout=120)
         for number in range(rounds):
-            term.send_line(f"{HAILO_MESSAGE} ({number})")
+            term.send_line(f"{HAILO_MESSAGE} ({number}) {LONG_MESSAGE}")
             term.wait_for("today", f"reply {number + 1}", timeout=60)
             term.settle(0.5)
             kept_before = {p: p.stat().st_mtime_ns for p in home.kept_contexts()}
@@ -955,8 +991,8 @@ def bench_engine_save(home: EngineHome, rounds: int) -> dict:
             term.wait_for("Keeping the device context", "the save's first line", timeout=60)
             started = time.perf_counter()
 
-            def saved() -> bool:
-                return any(kept_before.get(p) != p.stat().st_mtime_ns for p in home.kept_contexts())
+            def saved(before: dict[Path, int] = kept_before) -> bool:
+                return any(before.get(p) != p.stat().st_mtime_ns for p in home.kept_contexts())
 
             these, typed = type_until(term, saved)
             seconds = time.perf_counter() - started
@@ -969,16 +1005,30 @@ def bench_engine_save(home: EngineHome, rounds: int) -> dict:
                 f"    save {number + 1}: {seconds:.2f} s, {typed} keys typed during it: echo p50 {s['p50_ms']:.1f} ms, "
                 f"p99 {s['p99_ms']:.1f} ms, max {s['max_ms']:.1f} ms"
             )
-        term.quit()
+        # /quit with the chat changed since its last save: the terminal leaves at once, the engine
+        # keeps the context later (at keep-alive's end), in its own process.
+        term.send_line(f"{HAILO_MESSAGE} (last) {LONG_MESSAGE}")
+        term.wait_for("today", "the last reply", timeout=60)
+        term.settle(0.5)
+        quit_seconds, _ = term.quit()
+        say(f"    /quit with the chat changed since its save: the terminal exits in {quit_seconds * 1000:.0f} ms")
     finally:
         term.kill()
-        home.stop_engine()
+    saves_before_stop = sum(e["event"] == "save_context" for e in home.setup.fake_events())
+    home.stop_engine()
     saves = sum(e["event"] == "save_context" for e in home.setup.fake_events())
-    result = {"saves": per_save, "echo": summary_ms(echoes), "device_saves": saves}
+    result = {
+        "saves": per_save,
+        "echo": summary_ms(echoes),
+        "device_saves": saves,
+        "quit_s": quit_seconds,
+        "saved_at_engine_stop": saves - saves_before_stop,
+    }
     e = result["echo"]
     say(
         f"    all {e['n']} keys: echo p50 {e['p50_ms']:.1f} ms, p99 {e['p99_ms']:.1f} ms, max {e['max_ms']:.1f} ms "
-        f"(goal: p99 within 50 ms); save_context calls in the double's log: {saves}"
+        f"(goal: p99 within 50 ms); save_context calls in the double's log: {saves}, "
+        f"{result['saved_at_engine_stop']} of them as the engine stopped"
     )
     return result
 
@@ -1031,8 +1081,10 @@ def bench_engine_attach(home: EngineHome, runs: int) -> dict:
             first.kill()
             if second is not None:
                 second.kill()
-        say(f"    run {number + 1}: -c launch -> first frame {to_prompt[-1] * 1000:.0f} ms, "
-            f"-> the reply's first line {to_line[-1] * 1000:.0f} ms")
+        say(
+            f"    run {number + 1}: -c launch -> first frame {to_prompt[-1] * 1000:.0f} ms, "
+            f"-> the reply's first line {to_line[-1] * 1000:.0f} ms"
+        )
     home.stop_engine()
     result = {"to_first_frame": summary_ms(to_prompt), "to_first_reply_line": summary_ms(to_line)}
     f, line = result["to_first_frame"], result["to_first_reply_line"]
