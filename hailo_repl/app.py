@@ -322,6 +322,10 @@ class Repl(ChatEnds):
             keep_pastes_bracketed()
             if not text.strip():
                 continue
+            if self.turns.arrived is not None:  # sent as the reply in flight arrived: it waits for that reply's end
+                self.pane.queue(text)
+                await self.turns.follow_arrived()
+                continue
             if not await self.turns.settle(interruptible=True):
                 if not self.quitting:
                     self.console.info("Not sent (Ctrl+C); Up brings the message back.")

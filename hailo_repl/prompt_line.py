@@ -39,7 +39,6 @@ class PromptLine:
         self.in_reply = False  # the prompt on screen came up for a reply
         self._prompt: asyncio.Future[str] | None = None  # the prompt on screen, if one is
         self._waiting = False  # next_message waits for the prompt on screen
-        self._arrived = False  # a reply in flight arrived: the next prompt for a message makes way for it
 
     @property
     def up(self) -> bool:
@@ -86,8 +85,8 @@ class PromptLine:
 
     def _pre_run(self) -> None:
         self.exit_if_quitting()
-        if self._arrived:
-            self._make_way()
+        if self.repl.turns.arrived is not None:
+            self.make_way()
 
     async def next_message(self) -> str:
         """What the user sends next: a message queued meanwhile (shown as if typed now, while
@@ -101,8 +100,7 @@ class PromptLine:
             pane.ends_after = False
             await self.end()
             raise EOFError
-        elif self._arrived and not self.in_reply:
-            self._arrived = False
+        elif self.repl.turns.arrived is not None:  # (it came while no prompt was waiting)
             raise ReplyArrived
         else:
             prompt, self._prompt = self._prompt or self.start(), None
@@ -114,18 +112,13 @@ class PromptLine:
         self.handling = True
         return text
 
-    def reply_arrived(self) -> None:
-        """A reply in flight arrived (this terminal attached mid-reply): the prompt waiting for a
-        message makes way for it, what was typed given back to the prompt under the reply, so
-        that Ctrl+C stops the reply and Enter queues, as for a message sent here."""
-        self._arrived = True
-        if self._waiting:
-            self._make_way()
-
-    def _make_way(self) -> None:
+    def make_way(self) -> None:
+        """A reply in flight arrived (TurnView.arrived: this terminal attached mid-reply): the
+        prompt waiting for a message ends with ReplyArrived, what was typed given back to the
+        prompt under the reply, so that Ctrl+C stops the reply and Enter queues, as for a
+        message sent here."""
         app = self.session.app
-        if app.is_running and app.future is not None and not app.future.done():
-            self._arrived = False
+        if self._waiting and app.is_running and app.future is not None and not app.future.done():
             if app.current_buffer.text:
                 self.repl.pane.give_back([app.current_buffer.text])
             app.erase_when_done = True  # (the reply's question is written as the prompt's line)

@@ -133,7 +133,7 @@ class TurnView:
         await self._above_the_prompt(show)
         if arrival.turn is not None:  # the conversation follows it (Repl._converse), as a message sent here
             self.arrived = arrival.turn
-            repl.prompt.reply_arrived()
+            repl.prompt.make_way()
 
     async def _above_the_prompt(self, show: Callable[[], None]) -> None:
         if self.repl.session.app.is_running and not self.repl.live:

@@ -541,9 +541,13 @@ def test_a_message_typed_during_a_reply_followed_after_c_waits_for_its_end(engin
     second.send("and then?\r")  # Enter during the reply: the message waits for its end, as when sent here
     second.expect("Queued answer")
     second.expect_reply_end()
-    [chat] = saved_chats().values()
-    said = [m["content"] for m in chat["messages"] if m["role"] != "system"]
-    assert said == ["tell me", "".join(words(30)).strip(), "and then?", "Queued answer"]
+    assert second.quit() == 0
+    said = ["tell me", "".join(words(30)).strip(), "and then?", "Queued answer"]
+    wait_until(
+        lambda: [[m["content"] for m in c["messages"] if m["role"] != "system"] for c in saved_chats().values()]
+        == [said],
+        "the chat saved with the queued message after the followed reply",
+    )
     assert "abort" not in engines.events()
 
 
