@@ -544,8 +544,9 @@ def test_a_message_typed_during_a_reply_followed_after_c_waits_for_its_end(engin
     assert second.quit() == 0
     said = ["tell me", "".join(words(30)).strip(), "and then?", "Queued answer"]
     wait_until(
-        lambda: [[m["content"] for m in c["messages"] if m["role"] != "system"] for c in saved_chats().values()]
-        == [said],
+        lambda: (
+            [[m["content"] for m in c["messages"] if m["role"] != "system"] for c in saved_chats().values()] == [said]
+        ),
         "the chat saved with the queued message after the followed reply",
     )
     assert "abort" not in engines.events()
