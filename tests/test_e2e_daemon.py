@@ -158,6 +158,24 @@ def test_by_default_a_script_on_the_cpu_runs_in_its_own_process_and_starts_no_en
     assert engine_pid() is None and not socket_file().exists()
 
 
+def test_a_script_waits_for_the_chat_a_terminal_holds_and_answers_once_the_terminal_left_it(engines):
+    """The engine holds one chat: a -p while a terminal has it waits (as for the device in
+    process), saying so once, instead of failing; /detach there lets it run."""
+    term = engines([["Hello"]])
+    term.expect(PROMPT)
+    term.exchange("hi", "Hello")
+    script = engines.piped([["unused"]], "-p", "from cron")
+    time.sleep(1.5)
+    assert script.poll() is None  # still waiting
+    term.send("/detach\r")
+    assert term.wait_for_exit() == 0
+    code, out, err = ended(script)
+    assert (code, out.strip()) == (0, "Hello"), err
+    assert re.fullmatch(
+        r"Chat \w+ is open in pts/\d+ \(0 min idle\); waiting until it is left there \(Ctrl\+C gives up\)\n", err
+    )
+
+
 def test_a_client_killed_mid_reply_leaves_the_reply_to_finish_whole_and_c_shows_it_once(engines):
     tokens = words(30)  # 3 s at 10 tokens a second
     first = engines([tokens], delay_ms=100)
