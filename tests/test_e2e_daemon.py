@@ -65,7 +65,9 @@ def engines(isolated_home, hailo_resources, tmp_path):
     clients: list[int] = []
     engine_pids: set[int] = set()
 
-    def env(replies: list, delay_ms: int = 0, script_has: dict | None = None, **more: str) -> dict[str, str]:
+    def env(
+        replies: list, delay_ms: int = 0, script_has: dict | None = None, **more: str | None
+    ) -> dict[str, str | None]:
         """`script_has`: more of the double's script (a HEF's `load_ms`); `more`: environment variables."""
         script = tmp_path / f"script-{next(scripts)}.json"
         script.write_text(json.dumps({"replies": replies, "delay_ms": delay_ms, **(script_has or {})}))
@@ -77,19 +79,24 @@ def engines(isolated_home, hailo_resources, tmp_path):
             "HAILO_REPL_DAEMON": "always",
             **more,
         }
-        return with_fakes(double | {k: os.environ[k] for k in keep})
+        return with_fakes(double | {k: os.environ[k] for k in keep})  # (None: a setting at its default)
 
     def chat(
-        replies: list, *args: str, delay_ms: int = 0, cols: int = 120, script_has: dict | None = None, **more: str
+        replies: list,
+        *args: str,
+        delay_ms: int = 0,
+        cols: int = 120,
+        script_has: dict | None = None,
+        **more: str | None,
     ) -> Terminal:
         term = Terminal(["--hef-path", QWEN, *args], env(replies, delay_ms, script_has, **more), cols=cols, timeout=30)
         clients.append(term.child.pid)
         return term
 
-    def piped(replies: list, *args: str, delay_ms: int = 0, **more: str) -> subprocess.Popen:
+    def piped(replies: list, *args: str, delay_ms: int = 0, **more: str | None) -> subprocess.Popen:
         process = subprocess.Popen(
             hailo_repl_command() + ["--hef-path", QWEN, *args],
-            env=env(replies, delay_ms, None, **more),
+            env={name: value for name, value in env(replies, delay_ms, None, **more).items() if value is not None},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -129,6 +136,54 @@ def with_kill(pid: int) -> None:
         deadline = time.monotonic() + 10
         while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.02)
+
+
+def test_by_default_a_terminal_chat_runs_in_the_engine_and_a_script_on_the_hailo_asks_the_same_one(engines):
+    """`daemon: auto`, the default: the REPL's chat is in the engine process (it goes on after the
+    terminal detached), and a later -p on the Hailo is answered by that engine, no second load."""
+    replies = [["Hello", " there"]]
+    term = engines(replies, HAILO_REPL_DAEMON=None)
+    term.expect(PROMPT)
+    term.exchange("hi", "Hello there")
+    engine = engines.engine()
+    term.send("/detach\r")
+    term.expect(r"Detached: chat \w+ goes on in the engine process")
+    assert term.wait_for_exit() == 0 and alive(engine)
+    code, out, err = ended(engines.piped(replies, "-p", "again", HAILO_REPL_DAEMON=None))
+    assert (code, out.strip()) == (0, "Hello there"), err
+    assert engine_pid() == engine and engines.events().count("vdevice_open") == 1
+
+
+@pytest.mark.llama
+def test_by_default_a_script_on_the_cpu_runs_in_its_own_process_and_starts_no_engine(engines):
+    """With llama.cpp a -p loads its model in a blink: `auto` keeps it in process, as `llm` does."""
+    process = subprocess.run(
+        hailo_repl_command() + ["--backend", "llama", "--max-tokens", "4", "--temperature", "0", "-p", "hi"],
+        env={name: value for name, value in engines.env([]).items() if name != "HAILO_REPL_DAEMON"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert process.returncode == 0 and process.stdout.strip(), process.stderr
+    assert engine_pid() is None and not socket_file().exists()
+
+
+def test_a_script_waits_for_the_chat_a_terminal_holds_and_answers_once_the_terminal_left_it(engines):
+    """The engine holds one chat: a -p while a terminal has it waits (as for the device in
+    process), saying so once, instead of failing; /detach there lets it run."""
+    term = engines([["Hello"]])
+    term.expect(PROMPT)
+    term.exchange("hi", "Hello")
+    script = engines.piped([["unused"]], "-p", "from cron")
+    time.sleep(1.5)
+    assert script.poll() is None  # still waiting
+    term.send("/detach\r")
+    assert term.wait_for_exit() == 0
+    code, out, err = ended(script)
+    assert (code, out.strip()) == (0, "Hello"), err
+    assert re.fullmatch(
+        r"Chat \w+ is open in pts/\d+ \(0 min idle\); waiting until it is left there \(Ctrl\+C gives up\)\n", err
+    )
 
 
 def test_a_client_killed_mid_reply_leaves_the_reply_to_finish_whole_and_c_shows_it_once(engines):
