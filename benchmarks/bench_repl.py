@@ -54,7 +54,8 @@ the real llama.cpp backend with the bundled SmolLM2-135M-Instruct.
       start the engine, then as many on it warm;
     save: /save after a message of 300 words, a key every 20 ms from the save's first line until
       the context's file is written: each key's echo time (p50/p99/max); then /quit -> exit;
-    p: `hailo-repl -p hi` three times in a row (the first starts the engine and loads);
+    p: `hailo-repl --backend hailo -p hi` three times in a row, `daemon` at its default (auto: the
+      first starts the engine and loads, the others use it);
     attach: a long reply in the engine, its terminal's client SIGKILLed at word 20, then
       `hailo-repl -c` in a new pty: launch -> first frame and -> the reply's first line replayed,
       --attach-runs times (p50/p99). `python benchmarks/bench_repl.py --only f`.
@@ -226,6 +227,7 @@ class Setup:
                 "HAILO_FAKE_LOG",
                 "NO_COLOR",
                 "HAILO_REPL_NOHISTORY",
+                "HAILO_REPL_DAEMON",  # each part says where the chat runs (--chat-args, or (f)'s own)
                 # A user's Python caches compiled modules; without it every launch compiles hailo_repl
                 # (~30 ms) while prompt_toolkit's were compiled by pip, and (c) would compare unlike starts.
                 "PYTHONDONTWRITEBYTECODE",
@@ -804,6 +806,7 @@ class EngineHome:
 
     def __init__(self, root: Path, delay_ms: int, load_ms: int, code: Path | None):
         self.setup = Setup(root, delay_ms, code)
+        self.delay_ms = delay_ms
         # The device prefills at 1 ms a token, as the figures below say it does (each reply adds its
         # prefill to them).
         double = {"delay_ms": delay_ms, "load_ms": load_ms, "prefill_ms_per_token": 1.0}
@@ -1034,22 +1037,31 @@ def bench_engine_save(home: EngineHome, rounds: int) -> dict:
 
 
 def bench_engine_print(home: EngineHome, runs: int) -> dict:
-    """`hailo-repl -p hi` `runs` times in a row through the engine process (the first starts it)."""
+    """`hailo-repl -p hi` `runs` times in a row, through the engine process (the first starts it):
+    each one's time to its answer's first byte on stdout, and to its exit."""
     home.stop_engine()
     opens_before = home.device_opens()
-    command = [*terminal.hailo_repl_command(), *ENGINE_ARGS, "-p", "hi"]
-    times = []
+    # As a script runs it: `daemon` at its default (auto: -p on the Hailo goes through the engine).
+    command = [*terminal.hailo_repl_command(), "--backend", "hailo", "--hef-path", HEF_NAME, "-p", "hi"]
+    first_byte, wall = [], []
     for _ in range(runs):
         started = time.perf_counter()
-        done = subprocess.run(command, env=home.env(), capture_output=True, text=True, timeout=300)
-        times.append(time.perf_counter() - started)
-        if done.returncode != 0 or "today" not in done.stdout:
-            raise BenchError(f"-p failed ({done.returncode}): {done.stderr.strip()!r}")
+        process = subprocess.Popen(command, env=home.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert process.stdout is not None
+        head = process.stdout.read(1)
+        first_byte.append(time.perf_counter() - started)
+        out, err = process.communicate(timeout=300)
+        wall.append(time.perf_counter() - started)
+        if process.returncode != 0 or "today" not in (head + out).decode():
+            raise BenchError(f"-p failed ({process.returncode}): {err.decode().strip()!r}")
     opens = home.device_opens() - opens_before
     home.stop_engine()
-    say(f"    {' '.join(command[1:])}, {runs} in a row: " + ", ".join(f"{t:.2f} s" for t in times))
+    tokens = len(SHORT_REPLY) - 2
+    say(f"    {' '.join(command[1:])}, {runs} in a row ({tokens} tokens at {home.delay_ms} ms after a prefill):")
+    say("      to the answer's first byte: " + ", ".join(f"{t:.2f} s" for t in first_byte))
+    say("      to the exit:                " + ", ".join(f"{t:.2f} s" for t in wall))
     say(f"    device opens in the double's log: {opens}")
-    return {"wall_s": times, "device_opens": opens}
+    return {"first_byte_s": first_byte, "wall_s": wall, "device_opens": opens}
 
 
 FIRST_WORD = "word0 "  # the reply's first line starts with it (LONG_REPLY)
