@@ -50,7 +50,7 @@ from hailo_repl.history import input_history
 from hailo_repl.keys import EmptyLineInterrupt, load_input_bindings, load_reply_bindings
 from hailo_repl.log import logger
 from hailo_repl.pane import ReplyPane
-from hailo_repl.prompt_line import PromptLine
+from hailo_repl.prompt_line import PromptLine, ReplyArrived
 from hailo_repl.render import USER_PREFIX, color_wanted, recent_turns_text
 from hailo_repl.settings import SETTINGS_TABLE, ResolvedSettings
 from hailo_repl.signals import CtrlC, route_to_loop
@@ -308,18 +308,24 @@ class Repl(ChatEnds):
         while not self.quitting:
             self.engine.note_activity()
             try:
-                text = await self.prompt.next_message(unless=self.turns.arrived)
+                text = await self.prompt.next_message()
             except EOFError:
                 return
             except EmptyLineInterrupt:  # Ctrl+C on an empty line: never the end of a chat
                 self.console.info("Ctrl+D or /quit ends the chat.")
                 continue
-            self.ctrl_c.prompt_started()
-            if text is None:  # the reply running in the engine process when this terminal arrived
-                await self.turns.follow_arrival()
+            except ReplyArrived:  # this terminal attached mid-reply: Ctrl+C stops it, Enter queues
+                self.prompt.handling = True
+                self.ctrl_c.prompt_started()
+                await self.turns.follow_arrived()
                 continue
+            self.ctrl_c.prompt_started()
             keep_pastes_bracketed()
             if not text.strip():
+                continue
+            if self.turns.arrived is not None:  # sent as the reply in flight arrived: it waits for that reply's end
+                self.pane.queue(text)
+                await self.turns.follow_arrived()
                 continue
             if not await self.turns.settle(interruptible=True):
                 if not self.quitting:
@@ -349,10 +355,7 @@ class Repl(ChatEnds):
                 if not isinstance(outcome, Send):
                     continue
                 text, mode = outcome.text, outcome.mode
-            ready = await self.turns.model_ready(load)
-            if ready:
-                await self.turns.follow_arrival()  # a reply found running on arrival, meanwhile: first
-            if ready and not self.ctrl_c.pressed and not self.quitting:
+            if await self.turns.model_ready(load):
                 await self.turns.reply(text, mode)
             elif self.ctrl_c.pressed and not self.quitting:
                 self.console.info("Not sent (Ctrl+C); Up brings the message back.")

@@ -412,10 +412,10 @@ class EngineServer:
         if other is not None:
             if not request.take_over:
                 idle = int((time.monotonic() - other.active_at) // 60)
-                raise RemoteError(
-                    protocol.HELD_ELSEWHERE,
-                    f"Chat {chat} is open in {other.tty} ({idle} min idle); `hailo-repl -c` takes it over here",
-                )
+                where = f"Chat {chat} is open in {other.tty} ({idle} min idle)"
+                if not request.interactive:  # -p, a pipe: the engine holds one chat; it waits for that one
+                    raise RemoteError(protocol.HELD_ELSEWHERE, f"{where}; waiting until it is left there")
+                raise RemoteError(protocol.HELD_ELSEWHERE, f"{where}; `hailo-repl -c` takes it over here")
             if not same:
                 raise EngineError(
                     ErrorCode.BUSY,
@@ -429,6 +429,10 @@ class EngineServer:
         if self._turn is not None or self._unseen:
             if request.interactive and (request.chat == "new" or same):
                 return  # attach X: its reply went on while nobody watched (a script's -p never lands in X)
+            if self._turn is not None and not request.interactive:  # -p, a pipe: it waits for that reply's end
+                raise RemoteError(
+                    protocol.HELD_ELSEWHERE, f"Chat {chat}'s reply goes on in the engine process; waiting for its end"
+                )
             if self._turn is not None:
                 raise EngineError(ErrorCode.BUSY, f"Chat {chat}'s reply is still running; `hailo-repl -c` attaches it")
         if same:
