@@ -108,6 +108,9 @@ class BenchError(RuntimeError):
     pass
 
 
+ANYTHING_BUT_CPR = r"(?s)(?:(?!\x1b\[6n).)+"  # output up to a cursor-position request, which is answered
+
+
 class Terminal(terminal.Terminal):
     """tests/terminal.py's pty driver (it answers cursor-position requests), plus report helpers."""
 
@@ -124,10 +127,16 @@ class Terminal(terminal.Terminal):
 
     def settle(self, seconds: float = 0.3) -> None:
         """Read what comes for `seconds` and forget it (pexpect keeps what a TIMEOUT read, and a
-        reply's last line comes twice: in the live rows, then committed)."""
+        reply's last line comes twice: in the live rows, then committed), answering the
+        cursor-position requests in it as a terminal does (prompt_toolkit waits a second at its
+        exit for one left unanswered)."""
         deadline = time.perf_counter() + seconds
         while (left := deadline - time.perf_counter()) > 0:  # (what a TIMEOUT read stays in pexpect's search)
-            if self.child.expect([r"(?s).+", pexpect.TIMEOUT, pexpect.EOF], timeout=left) == 2:
+            patterns = [terminal.CPR_REQUEST, ANYTHING_BUT_CPR, pexpect.TIMEOUT, pexpect.EOF]
+            index = self.child.expect(patterns, timeout=left)
+            if index == 0:
+                self.child.send(f"\x1b[{self.rows};1R")
+            elif index == 3:
                 raise BenchError(f"the program ended; last output: {self.tail()!r}")
 
     def tail(self, size: int = 400) -> str:
