@@ -909,7 +909,7 @@ def engine_launch(home: EngineHome) -> dict:
             return
 
     try:
-        until(PROMPT, "the first prompt")
+        until(FIRST_FRAME, "the first prompt")
         prompt = time.perf_counter() - term.started
         echoes = []
         for key in ECHO_KEYS[:5]:
@@ -1090,7 +1090,7 @@ def bench_engine_attach(home: EngineHome, runs: int) -> dict:
             os.kill(first.child.pid, 9)
             first.kill()
             second = Terminal([*ENGINE_ARGS, "-c"], home.env(long=True))
-            second.wait_for("You:", "the first frame", timeout=60)
+            second.wait_for(FIRST_FRAME, "the first frame", timeout=60)
             to_prompt.append(time.perf_counter() - second.started)
             second.wait_for(FIRST_WORD, "the reply's first line", timeout=60)
             to_line.append(time.perf_counter() - second.started)
