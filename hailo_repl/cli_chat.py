@@ -268,14 +268,8 @@ def run_chat(args: argparse.Namespace, settings: ResolvedSettings, config_file: 
         from hailo_repl.console import no_wrap
 
         notices.wrap_width = no_wrap
-    # What a chat needs (not imported at the top: see there).
-    from hailo_repl.backends import open_backend
-    from hailo_repl.backends.base import BackendError, GenerationParams
-    from hailo_repl.chat import Chat
-    from hailo_repl.dialogs import choose_model, download_with_progress
-    from hailo_repl.engine.local import LocalEngine
     from hailo_repl.sessions import SessionStore
-    from hailo_repl.signals import exit_on_termination, signals_held
+    from hailo_repl.signals import exit_on_termination
 
     setup_logging(to_file=settings["history"])  # --no-history: nothing of the chat on disk
     choice.context_cache = device_contexts_dir() if settings["history"] else None
@@ -291,6 +285,8 @@ def run_chat(args: argparse.Namespace, settings: ResolvedSettings, config_file: 
 
     choice.keeping = keeping
     if args.list_models and choice.backend in REMOTE_BACKENDS:
+        from hailo_repl.backends.base import BackendError
+
         try:
             print_server_models(choice)
         except BackendError as error:
@@ -309,6 +305,15 @@ def run_chat(args: argparse.Namespace, settings: ResolvedSettings, config_file: 
 
     if uses_engine_process(settings, chatting, choice):
         return run_through_engine(args, settings, config_file, choice, store, notices, interactive, answer_inputs)
+    # The chat in this process (not imported at the top: see there; nor before the engine process
+    # is ruled out, whose terminal needs none of them before its first frame).
+    from hailo_repl.backends import open_backend
+    from hailo_repl.backends.base import GenerationParams
+    from hailo_repl.chat import Chat
+    from hailo_repl.dialogs import choose_model, download_with_progress
+    from hailo_repl.engine.local import LocalEngine
+    from hailo_repl.signals import signals_held
+
     backend: Backend | None = None
     engine: LocalEngine | None = None
     holds = settings["history"]  # --no-history writes nothing, the lock file included: it only waits
