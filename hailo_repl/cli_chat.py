@@ -28,7 +28,7 @@ from hailo_repl.wrap import WordWrap
 # used, so the quick answers (--show-config, --help) start about as fast as a bare interpreter, and
 # the doctor, httpx and jinja2 stay out of a chat.
 if TYPE_CHECKING:
-    from hailo_repl.backends import BackendChoice
+    from hailo_repl.backend_choice import BackendChoice
     from hailo_repl.backends.base import Backend
     from hailo_repl.backends.hailo_keeping import KeepingPolicy
     from hailo_repl.engine.api import Engine, TurnCompleted, TurnEvent
@@ -196,8 +196,7 @@ def settings_and_backend(args: argparse.Namespace) -> tuple[ResolvedSettings, Pa
 def backend_choice(settings: ResolvedSettings, api_key: str | None) -> BackendChoice:
     """The backend the settings ask for; SettingError (one line, exit 2) for a setting that
     does not fit it."""
-    from hailo_repl.backends import BackendChoice
-    from hailo_repl.models import check_gguf
+    from hailo_repl.backend_choice import BackendChoice
 
     backend = settings["backend"]
 
@@ -230,6 +229,8 @@ def backend_choice(settings: ResolvedSettings, api_key: str | None) -> BackendCh
         )
     if not model.strip():
         raise SettingError(f"{where('model')}: needs the path of a .gguf file (or a server's model name)")
+    from hailo_repl.models import check_gguf
+
     gguf_path = Path(model).expanduser()
     try:
         check_gguf(gguf_path)
