@@ -37,8 +37,8 @@ def terminal_safe(text: str) -> str:
     """Text that did not come from hailo-repl, made safe to write to a terminal: C0/C1
     control characters (ESC, CR, BEL, …) and the hidden format characters above removed;
     newlines and tabs kept."""
-    if text.isprintable():  # the common case; every character removed here is unprintable
-        return text
+    if text.isprintable() or text.replace("\n", "").replace("\t", "").isprintable():
+        return text  # the common case (lines, and paragraphs): every character removed here is unprintable
     import unicodedata  # (here: loading it took ~0.3 ms of every start)
 
     return "".join(
