@@ -273,7 +273,6 @@ def run_chat(args: argparse.Namespace, settings: ResolvedSettings, config_file: 
     from hailo_repl.signals import exit_on_termination
 
     setup_logging(to_file=settings["history"])  # --no-history: nothing of the chat on disk
-    choice.context_cache = device_contexts_dir() if settings["history"] else None
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     chatting = interactive and args.prompt is None  # the REPL: -p and pipes keep no device context
 
@@ -284,7 +283,7 @@ def run_chat(args: argparse.Namespace, settings: ResolvedSettings, config_file: 
 
         return keeping_policy(settings.values, chatting, sessions_dir(), device_contexts_dir())
 
-    choice.keeping = keeping
+    choice = choice._replace(context_cache=device_contexts_dir() if settings["history"] else None, keeping=keeping)
     if args.list_models and choice.backend in REMOTE_BACKENDS:
         from hailo_repl.backends.base import BackendError
 

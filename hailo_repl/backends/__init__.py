@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -107,7 +106,7 @@ def resolve_choice(
             name = _choose_name(backend.list_models(), backend.name, choose_model)
         finally:
             backend.release()
-        return replace(choice, model_name=name)
+        return choice._replace(model_name=name)
     wants_hailo = choice.backend == "hailo" or bool(choice.hef_path)
     if importlib.util.find_spec("hailo_platform") is None:  # (not imported: HailoRT stays out of the client)
         if wants_hailo:
@@ -116,10 +115,10 @@ def resolve_choice(
             f"No Hailo device (hailo_platform is not installed); using llama.cpp on the CPU "
             f"with {models.BUNDLED_MODEL_NAME}"
         )
-        return replace(choice, backend="llama")
+        return choice._replace(backend="llama")
     if not choice.hef_path and len(models.find_downloaded_llm_models()) < 2:
         return choice  # the engine finds the one HEF, or that a device opens with none (its error)
-    return replace(choice, hef_path=str(_choose_hef(choice.hef_path, choose_model, download)))
+    return choice._replace(hef_path=str(_choose_hef(choice.hef_path, choose_model, download)))
 
 
 def _llama_backend(gguf_path: Path | None) -> Backend:
