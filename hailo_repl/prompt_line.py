@@ -85,6 +85,7 @@ class PromptLine:
         if pane.queued:
             text = pane.queued.pop(0)
             pane.echo([("class:prompt", USER_PREFIX), ("", text.replace("\n", "\n" + CONTINUATION))])
+            self._take_given_back_if_empty()
         elif pane.ends_after:  # Ctrl+D during the reply
             pane.ends_after = False
             await self.end()
@@ -94,6 +95,14 @@ class PromptLine:
             text = await prompt
         self.handling = True
         return text
+
+    def _take_given_back_if_empty(self) -> None:
+        """A prompt up with an empty input line takes the next message a Ctrl+C gave back: an
+        Enter pressed as the stopped reply ended (still "during" it) queued the line it held."""
+        buffer = self.session.default_buffer
+        if self._prompt is not None and not buffer.text and self.repl.pane.given_back:
+            text = self.repl.pane.take_given_back()
+            buffer.document = Document(text, len(text))
 
     async def end(self) -> None:
         """Take the prompt off the screen, if one is up (the chat ends)."""

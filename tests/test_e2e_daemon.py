@@ -65,7 +65,7 @@ def engines(isolated_home, hailo_resources, tmp_path):
     clients: list[int] = []
     engine_pids: set[int] = set()
 
-    def env(replies: list, delay_ms: int = 0, **more: str) -> dict[str, str]:
+    def env(replies: list, delay_ms: int = 0, **more: str | None) -> dict[str, str | None]:
         script = tmp_path / f"script-{next(scripts)}.json"
         script.write_text(json.dumps({"replies": replies, "delay_ms": delay_ms}))
         keep = ("HAILO_RESOURCES_DIR", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CONFIG_HOME")
@@ -76,17 +76,17 @@ def engines(isolated_home, hailo_resources, tmp_path):
             "HAILO_REPL_DAEMON": "always",
             **more,
         }
-        return with_fakes(double | {k: os.environ[k] for k in keep})
+        return with_fakes(double | {k: os.environ[k] for k in keep})  # (None: a setting at its default)
 
-    def chat(replies: list, *args: str, delay_ms: int = 0, cols: int = 120, **more: str) -> Terminal:
+    def chat(replies: list, *args: str, delay_ms: int = 0, cols: int = 120, **more: str | None) -> Terminal:
         term = Terminal(["--hef-path", QWEN, *args], env(replies, delay_ms, **more), cols=cols, timeout=30)
         clients.append(term.child.pid)
         return term
 
-    def piped(replies: list, *args: str, delay_ms: int = 0, **more: str) -> subprocess.Popen:
+    def piped(replies: list, *args: str, delay_ms: int = 0, **more: str | None) -> subprocess.Popen:
         process = subprocess.Popen(
             hailo_repl_command() + ["--hef-path", QWEN, *args],
-            env=env(replies, delay_ms, **more),
+            env={name: value for name, value in env(replies, delay_ms, **more).items() if value is not None},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -126,6 +126,36 @@ def with_kill(pid: int) -> None:
         deadline = time.monotonic() + 10
         while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.02)
+
+
+def test_by_default_a_terminal_chat_runs_in_the_engine_and_a_script_on_the_hailo_asks_the_same_one(engines):
+    """`daemon: auto`, the default: the REPL's chat is in the engine process (it goes on after the
+    terminal detached), and a later -p on the Hailo is answered by that engine, no second load."""
+    replies = [["Hello", " there"]]
+    term = engines(replies, HAILO_REPL_DAEMON=None)
+    term.expect(PROMPT)
+    term.exchange("hi", "Hello there")
+    engine = engines.engine()
+    term.send("/detach\r")
+    term.expect(r"Detached: chat \w+ goes on in the engine process")
+    assert term.wait_for_exit() == 0 and alive(engine)
+    code, out, err = ended(engines.piped(replies, "-p", "again", HAILO_REPL_DAEMON=None))
+    assert (code, out.strip()) == (0, "Hello there"), err
+    assert engine_pid() == engine and engines.events().count("vdevice_open") == 1
+
+
+@pytest.mark.llama
+def test_by_default_a_script_on_the_cpu_runs_in_its_own_process_and_starts_no_engine(engines):
+    """With llama.cpp a -p loads its model in a blink: `auto` keeps it in process, as `llm` does."""
+    process = subprocess.run(
+        hailo_repl_command() + ["--backend", "llama", "--max-tokens", "4", "--temperature", "0", "-p", "hi"],
+        env={name: value for name, value in engines.env([]).items() if name != "HAILO_REPL_DAEMON"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert process.returncode == 0 and process.stdout.strip(), process.stderr
+    assert engine_pid() is None and not socket_file().exists()
 
 
 def test_a_client_killed_mid_reply_leaves_the_reply_to_finish_whole_and_c_shows_it_once(engines):
