@@ -270,7 +270,7 @@ def run_chat(args: argparse.Namespace, settings: ResolvedSettings, config_file: 
 
         notices.wrap_width = no_wrap
     from hailo_repl.sessions import SessionStore
-    from hailo_repl.signals import exit_on_termination
+    from hailo_repl.signals import exit_on_termination, signals_held
 
     setup_logging(to_file=settings["history"])  # --no-history: nothing of the chat on disk
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
@@ -312,7 +312,6 @@ def run_chat(args: argparse.Namespace, settings: ResolvedSettings, config_file: 
     from hailo_repl.chat import Chat
     from hailo_repl.dialogs import choose_model, download_with_progress
     from hailo_repl.engine.local import LocalEngine
-    from hailo_repl.signals import signals_held
 
     backend: Backend | None = None
     engine: LocalEngine | None = None
