@@ -21,7 +21,8 @@ def test_an_enter_as_a_stopped_reply_ends_leaves_the_next_given_back_message_in_
     async def main() -> tuple[str, str]:
         session: PromptSession[str] = PromptSession()
         pane = ReplyPane(session.app)
-        repl = SimpleNamespace(session=session, pane=pane, settings={"vi-mode": False}, quitting=False)
+        turns = SimpleNamespace(arrived=None)  # (no reply found running on arrival)
+        repl = SimpleNamespace(session=session, pane=pane, turns=turns, settings={"vi-mode": False}, quitting=False)
         line = PromptLine(repl)  # type: ignore[arg-type]
         line.start(in_reply=True)  # the prompt up during the reply
         await asyncio.sleep(0.05)

@@ -401,10 +401,10 @@ class EngineServer:
         if other is not None:
             if not request.take_over:
                 idle = int((time.monotonic() - other.active_at) // 60)
-                raise RemoteError(
-                    protocol.HELD_ELSEWHERE,
-                    f"Chat {chat} is open in {other.tty} ({idle} min idle); `hailo-repl -c` takes it over here",
-                )
+                where = f"Chat {chat} is open in {other.tty} ({idle} min idle)"
+                if not request.interactive:  # -p, a pipe: the engine holds one chat; it waits for that one
+                    raise RemoteError(protocol.HELD_ELSEWHERE, f"{where}; waiting until it is left there")
+                raise RemoteError(protocol.HELD_ELSEWHERE, f"{where}; `hailo-repl -c` takes it over here")
             if not same:
                 raise EngineError(
                     ErrorCode.BUSY,
