@@ -7,7 +7,6 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from hailo_repl.cli_chat import run_chat, settings_and_backend
 from hailo_repl.cli_parser import SUBCOMMANDS, build_parser
@@ -47,13 +46,13 @@ def completions_command(arguments: list[str]) -> int:
     return EXIT_OK
 
 
-@dataclass(eq=False, repr=False)  # one per name in SUBCOMMANDS; frozen would cost ~0.2 ms at every start
-class Subcommand:
+class Subcommand:  # one per name in SUBCOMMANDS (not a dataclass: that cost ~0.2 ms at every start)
     """A subcommand whose parser the shell completions can see (a plain function also works)."""
 
-    run: Callable[[list[str]], int]
-    help: str
-    parser: Callable[[], argparse.ArgumentParser]
+    def __init__(self, run: Callable[[list[str]], int], help: str, parser: Callable[[], argparse.ArgumentParser]):
+        self.run = run
+        self.help = help
+        self.parser = parser
 
     def __call__(self, arguments: list[str]) -> int:
         return self.run(arguments)

@@ -28,7 +28,7 @@ from hailo_repl.wrap import WordWrap
 # used, so the quick answers (--show-config, --help) start about as fast as a bare interpreter, and
 # the doctor, httpx and jinja2 stay out of a chat.
 if TYPE_CHECKING:
-    from hailo_repl.backends import BackendChoice
+    from hailo_repl.backend_choice import BackendChoice
     from hailo_repl.backends.base import Backend
     from hailo_repl.backends.hailo_keeping import KeepingPolicy
     from hailo_repl.engine.api import Engine, TurnCompleted, TurnEvent
@@ -196,8 +196,7 @@ def settings_and_backend(args: argparse.Namespace) -> tuple[ResolvedSettings, Pa
 def backend_choice(settings: ResolvedSettings, api_key: str | None) -> BackendChoice:
     """The backend the settings ask for; SettingError (one line, exit 2) for a setting that
     does not fit it."""
-    from hailo_repl.backends import BackendChoice
-    from hailo_repl.models import check_gguf
+    from hailo_repl.backend_choice import BackendChoice
 
     backend = settings["backend"]
 
@@ -230,6 +229,8 @@ def backend_choice(settings: ResolvedSettings, api_key: str | None) -> BackendCh
         )
     if not model.strip():
         raise SettingError(f"{where('model')}: needs the path of a .gguf file (or a server's model name)")
+    from hailo_repl.models import check_gguf
+
     gguf_path = Path(model).expanduser()
     try:
         check_gguf(gguf_path)
@@ -268,17 +269,10 @@ def run_chat(args: argparse.Namespace, settings: ResolvedSettings, config_file: 
         from hailo_repl.console import no_wrap
 
         notices.wrap_width = no_wrap
-    # What a chat needs (not imported at the top: see there).
-    from hailo_repl.backends import open_backend
-    from hailo_repl.backends.base import BackendError, GenerationParams
-    from hailo_repl.chat import Chat
-    from hailo_repl.dialogs import choose_model, download_with_progress
-    from hailo_repl.engine.local import LocalEngine
     from hailo_repl.sessions import SessionStore
     from hailo_repl.signals import exit_on_termination, signals_held
 
     setup_logging(to_file=settings["history"])  # --no-history: nothing of the chat on disk
-    choice.context_cache = device_contexts_dir() if settings["history"] else None
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     chatting = interactive and args.prompt is None  # the REPL: -p and pipes keep no device context
 
@@ -289,8 +283,10 @@ def run_chat(args: argparse.Namespace, settings: ResolvedSettings, config_file: 
 
         return keeping_policy(settings.values, chatting, sessions_dir(), device_contexts_dir())
 
-    choice.keeping = keeping
+    choice = choice._replace(context_cache=device_contexts_dir() if settings["history"] else None, keeping=keeping)
     if args.list_models and choice.backend in REMOTE_BACKENDS:
+        from hailo_repl.backends.base import BackendError
+
         try:
             print_server_models(choice)
         except BackendError as error:
@@ -309,6 +305,14 @@ def run_chat(args: argparse.Namespace, settings: ResolvedSettings, config_file: 
 
     if uses_engine_process(settings, chatting, choice):
         return run_through_engine(args, settings, config_file, choice, store, notices, interactive, answer_inputs)
+    # The chat in this process (not imported at the top: see there; nor before the engine process
+    # is ruled out, whose terminal needs none of them before its first frame).
+    from hailo_repl.backends import open_backend
+    from hailo_repl.backends.base import GenerationParams
+    from hailo_repl.chat import Chat
+    from hailo_repl.dialogs import choose_model, download_with_progress
+    from hailo_repl.engine.local import LocalEngine
+
     backend: Backend | None = None
     engine: LocalEngine | None = None
     holds = settings["history"]  # --no-history writes nothing, the lock file included: it only waits

@@ -16,7 +16,7 @@ from hailo_repl.settings import ResolvedSettings
 from hailo_repl.startup import start_is_over
 
 if TYPE_CHECKING:
-    from hailo_repl.backends import BackendChoice
+    from hailo_repl.backend_choice import BackendChoice
     from hailo_repl.daemon.protocol import OpenRequest
     from hailo_repl.engine.api import Engine
     from hailo_repl.sessions import SessionStore
@@ -40,6 +40,18 @@ def on_the_hailo(choice: BackendChoice) -> bool:
     return choice.backend == "auto" and not choice.gguf_path and importlib.util.find_spec("hailo_platform") is not None
 
 
+def settled_here(choice: BackendChoice, notices: Console, interactive: bool) -> BackendChoice:
+    """The choice with the model found, picked or downloaded here (backends.resolve_choice). A
+    choice already settled skips this: the backends' modules are not imported before the first
+    frame of a terminal on the engine process."""
+    from hailo_repl.backends import resolve_choice
+    from hailo_repl.dialogs import choose_model, download_with_progress
+
+    return resolve_choice(
+        choice, notices.say, choose_model if interactive else None, download_with_progress(notices.say)
+    )
+
+
 def run_through_engine(
     args: argparse.Namespace,
     settings: ResolvedSettings,
@@ -52,18 +64,14 @@ def run_through_engine(
 ) -> int:
     """The chat the flags ask for, in the engine process, to its end here; the exit code.
     `answer_inputs` answers -p's message or a pipe's (cli_chat's, as for a chat in process)."""
-    from hailo_repl.backends import resolve_choice
     from hailo_repl.daemon.client import EngineProcess, backend_named, model_named
-    from hailo_repl.dialogs import choose_model, download_with_progress
     from hailo_repl.engine.api import EngineNotice
     from hailo_repl.settings import GENERATION_SETTINGS
 
     chatting = interactive and args.prompt is None
     engine: EngineProcess | None = None
     try:
-        resolved = resolve_choice(
-            choice, notices.say, choose_model if interactive else None, download_with_progress(notices.say)
-        )
+        resolved = choice if choice.settled else settled_here(choice, notices, interactive)
         # -c and --resume take the chat over from another terminal (an SSH drop can leave one
         # connected for hours); a plain start, -p and a pipe never do.
         chat, take_over = "new", False

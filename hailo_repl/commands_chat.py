@@ -4,20 +4,23 @@ registers them, with their help and completion)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 
-from hailo_repl.backends.base import Message, cut_off
-from hailo_repl.chat import CONTINUE_PROMPT
 from hailo_repl.commands_base import CommandContext, OffTheLoop, Resend, Send, SwitchModel, typed_path, words
 from hailo_repl.config_file import ConfigFileError, save_setting
 from hailo_repl.engine.api import EngineError, ErrorCode
 from hailo_repl.render import code_blocks
-from hailo_repl.sessions import SessionNotFoundError, SessionStore
 from hailo_repl.settings import GENERATION_SETTINGS, LIVE_SETTINGS, SETTINGS, Setting, SettingError
 from hailo_repl.typed_numbers import whole_number
+
+# The chat's and the saved chats' modules are imported where used: a terminal on the engine
+# process needs neither before its first frame.
+if TYPE_CHECKING:
+    from hailo_repl.backends.base import Message
+    from hailo_repl.sessions import SessionStore
 
 HISTORY_ROWS = 20  # chats /history lists
 INSTANT_RESUME = "  (resumes instantly)"
@@ -216,6 +219,8 @@ def history_text(store: SessionStore, text: str) -> str:
 
 
 def resume(context: CommandContext, argument: str) -> None:
+    from hailo_repl.sessions import SessionNotFoundError
+
     store = context.store
     if not argument or store is None:
         context.console.say("Usage: /resume <id> (/history lists the saved chats)")
@@ -287,6 +292,9 @@ def attach_file(context: CommandContext, argument: str) -> None:
 
 
 def continue_reply(context: CommandContext, argument: str) -> Send | None:
+    from hailo_repl.backends.base import cut_off
+    from hailo_repl.chat import CONTINUE_PROMPT
+
     last = context.engine.messages()[-1]
     if last["role"] != "assistant":
         context.console.say("No reply to continue yet.")

@@ -6,9 +6,10 @@ Pure functions only; the backends say how many tokens a conversation costs.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from hailo_repl.backends.base import Message
+if TYPE_CHECKING:  # (the backends package is not on the path to the first prompt)
+    from hailo_repl.backends.base import Message
 
 WARN_PERCENT = 70
 FULL_PERCENT = 90

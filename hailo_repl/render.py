@@ -4,13 +4,15 @@ held until their closing fence and then printed highlighted by pygments."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from hailo_repl.backends.base import Message
 from hailo_repl.console import ERROR, Console, labelled
 from hailo_repl.context import RECENT_TURNS, split_turns
 from hailo_repl.engine.api import TurnCompleted, TurnEnd, TurnEvent, TurnNotice, TurnText
 from hailo_repl.wrap import WordWrap
+
+if TYPE_CHECKING:  # (the backends package is not on the path to the first prompt)
+    from hailo_repl.backends.base import Message
 
 FENCE = "```"
 USER_PREFIX = "You: "

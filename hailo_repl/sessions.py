@@ -26,11 +26,9 @@ import datetime
 import functools
 import os
 import typing
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from hailo_repl.backends.base import Message
 from hailo_repl.conversation import (
     CHAT_FORMAT,
     MAX_CHAT_FILE_BYTES,
@@ -53,6 +51,9 @@ from hailo_repl.private_files import (
 )
 from hailo_repl.streaming import terminal_safe
 
+if TYPE_CHECKING:  # (the backends package is not on the path to the first prompt)
+    from hailo_repl.backends.base import Message
+
 INDEX_NAME = ".index.json"
 INDEX_VERSION = 1
 INDEX_FILE_LIMIT = 64 << 20  # ~250 bytes a chat: far more chats than anyone keeps
@@ -68,29 +69,31 @@ def now_iso() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-@dataclass
-class ChatRecord:
+class ChatRecord:  # (not a dataclass: that took ~0.3 ms of every start)
     """What is saved with a chat besides its messages."""
 
-    id: str
-    model: str
-    backend: str
-    settings: dict[str, Any]
-    created: str = field(default_factory=now_iso)
-    updated: str = field(default_factory=now_iso)
-    # Top-level fields a later hailo-repl wrote that this one does not know: written back as they were.
-    kept: dict[str, Any] = field(default_factory=dict)
+    FIELDS = ("id", "model", "backend", "settings", "created", "updated")  # as the file has them, in order
+
+    def __init__(
+        self, id: str, model: str, backend: str, settings: dict[str, Any], kept: dict[str, Any] | None = None
+    ) -> None:
+        self.id = id
+        self.model = model
+        self.backend = backend
+        self.settings = settings
+        self.created = self.updated = now_iso()
+        # Top-level fields a later hailo-repl wrote that this one does not know: written back as they were.
+        self.kept = {} if kept is None else kept
 
     def document(self, messages: list[Message]) -> dict[str, Any]:
         """The chat file's content."""
-        own = asdict(self)
-        del own["kept"]
+        own = {name: getattr(self, name) for name in self.FIELDS}
         return {"format": CHAT_FORMAT, **self.kept, **own, "messages": messages}
 
 
 def unknown_fields(fields: dict[str, Any]) -> dict[str, Any]:
     """The top-level fields of a chat file that this version does not write itself."""
-    known = {"format", "messages", *(f for f in ChatRecord.__dataclass_fields__ if f != "kept")}
+    known = {"format", "messages", *ChatRecord.FIELDS}
     return {key: value for key, value in fields.items() if key not in known}
 
 
@@ -102,8 +105,7 @@ class Saved(NamedTuple):
     moved: str | None = None
 
 
-@dataclass(frozen=True)
-class ChatSummary:
+class ChatSummary(NamedTuple):  # (a frozen dataclass took ~0.6 ms of every start)
     """One line of /history: enough to recognise a chat without opening it."""
 
     id: str
@@ -299,7 +301,7 @@ class SessionStore:
                     summary = summarize(path, read_chat_file(path))
                 except (ConversationFileError, OSError):
                     continue  # not a chat (or removed right now): left out of the list
-                entries[name] = {"size": stat.st_size, "mtime": stat.st_mtime_ns, "summary": asdict(summary)}
+                entries[name] = {"size": stat.st_size, "mtime": stat.st_mtime_ns, "summary": summary._asdict()}
             summaries.append(summary)
         if entries != cached and self.writable:
             self._write_index(entries)

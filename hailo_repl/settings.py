@@ -12,8 +12,7 @@ file, the default (`resolve`).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import KW_ONLY, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from hailo_repl.servers import DEFAULT_CONTEXT_SIZE, HAILO_OLLAMA_DEFAULT_URL, OPENAI_DEFAULT_URL, REMOTE_BACKENDS
 from hailo_repl.typed_numbers import whole_number
@@ -34,23 +33,33 @@ def yaml_text(value: object) -> str:
     return "null" if value is None else str(value)
 
 
-# Each setting exists once, in SETTINGS_TABLE, and nothing changes it: eq=False (it equals only
-# itself), and neither frozen nor a generated repr, which spares making those methods for each
-# kind at every start (~1.4 ms of the five kinds' ~2.9 ms on Python 3.11).
-@dataclass(eq=False, repr=False)
+# Each setting exists once, in SETTINGS_TABLE, and nothing changes it (it equals only itself).
+# Plain classes, not dataclasses: the six kinds' generated methods took ~1.2 ms of every start.
 class Setting:
     """What every kind of setting has; the kinds below add their type's rules."""
 
-    name: str  # as typed: the flag without dashes, the config key, and the /set name
-    _: KW_ONLY
-    help: str
-    default: Any = None  # None: nothing chosen (`unset` says what happens then)
-    unset: str = ""  # what a default of None means, in words: "the backend's"
-    env: str | None = None  # the environment variable that sets it, if any
-    live: bool = False  # /set can change it in a running chat
-    flags: tuple[str, ...] = ()  # more spellings of the flag: ("--vi",)
-    completion: str | None = None  # how a shell completes the value: "path", or "hef" (a path or a model name)
-    metavar: str | None = None
+    def __init__(
+        self,
+        name: str,
+        *,
+        help: str,
+        default: Any = None,
+        unset: str = "",
+        env: str | None = None,
+        live: bool = False,
+        flags: tuple[str, ...] = (),
+        completion: str | None = None,
+        metavar: str | None = None,
+    ) -> None:
+        self.name = name  # as typed: the flag without dashes, the config key, and the /set name
+        self.help = help
+        self.default = default  # None: nothing chosen (`unset` says what happens then)
+        self.unset = unset  # what a default of None means, in words: "the backend's"
+        self.env = env  # the environment variable that sets it, if any
+        self.live = live  # /set can change it in a running chat
+        self.flags = flags  # more spellings of the flag: ("--vi",)
+        self.completion = completion  # how a shell completes the value: "path", or "hef" (a path or a model name)
+        self.metavar = metavar
 
     @property
     def attribute(self) -> str:
@@ -85,14 +94,17 @@ class Setting:
         return f"({self.unset})" if value is None else yaml_text(value)
 
 
-@dataclass(eq=False, repr=False, kw_only=True)
 class NumberSetting(Setting):
     """A setting whose value is a number within bounds."""
 
-    whole: bool  # an int (True) or a float
-    low: float  # the smallest value allowed (or the bound above which values are allowed)
-    high: float | None  # the largest value allowed, or None for no limit
-    low_allowed: bool  # whether `low` itself is allowed
+    def __init__(
+        self, name: str, *, whole: bool, low: float, high: float | None, low_allowed: bool, **common: Any
+    ) -> None:
+        super().__init__(name, **common)
+        self.whole = whole  # an int (True) or a float
+        self.low = low  # the smallest value allowed (or the bound above which values are allowed)
+        self.high = high  # the largest value allowed, or None for no limit
+        self.low_allowed = low_allowed  # whether `low` itself is allowed
 
     @property
     def allowed(self) -> str:
@@ -120,11 +132,12 @@ class NumberSetting(Setting):
         return value
 
 
-@dataclass(eq=False, repr=False, kw_only=True)
 class ChoiceSetting(Setting):
     """A setting whose value is one of a few words."""
 
-    choices: tuple[str, ...]
+    def __init__(self, name: str, *, choices: tuple[str, ...], **common: Any) -> None:
+        super().__init__(name, **common)
+        self.choices = choices
 
     @property
     def allowed(self) -> str:
@@ -136,11 +149,12 @@ class ChoiceSetting(Setting):
         return text
 
 
-@dataclass(eq=False, repr=False, kw_only=True)
 class SwitchSetting(Setting):
     """On or off: `--name` and `--no-name` as flags, true or false in the file."""
 
-    env_means_off: bool = False  # the variable turns it off when set (HAILO_REPL_NOHISTORY=1)
+    def __init__(self, name: str, *, env_means_off: bool = False, **common: Any) -> None:
+        super().__init__(name, **common)
+        self.env_means_off = env_means_off  # the variable turns it off when set (HAILO_REPL_NOHISTORY=1)
 
     @property
     def allowed(self) -> str:
@@ -161,7 +175,6 @@ class SwitchSetting(Setting):
 DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
 
 
-@dataclass(eq=False, repr=False, kw_only=True)
 class DurationSetting(Setting):
     """A time in whole seconds, typed as Ollama's OLLAMA_KEEP_ALIVE takes it: 300, 30s, 5m, 1h;
     a negative one means for ever."""
@@ -182,11 +195,12 @@ class DurationSetting(Setting):
         return "for ever" if value is not None and value < 0 else super().shown(value)
 
 
-@dataclass(eq=False, repr=False, kw_only=True)
 class TextSetting(Setting):
     """Free text, or a path that `check` turns into its value (raising ValueError with the reason)."""
 
-    check: Callable[[str], Any] | None = None
+    def __init__(self, name: str, *, check: Callable[[str], Any] | None = None, **common: Any) -> None:
+        super().__init__(name, **common)
+        self.check = check
 
     def parse(self, text: str) -> Any:
         if self.check is None:
@@ -340,20 +354,19 @@ def default_of(name: str) -> Any:
 DEFAULT_ORIGIN = "default"
 
 
-@dataclass
-class FileValue:
+class FileValue(NamedTuple):
     """A value read from the config file, with where it was written."""
 
     value: Any
     where: str  # "PATH:LINE"
 
 
-@dataclass
 class ResolvedSettings:
     """Every setting's value, and where it came from: flag, env NAME, file PATH:LINE, or default."""
 
-    values: dict[str, Any] = field(default_factory=dict)
-    origins: dict[str, str] = field(default_factory=dict)
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+        self.origins: dict[str, str] = {}
 
     def __getitem__(self, name: str) -> Any:
         return self.values[name]

@@ -267,6 +267,15 @@ def test_bidi_controls_are_removed_and_joiners_kept():
     assert shown == f"abcdcba x zero {family} \u200cnj"
 
 
+def test_a_paragraph_keeps_its_lines_and_tabs_and_loses_its_escapes_and_bidi_marks():
+    """Console lines of several lines (a chat's name from its file, a welcome) are cleaned
+    whole: a newline beside an escape does not let the escape through."""
+    from hailo_repl.streaming import terminal_safe
+
+    assert terminal_safe("one\n\ttwo\nthree") == "one\n\ttwo\nthree"
+    assert terminal_safe("one\n\x1b[2Jtwo\t\u202eowt\r\n") == "one\n[2Jtwo\towt\n"
+
+
 # ---- quiet failures that should be loud, and loud ones that should be quiet ----------------
 
 

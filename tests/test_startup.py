@@ -4,7 +4,10 @@ behind a fast start; benchmarks/bench_repl.py --only c measures the start itself
 A chat's first prompt needs prompt_toolkit and hailo-repl's own modules, nothing else: the
 doctor, httpx and the remote backends, jinja2, loguru (loaded at the first log message),
 pyyaml (only with a config file), pygments (at the first code block) and importlib.metadata
-would each add to the time before the prompt shows.
+would each add to the time before the prompt shows. A terminal on the engine process needs
+less still: the chat, the backends and the wire are the engine's, or come after the first frame.
+Each module costs about 0.1 ms to find and load besides what its body runs, so a module that
+is not needed yet is left for later.
 """
 
 from __future__ import annotations
@@ -33,6 +36,19 @@ NOT_BEFORE_THE_FIRST_PROMPT = [
     "json",  # ~2 ms: at the first save or listing
     "hailo_repl.instance_lock",  # ~0.5 ms: a chat on the CPU holds no device, so the lock file waits for a hang-up
     "hailo_repl.stats",  # ~0.4 ms: at the first reply
+    "unicodedata",  # ~0.3 ms: at the first unprintable text to clean (streaming.terminal_safe)
+]
+# What a terminal on the engine process (settings `daemon`) leaves to the engine, or to after
+# its first frame (the wire: daemon.client connects once the prompt is up).
+NOT_BEFORE_THE_FIRST_PROMPT_ON_THE_ENGINE = [
+    "hailo_repl.chat",
+    "hailo_repl.engine.local",
+    "hailo_repl.backends",
+    "hailo_repl.models",
+    "hailo_repl.dialogs",
+    "hailo_repl.engine.socket_client",
+    "hailo_repl.daemon.protocol",
+    "hailo_repl.daemon.spawn",
 ]
 
 # main() as `hailo-repl --backend llama` runs it at a terminal, up to the REPL built as its first
@@ -54,6 +70,29 @@ def build_the_repl(engine, settings, config_file, resumed=None, store=None):
 app.run_repl = build_the_repl
 sys.stdin.isatty = sys.stdout.isatty = lambda: True  # as at a terminal
 sys.exit(main(sys.argv[1:]))
+"""
+
+# main() as `hailo-repl` runs it at a terminal, up to the REPL's first frame (a pipe for its
+# keys, no screen); the process ends there, before what the first frame lets go on (the model's
+# load, an engine process started).
+TO_THE_FIRST_FRAME = """
+import os
+import sys
+import hailo_repl.app as app
+from prompt_toolkit.application import create_app_session
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.output import DummyOutput
+from hailo_repl.cli import main
+
+def at_the_first_frame(repl):
+    print(" ".join(sorted(sys.modules)), flush=True)  # (not json: it is among what is checked)
+    os._exit(0)
+
+app.Repl._first_frame = at_the_first_frame
+sys.stdin.isatty = sys.stdout.isatty = lambda: True  # as at a terminal
+with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
+    main(sys.argv[1:])
+sys.exit("the REPL ended before its first frame")
 """
 
 # The installed command's entry point, as shell completion runs it.
@@ -79,11 +118,20 @@ def loaded(modules: set[str], names: list[str]) -> list[str]:
 
 
 def test_the_first_prompt_of_a_chat_imports_only_what_it_needs(isolated_home):
-    modules = modules_imported(UP_TO_THE_FIRST_PROMPT, "--backend", "llama")
+    modules = modules_imported(TO_THE_FIRST_FRAME, "--backend", "llama", "--daemon", "never")
 
     assert "hailo_repl.app" in modules and "hailo_repl.backends.llama" in modules  # it did get that far
     assert loaded(modules, NOT_BEFORE_THE_FIRST_PROMPT) == []
     assert "llama_cpp" not in modules  # the model loads behind the prompt
+
+
+@pytest.mark.parametrize("daemon", ["auto", "always"])
+def test_a_terminal_on_the_engine_process_imports_no_chat_before_its_first_frame(isolated_home, daemon):
+    """No engine process runs here: it is started after the first frame (which ends this run)."""
+    modules = modules_imported(TO_THE_FIRST_FRAME, "--backend", "llama", "--daemon", daemon)
+
+    assert "hailo_repl.app" in modules and "hailo_repl.daemon.client" in modules  # it did get that far
+    assert loaded(modules, NOT_BEFORE_THE_FIRST_PROMPT + NOT_BEFORE_THE_FIRST_PROMPT_ON_THE_ENGINE) == []
 
 
 # As UP_TO_THE_FIRST_PROMPT, for the Hailo backend, whose model loads before the first prompt.

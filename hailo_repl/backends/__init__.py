@@ -4,18 +4,17 @@ and the other models a running chat may switch to (`/model`)."""
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hailo_repl import models
+from hailo_repl.backend_choice import BackendChoice
 from hailo_repl.backends.base import Backend, BackendError
 from hailo_repl.log import logger
 from hailo_repl.servers import OLLAMA, OPENAI, REMOTE_BACKENDS, resolve_endpoint
 
 if TYPE_CHECKING:
-    from hailo_repl.backends.hailo_keeping import KeepingPolicy
     from hailo_repl.backends.remote import RemoteBackend
 
 LLAMA_EXTRA_MISSING = (
@@ -29,23 +28,6 @@ HAILORT_MISSING = (
 
 ModelChooser = Callable[[list[str]], str]  # the models' names → the one to chat with
 ModelDownloader = Callable[[str, Path], Path]  # (registered name, models directory) → the downloaded HEF
-
-
-@dataclass
-class BackendChoice:
-    """Which backend and model the flags and settings pick, before anything is opened."""
-
-    backend: str = "auto"  # auto | hailo | llama | ollama | hailo-ollama | openai
-    hef_path: str | None = None
-    gguf_path: Path | None = None
-    model_name: str | None = None  # a server's model (the remote backends)
-    url: str | None = None  # the server (the remote backends); None: the environment's, or the default
-    api_key: str | None = None
-    context_size: int | None = None  # the remote model's context, when the server does not say
-    environ: Mapping[str, str] = field(default_factory=dict)  # OLLAMA_HOST, OPENAI_BASE_URL, OPENAI_API_KEY
-    context_cache: Path | None = None  # where the hailo backend keeps system prompts' contexts (None: nowhere)
-    # Which device contexts the hailo backend keeps (hailo_keeping.py), asked once it opens.
-    keeping: Callable[[], KeepingPolicy] | None = None
 
 
 def _hailort_installed() -> bool:
@@ -116,17 +98,15 @@ def resolve_choice(
     BackendError/ModelNotFoundError as open_backend raises them. With `auto` and no HEF named,
     one HEF (or none) is left to the engine, which falls back to llama.cpp where no device
     opens; among several, the one picked is named, and then wants the device."""
+    if choice.settled:
+        return choice
     if choice.backend in REMOTE_BACKENDS:
-        if choice.model_name:
-            return choice
         backend = remote_backend(choice)
         try:
             name = _choose_name(backend.list_models(), backend.name, choose_model)
         finally:
             backend.release()
-        return replace(choice, model_name=name)
-    if choice.backend == "llama" or choice.gguf_path:
-        return choice
+        return choice._replace(model_name=name)
     wants_hailo = choice.backend == "hailo" or bool(choice.hef_path)
     if importlib.util.find_spec("hailo_platform") is None:  # (not imported: HailoRT stays out of the client)
         if wants_hailo:
@@ -135,10 +115,10 @@ def resolve_choice(
             f"No Hailo device (hailo_platform is not installed); using llama.cpp on the CPU "
             f"with {models.BUNDLED_MODEL_NAME}"
         )
-        return replace(choice, backend="llama")
+        return choice._replace(backend="llama")
     if not choice.hef_path and len(models.find_downloaded_llm_models()) < 2:
         return choice  # the engine finds the one HEF, or that a device opens with none (its error)
-    return replace(choice, hef_path=str(_choose_hef(choice.hef_path, choose_model, download)))
+    return choice._replace(hef_path=str(_choose_hef(choice.hef_path, choose_model, download)))
 
 
 def _llama_backend(gguf_path: Path | None) -> Backend:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from hailo_repl.engine.api import EngineError, ErrorCode, Listener, ModelState, Status, TurnEnd, TurnMode
 
 if TYPE_CHECKING:
-    from hailo_repl.backends import BackendChoice
+    from hailo_repl.backend_choice import BackendChoice
     from hailo_repl.backends.base import Message
     from hailo_repl.context import ContextUsage
     from hailo_repl.daemon.protocol import Opened, OpenRequest
@@ -51,7 +51,7 @@ def model_named(choice: BackendChoice) -> str:
     if choice.hef_path:
         return Path(choice.hef_path).name.removesuffix(".hef")
     if choice.backend == "llama":
-        from hailo_repl.models import BUNDLED_MODEL_NAME
+        from hailo_repl.model_names import BUNDLED_MODEL_NAME
 
         return BUNDLED_MODEL_NAME
     return "the engine's model"

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hailo_repl.backends import BackendChoice, open_backend
+from hailo_repl.backend_choice import BackendChoice
+from hailo_repl.backends import open_backend
 from hailo_repl.backends.base import BackendError, GenerationParams
 from hailo_repl.chat import Chat
 from hailo_repl.config import device_contexts_dir, instance_lock_file, sessions_dir

@@ -15,15 +15,14 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from hailo_repl.backends.base import Message
-from hailo_repl.context import ContextUsage
-
 # ---- events ---------------------------------------------------------------------------------
 
 
 if TYPE_CHECKING:
     from typing_extensions import dataclass_transform
 
+    from hailo_repl.backends.base import Message  # (the backends package is not on the path to the first prompt)
+    from hailo_repl.context import ContextUsage
     from hailo_repl.stats import ReplyStats  # (not on the path to the first prompt: the first reply's)
 else:
 

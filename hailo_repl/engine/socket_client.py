@@ -56,7 +56,7 @@ from hailo_repl.engine.socket_turn import Arrival, Arriving, SocketTurn
 from hailo_repl.log import logger
 
 if TYPE_CHECKING:
-    from hailo_repl.backends import BackendChoice
+    from hailo_repl.backend_choice import BackendChoice
 
 CONTEXT_SAVED_POLL = 0.05  # seconds between looks at whether the engine's idle save has ended
 
