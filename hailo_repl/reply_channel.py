@@ -102,7 +102,7 @@ class ReplyChannel:
                 ready = head is not None and (
                     head[0] is not ReplyEvent.TEXT or len(self._waiting) > 1 or now >= self._next_frame
                 )
-                if ready:
+                if head is not None and ready:
                     self._waiting.popleft()
                     if head[0] is ReplyEvent.TEXT:
                         self._next_frame = now + self._frame_interval
