@@ -6,6 +6,7 @@ Run from the repository root (hailo-repl installed with the `llama` extra, pexpe
     python benchmarks/bench_repl.py --json             # report on stderr, one JSON object on stdout
     python benchmarks/bench_repl.py --interrupts 50    # Ctrl+C presses per backend (default 50)
     python benchmarks/bench_repl.py --only c --launch-runs 15 --ratio-rounds 3   # launch vs a bare prompt
+    python benchmarks/bench_repl.py --only f            # the engine process on the double at real size
 
 The parts drive the installed `hailo-repl` the way a user's terminal does: a pty
 (pexpect) with TERM=xterm-256color, XDG_* dirs in a temporary directory, --no-history,
@@ -44,6 +45,20 @@ the real llama.cpp backend with the bundled SmolLM2-135M-Instruct.
     each reply so the prompt is evaluated afresh; its "eval rate" against raw
     llama-cpp-python's on the same model and messages, in the same run, turns alternating
     (goal: >= 0.99x). `python benchmarks/bench_repl.py --only e --decode-runs 5`.
+(f) The engine process (`--daemon always`) on the double with its real-sized device context
+    (HAILO_FAKE_CONTEXT_BYTES unset: 112 MiB, conversion GIL-held) and a --load-ms HEF load
+    (5 s), in a home of its own whose device facts say a chat's context is worth keeping from
+    ~200 tokens (EngineHome); `--engine-steps` picks:
+    launch: launch -> first prompt and -> the toolbar's gauge (model loaded), with five keys
+      typed at the first prompt (their echo while the engine loads); --launch-runs spawns that
+      start the engine, then as many on it warm;
+    save: /save after a message of 300 words, a key every 20 ms from the save's first line until
+      the context's file is written: each key's echo time (p50/p99/max); then /quit -> exit;
+    p: `hailo-repl --backend hailo -p hi` three times in a row, `daemon` at its default (auto: the
+      first starts the engine and loads, the others use it);
+    attach: a long reply in the engine, its terminal's client SIGKILLed at word 20, then
+      `hailo-repl -c` in a new pty: launch -> first frame and -> the reply's first line replayed,
+      --attach-runs times (p50/p99). `python benchmarks/bench_repl.py --only f`.
 
 Engine figures (model load, TTFT, decode tok/s, filter throughput) are measured by
 benchmarks/bench_engine.py; this script does not run it.
@@ -212,6 +227,7 @@ class Setup:
                 "HAILO_FAKE_LOG",
                 "NO_COLOR",
                 "HAILO_REPL_NOHISTORY",
+                "HAILO_REPL_DAEMON",  # each part says where the chat runs (--chat-args, or (f)'s own)
                 # A user's Python caches compiled modules; without it every launch compiles hailo_repl
                 # (~30 ms) while prompt_toolkit's were compiled by pip, and (c) would compare unlike starts.
                 "PYTHONDONTWRITEBYTECODE",
@@ -772,6 +788,350 @@ def bench_decode_through_pane(setup: Setup, runs: int, max_tokens: int) -> dict:
     return result
 
 
+# --------------------------------------------------------------------------- (f)
+
+ENGINE_ARGS = ["--backend", "hailo", "--hef-path", HEF_NAME, "--daemon", "always"]
+# Typed one at a time into the prompt, each replacing the last (Backspace, then the key): found
+# nowhere else on the screen, and a redraw of the line can show only the key just typed.
+ECHO_KEYS = "ÆØÞÐŁŒЖЯΩΣ"
+KEY_EVERY = 0.02  # a key every 20 ms: a fast typist
+LONG_MESSAGE = " ".join(f"detail{i}" for i in range(300))  # a chat this long is worth keeping (EngineHome)
+
+
+class EngineHome:
+    """(f)'s home: XDG dirs of its own, the double with a HEF load of `load_ms` and its real-sized
+    device context (HAILO_FAKE_CONTEXT_BYTES unset: 112 MiB, GIL-held conversion), and the
+    device's figures by which keeping a context pays (as a device that showed them); the engine
+    process it starts is stopped by the pid in its lock file."""
+
+    def __init__(self, root: Path, delay_ms: int, load_ms: int, code: Path | None):
+        self.setup = Setup(root, delay_ms, code)
+        self.delay_ms = delay_ms
+        # The device prefills at 1 ms a token, as the figures below say it does (each reply adds its
+        # prefill to them).
+        double = {"delay_ms": delay_ms, "load_ms": load_ms, "prefill_ms_per_token": 1.0}
+        self.script = root / "engine.json"
+        self.script.write_text(json.dumps({"replies": [SHORT_REPLY], **double}))
+        self.long_script = root / "engine-long.json"
+        self.long_script.write_text(json.dumps({"replies": [LONG_REPLY], **double}))
+        self.state = Path(self.setup.xdg["XDG_STATE_HOME"]) / "hailo-repl"
+        self.sessions = Path(self.setup.xdg["XDG_DATA_HOME"]) / "hailo-repl" / "sessions"
+        self.remember_device()
+
+    def remember_device(self) -> None:
+        """The facts a device would have shown (its self-check passed; a context loads in 100 ms, a
+        prompt prefills at 1 ms a token): a chat's context is kept from about 200 tokens on, the
+        system prompt's never, and the first start runs no self-check (with the double's 112 MiB
+        context, two whole saves and a load, GIL held: bench_context_save.py measures it)."""
+        facts = Path(self.setup.xdg["XDG_DATA_HOME"]) / "hailo-repl" / "contexts" / "hailo-device-facts.json"
+        hef = self.setup.resources / "models" / "hailo10h" / f"{HEF_NAME}.hef"
+        remember = """
+import sys
+from pathlib import Path
+from hailo_repl.backends.hailo_device import installed_hailort_version
+from hailo_repl.backends.hailo_selfcheck import DeviceFacts, device_key
+facts = DeviceFacts(Path(sys.argv[2]))
+facts.remember_all(
+    device_key(Path(sys.argv[1]), installed_hailort_version()),
+    {
+        "text_path": {"passed": True, "detail": "as a device showed"},
+        "load": {"bytes": 117_440_512, "device_ms": 100, "file_ms": 0},
+        "prefill": {"short": [45, 45], "long": [1045, 1045]},
+    },
+)
+"""
+        subprocess.run([sys.executable, "-c", remember, str(hef), str(facts)], env=self.env(), check=True)
+
+    def env(self, long: bool = False) -> dict:
+        env = self.setup.hailo_env(self.long_script if long else self.script)
+        for name in ("HAILO_FAKE_CONTEXT_BYTES", "HAILO_FAKE_CONVERT_MS_PER_MB"):  # the double's real-sized defaults
+            env.pop(name, None)
+        return env
+
+    def engine_pid(self) -> int | None:
+        try:
+            pid = json.loads((self.state / "engine.lock").read_text())["pid"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return pid if isinstance(pid, int) and Path(f"/proc/{pid}").exists() else None
+
+    def stop_engine(self) -> None:
+        """`hailo-repl daemon stop`, then SIGKILL by the lock's pid if the engine is still there."""
+        pid = self.engine_pid()
+        if pid is None:
+            return
+        subprocess.run(
+            [*terminal.hailo_repl_command(), "daemon", "stop"],
+            env=self.env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=120,
+            check=False,
+        )
+        deadline = time.monotonic() + 60
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if Path(f"/proc/{pid}").exists():
+            os.kill(pid, 9)
+
+    def device_opens(self) -> int:
+        return sum(e["event"] == "vdevice_open" for e in self.setup.fake_events())
+
+    def kept_contexts(self) -> list[Path]:
+        return list(self.sessions.glob("*.ctx")) if self.sessions.exists() else []
+
+
+def engine_launch(home: EngineHome) -> dict:
+    """One launch: to the first prompt, keys typed at once (their echo while the engine loads), to
+    the toolbar's gauge (the model loaded in the engine process)."""
+    term = Terminal(ENGINE_ARGS, home.env())
+    ready: float | None = None
+
+    def until(pattern: str, what: str) -> None:
+        """wait_for(pattern), noting when the toolbar's gauge first shows on the way."""
+        nonlocal ready
+        while True:
+            index = term.expect(pattern, TOOLBAR_READY, pexpect.EOF, pexpect.TIMEOUT, timeout=120)
+            if index == 1:
+                ready = ready or time.perf_counter() - term.started
+                continue
+            if index != 0:
+                raise BenchError(f"waiting for {what}: {'the process ended' if index == 2 else 'timed out'}")
+            return
+
+    try:
+        until(PROMPT, "the first prompt")
+        prompt = time.perf_counter() - term.started
+        echoes = []
+        for key in ECHO_KEYS[:5]:
+            time.sleep(KEY_EVERY)
+            sent = time.perf_counter()
+            term.child.send("\x7f" + key)
+            until(key, f"the echo of {key!r}")
+            echoes.append(time.perf_counter() - sent)
+        typed = time.perf_counter() - term.started
+        if ready is None:
+            until(TOOLBAR_READY, "the toolbar's gauge (the model loaded)")
+            ready = time.perf_counter() - term.started
+        term.child.send("\x15")
+        term.quit()
+    finally:
+        term.kill()
+    return {"prompt_s": prompt, "ready_s": ready, "echo_s": echoes, "typed_before_ready": typed < ready}
+
+
+def bench_engine_launch(home: EngineHome, runs: int) -> dict:
+    """Launch -> prompt and launch -> model ready through the engine process: `runs` launches that
+    start it (each then stopped), and `runs` on the engine they left running (warm)."""
+    cold, warm = [], []
+    for _ in range(runs):
+        home.stop_engine()
+        cold.append(engine_launch(home))
+    for _ in range(runs):
+        warm.append(engine_launch(home))
+    home.stop_engine()
+
+    def med(rows: list[dict], key: str) -> float:
+        return statistics.median(row[key] for row in rows) * 1000
+
+    def each(rows: list[dict], key: str) -> str:
+        return ", ".join(f"{row[key] * 1000:.0f}" for row in rows)
+
+    result: dict = {}
+    for label, rows in (("engine started", cold), ("engine warm", warm)):
+        echoes = [e for row in rows for e in row["echo_s"]]
+        result[label] = {
+            "launch_to_prompt_ms_median": med(rows, "prompt_s"),
+            "launch_to_ready_ms_median": med(rows, "ready_s"),
+            "typed_before_ready": sum(row["typed_before_ready"] for row in rows),
+            "echo_while_loading": summary_ms(echoes),
+            "runs": rows,
+        }
+        say(f"    {label}: launch -> first prompt {med(rows, 'prompt_s'):6.0f} ms  ({each(rows, 'prompt_s')})")
+        say(f"    {label}: launch -> model ready  {med(rows, 'ready_s'):6.0f} ms  ({each(rows, 'ready_s')})")
+        e = result[label]["echo_while_loading"]
+        say(
+            f"    {label}: 5 keys typed at the first prompt: echo p50 {e['p50_ms']:.1f} ms, p99 {e['p99_ms']:.1f} ms; "
+            f"all typed before the model was ready in {result[label]['typed_before_ready']}/{len(rows)}"
+        )
+    return result
+
+
+def type_until(term: Terminal, done, keys: str = ECHO_KEYS) -> tuple[list[float], int]:
+    """Type a key every KEY_EVERY (each replacing the last) until `done()`; each key's echo time,
+    and how many were typed before `done()` held."""
+    echoes: list[float] = []
+    started = time.perf_counter()
+    index = 0
+    while not done():
+        time.sleep(max(0.0, started + index * KEY_EVERY - time.perf_counter()))
+        key = keys[index % len(keys)]
+        sent = time.perf_counter()
+        term.child.send("\x7f" + key)
+        term.wait_for(key, f"the echo of {key!r}", timeout=60)
+        echoes.append(time.perf_counter() - sent)
+        index += 1
+    return echoes, len(echoes)
+
+
+def bench_engine_save(home: EngineHome, rounds: int) -> dict:
+    """/save through the engine process: the device context (112 MiB, its conversion holding the
+    engine's GIL) is kept after the chat's file; a key every 20 ms from the save's first line to
+    the context's file, each key's echo time. Each round first sends a message of 300 words, so
+    that the chat has changed and holds enough to be worth keeping."""
+    term = Terminal(ENGINE_ARGS, home.env())
+    echoes: list[float] = []
+    per_save: list[dict] = []
+    quit_seconds: float | None = None
+    try:
+        term.wait_for(TOOLBAR_READY, "the model to load (toolbar gauge)", timeout=120)
+        for number in range(rounds):
+            term.send_line(f"{HAILO_MESSAGE} ({number}) {LONG_MESSAGE}")
+            term.wait_for("today", f"reply {number + 1}", timeout=60)
+            term.settle(0.5)
+            kept_before = {p: p.stat().st_mtime_ns for p in home.kept_contexts()}
+            term.send_line("/save")
+            term.wait_for("Keeping the device context", "the save's first line", timeout=60)
+            started = time.perf_counter()
+
+            def saved(before: dict[Path, int] = kept_before) -> bool:
+                return any(before.get(p) != p.stat().st_mtime_ns for p in home.kept_contexts())
+
+            these, typed = type_until(term, saved)
+            seconds = time.perf_counter() - started
+            term.child.send("\x15")
+            term.settle(0.5)
+            echoes += these
+            per_save.append({"save_s": seconds, "keys": typed, "echo": summary_ms(these)})
+            s = summary_ms(these)
+            say(
+                f"    save {number + 1}: {seconds:.2f} s, {typed} keys typed during it: echo p50 {s['p50_ms']:.1f} ms, "
+                f"p99 {s['p99_ms']:.1f} ms, max {s['max_ms']:.1f} ms"
+            )
+        # /quit with the chat changed since its last save: the terminal leaves at once, the engine
+        # keeps the context later (at keep-alive's end), in its own process.
+        term.send_line(f"{HAILO_MESSAGE} (last) {LONG_MESSAGE}")
+        term.wait_for("today", "the last reply", timeout=60)
+        term.settle(0.5)
+        quit_seconds, _ = term.quit()
+        say(f"    /quit with the chat changed since its save: the terminal exits in {quit_seconds * 1000:.0f} ms")
+    finally:
+        term.kill()
+    saves_before_stop = sum(e["event"] == "save_context" for e in home.setup.fake_events())
+    home.stop_engine()
+    saves = sum(e["event"] == "save_context" for e in home.setup.fake_events())
+    result = {
+        "saves": per_save,
+        "echo": summary_ms(echoes),
+        "device_saves": saves,
+        "quit_s": quit_seconds,
+        "saved_at_engine_stop": saves - saves_before_stop,
+    }
+    e = result["echo"]
+    say(
+        f"    all {e['n']} keys: echo p50 {e['p50_ms']:.1f} ms, p99 {e['p99_ms']:.1f} ms, max {e['max_ms']:.1f} ms "
+        f"(goal: p99 within 50 ms); save_context calls in the double's log: {saves}, "
+        f"{result['saved_at_engine_stop']} of them as the engine stopped"
+    )
+    return result
+
+
+def bench_engine_print(home: EngineHome, runs: int) -> dict:
+    """`hailo-repl -p hi` `runs` times in a row, through the engine process (the first starts it):
+    each one's time to its answer's first byte on stdout, and to its exit."""
+    home.stop_engine()
+    opens_before = home.device_opens()
+    # As a script runs it: `daemon` at its default (auto: -p on the Hailo goes through the engine).
+    command = [*terminal.hailo_repl_command(), "--backend", "hailo", "--hef-path", HEF_NAME, "-p", "hi"]
+    first_byte, wall = [], []
+    for _ in range(runs):
+        started = time.perf_counter()
+        process = subprocess.Popen(command, env=home.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert process.stdout is not None
+        head = process.stdout.read(1)
+        first_byte.append(time.perf_counter() - started)
+        out, err = process.communicate(timeout=300)
+        wall.append(time.perf_counter() - started)
+        if process.returncode != 0 or "today" not in (head + out).decode():
+            raise BenchError(f"-p failed ({process.returncode}): {err.decode().strip()!r}")
+    opens = home.device_opens() - opens_before
+    home.stop_engine()
+    tokens = len(SHORT_REPLY) - 2
+    say(f"    {' '.join(command[1:])}, {runs} in a row ({tokens} tokens at {home.delay_ms} ms after a prefill):")
+    say("      to the answer's first byte: " + ", ".join(f"{t:.2f} s" for t in first_byte))
+    say("      to the exit:                " + ", ".join(f"{t:.2f} s" for t in wall))
+    say(f"    device opens in the double's log: {opens}")
+    return {"first_byte_s": first_byte, "wall_s": wall, "device_opens": opens}
+
+
+FIRST_WORD = "word0 "  # the reply's first line starts with it (LONG_REPLY)
+
+
+def bench_engine_attach(home: EngineHome, runs: int) -> dict:
+    """A long reply in the engine process, its terminal's client SIGKILLed mid-reply, then
+    `hailo-repl -c` in a new pty: launch -> its first frame, and -> the reply's first line replayed."""
+    to_prompt, to_line = [], []
+    for number in range(runs):
+        first = Terminal(ENGINE_ARGS, home.env(long=True))
+        second = None
+        try:
+            first.wait_for(TOOLBAR_READY, "the model to load (toolbar gauge)", timeout=120)
+            first.send_line(f"{HAILO_MESSAGE} ({number})")
+            first.wait_for("word20 ", "the reply to stream", timeout=60)
+            os.kill(first.child.pid, 9)
+            first.kill()
+            second = Terminal([*ENGINE_ARGS, "-c"], home.env(long=True))
+            second.wait_for("You:", "the first frame", timeout=60)
+            to_prompt.append(time.perf_counter() - second.started)
+            second.wait_for(FIRST_WORD, "the reply's first line", timeout=60)
+            to_line.append(time.perf_counter() - second.started)
+            second.child.sendintr()  # stop the reply, so the next run starts on a quiet engine
+            second.wait_for(INTERRUPTED, "[interrupted]", timeout=60)
+            second.settle(0.3)
+            second.quit()
+        finally:
+            first.kill()
+            if second is not None:
+                second.kill()
+        say(
+            f"    run {number + 1}: -c launch -> first frame {to_prompt[-1] * 1000:.0f} ms, "
+            f"-> the reply's first line {to_line[-1] * 1000:.0f} ms"
+        )
+    home.stop_engine()
+    result = {"to_first_frame": summary_ms(to_prompt), "to_first_reply_line": summary_ms(to_line)}
+    f, line = result["to_first_frame"], result["to_first_reply_line"]
+    say(
+        f"    -c launch -> the reply's first line: p50 {line['p50_ms']:.0f} ms, p99 {line['p99_ms']:.0f} ms, "
+        f"max {line['max_ms']:.0f} ms (goal: within 300 ms); -> first frame p50 {f['p50_ms']:.0f} ms"
+    )
+    return result
+
+
+def bench_engine_process(root: Path, args: argparse.Namespace) -> dict:
+    home = EngineHome(root, args.delay_ms, args.load_ms, args.code)
+    steps = [step.strip() for step in args.engine_steps.split(",") if step.strip()]
+    result: dict = {}
+    try:
+        for step in steps:
+            if step == "launch":
+                say(f"  launch, {args.launch_runs} that start the engine, then {args.launch_runs} on it warm:")
+                result["launch"] = bench_engine_launch(home, args.launch_runs)
+            elif step == "save":
+                say(f"  /save, {args.save_rounds} rounds, a key every {KEY_EVERY * 1000:.0f} ms during each save:")
+                result["save"] = bench_engine_save(home, args.save_rounds)
+            elif step == "p":
+                say("  -p three times (the first starts the engine and loads):")
+                result["print"] = bench_engine_print(home, 3)
+            elif step == "attach":
+                say(f"  re-attach, {args.attach_runs} runs (a long reply, its client SIGKILLed, then -c):")
+                result["attach"] = bench_engine_attach(home, args.attach_runs)
+            else:
+                raise BenchError(f"unknown --engine-steps step {step!r}")
+    finally:
+        home.stop_engine()
+    return result
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -798,7 +1158,7 @@ def main() -> int:
     parser.add_argument(
         "--backends", default="hailo,llama", help="comma-separated: hailo, llama (default: %(default)s)"
     )
-    parser.add_argument("--only", default="abcde", help="which parts to run: a, b, c, d, e (default: abcde)")
+    parser.add_argument("--only", default="abcdef", help="which parts to run: a, b, c, d, e, f (default: abcdef)")
     parser.add_argument(
         "--ratio-rounds", type=int, default=2, help="rounds of --launch-runs spawns per side in (c) (default: 2)"
     )
@@ -820,6 +1180,18 @@ def main() -> int:
         "--engine-first",
         action="store_true",
         help="(c) with the engine process already running (started by a `-p hi` through it before the spawns)",
+    )
+    parser.add_argument(
+        "--engine-steps",
+        default="launch,save,p,attach",
+        help="(f)'s measurements, comma-separated: launch, save, p, attach (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--load-ms", type=int, default=5000, help="(f): the double's HEF load, GIL held (default: %(default)s)"
+    )
+    parser.add_argument("--save-rounds", type=int, default=3, help="(f) save: /save rounds (default: %(default)s)")
+    parser.add_argument(
+        "--attach-runs", type=int, default=10, help="(f) attach: client killed, then -c (default: %(default)s)"
     )
     args = parser.parse_args()
     if args.json:
@@ -874,6 +1246,13 @@ def main() -> int:
         if "e" in args.only:
             say("== (e) decode through the live pane (llama, 100 x 30) vs raw llama-cpp-python ==")
             results["decode"] = bench_decode_through_pane(setup, args.decode_runs, args.max_tokens)
+            say()
+        if "f" in args.only:
+            say(
+                f"== (f) the engine process on the double: a {args.load_ms} ms HEF load, its real-sized device "
+                f"context (112 MiB), {args.delay_ms} ms a token =="
+            )
+            results["engine_process"] = bench_engine_process(Path(tmp) / "engine", args)
             say()
         if setup.chat_args:  # an engine process these runs started ends with them
             env = setup.llama_env()

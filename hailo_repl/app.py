@@ -49,7 +49,7 @@ from hailo_repl.history import input_history
 from hailo_repl.keys import EmptyLineInterrupt, load_input_bindings, load_reply_bindings
 from hailo_repl.log import logger
 from hailo_repl.pane import ReplyPane
-from hailo_repl.prompt_line import PromptLine
+from hailo_repl.prompt_line import PromptLine, ReplyArrived
 from hailo_repl.render import USER_PREFIX, color_wanted, recent_turns_text
 from hailo_repl.settings import SETTINGS_TABLE, ResolvedSettings
 from hailo_repl.signals import CtrlC, route_to_loop
@@ -313,9 +313,18 @@ class Repl(ChatEnds):
             except EmptyLineInterrupt:  # Ctrl+C on an empty line: never the end of a chat
                 self.console.info("Ctrl+D or /quit ends the chat.")
                 continue
+            except ReplyArrived:  # this terminal attached mid-reply: Ctrl+C stops it, Enter queues
+                self.prompt.handling = True
+                self.ctrl_c.prompt_started()
+                await self.turns.follow_arrived()
+                continue
             self.ctrl_c.prompt_started()
             keep_pastes_bracketed()
             if not text.strip():
+                continue
+            if self.turns.arrived is not None:  # sent as the reply in flight arrived: it waits for that reply's end
+                self.pane.queue(text)
+                await self.turns.follow_arrived()
                 continue
             if not await self.turns.settle(interruptible=True):
                 if not self.quitting:

@@ -78,7 +78,9 @@ def run_through_engine(
 
         params = {setting.name: settings[setting.name] for setting in GENERATION_SETTINGS}
         model, backend = model_named(resolved), backend_named(resolved)
-        engine = EngineProcess(request, model, backend, params, settings["keep-alive"], settings["history"])
+        engine = EngineProcess(
+            request, model, backend, params, settings["keep-alive"], settings["history"], say=notices.say
+        )
         if chatting:
             from hailo_repl.app import run_repl
 

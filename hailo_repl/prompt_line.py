@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 CONTINUATION = " " * len(USER_PREFIX)  # the prompt's lines after the first
 
 
+class ReplyArrived(Exception):
+    """The prompt waiting for a message ends with this when a reply in flight arrives (this
+    terminal attached mid-reply): the conversation shows it as a reply to a message sent here."""
+
+
 class PromptLine:
     def __init__(self, repl: Repl):
         self.repl = repl
@@ -33,6 +38,7 @@ class PromptLine:
         self.handling = False  # a message is being answered: Enter queues, Ctrl+C stops what runs
         self.in_reply = False  # the prompt on screen came up for a reply
         self._prompt: asyncio.Future[str] | None = None  # the prompt on screen, if one is
+        self._waiting = False  # next_message waits for the prompt on screen
 
     @property
     def up(self) -> bool:
@@ -72,10 +78,15 @@ class PromptLine:
         # set_exception_handler=False: errors go to the log, not over the screen.
         self._prompt = asyncio.ensure_future(
             self.session.prompt_async(
-                default=default, pre_run=self.exit_if_quitting, handle_sigint=False, set_exception_handler=False
+                default=default, pre_run=self._pre_run, handle_sigint=False, set_exception_handler=False
             )
         )
         return self._prompt
+
+    def _pre_run(self) -> None:
+        self.exit_if_quitting()
+        if self.repl.turns.arrived is not None:
+            self.make_way()
 
     async def next_message(self) -> str:
         """What the user sends next: a message queued meanwhile (shown as if typed now, while
@@ -85,15 +96,42 @@ class PromptLine:
         if pane.queued:
             text = pane.queued.pop(0)
             pane.echo([("class:prompt", USER_PREFIX), ("", text.replace("\n", "\n" + CONTINUATION))])
+            self._take_given_back_if_empty()
         elif pane.ends_after:  # Ctrl+D during the reply
             pane.ends_after = False
             await self.end()
             raise EOFError
+        elif self.repl.turns.arrived is not None:  # (it came while no prompt was waiting)
+            raise ReplyArrived
         else:
             prompt, self._prompt = self._prompt or self.start(), None
-            text = await prompt
+            self._waiting = True
+            try:
+                text = await prompt
+            finally:
+                self._waiting = False
         self.handling = True
         return text
+
+    def make_way(self) -> None:
+        """A reply in flight arrived (TurnView.arrived: this terminal attached mid-reply): the
+        prompt waiting for a message ends with ReplyArrived, what was typed given back to the
+        prompt under the reply, so that Ctrl+C stops the reply and Enter queues, as for a
+        message sent here."""
+        app = self.session.app
+        if self._waiting and app.is_running and app.future is not None and not app.future.done():
+            if app.current_buffer.text:
+                self.repl.pane.give_back([app.current_buffer.text])
+            app.erase_when_done = True  # (the reply's question is written as the prompt's line)
+            app.exit(exception=ReplyArrived)
+
+    def _take_given_back_if_empty(self) -> None:
+        """A prompt up with an empty input line takes the next message a Ctrl+C gave back: an
+        Enter pressed as the stopped reply ended (still "during" it) queued the line it held."""
+        buffer = self.session.default_buffer
+        if self._prompt is not None and not buffer.text and self.repl.pane.given_back:
+            text = self.repl.pane.take_given_back()
+            buffer.document = Document(text, len(text))
 
     async def end(self) -> None:
         """Take the prompt off the screen, if one is up (the chat ends)."""
@@ -104,7 +142,7 @@ class PromptLine:
         if app.future is not None and not app.future.done():
             app.erase_when_done = not app.current_buffer.text  # an empty "You: " left behind says nothing
             app.exit(exception=EOFError)
-        with contextlib.suppress(EOFError, EmptyLineInterrupt):
+        with contextlib.suppress(EOFError, EmptyLineInterrupt, ReplyArrived):
             await prompt
 
     def exit_if_quitting(self) -> None:

@@ -300,7 +300,7 @@ SETTINGS_TABLE: tuple[Setting, ...] = (
         help="run the chat in hailo-repl's engine process, which outlives the terminal (a reply goes on "
         "after an SSH drop; `hailo-repl -c` attaches again): auto for interactive chats and, on the Hailo, "
         "-p and pipes; always for every chat; never: in this process only",
-        default="never",
+        default="auto",
         choices=("auto", "always", "never"),
         env="HAILO_REPL_DAEMON",
     ),

@@ -27,7 +27,7 @@ from hailo_repl.render import (
 if TYPE_CHECKING:
     from hailo_repl.app import Repl
     from hailo_repl.engine.api import Turn
-    from hailo_repl.engine.socket_turn import Arrival
+    from hailo_repl.engine.socket_turn import Arrival, SocketTurn
 
 SETTLE_NOTICE_AFTER = 0.3  # seconds of waiting for the previous reply before saying so
 SENT_AFTER_THE_SAVE = "Your message goes as soon as the device context is kept."
@@ -39,16 +39,20 @@ class TurnView:
         self.turn: Turn | None = None  # the last turn, until it has settled
         self._showing: asyncio.Future[TurnCompleted] | None = None  # the turn on screen, if one is
         self._stopped = False  # the turn on screen was interrupted
-        self._following: asyncio.Future[None] | None = None  # the turn in flight when this terminal arrived
+        self.arrived: SocketTurn | None = None  # the turn in flight when this terminal arrived, until followed
 
     async def reply(self, text: str, mode: TurnMode = TurnMode.MESSAGE) -> None:
         await self.show(self.repl.engine.start_turn(text, mode))
 
-    async def follow(self, turn: Turn, question: str) -> None:
-        """A turn already in flight when this terminal arrived (its question, its reply so far
-        and then live): shown as if it had been sent from here."""
-        repl = self.repl
+    async def follow_arrived(self) -> None:
+        """The turn in flight when this terminal arrived (its question, its reply so far and
+        then live): shown as if it had been sent from here."""
+        repl, turn = self.repl, self.arrived
+        if turn is None:
+            return
+        self.arrived = None
         user = repl.reply_wrap(len(USER_PREFIX))
+        question = turn.question
         repl.console.write(USER_PREFIX + (user.feed(question) + user.flush() if user else question) + "\n")
         await self.show(turn)
 
@@ -127,8 +131,9 @@ class TurnView:
                 repl.console.info("Its reply is still running in the engine process; it goes on here.")
 
         await self._above_the_prompt(show)
-        if arrival.turn is not None:
-            self._following = asyncio.ensure_future(self.follow(arrival.turn, arrival.turn.question))
+        if arrival.turn is not None:  # the conversation follows it (Repl._converse), as a message sent here
+            self.arrived = arrival.turn
+            repl.prompt.make_way()
 
     async def _above_the_prompt(self, show: Callable[[], None]) -> None:
         if self.repl.session.app.is_running and not self.repl.live:

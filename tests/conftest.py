@@ -28,6 +28,9 @@ if str(FAKES) not in sys.path:
 # the e2e tests run inherits these); those about it set the script's own keys.
 os.environ.setdefault("HAILO_FAKE_CONTEXT_BYTES", str(64 * 1024))
 os.environ.setdefault("HAILO_FAKE_CONVERT_MS_PER_MB", "0")
+# A test's chat runs in its own process unless the test asks for the engine process (the default,
+# `auto`, would leave a per-user engine behind each test's home): tests/test_e2e_daemon.py does.
+os.environ.setdefault("HAILO_REPL_DAEMON", "never")
 
 
 def _logging_as_a_hailo_repl_process_has_it() -> None:

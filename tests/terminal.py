@@ -163,12 +163,14 @@ class Terminal:
         command = hailo_repl_command()
         self.rows = rows
         # The terminal's size is its own: not $COLUMNS and $LINES from the tests' environment
-        # (pytest-xdist's workers have 80 and 24 there), unless the test gives them.
+        # (pytest-xdist's workers have 80 and 24 there), unless the test gives them. A variable
+        # given as None is left out (a setting at its default, not the suite's pin: conftest).
         inherited = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+        environment = {**inherited, "TERM": "xterm-256color", **env}
         self.child = pexpect.spawn(
             command[0],
             command[1:] + args,
-            env={**inherited, "TERM": "xterm-256color", **env},
+            env={name: value for name, value in environment.items() if value is not None},
             encoding="utf-8",
             dimensions=(rows, cols),
             timeout=timeout,

@@ -99,6 +99,7 @@ def test_the_command_line_says_it_in_one_line_and_exits_2(tmp_path, isolated_hom
 def test_dev_null_as_the_config_file_is_no_settings(how, tmp_path, isolated_home, capsys, monkeypatch):
     """`--config /dev/null`, as pip and ssh users write it: every setting at its default."""
     args = ["config", "--temperature", "0.4"]  # one line not at its default, so the origins are read
+    monkeypatch.delenv("HAILO_REPL_DAEMON")  # (conftest keeps the suite's chats in process)
     if how == "flag":
         args += ["--config", os.devnull]
     elif how == "env":

@@ -242,6 +242,24 @@ def test_a_prefill_sample_from_a_reply_widens_the_measured_range(loaded_hailo_ba
     assert long[1] >= long[0] * 1.0  # at least the device's prefill of it
 
 
+def test_a_terminals_chat_after_a_scripts_on_the_same_model_runs_the_self_check_then(
+    loaded_hailo_backend, keeping, fake_log, hailo_resources, tmp_path
+):
+    """In the engine process a model a script loaded (-p: no self-check, nothing kept) is the one a
+    terminal's chat uses next: the check runs as that chat comes, the model is not loaded again."""
+    script = {"replies": [["Yes."], ["No."]], "prefill_ms_per_token": 1.0, "context_bytes": CONTEXT_BYTES}
+    backend = loaded_hailo_backend(
+        script, tmp_path / "contexts", passed_self_check=False, keeping=keeping(keep_chats=False)
+    )
+    reply(Chat(backend, SYSTEM, GenerationParams()), "Hi")
+    assert not any("text_path" in entry for entry in DeviceFacts(hailo_resources.facts).entries().values())
+    backend.keep_as(keeping())
+    (entry,) = DeviceFacts(hailo_resources.facts).entries().values()
+    assert "text_path" in entry and backend.keeping.keep_chats
+    assert reply(Chat(backend, SYSTEM, GenerationParams()), "Hello") == "No."
+    assert names(fake_log).count("llm_open") == 1
+
+
 def test_remember_device_makes_loads_pay(tmp_path):
     """The tests' shortcut (conftest.remember_device) gives figures the rule reads as 'load'."""
     from hailo_repl.backends.hailo_device import installed_hailort_version

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import hailo_repl_command
+from conftest import hailo_repl_command, remember_qwen_where_keeping_pays
 from terminal import QWEN, Terminal, exit_code_of, wait_until, with_fakes
 
 from hailo_repl.daemon.lock import written_holder
@@ -65,9 +65,12 @@ def engines(isolated_home, hailo_resources, tmp_path):
     clients: list[int] = []
     engine_pids: set[int] = set()
 
-    def env(replies: list, delay_ms: int = 0, **more: str) -> dict[str, str]:
+    def env(
+        replies: list, delay_ms: int = 0, script_has: dict | None = None, **more: str | None
+    ) -> dict[str, str | None]:
+        """`script_has`: more of the double's script (a HEF's `load_ms`); `more`: environment variables."""
         script = tmp_path / f"script-{next(scripts)}.json"
-        script.write_text(json.dumps({"replies": replies, "delay_ms": delay_ms}))
+        script.write_text(json.dumps({"replies": replies, "delay_ms": delay_ms, **(script_has or {})}))
         keep = ("HAILO_RESOURCES_DIR", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CONFIG_HOME")
         double = {
             "HAILO_FAKE_SCRIPT": str(script),
@@ -76,17 +79,24 @@ def engines(isolated_home, hailo_resources, tmp_path):
             "HAILO_REPL_DAEMON": "always",
             **more,
         }
-        return with_fakes(double | {k: os.environ[k] for k in keep})
+        return with_fakes(double | {k: os.environ[k] for k in keep})  # (None: a setting at its default)
 
-    def chat(replies: list, *args: str, delay_ms: int = 0, cols: int = 120, **more: str) -> Terminal:
-        term = Terminal(["--hef-path", QWEN, *args], env(replies, delay_ms, **more), cols=cols, timeout=30)
+    def chat(
+        replies: list,
+        *args: str,
+        delay_ms: int = 0,
+        cols: int = 120,
+        script_has: dict | None = None,
+        **more: str | None,
+    ) -> Terminal:
+        term = Terminal(["--hef-path", QWEN, *args], env(replies, delay_ms, script_has, **more), cols=cols, timeout=30)
         clients.append(term.child.pid)
         return term
 
-    def piped(replies: list, *args: str, delay_ms: int = 0, **more: str) -> subprocess.Popen:
+    def piped(replies: list, *args: str, delay_ms: int = 0, **more: str | None) -> subprocess.Popen:
         process = subprocess.Popen(
             hailo_repl_command() + ["--hef-path", QWEN, *args],
-            env=env(replies, delay_ms, **more),
+            env={name: value for name, value in env(replies, delay_ms, None, **more).items() if value is not None},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -126,6 +136,54 @@ def with_kill(pid: int) -> None:
         deadline = time.monotonic() + 10
         while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.02)
+
+
+def test_by_default_a_terminal_chat_runs_in_the_engine_and_a_script_on_the_hailo_asks_the_same_one(engines):
+    """`daemon: auto`, the default: the REPL's chat is in the engine process (it goes on after the
+    terminal detached), and a later -p on the Hailo is answered by that engine, no second load."""
+    replies = [["Hello", " there"]]
+    term = engines(replies, HAILO_REPL_DAEMON=None)
+    term.expect(PROMPT)
+    term.exchange("hi", "Hello there")
+    engine = engines.engine()
+    term.send("/detach\r")
+    term.expect(r"Detached: chat \w+ goes on in the engine process")
+    assert term.wait_for_exit() == 0 and alive(engine)
+    code, out, err = ended(engines.piped(replies, "-p", "again", HAILO_REPL_DAEMON=None))
+    assert (code, out.strip()) == (0, "Hello there"), err
+    assert engine_pid() == engine and engines.events().count("vdevice_open") == 1
+
+
+@pytest.mark.llama
+def test_by_default_a_script_on_the_cpu_runs_in_its_own_process_and_starts_no_engine(engines):
+    """With llama.cpp a -p loads its model in a blink: `auto` keeps it in process, as `llm` does."""
+    process = subprocess.run(
+        hailo_repl_command() + ["--backend", "llama", "--max-tokens", "4", "--temperature", "0", "-p", "hi"],
+        env={name: value for name, value in engines.env([]).items() if name != "HAILO_REPL_DAEMON"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert process.returncode == 0 and process.stdout.strip(), process.stderr
+    assert engine_pid() is None and not socket_file().exists()
+
+
+def test_a_script_waits_for_the_chat_a_terminal_holds_and_answers_once_the_terminal_left_it(engines):
+    """The engine holds one chat: a -p while a terminal has it waits (as for the device in
+    process), saying so once, instead of failing; /detach there lets it run."""
+    term = engines([["Hello"]])
+    term.expect(PROMPT)
+    term.exchange("hi", "Hello")
+    script = engines.piped([["unused"]], "-p", "from cron")
+    time.sleep(1.5)
+    assert script.poll() is None  # still waiting
+    term.send("/detach\r")
+    assert term.wait_for_exit() == 0
+    code, out, err = ended(script)
+    assert (code, out.strip()) == (0, "Hello"), err
+    assert re.fullmatch(
+        r"Chat \w+ is open in pts/\d+ \(0 min idle\); waiting until it is left there \(Ctrl\+C gives up\)\n", err
+    )
 
 
 def test_a_client_killed_mid_reply_leaves_the_reply_to_finish_whole_and_c_shows_it_once(engines):
@@ -503,3 +561,79 @@ def test_the_doctor_names_the_engine_process_holding_the_hailo_instead_of_a_busy
     assert f"the hailo-repl engine process (pid {engine}) has it open with {QWEN}" in doctor.stdout
     assert "`hailo-repl daemon stop` releases it" in doctor.stdout
     assert engines.events().count("vdevice_open") == 1  # the doctor did not try to open it
+
+
+def test_c_during_a_reply_in_flight_makes_it_this_terminals_ctrl_c_stops_it_and_the_chat_goes_on(engines):
+    first = engines([words(400), ["Again"]], delay_ms=50)
+    first.expect(PROMPT)
+    first.send("tell me\r")
+    first.expect_screen(r"w3 ")
+    os.kill(first.child.pid, signal.SIGKILL)
+    second = engines([["unused"]], "-c")
+    second.expect("Its reply is still running in the engine process")
+    second.expect_screen(r"w\d+ w\d+ ")  # the reply so far, then live
+    second.interrupt()  # as for a reply to a message sent here: the reply stops, the chat stays
+    second.expect(r"\[interrupted\]")
+    second.expect(PROMPT)
+    assert "[Info] Ctrl+D or /quit ends the chat" not in second.screen_text(20000)  # (not an empty line's Ctrl+C)
+    second.exchange("more", "Again")
+    assert second.quit() == 0
+    [chat] = saved_chats().values()
+    contents = [(m["role"], m["content"], m.get("interrupted")) for m in chat["messages"] if m["role"] != "system"]
+    assert contents[0][:2] == ("user", "tell me") and contents[1][2] is True
+    assert contents[2:] == [("user", "more", None), ("assistant", "Again", None)]
+    assert engines.events().count("abort") == 1
+
+
+def test_a_message_typed_during_a_reply_followed_after_c_waits_for_its_end(engines):
+    first = engines([words(30), ["Queued", " answer"]], delay_ms=100)
+    first.expect(PROMPT)
+    first.send("tell me\r")
+    first.expect_screen(r"w3 ")
+    os.kill(first.child.pid, signal.SIGKILL)
+    second = engines([["unused"]], "-c")
+    second.expect("Its reply is still running in the engine process")
+    second.send("and then?\r")  # Enter during the reply: the message waits for its end, as when sent here
+    second.expect("Queued answer")
+    second.expect_reply_end()
+    assert second.quit() == 0
+    said = ["tell me", "".join(words(30)).strip(), "and then?", "Queued answer"]
+    wait_until(
+        lambda: (
+            [[m["content"] for m in c["messages"] if m["role"] != "system"] for c in saved_chats().values()] == [said]
+        ),
+        "the chat saved with the queued message after the followed reply",
+    )
+    assert "abort" not in engines.events()
+
+
+def test_the_prompt_is_up_and_takes_typing_while_the_engine_process_loads_the_model(engines):
+    term = engines([["Hi", " there"]], script_has={"load_ms": 3000})  # a HEF load of seconds, GIL held
+    term.expect(PROMPT)
+    term.send("hello")
+    term.expect_screen(r"You: hello")
+    assert "loading model" in term.screen.last_row()
+    assert "llm_open" not in engines.events()  # the engine process is still loading it
+    term.send("\r")  # sent once the model is ready
+    term.expect("Hi there")
+    term.expect_reply_end()
+    assert engines.events().count("llm_open") == 1
+
+
+def test_keys_typed_during_a_slow_device_context_save_in_the_engine_echo_before_it_ends(engines, hailo_resources):
+    remember_qwen_where_keeping_pays(hailo_resources)  # the chat's device context is worth keeping
+    # A save whose copies hold the engine's GIL for about 4 s (the suite's context is 64 KiB).
+    term = engines([["Noted"]], HAILO_FAKE_CONVERT_MS_PER_MB="60000")
+    term.expect(PROMPT)
+    term.exchange("remember this", "Noted")
+    term.send("/save\r")
+    term.expect("Keeping the device context")
+    term.send("typed on")
+    term.expect_screen(r"You: typed on")
+    assert "save_context" not in engines.events()  # (the double notes a save once its copies are done)
+    sessions = Path(os.environ["XDG_DATA_HOME"]) / "hailo-repl" / "sessions"
+    assert list(sessions.glob("*.ctx")) == []
+    term.wait_until(lambda: list(sessions.glob("*.ctx")), "the device context kept", timeout=30)
+    assert engines.events().count("save_context") == 1
+    term.send("\x15")  # Ctrl+U
+    assert term.quit() == 0

@@ -67,7 +67,7 @@ def double(isolated_home, hailo_resources, tmp_path):
     def env(replies: list, delay_ms: int = 0) -> dict[str, str]:
         script = tmp_path / f"script-{time.monotonic_ns()}.json"
         script.write_text(json.dumps({"replies": replies, "delay_ms": delay_ms}))
-        keep = ("HAILO_RESOURCES_DIR", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CONFIG_HOME")
+        keep = ("HAILO_RESOURCES_DIR", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CONFIG_HOME", "HAILO_REPL_DAEMON")
         device = str(tmp_path / "hailo-device")  # one process at a time has it, as the real one
         double = {"HAILO_FAKE_SCRIPT": str(script), "HAILO_FAKE_LOG": str(log), "HAILO_FAKE_EXCLUSIVE": device}
         return with_fakes(double | {k: os.environ[k] for k in keep})

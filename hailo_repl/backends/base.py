@@ -7,9 +7,12 @@ import threading
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol, TypedDict, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, TypedDict, runtime_checkable
 
 from hailo_repl.settings import default_of
+
+if TYPE_CHECKING:
+    from hailo_repl.backends.hailo_keeping import KeepingPolicy
 
 Role = Literal["system", "user", "assistant"]
 
@@ -118,4 +121,9 @@ class KeepsContext(Protocol):
 
     def offer_context(self, path: Path, messages: Sequence[Message]) -> None:
         """`path` may hold a context of `messages`: the next reply may load it instead of reading them."""
+        ...
+
+    def keep_as(self, keeping: KeepingPolicy) -> None:
+        """Another chat on the loaded model keeps contexts by `keeping` (in the engine process a
+        terminal's chat, then a script's); may call the device (the self-check, once a model)."""
         ...

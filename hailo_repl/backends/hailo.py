@@ -86,7 +86,7 @@ class HailoBackend:
         self.kept = KeptContexts(self.hef_path, self.keeping, context_cache, facts)
         # Whether prompts may go as text (after a loaded context): the HEF passed the self-check.
         self._text_path_ok = False
-        self._checked_at_load = False  # whether load() ran the self-check (not a remembered verdict)
+        self._checked_at_load = False  # whether this load ran the self-check (not a remembered verdict)
         self._check_detail = ""  # the figures behind _text_path_ok, for the doctor
         # Read on the generating thread only: on the device these calls wait behind a
         # running generation, holding the GIL, and the toolbar must never wait.
@@ -118,6 +118,15 @@ class HailoBackend:
         self._usage = llm.get_context_usage_size()
         if self._usage:  # not empty (a self-check whose last clear failed): the first turn clears it
             self.conversation.held = None
+
+    def keep_as(self, keeping: KeepingPolicy) -> None:
+        self.keeping = self.kept.keeping = keeping
+        if keeping.keep_chats and self._llm is not None and not self._text_path_ok:
+            # A script's chat skipped the self-check at load (nothing kept): a terminal's runs it now.
+            with self._no_reply_running():
+                self._text_path_ok = self.kept.facts.path is not None and self._text_path_checked(self._llm)
+                if self._checked_at_load:
+                    self.conversation.held = None  # the check used the context: the next turn starts afresh
 
     def _text_path_checked(self, llm: Any, again: bool = False) -> bool:
         """Whether this HEF has passed the self-check with this HailoRT and renderer (run and

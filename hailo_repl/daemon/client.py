@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +29,9 @@ if TYPE_CHECKING:
     from hailo_repl.engine.api import Attached, Snapshot, Switched, Turn, TurnCompleted, TurnEvent
     from hailo_repl.engine.socket_client import SocketEngine
     from hailo_repl.engine.socket_turn import Arrival
+
+
+HELD_POLL_SECONDS = 0.5  # how often a script asks again for the engine's chat a terminal holds
 
 
 def backend_named(choice: BackendChoice) -> str:
@@ -66,8 +71,11 @@ class EngineProcess:
         params: dict[str, object],
         keep_alive: float,
         history: bool = True,
+        say: Callable[[str], None] | None = None,
     ):
+        """`say`: a line for the user before the chat opens (a script waiting for a terminal's chat)."""
         self.request = request  # chat/open's, made when it is sent
+        self.say = say or (lambda line: print(line, file=sys.stderr))
         self.keep_alive = keep_alive
         self.history = history
         self.engine: SocketEngine | None = None
@@ -94,14 +102,25 @@ class EngineProcess:
         """Connect to the engine process, or start one (EngineError LOAD_FAILED with the line)."""
         from hailo_repl.daemon.protocol import RemoteError
         from hailo_repl.daemon.spawn import EngineUnavailable, connect_or_spawn
-        from hailo_repl.engine.socket_client import connect_and_open
+        from hailo_repl.engine.socket_client import ChatHeldElsewhere, connect_and_open
 
         model, backend, request = self._status.model, self._status.backend, self.request()
         listeners = tuple(self._listeners)
+        told = False
         try:
-            engine = connect_or_spawn(
-                lambda path: connect_and_open(path, request, model, backend, listeners), self.keep_alive, self.history
-            )
+            while True:
+                try:
+                    engine = connect_or_spawn(
+                        lambda path: connect_and_open(path, request, model, backend, listeners),
+                        self.keep_alive,
+                        self.history,
+                    )
+                    break
+                except ChatHeldElsewhere as held:  # a script waits for a terminal's chat, as for the device
+                    if not told:
+                        self.say(f"{held} (Ctrl+C gives up)")
+                        told = True
+                    time.sleep(HELD_POLL_SECONDS)
         except EngineUnavailable as failure:
             raise EngineError(ErrorCode.LOAD_FAILED, str(failure)) from None
         except RemoteError as refused:  # another version's engine

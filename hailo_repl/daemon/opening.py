@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hailo_repl.backends import BackendChoice, open_backend
 from hailo_repl.backends.base import BackendError, GenerationParams
@@ -23,6 +24,9 @@ from hailo_repl.instance_lock import HAILO, InstanceLock
 from hailo_repl.log import logger
 from hailo_repl.sessions import SessionStore
 from hailo_repl.settings import GENERATION_SETTINGS
+
+if TYPE_CHECKING:
+    from hailo_repl.backends.hailo_keeping import KeepingPolicy
 
 
 def open_local_engine(request: OpenRequest, say: Callable[[str], None]) -> LocalEngine:
@@ -65,15 +69,17 @@ def release_device_claim() -> None:
         _claim = None
 
 
+def keeping_of(request: OpenRequest) -> KeepingPolicy:
+    """Which device contexts `request`'s chat keeps (none with history off), within what budget."""
+    from hailo_repl.backends.hailo_keeping import keeping_policy
+
+    settings = {**request.settings, "history": request.history}
+    return keeping_policy(settings, request.interactive, sessions_dir(), device_contexts_dir())
+
+
 def choice_of(request: OpenRequest) -> BackendChoice:
     """The BackendChoice the client made, with what only this process knows: where device
     contexts are kept and the keeping policy (none of it with history off)."""
-    from hailo_repl.backends.hailo_keeping import KeepingPolicy, keeping_policy
-
-    def keeping() -> KeepingPolicy:
-        settings = {**request.settings, "history": request.history}
-        return keeping_policy(settings, request.interactive, sessions_dir(), device_contexts_dir())
-
     return BackendChoice(
         backend=request.backend,
         hef_path=request.hef_path,
@@ -84,7 +90,7 @@ def choice_of(request: OpenRequest) -> BackendChoice:
         context_size=request.context_size,
         environ={**os.environ, **request.environ},  # the client's OLLAMA_HOST, OPENAI_* win
         context_cache=device_contexts_dir() if request.history else None,
-        keeping=keeping if request.settings else None,
+        keeping=(lambda: keeping_of(request)) if request.settings else None,
     )
 
 

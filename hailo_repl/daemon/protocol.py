@@ -300,9 +300,10 @@ class OpenRequest(Record):
         return (self.backend, self.hef_path, self.gguf_path, self.model_name, self.url, self.context_size)
 
     def keeping_key(self) -> tuple[Any, ...]:
-        """What a backend that keeps device contexts (the Hailo's) took its policy from as it opened:
-        an open that differs needs the backend opened again (the chat's store is set per open)."""
-        return (self.history, self.interactive, sorted(self.settings.items()))
+        """What a backend that keeps device contexts (the Hailo's) took as it opened, its folders
+        (none with history off): an open that differs needs the backend opened again. The rest of
+        its policy (a terminal's chat keeps contexts, a script's not) is set per open: keep_as."""
+        return (self.history,)
 
     def loggable(self) -> dict[str, Any]:
         """The request for the engine's log: no secret, and none of the chat's content (the log

@@ -55,6 +55,7 @@ from hailo_repl.console import INFO, labelled
 from hailo_repl.context import RECENT_TURNS, split_turns
 from hailo_repl.daemon import protocol
 from hailo_repl.daemon.connection import BACKLOG_LIMIT, Client
+from hailo_repl.daemon.opening import keeping_of
 from hailo_repl.daemon.protocol import Opened, OpenRequest, RemoteError
 from hailo_repl.engine.api import (
     EngineError,
@@ -400,10 +401,10 @@ class EngineServer:
         if other is not None:
             if not request.take_over:
                 idle = int((time.monotonic() - other.active_at) // 60)
-                raise RemoteError(
-                    protocol.HELD_ELSEWHERE,
-                    f"Chat {chat} is open in {other.tty} ({idle} min idle); `hailo-repl -c` takes it over here",
-                )
+                where = f"Chat {chat} is open in {other.tty} ({idle} min idle)"
+                if not request.interactive:  # -p, a pipe: the engine holds one chat; it waits for that one
+                    raise RemoteError(protocol.HELD_ELSEWHERE, f"{where}; waiting until it is left there")
+                raise RemoteError(protocol.HELD_ELSEWHERE, f"{where}; `hailo-repl -c` takes it over here")
             if not same:
                 raise EngineError(
                     ErrorCode.BUSY,
@@ -420,6 +421,7 @@ class EngineServer:
             if self._turn is not None:
                 raise EngineError(ErrorCode.BUSY, f"Chat {chat}'s reply is still running; `hailo-repl -c` attaches it")
         if same:
+            await self._keep_as_asked(engine, request)
             self._save_as_asked(engine, request)
             return
         if self.request is not None and self._needs_new_backend(engine, self.request, request):
@@ -430,11 +432,18 @@ class EngineServer:
         # X's context is kept (as /clear does) under X's history setting; then this open's own
         # setting holds: a --no-history chat on a warm engine is saved nowhere, and the reverse.
         await self._blocking(engine.keep_context)
+        await self._keep_as_asked(engine, request)
         self._save_as_asked(engine, request)
         if request.chat == "new":
             await asyncio.get_running_loop().run_in_executor(None, self._fresh_chat, engine, request)
         else:
             await self._go_to_chat(engine, request.chat)
+
+    async def _keep_as_asked(self, engine: LocalEngine, request: OpenRequest) -> None:
+        """The device contexts kept as this terminal's chat asks (a REPL's, after a script's)."""
+        backend = engine.chat.backend
+        if isinstance(backend, KeepsContext) and request.settings:
+            await self._blocking(backend.keep_as, keeping_of(request))
 
     @staticmethod
     def _save_as_asked(engine: LocalEngine, request: OpenRequest) -> None:

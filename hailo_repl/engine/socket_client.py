@@ -61,6 +61,10 @@ if TYPE_CHECKING:
 CONTEXT_SAVED_POLL = 0.05  # seconds between looks at whether the engine's idle save has ended
 
 
+class ChatHeldElsewhere(Exception):
+    """A script's chat/open while a terminal holds the engine's one chat: try again later."""
+
+
 class EngineEnding(ConnectionRefusedError):
     """The engine reached is ending (`hailo-repl daemon stop`, /quit in its chat): as if none
     listened, so the client waits for it to let go and starts the next one (daemon.spawn)."""
@@ -375,6 +379,8 @@ class SocketEngine:
         except RemoteError as refused:
             if refused.code == protocol.ENDING:
                 raise EngineEnding(refused.line) from None
+            if refused.code == protocol.HELD_ELSEWHERE and not self.request.interactive:
+                raise ChatHeldElsewhere(refused.line) from None
             raise EngineError(ErrorCode.LOAD_FAILED, refused.line) from None
         assert self.opened is not None
         self._tell_state(self._listeners)
