@@ -12,8 +12,8 @@ Why it is built the way it is:
   `llama_set_abort_callback` stops a long prompt evaluation before the first token.
 - The reply streams from `Llama.generate` (token ids), each token's text decoded once as it
   comes. `create_completion(stream=True)` (what `create_chat_completion` runs) detokenizes the
-  whole reply so far after every token, to look for stop strings: O(n) a token, ~0.3 ms at
-  256 tokens and ~0.8 ms at 1,024 on two cores, taken from decoding (benchmarks/README.md).
+  whole reply so far after every token, to look for stop strings: O(n) a token (the 256th
+  costs ~0.3 ms more, the 1,024th ~0.8 ms, on the reply's thread: benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -186,7 +186,8 @@ class LlamaBackend:
             )
         # What create_completion does with each token, less its stop strings (we have none): the
         # reply ends at an end-of-generation token or max-tokens; a character split across tokens
-        # waits for its last byte. Sampling as create_completion's defaults (top-k 40, min-p 0.05, no
+        # waits for its last byte (one cut off by the end is dropped, as bytes that are not UTF-8
+        # are). Sampling as create_completion's defaults (top-k 40, min-p 0.05, no
         # repeat penalty); the seed is llama.cpp's own draw for each reply (LLAMA_DEFAULT_SEED).
         vocab = llama._model.vocab  # (what create_completion itself checks the end against)
         text = codecs.getincrementaldecoder("utf-8")(errors="ignore")
@@ -209,9 +210,6 @@ class LlamaBackend:
             if cancel.is_set():
                 return  # llama_decode aborted by our callback: a cancel, not a failure
             raise BackendError(f"llama.cpp failed: {error}") from None
-        rest = text.decode(b"", final=True)
-        if rest:
-            yield rest
 
     def _common_prefix(self, tokens: list[int]) -> int:
         held = self._model.n_tokens
