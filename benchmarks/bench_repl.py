@@ -108,6 +108,9 @@ class BenchError(RuntimeError):
     pass
 
 
+ANYTHING_BUT_CPR = r"(?s)(?:(?!\x1b\[6n).)+"  # output up to a cursor-position request, which is answered
+
+
 class Terminal(terminal.Terminal):
     """tests/terminal.py's pty driver (it answers cursor-position requests), plus report helpers."""
 
@@ -124,10 +127,16 @@ class Terminal(terminal.Terminal):
 
     def settle(self, seconds: float = 0.3) -> None:
         """Read what comes for `seconds` and forget it (pexpect keeps what a TIMEOUT read, and a
-        reply's last line comes twice: in the live rows, then committed)."""
+        reply's last line comes twice: in the live rows, then committed), answering the
+        cursor-position requests in it as a terminal does (prompt_toolkit waits a second at its
+        exit for one left unanswered)."""
         deadline = time.perf_counter() + seconds
         while (left := deadline - time.perf_counter()) > 0:  # (what a TIMEOUT read stays in pexpect's search)
-            if self.child.expect([r"(?s).+", pexpect.TIMEOUT, pexpect.EOF], timeout=left) == 2:
+            patterns = [terminal.CPR_REQUEST, ANYTHING_BUT_CPR, pexpect.TIMEOUT, pexpect.EOF]
+            index = self.child.expect(patterns, timeout=left)
+            if index == 0:
+                self.child.send(f"\x1b[{self.rows};1R")
+            elif index == 3:
                 raise BenchError(f"the program ended; last output: {self.tail()!r}")
 
     def tail(self, size: int = 400) -> str:
@@ -900,7 +909,7 @@ def engine_launch(home: EngineHome) -> dict:
             return
 
     try:
-        until(PROMPT, "the first prompt")
+        until(FIRST_FRAME, "the first prompt")
         prompt = time.perf_counter() - term.started
         echoes = []
         for key in ECHO_KEYS[:5]:
@@ -1081,7 +1090,7 @@ def bench_engine_attach(home: EngineHome, runs: int) -> dict:
             os.kill(first.child.pid, 9)
             first.kill()
             second = Terminal([*ENGINE_ARGS, "-c"], home.env(long=True))
-            second.wait_for("You:", "the first frame", timeout=60)
+            second.wait_for(FIRST_FRAME, "the first frame", timeout=60)
             to_prompt.append(time.perf_counter() - second.started)
             second.wait_for(FIRST_WORD, "the reply's first line", timeout=60)
             to_line.append(time.perf_counter() - second.started)

@@ -483,6 +483,40 @@ def test_a_socket_deleted_under_a_live_engine_is_bound_again(engines):
         with_kill(engine.pid)
 
 
+def test_an_engine_whose_state_folder_was_deleted_takes_its_lock_and_socket_again(engines):
+    engine = subprocess.Popen(
+        [sys.executable, "-m", "hailo_repl.daemon", "--keep-alive", "600"], env=engines.env([]), start_new_session=True
+    )
+    try:
+        wait_until(socket_file().exists, "the engine's socket")
+        shutil.rmtree(state())
+        wait_until(socket_file().exists, "the socket bound again", timeout=10)
+        assert engine_pid() == engine.pid  # its lock again: a hailo-repl started now connects to it
+    finally:
+        with_kill(engine.pid)
+
+
+def test_an_engine_whose_state_folder_was_deleted_ends_once_another_engine_holds_the_new_one(engines):
+    """Two engines that each thought themselves the user's would unlink each other's socket at
+    every tick: the one whose lock file went with the folder yields to the one holding the new."""
+    command = [sys.executable, "-m", "hailo_repl.daemon", "--keep-alive", "600"]
+    old = subprocess.Popen(command, env=engines.env([]), start_new_session=True)
+    new = None
+    try:
+        wait_until(socket_file().exists, "the engine's socket")
+        shutil.rmtree(state())  # the state folder removed under the live engine (a user's rm -rf)
+        new = subprocess.Popen(command, env=engines.env([]), start_new_session=True)
+        wait_until(lambda: engine_pid() == new.pid, "the new engine's lock")
+        assert old.wait(timeout=15) == 0  # the old one ended, its socket not taken back
+        assert alive(new.pid) and socket_file().exists()
+        with socket.socket(socket.AF_UNIX) as probe:
+            probe.connect(str(socket_file()))  # the new engine listens there
+    finally:
+        with_kill(old.pid)
+        if new is not None:
+            with_kill(new.pid)
+
+
 ENGINE_MODULES = """
 import atexit, sys
 atexit.register(lambda: open(sys.argv[1], "w").write(" ".join(sorted(sys.modules))))

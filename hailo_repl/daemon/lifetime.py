@@ -18,7 +18,8 @@ The order, and why:
    then, once the engine has let go, the lock.
 
 A socket deleted under the live engine (a tmpfiles cleaner, a user) is bound again at the next
-tick, so clients find the engine again.
+tick, so clients find the engine again; with its lock file too (the state folder deleted), the
+lock is taken again first, and an engine that finds another holding it by then ends.
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def run_engine(keep_alive: float) -> int:
             logger.error("the engine cannot listen at {}: {}", listener.path, error)
             return EXIT_FAILURE
         logger.info("engine process {} listening at {}", os.getpid(), listener.path)
-        code = asyncio.run(_serve(listener, keep_alive))
+        code = asyncio.run(_serve(listener, lock, keep_alive))
         logger.info("engine process {} ends ({})", os.getpid(), code)
         return code
     finally:
@@ -141,7 +142,7 @@ def run_engine(keep_alive: float) -> int:
         lock.release()
 
 
-async def _serve(listener: Listener, keep_alive: float) -> int:
+async def _serve(listener: Listener, lock: EngineLock, keep_alive: float) -> int:
     from hailo_repl.daemon.opening import open_local_engine
     from hailo_repl.daemon.server import EngineServer
 
@@ -156,7 +157,7 @@ async def _serve(listener: Listener, keep_alive: float) -> int:
 
     loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     serving = [asyncio.create_task(server.serve(listener.socks[-1]))]
-    reason = await _until_stopped(server, listener, keep_alive, serving)
+    reason = await _until_stopped(server, listener, lock, keep_alive, serving)
     if terminated:
         reason = protocol.STOPPING
     logger.info("engine: {}", reason)
@@ -173,7 +174,7 @@ async def _serve(listener: Listener, keep_alive: float) -> int:
 
 
 async def _until_stopped(
-    server: EngineServer, listener: Listener, keep_alive: float, serving: list[asyncio.Task[None]]
+    server: EngineServer, listener: Listener, lock: EngineLock, keep_alive: float, serving: list[asyncio.Task[None]]
 ) -> str:
     """Tick until the engine should end; the reason, as the server's shutdown takes it."""
     tick = TICK_SECONDS if keep_alive < 0 else min(TICK_SECONDS, max(keep_alive / 4, 0.05))
@@ -184,6 +185,9 @@ async def _until_stopped(
         if server.stop_requested.is_set():
             return protocol.QUIT
         if listener.gone() and not server.stopping:
+            if not lock.take_again():
+                logger.warning("another engine process holds {} now: this one ends", lock.path)
+                return protocol.STOPPING
             _bind_again(server, listener, serving)
         client_came = client_came or bool(server.clients) or server.engine is not None
         idle = server.idle_seconds() if not server.clients else None  # (one connected, not yet open: not idle)

@@ -17,6 +17,7 @@ import os
 import time
 from pathlib import Path
 
+from hailo_repl.daemon.paths import same_file
 from hailo_repl.instance_lock import Holder, process_start_time
 from hailo_repl.private_files import PRIVATE_FILE_MODE, private_dir
 
@@ -49,6 +50,22 @@ class EngineLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, text.encode(), 0)
         self._fd = fd
+        return True
+
+    def take_again(self) -> bool:
+        """The lock file was removed under this engine (its state folder deleted): hold a new one
+        at its path. False if another engine holds the file there now: this engine is not the
+        user's any more (two that each thought so would unlink each other's socket forever)."""
+        old = self._fd
+        assert old is not None, "take() first"
+        mine = os.fstat(old)
+        if same_file(self.path, (mine.st_dev, mine.st_ino)):
+            return True
+        self._fd = None
+        if not self.take(wait=0):
+            self._fd = old
+            return False
+        os.close(old)
         return True
 
     def release(self) -> None:
