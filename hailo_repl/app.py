@@ -37,6 +37,7 @@ from hailo_repl.commands import (
     Send,
     SwitchModel,
     is_command,
+    needs_the_engine,
     run_command,
     waits_for_the_engine,
 )
@@ -332,6 +333,11 @@ class Repl(ChatEnds):
                 continue
             mode = TurnMode.MESSAGE
             if is_command(text):
+                # (the engine process loads after the first prompt: a command typed meanwhile waits)
+                if self.in_engine_process and needs_the_engine(text) and not await self.turns.model_ready(load):
+                    if self.ctrl_c.pressed and not self.quitting:
+                        self.console.info("Not done (Ctrl+C); Up brings the command back.")
+                    continue
                 try:
                     outcome = await self._command(text)
                 except Detach:

@@ -55,6 +55,7 @@ def run_through_engine(
     from hailo_repl.backends import resolve_choice
     from hailo_repl.daemon.client import EngineProcess, backend_named, model_named
     from hailo_repl.dialogs import choose_model, download_with_progress
+    from hailo_repl.engine.api import EngineNotice
     from hailo_repl.settings import GENERATION_SETTINGS
 
     chatting = interactive and args.prompt is None
@@ -79,14 +80,17 @@ def run_through_engine(
         params = {setting.name: settings[setting.name] for setting in GENERATION_SETTINGS}
         model, backend = model_named(resolved), backend_named(resolved)
         engine = EngineProcess(
-            request, model, backend, params, settings["keep-alive"], settings["history"], say=notices.say
+            request, model, backend, params, settings["keep-alive"], settings["history"], chatting, notices.say
         )
         if chatting:
             from hailo_repl.app import run_repl
 
             return run_repl(engine, settings, config_file, store=store)  # its first frame ends the start
         start_is_over()
+        engine.subscribe(lambda event: notices.say(event.line) if isinstance(event, EngineNotice) else None)
         engine.load()
+        for line in engine.opened.lines if engine.opened else []:  # ("No Hailo device found; using llama.cpp …")
+            notices.say(line)
         code = answer_inputs(args, engine, settings, notices)
         if code == EXIT_OK and engine.gone is not None:  # the engine stopped under the reply (kept interrupted)
             notices.say(engine.gone)

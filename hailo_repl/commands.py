@@ -40,6 +40,7 @@ __all__ = [
     "is_command",
     "run_command",
     "waits_for_the_engine",
+    "needs_the_engine",
 ]
 
 # handler(context, the text after the command's name) -> None, or what the REPL must do next
@@ -64,6 +65,8 @@ class Command:
     # It waits for the engine's answer (a save, a resume: seconds while the engine process keeps
     # a device context, holding its GIL): the REPL runs it off its loop there (app.Repl).
     waits: bool = False
+    # It is answered in the terminal, never by the engine: no need to wait for the model's load.
+    here: bool = False
 
 
 @dataclass
@@ -81,9 +84,10 @@ class CommandRegistry:
         arguments: Arguments | None = None,
         choices: Choices | None = None,
         waits: bool = False,
+        here: bool = False,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
-            entry = Command(name, help, handler, usage, aliases, arguments, choices, waits)
+            entry = Command(name, help, handler, usage, aliases, arguments, choices, waits, here)
             for key in (name, *aliases):
                 self.commands[key] = entry
             return handler
@@ -128,6 +132,13 @@ def waits_for_the_engine(text: str) -> bool:
     """Whether the command `text` names waits for the engine's answer (Command.waits)."""
     entry, _, _ = BUILTINS.parse(text)
     return entry is not None and entry.waits
+
+
+def needs_the_engine(text: str) -> bool:
+    """Whether the command `text` names asks the engine (Command.here): one typed while the model
+    still loads waits for it, as a message does."""
+    entry, _, _ = BUILTINS.parse(text)
+    return entry is not None and not entry.here
 
 
 def run_command(context: CommandContext, text: str) -> Send | SwitchModel | OffTheLoop | None:
@@ -191,7 +202,7 @@ BUILTINS = CommandRegistry()
 command = BUILTINS.command
 
 
-@command("/help", "show the commands and keys")
+@command("/help", "show the commands and keys", here=True)
 def show_help(context: CommandContext, argument: str) -> None:
     listing = BUILTINS.help_text() + "\n" + chat.settings_list(context) + "\n" + keys_help_text()
     context.console.say("Commands:\n" + listing)
@@ -201,12 +212,12 @@ command("/clear", "erase the conversation and reset the model's context", waits=
 command("/context", "show how full the context window is", waits=True)(chat.show_context)
 
 
-@command("/quit", "end the chat and release the device", aliases=("/exit",))
+@command("/quit", "end the chat and release the device", aliases=("/exit",), here=True)
 def quit_chat(context: CommandContext, argument: str) -> None:
     raise Quit
 
 
-@command("/detach", "leave the chat running in the engine process (hailo-repl -c attaches again)")
+@command("/detach", "leave the chat running in the engine process (hailo-repl -c attaches again)", here=True)
 def detach(context: CommandContext, argument: str) -> None:
     if not in_engine_process(context.engine):
         context.console.info("/detach needs the engine process (--daemon always); this chat runs in this terminal.")
@@ -229,7 +240,7 @@ command("/load", "continue a saved conversation", usage="<file>", arguments=path
 command("/model", "list the models, or go on with another one", usage="[name]", choices=chat.offered_models)(
     chat.switch_model
 )
-command("/history", "list the saved chats, or those containing TEXT", usage="[text]")(chat.history)
+command("/history", "list the saved chats, or those containing TEXT", usage="[text]", here=True)(chat.history)
 command(
     "/resume", "continue a saved chat (Tab completes the ids)", usage="<id>", arguments=chat.SavedChatIds, waits=True
 )(chat.resume)

@@ -71,6 +71,7 @@ class EngineProcess:
         params: dict[str, object],
         keep_alive: float,
         history: bool = True,
+        chatting: bool = True,
         say: Callable[[str], None] | None = None,
     ):
         """`say`: a line for the user before the chat opens (a script waiting for a terminal's chat)."""
@@ -78,6 +79,7 @@ class EngineProcess:
         self.say = say or (lambda line: print(line, file=sys.stderr))
         self.keep_alive = keep_alive
         self.history = history
+        self.chatting = chatting  # a REPL's (not -p's or a pipe's)
         self.engine: SocketEngine | None = None
         self._listeners: list[Listener] = []
         self._status = Status(
@@ -153,7 +155,11 @@ class EngineProcess:
             self.engine.detach()
 
     def hang_up(self) -> None:
-        self.detach()
+        """The terminal is gone: a REPL's leaves the chat (its reply goes on in the engine). -p and
+        a pipe read on: a stdout that is a file or a pipe still gets the whole reply, as in process
+        (cli_chat.run_turn), and the run ends with 129 after it."""
+        if self.chatting:
+            self.detach()
 
     def quit(self, say: Callable[[str], None] | None = None) -> None:
         """The chat ends here (/quit, Ctrl+D): this terminal leaves (SocketEngine.quit); the engine

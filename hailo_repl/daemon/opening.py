@@ -18,22 +18,23 @@ from hailo_repl.backends import BackendChoice, open_backend
 from hailo_repl.backends.base import BackendError, GenerationParams
 from hailo_repl.chat import Chat
 from hailo_repl.config import device_contexts_dir, instance_lock_file, sessions_dir
-from hailo_repl.daemon.protocol import OpenRequest
+from hailo_repl.daemon.protocol import OpenRequest, open_request_from_wire, record_to_wire
 from hailo_repl.engine.local import LocalEngine
 from hailo_repl.instance_lock import HAILO, InstanceLock
-from hailo_repl.log import logger
 from hailo_repl.sessions import SessionStore
 from hailo_repl.settings import GENERATION_SETTINGS
 
 if TYPE_CHECKING:
+    from hailo_repl.backends.base import Backend
     from hailo_repl.backends.hailo_keeping import KeepingPolicy
 
 
 def open_local_engine(request: OpenRequest, say: Callable[[str], None]) -> LocalEngine:
     """The chat `request` asks for, over the backend it names (BackendError, ModelNotFoundError
-    with the line to show); `say` gets the lines about the choice ("no Hailo device; using …")."""
+    with the line to show); `say` gets the lines about the choice ("no Hailo device; using …",
+    whom the Hailo-10H waits for)."""
     backend = open_backend(
-        choice_of(request), notify=say, choose_model=None, download=_no_download, claim_hailo=_claim_hailo(request)
+        choice_of(request), notify=say, choose_model=None, download=_no_download, claim_hailo=_claim_hailo(request, say)
     )
     if backend.name != HAILO:
         release_device_claim()
@@ -51,12 +52,12 @@ def open_local_engine(request: OpenRequest, say: Callable[[str], None]) -> Local
 _claim: InstanceLock | None = None  # this process's entry in the user's lock file, while it holds the Hailo
 
 
-def _claim_hailo(request: OpenRequest) -> Callable[[], None]:
+def _claim_hailo(request: OpenRequest, say: Callable[[str], None]) -> Callable[[], None]:
     def claim() -> None:
         global _claim
         if _claim is None:
             _claim = InstanceLock(instance_lock_file())
-        _claim.take(HAILO, say=lambda line: logger.info("engine: {}", line), register=request.history)
+        _claim.take(HAILO, say=say, register=request.history)
 
     return claim
 
@@ -92,6 +93,36 @@ def choice_of(request: OpenRequest) -> BackendChoice:
         context_cache=device_contexts_dir() if request.history else None,
         keeping=(lambda: keeping_of(request)) if request.settings else None,
     )
+
+
+def asking_for(request: OpenRequest, backend: Backend) -> OpenRequest | None:
+    """`request` as a terminal asking for `backend`'s model would send it (after /model switched
+    the engine to it): the next terminal asking for that model goes on with it loaded, and one
+    asking for the model before gets that one. None where that cannot be told: any next open
+    then opens its model again."""
+    fields = record_to_wire(request)
+    # (each class imported where the backend is one of its: importing the others costs the engine)
+    if backend.name == "hailo":
+        from hailo_repl.backends.hailo import HailoBackend
+
+        if not isinstance(backend, HailoBackend):
+            return None
+        fields["hef_path"] = str(backend.hef_path.absolute())
+    elif backend.name == "llama":
+        from hailo_repl.backends.llama import LlamaBackend
+        from hailo_repl.models import BUNDLED_MODEL_NAME
+
+        if not isinstance(backend, LlamaBackend):
+            return None
+        bundled = backend.model_name == BUNDLED_MODEL_NAME  # (a terminal asks for it by no path)
+        fields["gguf_path"] = None if bundled else str(backend.model_path.absolute())
+    else:
+        from hailo_repl.backends.remote import RemoteBackend
+
+        if not isinstance(backend, RemoteBackend):
+            return None
+        fields["model_name"] = backend.model_name
+    return open_request_from_wire(fields)
 
 
 def _no_download(name: str, directory: Path) -> Path:

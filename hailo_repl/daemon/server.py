@@ -55,7 +55,7 @@ from hailo_repl.console import INFO, labelled
 from hailo_repl.context import RECENT_TURNS, split_turns
 from hailo_repl.daemon import protocol
 from hailo_repl.daemon.connection import BACKLOG_LIMIT, Client
-from hailo_repl.daemon.opening import keeping_of
+from hailo_repl.daemon.opening import asking_for, keeping_of
 from hailo_repl.daemon.protocol import Opened, OpenRequest, RemoteError
 from hailo_repl.engine.api import (
     EngineError,
@@ -106,7 +106,8 @@ class EngineServer:
         self.on_stopping = on_stopping
         self.stopping = False  # the engine ends: no chat opens in it any more
         self.engine: LocalEngine | None = None
-        self.request: OpenRequest | None = None  # what the engine's backend was opened with
+        # What a terminal asks for to get the engine's model as it is (None: unknown, any open loads its own).
+        self.request: OpenRequest | None = None
         self.stop_requested = asyncio.Event()
         self.backlog_limit = BACKLOG_LIMIT
         self.clients: set[Client] = set()
@@ -348,7 +349,7 @@ class EngineServer:
         async with self._opening:
             self._refuse_if_stopping()
             if self.engine is None:
-                await self._new_engine(request)
+                await self._new_engine(client, request)
             else:
                 await self._reopen(client, request)
             if client.closed:  # (it went meanwhile: the chat stays in the engine, idle, for the next terminal)
@@ -356,11 +357,14 @@ class EngineServer:
                 raise RemoteError(protocol.NOT_OPEN, "gone")
             return self._attach(client)
 
-    async def _new_engine(self, request: OpenRequest) -> None:
+    async def _new_engine(self, client: Client, request: OpenRequest) -> None:
         loop = asyncio.get_running_loop()
-        said: list[str] = []  # ("no Hailo device; using llama.cpp …": for the terminal, with the snapshot)
+
+        def say(line: str) -> None:  # ("No Hailo device; using llama.cpp …", whom the Hailo waits for)
+            loop.call_soon_threadsafe(self._tell_opening, client, labelled(INFO, line))
+
         try:
-            engine = await loop.run_in_executor(None, self.open_engine, request, said.append)
+            engine = await loop.run_in_executor(None, self.open_engine, request, say)
         except EngineError:
             raise
         except Exception as failure:
@@ -368,7 +372,6 @@ class EngineServer:
                 logger.opt(exception=failure).error("engine: opening the chat failed")
             raise EngineError(ErrorCode.LOAD_FAILED, str(failure)) from None
         self.engine, self.request = engine, request
-        self._missed = [*self._missed, *(labelled(INFO, line) for line in said)]
         engine.subscribe(self._from_engine)
         try:
             await self._go_to_chat(engine, request.chat)
@@ -378,6 +381,14 @@ class EngineServer:
             raise
         self._loading = asyncio.ensure_future(self._load(engine))
         self._idle_saves = asyncio.ensure_future(engine.keep_context_when_idle(self._say_first))
+
+    def _tell_opening(self, client: Client, line: str) -> None:
+        """A line about the chat's opening, to the terminal opening it as it comes (the open may
+        wait for the Hailo-10H); the next to arrive is told it if that one has gone."""
+        if client.closed:
+            self._missed = [*self._missed, line][-MISSED_LINES:]
+        else:
+            client.send(protocol.event_line(EngineNotice(0, line)))
 
     async def _go_to_chat(self, engine: LocalEngine, chat: str) -> None:
         """The chat asked for: a saved one resumed, or the latest saved (-c) if there is one."""
@@ -416,18 +427,22 @@ class EngineServer:
             other.drop(protocol.TAKEN_OVER, by={"pid": client.pid, "tty": client.tty})  # (never waited for)
             return
         if self._turn is not None or self._unseen:
-            if request.chat == "new" or same:
-                return  # attach X: its reply went on while nobody watched
+            if request.interactive and (request.chat == "new" or same):
+                return  # attach X: its reply went on while nobody watched (a script's -p never lands in X)
+            if self._turn is not None and not request.interactive:  # -p, a pipe: it waits for that reply's end
+                raise RemoteError(
+                    protocol.HELD_ELSEWHERE, f"Chat {chat}'s reply goes on in the engine process; waiting for its end"
+                )
             if self._turn is not None:
                 raise EngineError(ErrorCode.BUSY, f"Chat {chat}'s reply is still running; `hailo-repl -c` attaches it")
         if same:
             await self._keep_as_asked(engine, request)
             self._save_as_asked(engine, request)
             return
-        if self.request is not None and self._needs_new_backend(engine, self.request, request):
+        if self.request is None or self._needs_new_backend(engine, self.request, request):
             logger.info("engine: another model or device-context policy asked for: the engine opens it")
             await self._stop_engine()
-            await self._new_engine(request)
+            await self._new_engine(client, request)
             return
         # X's context is kept (as /clear does) under X's history setting; then this open's own
         # setting holds: a --no-history chat on a warm engine is saved nowhere, and the reverse.
@@ -463,6 +478,7 @@ class EngineServer:
     @staticmethod
     def _fresh_chat(engine: LocalEngine, request: OpenRequest) -> None:
         engine.clear()
+        engine.chat.session_stats.clear()  # (a new terminal's /stats count its own replies, as a new process's do)
         if request.system_prompt != engine.chat.system_prompt:  # (this terminal's settings, not the last one's)
             engine.system(request.system_prompt)
         for name, value in request.params.items():
@@ -702,6 +718,9 @@ class EngineServer:
             text, lines = engine.undo()
             return {"text": text, "lines": lines}
 
+        def switch(engine: LocalEngine, params: dict[str, Any]) -> dict[str, Any]:
+            return protocol.record_to_wire(engine.switch_model(params["name"]))
+
         def save(engine: LocalEngine, params: dict[str, Any]) -> dict[str, Any]:
             path = Path(params["path"]) if params.get("path") else None
             where, count = engine.save(path, Path(params["directory"]), bool(params.get("force")))
@@ -725,10 +744,19 @@ class EngineServer:
             protocol.MODEL_PREPARE: between_turns(
                 lambda engine, params: {"name": engine.prepare_switch(params["name"])}
             ),
-            protocol.MODEL_SWITCH: between_turns(
-                lambda engine, params: protocol.record_to_wire(engine.switch_model(params["name"])), blocks=True
-            ),
+            protocol.MODEL_SWITCH: self._switching(between_turns(switch, blocks=True)),
         }
+
+    def _switching(self, switch: Handler) -> Handler:
+        """/model: once it has switched, the engine runs another model than its chat/open asked for."""
+
+        async def handle(client: Client, params: dict[str, Any]) -> Any:
+            answer = await switch(client, params)
+            if self.engine is not None and self.request is not None and answer.get("error") is None:
+                self.request = asking_for(self.request, self.engine.chat.backend)
+            return answer
+
+        return handle
 
 
 def _is_for_the_user(failure: Exception) -> bool:

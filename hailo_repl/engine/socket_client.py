@@ -218,6 +218,7 @@ class SocketEngine:
             if turn is not None and turn.remote in (None, event.turn) and not turn.finished.done():
                 if isinstance(event, TurnCompleted):
                     turn.completed = event
+                    self._status.saving = True  # the engine keeps and saves the reply now, until turn/finished
                 self._to_turn(turn, event)
             elif isinstance(event, TurnNotice):  # about a turn this terminal did not show
                 self._emit(EngineNotice(event.seq, event.line))
