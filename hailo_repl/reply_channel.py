@@ -52,9 +52,10 @@ class ReplyChannel:
         self.seq = 0  # the sequence number of the event `get` returned last
 
     def put_text(self, piece: str, seq: int = 0) -> None:
-        """The reply's next piece. Wakes the loop only when nothing was waiting: once a frame."""
+        """The reply's next piece. Wakes the loop only when nothing was waiting and the frame is
+        due: before it, the loop waits for the frame's time by itself (one wakeup a frame)."""
         with self._lock:
-            wake = not self._waiting
+            wake = not self._waiting and self._loop.time() >= self._next_frame
             last = self._waiting[-1] if self._waiting and self._waiting[-1][0] is ReplyEvent.TEXT else None
             if last is not None:
                 last[1].append(piece)
@@ -86,8 +87,10 @@ class ReplyChannel:
         return [line for line in left if isinstance(line, str)]
 
     def next_text_at_once(self) -> None:
-        """Hand the next text over as soon as it comes, not a frame after the last."""
-        self._next_frame = 0.0
+        """Hand the next text over as soon as it comes, not a frame after the last (from the loop)."""
+        with self._lock:
+            self._next_frame = 0.0
+        self._wakeup.set()  # (a get() waiting for the frame's time looks again)
 
     async def get(self) -> tuple[ReplyEvent, Any, int]:
         """The next event, its value, and for TEXT the number of pieces joined in it."""
@@ -99,15 +102,18 @@ class ReplyChannel:
                 ready = head is not None and (
                     head[0] is not ReplyEvent.TEXT or len(self._waiting) > 1 or now >= self._next_frame
                 )
-                if ready:
+                if head is not None and ready:
                     self._waiting.popleft()
+                    if head[0] is ReplyEvent.TEXT:
+                        self._next_frame = now + self._frame_interval
+                next_frame = self._next_frame
             if head is not None and ready:
                 kind, value, self.seq = head
                 if isinstance(value, list):
-                    self._next_frame = now + self._frame_interval
                     return kind, "".join(value), len(value)
                 return kind, value, 0
-            timer = self._loop.call_at(self._next_frame, self._wakeup.set) if head is not None else None
+            # Text that comes before the frame's time does not wake the loop (put_text): look then.
+            timer = self._loop.call_at(next_frame, self._wakeup.set) if now < next_frame else None
             try:
                 await self._wakeup.wait()
             finally:

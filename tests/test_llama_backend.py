@@ -95,3 +95,36 @@ def test_cancel_during_prompt_evaluation_aborts_it(backend):
         backend.stream([{"role": "user", "content": "Say hi."}], GenerationParams(max_tokens=8), threading.Event())
     )
     assert "".join(again).strip()
+
+
+@pytest.mark.parametrize(
+    "question", ["Write a long story about a dragon.", "List ten animals with an emoji each."], ids=["prose", "emoji"]
+)
+def test_the_reply_is_llama_cpp_pythons_own_text_token_by_token(backend, question):
+    """The reply streams from Llama.generate, each token decoded once (not create_completion, which
+    decodes the whole reply again after each token): the same text as create_completion gives,
+    characters split across tokens (an emoji's four bytes) arriving whole, ending where it ends."""
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}]
+    params = GenerationParams(temperature=0.0, max_tokens=120)
+    backend.clear()
+    pieces = list(backend.stream(messages, params, threading.Event()))
+    backend.clear()
+    expected = "".join(
+        chunk["choices"][0]["text"]
+        for chunk in backend._llama.create_completion(
+            prompt=backend._tokens(messages), max_tokens=120, temperature=0.0, stream=True
+        )
+    )
+    assert "".join(pieces) == expected
+    assert all(pieces) and "\ufffd" not in expected
+    if question.startswith("List"):
+        assert any(ord(ch) > 0xFFFF for ch in expected)  # (an emoji, split over tokens: it came whole)
+    assert len(pieces) <= params.max_tokens
+
+
+def test_a_reply_ends_at_max_tokens(backend):
+    story = "Write a long story about a dragon."
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": story}]
+    backend.clear()
+    pieces = list(backend.stream(messages, GenerationParams(temperature=0.0, max_tokens=10), threading.Event()))
+    assert len(pieces) == 10  # (English prose: a piece a token)

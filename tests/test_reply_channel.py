@@ -134,3 +134,25 @@ def test_the_first_word_shows_when_it_ends_not_a_frame_later():
     shown_then, at_the_end = asyncio.run(main())
     assert shown_then == ASSISTANT_PREFIX + "Once "
     assert at_the_end.startswith(ASSISTANT_PREFIX + "Once upon")
+
+
+def test_text_after_a_pause_longer_than_a_frame_comes_when_it_comes():
+    """A piece put before its frame is due does not wake the loop (it looks at the frame's time);
+    one put after a pause (a slow device, a notice being saved) must still reach it."""
+
+    async def main():
+        channel = ReplyChannel(asyncio.get_running_loop(), frame_interval=FRAME)
+        channel.put_text("Hello")
+        first = await take(channel, 1)
+        await asyncio.sleep(2 * FRAME)  # nothing comes for two frames
+        threading.Thread(target=channel.put_text, args=(" again",)).start()
+        second = await take(channel, 1)  # (a put that woke nobody would time out here)
+        channel.put_text(" and")  # within the frame: it waits for the frame, then comes
+        third = await take(channel, 1)
+        return first + second + third
+
+    assert asyncio.run(main()) == [
+        (ReplyEvent.TEXT, "Hello", 1),
+        (ReplyEvent.TEXT, " again", 1),
+        (ReplyEvent.TEXT, " and", 1),
+    ]
