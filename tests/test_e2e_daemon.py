@@ -212,6 +212,32 @@ def test_a_client_killed_mid_reply_leaves_the_reply_to_finish_whole_and_c_shows_
     assert "abort" not in engines.events()
 
 
+def test_a_sigstopped_client_holds_nothing_back_and_c_elsewhere_takes_its_chat_over(engines):
+    """A terminal that reads nothing (Ctrl+Z, a stalled SSH link): the reply runs to its end and
+    is saved whole, `-c` in another terminal takes the chat at once, and the stopped one, let go
+    on, says so in one line and exits."""
+    tokens = words(40)
+    first = engines([tokens], delay_ms=50)
+    first.expect(PROMPT)
+    first.send("tell me\r")
+    first.expect_screen(r"w3 ")
+    engines.engine()
+    os.kill(first.child.pid, signal.SIGSTOP)
+    try:
+        whole = "".join(tokens).strip()
+        wait_until(
+            lambda: any(c["messages"][-1]["content"] == whole for c in saved_chats().values()),
+            "the reply saved whole while its terminal reads nothing",
+        )
+        second = engines([["unused"]], "-c")
+        second.expect(r"w39")
+        second.expect(PROMPT)
+    finally:
+        os.kill(first.child.pid, signal.SIGCONT)
+    first.expect(r"taken over by pts/\d+")
+    assert first.wait_for_exit() == 0
+
+
 def test_an_engine_killed_mid_reply_ends_the_client_in_one_line_and_the_next_start_opens_the_device_again(engines):
     first = engines([["first", " answer"], words(50)], delay_ms=50)
     first.expect(PROMPT)
