@@ -197,9 +197,15 @@ class ShownReply:
 
 
 async def show_reply(
-    events: TurnEvents, renderer: ReplyRenderer, console: Console, screen: ReplyScreen, shown: ShownReply | None = None
+    events: TurnEvents,
+    renderer: ReplyRenderer,
+    console: Console,
+    screen: ReplyScreen,
+    shown: ShownReply | None = None,
+    ending: Callable[[TurnCompleted], None] = lambda completed: None,
 ) -> TurnCompleted:
-    """Show the reply as its events arrive; returns how it ended."""
+    """Show the reply as its events arrive; returns how it ended, told first to `ending`, before
+    the screen draws the end."""
     started = False
     word_shown = False
     while True:
@@ -215,6 +221,7 @@ async def show_reply(
             if not word_shown:  # the word-wrap holds the first word until it ends: show it then, not a frame later
                 events.next_text_at_once()
         else:
+            ending(event)
             tail = renderer.flush()
             if event.reason is TurnEnd.INTERRUPTED:
                 tail += renderer.mark(INTERRUPTED_MARK)

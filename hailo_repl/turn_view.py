@@ -75,7 +75,9 @@ class TurnView:
             repl.pane.begin(repl.toolbar.usage)
             if not repl.prompt.up:
                 repl.prompt.start(in_reply=True)
-        showing = self._showing = asyncio.ensure_future(show_reply(turn, renderer, repl.console, screen, shown))
+        showing = self._showing = asyncio.ensure_future(
+            show_reply(turn, renderer, repl.console, screen, shown, repl.toolbar.take_shown_end)
+        )
         try:
             with repl.ctrl_c.stopping(interrupt):
                 await asyncio.wait([showing])

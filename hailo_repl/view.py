@@ -67,6 +67,7 @@ class Toolbar:
         self.usage: ContextUsage | None = None
         self.tokens_per_second: float | None = None
         self.turn_running = False  # from its TurnStarted to its TurnCompleted
+        self._shown_end: int | None = None  # the turn whose end came with its own events (take_shown_end)
 
     def take(self, event: Event) -> None:
         """An engine event (on the loop): keep what the toolbar shows of it."""
@@ -75,7 +76,7 @@ class Toolbar:
         elif isinstance(event, UsageChanged):
             self.usage = event.usage
         elif isinstance(event, TurnStarted):
-            self.turn_running = True
+            self.turn_running = event.turn != self._shown_end  # (its end may have come first: take_shown_end)
         elif isinstance(event, TurnCompleted):
             self.turn_running = False
             self.tokens_per_second = event.stats.tokens_per_second if event.stats else None
@@ -84,6 +85,16 @@ class Toolbar:
             return
         if self.session.app.is_running:
             self.session.app.invalidate()
+
+    def take_shown_end(self, completed: TurnCompleted) -> None:
+        """The end of the turn on screen, from the turn's own events, before the screen draws it.
+        The engine's event for it crosses from the engine's thread by another way, and may come
+        after that frame: the frame, drawn whole, would show the estimate, and the count only as
+        the few cells a later redraw changes. An end without the engine's figures (the screen's
+        own at Ctrl+C, the reply still ending) waits for the engine's event."""
+        if completed.usage is not None:
+            self._shown_end = completed.turn
+            self.take(completed)
 
     async def keep_fresh(self) -> None:
         """Redraw the toolbar when no frame has for TOOLBAR_REFRESH_SECONDS. (Not prompt_toolkit's

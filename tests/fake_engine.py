@@ -19,6 +19,7 @@ from hailo_repl.engine.api import (
     TurnCompleted,
     TurnEnd,
     TurnMode,
+    TurnStarted,
     TurnText,
     UsageChanged,
 )
@@ -116,6 +117,8 @@ class FakeEngine:
         turn = FakeTurn(len(self.turns) + 1, pieces, self.delay, self.finish_late)
         turn.late = self.late_notices
         self.turns.append(turn)
+        self._emit(TurnStarted(100 * turn.id, turn.id, mode, text))
+        # The engine's TurnCompleted comes after the turn's own end is taken, as it may across threads.
         turn.finished.add_done_callback(lambda done: self._emit(done.result()))
         return turn
 

@@ -25,10 +25,11 @@ from hailo_repl.settings import SETTINGS_TABLE
 TYPING_PAUSE = 0.02
 
 
-def type_into_repl(engine, keys, history=False, **more):
+def type_into_repl(engine, keys, history=False, output=None, **more):
     """Type `keys` (strings; or steps, coroutine functions given the Repl) into a Repl on `engine`
-    (`more`: the Repl's other arguments); returns (exit code, the Repl)."""
-    with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
+    (`more`: the Repl's other arguments); returns (exit code, the Repl). With a terminal's `output`
+    the reply streams under the live prompt, as in a terminal; by default prompt_toolkit draws nothing."""
+    with create_pipe_input() as pipe, create_app_session(input=pipe, output=output or DummyOutput()):
         repl = Repl(engine, history=history, **more)
 
         async def main():

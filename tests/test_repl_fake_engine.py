@@ -2,14 +2,18 @@
 backend. What it shows comes from the engine's events, what it does goes to the engine's requests."""
 
 import asyncio
+import io
 import os
 import signal
 from pathlib import Path
 
 from fake_engine import FakeEngine
+from prompt_toolkit.data_structures import Size
+from prompt_toolkit.output.vt100 import Vt100_Output
 from scripted import type_into_repl
 
 from hailo_repl.engine.api import EngineError, ErrorCode, Switched, TurnMode
+from hailo_repl.pane import SYNC_BEGIN, SYNC_END
 
 
 def run_repl(engine, keys):
@@ -38,6 +42,21 @@ def test_a_reply_is_shown_from_the_engines_text_events_and_the_toolbar_from_its_
     assert ("start_turn", "hi", TurnMode.MESSAGE) in engine.calls
     # the usage and the speed the engine reported with the turn's end, read from no chat
     assert "fake-model" in toolbars[0] and "120/1000" in toolbars[0] and "tok/s" in toolbars[0]
+
+
+def test_the_frame_that_ends_a_reply_shows_the_engines_count_though_its_event_comes_later(isolated_home):
+    """The turn's end reaches the screen by the turn's own events, the toolbar's figures by the
+    engine's events; across threads either may come first (this fake engine: the turn's end).
+    The frame that ends the reply is drawn whole; a later change redraws only the cells that
+    differ, so an estimate drawn there would stay what the terminal received whole."""
+    engine = FakeEngine(["Hello", " there"])
+    terminal = io.StringIO()
+    output = Vt100_Output(terminal, lambda: Size(rows=30, columns=110), term="xterm-256color")
+    code, _ = type_into_repl(engine, ["hi\r", "/quit\r"], output=output)
+    assert code == 0
+    frames = [frame.split(SYNC_END)[0] for frame in terminal.getvalue().split(SYNC_BEGIN)[1:]]
+    ending = next(frame for frame in frames if "Assistant: Hello there" in frame)  # the reply's end, drawn whole
+    assert "ctx 120/1000 (12%)" in ending  # the engine's count (120), not the estimate (~22: 20 before + 2 pieces)
 
 
 def test_ctrl_c_names_the_turn_and_the_last_text_shown_and_the_prompt_is_back_at_once(isolated_home, capsys):
