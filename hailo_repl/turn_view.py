@@ -75,9 +75,14 @@ class TurnView:
             repl.pane.begin(repl.toolbar.usage)
             if not repl.prompt.up:
                 repl.prompt.start(in_reply=True)
-        showing = self._showing = asyncio.ensure_future(
-            show_reply(turn, renderer, repl.console, screen, shown, repl.toolbar.take_shown_end)
-        )
+
+        def ending(completed: TurnCompleted) -> None:
+            repl.toolbar.take_shown_end(completed)
+            # Keys from the frame that shows the end are the prompt's (Enter sends, Ctrl+C on an
+            # empty line says how to quit), not queued or taken as a stop: the reply is over.
+            repl.prompt.handling = False
+
+        showing = self._showing = asyncio.ensure_future(show_reply(turn, renderer, repl.console, screen, shown, ending))
         try:
             with repl.ctrl_c.stopping(interrupt):
                 await asyncio.wait([showing])
