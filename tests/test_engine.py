@@ -204,3 +204,35 @@ def test_notices_of_a_turn_reach_the_terminal_in_their_place():
     notices = [event for event in events if isinstance(event, TurnNotice)]
     assert notices and "not UTF-8" in notices[0].line
     assert events.index(notices[0]) < next(i for i, e in enumerate(events) if isinstance(e, TurnText))
+
+
+class ThreadNotingBackend(ScriptedBackend):
+    """Notes the thread each reply is generated on (llama.cpp's decode, on a real backend)."""
+
+    def __init__(self, *replies):
+        super().__init__(*replies)
+        self.threads = []
+
+    def stream(self, messages, params, cancel):
+        self.threads.append(threading.get_ident())
+        yield from super().stream(messages, params, cancel)
+
+
+def test_every_turn_is_generated_on_one_thread_though_the_loops_executor_is_busy():
+    """llama.cpp's OpenMP keeps a team of threads for each thread that decodes; more teams than
+    cores and its threads stop spinning between steps (0.6x raw decode in the engine process,
+    whose other requests kept the loop's executor making threads)."""
+    backend = ThreadNotingBackend(["one"], ["two"], ["three"])
+    engine = engine_with(backend)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        for text in ("a", "b", "c"):
+            held = threading.Event()
+            busy = loop.run_in_executor(None, held.wait)  # the executor's threads taken meanwhile
+            await engine.start_turn(text).finished
+            held.set()
+            await busy
+
+    asyncio.run(main())
+    assert len(backend.threads) == 3 and len(set(backend.threads)) == 1

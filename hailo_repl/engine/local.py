@@ -9,6 +9,7 @@ loop: what changes reaches it as events (engine.api).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import itertools
 import threading
@@ -106,6 +107,11 @@ class LocalEngine:
         self._context_save: asyncio.Future[None] | None = None  # an idle save of the device context
         self._busy: Busy | None = None
         self._switch_to: tuple[str, Backend] | None = None  # /model's backend, checked, not loaded yet
+        # Every turn on one thread: llama.cpp's OpenMP makes a team of threads for each thread that
+        # decodes, and with teams beyond the cores libgomp stops spinning at its barriers (its
+        # throttled spin count): turns on the loop's executor, a new thread now and then in the
+        # engine process, decoded at 0.6x raw llama-cpp-python there (benchmarks/README.md).
+        self._turn_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="turn")
 
     # ---- events ------------------------------------------------------------------------
 
@@ -287,7 +293,7 @@ class LocalEngine:
         loop = asyncio.get_running_loop()
         turn_id = next(self._turn_ids)
         turn = LocalTurn(turn_id, ReplyChannel(loop, turn=turn_id))
-        turn.finished = loop.run_in_executor(None, self._work, turn, text, mode)
+        turn.finished = loop.run_in_executor(self._turn_thread, self._work, turn, text, mode)
         self._turn = turn
         return turn
 
