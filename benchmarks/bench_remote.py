@@ -40,8 +40,8 @@ import bench_repl  # noqa: E402  (its pty driver and percentile helpers)
 import llama_server  # noqa: E402
 from ollama_double import OllamaDouble, ollama_reply  # noqa: E402
 
-from hailo_repl.chat import DEFAULT_SYSTEM_PROMPT  # noqa: E402
 from hailo_repl.models import BUNDLED_MODEL_NAME  # noqa: E402
+from hailo_repl.settings import DEFAULT_SYSTEM_PROMPT  # noqa: E402
 
 PROMPT = "Write a long story about a dragon."
 INTERRUPT_MESSAGE = "Write a very long story about a dragon."
