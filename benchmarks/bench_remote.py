@@ -122,6 +122,10 @@ def bench_interrupts(args: list[str], env: dict[str, str], count: int, disconnec
             term.wait_for(bench_repl.INTERRUPTED, "[interrupted]", timeout=30)
             term.wait_for("You: ", "the prompt after Ctrl+C", timeout=30)
             to_prompt.append(time.perf_counter() - pressed)
+            # A fresh chat each time: at temperature 0 the same question over a long chat gets a
+            # short answer at last, which ends before the Ctrl+C (as bench_repl's (a) does).
+            term.send_line("/clear")
+            term.wait_for(r"Conversation cleared", "/clear's answer")
             deadline = time.monotonic() + 30
             while disconnects() == before and time.monotonic() < deadline:
                 time.sleep(0.01)
@@ -178,6 +182,9 @@ def main() -> int:
                 results["interrupts_ollama"] = bench_interrupts(
                     ollama_args, env, args.interrupts, lambda: double.disconnects
                 )
+        # The chats ran in an engine process (daemon: auto, the default): it ends with the runs.
+        stop = [*bench_repl.terminal.hailo_repl_command(), "daemon", "stop"]
+        subprocess.run(stop, env=env, stdout=subprocess.DEVNULL, check=False)
     say(f"  load average at the end: {os.getloadavg()} (2 shared cores: other developers' tests run too)")
     if args.json:
         print(json.dumps(results, indent=2))
