@@ -436,8 +436,7 @@ class EngineServer:
             if self._turn is not None:
                 raise EngineError(ErrorCode.BUSY, f"Chat {chat}'s reply is still running; `hailo-repl -c` attaches it")
         if same:
-            await self._keep_as_asked(engine, request)
-            self._save_as_asked(engine, request)
+            await self._as_this_open_asks(engine, request)
             return
         if self.request is None or self._needs_new_backend(engine, self.request, request):
             logger.info("engine: another model or device-context policy asked for: the engine opens it")
@@ -447,22 +446,18 @@ class EngineServer:
         # X's context is kept (as /clear does) under X's history setting; then this open's own
         # setting holds: a --no-history chat on a warm engine is saved nowhere, and the reverse.
         await self._blocking(engine.keep_context)
-        await self._keep_as_asked(engine, request)
-        self._save_as_asked(engine, request)
+        await self._as_this_open_asks(engine, request)
         if request.chat == "new":
             await asyncio.get_running_loop().run_in_executor(None, self._fresh_chat, engine, request)
         else:
             await self._go_to_chat(engine, request.chat)
 
-    async def _keep_as_asked(self, engine: LocalEngine, request: OpenRequest) -> None:
-        """The device contexts kept as this terminal's chat asks (a REPL's, after a script's)."""
+    async def _as_this_open_asks(self, engine: LocalEngine, request: OpenRequest) -> None:
+        """From now on the chat keeps device contexts as this open asks (a REPL's after a
+        script's) and is saved as it asks: nowhere with --no-history."""
         backend = engine.chat.backend
         if isinstance(backend, KeepsContext) and request.settings:
             await self._blocking(backend.keep_as, keeping_of(request))
-
-    @staticmethod
-    def _save_as_asked(engine: LocalEngine, request: OpenRequest) -> None:
-        """The chat is saved from now on as this terminal asked: nowhere with --no-history."""
         store = engine.chat.store
         if store is not None:
             engine.chat.store = SessionStore(store.directory, writable=request.history)
