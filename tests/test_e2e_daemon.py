@@ -623,14 +623,21 @@ def test_the_doctor_names_the_engine_process_holding_the_hailo_instead_of_a_busy
     assert engines.events().count("vdevice_open") == 1  # the doctor did not try to open it
 
 
-def test_c_during_a_reply_in_flight_makes_it_this_terminals_ctrl_c_stops_it_and_the_chat_goes_on(engines):
-    first = engines([words(400), ["Again"]], delay_ms=50)
+def c_after_a_client_killed_mid_reply(engines, replies: list, delay_ms: int) -> Terminal:
+    """`hailo-repl -c` arriving at "tell me"'s reply (the first of `replies`), still running in
+    the engine after its terminal's client was SIGKILLed."""
+    first = engines(replies, delay_ms=delay_ms)
     first.expect(PROMPT)
     first.send("tell me\r")
     first.expect_screen(r"w3 ")
     os.kill(first.child.pid, signal.SIGKILL)
     second = engines([["unused"]], "-c")
     second.expect("Its reply is still running in the engine process")
+    return second
+
+
+def test_c_during_a_reply_in_flight_makes_it_this_terminals_ctrl_c_stops_it_and_the_chat_goes_on(engines):
+    second = c_after_a_client_killed_mid_reply(engines, [words(400), ["Again"]], delay_ms=50)
     second.expect_screen(r"w\d+ w\d+ ")  # the reply so far, then live
     second.interrupt()  # as for a reply to a message sent here: the reply stops, the chat stays
     second.expect(r"\[interrupted\]")
@@ -646,13 +653,7 @@ def test_c_during_a_reply_in_flight_makes_it_this_terminals_ctrl_c_stops_it_and_
 
 
 def test_a_message_typed_during_a_reply_followed_after_c_waits_for_its_end(engines):
-    first = engines([words(30), ["Queued", " answer"]], delay_ms=100)
-    first.expect(PROMPT)
-    first.send("tell me\r")
-    first.expect_screen(r"w3 ")
-    os.kill(first.child.pid, signal.SIGKILL)
-    second = engines([["unused"]], "-c")
-    second.expect("Its reply is still running in the engine process")
+    second = c_after_a_client_killed_mid_reply(engines, [words(30), ["Queued", " answer"]], delay_ms=100)
     second.send("and then?\r")  # Enter during the reply: the message waits for its end, as when sent here
     second.expect("Queued answer")
     second.expect_reply_end()

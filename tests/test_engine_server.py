@@ -593,14 +593,7 @@ def test_a_stalled_terminal_never_holds_back_a_take_over_or_the_next_turn(tmp_pa
     with engine_server(tmp_path, big, ["short"], delay=0.002) as server:
         watcher = RawClient(server.path, tty="pts/8")  # connected, initialized, never reading
         watcher.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        stalled = RawClient(server.path, tty="pts/1")
-        stalled.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        stalled.call("chat/open", open_params())
-        stalled.until(is_event("engine/state", state="ready"))
-        stalled.send("turn/start", {"text": "a long one"})  # and then it reads nothing
-        old = server.on_loop(lambda: server.server.controller)
-        unread = lambda: old._queued + old.writer.transport.get_write_buffer_size()  # noqa: E731
-        wait_for(lambda: server.on_loop(unread) > 256 * 1024)
+        stalled, unread = a_terminal_that_stopped_reading(server)
 
         second = RawClient(server.path, tty="pts/2")
         taken = second.call("chat/open", open_params(chat="latest", take_over=True))["result"]
@@ -621,6 +614,24 @@ def test_a_stalled_terminal_never_holds_back_a_take_over_or_the_next_turn(tmp_pa
         # the status connection was sent no turn: only what it asks
         assert watcher.call("daemon/status")["result"]["attached"] == "pts/2"
         assert [message.get("method") for message in watcher.seen] == []
+
+
+def a_terminal_that_stopped_reading(server):
+    """A terminal (pts/1) with the chat open that asked for a long reply and reads nothing of it
+    (SIGSTOP, a stalled link), and what it has not read yet, once that is far past what the
+    sockets buffer."""
+    stalled = RawClient(server.path, tty="pts/1")
+    stalled.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.call("chat/open", open_params())
+    stalled.until(is_event("engine/state", state="ready"))
+    stalled.send("turn/start", {"text": "a long one"})  # and then it reads nothing
+    old = server.on_loop(lambda: server.server.controller)
+
+    def unread() -> int:
+        return old._queued + old.writer.transport.get_write_buffer_size()
+
+    wait_for(lambda: server.on_loop(unread) > 256 * 1024)
+    return stalled, unread
 
 
 def test_daemon_status_shows_how_long_the_chat_has_been_left_alone(tmp_path):
@@ -649,13 +660,6 @@ def test_a_stalled_terminal_does_not_hold_back_the_engines_end(tmp_path, monkeyp
     monkeypatch.setattr(connection, "DROP_GRACE_SECONDS", 600.0)  # waited for, the test would time out
     big = ["x" * 20_000 + " " for _ in range(100)]
     with engine_server(tmp_path, big, delay=0.002) as server:
-        stalled = RawClient(server.path, tty="pts/1")
-        stalled.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        stalled.call("chat/open", open_params())
-        stalled.until(is_event("engine/state", state="ready"))
-        stalled.send("turn/start", {"text": "a long one"})  # and then it reads nothing
-        old = server.on_loop(lambda: server.server.controller)
-        unread = lambda: old._queued + old.writer.transport.get_write_buffer_size()  # noqa: E731
-        wait_for(lambda: server.on_loop(unread) > 256 * 1024)
+        stalled, _ = a_terminal_that_stopped_reading(server)
         assert "result" in RawClient(server.path).call("daemon/stop")
         wait_for(server.server.stop_requested.is_set)
